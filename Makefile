@@ -1,0 +1,46 @@
+# Two commands set everything up: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+WORKER_QUEUES ?= default,training
+WORKER_CONCURRENCY ?= 1
+
+.PHONY: run test install web worker beat migrate lint
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --upgrade pip
+
+$(VENV)/.installed: $(PY) pyproject.toml
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(VENV)/bin/pip install torch==2.13.0
+	$(VENV)/bin/pip install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+# Embedded default: SQLite, local files and a bundled Redis owned by the launcher.
+run: migrate
+	$(PY) manage.py build_base_model tiny-llama
+	$(PY) manage.py launch --port $(PORT)
+
+web:
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v 0
+	$(PY) -m daphne -b 0.0.0.0 -p $(PORT) finetune_site.asgi:application
+
+worker:
+	$(PY) -m celery -A finetune_site worker -l info -Q $(WORKER_QUEUES) -c $(WORKER_CONCURRENCY)
+
+beat:
+	$(PY) -m celery -A finetune_site beat -l info
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,19 @@
+"""Errors services raise; the API turns them into OpenAI-shaped error bodies."""
+
+
+class InvalidRequest(Exception):
+    """The caller asked for something that cannot be done; ``param`` names the input."""
+
+    status = 400
+
+    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class Conflict(InvalidRequest):
+    """The request is well formed but the object's state forbids it."""
+
+    status = 409

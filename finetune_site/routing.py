@@ -1,0 +1,3 @@
+"""Websocket routes (filled by the live UI)."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,34 @@
+from django.contrib import admin
+from django.http import JsonResponse
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from datasets_app import api as files_api
+from jobs_app import api as jobs_api
+from models_app import api as models_api
+from finetune_site import views
+
+
+def healthz(request):
+    return JsonResponse({"ok": True})
+
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("v1/files", files_api.FilesApi.as_view(), name="files"),
+    path("v1/files/<str:file_id>", files_api.FileApi.as_view(), name="file"),
+    path("v1/files/<str:file_id>/content", files_api.FileContentApi.as_view(), name="file-content"),
+    path("v1/fine_tuning/jobs", jobs_api.JobsApi.as_view(), name="jobs"),
+    path("v1/fine_tuning/jobs/<str:job_id>", jobs_api.JobApi.as_view(), name="job"),
+    path("v1/fine_tuning/jobs/<str:job_id>/cancel", jobs_api.JobCancelApi.as_view(), name="job-cancel"),
+    path("v1/fine_tuning/jobs/<str:job_id>/events", jobs_api.JobEventsApi.as_view(), name="job-events"),
+    path("v1/fine_tuning/jobs/<str:job_id>/checkpoints", jobs_api.JobCheckpointsApi.as_view(),
+         name="job-checkpoints"),
+    path("v1/models", models_api.ModelsApi.as_view(), name="models"),
+    path("v1/models/<path:model_id>/download", models_api.ModelDownloadApi.as_view(), name="model-download"),
+    path("v1/models/<path:model_id>", models_api.ModelApi.as_view(), name="model"),
+]

@@ -1,0 +1,70 @@
+from django.contrib import admin, messages
+
+from finetune_site.errors import Conflict
+from jobs_app import services
+from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class JobEventInline(ReadOnlyInline):
+    model = JobEvent
+    fields = ("seq", "created_at", "level", "type", "message", "data")
+    readonly_fields = fields
+    ordering = ("seq",)
+
+
+class CheckpointInline(ReadOnlyInline):
+    model = Checkpoint
+    fields = ("step", "storage_path", "metrics", "created_at")
+    readonly_fields = fields
+
+
+@admin.register(FineTuneJob)
+class FineTuneJobAdmin(admin.ModelAdmin):
+    list_display = ("id", "owner", "base_model", "dataset", "status", "attempt", "trained_tokens", "created_at")
+    list_filter = ("status", "method", "base_model")
+    search_fields = ("id", "owner__username", "dataset__id", "dataset__filename", "suffix")
+    date_hierarchy = "created_at"
+    # status changes only through job_transition (the cancel action), never by editing.
+    readonly_fields = ("id", "status", "attempt", "error", "trained_tokens", "event_seq",
+                       "created_at", "started_at", "finished_at")
+    inlines = [CheckpointInline, JobEventInline]
+    actions = ["cancel_jobs"]
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request, queryset):
+        cancelled = 0
+        for job in queryset:
+            try:
+                services.job_cancel(job=job)
+                cancelled += 1
+            except Conflict as exc:
+                self.message_user(request, exc.message, level=messages.WARNING)
+        self.message_user(request, f"Cancelled {cancelled} job(s).")
+
+
+@admin.register(JobEvent)
+class JobEventAdmin(admin.ModelAdmin):
+    list_display = ("job", "seq", "level", "type", "message", "created_at")
+    list_filter = ("level", "type")
+    search_fields = ("job__id", "message")
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Checkpoint)
+class CheckpointAdmin(admin.ModelAdmin):
+    list_display = ("id", "job", "step", "storage_path", "created_at")
+    search_fields = ("job__id",)

@@ -1,0 +1,119 @@
+"""`python manage.py finetune FILE --model tiny-llama`: upload, submit and follow one job."""
+
+import time
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from datasets_app.services import dataset_upload
+from finetune_site.errors import InvalidRequest
+from jobs_app import services
+from jobs_app.models import FineTuneJob
+
+POLL_SECONDS = 0.5
+QUEUE_HINT_SECONDS = 15
+
+
+class Command(BaseCommand):
+    help = "Upload a JSONL file, start a fine-tuning job and follow it until it ends."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", type=Path)
+        parser.add_argument("--model", default="tiny-llama", help="base model name (see /v1/models)")
+        parser.add_argument("--method", default="lora", choices=["lora", "full"])
+        parser.add_argument("--epochs", type=int, help="number of epochs (default: auto)")
+        parser.add_argument("--learning-rate", type=float, help="peak learning rate (default: auto)")
+        parser.add_argument("--suffix", default="", help="a name for the fine-tuned model")
+        parser.add_argument("--user", default="admin", help="owner of the dataset and job")
+
+    def handle(self, *args, file: Path, model, method, epochs, learning_rate, suffix, user, **options):
+        owner, _ = get_user_model().objects.get_or_create(username=user)
+        hyperparameters = {"adapter": method}
+        if epochs is not None:
+            hyperparameters["n_epochs"] = epochs
+        if learning_rate is not None:
+            hyperparameters["learning_rate"] = learning_rate
+        try:
+            job = self._submit(file, owner, model, hyperparameters, suffix)
+        except InvalidRequest as exc:
+            raise CommandError(f"{exc.param or 'input'}: {exc.message}") from exc
+        self.stdout.write(f"Started {job.id} on {model}; following it (Ctrl-C to stop or cancel).")
+        try:
+            job = _follow(job, self.stdout)
+        except KeyboardInterrupt:
+            return self._interrupted(job)
+        self._report(job)
+
+    def _submit(self, file: Path, owner, model, hyperparameters, suffix) -> FineTuneJob:
+        if not file.is_file():
+            raise CommandError(f"{file}: no such file")
+        with open(file, "rb") as handle:
+            dataset = dataset_upload(owner=owner, upload=File(handle, name=file.name))
+        self.stdout.write(f"Uploaded {file} as {dataset.id}: {dataset.row_count} {dataset.format} rows")
+        return services.job_create(owner=owner, training_file=dataset.id, model=model,
+                                   hyperparameters=hyperparameters, suffix=suffix)
+
+    def _interrupted(self, job: FineTuneJob) -> None:
+        try:
+            answer = input(f"\nCancel {job.id}? [y/N] ").strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            answer = ""
+        if answer in {"y", "yes"}:
+            job.refresh_from_db()
+            if not job.is_finished:
+                services.job_cancel(job=job)
+            self.stdout.write(f"Cancelled {job.id}.")
+        else:
+            self.stdout.write(f"{job.id} keeps running; cancel it with POST /v1/fine_tuning/jobs/{job.id}/cancel")
+
+    def _report(self, job: FineTuneJob) -> None:
+        if job.status != FineTuneJob.Status.SUCCEEDED:
+            error = job.error or {}
+            raise CommandError(f"{job.id} {job.status}: {error.get('message', '')}")
+        model = job.result_model
+        archive = f"{model.adapter_path}.zip"
+        where = default_storage.path(archive) if hasattr(default_storage, "path") and _is_local() else archive
+        self.stdout.write(self.style.SUCCESS(f"{job.id} succeeded: model {model.id}"))
+        self.stdout.write(f"Adapter: {where}")
+        self.stdout.write(f"Download: GET /v1/models/{model.id}/download?artifact=adapter")
+
+
+def _is_local() -> bool:
+    from finetune_site.files import storage_is_s3
+
+    return not storage_is_s3()
+
+
+def _follow(job: FineTuneJob, out) -> FineTuneJob:
+    """Print the job's events and a progress bar until it finishes."""
+    last_seq, bar, waited = 0, None, time.monotonic()
+    while True:
+        job.refresh_from_db()
+        for event in job.events.filter(seq__gt=last_seq).order_by("seq"):
+            last_seq = event.seq
+            bar = _show(event, bar, out)
+        if job.is_finished:
+            if bar:
+                bar.close()
+            return job
+        if job.status == FineTuneJob.Status.QUEUED and time.monotonic() - waited > QUEUE_HINT_SECONDS:
+            out.write("Still queued: is a worker running? (`make worker`, or `make run` for everything)")
+            waited = time.monotonic() + 10 * QUEUE_HINT_SECONDS
+        time.sleep(POLL_SECONDS)
+
+
+def _show(event, bar, out):
+    data = event.data or {}
+    if event.type != "metrics" or "step" not in data:
+        (bar.write if bar else out.write)(event.message)
+        return bar
+    if bar is None:
+        bar = tqdm(total=data["total_steps"], unit="step", dynamic_ncols=True)
+    bar.update(data["step"] - bar.n)
+    if "train_loss" in data:
+        bar.set_postfix(loss=f"{data['train_loss']:.4f}")
+    return bar

@@ -1,0 +1,133 @@
+from django.conf import settings
+from django.db import models
+
+from finetune_site.ids import new_id
+
+
+def new_job_id() -> str:
+    return new_id("ftjob")
+
+
+def new_event_id() -> str:
+    return new_id("ftevent")
+
+
+def new_checkpoint_id() -> str:
+    return new_id("ftckpt")
+
+
+class FineTuneJob(models.Model):
+    class Status(models.TextChoices):
+        VALIDATING_FILES = "validating_files"
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Method(models.TextChoices):
+        SUPERVISED = "supervised"
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_job_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    dataset = models.ForeignKey("datasets_app.Dataset", on_delete=models.PROTECT, related_name="jobs")
+    validation_dataset = models.ForeignKey(
+        "datasets_app.Dataset", on_delete=models.PROTECT, null=True, blank=True, related_name="validation_jobs"
+    )
+    base_model = models.ForeignKey("models_app.BaseModel", on_delete=models.PROTECT, related_name="jobs")
+    method = models.CharField(max_length=20, choices=Method.choices, default=Method.SUPERVISED)
+    hyperparameters = models.JSONField(default=dict, help_text="Resolved: no 'auto' left.")
+    suffix = models.CharField(max_length=64, blank=True)
+    seed = models.IntegerField(default=42)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.VALIDATING_FILES)
+    attempt = models.PositiveIntegerField(default=0)
+    error = models.JSONField(null=True, blank=True, help_text="{code, message, param} when failed.")
+    trained_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    event_seq = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["status"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=[
+                    "validating_files", "queued", "running", "succeeded", "failed", "cancelled",
+                ]),
+                name="job_status_valid",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+
+FINISHED = {FineTuneJob.Status.SUCCEEDED, FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED}
+
+# The one table of legal status changes; only jobs_app.services.job_transition reads it.
+ALLOWED_TRANSITIONS: dict[str, set[str]] = {
+    FineTuneJob.Status.VALIDATING_FILES: {
+        FineTuneJob.Status.QUEUED, FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED,
+    },
+    FineTuneJob.Status.QUEUED: {
+        FineTuneJob.Status.RUNNING, FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED,
+    },
+    FineTuneJob.Status.RUNNING: {
+        FineTuneJob.Status.SUCCEEDED, FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED,
+        FineTuneJob.Status.QUEUED,
+    },
+    FineTuneJob.Status.SUCCEEDED: set(),
+    FineTuneJob.Status.FAILED: set(),
+    FineTuneJob.Status.CANCELLED: set(),
+}
+
+
+class JobEvent(models.Model):
+    """The durable log and metric history of a job, numbered per job by ``seq``."""
+
+    class Level(models.TextChoices):
+        INFO = "info"
+        WARN = "warn"
+        ERROR = "error"
+
+    class Type(models.TextChoices):
+        MESSAGE = "message"
+        METRICS = "metrics"
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_event_id, editable=False)
+    job = models.ForeignKey(FineTuneJob, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
+    type = models.CharField(max_length=10, choices=Type.choices, default=Type.MESSAGE)
+    message = models.TextField()
+    data = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "seq"]
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="job_event_seq_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#{self.seq}"
+
+
+class Checkpoint(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=new_checkpoint_id, editable=False)
+    job = models.ForeignKey(FineTuneJob, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    storage_path = models.CharField(max_length=500, help_text="Storage prefix of the checkpoint files.")
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "-step"]
+        constraints = [models.UniqueConstraint(fields=["job", "step"], name="checkpoint_step_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}@{self.step}"

@@ -1,0 +1,24 @@
+"""Celery tasks for jobs: thin wrappers that take a job id and call a service."""
+
+from celery import shared_task
+
+from jobs_app import services
+from jobs_app.models import FineTuneJob
+
+
+@shared_task(name="jobs_app.tasks.job_validate", ignore_result=True)
+def job_validate(job_id: str) -> None:
+    if not FineTuneJob.objects.filter(pk=job_id).exists():
+        return
+    try:
+        services.job_validate(job_id=job_id)
+    except Exception as exc:
+        services.job_fail(job_id=job_id, code="validation_error", message=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+@shared_task(name="jobs_app.tasks.job_run", ignore_result=True)
+def job_run(job_id: str) -> None:
+    if not FineTuneJob.objects.filter(pk=job_id).exists():
+        return
+    services.job_run(job_id=job_id)

@@ -1,0 +1,120 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+from models_app.services import base_model_builtin_ensure
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture
+def base_model(db):
+    """The built-in tiny-llama row (transactional tests flush the data migration's copy)."""
+    return base_model_builtin_ensure()
+
+
+@pytest.fixture
+def live_base_model(transactional_db):
+    return base_model_builtin_ensure()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_broker():
+    """Leftover tasks from an interrupted run must not reach this run's worker."""
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> Path:
+    from workers.tiny_model import tiny_model_build
+
+    return tiny_model_build(Path(settings.BASE_MODELS_DIR) / "tiny-llama")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class WorkerPool:
+    """One real Celery worker process at a time, restarted when a test needs other settings."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.process: subprocess.Popen | None = None
+        self.extra: dict | None = None
+
+    def ensure(self, extra: dict | None = None) -> subprocess.Popen:
+        extra = extra or {}
+        if self.process and self.process.poll() is None and self.extra == extra:
+            return self.process
+        self.stop()
+        env = {**os.environ, "DATABASE_URL": self.database_url, **extra}
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        log = open(ARTIFACTS / f"worker-{int(time.time())}.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "finetune_site", "worker", "-l", "info",
+             "-Q", "default,training", "-c", "1", "--without-gossip", "--without-mingle",
+             "-n", f"test-{os.getpid()}@%h"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        self.extra = extra
+        self._wait_ready()
+        return self.process
+
+    def _wait_ready(self) -> None:
+        from finetune_site.celery import app
+
+        def ready():
+            assert self.process.poll() is None, "the Celery worker exited; see tests/artifacts"
+            return app.control.ping(timeout=0.5)
+
+        wait_for(ready, timeout=60, what="the Celery worker")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def worker_pool(django_db_setup, django_db_blocker):
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        name = connection.settings_dict["NAME"]
+    base = settings.DATABASES["default"]
+    url = f"postgres://{base['USER']}@{base['HOST']}:{base['PORT']}/{name}"
+    pool = WorkerPool(url)
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture
+def worker(worker_pool):
+    """A real Celery worker on the default (local disk) storage."""
+    return worker_pool.ensure()

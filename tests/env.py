@@ -1,0 +1,20 @@
+"""Loaded with `-p tests.env` before Django reads its settings: the test environment.
+
+Tests run against the real PostgreSQL and Redis on 127.0.0.1 (override with DATABASE_URL /
+REDIS_URL). Each run gets a fresh DATA_DIR; the tiny base model is cached across runs.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/finetune")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
+os.environ.setdefault("CHANNELS_PREFIX", "finetune-test")
+os.environ.setdefault("BASE_MODELS_DIR", str(ROOT / "data" / "base_models"))
+os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="finetune-test-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.pop("AWS_STORAGE_BUCKET_NAME", None)

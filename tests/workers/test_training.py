@@ -1,0 +1,114 @@
+"""The engine on the tiny local model, on CPU, without Django."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workers.config import TrainConfig
+from workers.events import ArtifactSaved, Metric, Progress
+from workers.sample_data import classification_rows, classification_write
+from workers.tiny_model import PARAMETERS, tiny_model_build
+
+
+def _config(tiny_model_path, tmp_path, **overrides) -> TrainConfig:
+    train = classification_write(tmp_path / "train.jsonl", 24, chat=overrides.pop("chat", True))
+    values = dict(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp_path / "out"),
+                  n_epochs=2, batch_size=8, learning_rate=3e-3)
+    return TrainConfig(**{**values, **overrides})
+
+
+def _greedy(model, tokenizer, prompt: str) -> str:
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
+    output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    return tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_tiny_model_matches_declared_size_and_is_cached(tiny_model_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    assert sum(p.numel() for p in model.parameters()) == PARAMETERS
+    stamp = (tiny_model_path / "model.safetensors").stat().st_mtime_ns
+    tiny_model_build(tiny_model_path)
+    assert (tiny_model_path / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_lora_run_reports_every_step_and_saves_an_adapter(tiny_model_path, tmp_path):
+    events = []
+    result = _run(_config(tiny_model_path, tmp_path), events)
+    steps = [e.step for e in events if isinstance(e, Metric) and "loss" in e.values]
+    assert steps == list(range(1, result.total_steps + 1))
+    assert [e.step for e in events if isinstance(e, Progress)] == steps
+    assert result.trained_tokens > 0 and result.tokens_per_second > 0
+    adapter = Path(result.adapter_dir)
+    assert (adapter / "adapter_model.safetensors").exists()
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16
+    checkpoints = [e for e in events if isinstance(e, ArtifactSaved) and e.kind == "checkpoint"]
+    assert [c.step for c in checkpoints] == [result.total_steps // 2, result.total_steps]
+
+
+def test_loss_is_only_on_assistant_tokens(tiny_model_path, tmp_path):
+    from workers.training import _dataset_load, _sft_args, _tokenizer_load
+    from workers.device import device_detect
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
+    config = _config(tiny_model_path, tmp_path)
+    tokenizer = _tokenizer_load(config.model_path)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(config.model_path),
+                         args=_sft_args(config, device_detect(), chat=True, has_eval=False),
+                         train_dataset=_dataset_load(config.train_file), processing_class=tokenizer)
+    row = trainer.train_dataset[0]
+    labels = [t for t, label in zip(row["input_ids"], trainer.data_collator([row])["labels"][0].tolist())
+              if label != -100]
+    answer = classification_rows(24)[0]["messages"][1]["content"]
+    assert tokenizer.decode(labels) == answer + "<|end|>"
+
+
+def test_lora_learns_the_training_labels(tiny_model_path, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = _run(_config(tiny_model_path, tmp_path, n_epochs=8), [])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_path), result.adapter_dir)
+    rows = classification_rows(24)[:8]
+    prompts = [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows]
+    tuned_right = sum(_greedy(tuned, tokenizer, p) == label for p, label in prompts)
+    base_right = sum(_greedy(base, tokenizer, p) == label for p, label in prompts)
+    assert base_right == 0
+    assert tuned_right >= 6
+
+
+def test_prompt_completion_rows_train(tiny_model_path, tmp_path):
+    events = []
+    result = _run(_config(tiny_model_path, tmp_path, chat=False, n_epochs=1), events)
+    assert result.steps == 3 and Path(result.adapter_dir, "adapter_model.safetensors").exists()
+
+
+def test_full_fine_tuning_saves_whole_model(tiny_model_path, tmp_path):
+    result = _run(_config(tiny_model_path, tmp_path, method="full", n_epochs=1, learning_rate=1e-4), [])
+    assert Path(result.adapter_dir, "model.safetensors").exists()
+
+
+def test_should_stop_ends_the_run_after_one_step(tiny_model_path, tmp_path):
+    events = []
+    result = _run(_config(tiny_model_path, tmp_path), events, should_stop=lambda: True)
+    assert result.stopped and result.steps == 1 and result.adapter_dir == ""
+    assert not any(isinstance(e, ArtifactSaved) for e in events)
+
+
+def test_bad_config_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="n_epochs"):
+        TrainConfig(model_path="x", train_file="y", output_dir=str(tmp_path), n_epochs=0)
+    with pytest.raises(ValueError, match="method"):
+        TrainConfig(model_path="x", train_file="y", output_dir=str(tmp_path), method="dpo")
+
+
+def _run(config, events, **kwargs):
+    from workers.training import run_training
+
+    return run_training(config, events.append, **kwargs)

@@ -1,0 +1,42 @@
+"""A small learnable data set: classify a sentence as sports, food, weather or music.
+
+Used by the tests, the benchmarks and the README's first run; generated, never committed.
+"""
+
+import json
+import random
+from pathlib import Path
+
+TOPICS = {
+    "sports": ["team", "match", "goal", "coach", "player", "score", "race", "ball"],
+    "food": ["soup", "bread", "cheese", "apple", "dinner", "cake", "rice", "salad"],
+    "weather": ["rain", "wind", "snow", "cloud", "storm", "sun", "fog", "heat"],
+    "music": ["song", "band", "guitar", "concert", "piano", "drum", "singer", "album"],
+}
+FRAMES = ["The {a} and the {b} were great.", "I saw the {a} near the {b}.", "A {a} with a {b} today."]
+
+
+def classification_rows(count: int, *, seed: int = 0, chat: bool = True) -> list[dict]:
+    """``count`` rows, cycling through the four labels, as chat or prompt/completion rows."""
+    rng = random.Random(seed)
+    labels = list(TOPICS)
+    rows = []
+    for index in range(count):
+        label = labels[index % len(labels)]
+        a, b = rng.sample(TOPICS[label], 2)
+        prompt = "Classify: " + rng.choice(FRAMES).format(a=a, b=b)
+        rows.append(_row(prompt, label, chat))
+    return rows
+
+
+def _row(prompt: str, label: str, chat: bool) -> dict:
+    if chat:
+        return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": label}]}
+    return {"prompt": prompt + "\nLabel:", "completion": " " + label}
+
+
+def classification_write(path: Path, count: int = 48, *, seed: int = 0, chat: bool = True) -> Path:
+    """Write ``classification_rows`` as JSONL to ``path``."""
+    path = Path(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in classification_rows(count, seed=seed, chat=chat)))
+    return path

@@ -1,0 +1,179 @@
+"""Supervised fine-tuning with TRL's SFTTrainer (+ PEFT LoRA)."""
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from workers.config import TrainConfig, TrainResult
+from workers.data import CHAT, jsonl_rows, row_format
+from workers.device import DeviceInfo, device_detect
+from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
+
+
+def run_training(
+    config: TrainConfig, emit: Emit, should_stop: Callable[[], bool] = lambda: False
+) -> TrainResult:
+    """Fine-tune ``config.model_path`` on ``config.train_file``; report through ``emit``.
+
+    ``should_stop`` is asked after every optimizer step; when it answers True the run
+    ends after that step and no adapter is saved.
+    """
+    from trl import SFTTrainer
+
+    device = device_detect()
+    emit(LogLine(f"Training on {device.describe()} with {config.method}"))
+    tokenizer = _tokenizer_load(config.model_path)
+    train = _dataset_load(config.train_file)
+    evaluation = _dataset_load(config.validation_file) if config.validation_file else None
+    callback = _callback_make(emit, should_stop)
+    trainer = SFTTrainer(
+        model=_model_load(config, device),
+        args=_sft_args(config, device, chat=row_format(train[0]) == CHAT, has_eval=bool(evaluation)),
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=_lora_config(config),
+        callbacks=[callback],
+    )
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=config.resume_from)
+    wall = time.perf_counter() - started
+    return _result_finish(trainer, config, emit, callback, output, wall)
+
+
+def _result_finish(trainer, config, emit, callback, output, wall) -> TrainResult:
+    state = trainer.state
+    tokens = int(state.num_input_tokens_seen or 0)
+    adapter_dir = ""
+    if not callback.stopped:
+        adapter_dir = str(Path(config.output_dir) / "adapter")
+        trainer.save_model(adapter_dir)
+        trainer.processing_class.save_pretrained(adapter_dir)
+        emit(ArtifactSaved(kind="adapter" if config.method == "lora" else "model", path=adapter_dir,
+                           step=state.global_step, metrics={"train_loss": output.training_loss}))
+    return TrainResult(
+        adapter_dir=adapter_dir,
+        steps=state.global_step,
+        total_steps=state.max_steps,
+        trained_tokens=tokens,
+        train_loss=float(output.training_loss),
+        wall_seconds=wall,
+        tokens_per_second=tokens / wall if wall else 0.0,
+        stopped=callback.stopped,
+    )
+
+
+def _tokenizer_load(model_path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _model_load(config: TrainConfig, device: DeviceInfo):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device.bf16 else torch.float32
+    return AutoModelForCausalLM.from_pretrained(config.model_path, dtype=dtype)
+
+
+def _dataset_load(path: str):
+    from datasets import Dataset
+
+    return Dataset.from_list([_row_clean(row) for row in jsonl_rows(Path(path))])
+
+
+def _row_clean(row: dict) -> dict:
+    """Keep only the columns the trainer reads, so rows with extra keys line up."""
+    if row_format(row) == CHAT:
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]]}
+    return {"prompt": row["prompt"], "completion": row["completion"]}
+
+
+def _sft_args(config: TrainConfig, device: DeviceInfo, *, chat: bool, has_eval: bool):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(Path(config.output_dir) / "checkpoints"),
+        num_train_epochs=config.n_epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        max_length=config.max_length,
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy="steps" if config.save_steps else "epoch",
+        save_steps=config.save_steps or 500,
+        eval_strategy="epoch" if has_eval else "no",
+        # bf16 only where the GPU has it: emulated on CPU it is ~15x slower.
+        bf16=device.bf16,
+        fp16=device.kind == "cuda" and not device.bf16,
+        use_cpu=device.kind == "cpu",
+        # Costs ~25% on CPU for small models; worth it only for memory on a GPU.
+        gradient_checkpointing=False,
+        assistant_only_loss=chat,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_pin_memory=device.kind == "cuda",
+        report_to="none",
+        disable_tqdm=True,
+        save_only_model=False,
+    )
+
+
+def _lora_config(config: TrainConfig):
+    if config.method != "lora":
+        return None
+    from peft import LoraConfig
+
+    targets = config.lora_target_modules
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets[0] if targets == ("all-linear",) else list(targets),
+        task_type="CAUSAL_LM",
+    )
+
+
+def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
+    from transformers import TrainerCallback
+
+    class Reporter(TrainerCallback):
+        """Turns trainer hooks into engine events and honours ``should_stop``."""
+
+        stopped = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            emit(Progress(state.global_step, state.max_steps, int(state.num_input_tokens_seen or 0)))
+            if should_stop():
+                self.stopped = True
+                control.should_training_stop = True
+                control.should_save = False
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if self.stopped:  # a stopped run leaves nothing behind
+                control.should_save = False
+                control.should_evaluate = False
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            values = {k: v for k, v in (logs or {}).items() if isinstance(v, int | float)}
+            values["tokens"] = int(state.num_input_tokens_seen or 0)
+            emit(Metric(state.global_step, state.max_steps, values))
+
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            metrics = _last_metrics(state.log_history)
+            emit(ArtifactSaved(kind="checkpoint", path=str(path), step=state.global_step, metrics=metrics))
+
+    return Reporter()
+
+
+def _last_metrics(history: list[dict]) -> dict:
+    for entry in reversed(history):
+        if "loss" in entry:
+            return {"train_loss": entry["loss"]}
+    return {}
