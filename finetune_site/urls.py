@@ -4,9 +4,9 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from datasets_app import api as files_api
+from finetune_site import views
 from jobs_app import api as jobs_api
 from models_app import api as models_api
-from finetune_site import views
 
 
 def healthz(request):

@@ -60,7 +60,7 @@ def _int(low: int, high: int):
 def _float(low: float, high: float, *, inclusive_low: bool = False):
     def check(value):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"must be a number or \"auto\""
+            return "must be a number or \"auto\""
         if value < low or (value == low and not inclusive_low) or value > high:
             return f"must be {'at least' if inclusive_low else 'above'} {low} and at most {high}, not {value}"
         return None

@@ -50,10 +50,11 @@ def test_lora_run_reports_every_step_and_saves_an_adapter(tiny_model_path, tmp_p
 
 
 def test_loss_is_only_on_assistant_tokens(tiny_model_path, tmp_path):
-    from workers.training import _dataset_load, _sft_args, _tokenizer_load
-    from workers.device import device_detect
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
+
+    from workers.device import device_detect
+    from workers.training import _dataset_load, _sft_args, _tokenizer_load
 
     config = _config(tiny_model_path, tmp_path)
     tokenizer = _tokenizer_load(config.model_path)
@@ -61,7 +62,7 @@ def test_loss_is_only_on_assistant_tokens(tiny_model_path, tmp_path):
                          args=_sft_args(config, device_detect(), chat=True, has_eval=False),
                          train_dataset=_dataset_load(config.train_file), processing_class=tokenizer)
     row = trainer.train_dataset[0]
-    labels = [t for t, label in zip(row["input_ids"], trainer.data_collator([row])["labels"][0].tolist())
+    labels = [t for t, label in zip(row["input_ids"], trainer.data_collator([row])["labels"][0].tolist(), strict=True)
               if label != -100]
     answer = classification_rows(24)[0]["messages"][1]["content"]
     assert tokenizer.decode(labels) == answer + "<|end|>"

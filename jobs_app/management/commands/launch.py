@@ -42,7 +42,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"\nfinetune is running at http://{host}:{port}/"))
         self.stdout.write(f"  admin:   http://{host}:{port}/admin/  user admin, password {password}")
         self.stdout.write(f"  API:     base_url=http://{host}:{port}/v1  api_key={token.key}")
-        self.stdout.write(f"  CLI:     .venv/bin/python manage.py finetune FILE.jsonl --model tiny-llama")
+        self.stdout.write("  CLI:     .venv/bin/python manage.py finetune FILE.jsonl --model tiny-llama")
         self.stdout.write("  Ctrl-C stops everything.\n")
 
 

@@ -1,0 +1,73 @@
+"""The job state machine and the services around it."""
+
+import pytest
+
+from finetune_site.errors import Conflict
+from jobs_app.models import ALLOWED_TRANSITIONS, FineTuneJob, JobEvent
+from jobs_app.services import job_cancel, job_event_add, job_transition, job_validate
+from tests.factories import make_dataset, make_job, make_user
+
+pytestmark = pytest.mark.django_db
+Status = FineTuneJob.Status
+
+
+@pytest.mark.parametrize("start", [s.value for s in Status])
+@pytest.mark.parametrize("to", [s.value for s in Status])
+def test_transition_follows_the_table(base_model, start, to):
+    job = make_job(status=start)
+    if to in ALLOWED_TRANSITIONS[start]:
+        assert job_transition(job_id=job.id, to=to).status == to
+        assert JobEvent.objects.filter(job=job, data__status=to).exists()
+    else:
+        with pytest.raises(Conflict):
+            job_transition(job_id=job.id, to=to)
+        job.refresh_from_db()
+        assert job.status == start
+
+
+def test_stale_attempt_cannot_write(base_model):
+    job = make_job(status=Status.RUNNING)
+    FineTuneJob.objects.filter(pk=job.pk).update(attempt=2)
+    with pytest.raises(Conflict, match="stale"):
+        job_transition(job_id=job.id, to=Status.SUCCEEDED, expect_attempt=1)
+    assert FineTuneJob.objects.get(pk=job.pk).status == Status.RUNNING
+
+
+def test_cancel_queued_job_is_immediate(base_model):
+    job = job_cancel(job=make_job(status=Status.QUEUED))
+    assert job.status == Status.CANCELLED and job.finished_at is not None
+
+
+def test_cancel_finished_job_is_refused(base_model):
+    with pytest.raises(Conflict, match="already succeeded"):
+        job_cancel(job=make_job(status=Status.SUCCEEDED))
+
+
+def test_events_are_numbered_per_job(base_model):
+    first, second = make_job(), make_job()
+    job_event_add(job_id=first.id, message="a")
+    job_event_add(job_id=second.id, message="b")
+    job_event_add(job_id=first.id, message="c")
+    assert list(first.events.values_list("seq", "message")) == [(1, f"Created fine-tuning job: {first.id}"),
+                                                               (2, "a"), (3, "c")]
+    assert list(second.events.values_list("seq", flat=True)) == [1, 2]
+
+
+def test_validation_fails_when_validation_file_has_other_format(base_model, django_capture_on_commit_callbacks):
+    user = make_user()
+    train = make_dataset(user)
+    other = make_dataset(user, rows=[{"prompt": "a", "completion": "b"}])
+    job = make_job(user, dataset=train)
+    FineTuneJob.objects.filter(pk=job.pk).update(validation_dataset=other)
+    job_validate(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == Status.FAILED and job.error["code"] == "invalid_training_file"
+    assert "prompt_completion" in job.error["message"]
+
+
+def test_validation_queues_a_good_job_for_training(base_model, django_capture_on_commit_callbacks):
+    job = make_job()
+    with django_capture_on_commit_callbacks() as callbacks:
+        job_validate(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED and len(callbacks) >= 1

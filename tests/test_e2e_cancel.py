@@ -1,0 +1,43 @@
+"""Cancelling through the API: queued jobs at once, running jobs within one training step."""
+
+import pytest
+
+from jobs_app.models import FineTuneJob, JobEvent
+from tests.e2e import client_for, start_job, upload, wait_finished, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def test_running_job_stops_within_one_step_and_frees_the_worker(live_server, live_base_model, worker):
+    client, _ = client_for(live_server)
+    file = upload(client)
+    job = start_job(client, file.id, n_epochs=100)
+    wait_for(lambda: JobEvent.objects.filter(job_id=job.id, type="metrics", data__step__gte=3).exists(),
+             timeout=120, what="training to reach step 3")
+
+    cancelled = client.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled"
+    cancel_seq = JobEvent.objects.get(job_id=job.id, message="Job cancelled").seq
+
+    next_job = wait_finished(client, start_job(client, file.id, n_epochs=1).id)
+    assert next_job.status == "succeeded"
+    steps_before = _steps(job.id, seq__lt=cancel_seq)
+    steps_after = _steps(job.id, seq__gt=cancel_seq)
+    assert max(steps_after, default=max(steps_before)) - max(steps_before) <= 1
+    assert max(steps_before) < 300
+    final = FineTuneJob.objects.get(pk=job.id)
+    assert final.status == "cancelled" and not hasattr(final, "result_model")
+    assert client.fine_tuning.jobs.retrieve(job.id).fine_tuned_model is None
+
+
+def test_cancel_of_finished_job_is_refused(live_server, live_base_model, worker):
+    client, _ = client_for(live_server)
+    job = wait_finished(client, start_job(client, upload(client).id, n_epochs=1).id)
+    with pytest.raises(Exception) as error:
+        client.fine_tuning.jobs.cancel(job.id)
+    assert error.value.status_code == 409 and "already succeeded" in str(error.value)
+
+
+def _steps(job_id: str, **seq) -> list[int]:
+    rows = JobEvent.objects.filter(job_id=job_id, type="metrics", **seq)
+    return [event.data["step"] for event in rows]
