@@ -1,0 +1,78 @@
+"""The embedded default: SQLite, local files and the bundled Redis, all owned by `manage.py launch`."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import psutil
+import pytest
+import requests
+
+from finetune_site.embedded import embedded_redis_alive
+from tests.e2e import free_port, wait_for
+from workers.sample_data import classification_write
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def embedded_env(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "REDIS_URL", "CHANNELS_PREFIX"} and not k.startswith("AWS_")}
+    env["DATA_DIR"] = str(tmp_path / "data")
+    return env
+
+
+def _manage(env, *args) -> str:
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_launch_runs_a_job_on_sqlite_and_bundled_redis_and_dies_whole(embedded_env, tmp_path):
+    _manage(embedded_env, "migrate", "-v0")
+    port = free_port()
+    launcher = subprocess.Popen([sys.executable, "manage.py", "launch", "--port", str(port)], cwd=ROOT,
+                                env=embedded_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _healthy(port), timeout=90, what="the embedded web server")
+        children = psutil.Process(launcher.pid).children()
+        assert len(children) == 3  # redis-server, daphne, celery
+        token = _manage(embedded_env, "issue_token", "carol")
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0)
+        file = client.files.create(file=classification_write(tmp_path / "t.jsonl", 16).open("rb"),
+                                   purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model="tiny-llama", training_file=file.id, hyperparameters={"n_epochs": 1})
+        job = wait_for(lambda: _finished(client, job.id), timeout=180, interval=0.5, what="the job")
+        assert job.status == "succeeded", job.error
+        assert (Path(embedded_env["DATA_DIR"]) / "finetune.sqlite3").exists()
+    finally:
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+    wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
+             timeout=30, what="the launcher's children to die with it")
+    assert not embedded_redis_alive(Path(embedded_env["DATA_DIR"]) / "redis.sock")
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+    except requests.ConnectionError:
+        return False
+
+
+def _finished(client, job_id):
+    job = client.fine_tuning.jobs.retrieve(job_id)
+    return job if job.status in {"succeeded", "failed", "cancelled"} else None
+
+
+def test_placeholder_secret_key_is_refused_when_debug_is_off(embedded_env):
+    env = {**embedded_env, "DEBUG": "0"}
+    env.pop("SECRET_KEY", None)
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0 and "Set SECRET_KEY" in result.stderr
