@@ -148,7 +148,7 @@ def job_fail(*, job_id: str, code: str, message: str, attempt: int | None = None
 
 def job_run(*, job_id: str) -> None:
     """Train a queued job on this worker and store what it produces."""
-    from workers.training import run_training
+    from workers.training import ModelLoadError, run_training
 
     job = _job_start(job_id)
     if job is None:
@@ -162,6 +162,8 @@ def job_run(*, job_id: str) -> None:
             _job_succeed(job, result)
     except Conflict:
         pass  # cancelled (or taken over) meanwhile: the job's state is already final
+    except ModelLoadError as exc:
+        _job_fail_quietly(job, exc, code="model_load_failed")
     except Exception as exc:
         log.exception("job %s failed", job.id)
         _job_fail_quietly(job, exc)
@@ -222,10 +224,10 @@ def _job_succeed(job: FineTuneJob, result) -> None:
         fine_tuned_model_create(job=job, adapter_dir=Path(result.adapter_dir))
 
 
-def _job_fail_quietly(job: FineTuneJob, exc: Exception) -> None:
-    message = f"{type(exc).__name__}: {exc}"
+def _job_fail_quietly(job: FineTuneJob, exc: Exception, code: str = "training_failed") -> None:
+    message = str(exc) if code != "training_failed" else f"{type(exc).__name__}: {exc}"
     try:
-        job_fail(job_id=job.id, code="training_failed", message=message[:2000], attempt=job.attempt)
+        job_fail(job_id=job.id, code=code, message=message[:2000], attempt=job.attempt)
     except Conflict:
         pass
 

@@ -6,7 +6,7 @@ from jobs_app import services
 from jobs_app.models import FineTuneJob
 
 
-@shared_task(name="jobs_app.tasks.job_validate", ignore_result=True)
+@shared_task(name="jobs_app.tasks.job_validate")
 def job_validate(job_id: str) -> None:
     if not FineTuneJob.objects.filter(pk=job_id).exists():
         return
@@ -17,7 +17,7 @@ def job_validate(job_id: str) -> None:
         raise
 
 
-@shared_task(name="jobs_app.tasks.job_run", ignore_result=True)
+@shared_task(name="jobs_app.tasks.job_run")
 def job_run(job_id: str) -> None:
     if not FineTuneJob.objects.filter(pk=job_id).exists():
         return

@@ -102,3 +102,9 @@ def worker_pool(django_db_setup, django_db_blocker):
 def worker(worker_pool):
     """A real Celery worker on the default (local disk) storage."""
     return worker_pool.ensure()
+
+
+@pytest.fixture(scope="session")
+def live_server(django_db_setup, live_server):
+    """pytest-django's server, set up after (so torn down before) the test database."""
+    return live_server

@@ -1,5 +1,6 @@
 """Supervised fine-tuning with TRL's SFTTrainer (+ PEFT LoRA)."""
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,10 +64,17 @@ def _result_finish(trainer, config, emit, callback, output, wall) -> TrainResult
     )
 
 
+class ModelLoadError(Exception):
+    """The base model (or its tokenizer) could not be loaded from its path or hub id."""
+
+
 def _tokenizer_load(model_path: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_load_hint(model_path, exc)) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -77,7 +85,17 @@ def _model_load(config: TrainConfig, device: DeviceInfo):
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if device.bf16 else torch.float32
-    return AutoModelForCausalLM.from_pretrained(config.model_path, dtype=dtype)
+    try:
+        return AutoModelForCausalLM.from_pretrained(config.model_path, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_load_hint(config.model_path, exc)) from exc
+
+
+def _load_hint(model_path: str, exc: Exception) -> str:
+    hint = ""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and not Path(model_path).is_absolute():
+        hint = " HF_HUB_OFFLINE=1 is set: put the model in HF_HOME first or register a local path."
+    return f"could not load base model {model_path!r}: {str(exc).splitlines()[0]}{hint}"
 
 
 def _dataset_load(path: str):
@@ -109,12 +127,7 @@ def _sft_args(config: TrainConfig, device: DeviceInfo, *, chat: bool, has_eval: 
         save_strategy="steps" if config.save_steps else "epoch",
         save_steps=config.save_steps or 500,
         eval_strategy="epoch" if has_eval else "no",
-        # bf16 only where the GPU has it: emulated on CPU it is ~15x slower.
-        bf16=device.bf16,
-        fp16=device.kind == "cuda" and not device.bf16,
-        use_cpu=device.kind == "cpu",
-        # Costs ~25% on CPU for small models; worth it only for memory on a GPU.
-        gradient_checkpointing=False,
+        **device_settings(device),
         assistant_only_loss=chat,
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=device.kind == "cuda",
@@ -122,6 +135,18 @@ def _sft_args(config: TrainConfig, device: DeviceInfo, *, chat: bool, has_eval: 
         disable_tqdm=True,
         save_only_model=False,
     )
+
+
+def device_settings(device: DeviceInfo) -> dict:
+    """Trainer settings a device affords."""
+    return {
+        # bf16 only where the GPU has it: emulated on CPU it is ~15x slower.
+        "bf16": device.bf16,
+        "fp16": device.kind == "cuda" and not device.bf16,
+        "use_cpu": device.kind == "cpu",
+        # Costs ~25% on CPU for small models; worth it only for memory on a GPU.
+        "activation_checkpointing": False,
+    }
 
 
 def _lora_config(config: TrainConfig):

@@ -113,3 +113,17 @@ def _run(config, events, **kwargs):
     from workers.training import run_training
 
     return run_training(config, events.append, **kwargs)
+
+
+def test_cpu_runs_in_fp32_without_checkpointing_and_gpu_uses_its_precision(tmp_path):
+    from workers.device import DeviceInfo
+    from workers.training import _sft_args, device_settings
+
+    config = TrainConfig(model_path="m", train_file="t", output_dir=str(tmp_path))
+    cpu = _sft_args(config, DeviceInfo("cpu", 0), chat=True, has_eval=False)
+    assert (cpu.bf16, cpu.fp16, cpu.gradient_checkpointing, cpu.use_cpu) == (False, False, False, True)
+    assert cpu.assistant_only_loss is True
+    ampere = device_settings(DeviceInfo("cuda", 1, ("A100",), 80 * 2**30, bf16=True, fp16=True))
+    assert (ampere["bf16"], ampere["fp16"], ampere["use_cpu"]) == (True, False, False)
+    turing = device_settings(DeviceInfo("cuda", 1, ("T4",), 16 * 2**30, bf16=False, fp16=True))
+    assert (turing["bf16"], turing["fp16"]) == (False, True)

@@ -1,0 +1,48 @@
+"""job_run in-process (no broker): base models from a local path or a hub id."""
+
+import pytest
+
+from jobs_app.models import FineTuneJob
+from jobs_app.services import job_create, job_run
+from models_app.models import BaseModel
+from tests.factories import make_dataset, make_user
+from workers.tiny_model import PARAMETERS
+
+pytestmark = pytest.mark.django_db
+
+
+def _queued_job(model_name: str) -> FineTuneJob:
+    user = make_user()
+    job = job_create(owner=user, training_file=make_dataset(user).id, model=model_name,
+                     hyperparameters={"n_epochs": 1})
+    FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.QUEUED)
+    return job
+
+
+def test_base_model_from_a_local_path_trains(tiny_model_path):
+    BaseModel.objects.create(name="local-tiny", source=str(tiny_model_path), parameters=PARAMETERS)
+    job = _queued_job("local-tiny")
+    job_run(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
+    assert job.attempt == 1 and job.result_model.base_model.name == "local-tiny"
+    assert list(job.checkpoints.values_list("step", flat=True)) == [4]
+
+
+def test_hub_model_that_cannot_be_loaded_fails_before_training():
+    BaseModel.objects.create(name="acme/not-downloaded", source="acme/not-downloaded")
+    job = _queued_job("acme/not-downloaded")
+    job_run(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.FAILED
+    assert job.error["code"] == "model_load_failed"
+    assert "acme/not-downloaded" in job.error["message"] and "HF_HUB_OFFLINE=1" in job.error["message"]
+    assert not job.events.filter(type="metrics").exists()
+
+
+def test_run_of_cancelled_job_does_nothing(base_model):
+    job = _queued_job("tiny-llama")
+    FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.CANCELLED)
+    job_run(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.CANCELLED and job.attempt == 0
