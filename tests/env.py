@@ -16,5 +16,7 @@ os.environ.setdefault("CHANNELS_PREFIX", "finetune-test")
 os.environ.setdefault("BASE_MODELS_DIR", str(ROOT / "data" / "base_models"))
 os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="finetune-test-")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Request threads of the live server must not keep connections open past the test database.
+os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.pop("AWS_STORAGE_BUCKET_NAME", None)
