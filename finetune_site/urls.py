@@ -25,6 +25,8 @@ urlpatterns = [
     path("v1/fine_tuning/jobs", jobs_api.JobsApi.as_view(), name="jobs"),
     path("v1/fine_tuning/jobs/<str:job_id>", jobs_api.JobApi.as_view(), name="job"),
     path("v1/fine_tuning/jobs/<str:job_id>/cancel", jobs_api.JobCancelApi.as_view(), name="job-cancel"),
+    path("v1/fine_tuning/jobs/<str:job_id>/pause", jobs_api.JobPauseApi.as_view(), name="job-pause"),
+    path("v1/fine_tuning/jobs/<str:job_id>/resume", jobs_api.JobResumeApi.as_view(), name="job-resume"),
     path("v1/fine_tuning/jobs/<str:job_id>/events", jobs_api.JobEventsApi.as_view(), name="job-events"),
     path("v1/fine_tuning/jobs/<str:job_id>/checkpoints", jobs_api.JobCheckpointsApi.as_view(),
          name="job-checkpoints"),

@@ -43,7 +43,9 @@ def job_object(job: FineTuneJob) -> dict:
         "method": {"type": job.method, job.method: {"hyperparameters": hp}},
         # extensions
         "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
         "started_at": _ts(job.started_at),
+        "metrics": job.metrics,
     }
 
 
@@ -101,7 +103,8 @@ HYPERPARAMETER_DOCS = """Extra keys accepted in method.supervised.hyperparameter
 adapter (lora|full), n_epochs (1-100), batch_size (1-1024), learning_rate_multiplier (>0),
 learning_rate (0-1, overrides the multiplier), max_length (tokens, up to the model's context),
 lora_r, lora_alpha, lora_dropout (0-1), lora_target_modules ("all-linear" or a list of names),
-logging_steps, save_steps (0 = a checkpoint per epoch)."""
+logging_steps, save_steps (0 = a checkpoint per epoch), eval_steps (0 = evaluate the validation file
+once per epoch)."""
 
 
 class JobsApi(APIView):
@@ -152,3 +155,16 @@ class JobCheckpointsApi(APIView):
     def get(self, request, job_id: str):
         job = selectors.job_get(request.user, job_id)
         return Response(cursor_page(request, job.checkpoints.all(), checkpoint_object, order=("step",)))
+
+
+class JobPauseApi(APIView):
+    @extend_schema(request=None, responses={200: dict},
+                   summary="Pause a job: at once when queued, after a checkpoint when running")
+    def post(self, request, job_id: str):
+        return Response(job_object(services.job_pause(job=selectors.job_get(request.user, job_id))))
+
+
+class JobResumeApi(APIView):
+    @extend_schema(request=None, responses={200: dict}, summary="Resume a paused job from its last checkpoint")
+    def post(self, request, job_id: str):
+        return Response(job_object(services.job_resume(job=selectors.job_get(request.user, job_id))))

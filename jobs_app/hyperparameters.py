@@ -40,6 +40,7 @@ def hyperparameters_resolve(raw: dict | None, *, parameters: int | None, rows: i
         "lora_target_modules": _auto(values["lora_target_modules"], ["all-linear"]),
         "logging_steps": _auto(values["logging_steps"], 1),
         "save_steps": _auto(values["save_steps"], 0),
+        "eval_steps": _auto(values["eval_steps"], 0),
     }
 
 
@@ -94,6 +95,7 @@ _RULES = {
     "lora_target_modules": _targets,
     "logging_steps": _int(1, 100_000),
     "save_steps": _int(0, 1_000_000),
+    "eval_steps": _int(0, 1_000_000),
 }
 
 

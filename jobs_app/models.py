@@ -21,12 +21,18 @@ class FineTuneJob(models.Model):
         VALIDATING_FILES = "validating_files"
         QUEUED = "queued"
         RUNNING = "running"
+        PAUSED = "paused"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
 
     class Method(models.TextChoices):
         SUPERVISED = "supervised"
+
+    class StopRequest(models.TextChoices):
+        NONE = "", "none"
+        PAUSE = "pause"
+        REQUEUE = "requeue"
 
     id = models.CharField(primary_key=True, max_length=40, default=new_job_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
@@ -40,7 +46,13 @@ class FineTuneJob(models.Model):
     suffix = models.CharField(max_length=64, blank=True)
     seed = models.IntegerField(default=42)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.VALIDATING_FILES)
-    attempt = models.PositiveIntegerField(default=0)
+    attempt = models.PositiveIntegerField(default=0, help_text="Fencing token: +1 at every claim.")
+    max_attempts = models.PositiveIntegerField(default=3)
+    lease_owner = models.CharField(max_length=200, blank=True, help_text="Worker holding the job.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    stop_request = models.CharField(max_length=10, choices=StopRequest.choices, blank=True, default="")
+    metrics = models.JSONField(default=dict, blank=True, help_text="Final: wall time, tokens/s, peak memory.")
     error = models.JSONField(null=True, blank=True, help_text="{code, message, param} when failed.")
     trained_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     event_seq = models.PositiveIntegerField(default=0, editable=False)
@@ -54,7 +66,7 @@ class FineTuneJob(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(status__in=[
-                    "validating_files", "queued", "running", "succeeded", "failed", "cancelled",
+                    "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled",
                 ]),
                 name="job_status_valid",
             )
@@ -77,11 +89,13 @@ ALLOWED_TRANSITIONS: dict[str, set[str]] = {
     },
     FineTuneJob.Status.QUEUED: {
         FineTuneJob.Status.RUNNING, FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED,
+        FineTuneJob.Status.PAUSED,
     },
     FineTuneJob.Status.RUNNING: {
         FineTuneJob.Status.SUCCEEDED, FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED,
-        FineTuneJob.Status.QUEUED,
+        FineTuneJob.Status.QUEUED, FineTuneJob.Status.PAUSED,
     },
+    FineTuneJob.Status.PAUSED: {FineTuneJob.Status.QUEUED, FineTuneJob.Status.CANCELLED},
     FineTuneJob.Status.SUCCEEDED: set(),
     FineTuneJob.Status.FAILED: set(),
     FineTuneJob.Status.CANCELLED: set(),

@@ -3,10 +3,13 @@
 import json
 import logging
 import shutil
+import threading
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -39,6 +42,7 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
         job = FineTuneJob.objects.create(
             owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
             hyperparameters=resolved, suffix=suffix or "", seed=42 if seed is None else seed,
+            max_attempts=settings.JOB_MAX_ATTEMPTS,
         )
         job_event_add(job_id=job.id, message=f"Created fine-tuning job: {job.id}")
         transaction.on_commit(lambda: _job_validate_task().delay(job.id))
@@ -69,7 +73,7 @@ def _suffix_check(suffix: str) -> None:
 
 
 def job_transition(*, job_id: str, to: str, expect_attempt: int | None = None, message: str = "",
-                   level: str = JobEvent.Level.INFO, **fields) -> FineTuneJob:
+                   level: str = JobEvent.Level.INFO, data: dict | None = None, **fields) -> FineTuneJob:
     """Move a job to ``to`` if ``ALLOWED_TRANSITIONS`` permits; lock, save, then broadcast.
 
     ``expect_attempt``, when given, must still be the job's attempt: a worker whose lease was taken
@@ -88,15 +92,23 @@ def job_transition(*, job_id: str, to: str, expect_attempt: int | None = None, m
             setattr(job, name, value)
         job.save(update_fields=["status", *fields])
         job_event_add(job_id=job_id, message=message or f"Job {to.replace('_', ' ')}", level=level,
-                      data={"status": to})
+                      data={"status": to, "attempt": job.attempt, **(data or {})})
     return job
 
 
 def job_event_add(*, job_id: str, message: str, type: str = JobEvent.Type.MESSAGE,
-                  level: str = JobEvent.Level.INFO, data: dict | None = None) -> JobEvent:
-    """Append an event with the job's next sequence number and publish it after commit."""
+                  level: str = JobEvent.Level.INFO, data: dict | None = None,
+                  expect_attempt: int | None = None) -> JobEvent:
+    """Append an event with the job's next sequence number and publish it after commit.
+
+    With ``expect_attempt``, a worker whose attempt was superseded cannot write (Conflict).
+    """
     with transaction.atomic():
-        FineTuneJob.objects.filter(pk=job_id).update(event_seq=F("event_seq") + 1)
+        rows = FineTuneJob.objects.filter(pk=job_id)
+        if expect_attempt is not None:
+            rows = rows.filter(attempt=expect_attempt)
+        if not rows.update(event_seq=F("event_seq") + 1):
+            raise Conflict(f"job {job_id} attempt {expect_attempt} is stale or gone", code="stale_attempt")
         seq = FineTuneJob.objects.values_list("event_seq", flat=True).get(pk=job_id)
         event = JobEvent.objects.create(job_id=job_id, seq=seq, type=type, level=level,
                                         message=message, data=data)
@@ -124,7 +136,8 @@ def job_validate(*, job_id: str) -> None:
         job_fail(job_id=job_id, code="invalid_training_file", message=problem)
         return
     with transaction.atomic():
-        job_transition(job_id=job_id, to=Status.QUEUED, message="Files validated; job queued")
+        job_transition(job_id=job_id, to=Status.QUEUED, queued_at=timezone.now(),
+                       message="Files validated; job queued")
         transaction.on_commit(lambda: _job_run_task().delay(job_id))
 
 
@@ -146,39 +159,47 @@ def job_fail(*, job_id: str, code: str, message: str, attempt: int | None = None
                           level=JobEvent.Level.ERROR)
 
 
-def job_run(*, job_id: str) -> None:
-    """Train a queued job on this worker and store what it produces."""
+def job_run(*, job_id: str, worker: str = "") -> None:
+    """Claim a queued job for ``worker`` and train it; store what it produces.
+
+    A resumed attempt continues from the job's last complete checkpoint. A crash requeues
+    the job until ``max_attempts`` is reached, then fails it with the error.
+    """
     from workers.training import ModelLoadError, run_training
 
-    job = _job_start(job_id)
+    job = job_claim(job_id=job_id, worker=worker)
     if job is None:
         return
     workdir = Path(settings.WORK_DIR) / job.id / str(job.attempt)
     try:
-        config = _train_config(job, workdir)
-        reporter = JobReporter(job)
-        result = run_training(config, reporter, should_stop=lambda: _job_superseded(job))
-        if not result.stopped:
-            _job_succeed(job, result)
+        with _Heartbeat(job):
+            config = _train_config(job, workdir)
+            result = run_training(config, JobReporter(job), should_stop=JobControl(job))
+        _job_finish(job, result)
     except Conflict:
-        pass  # cancelled (or taken over) meanwhile: the job's state is already final
+        pass  # cancelled, or taken over by a newer attempt: that one owns the job now
     except ModelLoadError as exc:
         _job_fail_quietly(job, exc, code="model_load_failed")
     except Exception as exc:
-        log.exception("job %s failed", job.id)
-        _job_fail_quietly(job, exc)
+        log.exception("job %s attempt %s failed", job.id, job.attempt)
+        _job_retry_or_fail(job, exc)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _job_start(job_id: str) -> FineTuneJob | None:
+def job_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
+    """Take a queued job for ``worker``: bump its attempt (the fencing token), start its lease."""
     with transaction.atomic():
         job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.status != Status.QUEUED:
-            return None  # deleted or cancelled while queued: nothing to do
-        return job_transition(job_id=job_id, to=Status.RUNNING, expect_attempt=job.attempt,
-                              attempt=job.attempt + 1, started_at=timezone.now(),
-                              message="Fine-tuning started")
+            return None  # gone, cancelled, paused or already claimed: nothing to do
+        attempt = job.attempt + 1
+        now = timezone.now()
+        return job_transition(
+            job_id=job_id, to=Status.RUNNING, expect_attempt=job.attempt, attempt=attempt,
+            lease_owner=worker, heartbeat_at=now, started_at=job.started_at or now, stop_request="",
+            message=f"Fine-tuning started on {worker or 'a worker'} (attempt {attempt} of {job.max_attempts})",
+        )
 
 
 def _train_config(job: FineTuneJob, workdir: Path):
@@ -205,21 +226,198 @@ def _train_config(job: FineTuneJob, workdir: Path):
         seed=job.seed,
         logging_steps=hp["logging_steps"],
         save_steps=hp["save_steps"],
+        eval_steps=hp.get("eval_steps", 0),
+        resume_from=_resume_point(job, workdir / "resume"),
     )
 
 
-def _job_superseded(job: FineTuneJob) -> bool:
-    """True once the job was cancelled or another attempt took it over."""
-    row = FineTuneJob.objects.filter(pk=job.pk).values_list("status", "attempt").first()
-    return row is None or row != (Status.RUNNING, job.attempt)
+def _resume_point(job: FineTuneJob, target: Path) -> str | None:
+    """Fetch the last complete checkpoint; forget the metrics of steps after it."""
+    for checkpoint in job.checkpoints.order_by("-step"):
+        local = _checkpoint_fetch(checkpoint, target / f"checkpoint-{checkpoint.step}")
+        if local is None:
+            continue
+        discarded, _ = job.events.filter(type=JobEvent.Type.METRICS, data__step__gt=checkpoint.step).delete()
+        note = f"; {discarded} later metric events of the lost attempt discarded" if discarded else ""
+        job_event_add(job_id=job.id, expect_attempt=job.attempt, data={"resume_step": checkpoint.step},
+                      message=f"Resuming from the checkpoint at step {checkpoint.step}{note}")
+        return str(local)
+    return None
+
+
+def _checkpoint_fetch(checkpoint: Checkpoint, target: Path) -> Path | None:
+    """Download a checkpoint whose manifest (written last) exists; None if it is incomplete."""
+    manifest_name = f"{checkpoint.storage_path}/{MANIFEST}"
+    if not default_storage.exists(manifest_name):
+        return None
+    manifest = json.loads(storage_fetch(manifest_name, target / MANIFEST).read_text())
+    for name in manifest["files"]:
+        storage_fetch(f"{checkpoint.storage_path}/{name}", target / name)
+    return target
+
+
+class _Heartbeat:
+    """Renews the job's lease from a thread while this attempt runs; stops with the process."""
+
+    def __init__(self, job: FineTuneJob) -> None:
+        self.job = job
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{job.id}")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        try:
+            while not self.done.wait(settings.JOB_HEARTBEAT_SECONDS):
+                job_heartbeat(job=self.job)
+        finally:
+            connection.close()
+
+
+def job_heartbeat(*, job: FineTuneJob) -> bool:
+    """Renew the lease of this attempt; False once the job is no longer this attempt's."""
+    renewed = FineTuneJob.objects.filter(pk=job.pk, status=Status.RUNNING, attempt=job.attempt).update(
+        heartbeat_at=timezone.now()
+    )
+    return renewed == 1
+
+
+class JobControl:
+    """The engine's ``should_stop``: asked after every step, answered from the job's row."""
+
+    def __init__(self, job: FineTuneJob) -> None:
+        self.job = job
+
+    def __call__(self):
+        from workers.config import Stop
+
+        row = FineTuneJob.objects.filter(pk=self.job.pk).values_list("status", "attempt", "stop_request").first()
+        if row is None or row[:2] != (Status.RUNNING, self.job.attempt):
+            return Stop.DISCARD  # cancelled, or another attempt owns the job
+        return Stop.CHECKPOINT if row[2] else Stop.NO
+
+
+def _job_finish(job: FineTuneJob, result) -> None:
+    from workers.config import Stop
+
+    if result.stop == Stop.CHECKPOINT:
+        _job_release(job, step=result.steps)
+    elif not result.stopped:
+        _job_succeed(job, result)
+
+
+def _job_release(job: FineTuneJob, *, step: int) -> None:
+    """After a checkpoint asked for by pause or worker shutdown: pause or requeue the job."""
+    request = FineTuneJob.objects.values_list("stop_request", flat=True).get(pk=job.pk)
+    if request == FineTuneJob.StopRequest.PAUSE:
+        job_transition(job_id=job.id, to=Status.PAUSED, expect_attempt=job.attempt, stop_request="",
+                       lease_owner="", message=f"Paused after the checkpoint at step {step}")
+        return
+    _job_requeue(job, f"Worker {job.lease_owner or ''} is shutting down; checkpoint at step {step} saved, "
+                      "job requeued")
+
+
+def _job_requeue(job: FineTuneJob, message: str, level: str = JobEvent.Level.INFO) -> None:
+    with transaction.atomic():
+        job_transition(job_id=job.id, to=Status.QUEUED, expect_attempt=job.attempt, stop_request="",
+                       lease_owner="", queued_at=timezone.now(), message=message, level=level)
+        transaction.on_commit(lambda: _job_run_task().delay(job.id))
+
+
+def _job_retry_or_fail(job: FineTuneJob, exc: Exception) -> None:
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    try:
+        if job.attempt < job.max_attempts:
+            _job_requeue(job, f"Attempt {job.attempt} failed: {error}; retrying "
+                              f"(attempt {job.attempt + 1} of {job.max_attempts})", level=JobEvent.Level.WARN)
+        else:
+            job_fail(job_id=job.id, code="training_failed", attempt=job.attempt,
+                     message=f"{error} (failed {job.attempt} of {job.max_attempts} attempts)")
+    except Conflict:
+        pass
+
+
+def jobs_reap() -> dict:
+    """Recover jobs whose worker died (lease expired) and queued jobs whose message was lost."""
+    now = timezone.now()
+    lost = FineTuneJob.objects.filter(
+        status=Status.RUNNING, heartbeat_at__lt=now - timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    )
+    reaped = [job.id for job in lost if _job_lost(job)]
+    stale = now - timedelta(seconds=settings.JOB_REQUEUE_SECONDS)
+    resent = []
+    for job in FineTuneJob.objects.filter(status=Status.QUEUED, queued_at__lt=stale):
+        # A duplicate message is harmless: only one claim of a queued job can succeed.
+        if FineTuneJob.objects.filter(pk=job.pk, status=Status.QUEUED, queued_at=job.queued_at).update(queued_at=now):
+            _job_run_task().delay(job.id)
+            resent.append(job.id)
+    for job_id in FineTuneJob.objects.filter(status=Status.VALIDATING_FILES, created_at__lt=stale).values_list(
+            "pk", flat=True):
+        _job_validate_task().delay(job_id)
+    return {"reaped": reaped, "resent": resent}
+
+
+def _job_lost(job: FineTuneJob) -> bool:
+    message = (f"Worker {job.lease_owner or '?'} stopped sending heartbeats for "
+               f"{settings.JOB_LEASE_SECONDS}s during attempt {job.attempt}")
+    try:
+        if job.attempt < job.max_attempts:
+            _job_requeue(job, f"{message}; requeued to resume from its last checkpoint", level=JobEvent.Level.WARN)
+        else:
+            job_fail(job_id=job.id, code="worker_lost", attempt=job.attempt,
+                     message=f"{message}; no attempts left ({job.max_attempts})")
+    except Conflict:
+        return False  # it moved on meanwhile (heartbeat, cancel): leave it
+    return True
+
+
+def jobs_release_for_shutdown(*, worker: str) -> int:
+    """A worker is stopping: ask its running jobs to checkpoint and go back to the queue."""
+    return FineTuneJob.objects.filter(status=Status.RUNNING, lease_owner=worker, stop_request="").update(
+        stop_request=FineTuneJob.StopRequest.REQUEUE
+    )
+
+
+def job_pause(*, job: FineTuneJob) -> FineTuneJob:
+    """Pause a job: at once when queued, after a checkpoint of its current step when running."""
+    if job.status == Status.RUNNING:
+        FineTuneJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(stop_request=FineTuneJob.StopRequest.PAUSE)
+        job_event_add(job_id=job.id, message="Pause requested: stopping at the next step's checkpoint")
+        job.refresh_from_db()
+        return job
+    if job.status not in (Status.QUEUED, Status.VALIDATING_FILES):
+        raise Conflict(f"job {job.id} is {job.status}; only queued or running jobs can be paused",
+                       code="invalid_transition")
+    return job_transition(job_id=job.id, to=Status.PAUSED, message="Job paused")
+
+
+def job_resume(*, job: FineTuneJob) -> FineTuneJob:
+    """Put a paused job back in the queue; it continues from its last checkpoint."""
+    if job.status != Status.PAUSED:
+        raise Conflict(f"job {job.id} is {job.status}; only paused jobs can be resumed", code="invalid_transition")
+    with transaction.atomic():
+        job = job_transition(job_id=job.id, to=Status.QUEUED, queued_at=timezone.now(), message="Job resumed")
+        transaction.on_commit(lambda: _job_run_task().delay(job.id))
+    return job
 
 
 def _job_succeed(job: FineTuneJob, result) -> None:
+    metrics = {"train_loss": result.train_loss, "wall_seconds": round(result.wall_seconds, 3),
+               "tokens_per_second": round(result.tokens_per_second, 1),
+               "peak_memory_bytes": result.peak_memory_bytes, "steps": result.steps}
     with transaction.atomic():
         job_transition(job_id=job.id, to=Status.SUCCEEDED, expect_attempt=job.attempt,
-                       trained_tokens=result.trained_tokens, finished_at=timezone.now(),
+                       trained_tokens=result.trained_tokens, finished_at=timezone.now(), metrics=metrics,
+                       lease_owner="", data=metrics,
                        message=f"Job succeeded: {result.steps} steps, {result.trained_tokens} tokens, "
-                               f"{result.tokens_per_second:.0f} tokens/s")
+                               f"{result.tokens_per_second:.0f} tokens/s, "
+                               f"peak memory {result.peak_memory_bytes / 2**20:.0f} MiB")
         job.refresh_from_db()
         fine_tuned_model_create(job=job, adapter_dir=Path(result.adapter_dir))
 
@@ -242,7 +440,8 @@ class JobReporter:
         if isinstance(event, Metric):
             self._metric(event)
         elif isinstance(event, LogLine):
-            job_event_add(job_id=self.job.id, message=event.message, level=event.level)
+            job_event_add(job_id=self.job.id, message=event.message, level=event.level,
+                          expect_attempt=self.job.attempt)
         elif isinstance(event, ArtifactSaved) and event.kind == "checkpoint":
             self._checkpoint(event)
 
@@ -254,7 +453,7 @@ class JobReporter:
         data.update({_metric_name(k): v for k, v in values.items()})
         parts = [f"{k.replace('_', ' ')}={v:.4g}" for k, v in data.items()
                  if k in ("train_loss", "valid_loss", "learning_rate")]
-        job_event_add(job_id=self.job.id, type=JobEvent.Type.METRICS, data=data,
+        job_event_add(job_id=self.job.id, type=JobEvent.Type.METRICS, data=data, expect_attempt=self.job.attempt,
                       message=f"Step {event.step}/{event.total_steps}: " + ", ".join(parts))
 
     def _checkpoint(self, event: ArtifactSaved) -> None:
@@ -262,10 +461,11 @@ class JobReporter:
         (directory / MANIFEST).write_text(_manifest(directory, event))
         prefix = f"jobs/{self.job.id}/checkpoints/step-{event.step}"
         storage_put_dir(directory, prefix, last=MANIFEST)
-        Checkpoint.objects.update_or_create(job=self.job, step=event.step,
-                                            defaults={"storage_path": prefix, "metrics": event.metrics})
-        job_event_add(job_id=self.job.id, message=f"Saved checkpoint at step {event.step}",
-                      data={"step": event.step})
+        with transaction.atomic():  # the fenced event first: a superseded attempt records nothing
+            job_event_add(job_id=self.job.id, message=f"Saved checkpoint at step {event.step}",
+                          data={"checkpoint_step": event.step}, expect_attempt=self.job.attempt)
+            Checkpoint.objects.update_or_create(job=self.job, step=event.step,
+                                                defaults={"storage_path": prefix, "metrics": event.metrics})
 
 
 _METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}

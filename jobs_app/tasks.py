@@ -1,6 +1,7 @@
 """Celery tasks for jobs: thin wrappers that take a job id and call a service."""
 
 from celery import shared_task
+from celery.signals import worker_shutting_down
 
 from jobs_app import services
 from jobs_app.models import FineTuneJob
@@ -17,8 +18,19 @@ def job_validate(job_id: str) -> None:
         raise
 
 
-@shared_task(name="jobs_app.tasks.job_run")
-def job_run(job_id: str) -> None:
+@shared_task(name="jobs_app.tasks.job_run", bind=True)
+def job_run(self, job_id: str) -> None:
     if not FineTuneJob.objects.filter(pk=job_id).exists():
         return
-    services.job_run(job_id=job_id)
+    services.job_run(job_id=job_id, worker=self.request.hostname or "")
+
+
+@shared_task(name="jobs_app.tasks.jobs_reap")
+def jobs_reap() -> dict:
+    return services.jobs_reap()
+
+
+@worker_shutting_down.connect
+def _release_jobs_on_shutdown(sender: str, **kwargs) -> None:
+    """On SIGTERM the running job checkpoints and goes back to the queue instead of running on."""
+    services.jobs_release_for_shutdown(worker=sender)

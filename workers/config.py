@@ -1,8 +1,17 @@
 """One frozen config per kind of run. Every field says its unit and default."""
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 METHODS = ("lora", "full")
+
+
+class Stop(StrEnum):
+    """What ``should_stop`` asks for: go on, stop and discard, or stop after a checkpoint."""
+
+    NO = ""
+    DISCARD = "discard"
+    CHECKPOINT = "checkpoint"
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,7 @@ class TrainConfig:
     seed: seed for initialisation and data order; default 42.
     logging_steps: report metrics every N optimizer steps; default 1.
     save_steps: write a checkpoint every N steps, 0 = at the end of each epoch; default 0.
+    eval_steps: evaluate on validation_file every N steps, 0 = at the end of each epoch; default 0.
     resume_from: checkpoint directory to continue from; default none.
     """
 
@@ -44,6 +54,7 @@ class TrainConfig:
     seed: int = 42
     logging_steps: int = 1
     save_steps: int = 0
+    eval_steps: int = 0
     resume_from: str | None = None
 
     def __post_init__(self) -> None:
@@ -66,6 +77,8 @@ class TrainResult:
     train_loss: mean training loss over the run.
     wall_seconds / tokens_per_second: time spent in the training loop and throughput.
     stopped: True when ``should_stop`` ended the run early.
+    stop: the kind of stop asked for (Stop.NO when the run finished).
+    peak_memory_bytes: peak accelerator memory on a GPU, peak resident memory on CPU.
     """
 
     adapter_dir: str
@@ -76,3 +89,5 @@ class TrainResult:
     wall_seconds: float
     tokens_per_second: float
     stopped: bool
+    stop: Stop = Stop.NO
+    peak_memory_bytes: int = 0

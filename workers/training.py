@@ -5,19 +5,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from workers.config import TrainConfig, TrainResult
+from workers.config import Stop, TrainConfig, TrainResult
 from workers.data import CHAT, jsonl_rows, row_format
 from workers.device import DeviceInfo, device_detect
 from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
 
 
 def run_training(
-    config: TrainConfig, emit: Emit, should_stop: Callable[[], bool] = lambda: False
+    config: TrainConfig, emit: Emit, should_stop: Callable[[], Stop | bool] = lambda: Stop.NO
 ) -> TrainResult:
     """Fine-tune ``config.model_path`` on ``config.train_file``; report through ``emit``.
 
-    ``should_stop`` is asked after every optimizer step; when it answers True the run
-    ends after that step and no adapter is saved.
+    ``should_stop`` is asked after every optimizer step. ``Stop.DISCARD`` (or True) ends the
+    run after that step and saves nothing; ``Stop.CHECKPOINT`` ends it after writing a
+    checkpoint of that step (reported as ``ArtifactSaved``), from which ``resume_from``
+    continues with the same optimizer, scheduler and data order.
     """
     from trl import SFTTrainer
 
@@ -61,7 +63,19 @@ def _result_finish(trainer, config, emit, callback, output, wall) -> TrainResult
         wall_seconds=wall,
         tokens_per_second=tokens / wall if wall else 0.0,
         stopped=callback.stopped,
+        stop=callback.stop,
+        peak_memory_bytes=_peak_memory(),
     )
+
+
+def _peak_memory() -> int:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class ModelLoadError(Exception):
@@ -126,7 +140,8 @@ def _sft_args(config: TrainConfig, device: DeviceInfo, *, chat: bool, has_eval: 
         logging_steps=config.logging_steps,
         save_strategy="steps" if config.save_steps else "epoch",
         save_steps=config.save_steps or 500,
-        eval_strategy="epoch" if has_eval else "no",
+        eval_strategy=("steps" if config.eval_steps else "epoch") if has_eval else "no",
+        eval_steps=config.eval_steps or None,
         **device_settings(device),
         assistant_only_loss=chat,
         include_num_input_tokens_seen="non_padding",
@@ -171,17 +186,21 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
         """Turns trainer hooks into engine events and honours ``should_stop``."""
 
         stopped = False
+        stop = Stop.NO
 
         def on_step_end(self, args, state, control, **kwargs):
             emit(Progress(state.global_step, state.max_steps, int(state.num_input_tokens_seen or 0)))
-            if should_stop():
+            asked = should_stop()
+            if asked:
                 self.stopped = True
+                self.stop = Stop.CHECKPOINT if asked == Stop.CHECKPOINT else Stop.DISCARD
                 control.should_training_stop = True
-                control.should_save = False
+                control.should_save = self.stop == Stop.CHECKPOINT
+                control.should_evaluate = False
 
         def on_epoch_end(self, args, state, control, **kwargs):
-            if self.stopped:  # a stopped run leaves nothing behind
-                control.should_save = False
+            if self.stopped:  # a discarded run leaves nothing behind; a paused one its checkpoint
+                control.should_save = self.stop == Stop.CHECKPOINT
                 control.should_evaluate = False
 
         def on_log(self, args, state, control, logs=None, **kwargs):
