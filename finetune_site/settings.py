@@ -202,7 +202,7 @@ LOGGING = {
 # --- Job lifecycle: the database decides, Celery only delivers ---
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 120)  # no heartbeat for this long: the worker is gone
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", 10)
-JOB_REQUEUE_SECONDS = env_int("JOB_REQUEUE_SECONDS", 300)  # queued but unclaimed this long: send again
+JOB_REQUEUE_SECONDS = env_int("JOB_REQUEUE_SECONDS", 60)  # queued but unclaimed this long: send again
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
 CELERY_BEAT_SCHEDULE = {
     "jobs-reap": {"task": "jobs_app.tasks.jobs_reap", "schedule": float(env_int("REAPER_SECONDS", 30))},

@@ -43,8 +43,9 @@ def tiny_model_path() -> Path:
 class WorkerPool:
     """One real Celery worker process at a time, restarted when a test needs other settings."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, name: str = "test") -> None:
         self.database_url = database_url
+        self.name = name
         self.process: subprocess.Popen | None = None
         self.extra: dict | None = None
 
@@ -59,8 +60,8 @@ class WorkerPool:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "finetune_site", "worker", "-l", "info",
              "-Q", "default,training", "-c", "1", "--without-gossip", "--without-mingle",
-             "-n", f"test-{os.getpid()}@%h"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+             "-n", f"{self.name}-{os.getpid()}@%h"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.extra = extra
         self._wait_ready()
@@ -71,9 +72,15 @@ class WorkerPool:
 
         def ready():
             assert self.process.poll() is None, "the Celery worker exited; see tests/artifacts"
-            return app.control.ping(timeout=0.5)
+            replies = app.control.ping(timeout=0.5)
+            return any(self.name in name for reply in replies for name in reply)
 
         wait_for(ready, timeout=60, what="the Celery worker")
+
+    def kill(self) -> None:
+        """Kill the worker and its pool children at once, as a dead machine would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

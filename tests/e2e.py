@@ -31,12 +31,17 @@ def start_job(client, file_id: str, **hyperparameters):
     )
 
 
-def wait_finished(client, job_id: str, timeout: float = 240):
+def wait_finished(client, job_id: str, timeout: float = 240, *, reap: bool = False):
+    """Poll until the job ends; ``reap`` also plays celery beat's part (the periodic reaper)."""
+    from jobs_app.services import jobs_reap
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.fine_tuning.jobs.retrieve(job_id)
         if job.status in ("succeeded", "failed", "cancelled"):
             return job
+        if reap:
+            jobs_reap()
         time.sleep(0.5)
     raise AssertionError(f"{job_id} still {job.status} after {timeout}s")
 

@@ -18,5 +18,9 @@ os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="finetune-test-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 # Request threads of the live server must not keep connections open past the test database.
 os.environ.setdefault("DB_CONN_MAX_AGE", "0")
+# Short leases so fault tests see a dead worker in seconds (the reaper is called by the tests).
+os.environ.setdefault("JOB_HEARTBEAT_SECONDS", "1")
+os.environ.setdefault("JOB_LEASE_SECONDS", "4")
+os.environ.setdefault("JOB_REQUEUE_SECONDS", "3")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.pop("AWS_STORAGE_BUCKET_NAME", None)
