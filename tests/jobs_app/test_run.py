@@ -46,3 +46,22 @@ def test_run_of_cancelled_job_does_nothing(base_model):
     job_run(job_id=job.id)
     job.refresh_from_db()
     assert job.status == FineTuneJob.Status.CANCELLED and job.attempt == 0
+
+
+def test_validation_file_gives_eval_loss_events_and_final_metrics(base_model):
+    from workers.sample_data import classification_rows
+
+    user = make_user()
+    train = make_dataset(user)
+    valid = make_dataset(user, rows=classification_rows(8, seed=5), name="valid.jsonl")
+    job = job_create(owner=user, training_file=train.id, validation_file=valid.id, model="tiny-llama",
+                     hyperparameters={"n_epochs": 2, "eval_steps": 2})
+    FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.QUEUED)
+    job_run(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
+    evals = [e.data for e in job.events.filter(type="metrics") if "valid_loss" in e.data]
+    assert [e["step"] for e in evals] == [2, 4, 6, 8]
+    assert all(e["valid_loss"] > 0 for e in evals)
+    assert job.metrics["tokens_per_second"] > 0 and job.metrics["peak_memory_bytes"] > 2**20
+    assert job.metrics["wall_seconds"] > 0 and job.trained_tokens > 0
