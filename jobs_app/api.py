@@ -37,7 +37,7 @@ def job_object(job: FineTuneJob) -> dict:
         "error": job.error,
         "user_provided_suffix": job.suffix or None,
         "seed": job.seed,
-        "estimated_finish": None,
+        "estimated_finish": _ts(job.estimated_finish) if job.status == FineTuneJob.Status.RUNNING else None,
         "integrations": [],
         "metadata": None,
         "method": {"type": job.method, job.method: {"hyperparameters": hp}},
@@ -46,6 +46,7 @@ def job_object(job: FineTuneJob) -> dict:
         "max_attempts": job.max_attempts,
         "started_at": _ts(job.started_at),
         "metrics": job.metrics,
+        "estimate": job.estimate,
     }
 
 

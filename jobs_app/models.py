@@ -53,6 +53,8 @@ class FineTuneJob(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     stop_request = models.CharField(max_length=10, choices=StopRequest.choices, blank=True, default="")
     metrics = models.JSONField(default=dict, blank=True, help_text="Final: wall time, tokens/s, peak memory.")
+    estimate = models.JSONField(default=dict, blank=True, help_text="Before start: tokens, steps, seconds, memory.")
+    estimated_finish = models.DateTimeField(null=True, blank=True, help_text="Refined live from step times.")
     error = models.JSONField(null=True, blank=True, help_text="{code, message, param} when failed.")
     trained_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     event_seq = models.PositiveIntegerField(default=0, editable=False)

@@ -4,6 +4,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -135,10 +136,81 @@ def job_validate(*, job_id: str) -> None:
     if problem:
         job_fail(job_id=job_id, code="invalid_training_file", message=problem)
         return
+    from workers.training import ModelLoadError
+
+    try:
+        estimate = job_estimate(job=job)
+    except ModelLoadError as exc:  # before any compute is spent on it
+        job_fail(job_id=job_id, code="model_load_failed", message=str(exc))
+        return
     with transaction.atomic():
-        job_transition(job_id=job_id, to=Status.QUEUED, queued_at=timezone.now(),
-                       message="Files validated; job queued")
+        job_transition(job_id=job_id, to=Status.QUEUED, queued_at=timezone.now(), estimate=estimate,
+                       data={"estimate": estimate}, message="Files validated; job queued. " + _describe(estimate))
         transaction.on_commit(lambda: _job_run_task().delay(job_id))
+
+
+CALIBRATE_BELOW_PARAMETERS = 100_000_000
+
+
+def job_estimate(*, job: FineTuneJob) -> dict:
+    """Tokens and steps from the data (tokenized as the trainer will); seconds and memory from
+    past runs of the same base model and method, or a few measured steps for a small model."""
+    from workers.estimate import calibrate, estimate, token_counts
+    from workers.training import ModelLoadError
+
+    hp = job.hyperparameters
+    workdir = Path(settings.WORK_DIR) / job.id / "estimate"
+    try:
+        config = _train_config(job, workdir, resume=False)
+        try:
+            counts = token_counts(config.model_path, config.train_file, config.max_length)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not load the tokenizer of {job.base_model.source!r}: {exc}") from exc
+        throughput, basis = _past_throughput(job), "past_runs"
+        if throughput is None and (job.base_model.parameters or 10**12) < CALIBRATE_BELOW_PARAMETERS:
+            throughput, basis = _calibrate_quietly(calibrate, config), "calibration"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result = {"tokens_per_epoch": counts.tokens, "trainable_tokens_per_epoch": counts.trainable,
+              "truncated_rows": counts.truncated_rows, "basis": basis if throughput else "none"}
+    if throughput:
+        e = estimate(counts, throughput, n_epochs=hp["n_epochs"], batch_size=hp["batch_size"])
+        result.update(tokens=e.tokens, steps=e.steps, seconds=e.seconds, peak_memory_bytes=e.peak_memory_bytes,
+                      tokens_per_second=round(throughput.tokens_per_second, 1))
+    else:
+        result.update(tokens=counts.tokens * hp["n_epochs"], seconds=None, peak_memory_bytes=None,
+                      steps=-(-counts.rows // hp["batch_size"]) * hp["n_epochs"])
+    return result
+
+
+def _calibrate_quietly(calibrate, config):
+    """A failed measurement only costs the estimate; the run itself reports the real error."""
+    try:
+        return calibrate(config)
+    except Exception:
+        log.warning("calibration of %s failed", config.model_path, exc_info=True)
+        return None
+
+
+def _past_throughput(job: FineTuneJob):
+    from workers.estimate import Throughput
+
+    past = (FineTuneJob.objects.filter(base_model=job.base_model, status=Status.SUCCEEDED,
+                                       hyperparameters__adapter=job.hyperparameters["adapter"])
+            .exclude(metrics={}).order_by("-finished_at").values_list("metrics", flat=True)[:5])
+    speeds = sorted(m["tokens_per_second"] for m in past if m.get("tokens_per_second"))
+    if not speeds:
+        return None
+    return Throughput(tokens_per_second=speeds[len(speeds) // 2],
+                      peak_memory_bytes=max(m.get("peak_memory_bytes", 0) for m in past))
+
+
+def _describe(estimate: dict) -> str:
+    text = f"Estimate: {estimate['tokens']} tokens in {estimate['steps']} steps"
+    if estimate.get("seconds") is not None:
+        text += (f", about {estimate['seconds']:.0f} s of training, peak memory "
+                 f"{estimate['peak_memory_bytes'] / 2**20:.0f} MiB (from {estimate['basis'].replace('_', ' ')})")
+    return text
 
 
 def _files_problem(job: FineTuneJob) -> str:
@@ -202,7 +274,7 @@ def job_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
         )
 
 
-def _train_config(job: FineTuneJob, workdir: Path):
+def _train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
     from workers.config import TrainConfig
 
     hp = job.hyperparameters
@@ -227,7 +299,7 @@ def _train_config(job: FineTuneJob, workdir: Path):
         logging_steps=hp["logging_steps"],
         save_steps=hp["save_steps"],
         eval_steps=hp.get("eval_steps", 0),
-        resume_from=_resume_point(job, workdir / "resume"),
+        resume_from=_resume_point(job, workdir / "resume") if resume else None,
     )
 
 
@@ -435,6 +507,7 @@ class JobReporter:
 
     def __init__(self, job: FineTuneJob) -> None:
         self.job = job
+        self.first: tuple[int, float] | None = None
 
     def __call__(self, event) -> None:
         if isinstance(event, Metric):
@@ -453,8 +526,25 @@ class JobReporter:
         data.update({_metric_name(k): v for k, v in values.items()})
         parts = [f"{k.replace('_', ' ')}={v:.4g}" for k, v in data.items()
                  if k in ("train_loss", "valid_loss", "learning_rate")]
+        eta = self._eta(event)
+        if eta is not None:
+            data["eta_seconds"] = eta
         job_event_add(job_id=self.job.id, type=JobEvent.Type.METRICS, data=data, expect_attempt=self.job.attempt,
                       message=f"Step {event.step}/{event.total_steps}: " + ", ".join(parts))
+
+    def _eta(self, event: Metric) -> float | None:
+        """Seconds left, from the pace of the steps this attempt has run; refreshes estimated_finish."""
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (event.step, now)
+            return None
+        done = event.step - self.first[0]
+        if done <= 0:
+            return None
+        eta = round((now - self.first[1]) / done * (event.total_steps - event.step), 1)
+        FineTuneJob.objects.filter(pk=self.job.pk, attempt=self.job.attempt).update(
+            estimated_finish=timezone.now() + timedelta(seconds=eta))
+        return eta
 
     def _checkpoint(self, event: ArtifactSaved) -> None:
         directory = Path(event.path)

@@ -71,3 +71,39 @@ def test_validation_queues_a_good_job_for_training(base_model, django_capture_on
         job_validate(job_id=job.id)
     job.refresh_from_db()
     assert job.status == Status.QUEUED and len(callbacks) >= 1
+
+
+def test_validation_estimates_tokens_steps_time_and_memory(base_model, tiny_model_path):
+    job = make_job(hyperparameters={"n_epochs": 3, "batch_size": 4})
+    job_validate(job_id=job.id)
+    job.refresh_from_db()
+    estimate = job.estimate
+    assert job.status == Status.QUEUED and estimate["basis"] == "calibration"
+    assert estimate["steps"] == 12  # 16 rows / 4 per step * 3 epochs
+    assert estimate["tokens"] == 3 * estimate["tokens_per_epoch"] > 0
+    assert 0 < estimate["trainable_tokens_per_epoch"] < estimate["tokens_per_epoch"]
+    assert estimate["seconds"] > 0 and estimate["peak_memory_bytes"] > 0
+    assert "Estimate: " in job.events.get(data__status="queued").message
+
+
+def test_estimate_uses_past_runs_of_the_same_model_and_method(base_model, tiny_model_path):
+    done = make_job(status=Status.SUCCEEDED)
+    FineTuneJob.objects.filter(pk=done.pk).update(metrics={"tokens_per_second": 1000.0, "peak_memory_bytes": 5})
+    job = make_job()
+    job_validate(job_id=job.id)
+    job.refresh_from_db()
+    assert job.estimate["basis"] == "past_runs" and job.estimate["peak_memory_bytes"] == 5
+    assert job.estimate["seconds"] == round(job.estimate["tokens"] / 1000.0, 1)
+
+
+def test_base_model_that_cannot_load_fails_at_validation(base_model):
+    from models_app.models import BaseModel
+
+    BaseModel.objects.create(name="acme/missing", source="acme/missing")
+    user = make_user()
+    job = make_job(user, dataset=make_dataset(user))
+    FineTuneJob.objects.filter(pk=job.pk).update(base_model=BaseModel.objects.get(name="acme/missing"))
+    job_validate(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == Status.FAILED and job.error["code"] == "model_load_failed"
+    assert "acme/missing" in job.error["message"]

@@ -1,0 +1,95 @@
+"""Estimates before a run: tokens and steps from the data, time and memory from a measurement."""
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.config import TrainConfig
+from workers.data import CHAT, jsonl_rows, row_format
+from workers.events import emit_nothing
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """Per epoch: ``tokens`` the model reads (after truncation), ``trainable`` ones carrying loss."""
+
+    rows: int
+    tokens: int
+    trainable: int
+    truncated_rows: int
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Measured training speed (tokens/s) and peak memory (bytes) of one model/method/device."""
+
+    tokens_per_second: float
+    peak_memory_bytes: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The whole run: tokens over all epochs, optimizer steps, seconds of training, peak bytes."""
+
+    tokens: int
+    steps: int
+    seconds: float
+    peak_memory_bytes: int
+
+
+def token_counts(model_path: str, train_file: str, max_length: int) -> TokenCounts:
+    """Tokenize every row as the trainer will (chat template, truncation at ``max_length``)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    rows = tokens = trainable = truncated = 0
+    for row in jsonl_rows(Path(train_file)):
+        ids, mask = _encode(tokenizer, row)
+        rows += 1
+        truncated += len(ids) > max_length
+        tokens += min(len(ids), max_length)
+        trainable += sum(mask[:max_length])
+    return TokenCounts(rows=rows, tokens=tokens, trainable=trainable, truncated_rows=truncated)
+
+
+def _encode(tokenizer, row: dict) -> tuple[list[int], list[int]]:
+    if row_format(row) == CHAT:
+        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+        encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=True)
+        return encoded["input_ids"], encoded["assistant_masks"]
+    prompt = tokenizer(row["prompt"])["input_ids"]
+    completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+    return prompt + completion, [0] * len(prompt) + [1] * len(completion)
+
+
+def calibrate(config: TrainConfig, rows: int = 16) -> Throughput:
+    """Train a few steps on the first ``rows`` rows of the data and measure speed and memory."""
+    import json
+
+    from workers.training import run_training
+
+    with tempfile.TemporaryDirectory(prefix="calibrate-") as tmp:
+        sample = Path(tmp) / "sample.jsonl"
+        with open(sample, "w") as handle:
+            for index, row in enumerate(jsonl_rows(Path(config.train_file))):
+                if index >= rows:
+                    break
+                handle.write(json.dumps(row) + "\n")
+        probe = TrainConfig(**{**config.__dict__, "train_file": str(sample), "output_dir": tmp, "n_epochs": 1,
+                               "validation_file": None, "save_steps": 10**9, "resume_from": None})
+        started = time.perf_counter()
+        result = run_training(probe, emit_nothing)
+        seconds = result.wall_seconds or (time.perf_counter() - started)
+    return Throughput(tokens_per_second=result.trained_tokens / seconds if seconds else 0.0,
+                      peak_memory_bytes=result.peak_memory_bytes)
+
+
+def estimate(counts: TokenCounts, throughput: Throughput, *, n_epochs: int, batch_size: int) -> Estimate:
+    """Combine what the data needs with how fast this model trains."""
+    tokens = counts.tokens * n_epochs
+    speed = throughput.tokens_per_second or 1.0
+    return Estimate(tokens=tokens, steps=math.ceil(counts.rows / batch_size) * n_epochs,
+                    seconds=round(tokens / speed, 1), peak_memory_bytes=throughput.peak_memory_bytes)
