@@ -47,6 +47,7 @@ def job_object(job: FineTuneJob) -> dict:
         "started_at": _ts(job.started_at),
         "metrics": job.metrics,
         "estimate": job.estimate,
+        "wait_reason": job.wait_reason or None,
     }
 
 
@@ -101,7 +102,8 @@ def _hyperparameters_from(data: dict) -> dict:
 
 
 HYPERPARAMETER_DOCS = """Extra keys accepted in method.supervised.hyperparameters (each may be "auto"):
-adapter (lora|full), n_epochs (1-100), batch_size (1-1024), learning_rate_multiplier (>0),
+adapter (lora|qlora|full), quantization (nf4|int8, for qlora), devices (processes: one per GPU, or CPU
+processes over gloo), n_epochs (1-100), batch_size (1-1024), learning_rate_multiplier (>0),
 learning_rate (0-1, overrides the multiplier), max_length (tokens, up to the model's context),
 lora_r, lora_alpha, lora_dropout (0-1), lora_target_modules ("all-linear" or a list of names),
 logging_steps, save_steps (0 = a checkpoint per epoch), eval_steps (0 = evaluate the validation file

@@ -5,7 +5,7 @@ from typing import Any
 from finetune_site.errors import InvalidRequest
 
 PARAM = "method.supervised.hyperparameters"
-ADAPTERS = ("lora", "full")
+ADAPTERS = ("lora", "qlora", "full")
 SMALL_MODEL = 100_000_000
 
 
@@ -24,11 +24,13 @@ def hyperparameters_resolve(raw: dict | None, *, parameters: int | None, rows: i
         raise InvalidRequest(f"max_length {values['max_length']} is above the model's context of "
                              f"{context_length} tokens", param=f"{PARAM}.max_length",
                              code="invalid_hyperparameter")
-    base_lr = {("lora", True): 1e-3, ("lora", False): 2e-4, ("full", True): 1e-4, ("full", False): 2e-5}
+    base_lr = {("lora", True): 1e-3, ("lora", False): 2e-4, ("qlora", True): 1e-3, ("qlora", False): 2e-4,
+               ("full", True): 1e-4, ("full", False): 2e-5}
     multiplier = _auto(values["learning_rate_multiplier"], 1.0)
     lora_r = _auto(values["lora_r"], 16)
     return {
         "adapter": adapter,
+        "quantization": _auto(values["quantization"], "nf4"),
         "n_epochs": _auto(values["n_epochs"], 3),
         "batch_size": _auto(values["batch_size"], max(1, min(8, rows // 4))),
         "learning_rate_multiplier": multiplier,
@@ -41,6 +43,7 @@ def hyperparameters_resolve(raw: dict | None, *, parameters: int | None, rows: i
         "logging_steps": _auto(values["logging_steps"], 1),
         "save_steps": _auto(values["save_steps"], 0),
         "eval_steps": _auto(values["eval_steps"], 0),
+        "devices": _auto(values["devices"], 1),
     }
 
 
@@ -69,9 +72,11 @@ def _float(low: float, high: float, *, inclusive_low: bool = False):
 
 
 def _adapter(value):
-    if value == "qlora":
-        return "qlora is not available yet on this platform; use lora or full"
     return None if value in ADAPTERS else f"must be one of {list(ADAPTERS)}"
+
+
+def _quantization(value):
+    return None if value in ("nf4", "int8") else "must be \"nf4\" (4-bit) or \"int8\" (8-bit)"
 
 
 def _targets(value):
@@ -84,6 +89,7 @@ def _targets(value):
 
 _RULES = {
     "adapter": _adapter,
+    "quantization": _quantization,
     "n_epochs": _int(1, 100),
     "batch_size": _int(1, 1024),
     "learning_rate_multiplier": _float(0, 100),
@@ -96,6 +102,7 @@ _RULES = {
     "logging_steps": _int(1, 100_000),
     "save_steps": _int(0, 1_000_000),
     "eval_steps": _int(0, 1_000_000),
+    "devices": _int(1, 64),
 }
 
 

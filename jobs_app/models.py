@@ -55,6 +55,7 @@ class FineTuneJob(models.Model):
     metrics = models.JSONField(default=dict, blank=True, help_text="Final: wall time, tokens/s, peak memory.")
     estimate = models.JSONField(default=dict, blank=True, help_text="Before start: tokens, steps, seconds, memory.")
     estimated_finish = models.DateTimeField(null=True, blank=True, help_text="Refined live from step times.")
+    wait_reason = models.CharField(max_length=300, blank=True, help_text="Why a queued job is not running.")
     error = models.JSONField(null=True, blank=True, help_text="{code, message, param} when failed.")
     trained_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     event_seq = models.PositiveIntegerField(default=0, editable=False)
@@ -147,3 +148,23 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}@{self.step}"
+
+
+class Worker(models.Model):
+    """A Celery worker that trains, and the devices it advertised when it started."""
+
+    name = models.CharField(max_length=200, unique=True)
+    devices = models.JSONField(default=dict, help_text="{kind, count, names, memory_bytes, bf16, cpus}")
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def capacity(self) -> int:
+        """How many training processes a job may run here: one per GPU, else per CPU core."""
+        return self.devices.get("count") or self.devices.get("cpus", 1)

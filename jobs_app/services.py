@@ -19,7 +19,7 @@ from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_fetch, storage_put_dir
 from jobs_app.broadcast import job_publish
 from jobs_app.hyperparameters import hyperparameters_resolve
-from jobs_app.models import ALLOWED_TRANSITIONS, Checkpoint, FineTuneJob, JobEvent
+from jobs_app.models import ALLOWED_TRANSITIONS, Checkpoint, FineTuneJob, JobEvent, Worker
 from models_app.models import BaseModel
 from models_app.services import base_model_local_path, fine_tuned_model_create
 from workers.events import ArtifactSaved, LogLine, Metric
@@ -237,7 +237,7 @@ def job_run(*, job_id: str, worker: str = "") -> None:
     A resumed attempt continues from the job's last complete checkpoint. A crash requeues
     the job until ``max_attempts`` is reached, then fails it with the error.
     """
-    from workers.training import ModelLoadError, run_training
+    from workers.training import ModelLoadError
 
     job = job_claim(job_id=job_id, worker=worker)
     if job is None:
@@ -246,7 +246,7 @@ def job_run(*, job_id: str, worker: str = "") -> None:
     try:
         with _Heartbeat(job):
             config = _train_config(job, workdir)
-            result = run_training(config, JobReporter(job), should_stop=JobControl(job))
+            result = _train(config, JobReporter(job), JobControl(job), devices=job.hyperparameters.get("devices", 1))
         _job_finish(job, result)
     except Conflict:
         pass  # cancelled, or taken over by a newer attempt: that one owns the job now
@@ -259,19 +259,57 @@ def job_run(*, job_id: str, worker: str = "") -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _train(config, reporter, control, *, devices: int):
+    """One process, or one per device through torchrun."""
+    if devices > 1:
+        from workers.distributed import run_distributed
+
+        return run_distributed(config, reporter, processes=devices, should_stop=control)
+    from workers.training import run_training
+
+    return run_training(config, reporter, should_stop=control)
+
+
 def job_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
     """Take a queued job for ``worker``: bump its attempt (the fencing token), start its lease."""
     with transaction.atomic():
         job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.status != Status.QUEUED:
             return None  # gone, cancelled, paused or already claimed: nothing to do
+        if not _job_fits(job, worker):
+            return None
         attempt = job.attempt + 1
         now = timezone.now()
         return job_transition(
             job_id=job_id, to=Status.RUNNING, expect_attempt=job.attempt, attempt=attempt,
-            lease_owner=worker, heartbeat_at=now, started_at=job.started_at or now, stop_request="",
+            lease_owner=worker, heartbeat_at=now, started_at=job.started_at or now, stop_request="", wait_reason="",
             message=f"Fine-tuning started on {worker or 'a worker'} (attempt {attempt} of {job.max_attempts})",
         )
+
+
+def _job_fits(job: FineTuneJob, worker: str) -> bool:
+    """Whether ``worker`` has the devices the job asks for; if not, say why on the job."""
+    needed = job.hyperparameters.get("devices", 1)
+    node = Worker.objects.filter(name=worker).first()
+    capacity = node.capacity if node else 1
+    if needed <= capacity:
+        return True
+    kind = (node.devices.get("kind", "cpu") if node else "cpu").upper()
+    reason = f"waiting for a worker with {needed} devices; {worker or 'this worker'} has {capacity} ({kind})"
+    if job.wait_reason != reason:
+        FineTuneJob.objects.filter(pk=job.pk).update(wait_reason=reason, queued_at=timezone.now())
+        job_event_add(job_id=job.id, level=JobEvent.Level.WARN, message=reason.capitalize())
+    return False
+
+
+def worker_register(*, name: str, devices: dict) -> Worker:
+    """A worker starting up advertises its devices."""
+    worker, _ = Worker.objects.update_or_create(name=name, defaults={"devices": devices})
+    return worker
+
+
+def worker_unregister(*, name: str) -> None:
+    Worker.objects.filter(name=name).delete()
 
 
 def _train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
@@ -287,6 +325,7 @@ def _train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
         validation_file=validation,
         output_dir=str(workdir / "output"),
         method=hp["adapter"],
+        quantization=hp.get("quantization", "nf4"),
         n_epochs=hp["n_epochs"],
         batch_size=hp["batch_size"],
         learning_rate=hp["learning_rate"],
@@ -348,6 +387,7 @@ class _Heartbeat:
         try:
             while not self.done.wait(settings.JOB_HEARTBEAT_SECONDS):
                 job_heartbeat(job=self.job)
+                Worker.objects.filter(name=self.job.lease_owner).update(last_seen=timezone.now())
         finally:
             connection.close()
 

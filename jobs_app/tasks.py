@@ -1,7 +1,7 @@
 """Celery tasks for jobs: thin wrappers that take a job id and call a service."""
 
 from celery import shared_task
-from celery.signals import worker_shutting_down
+from celery.signals import worker_ready, worker_shutting_down
 
 from jobs_app import services
 from jobs_app.models import FineTuneJob
@@ -30,7 +30,19 @@ def jobs_reap() -> dict:
     return services.jobs_reap()
 
 
+@worker_ready.connect
+def _advertise_devices(sender, **kwargs) -> None:
+    import os
+    from dataclasses import asdict
+
+    from workers.device import device_detect
+
+    devices = {**asdict(device_detect()), "cpus": os.cpu_count() or 1}
+    services.worker_register(name=sender.hostname, devices=devices)
+
+
 @worker_shutting_down.connect
 def _release_jobs_on_shutdown(sender: str, **kwargs) -> None:
     """On SIGTERM the running job checkpoints and goes back to the queue instead of running on."""
     services.jobs_release_for_shutdown(worker=sender)
+    services.worker_unregister(name=sender)

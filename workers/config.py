@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 from enum import StrEnum
 
-METHODS = ("lora", "full")
+METHODS = ("lora", "qlora", "full")
+QUANTIZATIONS = ("nf4", "int8")
 
 
 class Stop(StrEnum):
@@ -22,7 +23,8 @@ class TrainConfig:
     train_file: local JSONL file of chat or prompt/completion rows (no default).
     output_dir: local directory for checkpoints and the final adapter (no default).
     validation_file: local JSONL file evaluated at the end of each epoch; default none.
-    method: "lora" (adapter only) or "full" (every weight); default "lora".
+    method: "lora" (adapter only), "qlora" (adapter on a quantized base) or "full"; default "lora".
+    quantization: for qlora, "nf4" (4-bit NormalFloat) or "int8" (8-bit); default "nf4".
     n_epochs: passes over the training file; default 3.
     batch_size: rows per optimizer step on one device; default 8.
     learning_rate: peak learning rate, linear decay to 0; default 2e-4.
@@ -43,6 +45,7 @@ class TrainConfig:
     output_dir: str
     validation_file: str | None = None
     method: str = "lora"
+    quantization: str = "nf4"
     n_epochs: int = 3
     batch_size: int = 8
     learning_rate: float = 2e-4
@@ -60,6 +63,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {self.quantization!r}")
         for name in ("n_epochs", "batch_size", "max_length", "lora_r", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

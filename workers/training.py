@@ -52,7 +52,7 @@ def _result_finish(trainer, config, emit, callback, output, wall) -> TrainResult
         adapter_dir = str(Path(config.output_dir) / "adapter")
         trainer.save_model(adapter_dir)
         trainer.processing_class.save_pretrained(adapter_dir)
-        emit(ArtifactSaved(kind="adapter" if config.method == "lora" else "model", path=adapter_dir,
+        emit(ArtifactSaved(kind="model" if config.method == "full" else "adapter", path=adapter_dir,
                            step=state.global_step, metrics={"train_loss": output.training_loss}))
     return TrainResult(
         adapter_dir=adapter_dir,
@@ -100,9 +100,28 @@ def _model_load(config: TrainConfig, device: DeviceInfo):
 
     dtype = torch.bfloat16 if device.bf16 else torch.float32
     try:
-        return AutoModelForCausalLM.from_pretrained(config.model_path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=dtype,
+                                                     quantization_config=_quantization(config, dtype))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_load_hint(config.model_path, exc)) from exc
+    if config.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        # Checkpointing costs time; only worth it for memory on a GPU (see device_settings).
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=device.kind == "cuda")
+    return model
+
+
+def _quantization(config: TrainConfig, dtype):
+    """bitsandbytes settings for QLoRA: 4-bit NF4 (double quantized) or 8-bit weights."""
+    if config.method != "qlora":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if config.quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype)
 
 
 def _load_hint(model_path: str, exc: Exception) -> str:
@@ -165,7 +184,7 @@ def device_settings(device: DeviceInfo) -> dict:
 
 
 def _lora_config(config: TrainConfig):
-    if config.method != "lora":
+    if config.method == "full":
         return None
     from peft import LoraConfig
 

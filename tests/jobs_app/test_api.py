@@ -34,7 +34,9 @@ def test_create_resolves_auto_hyperparameters_and_returns_openai_job(base_model)
     ("tiny-llama", {"n_epochs": "three"}, "method.supervised.hyperparameters.n_epochs", "integer"),
     ("tiny-llama", {"learning_rate": 0}, "method.supervised.hyperparameters.learning_rate", "above 0"),
     ("tiny-llama", {"adapter": "dpo"}, "method.supervised.hyperparameters.adapter", "must be one of"),
-    ("tiny-llama", {"adapter": "qlora"}, "method.supervised.hyperparameters.adapter", "not available"),
+    ("tiny-llama", {"adapter": "qlora", "quantization": "int4"}, "method.supervised.hyperparameters.quantization",
+     "nf4"),
+    ("tiny-llama", {"devices": 0}, "method.supervised.hyperparameters.devices", "from 1 to 64"),
     ("tiny-llama", {"max_length": 4096}, "method.supervised.hyperparameters.max_length", "context of 2048"),
     ("tiny-llama", {"warp_speed": 9}, "method.supervised.hyperparameters.warp_speed", "unknown hyperparameter"),
 ])

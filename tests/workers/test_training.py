@@ -127,3 +127,12 @@ def test_cpu_runs_in_fp32_without_checkpointing_and_gpu_uses_its_precision(tmp_p
     assert (ampere["bf16"], ampere["fp16"], ampere["use_cpu"]) == (True, False, False)
     turing = device_settings(DeviceInfo("cuda", 1, ("T4",), 16 * 2**30, bf16=False, fp16=True))
     assert (turing["bf16"], turing["fp16"]) == (False, True)
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "int8"])
+def test_qlora_trains_an_adapter_on_a_quantized_base(tiny_model_path, tmp_path, quantization):
+    events = []
+    result = _run(_config(tiny_model_path, tmp_path, method="qlora", quantization=quantization, n_epochs=1), events)
+    assert Path(result.adapter_dir, "adapter_model.safetensors").exists()
+    losses = [e.values["loss"] for e in events if isinstance(e, Metric) and "loss" in e.values]
+    assert len(losses) == 3 and all(loss > 0 for loss in losses)

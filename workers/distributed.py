@@ -1,0 +1,87 @@
+"""One training across several processes with torchrun: one per GPU, or CPU processes over gloo.
+
+``run_distributed`` is called like ``run_training``; it starts ``torchrun`` and relays the
+events that rank 0 writes (JSON lines) to ``emit``, and ``should_stop`` answers to all ranks
+through a stop file. Run as ``python -m workers.distributed CONFIG.json`` under torchrun.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from workers.config import Stop, TrainConfig, TrainResult
+from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
+
+EVENT_TYPES = {cls.__name__: cls for cls in (Progress, Metric, LogLine, ArtifactSaved)}
+
+
+def run_distributed(config: TrainConfig, emit: Emit, *, processes: int,
+                    should_stop: Callable[[], Stop | bool] = lambda: Stop.NO) -> TrainResult:
+    """Train with ``processes`` ranks (torchrun --nproc_per_node); return rank 0's result."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    config_path.write_text(json.dumps(dataclasses.asdict(config)))
+    for name in ("events.jsonl", "result.json", "STOP"):
+        (out / name).unlink(missing_ok=True)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               "-m", "workers.distributed", str(config_path)]
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    offset = 0
+    while process.poll() is None:
+        offset = _relay(out / "events.jsonl", offset, emit)
+        asked = should_stop()
+        if asked and not (out / "STOP").exists():
+            (out / "STOP").write_text(str(Stop.CHECKPOINT if asked == Stop.CHECKPOINT else Stop.DISCARD))
+        time.sleep(0.2)
+    _relay(out / "events.jsonl", offset, emit)
+    if process.returncode != 0 or not (out / "result.json").exists():
+        raise RuntimeError(f"torchrun with {processes} processes exited with {process.returncode}")
+    return TrainResult(**json.loads((out / "result.json").read_text()))
+
+
+def _relay(path: Path, offset: int, emit: Emit) -> int:
+    if not path.exists():
+        return offset
+    with open(path) as handle:
+        handle.seek(offset)
+        for line in handle:
+            if not line.endswith("\n"):
+                break  # rank 0 is still writing it
+            record = json.loads(line)
+            emit(EVENT_TYPES[record.pop("event")](**record))
+            offset += len(line.encode())
+    return offset
+
+
+def main(config_path: str) -> None:
+    from workers.training import run_training
+
+    config = TrainConfig(**{**json.loads(Path(config_path).read_text())})
+    config = dataclasses.replace(config, lora_target_modules=tuple(config.lora_target_modules))
+    out = Path(config.output_dir)
+    rank = int(os.environ.get("RANK", "0"))
+    emit = _file_emit(out / "events.jsonl") if rank == 0 else (lambda event: None)
+    result = run_training(config, emit, should_stop=lambda: _stop_file(out / "STOP"))
+    if rank == 0:
+        (out / "result.json").write_text(json.dumps({**dataclasses.asdict(result), "stop": str(result.stop)}))
+
+
+def _file_emit(path: Path) -> Emit:
+    def emit(event) -> None:
+        with open(path, "a") as handle:
+            handle.write(json.dumps({"event": type(event).__name__, **dataclasses.asdict(event)}) + "\n")
+    return emit
+
+
+def _stop_file(path: Path) -> Stop:
+    return Stop(path.read_text()) if path.exists() else Stop.NO
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
