@@ -36,7 +36,7 @@ worker:
 	$(PY) -m celery -A finetune_site worker -l info -Q $(WORKER_QUEUES) -c $(WORKER_CONCURRENCY)
 
 beat:
-	$(PY) -m celery -A finetune_site beat -l info
+	$(PY) -m celery -A finetune_site beat -l info -s $${DATA_DIR:-data}/celerybeat-schedule
 
 test: install
 	$(VENV)/bin/ruff check .

@@ -42,7 +42,7 @@ def test_launch_runs_a_job_on_sqlite_and_bundled_redis_and_dies_whole(embedded_e
     try:
         wait_for(lambda: _healthy(port), timeout=90, what="the embedded web server")
         children = psutil.Process(launcher.pid).children()
-        assert len(children) == 3  # redis-server, daphne, celery
+        assert len(children) == 5  # redis-server, daphne, training worker, light worker, beat
         token = _manage(embedded_env, "issue_token", "carol")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0)
         file = client.files.create(file=classification_write(tmp_path / "t.jsonl", 16).open("rb"),
@@ -61,8 +61,8 @@ def test_launch_runs_a_job_on_sqlite_and_bundled_redis_and_dies_whole(embedded_e
 
 def _healthy(port: int) -> bool:
     try:
-        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
-    except requests.ConnectionError:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok
+    except requests.RequestException:
         return False
 
 

@@ -17,7 +17,7 @@ from finetune_site.embedded import _die_with_parent, embedded_redis_alive, embed
 
 
 class Command(BaseCommand):
-    help = "Start web + worker (and the embedded broker when REDIS_URL is unset) until Ctrl-C."
+    help = "Start web, workers and beat (and the embedded broker when REDIS_URL is unset) until Ctrl-C."
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
@@ -30,8 +30,11 @@ class Command(BaseCommand):
         call_command("collectstatic", interactive=False, verbosity=0)
         children.append(_spawn([sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
                                 "finetune_site.asgi:application"]))
-        children.append(_spawn([sys.executable, "-m", "celery", "-A", "finetune_site", "worker",
-                                "-l", "info", "-Q", "default,training", "-c", "1"]))
+        celery = [sys.executable, "-m", "celery", "-A", "finetune_site"]
+        # Training has its own process so validation and estimates never wait behind a long run.
+        children.append(_spawn([*celery, "worker", "-l", "info", "-Q", "training", "-c", "1", "-n", "training@%h"]))
+        children.append(_spawn([*celery, "worker", "-l", "info", "-Q", "default", "-c", "1", "-n", "default@%h"]))
+        children.append(_spawn([*celery, "beat", "-l", "info", "-s", str(settings.DATA_DIR / "celerybeat-schedule")]))
         self._welcome(host, port)
         _wait(children)
 
