@@ -29,7 +29,7 @@
         return { label: d.label, data: [], borderColor: d.color, backgroundColor: d.color, pointRadius: 0, borderWidth: 2, spanGaps: true };
       }) },
       options: { animation: false, responsive: true, parsing: false, normalized: true,
-        scales: { x: { type: "linear", title: { display: true, text: "step" } },
+        scales: { x: { type: "linear", title: { display: true, text: "step" }, ticks: { precision: 0 } },
                   y: { type: logScale ? "logarithmic" : "linear" } } },
     });
   }
