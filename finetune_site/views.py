@@ -9,7 +9,9 @@ from models_app.selectors import fine_tuned_models_visible_to
 
 
 def _active_jobs(user) -> list[dict]:
-    return [{"job": job, "progress": job_progress(job, job.last_metric)} for job in jobs_active_for(user)]
+    return [{"job": job, "progress": job_progress(
+        job, job.last_metric, first=(job.first_metric, job.first_metric_at) if job.first_metric else None)}
+        for job in jobs_active_for(user)]
 
 
 @login_required

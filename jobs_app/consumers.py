@@ -26,6 +26,7 @@ class JobConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         self.job = job
+        self.first_metric = None  # (data, time) of the first step: ETA and tokens/s count from it
         self.last_seq = _last_seq(self.scope.get("query_string", b""))
         # Join the group before reading the history: an event committed in between arrives as
         # a message and is skipped or read by seq, so nothing falls between the two.
@@ -63,7 +64,9 @@ class JobConsumer(AsyncWebsocketConsumer):
         last_metric = None
         if all(e.type != JobEvent.Type.METRICS for e in events):
             last_metric = selectors.job_last_metric(self.job)
-        html = job_update_html(self.job, events, last_metric=last_metric)
+        if self.first_metric is None:
+            self.first_metric = selectors.job_first_metric(self.job)
+        html = job_update_html(self.job, events, last_metric=last_metric, first_metric=self.first_metric)
         return html, events[-1].seq, len(events) == BATCH
 
 

@@ -4,6 +4,8 @@ The page renders the whole history from JobEvent rows; the consumer renders late
 ``job_update_html`` so that the first render and the live updates stay identical.
 """
 
+from datetime import datetime
+
 from django.template.loader import render_to_string
 
 from jobs_app import selectors
@@ -18,14 +20,16 @@ def job_detail_context(job: FineTuneJob) -> dict:
         "job": job,
         "log_events": [e for e in events if e.type != JobEvent.Type.METRICS],
         "metric_events": metrics,
-        "progress": selectors.job_progress(job, metrics[-1].data if metrics else None),
+        "progress": selectors.job_progress(job, metrics[-1].data if metrics else None,
+                                           first=(metrics[0].data, metrics[0].created_at) if metrics else None),
         "checkpoints": list(job.checkpoints.all()),
         "result_model": job_result_model(job),
         "last_seq": events[-1].seq if events else 0,
     }
 
 
-def job_update_html(job: FineTuneJob, events: list[JobEvent], *, last_metric: dict | None) -> str:
+def job_update_html(job: FineTuneJob, events: list[JobEvent], *, last_metric: dict | None,
+                    first_metric: tuple[dict, datetime] | None) -> str:
     """Out-of-band fragments for ``events``: appended log and metric lines, refreshed status."""
     metrics = [e for e in events if e.type == JobEvent.Type.METRICS]
     messages = [e for e in events if e.type != JobEvent.Type.METRICS]
@@ -33,7 +37,7 @@ def job_update_html(job: FineTuneJob, events: list[JobEvent], *, last_metric: di
         "job": job,
         "log_events": messages,
         "metric_events": metrics,
-        "progress": selectors.job_progress(job, metrics[-1].data if metrics else last_metric),
+        "progress": selectors.job_progress(job, metrics[-1].data if metrics else last_metric, first=first_metric),
         # status, checkpoints and the result only change with a message event
         "refresh_status": bool(messages),
         "checkpoints": list(job.checkpoints.all()) if messages else [],

@@ -29,10 +29,13 @@ ACTIVE = (FineTuneJob.Status.VALIDATING_FILES, FineTuneJob.Status.QUEUED, FineTu
 
 
 def jobs_active_for(user, limit: int = 20) -> list[FineTuneJob]:
-    """The user's unfinished jobs, each with ``last_metric`` (the data of its newest metric event)."""
-    last_metric = (JobEvent.objects.filter(job=OuterRef("pk"), type=JobEvent.Type.METRICS)
-                   .order_by("-seq").values("data")[:1])
-    return list(jobs_visible_to(user).filter(status__in=ACTIVE).annotate(last_metric=Subquery(last_metric))[:limit])
+    """The user's unfinished jobs, with ``last_metric`` and ``first_metric``(``_at``) annotated."""
+    metrics = JobEvent.objects.filter(job=OuterRef("pk"), type=JobEvent.Type.METRICS)
+    return list(jobs_visible_to(user).filter(status__in=ACTIVE).annotate(
+        last_metric=Subquery(metrics.order_by("-seq").values("data")[:1]),
+        first_metric=Subquery(metrics.order_by("seq").values("data")[:1]),
+        first_metric_at=Subquery(metrics.order_by("seq").values("created_at")[:1]),
+    )[:limit])
 
 
 @dataclass(frozen=True)
@@ -52,22 +55,36 @@ class JobProgress:
         return 100.0 * self.step / self.total_steps if self.total_steps else 0.0
 
 
-def job_progress(job: FineTuneJob, metric: dict | None, *, now: datetime | None = None) -> JobProgress:
-    """Progress of ``job`` given its newest metric data; ETA and tokens/s from wall time since start."""
+def job_progress(job: FineTuneJob, metric: dict | None, *, first: tuple[dict, datetime] | None = None,
+                 now: datetime | None = None) -> JobProgress:
+    """Progress of ``job`` given its newest metric data.
+
+    ETA and tokens/s are measured from ``first`` (the first metric event's data and time), so the
+    model loading before the first step does not count as training; without it, from the start.
+    """
     metric = metric or {}
     step, total = int(metric.get("step") or 0), int(metric.get("total_steps") or 0)
     if job.status == FineTuneJob.Status.SUCCEEDED and total:
         step = total
     tokens = int(metric.get("tokens") or 0)
     end = job.finished_at or now or timezone.now()
-    elapsed = (end - job.started_at).total_seconds() if job.started_at else 0.0
-    running = job.status == FineTuneJob.Status.RUNNING
+    base_step, base_tokens, since = 0, 0, job.started_at
+    if first is not None and int(first[0].get("step") or 0) < step:
+        base_step, base_tokens, since = int(first[0].get("step") or 0), int(first[0].get("tokens") or 0), first[1]
+    elapsed = (end - since).total_seconds() if since else 0.0
+    done, running = step - base_step, job.status == FineTuneJob.Status.RUNNING
     return JobProgress(
         step=step, total_steps=total, tokens=tokens,
         train_loss=metric.get("train_loss"), learning_rate=metric.get("learning_rate"),
-        tokens_per_second=tokens / elapsed if elapsed > 0 and tokens else None,
-        eta_seconds=elapsed / step * (total - step) if running and step and elapsed > 0 else None,
+        tokens_per_second=(tokens - base_tokens) / elapsed if elapsed > 0 and tokens > base_tokens else None,
+        eta_seconds=elapsed / done * (total - step) if running and done > 0 and elapsed > 0 else None,
     )
+
+
+def job_first_metric(job: FineTuneJob) -> tuple[dict, datetime] | None:
+    """The data and time of the job's first metric event: where its measured training time starts."""
+    return (job.events.filter(type=JobEvent.Type.METRICS).order_by("seq")
+            .values_list("data", "created_at").first())
 
 
 def job_last_metric(job: FineTuneJob) -> dict | None:
