@@ -48,7 +48,15 @@
         if (y !== null) s[1].data.datasets[s[2]].data.push({ x: step, y: y });
       });
     }
-    list.querySelectorAll("li").forEach(add);
+    // Every point up to the page's render comes as JSON [step, train loss, valid loss, lr];
+    // lines the socket appends afterwards are read from the list.
+    var points = JSON.parse((document.getElementById("chart-points") || {}).textContent || "[]");
+    points.forEach(function (p) {
+      if (p[0] === null) return;
+      if (p[1] !== null) loss.data.datasets[0].data.push({ x: p[0], y: p[1] });
+      if (p[2] !== null) loss.data.datasets[1].data.push({ x: p[0], y: p[2] });
+      if (p[3] !== null) lr.data.datasets[0].data.push({ x: p[0], y: p[3] });
+    });
     loss.update(); lr.update();
     new MutationObserver(function (changes) {
       changes.forEach(function (c) { c.addedNodes.forEach(function (n) { if (n.nodeType === 1) add(n); }); });
