@@ -102,8 +102,8 @@ def _wizard_dataset(request) -> Dataset | None:
     return datasets_visible_to(request.user).filter(pk=file_id).first() if file_id else None
 
 
-def _base_model(name: str | None) -> BaseModel:
-    return BaseModel.objects.filter(name=name).first() or BaseModel.objects.first()
+def _base_model(name: str | None) -> BaseModel | None:
+    return BaseModel.objects.filter(name=name).first() if name else None
 
 
 @login_required
@@ -148,8 +148,11 @@ def wizard_field(request, name: str):
     text = request.POST.get(name, "")
     state = _wizard(request)
     _wizard_save(request, hyperparameters={**(state.get("hyperparameters") or {}), name: text.strip()})
-    error = hyperparameter_error(name, text, base_model=_base_model(request.POST.get("model")),
-                                 rows=dataset.row_count if dataset else 0)
+    base = _base_model(request.POST.get("model"))
+    if base is None:
+        error = "Choose a base model first."
+    else:
+        error = hyperparameter_error(name, text, base_model=base, rows=dataset.row_count if dataset else 0)
     return render(request, "jobs_app/partials/field_error.html", {"name": name, "error": error})
 
 
@@ -160,6 +163,8 @@ def wizard_review(request):
     if dataset is None or "hyperparameters" not in state:
         return redirect("jobs:wizard_dataset")
     base = _base_model(state.get("model"))
+    if base is None:  # e.g. the model was removed since step 2
+        return redirect("jobs:wizard_model")
     raw = hyperparameters_from_texts(state["hyperparameters"])
     validation_id = state.get("validation_file") or None
     error = None

@@ -151,3 +151,9 @@ def test_wizard_refuses_another_users_dataset(client, base_model, user):
 
 def test_wizard_review_without_input_goes_to_step_one(client, base_model, user):
     assert client.get(reverse("jobs:wizard_review"))["Location"] == reverse("jobs:wizard_dataset")
+
+
+def test_wizard_inline_check_needs_a_known_model(client, base_model, user):
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    response = client.post(reverse("jobs:wizard_field", args=["n_epochs"]), {"n_epochs": "3", "model": "nope"})
+    assert b"Choose a base model first." in response.content
