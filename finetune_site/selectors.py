@@ -53,12 +53,17 @@ def _workers_inspect() -> dict:
     from finetune_site.celery import app
 
     try:
-        active = app.control.inspect(timeout=0.5).active() or {}
+        replies = app.control.broadcast("worker_status", reply=True, timeout=0.5) or []
     except Exception as error:
         log.info("worker status unavailable: %s", error)
         return {"ok": False, "error": f"broker unreachable ({type(error).__name__})", "workers": []}
     workers = []
-    for name, tasks in sorted(active.items()):
-        jobs = [(task.get("args") or [None])[0] for task in tasks if task.get("name") == "jobs_app.tasks.job_run"]
-        workers.append({"name": name, "busy": bool(tasks), "tasks": len(tasks), "jobs": [j for j in jobs if j]})
+    for reply in replies:
+        for name, answer in reply.items():
+            answer = answer if isinstance(answer, dict) and "active" in answer else {"active": []}
+            tasks = answer["active"]
+            jobs = [task["args"][0] for task in tasks if task.get("name") == "jobs_app.tasks.job_run" and task["args"]]
+            workers.append({"name": name, "device": answer.get("device", "unknown"), "busy": bool(tasks),
+                            "tasks": len(tasks), "jobs": jobs})
+    workers.sort(key=lambda worker: worker["name"])
     return {"ok": True, "error": "", "workers": workers, "checked_at": timezone.now().isoformat()}

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from finetune_site import selectors
 from jobs_app.models import FineTuneJob
+from tests.e2e import wait_for
 from tests.factories import make_dataset, make_job, make_metric, make_user
 
 pytestmark = pytest.mark.django_db
@@ -43,11 +44,11 @@ def test_active_jobs_partial_is_a_fragment(client, base_model):
 def test_worker_status_never_breaks_without_a_broker(client, monkeypatch):
     from finetune_site.celery import app
 
-    def unreachable(**kwargs):
+    def unreachable(*args, **kwargs):
         raise ConnectionError("no broker")
 
     cache.delete(selectors.WORKERS_CACHE_KEY)
-    monkeypatch.setattr(app.control, "inspect", unreachable)
+    monkeypatch.setattr(app.control, "broadcast", unreachable)
     client.force_login(make_user())
     response = client.get(reverse("worker_status"))
     assert response.status_code == 200 and b"broker unreachable" in response.content
@@ -81,3 +82,19 @@ def test_dashboard_lists_recent_datasets(client):
     dataset = make_dataset(user)
     client.force_login(user)
     assert dataset.filename in client.get("/").content.decode()
+
+
+@pytest.mark.e2e
+def test_worker_status_names_a_real_workers_device(client, worker):
+    cache.delete(selectors.WORKERS_CACHE_KEY)
+    status = wait_for(lambda: _answered(selectors._workers_inspect()), timeout=30, what="the worker's device")
+    assert status["ok"] and any(w["device"].startswith("CPU (") and not w["busy"] for w in status["workers"])
+    client.force_login(make_user())
+    body = client.get(reverse("worker_status")).content.decode()
+    assert "CPU (" in body and "idle" in body
+    cache.delete(selectors.WORKERS_CACHE_KEY)
+
+
+def _answered(status: dict) -> dict | None:
+    # The device is named just after the worker starts; until then it says "detecting…".
+    return status if any(w["device"] != "detecting…" for w in status["workers"]) else None
