@@ -10,6 +10,10 @@
     socket.binaryType = htmx.config.wsBinaryType || "blob";
     return socket;
   };
+  // Reconnect soon after a drop (a server restart), backing off to at most 10 s between tries.
+  htmx.config.wsReconnectDelay = function (retryCount) {
+    return Math.min(10000, 500 * Math.pow(2, retryCount)) * (0.5 + Math.random() / 2);
+  };
   function wsState(state) {
     var el = document.getElementById("ws-state");
     if (el) el.setAttribute("data-state", state);

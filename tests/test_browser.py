@@ -26,27 +26,43 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
                  "--disable-sync", "--disable-gpu"]
 
 
+class Daphne:
+    """The production web server (daphne: HTTP and websockets) on the test database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "1"}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        log = open(ARTIFACTS / "daphne.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "finetune_site.asgi:application"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: _healthy(self.port), timeout=60, what="daphne")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
 @pytest.fixture
 def daphne(transactional_db):
-    """The production web server (daphne: HTTP and websockets) on the test database."""
     base = settings.DATABASES["default"]
-    url = f"postgres://{base['USER']}@{base['HOST']}:{base['PORT']}/{connection.settings_dict['NAME']}"
-    port = free_port()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(ARTIFACTS / "daphne.log", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "finetune_site.asgi:application"],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": url, "DEBUG": "1"}, stdout=log, stderr=subprocess.STDOUT,
-    )
+    server = Daphne(f"postgres://{base['USER']}@{base['HOST']}:{base['PORT']}/{connection.settings_dict['NAME']}")
+    server.start()
     try:
-        wait_for(lambda: _healthy(port), timeout=60, what="daphne")
-        yield f"http://127.0.0.1:{port}"
+        yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        server.stop()
 
 
 def _healthy(port: int) -> bool:
@@ -71,7 +87,7 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
         page.set_default_timeout(30_000)
         try:
             # Log in: any page sends an anonymous user to the login form first.
-            page.goto(daphne + "/")
+            page.goto(daphne.url + "/")
             expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
             page.get_by_label("Username").fill("ada")
             page.get_by_label("Password").fill("pw-ada")
@@ -129,6 +145,19 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
             wait_for(lambda: int(progress.get_attribute("value")) > max(after, 20), timeout=60,
                      what="live progress after reload")
             page.screenshot(path=str(ARTIFACTS / "live_job.png"))
+
+            # The server restarts mid-run: the page reconnects with its last seq and gets the gap.
+            daphne.stop()
+            expect(page.locator("#ws-state")).to_have_attribute("data-state", "offline")
+            before = int(progress.get_attribute("value"))
+            time.sleep(2)  # the run goes on while no server can push to the page
+            daphne.start()
+            expect(page.locator("#ws-state")).to_have_attribute("data-state", "open", timeout=30_000)
+            wait_for(lambda: int(progress.get_attribute("value")) > before + 3, timeout=60,
+                     what="progress after the reconnect")
+            seqs = sorted(int(s) for s in page.eval_on_selector_all(
+                "#job-log li, #job-metrics li", "items => items.map(i => i.dataset.seq)"))
+            assert seqs == list(range(1, seqs[-1] + 1)), "a gap or a duplicate in the event sequence"
 
             # Cancel, confirming the dialog; the status updates in place.
             page.once("dialog", lambda dialog: dialog.accept())
