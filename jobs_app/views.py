@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from datasets_app.models import Dataset
-from datasets_app.selectors import datasets_visible_to
+from datasets_app.selectors import dataset_preview, datasets_visible_to
 from finetune_site.errors import Conflict, InvalidRequest
 from jobs_app import selectors, services
 from jobs_app.forms import (
@@ -188,6 +188,7 @@ def wizard_review(request):
         "validation": datasets_visible_to(request.user).filter(pk=validation_id).first() if validation_id else None,
         "estimate": selectors.job_estimate(rows=dataset.row_count, byte_size=dataset.byte_size,
                                            hyperparameters=resolved),
+        "mask_rows": dataset_preview(dataset, rows=2),
         "error": error,
     })
 

@@ -99,6 +99,8 @@ def test_wizard_walks_three_steps_and_starts_the_job(client, base_model, user, d
     assert '<th scope="row">n_epochs</th><td>2</td>' in review
     assert '<th scope="row">lora_r</th><td>16</td>' in review
     assert "<strong>8 steps</strong> (4 per epoch × 2)" in review  # 16 rows / batch 4 × 2 epochs
+    assert '<div class="trained"><strong>assistant:</strong> sports</div>' in review  # the loss mask
+    assert '<div class="masked"><strong>user:</strong> Classify:' in review
     with django_capture_on_commit_callbacks():
         response = client.post(reverse("jobs:wizard_review"))
     job = FineTuneJob.objects.get(owner=user)
@@ -157,3 +159,12 @@ def test_wizard_inline_check_needs_a_known_model(client, base_model, user):
     client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
     response = client.post(reverse("jobs:wizard_field", args=["n_epochs"]), {"n_epochs": "3", "model": "nope"})
     assert b"Choose a base model first." in response.content
+
+
+def test_review_marks_the_completion_as_trained_for_prompt_completion_rows(client, base_model, user):
+    rows = [{"prompt": "Classify: rain\\nLabel:", "completion": " weather"}] * 8
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user, rows=rows).id})
+    client.post(reverse("jobs:wizard_model"), _advanced())
+    review = client.get(reverse("jobs:wizard_review")).content.decode()
+    assert '<div class="trained"><strong>completion:</strong>  weather</div>' in review
+    assert '<div class="masked"><strong>prompt:</strong> Classify: rain' in review
