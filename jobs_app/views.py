@@ -3,6 +3,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
 from datasets_app.models import Dataset
@@ -35,8 +36,12 @@ def job_list(request):
         jobs = jobs.filter(status=status)
     page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"page": page, "status": status, "statuses": FineTuneJob.Status.values}
-    template = "jobs_app/partials/job_table.html" if request.htmx else "jobs_app/job_list.html"
-    return render(request, template, context)
+    # A history restore (back button after hx-push-url) needs the whole page, not the fragment.
+    partial = request.htmx and not request.htmx.history_restore_request
+    template = "jobs_app/partials/job_table.html" if partial else "jobs_app/job_list.html"
+    response = render(request, template, context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
 
 
 @login_required

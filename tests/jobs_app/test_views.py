@@ -30,6 +30,10 @@ def test_list_filters_by_status_and_returns_table_partial_for_htmx(client, base_
     body = response.content.decode()
     assert running.id in body and queued.id not in body
     assert body.lstrip().startswith('<div id="job-table">') and "<html" not in body
+    assert "HX-Request" in response["Vary"]
+    restore = client.get(reverse("jobs:list"), {"status": "running"},
+                         headers={"HX-Request": "true", "HX-History-Restore-Request": "true"})
+    assert b"<html" in restore.content
 
 
 def test_detail_renders_the_whole_history(client, base_model, user):
