@@ -1,5 +1,7 @@
 """Reads of datasets shared by views and the API."""
 
+import json
+
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -16,3 +18,18 @@ def dataset_get(user, file_id: str) -> Dataset:
     if dataset is None:
         raise Http404(f"No such file: {file_id}")
     return dataset
+
+
+def dataset_preview(dataset: Dataset, *, rows: int = 20) -> list[dict]:
+    """The first ``rows`` rows of the stored file, parsed (the file was checked on upload)."""
+    preview = []
+    with dataset.file.open("rb") as handle:
+        for line in handle:
+            if len(preview) >= rows:
+                break
+            if line.strip():
+                try:
+                    preview.append(json.loads(line))
+                except ValueError:
+                    preview.append({"unparsed": line.decode(errors="replace")[:500]})
+    return preview

@@ -1,3 +1,9 @@
-"""Websocket routes (filled by the live UI)."""
+"""Websocket routes."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from jobs_app.consumers import JobConsumer
+
+websocket_urlpatterns = [
+    path("ws/jobs/<str:job_id>/", JobConsumer.as_asgi()),
+]

@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_results",
     "channels",
+    "django_htmx",
+    "accounts_app",
     "datasets_app",
     "jobs_app",
     "models_app",
@@ -51,6 +53,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -96,7 +99,9 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -190,6 +195,8 @@ SPECTACULAR_SETTINGS = {
 BASE_MODELS_DIR = Path(env_str("BASE_MODELS_DIR", str(DATA_DIR / "base_models")))
 WORK_DIR = DATA_DIR / "work"
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 5 * 2**30)
+# Seconds the dashboard keeps the workers' answer to a Celery inspect broadcast.
+WORKER_STATUS_CACHE_SECONDS = env_int("WORKER_STATUS_CACHE_SECONDS", 10)
 
 LOGGING = {
     "version": 1,

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.http import JsonResponse
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from datasets_app import api as files_api
@@ -15,6 +15,12 @@ def healthz(request):
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("dashboard/active-jobs/", views.active_jobs, name="active_jobs"),
+    path("dashboard/workers/", views.worker_status, name="worker_status"),
+    path("accounts/", include("accounts_app.urls")),
+    path("datasets/", include("datasets_app.urls")),
+    path("jobs/", include("jobs_app.urls")),
+    path("models/", include("models_app.urls")),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),

@@ -1,9 +1,14 @@
 """Reads of jobs shared by views, the API and the CLI."""
 
-from django.db.models import QuerySet
-from django.http import Http404
+import math
+from dataclasses import dataclass
+from datetime import datetime
 
-from jobs_app.models import FineTuneJob
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import Http404
+from django.utils import timezone
+
+from jobs_app.models import FineTuneJob, JobEvent
 
 
 def jobs_visible_to(user) -> QuerySet[FineTuneJob]:
@@ -18,3 +23,92 @@ def job_get(user, job_id: str) -> FineTuneJob:
     if job is None:
         raise Http404(f"No such fine-tuning job: {job_id}")
     return job
+
+
+ACTIVE = (FineTuneJob.Status.VALIDATING_FILES, FineTuneJob.Status.QUEUED, FineTuneJob.Status.RUNNING)
+
+
+def jobs_active_for(user, limit: int = 20) -> list[FineTuneJob]:
+    """The user's unfinished jobs, with ``last_metric`` and ``first_metric``(``_at``) annotated."""
+    metrics = JobEvent.objects.filter(job=OuterRef("pk"), type=JobEvent.Type.METRICS)
+    return list(jobs_visible_to(user).filter(status__in=ACTIVE).annotate(
+        last_metric=Subquery(metrics.order_by("-seq").values("data")[:1]),
+        first_metric=Subquery(metrics.order_by("seq").values("data")[:1]),
+        first_metric_at=Subquery(metrics.order_by("seq").values("created_at")[:1]),
+    )[:limit])
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Where a run stands, derived from its newest metric event and its timestamps."""
+
+    step: int = 0
+    total_steps: int = 0
+    tokens: int = 0
+    train_loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    eta_seconds: float | None = None
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.step / self.total_steps if self.total_steps else 0.0
+
+
+def job_progress(job: FineTuneJob, metric: dict | None, *, first: tuple[dict, datetime] | None = None,
+                 now: datetime | None = None) -> JobProgress:
+    """Progress of ``job`` given its newest metric data.
+
+    ETA and tokens/s are measured from ``first`` (the first metric event's data and time), so the
+    model loading before the first step does not count as training; without it, from the start.
+    """
+    metric = metric or {}
+    step, total = int(metric.get("step") or 0), int(metric.get("total_steps") or 0)
+    if job.status == FineTuneJob.Status.SUCCEEDED and total:
+        step = total
+    tokens = int(metric.get("tokens") or 0)
+    end = job.finished_at or now or timezone.now()
+    base_step, base_tokens, since = 0, 0, job.started_at
+    if first is not None and int(first[0].get("step") or 0) < step:
+        base_step, base_tokens, since = int(first[0].get("step") or 0), int(first[0].get("tokens") or 0), first[1]
+    elapsed = (end - since).total_seconds() if since else 0.0
+    done, running = step - base_step, job.status == FineTuneJob.Status.RUNNING
+    return JobProgress(
+        step=step, total_steps=total, tokens=tokens,
+        train_loss=metric.get("train_loss"), learning_rate=metric.get("learning_rate"),
+        tokens_per_second=(tokens - base_tokens) / elapsed if elapsed > 0 and tokens > base_tokens else None,
+        eta_seconds=elapsed / done * (total - step) if running and done > 0 and elapsed > 0 else None,
+    )
+
+
+def job_first_metric(job: FineTuneJob) -> tuple[dict, datetime] | None:
+    """The data and time of the job's first metric event: where its measured training time starts."""
+    return (job.events.filter(type=JobEvent.Type.METRICS).order_by("seq")
+            .values_list("data", "created_at").first())
+
+
+def job_last_metric(job: FineTuneJob) -> dict | None:
+    return (job.events.filter(type=JobEvent.Type.METRICS).order_by("-seq")
+            .values_list("data", flat=True).first())
+
+
+def job_history(job: FineTuneJob, *, after_seq: int = 0, limit: int | None = None) -> list[JobEvent]:
+    """The job's events after ``after_seq`` in sequence order: the log and metric history."""
+    events = job.events.filter(seq__gt=after_seq).order_by("seq")
+    return list(events[:limit] if limit else events)
+
+
+def job_estimate(*, rows: int, byte_size: int, hyperparameters: dict) -> dict:
+    """A rough size of a run before it starts: tokens ≈ rows × average tokens per row × epochs.
+
+    The average row is taken as a token per 4 bytes of the file; the real estimator comes with
+    the dataset analysis.
+    """
+    epochs, batch = hyperparameters["n_epochs"], hyperparameters["batch_size"]
+    avg_tokens = min(byte_size / rows / 4, hyperparameters["max_length"]) if rows else 0
+    return {
+        "avg_tokens_per_row": round(avg_tokens),
+        "tokens": round(rows * avg_tokens * epochs),
+        "steps_per_epoch": math.ceil(rows / batch) if rows else 0,
+        "steps": math.ceil(rows / batch) * epochs if rows else 0,
+    }

@@ -52,3 +52,13 @@ def file_like(content: bytes, name: str) -> io.BytesIO:
     handle = io.BytesIO(content)
     handle.name = name
     return handle
+
+
+def make_metric(job, step: int, total_steps: int = 10, **values):
+    """A metric event as the worker reports it (train loss, learning rate, tokens at ``step``)."""
+    from jobs_app.services import job_event_add
+
+    data = {"step": step, "total_steps": total_steps, "train_loss": 2.0 / step, "learning_rate": 1e-3,
+            "tokens": 100 * step, **values}
+    return job_event_add(job_id=job.id, type="metrics", data=data,
+                         message=f"Step {step}/{total_steps}: train loss={data['train_loss']:.4g}")

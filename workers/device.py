@@ -1,5 +1,8 @@
 """Which device a run uses and which precision it can afford there."""
 
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 
 
@@ -37,3 +40,21 @@ def device_detect() -> DeviceInfo:
         bf16=torch.cuda.is_bf16_supported(),
         fp16=True,
     )
+
+
+def device_summary() -> str:
+    """One line naming this machine's training device, without importing torch (for status pages).
+
+    GPUs are listed by ``nvidia-smi`` when it is installed; otherwise the CPU and its core count.
+    """
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        gpus = [line.strip() for line in out.splitlines() if line.strip()]
+        if gpus:
+            return f"{len(gpus)}× GPU {gpus[0]}"
+    return f"CPU ({os.cpu_count()} cores)"

@@ -43,7 +43,8 @@ class Command(BaseCommand):
         password = _admin_password()
         token = Token.objects.get_or_create(user=get_user_model().objects.get(username="admin"))[0]
         self.stdout.write(self.style.SUCCESS(f"\nfinetune is running at http://{host}:{port}/"))
-        self.stdout.write(f"  admin:   http://{host}:{port}/admin/  user admin, password {password}")
+        self.stdout.write(f"  web UI:  http://{host}:{port}/  log in as admin, password {password}")
+        self.stdout.write(f"  admin:   http://{host}:{port}/admin/")
         self.stdout.write(f"  API:     base_url=http://{host}:{port}/v1  api_key={token.key}")
         self.stdout.write("  CLI:     .venv/bin/python manage.py finetune FILE.jsonl --model tiny-llama")
         self.stdout.write("  Ctrl-C stops everything.\n")

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from datasets_app import views
+
+app_name = "datasets"
+urlpatterns = [
+    path("", views.dataset_list, name="list"),
+    path("upload/", views.dataset_upload, name="upload"),
+    path("<str:file_id>/", views.dataset_detail, name="detail"),
+]

@@ -1,0 +1,46 @@
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from datasets_app import selectors, services
+from finetune_site.errors import InvalidRequest
+
+PAGE_SIZE = 50
+
+
+@login_required
+def dataset_list(request):
+    page = Paginator(selectors.datasets_visible_to(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "datasets_app/dataset_list.html", {"page": page, "upload_error": ""})
+
+
+@require_POST
+@login_required
+def dataset_upload(request):
+    upload = request.FILES.get("file")
+    try:
+        if upload is None:
+            raise InvalidRequest("Choose a .jsonl file to upload.", param="file")
+        dataset = services.dataset_upload(owner=request.user, upload=upload)
+    except InvalidRequest as error:
+        context = {"upload_error": error.message}
+        if request.htmx:
+            return render(request, "datasets_app/partials/upload_form.html", context, status=400)
+        page = Paginator(selectors.datasets_visible_to(request.user), PAGE_SIZE).get_page(1)
+        return render(request, "datasets_app/dataset_list.html", {**context, "page": page}, status=400)
+    url = reverse("datasets:detail", args=[dataset.id])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@login_required
+def dataset_detail(request, file_id: str):
+    dataset = selectors.dataset_get(request.user, file_id)
+    context = {"dataset": dataset}
+    if request.htmx:
+        return render(request, "datasets_app/partials/dataset_status.html", context)
+    context["preview"] = selectors.dataset_preview(dataset)
+    context["jobs"] = dataset.jobs.order_by("-created_at")[:20]
+    return render(request, "datasets_app/dataset_detail.html", context)

@@ -1,0 +1,69 @@
+"""Reads the dashboard needs across apps: usage and the workers' status."""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import DurationField, ExpressionWrapper, F, Sum
+from django.utils import timezone
+
+from jobs_app.models import FineTuneJob
+
+log = logging.getLogger(__name__)
+WORKERS_CACHE_KEY = "dashboard:workers"
+
+
+def usage_for(user) -> dict:
+    """Tokens trained and training hours (finished runs, plus running ones up to now)."""
+    jobs = FineTuneJob.objects.filter(owner=user, started_at__isnull=False)
+    finished = jobs.filter(finished_at__isnull=False).aggregate(
+        tokens=Sum("trained_tokens"),
+        time=Sum(ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())),
+    )
+    now = timezone.now()
+    running = jobs.filter(finished_at__isnull=True, status=FineTuneJob.Status.RUNNING).values_list(
+        "started_at", flat=True)
+    total = (finished["time"] or timedelta()) + sum((now - start for start in running), timedelta())
+    return {"tokens": finished["tokens"] or 0, "hours": total.total_seconds() / 3600,
+            "jobs": FineTuneJob.objects.filter(owner=user).count()}
+
+
+def workers_status() -> dict:
+    """Which Celery workers answer, and what each is running; cached briefly, never raises.
+
+    A missing broker or a slow worker must not break the dashboard: the answer is then
+    ``{"ok": False, "workers": []}`` with the reason.
+    """
+    try:
+        cached = cache.get(WORKERS_CACHE_KEY)
+    except Exception:  # the cache is the same Redis as the broker: it may be down too
+        cached = None
+    if cached is not None:
+        return cached
+    status = _workers_inspect()
+    try:
+        cache.set(WORKERS_CACHE_KEY, status, settings.WORKER_STATUS_CACHE_SECONDS)
+    except Exception:
+        pass
+    return status
+
+
+def _workers_inspect() -> dict:
+    from finetune_site.celery import app
+
+    try:
+        replies = app.control.broadcast("worker_status", reply=True, timeout=0.5) or []
+    except Exception as error:
+        log.info("worker status unavailable: %s", error)
+        return {"ok": False, "error": f"broker unreachable ({type(error).__name__})", "workers": []}
+    workers = []
+    for reply in replies:
+        for name, answer in reply.items():
+            answer = answer if isinstance(answer, dict) and "active" in answer else {"active": []}
+            tasks = answer["active"]
+            jobs = [task["args"][0] for task in tasks if task.get("name") == "jobs_app.tasks.job_run" and task["args"]]
+            workers.append({"name": name, "device": answer.get("device", "unknown"), "busy": bool(tasks),
+                            "tasks": len(tasks), "jobs": jobs})
+    workers.sort(key=lambda worker: worker["name"])
+    return {"ok": True, "error": "", "workers": workers, "checked_at": timezone.now().isoformat()}

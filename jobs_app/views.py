@@ -1,0 +1,200 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_POST
+
+from datasets_app.models import Dataset
+from datasets_app.selectors import dataset_preview, datasets_visible_to
+from finetune_site.errors import Conflict, InvalidRequest
+from jobs_app import selectors, services
+from jobs_app.forms import (
+    ADVANCED,
+    ADVANCED_NAMES,
+    DatasetStepForm,
+    ModelStepForm,
+    hyperparameter_error,
+    hyperparameters_errors,
+    hyperparameters_from_texts,
+)
+from jobs_app.hyperparameters import hyperparameters_resolve
+from jobs_app.live import job_detail_context, job_result_model
+from jobs_app.models import FineTuneJob
+from models_app.models import BaseModel
+
+PAGE_SIZE = 50
+WIZARD = "job_wizard"
+
+
+@login_required
+def job_list(request):
+    jobs = selectors.jobs_visible_to(request.user)
+    status = request.GET.get("status", "")
+    if status in FineTuneJob.Status.values:
+        jobs = jobs.filter(status=status)
+    page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"page": page, "status": status, "statuses": FineTuneJob.Status.values}
+    # A history restore (back button after hx-push-url) needs the whole page, not the fragment.
+    partial = request.htmx and not request.htmx.history_restore_request
+    template = "jobs_app/partials/job_table.html" if partial else "jobs_app/job_list.html"
+    response = render(request, template, context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+@login_required
+def job_detail(request, job_id: str):
+    job = selectors.job_get(request.user, job_id)
+    return render(request, "jobs_app/job_detail.html", job_detail_context(job))
+
+
+@require_POST
+@login_required
+def job_cancel(request, job_id: str):
+    job = selectors.job_get(request.user, job_id)
+    error = ""
+    try:
+        job = services.job_cancel(job=job)
+    except Conflict as refused:
+        error = refused.message
+    if request.htmx:
+        return render(request, "jobs_app/partials/job_status.html",
+                      {"job": job, "result_model": job_result_model(job), "cancel_error": error})
+    if error:
+        messages.error(request, error)
+    return redirect("jobs:detail", job_id=job.id)
+
+
+# --- The wizard: dataset → model and hyperparameters → review. State lives in the session. ---
+
+
+def _wizard(request) -> dict:
+    return request.session.get(WIZARD) or {}
+
+
+def _wizard_save(request, **values) -> dict:
+    state = {**_wizard(request), **values}
+    request.session[WIZARD] = state
+    return state
+
+
+def _ready_datasets(user):
+    return datasets_visible_to(user).filter(status=Dataset.Status.READY).only(
+        "id", "filename", "row_count", "byte_size", "created_at")
+
+
+@login_required
+def wizard_dataset(request):
+    datasets = list(_ready_datasets(request.user)[:200])
+    state = _wizard(request)
+    if request.method == "POST":
+        form = DatasetStepForm(request.POST, datasets=datasets)
+        if form.is_valid():
+            _wizard_save(request, training_file=form.cleaned_data["training_file"],
+                         validation_file=form.cleaned_data["validation_file"] or "")
+            return redirect("jobs:wizard_model")
+    else:
+        initial = {"training_file": request.GET.get("dataset") or state.get("training_file"),
+                   "validation_file": state.get("validation_file", "")}
+        form = DatasetStepForm(initial=initial, datasets=datasets)
+    return render(request, "jobs_app/wizard_dataset.html", {"form": form, "step": 1, "datasets": datasets})
+
+
+def _wizard_dataset(request) -> Dataset | None:
+    file_id = _wizard(request).get("training_file")
+    return datasets_visible_to(request.user).filter(pk=file_id).first() if file_id else None
+
+
+def _base_model(name: str | None) -> BaseModel | None:
+    return BaseModel.objects.filter(name=name).first() if name else None
+
+
+@login_required
+def wizard_model(request):
+    dataset = _wizard_dataset(request)
+    if dataset is None:
+        return redirect("jobs:wizard_dataset")
+    base_models = list(BaseModel.objects.all())
+    state = _wizard(request)
+    texts = dict(state.get("hyperparameters") or {})
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        form = ModelStepForm(request.POST, base_models=base_models)
+        texts = {name: request.POST.get(name, "").strip() for name in ADVANCED_NAMES}
+        texts["adapter"] = request.POST.get("adapter", "lora")
+        _wizard_save(request, hyperparameters=texts, model=request.POST.get("model"),
+                     suffix=request.POST.get("suffix", ""))
+        if form.is_valid():
+            errors = hyperparameters_errors(texts, base_model=_base_model(form.cleaned_data["model"]),
+                                            rows=dataset.row_count)
+            if not errors:
+                return redirect("jobs:wizard_review")
+    else:
+        form = ModelStepForm(initial={"model": state.get("model"), "adapter": texts.get("adapter", "lora"),
+                                      "suffix": state.get("suffix", "")}, base_models=base_models)
+    fields = [{"name": n, "label": label, "help": help_text, "value": texts.get(n, ""), "error": errors.get(n, "")}
+              for n, label, help_text in ADVANCED]
+    return render(request, "jobs_app/wizard_model.html", {
+        "form": form, "step": 2, "dataset": dataset, "fields": fields,
+        "open_advanced": any(f["value"] or f["error"] for f in fields),
+        "adapter_error": errors.get("adapter", ""), "form_error": errors.get("__all__", ""),
+    })
+
+
+@require_POST
+@login_required
+def wizard_field(request, name: str):
+    """Inline check of one advanced field as the user types, with the API's own validation."""
+    if name not in ADVANCED_NAMES and name != "adapter":
+        raise Http404(name)
+    dataset = _wizard_dataset(request)
+    text = request.POST.get(name, "")
+    state = _wizard(request)
+    _wizard_save(request, hyperparameters={**(state.get("hyperparameters") or {}), name: text.strip()})
+    base = _base_model(request.POST.get("model"))
+    if base is None:
+        error = "Choose a base model first."
+    else:
+        error = hyperparameter_error(name, text, base_model=base, rows=dataset.row_count if dataset else 0)
+    return render(request, "jobs_app/partials/field_error.html", {"name": name, "error": error})
+
+
+@login_required
+def wizard_review(request):
+    dataset = _wizard_dataset(request)
+    state = _wizard(request)
+    if dataset is None or "hyperparameters" not in state:
+        return redirect("jobs:wizard_dataset")
+    base = _base_model(state.get("model"))
+    if base is None:  # e.g. the model was removed since step 2
+        return redirect("jobs:wizard_model")
+    raw = hyperparameters_from_texts(state["hyperparameters"])
+    validation_id = state.get("validation_file") or None
+    error = None
+    if request.method == "POST":
+        try:
+            job = services.job_create(owner=request.user, training_file=dataset.id, model=base.name,
+                                      validation_file=validation_id, hyperparameters=raw,
+                                      suffix=state.get("suffix", ""))
+        except InvalidRequest as problem:
+            error = problem
+        else:
+            request.session.pop(WIZARD, None)
+            return redirect("jobs:detail", job_id=job.id)
+    try:
+        resolved = hyperparameters_resolve(raw, parameters=base.parameters, rows=dataset.row_count,
+                                           context_length=base.context_length)
+    except InvalidRequest:
+        return redirect("jobs:wizard_model")
+    return render(request, "jobs_app/wizard_review.html", {
+        "step": 3, "dataset": dataset, "base_model": base, "resolved": resolved, "suffix": state.get("suffix", ""),
+        "validation": datasets_visible_to(request.user).filter(pk=validation_id).first() if validation_id else None,
+        "estimate": selectors.job_estimate(rows=dataset.row_count, byte_size=dataset.byte_size,
+                                           hyperparameters=resolved),
+        "mask_rows": dataset_preview(dataset, rows=2),
+        "error": error,
+    })
+
+

@@ -1,0 +1,100 @@
+// finetune: the little JavaScript the pages need. Reading pages work without it.
+(function () {
+  "use strict";
+
+  // The live job page reconnects with the last event it has, so the server sends only the gap.
+  htmx.createWebSocket = function (url) {
+    var marker = document.getElementById("job-last-seq");
+    var seq = marker ? marker.getAttribute("data-seq") : "0";
+    var socket = new WebSocket(url + (url.indexOf("?") < 0 ? "?" : "&") + "last_seq=" + encodeURIComponent(seq));
+    socket.binaryType = htmx.config.wsBinaryType || "blob";
+    return socket;
+  };
+  // Reconnect soon after a drop (a server restart), backing off to at most 10 s between tries.
+  htmx.config.wsReconnectDelay = function (retryCount) {
+    return Math.min(10000, 500 * Math.pow(2, retryCount)) * (0.5 + Math.random() / 2);
+  };
+  function wsState(state) {
+    var el = document.getElementById("ws-state");
+    if (el) el.setAttribute("data-state", state);
+  }
+  document.body.addEventListener("htmx:wsOpen", function () { wsState("open"); });
+  document.body.addEventListener("htmx:wsClose", function () { wsState("offline"); });
+
+  // Charts read the metric list the server rendered and follow the lines the socket appends.
+  function num(li, name) {
+    var v = li.getAttribute("data-" + name);
+    return v === null || v === "" ? null : parseFloat(v);
+  }
+  function chart(canvas, datasets, logScale) {
+    return new Chart(canvas, {
+      type: "line",
+      data: { datasets: datasets.map(function (d) {
+        return { label: d.label, data: [], borderColor: d.color, backgroundColor: d.color, pointRadius: 0, borderWidth: 2, spanGaps: true };
+      }) },
+      options: { animation: false, responsive: true, parsing: false, normalized: true,
+        scales: { x: { type: "linear", title: { display: true, text: "step" }, ticks: { precision: 0 } },
+                  y: { type: logScale ? "logarithmic" : "linear" } } },
+    });
+  }
+  function setupCharts() {
+    var list = document.getElementById("job-metrics");
+    var lossCanvas = document.getElementById("loss-chart");
+    if (!list || !lossCanvas || typeof Chart === "undefined") return;
+    var loss = chart(lossCanvas, [{ label: "train loss", color: "#2563eb" }, { label: "validation loss", color: "#ea580c" }]);
+    var lr = chart(document.getElementById("lr-chart"), [{ label: "learning rate", color: "#15803d" }]);
+    window.finetuneCharts = { loss: loss, lr: lr };
+    function add(li) {
+      var step = num(li, "step");
+      if (step === null) return;
+      [["train-loss", loss, 0], ["valid-loss", loss, 1], ["learning-rate", lr, 0]].forEach(function (s) {
+        var y = num(li, s[0]);
+        if (y !== null) s[1].data.datasets[s[2]].data.push({ x: step, y: y });
+      });
+    }
+    // Every point up to the page's render comes as JSON [step, train loss, valid loss, lr];
+    // lines the socket appends afterwards are read from the list.
+    var points = JSON.parse((document.getElementById("chart-points") || {}).textContent || "[]");
+    points.forEach(function (p) {
+      if (p[0] === null) return;
+      if (p[1] !== null) loss.data.datasets[0].data.push({ x: p[0], y: p[1] });
+      if (p[2] !== null) loss.data.datasets[1].data.push({ x: p[0], y: p[2] });
+      if (p[3] !== null) lr.data.datasets[0].data.push({ x: p[0], y: p[3] });
+    });
+    loss.update(); lr.update();
+    new MutationObserver(function (changes) {
+      changes.forEach(function (c) { c.addedNodes.forEach(function (n) { if (n.nodeType === 1) add(n); }); });
+      loss.update("none"); lr.update("none");
+    }).observe(list, { childList: true });
+  }
+
+  // Uploads: a real progress bar from the request's upload events, and drag and drop.
+  document.body.addEventListener("htmx:xhr:progress", function (evt) {
+    var bar = document.getElementById("upload-progress");
+    if (!bar || !evt.detail.lengthComputable) return;
+    bar.hidden = false;
+    bar.value = (evt.detail.loaded / evt.detail.total) * 100;
+  });
+  function setupDropzone() {
+    var zone = document.getElementById("dropzone");
+    if (!zone) return;
+    ["dragenter", "dragover"].forEach(function (name) {
+      zone.addEventListener(name, function (e) { e.preventDefault(); zone.classList.add("over"); });
+    });
+    ["dragleave", "drop"].forEach(function (name) {
+      zone.addEventListener(name, function () { zone.classList.remove("over"); });
+    });
+    zone.addEventListener("drop", function (e) {
+      e.preventDefault();
+      var input = document.getElementById("upload-file");
+      if (e.dataTransfer.files.length && input) {
+        input.files = e.dataTransfer.files;
+        htmx.trigger(input.form, "submit");
+      }
+    });
+  }
+  document.body.addEventListener("htmx:afterSwap", setupDropzone);
+
+  setupCharts();
+  setupDropzone();
+})();

@@ -1,0 +1,100 @@
+"""The dashboard and its partials."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.urls import reverse
+from django.utils import timezone
+
+from finetune_site import selectors
+from jobs_app.models import FineTuneJob
+from tests.e2e import wait_for
+from tests.factories import make_dataset, make_job, make_metric, make_user
+
+pytestmark = pytest.mark.django_db
+Status = FineTuneJob.Status
+
+
+def test_dashboard_shows_own_active_jobs_with_progress_and_usage(client, base_model):
+    user = make_user()
+    running = make_job(user, status=Status.RUNNING)
+    FineTuneJob.objects.filter(pk=running.pk).update(started_at=timezone.now() - timedelta(seconds=30))
+    make_metric(running, 4, 10)
+    done = make_job(user, status=Status.SUCCEEDED)
+    FineTuneJob.objects.filter(pk=done.pk).update(
+        trained_tokens=1234, started_at=timezone.now() - timedelta(hours=2), finished_at=timezone.now())
+    other = make_job(status=Status.RUNNING)
+    client.force_login(user)
+    page = client.get("/").content.decode()
+    assert running.id in page and other.id not in page
+    assert 'value="4"' in page and "step <span class=\"step\">4</span> / <span class=\"total\">10</span>" in page
+    assert "1234" in page and "2.0" in page  # tokens trained, hours
+    assert running.dataset.filename in page
+
+
+def test_active_jobs_partial_is_a_fragment(client, base_model):
+    user = make_user()
+    job = make_job(user, status=Status.QUEUED)
+    client.force_login(user)
+    response = client.get(reverse("active_jobs"))
+    assert job.id in response.content.decode() and b"<html" not in response.content
+
+
+def test_worker_status_never_breaks_without_a_broker(client, monkeypatch):
+    from finetune_site.celery import app
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("no broker")
+
+    cache.delete(selectors.WORKERS_CACHE_KEY)
+    monkeypatch.setattr(app.control, "broadcast", unreachable)
+    client.force_login(make_user())
+    response = client.get(reverse("worker_status"))
+    assert response.status_code == 200 and b"broker unreachable" in response.content
+    cache.delete(selectors.WORKERS_CACHE_KEY)
+
+
+def test_worker_status_names_only_own_jobs(client, base_model, monkeypatch):
+    user = make_user()
+    mine, theirs = make_job(user, status=Status.RUNNING), make_job(status=Status.RUNNING)
+    monkeypatch.setattr(selectors, "workers_status", lambda: {"ok": True, "error": "", "workers": [
+        {"name": "w1@host", "busy": True, "tasks": 1, "jobs": [mine.id]},
+        {"name": "w2@host", "busy": True, "tasks": 1, "jobs": [theirs.id]},
+    ]})
+    client.force_login(user)
+    page = client.get(reverse("worker_status")).content.decode()
+    assert "w1@host" in page and "w2@host" in page and mine.id in page and theirs.id not in page
+
+
+def test_worker_status_answer_is_cached(monkeypatch):
+    cache.delete(selectors.WORKERS_CACHE_KEY)
+    calls = []
+    monkeypatch.setattr(selectors, "_workers_inspect", lambda: calls.append(1) or {"ok": True, "workers": []})
+    selectors.workers_status()
+    selectors.workers_status()
+    assert calls == [1]
+    cache.delete(selectors.WORKERS_CACHE_KEY)
+
+
+def test_dashboard_lists_recent_datasets(client):
+    user = make_user()
+    dataset = make_dataset(user)
+    client.force_login(user)
+    assert dataset.filename in client.get("/").content.decode()
+
+
+@pytest.mark.e2e
+def test_worker_status_names_a_real_workers_device(client, worker):
+    cache.delete(selectors.WORKERS_CACHE_KEY)
+    status = wait_for(lambda: _answered(selectors._workers_inspect()), timeout=30, what="the worker's device")
+    assert status["ok"] and any(w["device"].startswith("CPU (") and not w["busy"] for w in status["workers"])
+    client.force_login(make_user())
+    body = client.get(reverse("worker_status")).content.decode()
+    assert "CPU (" in body and "idle" in body
+    cache.delete(selectors.WORKERS_CACHE_KEY)
+
+
+def _answered(status: dict) -> dict | None:
+    # The device is named just after the worker starts; until then it says "detecting…".
+    return status if any(w["device"] != "detecting…" for w in status["workers"]) else None

@@ -1,0 +1,47 @@
+"""Derived reads the pages share: progress (ETA, tokens/s) and the wizard's estimate."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from jobs_app.models import FineTuneJob
+from jobs_app.selectors import job_estimate, job_progress
+
+NOW = timezone.now()
+
+
+def _job(status="running", started=100, finished=None) -> FineTuneJob:
+    return FineTuneJob(status=status, started_at=NOW - timedelta(seconds=started),
+                       finished_at=finished and NOW - timedelta(seconds=finished))
+
+
+def test_eta_and_rate_count_from_the_first_step_not_the_model_load():
+    first = ({"step": 1, "tokens": 100}, NOW - timedelta(seconds=40))
+    progress = job_progress(_job(), {"step": 5, "total_steps": 25, "tokens": 500}, first=first, now=NOW)
+    assert progress.percent == 20
+    assert progress.eta_seconds == pytest.approx(40 / 4 * 20)  # 10 s a step, 20 steps left
+    assert progress.tokens_per_second == pytest.approx(400 / 40)
+
+
+def test_without_a_first_step_time_counts_from_the_start():
+    progress = job_progress(_job(started=50), {"step": 5, "total_steps": 10, "tokens": 1000}, now=NOW)
+    assert progress.eta_seconds == pytest.approx(50) and progress.tokens_per_second == pytest.approx(20)
+
+
+def test_finished_jobs_have_no_eta_and_succeeded_is_full():
+    done = job_progress(_job("succeeded", finished=10), {"step": 9, "total_steps": 10}, now=NOW)
+    assert done.step == 10 and done.percent == 100 and done.eta_seconds is None
+    assert job_progress(_job("cancelled", finished=1), {"step": 3, "total_steps": 10}).eta_seconds is None
+
+
+def test_no_metrics_yet_is_zero_progress():
+    progress = job_progress(_job("queued"), None, now=NOW)
+    assert progress.step == 0 and progress.percent == 0 and progress.eta_seconds is None
+
+
+def test_estimate_is_rows_times_tokens_times_epochs():
+    hp = {"n_epochs": 3, "batch_size": 4, "max_length": 1024}
+    estimate = job_estimate(rows=10, byte_size=4000, hyperparameters=hp)  # 100 tokens a row
+    assert estimate == {"avg_tokens_per_row": 100, "tokens": 3000, "steps_per_epoch": 3, "steps": 9}
+    assert job_estimate(rows=10, byte_size=400_000, hyperparameters=hp)["avg_tokens_per_row"] == 1024

@@ -1,0 +1,174 @@
+"""The job pages: list, live detail (first render), cancel and the three-step wizard."""
+
+import pytest
+from django.urls import reverse
+
+from jobs_app.models import FineTuneJob
+from jobs_app.services import job_event_add
+from tests.factories import make_dataset, make_job, make_metric, make_user
+
+pytestmark = pytest.mark.django_db
+Status = FineTuneJob.Status
+
+
+@pytest.fixture
+def user(client):
+    user = make_user()
+    client.force_login(user)
+    return user
+
+
+def test_list_shows_only_own_jobs(client, base_model, user):
+    mine, theirs = make_job(user), make_job()
+    page = client.get(reverse("jobs:list")).content.decode()
+    assert mine.id in page and theirs.id not in page
+
+
+def test_list_filters_by_status_and_returns_table_partial_for_htmx(client, base_model, user):
+    queued, running = make_job(user, status=Status.QUEUED), make_job(user, status=Status.RUNNING)
+    response = client.get(reverse("jobs:list"), {"status": "running"}, headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert running.id in body and queued.id not in body
+    assert body.lstrip().startswith('<div id="job-table">') and "<html" not in body
+    assert "HX-Request" in response["Vary"]
+    restore = client.get(reverse("jobs:list"), {"status": "running"},
+                         headers={"HX-Request": "true", "HX-History-Restore-Request": "true"})
+    assert b"<html" in restore.content
+
+
+def test_detail_renders_the_whole_history(client, base_model, user):
+    job = make_job(user, status=Status.RUNNING)
+    make_metric(job, 1, 4)
+    make_metric(job, 2, 4, valid_loss=1.5)
+    job_event_add(job_id=job.id, message="Saved checkpoint at step 2")
+    body = client.get(reverse("jobs:detail", args=[job.id])).content.decode()
+    assert f"Created fine-tuning job: {job.id}" in body and "Saved checkpoint at step 2" in body
+    assert 'data-step="2"' in body and 'data-valid-loss="1.5"' in body and 'data-train-loss="2.0"' in body
+    assert 'value="2"' in body and "(50%)" in body
+    assert f'ws-connect="/ws/jobs/{job.id}/"' in body
+    assert f'id="job-last-seq" data-seq="{job.events.count()}"' in body
+    assert 'id="cancel-job"' in body and 'hx-confirm="Cancel job' in body
+
+
+def test_detail_of_finished_job_opens_no_socket_and_links_the_model(client, base_model, user):
+    job = make_job(user, status=Status.CANCELLED)
+    body = client.get(reverse("jobs:detail", args=[job.id])).content.decode()
+    assert "ws-connect" not in body and 'id="cancel-job"' not in body
+
+
+def test_other_users_job_is_404_everywhere(client, base_model, user):
+    job = make_job(status=Status.RUNNING)
+    assert client.get(reverse("jobs:detail", args=[job.id])).status_code == 404
+    assert client.post(reverse("jobs:cancel", args=[job.id])).status_code == 404
+    assert FineTuneJob.objects.get(pk=job.pk).status == Status.RUNNING
+
+
+def test_cancel_returns_status_partial_for_htmx(client, base_model, user):
+    job = make_job(user, status=Status.QUEUED)
+    response = client.post(reverse("jobs:cancel", args=[job.id]), headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert body.startswith('<div id="job-status"') and 'data-status="cancelled"' in body
+    assert FineTuneJob.objects.get(pk=job.pk).status == Status.CANCELLED
+
+
+def test_cancel_of_finished_job_shows_the_refusal(client, base_model, user):
+    job = make_job(user, status=Status.SUCCEEDED)
+    response = client.post(reverse("jobs:cancel", args=[job.id]), follow=True)
+    assert b"already succeeded" in response.content
+    response = client.post(reverse("jobs:cancel", args=[job.id]), headers={"HX-Request": "true"})
+    assert b"already succeeded" in response.content
+
+
+def test_cancel_refuses_get(client, base_model, user):
+    job = make_job(user, status=Status.QUEUED)
+    assert client.get(reverse("jobs:cancel", args=[job.id])).status_code == 405
+
+
+# --- the wizard ---
+
+
+def _advanced(**values) -> dict:
+    return {"model": "tiny-llama", "method": "supervised", "adapter": "lora", "suffix": "", **values}
+
+
+def test_wizard_walks_three_steps_and_starts_the_job(client, base_model, user, django_capture_on_commit_callbacks):
+    dataset = make_dataset(user)
+    step1 = client.get(reverse("jobs:wizard_dataset"))
+    assert dataset.id in step1.content.decode() and b'for="id_training_file"' in step1.content
+    response = client.post(reverse("jobs:wizard_dataset"), {"training_file": dataset.id, "validation_file": ""})
+    assert response["Location"] == reverse("jobs:wizard_model")
+    response = client.post(reverse("jobs:wizard_model"), _advanced(n_epochs="2", batch_size="4", suffix="demo"))
+    assert response["Location"] == reverse("jobs:wizard_review")
+    review = client.get(reverse("jobs:wizard_review")).content.decode()
+    assert '<th scope="row">n_epochs</th><td>2</td>' in review
+    assert '<th scope="row">lora_r</th><td>16</td>' in review
+    assert "<strong>8 steps</strong> (4 per epoch × 2)" in review  # 16 rows / batch 4 × 2 epochs
+    assert '<div class="trained"><strong>assistant:</strong> sports</div>' in review  # the loss mask
+    assert '<div class="masked"><strong>user:</strong> Classify:' in review
+    with django_capture_on_commit_callbacks():
+        response = client.post(reverse("jobs:wizard_review"))
+    job = FineTuneJob.objects.get(owner=user)
+    assert response["Location"] == reverse("jobs:detail", args=[job.id])
+    assert job.hyperparameters["n_epochs"] == 2 and job.hyperparameters["batch_size"] == 4 and job.suffix == "demo"
+    assert "job_wizard" not in client.session
+
+
+def test_wizard_shows_the_api_error_next_to_the_field(client, base_model, user):
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    response = client.post(reverse("jobs:wizard_model"), _advanced(n_epochs="0", lora_dropout="2"))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert ('<span class="error" id="error-n_epochs" role="alert" aria-live="polite">'
+            "n_epochs must be from 1 to 100, not 0</span>") in body
+    assert "lora_dropout must be at least 0 and at most 1, not 2" in body
+    assert "<details id=\"advanced\" open>" in body
+
+
+def test_wizard_checks_one_field_inline(client, base_model, user):
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    url = reverse("jobs:wizard_field", args=["max_length"])
+    bad = client.post(url, {"max_length": "99999", "model": "tiny-llama"}, headers={"HX-Request": "true"})
+    assert bad.content.decode().startswith('<span class="error" id="error-max_length"')
+    assert b"above the model&#x27;s context of 2048 tokens" in bad.content
+    good = client.post(url, {"max_length": "512", "model": "tiny-llama"}, headers={"HX-Request": "true"})
+    assert b'id="error-max_length" role="alert" aria-live="polite"></span>' in good.content
+    assert client.post(reverse("jobs:wizard_field", args=["nope"]), {"nope": "1"}).status_code == 404
+
+
+def test_wizard_keeps_input_when_going_back(client, base_model, user):
+    dataset = make_dataset(user)
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": dataset.id})
+    client.post(reverse("jobs:wizard_model"), _advanced(n_epochs="5", lora_target_modules="q_proj, v_proj"))
+    step1 = client.get(reverse("jobs:wizard_dataset")).content.decode()
+    assert f'<option value="{dataset.id}" selected>' in step1
+    step2 = client.get(reverse("jobs:wizard_model")).content.decode()
+    assert 'name="n_epochs" value="5"' in step2 and 'value="q_proj, v_proj"' in step2
+    review = client.get(reverse("jobs:wizard_review")).content.decode()
+    assert "[&#x27;q_proj&#x27;, &#x27;v_proj&#x27;]" in review
+
+
+def test_wizard_refuses_another_users_dataset(client, base_model, user):
+    make_dataset(user)
+    theirs = make_dataset()
+    response = client.post(reverse("jobs:wizard_dataset"), {"training_file": theirs.id})
+    assert response.status_code == 200 and b'id="error-training_file"' in response.content
+    assert client.get(reverse("jobs:wizard_model"))["Location"] == reverse("jobs:wizard_dataset")
+
+
+def test_wizard_review_without_input_goes_to_step_one(client, base_model, user):
+    assert client.get(reverse("jobs:wizard_review"))["Location"] == reverse("jobs:wizard_dataset")
+
+
+def test_wizard_inline_check_needs_a_known_model(client, base_model, user):
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    response = client.post(reverse("jobs:wizard_field", args=["n_epochs"]), {"n_epochs": "3", "model": "nope"})
+    assert b"Choose a base model first." in response.content
+
+
+def test_review_marks_the_completion_as_trained_for_prompt_completion_rows(client, base_model, user):
+    rows = [{"prompt": "Classify: rain\\nLabel:", "completion": " weather"}] * 8
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user, rows=rows).id})
+    client.post(reverse("jobs:wizard_model"), _advanced())
+    review = client.get(reverse("jobs:wizard_review")).content.decode()
+    assert '<div class="trained"><strong>completion:</strong>  weather</div>' in review
+    assert '<div class="masked"><strong>prompt:</strong> Classify: rain' in review

@@ -1,0 +1,175 @@
+"""One browser session in Debian's Chromium (Playwright) against daphne and a real worker:
+log in, upload, the wizard, a live training run on the job page, reload mid-run, cancel."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+
+from jobs_app.models import FineTuneJob
+from tests.e2e import free_port, wait_for
+from tests.factories import jsonl_bytes, make_user
+from workers.sample_data import classification_rows
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-gpu"]
+
+
+class Daphne:
+    """The production web server (daphne: HTTP and websockets) on the test database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "1"}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        log = open(ARTIFACTS / "daphne.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "finetune_site.asgi:application"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: _healthy(self.port), timeout=60, what="daphne")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture
+def daphne(transactional_db):
+    base = settings.DATABASES["default"]
+    server = Daphne(f"postgres://{base['USER']}@{base['HOST']}:{base['PORT']}/{connection.settings_dict['NAME']}")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+    except requests.ConnectionError:
+        return False
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worker, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    make_user("ada")
+    training = tmp_path / "classify.jsonl"
+    training.write_bytes(jsonl_bytes(classification_rows(24)))
+    job_id = None
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.set_default_timeout(30_000)
+        try:
+            # Log in: any page sends an anonymous user to the login form first.
+            page.goto(daphne.url + "/")
+            expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
+            page.get_by_label("Username").fill("ada")
+            page.get_by_label("Password").fill("pw-ada")
+            page.get_by_role("button", name="Log in").click()
+            expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+
+            # Upload a dataset and see it ready.
+            page.get_by_role("link", name="Datasets").click()
+            page.set_input_files("#upload-file", str(training))
+            page.get_by_role("button", name="Upload").click()
+            expect(page).to_have_url(re.compile(r"/datasets/file-[^/]+/$"))
+            expect(page.locator("#dataset-status [data-status]")).to_have_text("ready")
+            expect(page.get_by_text("24 rows checked, 0 problems")).to_be_visible()
+
+            # The wizard: dataset, then model and hyperparameters checked as typed, then review.
+            page.get_by_role("link", name="Fine-tune on this dataset").click()
+            expect(page.get_by_label("Training dataset")).to_have_value(re.compile(r"^file-"))
+            page.get_by_role("button", name=re.compile("Next: model")).click()
+            page.get_by_text("Advanced hyperparameters").click()
+            epochs = page.get_by_label("Epochs")
+            epochs.fill("0")
+            expect(page.locator("#error-n_epochs")).to_have_text("n_epochs must be from 1 to 100, not 0")
+            epochs.fill("100")
+            expect(page.locator("#error-n_epochs")).to_have_text("")
+            page.get_by_label("Batch size").fill("4")
+            page.get_by_label("Learning rate", exact=True).fill("0.003")
+            page.get_by_role("button", name=re.compile("Next: review")).click()
+            expect(page.locator("#estimate")).to_contain_text("600 steps")
+            page.get_by_role("button", name=re.compile("Back")).or_(page.get_by_role("link", name="← Back")).click()
+            expect(page.get_by_label("Epochs")).to_have_value("100")  # going back keeps the input
+            page.get_by_role("button", name=re.compile("Next: review")).click()
+            page.get_by_role("button", name="Start fine-tuning").click()
+
+            # The live page: progress bar and chart move from the real run, with no reload.
+            expect(page).to_have_url(re.compile(r"/jobs/ftjob-[^/]+/$"))
+            job_id = page.url.rstrip("/").rsplit("/", 1)[1]
+            page.evaluate("window.__notReloaded = true")
+            expect(page.locator("#ws-state")).to_have_attribute("data-state", "open")
+            expect(page.locator("#job-status [data-status]")).to_have_text("Running", timeout=60_000)
+            progress = page.locator(f"#job-progress-{job_id} progress")
+            wait_for(lambda: int(progress.get_attribute("value")) >= 5, timeout=60, what="progress to step 5")
+            wait_for(lambda: page.evaluate("window.finetuneCharts.loss.data.datasets[0].data.length") >= 5,
+                     timeout=30, what="loss chart points")
+            assert page.evaluate("window.__notReloaded") is True
+            expect(page.locator("#job-log")).to_contain_text("Fine-tuning started")
+
+            # Reload mid-run: the whole history first, then it keeps going live.
+            seen = int(progress.get_attribute("value"))
+            page.reload()
+            expect(page.locator("#job-log")).to_contain_text(f"Created fine-tuning job: {job_id}")
+            assert page.locator("#job-metrics li").count() >= seen
+            assert page.evaluate("window.finetuneCharts.loss.data.datasets[0].data.length") >= seen
+            expect(page.locator("#ws-state")).to_have_attribute("data-state", "open")
+            after = int(progress.get_attribute("value"))
+            wait_for(lambda: int(progress.get_attribute("value")) > max(after, 20), timeout=60,
+                     what="live progress after reload")
+            page.screenshot(path=str(ARTIFACTS / "live_job.png"))
+
+            # The server restarts mid-run: the page reconnects with its last seq and gets the gap.
+            daphne.stop()
+            expect(page.locator("#ws-state")).to_have_attribute("data-state", "offline")
+            before = int(progress.get_attribute("value"))
+            time.sleep(2)  # the run goes on while no server can push to the page
+            daphne.start()
+            expect(page.locator("#ws-state")).to_have_attribute("data-state", "open", timeout=30_000)
+            wait_for(lambda: int(progress.get_attribute("value")) > before + 3, timeout=60,
+                     what="progress after the reconnect")
+            seqs = sorted(int(s) for s in page.eval_on_selector_all(
+                "#job-log li, #job-metrics li", "items => items.map(i => i.dataset.seq)"))
+            assert seqs == list(range(1, seqs[-1] + 1)), "a gap or a duplicate in the event sequence"
+
+            # Cancel, confirming the dialog; the status updates in place.
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.locator("#cancel-job").click()
+            expect(page.locator("#job-status [data-status]")).to_have_text("Cancelled")
+            expect(page.locator("#job-log")).to_contain_text("Job cancelled")
+            assert page.locator("#job-metrics li").count() < 600
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / f"browser-failure-{int(time.time())}.png"))
+            raise
+        finally:
+            browser.close()
+    # The database is read outside Playwright's event loop: inside it Django would use (and
+    # leave open) a second connection, which keeps the test database from being dropped.
+    assert FineTuneJob.objects.get(pk=job_id).status == FineTuneJob.Status.CANCELLED
