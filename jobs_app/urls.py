@@ -11,4 +11,6 @@ urlpatterns = [
     path("new/review/", views.wizard_review, name="wizard_review"),
     path("<str:job_id>/", views.job_detail, name="detail"),
     path("<str:job_id>/cancel/", views.job_cancel, name="cancel"),
+    path("<str:job_id>/pause/", views.job_pause, name="pause"),
+    path("<str:job_id>/resume/", views.job_resume, name="resume"),
 ]

@@ -50,13 +50,12 @@ def job_detail(request, job_id: str):
     return render(request, "jobs_app/job_detail.html", job_detail_context(job))
 
 
-@require_POST
-@login_required
-def job_cancel(request, job_id: str):
+def _job_action(request, job_id: str, action):
+    """Cancel, pause or resume through the service; the status partial shows the outcome."""
     job = selectors.job_get(request.user, job_id)
     error = ""
     try:
-        job = services.job_cancel(job=job)
+        job = action(job=job)
     except Conflict as refused:
         error = refused.message
     if request.htmx:
@@ -65,6 +64,24 @@ def job_cancel(request, job_id: str):
     if error:
         messages.error(request, error)
     return redirect("jobs:detail", job_id=job.id)
+
+
+@require_POST
+@login_required
+def job_cancel(request, job_id: str):
+    return _job_action(request, job_id, services.job_cancel)
+
+
+@require_POST
+@login_required
+def job_pause(request, job_id: str):
+    return _job_action(request, job_id, services.job_pause)
+
+
+@require_POST
+@login_required
+def job_resume(request, job_id: str):
+    return _job_action(request, job_id, services.job_resume)
 
 
 # --- The wizard: dataset → model and hyperparameters → review. State lives in the session. ---

@@ -84,6 +84,28 @@ def test_cancel_refuses_get(client, base_model, user):
     assert client.get(reverse("jobs:cancel", args=[job.id])).status_code == 405
 
 
+def test_pause_of_running_job_asks_for_a_checkpoint_and_says_so(client, base_model, user):
+    job = make_job(user, status=Status.RUNNING)
+    body = client.post(reverse("jobs:pause", args=[job.id]), headers={"HX-Request": "true"}).content.decode()
+    assert "Pausing: saving a checkpoint" in body
+    assert FineTuneJob.objects.get(pk=job.pk).stop_request == "pause"
+
+
+def test_paused_job_shows_resume_and_resume_queues_it(client, base_model, user, django_capture_on_commit_callbacks):
+    job = make_job(user, status=Status.PAUSED)
+    assert 'id="resume-job"' in client.get(reverse("jobs:detail", args=[job.id])).content.decode()
+    with django_capture_on_commit_callbacks() as callbacks:
+        body = client.post(reverse("jobs:resume", args=[job.id]), headers={"HX-Request": "true"}).content.decode()
+    assert 'data-status="queued"' in body and len(callbacks) >= 1
+    assert FineTuneJob.objects.get(pk=job.pk).status == Status.QUEUED
+
+
+def test_pause_and_resume_of_another_users_job_are_404(client, base_model, user):
+    job = make_job(status=Status.RUNNING)
+    assert client.post(reverse("jobs:pause", args=[job.id])).status_code == 404
+    assert client.post(reverse("jobs:resume", args=[job.id])).status_code == 404
+
+
 # --- the wizard ---
 
 
