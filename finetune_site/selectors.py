@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import DurationField, ExpressionWrapper, F, Sum
+from django.db.models import DurationField, ExpressionWrapper, F, Q, Sum
 from django.utils import timezone
 
 from jobs_app.models import FineTuneJob
@@ -15,17 +15,20 @@ WORKERS_CACHE_KEY = "dashboard:workers"
 
 
 def usage_for(user) -> dict:
-    """Tokens trained and training hours (finished runs, plus running ones up to now)."""
+    """Tokens trained and training hours on GPU and CPU (finished runs, plus running ones up to now)."""
     jobs = FineTuneJob.objects.filter(owner=user, started_at__isnull=False)
+    duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    on_gpu = Q(metrics__device="cuda")
     finished = jobs.filter(finished_at__isnull=False).aggregate(
-        tokens=Sum("trained_tokens"),
-        time=Sum(ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())),
-    )
+        tokens=Sum("trained_tokens"), total=Sum(duration), gpu=Sum(duration, filter=on_gpu))
     now = timezone.now()
-    running = jobs.filter(finished_at__isnull=True, status=FineTuneJob.Status.RUNNING).values_list(
-        "started_at", flat=True)
-    total = (finished["time"] or timedelta()) + sum((now - start for start in running), timedelta())
-    return {"tokens": finished["tokens"] or 0, "hours": total.total_seconds() / 3600,
+    gpu_time = finished["gpu"] or timedelta()
+    hours = {"gpu": gpu_time, "cpu": (finished["total"] or timedelta()) - gpu_time}
+    running = jobs.filter(finished_at__isnull=True, status=FineTuneJob.Status.RUNNING)
+    for start, metrics in running.values_list("started_at", "metrics"):
+        hours["gpu" if metrics.get("device") == "cuda" else "cpu"] += now - start
+    gpu, cpu = (hours[kind].total_seconds() / 3600 for kind in ("gpu", "cpu"))
+    return {"tokens": finished["tokens"] or 0, "hours": gpu + cpu, "gpu_hours": gpu, "cpu_hours": cpu,
             "jobs": FineTuneJob.objects.filter(owner=user).count()}
 
 

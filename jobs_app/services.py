@@ -280,8 +280,12 @@ def job_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
             return None
         attempt = job.attempt + 1
         now = timezone.now()
+        node = Worker.objects.filter(name=worker).first()
+        device = {"device": node.devices.get("kind", "cpu") if node else "cpu",
+                  "devices": job.hyperparameters.get("devices", 1)}
         return job_transition(
             job_id=job_id, to=Status.RUNNING, expect_attempt=job.attempt, attempt=attempt,
+            metrics={**job.metrics, **device},
             lease_owner=worker, heartbeat_at=now, started_at=job.started_at or now, stop_request="", wait_reason="",
             message=f"Fine-tuning started on {worker or 'a worker'} (attempt {attempt} of {job.max_attempts})",
         )
@@ -520,7 +524,8 @@ def job_resume(*, job: FineTuneJob) -> FineTuneJob:
 
 
 def _job_succeed(job: FineTuneJob, result) -> None:
-    metrics = {"train_loss": result.train_loss, "wall_seconds": round(result.wall_seconds, 3),
+    metrics = {**FineTuneJob.objects.values_list("metrics", flat=True).get(pk=job.pk),
+               "train_loss": result.train_loss, "wall_seconds": round(result.wall_seconds, 3),
                "tokens_per_second": round(result.tokens_per_second, 1),
                "peak_memory_bytes": result.peak_memory_bytes, "steps": result.steps}
     with transaction.atomic():

@@ -33,6 +33,19 @@ def test_dashboard_shows_own_active_jobs_with_progress_and_usage(client, base_mo
     assert running.dataset.filename in page
 
 
+def test_usage_splits_gpu_and_cpu_hours(base_model):
+    from finetune_site.selectors import usage_for
+
+    user = make_user()
+    now = timezone.now()
+    for device, hours in (("cuda", 3), ("cpu", 1)):
+        job = make_job(user, status=Status.SUCCEEDED)
+        FineTuneJob.objects.filter(pk=job.pk).update(metrics={"device": device}, finished_at=now,
+                                                     started_at=now - timedelta(hours=hours))
+    usage = usage_for(user)
+    assert (round(usage["gpu_hours"], 3), round(usage["cpu_hours"], 3), round(usage["hours"], 3)) == (3, 1, 4)
+
+
 def test_active_jobs_partial_is_a_fragment(client, base_model):
     user = make_user()
     job = make_job(user, status=Status.QUEUED)
