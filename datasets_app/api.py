@@ -1,14 +1,15 @@
-"""The Files API (OpenAI-shaped): a file here is a Dataset."""
+"""The Files API (OpenAI-shaped: a file here is a Dataset) and the dataset extras under /v1/datasets."""
 
 from django.http import FileResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datasets_app import selectors, services
-from datasets_app.models import Dataset
+from datasets_app.models import Dataset, DatasetUpload
+from finetune_site.errors import InvalidRequest
 from finetune_site.pagination import cursor_page
 
 OPENAI_STATUS = {
@@ -17,27 +18,87 @@ OPENAI_STATUS = {
     Dataset.Status.READY: "processed",
     Dataset.Status.INVALID: "error",
 }
+PREVIEW_MAX = 100
+
+
+def _ts(value) -> int | None:
+    return int(value.timestamp()) if value else None
 
 
 def file_object(dataset: Dataset) -> dict:
+    report = dataset.validation_report or {}
     return {
         "object": "file",
         "id": dataset.id,
         "bytes": dataset.byte_size,
-        "created_at": int(dataset.created_at.timestamp()),
+        "created_at": _ts(dataset.created_at),
         "filename": dataset.filename,
         "purpose": dataset.purpose,
         "status": OPENAI_STATUS[dataset.status],
-        "status_details": None,
+        "status_details": report.get("summary") or None if dataset.status == Dataset.Status.INVALID else None,
         "expires_at": None,
         # extensions
         "format": dataset.format,
         "rows": dataset.row_count,
         "sha256": dataset.sha256,
+        "dataset_status": dataset.status,
+        "progress": dataset.progress,
+        "container": dataset.container,
+        "duplicate_of": dataset.duplicate_of_id,
     }
 
 
-class FileUploadSerializer(serializers.Serializer):
+def dataset_object(dataset: Dataset) -> dict:
+    report = dataset.validation_report or {}
+    return {
+        **file_object(dataset),
+        "object": "dataset",
+        "status": dataset.status,
+        "openai_status": OPENAI_STATUS[dataset.status],
+        "training_format": dataset.training_format,
+        "options": dataset.options,
+        "validated_at": _ts(dataset.validated_at),
+        "report": {key: report.get(key) for key in ("ok", "error_count", "warning_count", "summary")} if report
+        else None,
+        "stats": dataset.stats or None,
+        "parent": dataset.parent_id,
+        "operations": dataset.operations,
+    }
+
+
+def upload_object(upload: DatasetUpload) -> dict:
+    return {
+        "object": "dataset.upload",
+        "id": upload.id,
+        "filename": upload.filename,
+        "purpose": upload.purpose,
+        "status": upload.status,
+        "bytes": upload.expected_bytes,
+        "offset": upload.received,
+        "sha256": upload.expected_sha256 or None,
+        "options": upload.options,
+        "created_at": _ts(upload.created_at),
+        "dataset": dataset_object(upload.dataset) if upload.dataset else None,
+        # recognised at creation by its sha256: no byte was sent
+        "duplicate": bool(upload.dataset and upload.dataset.created_at < upload.created_at),
+    }
+
+
+class OptionsSerializer(serializers.Serializer):
+    format = serializers.CharField(required=False, allow_blank=True,
+                                   help_text="chat | alpaca | prompt_completion | text | preference; default detected")
+    container = serializers.CharField(required=False, allow_blank=True,
+                                      help_text="jsonl | json | csv | tsv | parquet | txt | zip | gzip; default "
+                                                "from the file name")
+    column_map = serializers.JSONField(required=False, help_text='{"question": "prompt"} or "question→prompt,…"')
+
+    def options(self) -> dict:
+        data = self.validated_data
+        return services.dataset_options_clean(container=data.get("container"), format=data.get("format"),
+                                              column_map=data.get("column_map"))
+
+
+class FileUploadSerializer(OptionsSerializer):
     file = serializers.FileField(allow_empty_file=True)
     purpose = serializers.CharField()
 
@@ -45,12 +106,13 @@ class FileUploadSerializer(serializers.Serializer):
 class FilesApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
-    @extend_schema(request=FileUploadSerializer, responses={200: dict}, summary="Upload a JSONL training file")
+    @extend_schema(request=FileUploadSerializer, responses={200: dict},
+                   summary="Upload a training file (JSONL, JSON, CSV/TSV, Parquet, text, or a ZIP/.gz of one)")
     def post(self, request):
         form = FileUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         dataset = services.dataset_upload(owner=request.user, upload=form.validated_data["file"],
-                                          purpose=form.validated_data["purpose"])
+                                          purpose=form.validated_data["purpose"], options=form.options())
         return Response(file_object(dataset))
 
     @extend_schema(responses={200: dict}, summary="List your files, newest first")
@@ -79,3 +141,135 @@ class FileContentApi(APIView):
     def get(self, request, file_id: str):
         dataset = selectors.dataset_get(request.user, file_id)
         return FileResponse(dataset.file.open("rb"), as_attachment=True, filename=dataset.filename)
+
+
+# --- /v1/datasets extras --------------------------------------------------------------------------
+
+class DatasetApi(APIView):
+    @extend_schema(responses={200: dict}, summary="A dataset: status, validation progress, report summary, stats")
+    def get(self, request, file_id: str):
+        return Response(dataset_object(selectors.dataset_get(request.user, file_id)))
+
+
+class DatasetReportApi(APIView):
+    @extend_schema(responses={200: dict}, summary="The full validation report: every kind of problem, counted, "
+                                                  "with examples (line/row, field, message, fix)")
+    def get(self, request, file_id: str):
+        dataset = selectors.dataset_get(request.user, file_id)
+        return Response({"object": "dataset.report", "id": dataset.id, "status": dataset.status,
+                         "progress": dataset.progress, **(dataset.validation_report or {})})
+
+
+class DatasetPreviewApi(APIView):
+    @extend_schema(parameters=[OpenApiParameter("offset", int), OpenApiParameter("limit", int)],
+                   responses={200: dict}, summary="Rows as the trainer reads them, a page at a time")
+    def get(self, request, file_id: str):
+        dataset = selectors.dataset_get(request.user, file_id)
+        offset = _int_param(request, "offset", 0, 0, 2**62)
+        limit = _int_param(request, "limit", 20, 1, PREVIEW_MAX)
+        rows = selectors.dataset_rows(dataset, offset=offset, limit=limit)
+        return Response({"object": "list", "data": rows, "offset": offset, "limit": limit,
+                         "total": dataset.row_count, "has_more": offset + len(rows) < dataset.row_count})
+
+
+def _int_param(request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise InvalidRequest(f"{name} must be an integer from {low} to {high}", param=name)
+    return int(raw)
+
+
+class DatasetValidateApi(APIView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(request=OptionsSerializer, responses={200: dict},
+                   summary="Check an invalid dataset again with other options (format, container, column_map)")
+    def post(self, request, file_id: str):
+        dataset = selectors.dataset_get(request.user, file_id)
+        form = OptionsSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        return Response(dataset_object(services.dataset_revalidate(dataset=dataset, options=form.options())))
+
+
+class DatasetVersionsApi(APIView):
+    @extend_schema(responses={200: dict}, summary="The dataset's lineage: ancestors, itself, versions made from it")
+    def get(self, request, file_id: str):
+        dataset = selectors.dataset_get(request.user, file_id)
+        return Response({"object": "list", "data": [dataset_object(d) for d in selectors.dataset_versions(dataset)]})
+
+
+# --- resumable uploads ------------------------------------------------------------------------------
+
+class UploadCreateSerializer(OptionsSerializer):
+    filename = serializers.CharField()
+    purpose = serializers.CharField(default="fine-tune")
+    bytes = serializers.IntegerField(required=False, min_value=1, help_text="Total size, if known.")
+    sha256 = serializers.CharField(required=False, allow_blank=True,
+                                   help_text="Of the whole file, if known: content already uploaded is recognised.")
+
+
+class UploadsApi(APIView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(request=UploadCreateSerializer, responses={200: dict},
+                   summary="Start a resumable upload (then PUT chunks, then complete)")
+    def post(self, request):
+        form = UploadCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        upload = services.upload_create(owner=request.user, filename=data["filename"], purpose=data["purpose"],
+                                        options=form.options(), bytes=data.get("bytes"),
+                                        sha256=data.get("sha256", ""))
+        return Response(upload_object(upload))
+
+
+class UploadApi(APIView):
+    @extend_schema(responses={200: dict}, summary="Where an upload stands: resume from its offset")
+    def get(self, request, upload_id: str):
+        return Response(upload_object(selectors.upload_get(request.user, upload_id)))
+
+    @extend_schema(responses={200: dict}, summary="Cancel an open upload")
+    def delete(self, request, upload_id: str):
+        upload = selectors.upload_get(request.user, upload_id)
+        return Response(upload_object(services.upload_cancel(upload_id=upload.id, owner=request.user)))
+
+
+class UploadChunkApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("offset", int, description="Byte offset of this chunk; must equal the "
+                                     "upload's offset (or send the Upload-Offset header)"),
+                    OpenApiParameter("X-Chunk-Sha256", str, location=OpenApiParameter.HEADER, required=False)],
+        request={"application/octet-stream": bytes}, responses={200: dict},
+        summary="Append a chunk of raw bytes at offset")
+    def put(self, request, upload_id: str):
+        upload = selectors.upload_get(request.user, upload_id)
+        raw = request.query_params.get("offset", request.headers.get("Upload-Offset"))
+        if raw is None or not str(raw).isdigit():
+            raise InvalidRequest("offset (query) or Upload-Offset (header) must give the chunk's byte offset",
+                                 param="offset")
+        upload = services.upload_chunk_append(upload_id=upload.id, owner=request.user, offset=int(raw),
+                                              stream=request.stream,
+                                              chunk_sha256=request.headers.get("X-Chunk-Sha256", ""))
+        return Response(upload_object(upload))
+
+    post = put
+
+
+class UploadCompleteSerializer(serializers.Serializer):
+    sha256 = serializers.CharField(required=False, allow_blank=True)
+
+
+class UploadCompleteApi(APIView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(request=UploadCompleteSerializer, responses={200: dict},
+                   summary="Finish an upload: the file becomes a dataset and is validated by a worker")
+    def post(self, request, upload_id: str):
+        upload = selectors.upload_get(request.user, upload_id)
+        form = UploadCompleteSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        upload = services.upload_complete(upload_id=upload.id, owner=request.user,
+                                          sha256=form.validated_data.get("sha256", ""))
+        return Response(upload_object(upload))

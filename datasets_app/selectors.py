@@ -1,9 +1,12 @@
 """Reads of datasets shared by views and the API."""
 
+import json
+from itertools import islice
+
 from django.db.models import QuerySet
 from django.http import Http404
 
-from datasets_app.models import Dataset
+from datasets_app.models import Dataset, DatasetUpload
 
 
 def datasets_visible_to(user) -> QuerySet[Dataset]:
@@ -16,3 +19,30 @@ def dataset_get(user, file_id: str) -> Dataset:
     if dataset is None:
         raise Http404(f"No such file: {file_id}")
     return dataset
+
+
+def upload_get(user, upload_id: str) -> DatasetUpload:
+    """The user's resumable upload, or 404."""
+    upload = DatasetUpload.objects.filter(owner=user, pk=upload_id).first()
+    if upload is None:
+        raise Http404(f"No such upload: {upload_id}")
+    return upload
+
+
+def dataset_rows(dataset: Dataset, *, offset: int = 0, limit: int = 20) -> list[dict]:
+    """Rows ``offset`` to ``offset + limit`` as the trainer reads them (streamed, never loaded whole)."""
+    if dataset.status != Dataset.Status.READY:
+        return []
+    with dataset.training_file.storage.open(dataset.training_file_name, "rb") as handle:
+        lines = (line for line in handle if line.strip())
+        return [json.loads(line) for line in islice(lines, offset, offset + limit)]
+
+
+def dataset_versions(dataset: Dataset) -> list[Dataset]:
+    """The dataset's lineage: its ancestors (oldest first), itself, then versions made from it."""
+    chain, current = [], dataset.parent
+    while current is not None and len(chain) < 100:
+        chain.append(current)
+        current = current.parent
+    children = list(dataset.versions.order_by("created_at"))
+    return [*reversed(chain), dataset, *children]

@@ -23,6 +23,7 @@ from workers.events import ArtifactSaved, LogLine, Metric
 log = logging.getLogger(__name__)
 Status = FineTuneJob.Status
 MANIFEST = "manifest.json"
+UNKNOWN_ROWS = 10_000
 
 
 def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
@@ -33,8 +34,10 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     validation = _dataset_for(owner, validation_file, "validation_file") if validation_file else None
     base = _base_model_for(model)
     _suffix_check(suffix)
+    # A file still being checked has no row count yet: size the batch as for a large file.
+    rows = dataset.row_count if dataset.status == Dataset.Status.READY else UNKNOWN_ROWS
     resolved = hyperparameters_resolve(hyperparameters, parameters=base.parameters,
-                                       rows=dataset.row_count, context_length=base.context_length)
+                                       rows=rows, context_length=base.context_length)
     with transaction.atomic():
         job = FineTuneJob.objects.create(
             owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
@@ -51,6 +54,10 @@ def _dataset_for(owner, file_id, param: str) -> Dataset:
     dataset = Dataset.objects.filter(owner=owner, pk=file_id).first()
     if dataset is None:  # another user's file is "no such file" too
         raise InvalidRequest(f"No such file: {file_id}", param=param, code="file_not_found")
+    if dataset.status == Dataset.Status.INVALID:
+        first = ((dataset.validation_report or {}).get("summary") or "").split("\n")[0]
+        raise InvalidRequest(f"{file_id} ({dataset.filename}) failed validation: {first}; see "
+                             f"GET /v1/datasets/{file_id}/report", param=param, code="invalid_file")
     return dataset
 
 
@@ -115,15 +122,25 @@ def job_cancel(*, job: FineTuneJob) -> FineTuneJob:
 
 
 def job_validate(*, job_id: str) -> None:
-    """Check the job's files against its method, then queue it for training."""
-    job = FineTuneJob.objects.select_related("dataset", "validation_dataset").get(pk=job_id)
-    if job.status != Status.VALIDATING_FILES:
-        return
-    problem = _files_problem(job)
-    if problem:
-        job_fail(job_id=job_id, code="invalid_training_file", message=problem)
-        return
-    with transaction.atomic():
+    """Check the job's files against its method, then queue it for training.
+
+    A file still being checked keeps the job in ``validating_files``: the dataset's check calls
+    this again when it ends (``datasets_app.services._jobs_recheck``).
+    """
+    with transaction.atomic():  # the lock makes a second, concurrent call a no-op
+        job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status != Status.VALIDATING_FILES:
+            return
+        files = list(Dataset.objects.filter(pk__in=filter(None, [job.dataset_id, job.validation_dataset_id])))
+        pending = [d for d in files if d.status in (Dataset.Status.UPLOADED, Dataset.Status.VALIDATING)]
+        if pending:
+            job_event_add(job_id=job_id, message="Waiting for " + ", ".join(
+                f"{d.filename} ({d.id}) to be validated" for d in pending))
+            return
+        problem = _files_problem(job)
+        if problem:
+            job_fail(job_id=job_id, code="invalid_training_file", message=problem)
+            return
         job_transition(job_id=job_id, to=Status.QUEUED, message="Files validated; job queued")
         transaction.on_commit(lambda: _job_run_task().delay(job_id))
 
@@ -131,8 +148,13 @@ def job_validate(*, job_id: str) -> None:
 def _files_problem(job: FineTuneJob) -> str:
     for dataset in filter(None, [job.dataset, job.validation_dataset]):
         if dataset.status != Dataset.Status.READY:
-            return f"{dataset.filename} ({dataset.id}) is {dataset.status}, not ready"
-    if job.validation_dataset and job.validation_dataset.format != job.dataset.format:
+            summary = (dataset.validation_report or {}).get("summary", "")
+            return f"{dataset.filename} ({dataset.id}) is {dataset.status}, not ready" + (
+                f": {summary.splitlines()[0]}" if summary else "")
+        if not dataset.training_format:
+            return (f"{dataset.filename} ({dataset.id}) holds {dataset.format} rows; supervised fine-tuning "
+                    "needs chat, alpaca, prompt/completion or text rows")
+    if job.validation_dataset and job.validation_dataset.training_format != job.dataset.training_format:
         return (f"validation file {job.validation_dataset.filename} is {job.validation_dataset.format} "
                 f"but training file {job.dataset.filename} is {job.dataset.format}")
     return ""
@@ -187,10 +209,10 @@ def _train_config(job: FineTuneJob, workdir: Path):
     hp = job.hyperparameters
     validation = None
     if job.validation_dataset:
-        validation = str(storage_fetch(job.validation_dataset.file.name, workdir / "validation.jsonl"))
+        validation = str(storage_fetch(job.validation_dataset.training_file_name, workdir / "validation.jsonl"))
     return TrainConfig(
         model_path=base_model_local_path(job.base_model),
-        train_file=str(storage_fetch(job.dataset.file.name, workdir / "train.jsonl")),
+        train_file=str(storage_fetch(job.dataset.training_file_name, workdir / "train.jsonl")),
         validation_file=validation,
         output_dir=str(workdir / "output"),
         method=hp["adapter"],

@@ -1,0 +1,20 @@
+"""Celery tasks for datasets: thin wrappers that take a dataset id and call a service.
+
+They run on the light ``default`` queue (CELERY_TASK_DEFAULT_QUEUE), never behind training.
+"""
+
+from celery import shared_task
+
+from datasets_app import services
+from datasets_app.models import Dataset
+
+
+@shared_task(name="datasets_app.tasks.dataset_validate")
+def dataset_validate(dataset_id: str) -> None:
+    if not Dataset.objects.filter(pk=dataset_id).exists():
+        return
+    try:
+        services.dataset_validate(dataset_id=dataset_id)
+    except Exception as exc:
+        services.dataset_fail(dataset_id=dataset_id, message=f"{type(exc).__name__}: {exc}")
+        raise
