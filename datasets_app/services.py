@@ -123,7 +123,7 @@ def dataset_upload(*, owner, upload: UploadedFile, purpose: str = "fine-tune", o
     and the ``dataset_validate`` task checks them.
     """
     _purpose_check(purpose)
-    options = options or {}
+    options = dataset_options_clean(**(options or {}))
     filename = Path(upload.name or "").name
     _name_check(filename, options)
     with tempfile.TemporaryDirectory(dir=_tmp_dir()) as work:
@@ -288,6 +288,7 @@ def dataset_fail(*, dataset_id: str, message: str) -> None:
 
 def dataset_revalidate(*, dataset: Dataset, options: dict) -> Dataset:
     """Check an invalid dataset again with other options (container, format, column_map)."""
+    options = dataset_options_clean(**options)
     if dataset.status != Status.INVALID:
         raise Conflict(f"{dataset.id} is {dataset.status}; only an invalid dataset is checked again (prepare a "
                        "new version of a ready one)", param="file_id", code="invalid_transition")
@@ -334,7 +335,7 @@ def upload_create(*, owner, filename: str, purpose: str = "fine-tune", options: 
     """Open a resumable upload. With ``sha256`` of content the owner already uploaded (same options),
     the upload is born completed on that dataset and no byte needs sending."""
     _purpose_check(purpose)
-    options = options or {}
+    options = dataset_options_clean(**(options or {}))
     filename = Path(filename or "").name
     _name_check(filename, options)
     if bytes is not None and not 0 < bytes <= settings.MAX_UPLOAD_BYTES:
