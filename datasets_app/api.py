@@ -84,13 +84,23 @@ def upload_object(upload: DatasetUpload) -> dict:
     }
 
 
+class ColumnMapField(serializers.Field):
+    """A JSON object, or text like ``question→prompt, answer→completion`` (multipart forms send text)."""
+
+    def to_internal_value(self, data):
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
 class OptionsSerializer(serializers.Serializer):
     format = serializers.CharField(required=False, allow_blank=True,
                                    help_text="chat | alpaca | prompt_completion | text | preference; default detected")
     container = serializers.CharField(required=False, allow_blank=True,
                                       help_text="jsonl | json | csv | tsv | parquet | txt | zip | gzip; default "
                                                 "from the file name")
-    column_map = serializers.JSONField(required=False, help_text='{"question": "prompt"} or "question→prompt,…"')
+    column_map = ColumnMapField(required=False, help_text='{"question": "prompt"} or "question→prompt,…"')
 
     def options(self) -> dict:
         data = self.validated_data
