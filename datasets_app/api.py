@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datasets_app import selectors, services
-from datasets_app.models import Dataset, DatasetUpload
+from datasets_app.models import Dataset, DatasetUpload, TokenStats
 from finetune_site.errors import InvalidRequest
 from finetune_site.pagination import cursor_page
 
@@ -283,3 +283,66 @@ class UploadCompleteApi(APIView):
         upload = services.upload_complete(upload_id=upload.id, owner=request.user,
                                           sha256=form.validated_data.get("sha256", ""))
         return Response(upload_object(upload))
+
+
+def _base_model(request):
+    from models_app.models import BaseModel
+
+    name = request.query_params.get("model") or "tiny-llama"
+    base = BaseModel.objects.filter(name=name).first()
+    if base is None:
+        raise InvalidRequest(f"unknown base model {name!r}", param="model", code="model_not_found")
+    return base
+
+
+def _max_length(request, base) -> int:
+    return _int_param(request, "max_length", min(1024, base.context_length), 1, base.context_length)
+
+
+class DatasetStatsApi(APIView):
+    @extend_schema(parameters=[OpenApiParameter("model", str, description="base model (default tiny-llama)"),
+                               OpenApiParameter("template", str, description="'' (the model's own), chatml, llama3, "
+                                                "mistral, alpaca or completion"),
+                               OpenApiParameter("max_length", int)],
+                   responses={200: dict, 202: dict},
+                   summary="Token statistics with the base model's tokenizer (202 while a worker computes them)")
+    def get(self, request, file_id: str):
+        dataset = selectors.dataset_get(request.user, file_id)
+        base = _base_model(request)
+        template = request.query_params.get("template", "")
+        stats = services.token_stats_request(dataset=dataset, base_model=base, template=template)
+        body = {"object": "dataset.stats", "id": dataset.id, "model": base.name, "template": template,
+                "status": stats.status}
+        if stats.status == TokenStats.Status.FAILED:
+            return Response({**body, "error": stats.error})
+        if stats.status != TokenStats.Status.READY:
+            return Response(body, status=202)
+        summary = services.token_stats_summary(stats, max_length=_max_length(request, base),
+                                               context_length=base.context_length)
+        return Response({**body, **summary})
+
+
+class DatasetDryRunApi(APIView):
+    @extend_schema(parameters=[OpenApiParameter("model", str), OpenApiParameter("template", str),
+                               OpenApiParameter("max_length", int), OpenApiParameter("rows", int),
+                               OpenApiParameter("offset", int)],
+                   responses={200: dict},
+                   summary="Render rows exactly as the trainer will, marking the tokens that carry loss")
+    def get(self, request, file_id: str):
+        from workers.templates import TEMPLATE_NAMES
+
+        dataset = selectors.dataset_get(request.user, file_id)
+        base = _base_model(request)
+        template = request.query_params.get("template", "")
+        if template not in TEMPLATE_NAMES:
+            raise InvalidRequest(f"template must be one of {', '.join(repr(t) for t in TEMPLATE_NAMES)}",
+                                 param="template")
+        if dataset.status != Dataset.Status.READY or not dataset.training_format:
+            raise InvalidRequest(f"{dataset.id} is {dataset.status} ({dataset.format or 'no format'}); a dry run "
+                                 "needs a ready dataset of chat, alpaca, prompt/completion or text rows",
+                                 param="file_id", code="dataset_not_ready")
+        result = selectors.dataset_dry_run(dataset, base_model=base, template=template,
+                                           max_length=_max_length(request, base),
+                                           rows=_int_param(request, "rows", 3, 1, 20),
+                                           offset=_int_param(request, "offset", 0, 0, 2**62))
+        return Response({"object": "dataset.dry_run", "id": dataset.id, "model": base.name, **result})

@@ -124,3 +124,39 @@ class DatasetUpload(models.Model):
 
     def __str__(self) -> str:
         return f"{self.filename} ({self.id})"
+
+
+class TokenStats(models.Model):
+    """Per-row token counts of a dataset's content under one tokenizer and template, computed once.
+
+    Keyed by the uploaded bytes' sha256 and the reading options (which decide the rows), so a
+    second dataset or job on the same data does not tokenize again.
+    """
+
+    class Status(models.TextChoices):
+        COMPUTING = "computing"
+        READY = "ready"
+        FAILED = "failed"
+
+    sha256 = models.CharField(max_length=64)
+    options_key = models.CharField(max_length=64, help_text="sha256 of the reading options' JSON.")
+    tokenizer = models.CharField(max_length=500, help_text="The base model's source (path or hub id).")
+    template = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.COMPUTING)
+    rows = models.PositiveIntegerField(default=0)
+    stride = models.PositiveIntegerField(default=1, help_text="Every stride-th row was examined.")
+    sampled = models.BooleanField(default=False)
+    totals = models.JSONField(default=list, blank=True)
+    targets = models.JSONField(default=list, blank=True)
+    structure = models.JSONField(default=dict, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sha256", "options_key", "tokenizer", "template"],
+                                               name="token_stats_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.sha256[:12]} {self.tokenizer} {self.template or 'own template'}"

@@ -46,3 +46,29 @@ def dataset_versions(dataset: Dataset) -> list[Dataset]:
         current = current.parent
     children = list(dataset.versions.order_by("created_at"))
     return [*reversed(chain), dataset, *children]
+
+
+def dataset_dry_run(dataset: Dataset, *, base_model, template: str, max_length: int, rows: int = 3,
+                    offset: int = 0) -> dict:
+    """The first ``rows`` rows rendered exactly as the trainer will see them, with loss marks.
+
+    Loads only the tokenizer (no weights); rows are read a page at a time from storage.
+    """
+    from transformers import AutoTokenizer
+
+    from models_app.services import base_model_local_path
+    from workers.templates import TemplateError, render, tokenizer_prepare, tokens_show
+
+    tokenizer = tokenizer_prepare(AutoTokenizer.from_pretrained(base_model_local_path(base_model)), template)
+    shown = []
+    for number, row in enumerate(dataset_rows(dataset, offset=offset, limit=rows), start=offset + 1):
+        try:
+            rendered = render(tokenizer, row, dataset.training_format, template=template, max_length=max_length)
+        except TemplateError as exc:
+            return {"template": template, "max_length": max_length, "rows": shown, "error": str(exc)}
+        shown.append({
+            "row": number, "text": tokenizer.decode(rendered.ids), "tokens": tokens_show(tokenizer, rendered),
+            "total_tokens": rendered.total_tokens, "trainable_tokens": rendered.trainable,
+            "truncated": rendered.truncated,
+        })
+    return {"template": template, "max_length": max_length, "rows": shown, "error": None}

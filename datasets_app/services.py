@@ -10,6 +10,7 @@ import logging
 import re
 import shutil
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -21,13 +22,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from datasets_app.broadcast import dataset_publish
-from datasets_app.models import DATASET_TRANSITIONS, Dataset, DatasetUpload
+from datasets_app.models import DATASET_TRANSITIONS, Dataset, DatasetUpload, TokenStats
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import CHUNK, storage_fetch, storage_is_s3
 from workers.containers import CONTAINERS, Limits, container_from_name
 from workers.events import ValidationProgress
 from workers.formats import FORMATS
 from workers.report import Issue, Report
+from workers.templates import TEMPLATE_NAMES
 from workers.validate import ValidateConfig, ValidationResult, run_validation
 
 log = logging.getLogger(__name__)
@@ -476,6 +478,99 @@ def dataset_delete(*, dataset: Dataset) -> None:
     with transaction.atomic():
         dataset.delete()
     transaction.on_commit(lambda: _files_delete(dataset))
+
+
+# --- token statistics ------------------------------------------------------------------------------
+
+STATS_STALE = timedelta(minutes=15)
+
+
+def _stats_key(dataset: Dataset, base_model, template: str) -> dict:
+    options = json.dumps(dataset.options or {}, sort_keys=True)
+    return {"sha256": dataset.sha256, "options_key": hashlib.sha256(options.encode()).hexdigest(),
+            "tokenizer": base_model.source, "template": template}
+
+
+def _stats_check(dataset: Dataset, template: str) -> None:
+    if dataset.status != Status.READY:
+        raise Conflict(f"{dataset.id} is {dataset.status}; statistics need a ready dataset", param="file_id",
+                       code="dataset_not_ready")
+    if not dataset.training_format:
+        raise InvalidRequest(f"{dataset.id} holds {dataset.format} rows, which supervised training does not read",
+                             param="file_id", code="unsupported_format")
+    if template not in TEMPLATE_NAMES:
+        raise InvalidRequest(f"template must be one of {', '.join(repr(t) for t in TEMPLATE_NAMES)}",
+                             param="template")
+
+
+def token_stats_request(*, dataset: Dataset, base_model, template: str = "") -> TokenStats:
+    """The cached token counts of ``dataset`` under ``base_model``'s tokenizer and ``template``,
+    or a ``computing`` row with the ``dataset_stats`` task queued (once) to fill it."""
+    _stats_check(dataset, template)
+    stats, created = TokenStats.objects.get_or_create(**_stats_key(dataset, base_model, template))
+    stale = stats.status == TokenStats.Status.COMPUTING and stats.updated_at < timezone.now() - STATS_STALE
+    if created or stale or stats.status == TokenStats.Status.FAILED:
+        TokenStats.objects.filter(pk=stats.pk).update(status=TokenStats.Status.COMPUTING, updated_at=timezone.now())
+        stats.status = TokenStats.Status.COMPUTING
+        transaction.on_commit(lambda: _dataset_stats_task().delay(dataset.id, base_model.name, template))
+    return stats
+
+
+def token_stats_compute(*, dataset_id: str, model: str, template: str = "") -> TokenStats | None:
+    """Tokenize the dataset's rows as the trainer will (the ``dataset_stats`` task; jobs call it too).
+
+    Cached: a second call with the same content, tokenizer and template returns the stored counts.
+    """
+    from models_app.models import BaseModel
+    from models_app.services import base_model_local_path
+    from workers.stats import StatsConfig, token_lengths
+
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    base = BaseModel.objects.filter(name=model).first()
+    if dataset is None or base is None:
+        return None
+    _stats_check(dataset, template)
+    stats, _ = TokenStats.objects.get_or_create(**_stats_key(dataset, base, template))
+    if stats.status == TokenStats.Status.READY:
+        return stats
+    work_dir = Path(settings.WORK_DIR) / "stats" / f"{dataset.id}-{timezone.now().timestamp():.0f}"
+    try:
+        local = storage_fetch(dataset.training_file_name, work_dir / "train.jsonl")
+        config = StatsConfig(path=str(local), format=dataset.training_format, template=template,
+                             tokenizer_path=base_model_local_path(base), total_rows=dataset.row_count)
+        lengths = token_lengths(config)
+    except Exception as exc:
+        TokenStats.objects.filter(pk=stats.pk).update(status=TokenStats.Status.FAILED, error=str(exc)[:2000])
+        raise
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    stride = max(1, -(-dataset.row_count // config.max_rows)) if dataset.row_count else 1
+    TokenStats.objects.filter(pk=stats.pk).update(
+        status=TokenStats.Status.READY, rows=lengths.rows, stride=stride, sampled=lengths.sampled,
+        totals=lengths.totals, targets=lengths.targets, structure=lengths.structure, errors=lengths.errors, error="")
+    stats.refresh_from_db()
+    summary = token_stats_summary(stats, max_length=min(1024, base.context_length), context_length=base.context_length)
+    Dataset.objects.filter(pk=dataset.id).update(stats={"model": model, "template": template, **summary})
+    return stats
+
+
+def token_stats_summary(stats: TokenStats, *, max_length: int, context_length: int | None = None) -> dict:
+    """Histograms, truncation and the suggested ``max_length`` for ``max_length`` (no tokenizing)."""
+    from workers.stats import TokenLengths, length_summary
+
+    lengths = TokenLengths(totals=stats.totals, targets=stats.targets, rows=stats.rows, sampled=stats.sampled,
+                           structure=stats.structure, errors=stats.errors)
+    summary = length_summary(lengths, max_length=max_length, context_length=context_length)
+    summary["rows_without_trainable_tokens_examples"] = [
+        index * stats.stride + 1 for index, (total, target) in enumerate(zip(stats.totals, stats.targets, strict=True))
+        if target == 0 or total - target >= max_length][:10]
+    return summary
+
+
+def _dataset_stats_task():
+    from datasets_app.tasks import dataset_stats as task
+
+    return task
 
 
 def _dataset_validate_task():

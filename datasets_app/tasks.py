@@ -18,3 +18,10 @@ def dataset_validate(dataset_id: str) -> None:
     except Exception as exc:
         services.dataset_fail(dataset_id=dataset_id, message=f"{type(exc).__name__}: {exc}")
         raise
+
+
+@shared_task(name="datasets_app.tasks.dataset_stats")
+def dataset_stats(dataset_id: str, model: str, template: str = "") -> None:
+    if not Dataset.objects.filter(pk=dataset_id).exists():
+        return
+    services.token_stats_compute(dataset_id=dataset_id, model=model, template=template)

@@ -125,24 +125,51 @@ def job_validate(*, job_id: str) -> None:
     """Check the job's files against its method, then queue it for training.
 
     A file still being checked keeps the job in ``validating_files``: the dataset's check calls
-    this again when it ends (``datasets_app.services._jobs_recheck``).
+    this again when it ends (``datasets_app.services._jobs_recheck``). A job whose rows would
+    leave nothing to learn after truncation to ``max_length`` fails here, before it starts.
     """
+    job = FineTuneJob.objects.select_related("dataset", "validation_dataset", "base_model").filter(pk=job_id).first()
+    if job is None or job.status != Status.VALIDATING_FILES:
+        return
+    pending = [d for d in filter(None, [job.dataset, job.validation_dataset])
+               if d.status in (Dataset.Status.UPLOADED, Dataset.Status.VALIDATING)]
+    if pending:
+        job_event_add(job_id=job_id, message="Waiting for " + ", ".join(
+            f"{d.filename} ({d.id}) to be validated" for d in pending))
+        return
+    # Tokenizing (cached per content, tokenizer and template) happens before the row is locked.
+    problem = _files_problem(job) or _trainable_problem(job)
     with transaction.atomic():  # the lock makes a second, concurrent call a no-op
-        job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status != Status.VALIDATING_FILES:
+        locked = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
+        if locked is None or locked.status != Status.VALIDATING_FILES:
             return
-        files = list(Dataset.objects.filter(pk__in=filter(None, [job.dataset_id, job.validation_dataset_id])))
-        pending = [d for d in files if d.status in (Dataset.Status.UPLOADED, Dataset.Status.VALIDATING)]
-        if pending:
-            job_event_add(job_id=job_id, message="Waiting for " + ", ".join(
-                f"{d.filename} ({d.id}) to be validated" for d in pending))
-            return
-        problem = _files_problem(job)
         if problem:
             job_fail(job_id=job_id, code="invalid_training_file", message=problem)
             return
         job_transition(job_id=job_id, to=Status.QUEUED, message="Files validated; job queued")
         transaction.on_commit(lambda: _job_run_task().delay(job_id))
+
+
+def _trainable_problem(job: FineTuneJob) -> str:
+    """Rows that would have no trainable token after truncation, named; "" when there are none."""
+    from datasets_app.services import token_stats_compute, token_stats_summary
+
+    max_length = job.hyperparameters.get("max_length", 1024)
+    try:
+        stats = token_stats_compute(dataset_id=job.dataset_id, model=job.base_model.name)
+    except Exception:  # a model that cannot load fails the run itself, with its own error code
+        log.warning("token statistics of %s failed", job.dataset_id, exc_info=True)
+        return ""
+    if stats is None:
+        return ""
+    summary = token_stats_summary(stats, max_length=max_length)
+    count = summary["rows_without_trainable_tokens"]
+    if not count:
+        return ""
+    rows = ", ".join(str(r) for r in summary["rows_without_trainable_tokens_examples"])
+    return (f"{job.dataset.filename}: {count} rows would have no trainable tokens after truncation to max_length "
+            f"{max_length} (rows {rows}); raise max_length (suggested {summary['suggested_max_length']}), "
+            "shorten their prompts, or drop them")
 
 
 def _files_problem(job: FineTuneJob) -> str:
