@@ -61,6 +61,7 @@ def dataset_object(dataset: Dataset) -> dict:
         "report": {key: report.get(key) for key in ("ok", "error_count", "warning_count", "summary")} if report
         else None,
         "stats": dataset.stats or None,
+        "quality": dataset.quality or None,
         "parent": dataset.parent_id,
         "operations": dataset.operations,
     }
@@ -346,3 +347,36 @@ class DatasetDryRunApi(APIView):
                                            rows=_int_param(request, "rows", 3, 1, 20),
                                            offset=_int_param(request, "offset", 0, 0, 2**62))
         return Response({"object": "dataset.dry_run", "id": dataset.id, "model": base.name, **result})
+
+
+class QualityRequestSerializer(serializers.Serializer):
+    validation_file = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    near_threshold = serializers.FloatField(required=False, allow_null=True)
+
+
+class DatasetQualityApi(APIView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(responses={200: dict}, summary="Quality report: exact and near duplicates, PII, train/validation "
+                                                  "overlap, empty turns, very long rows")
+    def get(self, request, file_id: str):
+        dataset = selectors.dataset_get(request.user, file_id)
+        quality = dataset.quality or {"status": "not_computed"}
+        return Response({"object": "dataset.quality", "id": dataset.id, **quality},
+                        status=202 if quality.get("status") == "computing" else 200)
+
+    @extend_schema(request=QualityRequestSerializer, responses={202: dict},
+                   summary="Run the quality checks again (against a validation file, with another threshold)")
+    def post(self, request, file_id: str):
+        dataset = selectors.dataset_get(request.user, file_id)
+        form = QualityRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        validation_id = form.validated_data.get("validation_file")
+        validation = None
+        if validation_id:
+            validation = selectors.datasets_visible_to(request.user).filter(pk=validation_id).first()
+            if validation is None:
+                raise InvalidRequest(f"No such file: {validation_id}", param="validation_file", code="file_not_found")
+        dataset = services.dataset_quality_request(dataset=dataset, validation=validation,
+                                                   near_threshold=form.validated_data.get("near_threshold"))
+        return Response({"object": "dataset.quality", "id": dataset.id, **dataset.quality}, status=202)

@@ -60,6 +60,8 @@ class Dataset(models.Model):
                                      help_text="An earlier dataset of the same owner with the same bytes.")
     validation_report = models.JSONField(default=dict, blank=True)
     stats = models.JSONField(default=dict, blank=True)
+    quality = models.JSONField(default=dict, blank=True,
+                               help_text="Duplicates, near-duplicates, PII, overlap, empty turns, long rows.")
     parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="versions")
     operations = models.JSONField(default=list, blank=True, help_text="What made this version from its parent.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -162,6 +162,8 @@ def _dataset_store(*, owner, local: Path, filename: str, purpose: str, sha256: s
             dataset.save()
             if dataset.status == Status.UPLOADED:
                 transaction.on_commit(lambda: _dataset_validate_task().delay(dataset.id))
+            elif dataset.status == Status.READY:
+                transaction.on_commit(lambda: _dataset_quality_task().delay(dataset.id))
     except BaseException:
         _files_delete(dataset)
         raise
@@ -272,6 +274,8 @@ def _validation_finish(dataset: Dataset, result: ValidationResult, training_name
                       training_file=training_name)
         finished = _dataset_transition(dataset_id=dataset.id, to=current.status, **fields)
         transaction.on_commit(lambda: _jobs_recheck(dataset.id))
+        if finished.status == Status.READY:
+            transaction.on_commit(lambda: _dataset_quality_task().delay(dataset.id))
     return finished
 
 
@@ -565,6 +569,58 @@ def token_stats_summary(stats: TokenStats, *, max_length: int, context_length: i
         index * stats.stride + 1 for index, (total, target) in enumerate(zip(stats.totals, stats.targets, strict=True))
         if target == 0 or total - target >= max_length][:10]
     return summary
+
+
+# --- quality -------------------------------------------------------------------------------------
+
+def dataset_quality_request(*, dataset: Dataset, validation: Dataset | None = None,
+                            near_threshold: float | None = None) -> Dataset:
+    """Queue the quality checks (optionally against a validation dataset); the result lands in ``quality``."""
+    if dataset.status != Status.READY:
+        raise Conflict(f"{dataset.id} is {dataset.status}; quality checks need a ready dataset", param="file_id",
+                       code="dataset_not_ready")
+    if validation is not None and validation.status != Status.READY:
+        raise InvalidRequest(f"{validation.id} is {validation.status}, not ready", param="validation_file")
+    if near_threshold is not None and not 0.1 <= near_threshold <= 1.0:
+        raise InvalidRequest("near_threshold must be from 0.1 to 1.0", param="near_threshold")
+    options = {"validation_file": validation.id if validation else None, "near_threshold": near_threshold}
+    Dataset.objects.filter(pk=dataset.id).update(quality={"status": "computing", "options": options})
+    transaction.on_commit(lambda: _dataset_quality_task().delay(dataset.id, options["validation_file"],
+                                                                 near_threshold))
+    dataset.refresh_from_db()
+    return dataset
+
+
+def dataset_quality(*, dataset_id: str, validation_id: str | None = None,
+                    near_threshold: float | None = None) -> Dataset | None:
+    """Run the quality checks (the ``dataset_quality`` task) and store the result on the dataset."""
+    from workers.quality import QualityConfig, run_quality
+
+    dataset = Dataset.objects.filter(pk=dataset_id, status=Status.READY).first()
+    if dataset is None:
+        return None
+    validation = Dataset.objects.filter(pk=validation_id, owner=dataset.owner, status=Status.READY).first() \
+        if validation_id else None
+    work_dir = Path(settings.WORK_DIR) / "quality" / f"{dataset.id}-{timezone.now().timestamp():.0f}"
+    options = {"validation_file": validation.id if validation else None,
+               "near_threshold": near_threshold or settings.DATASET_NEAR_DUPLICATE_THRESHOLD}
+    try:
+        local = storage_fetch(dataset.training_file_name, work_dir / "train.jsonl")
+        other = storage_fetch(validation.training_file_name, work_dir / "validation.jsonl") if validation else None
+        report = run_quality(QualityConfig(path=str(local), format=dataset.training_format or dataset.format,
+                                           validation_path=str(other) if other else None,
+                                           near_threshold=options["near_threshold"]))
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    Dataset.objects.filter(pk=dataset.id).update(quality={"status": "ready", "options": options, **report})
+    dataset.refresh_from_db()
+    return dataset
+
+
+def _dataset_quality_task():
+    from datasets_app.tasks import dataset_quality as task
+
+    return task
 
 
 def _dataset_stats_task():

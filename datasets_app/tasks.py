@@ -25,3 +25,15 @@ def dataset_stats(dataset_id: str, model: str, template: str = "") -> None:
     if not Dataset.objects.filter(pk=dataset_id).exists():
         return
     services.token_stats_compute(dataset_id=dataset_id, model=model, template=template)
+
+
+@shared_task(name="datasets_app.tasks.dataset_quality")
+def dataset_quality(dataset_id: str, validation_id: str | None = None, near_threshold: float | None = None) -> None:
+    if not Dataset.objects.filter(pk=dataset_id).exists():
+        return
+    try:
+        services.dataset_quality(dataset_id=dataset_id, validation_id=validation_id, near_threshold=near_threshold)
+    except Exception as exc:
+        Dataset.objects.filter(pk=dataset_id).update(quality={"status": "failed", "error": f"{type(exc).__name__}: "
+                                                                                           f"{exc}"[:2000]})
+        raise

@@ -6,7 +6,8 @@ def test_workers_import_without_django():
     code = (
         "import sys, workers, workers.config, workers.data, workers.events, workers.training, "
         "workers.tiny_model, workers.device, workers.sample_data, workers.validate, workers.formats, "
-        "workers.containers, workers.report, workers.stats, workers.templates; "
+        "workers.containers, workers.report, workers.stats, workers.templates, "
+        "workers.quality; "
         "assert 'django' not in sys.modules, 'workers imported django'; "
         "assert 'torch' not in sys.modules, 'workers imported torch at import time'"
     )
