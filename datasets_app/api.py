@@ -380,3 +380,23 @@ class DatasetQualityApi(APIView):
         dataset = services.dataset_quality_request(dataset=dataset, validation=validation,
                                                    near_threshold=form.validated_data.get("near_threshold"))
         return Response({"object": "dataset.quality", "id": dataset.id, **dataset.quality}, status=202)
+
+
+class PrepareSerializer(serializers.Serializer):
+    operations = serializers.ListField(child=serializers.DictField(), allow_empty=True, help_text=(
+        'In order, e.g. [{"op": "dedup", "near": true}, {"op": "mask_pii"}, {"op": "filter_length", '
+        '"max_chars": 8000}, {"op": "convert", "to": "chat"}, {"op": "map_columns", "column_map": {...}}, '
+        '{"op": "split", "validation_share": 0.1, "seed": 42}]'))
+
+
+class DatasetPrepareApi(APIView):
+    parser_classes = [JSONParser]
+
+    @extend_schema(request=PrepareSerializer, responses={200: dict},
+                   summary="Make a new version (or train + validation versions) with lineage; the original stays")
+    def post(self, request, file_id: str):
+        dataset = selectors.dataset_get(request.user, file_id)
+        form = PrepareSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        versions = services.dataset_prepare(dataset=dataset, operations=form.validated_data["operations"])
+        return Response({"object": "list", "data": [dataset_object(v) for v in versions]})

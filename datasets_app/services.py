@@ -571,6 +571,60 @@ def token_stats_summary(stats: TokenStats, *, max_length: int, context_length: i
     return summary
 
 
+# --- preparation -------------------------------------------------------------------------------------
+
+def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
+    """Make new versions of a ready dataset (the original is only read): one, or train + validation
+    for a split. Each records its parent and the operations applied, with what they did."""
+    from workers.prepare import PrepareConfig, PrepareError, operations_check, run_prepare
+
+    if dataset.status != Status.READY:
+        raise Conflict(f"{dataset.id} is {dataset.status}; only a ready dataset can be prepared", param="file_id",
+                       code="dataset_not_ready")
+    try:
+        operations = operations_check(operations, dataset.format)
+    except PrepareError as exc:
+        raise InvalidRequest(str(exc), param=exc.param) from exc
+    fmt = dataset.training_format or dataset.format
+    with tempfile.TemporaryDirectory(dir=_tmp_dir()) as work:
+        work_dir = Path(work)
+        local = storage_fetch(dataset.training_file_name, work_dir / "parent.jsonl")
+        try:
+            result = run_prepare(PrepareConfig(path=str(local), format=fmt, output_dir=str(work_dir / "out"),
+                                               operations=tuple(operations)))
+        except PrepareError as exc:
+            raise InvalidRequest(str(exc), param=exc.param) from exc
+        stem = Path(dataset.filename).stem.split(".")[0]
+        versions: list[Dataset] = []
+        try:
+            _versions_store(dataset, result, stem, work_dir, versions)
+        except BaseException:
+            for version in versions:  # all versions or none
+                _files_delete(version)
+            raise
+    return versions
+
+
+def _versions_store(dataset: Dataset, result, stem: str, work_dir: Path, versions: list) -> None:
+    number = dataset.versions.count() + 2  # the parent is version 1; a split's two parts share a number
+    with transaction.atomic():
+        for part, path in result.files.items():
+            filename = f"{stem}.v{number}"
+            filename += ".validation.jsonl" if part == "validation" else ".jsonl"
+            part_dir = work_dir / part
+            part_dir.mkdir()
+            checked = run_validation(_validate_config(Path(path), filename, {}, part_dir))
+            if not checked.ok:
+                raise InvalidRequest(f"the prepared {part} rows are not usable: {checked.summary}",
+                                     param="operations", code="invalid_result")
+            versions.append(_dataset_store(
+                owner=dataset.owner, local=Path(path), filename=filename, purpose=dataset.purpose,
+                sha256=_sha256_of(Path(path)), size=Path(path).stat().st_size, options={}, result=checked,
+                work_dir=part_dir, parent=dataset,
+                operations=[*result.applied, *([{"op": "part", "part": part}] if len(result.files) > 1 else [])],
+            ))
+
+
 # --- quality -------------------------------------------------------------------------------------
 
 def dataset_quality_request(*, dataset: Dataset, validation: Dataset | None = None,

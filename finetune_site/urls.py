@@ -33,6 +33,7 @@ urlpatterns = [
     path("v1/datasets/<str:file_id>/preview", files_api.DatasetPreviewApi.as_view(), name="dataset-preview"),
     path("v1/datasets/<str:file_id>/validate", files_api.DatasetValidateApi.as_view(), name="dataset-validate"),
     path("v1/datasets/<str:file_id>/stats", files_api.DatasetStatsApi.as_view(), name="dataset-stats"),
+    path("v1/datasets/<str:file_id>/prepare", files_api.DatasetPrepareApi.as_view(), name="dataset-prepare"),
     path("v1/datasets/<str:file_id>/quality", files_api.DatasetQualityApi.as_view(), name="dataset-quality"),
     path("v1/datasets/<str:file_id>/dry-run", files_api.DatasetDryRunApi.as_view(), name="dataset-dry-run"),
     path("v1/datasets/<str:file_id>/versions", files_api.DatasetVersionsApi.as_view(), name="dataset-versions"),

@@ -32,6 +32,7 @@ def alice_objects(base_model, tmp_path):
     ("get", "/v1/datasets/{file}/stats"),
     ("get", "/v1/datasets/{file}/quality"),
     ("post", "/v1/datasets/{file}/quality"),
+    ("post", "/v1/datasets/{file}/prepare"),
     ("get", "/v1/datasets/{file}/dry-run"),
     ("post", "/v1/datasets/{file}/validate"),
     ("get", "/v1/fine_tuning/jobs/{job}"),

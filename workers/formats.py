@@ -227,7 +227,17 @@ _CHECKS: dict[str, Callable] = {
 
 
 def row_normalise(row: dict, fmt: str) -> dict:
-    """The row in the trainer's shape (``TRAINING_FORMAT``); preference rows as prompt/chosen/rejected."""
+    """The row in the trainer's shape (``TRAINING_FORMAT``); preference rows as prompt/chosen/rejected.
+
+    A ``source`` key is kept (splits stratify by it); the trainer reads only its own columns.
+    """
+    normal = _normalise(row, fmt)
+    if "source" in row and isinstance(row["source"], str | int):
+        normal["source"] = row["source"]
+    return normal
+
+
+def _normalise(row: dict, fmt: str) -> dict:
     if fmt == CHAT:
         return {"messages": [_turn(m) for m in _messages(row["messages"])]}
     if fmt == ALPACA:
