@@ -609,6 +609,9 @@ def _versions_store(dataset: Dataset, result, stem: str, work_dir: Path, version
     number = dataset.versions.count() + 2  # the parent is version 1; a split's two parts share a number
     with transaction.atomic():
         for part, path in result.files.items():
+            if not result.rows.get(part):
+                raise InvalidRequest(f"the operations leave no {part} rows", param="operations",
+                                     code="invalid_result")
             filename = f"{stem}.v{number}"
             filename += ".validation.jsonl" if part == "validation" else ".jsonl"
             part_dir = work_dir / part

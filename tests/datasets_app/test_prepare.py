@@ -58,5 +58,5 @@ def test_preparation_that_leaves_no_row_is_400():
     parent = make_dataset(user)
     response = api_client(user).post(f"/v1/datasets/{parent.id}/prepare",
                                      {"operations": [{"op": "filter_length", "max_chars": 1}]}, format="json")
-    assert response.status_code == 400 and "the file is empty" in response.json()["error"]["message"]
+    assert response.status_code == 400 and "the operations leave no train rows" in response.json()["error"]["message"]
     assert list(Dataset.objects.all()) == [parent]
