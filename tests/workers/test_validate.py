@@ -157,7 +157,7 @@ def test_csv_with_column_mapping(tmp_path):
     text = 'question,answer,source\nWhat is 2+2?,4,a\n"Two\nlines",ok,b\n'
     result = _check(tmp_path, "t.csv", text, column_map=(("question", "prompt"), ("answer", "completion")))
     assert result.ok and result.format == "prompt_completion" and result.rows == 2
-    assert _out(tmp_path)[1] == {"prompt": "Two\nlines", "completion": "ok"}
+    assert _out(tmp_path)[1] == {"prompt": "Two\nlines", "completion": "ok", "source": "b"}  # kept for splits
 
 
 def test_csv_row_with_wrong_column_count_names_its_line(tmp_path):
