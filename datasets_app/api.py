@@ -260,6 +260,9 @@ class UploadChunkApi(APIView):
         if raw is None or not str(raw).isdigit():
             raise InvalidRequest("offset (query) or Upload-Offset (header) must give the chunk's byte offset",
                                  param="offset")
+        if request.stream is None:  # no body, or a body without Content-Length (chunked transfer encoding)
+            raise InvalidRequest("send the chunk's bytes as the body, with a Content-Length", param="chunk",
+                                 code="empty_chunk")
         upload = services.upload_chunk_append(upload_id=upload.id, owner=request.user, offset=int(raw),
                                               stream=request.stream,
                                               chunk_sha256=request.headers.get("X-Chunk-Sha256", ""))

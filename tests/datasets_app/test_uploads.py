@@ -110,6 +110,20 @@ def test_bad_upload_request_is_400_naming_the_param(body, param):
     assert response.status_code == 400 and response.json()["error"]["param"] == param
 
 
+def test_chunk_larger_than_the_request_body_limit_streams_to_disk(settings):
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE < 12 << 20
+    client = api_client(make_user())
+    upload = _create(client).json()
+    assert _put(client, upload["id"], 0, b"x" * (12 << 20)).json()["offset"] == 12 << 20
+
+
+def test_empty_chunk_is_400():
+    client = api_client(make_user())
+    upload = _create(client).json()
+    response = _put(client, upload["id"], 0, b"")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "empty_chunk"
+
+
 def test_chunk_without_offset_is_400():
     client = api_client(make_user())
     upload = _create(client).json()

@@ -333,3 +333,23 @@ def test_container_can_be_overridden(tmp_path):
 def test_empty_file_is_refused(tmp_path, content):
     result = _check(tmp_path, "t.jsonl", content)
     assert not result.ok and ("empty" in result.summary or "no rows" in result.summary)
+
+
+@pytest.mark.parametrize("quoted", [False, True], ids=["one_line", "quoted_over_many_lines"])
+def test_csv_with_a_100_mb_field_is_refused_with_default_limits_in_bounded_memory(tmp_path, quoted):
+    import resource
+
+    path = tmp_path / "big.csv"
+    with open(path, "wb") as handle:  # 100 MB written a block at a time
+        handle.write(b"prompt,completion\nfine,ok\n" + (b'"' if quoted else b""))
+        block = (b"word " * 20 + b"\n") if quoted else b"x" * (1 << 20)
+        for _ in range((100 << 20) // len(block)):
+            handle.write(block)
+        handle.write((b'"' if quoted else b"") + b",end\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = run_validation(ValidateConfig(path=str(path), filename="big.csv"))
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert not result.ok and grown_mib < 150
+    kind = "bad_csv" if quoted else "line_too_long"
+    assert _errors(result)[kind]["examples"][0]["line"] >= 3
+    assert ("16 MiB" if quoted else "32 MiB") in result.summary
