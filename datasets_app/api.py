@@ -1,7 +1,7 @@
 """The Files API (OpenAI-shaped: a file here is a Dataset) and the dataset extras under /v1/datasets."""
 
 from django.http import FileResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -85,6 +85,7 @@ def upload_object(upload: DatasetUpload) -> dict:
     }
 
 
+@extend_schema_field({"oneOf": [{"type": "object", "additionalProperties": {"type": "string"}}, {"type": "string"}]})
 class ColumnMapField(serializers.Field):
     """A JSON object, or text like ``question→prompt, answer→completion`` (multipart forms send text)."""
 
