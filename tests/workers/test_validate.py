@@ -277,7 +277,10 @@ def test_one_gigabyte_line_is_refused_in_bounded_memory(tmp_path):
             handle.write(block)
         handle.write(b'"}\n' + _lines(CHAT).encode())
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = run_validation(ValidateConfig(path=str(path), filename="huge.jsonl"))
+    try:
+        result = run_validation(ValidateConfig(path=str(path), filename="huge.jsonl"))
+    finally:
+        path.unlink()  # pytest keeps old temporary directories: do not leave 1 GiB behind
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert _errors(result)["line_too_long"]["examples"][0]["line"] == 2 and result.rows == 3
     assert "32 MiB" in result.summary and grown_mib < 150
@@ -347,7 +350,10 @@ def test_csv_with_a_100_mb_field_is_refused_with_default_limits_in_bounded_memor
             handle.write(block)
         handle.write((b'"' if quoted else b"") + b",end\n")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = run_validation(ValidateConfig(path=str(path), filename="big.csv"))
+    try:
+        result = run_validation(ValidateConfig(path=str(path), filename="big.csv"))
+    finally:
+        path.unlink()
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert not result.ok and grown_mib < 150
     kind = "bad_csv" if quoted else "line_too_long"
