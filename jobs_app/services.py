@@ -139,6 +139,7 @@ def job_validate(*, job_id: str) -> None:
         return
     # Tokenizing (cached per content, tokenizer and template) happens before the row is locked.
     problem = _files_problem(job) or _trainable_problem(job)
+    overlap = "" if problem else _overlap_warning(job)
     with transaction.atomic():  # the lock makes a second, concurrent call a no-op
         locked = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
         if locked is None or locked.status != Status.VALIDATING_FILES:
@@ -146,8 +147,36 @@ def job_validate(*, job_id: str) -> None:
         if problem:
             job_fail(job_id=job_id, code="invalid_training_file", message=problem)
             return
+        if overlap:
+            job_event_add(job_id=job_id, message=overlap, level=JobEvent.Level.WARN)
         job_transition(job_id=job_id, to=Status.QUEUED, message="Files validated; job queued")
         transaction.on_commit(lambda: _job_run_task().delay(job_id))
+
+
+def _overlap_warning(job: FineTuneJob) -> str:
+    """A warning when the validation file repeats training rows (its loss would flatter the model)."""
+    from workers.quality import validation_overlap
+
+    if not job.validation_dataset:
+        return ""
+    workdir = Path(settings.WORK_DIR) / job.id / "overlap"
+    try:
+        train = storage_fetch(job.dataset.training_file_name, workdir / "train.jsonl")
+        validation = storage_fetch(job.validation_dataset.training_file_name, workdir / "validation.jsonl")
+        found = validation_overlap(str(train), str(validation), job.dataset.training_format, examples=3)
+    except Exception:  # a warning is not worth failing the job for
+        log.warning("overlap check of %s failed", job.id, exc_info=True)
+        return ""
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    shared = found["same_rows"] + found["same_prompts"]
+    if not shared:
+        return ""
+    pairs = ", ".join(f"validation row {e['validation_row']} = training row {e['train_row']}"
+                      for e in found["examples"])
+    return (f"{shared} of {found['validation_rows']} validation rows also appear in the training file "
+            f"({found['same_rows']} whole, {found['same_prompts']} by their prompt; e.g. {pairs}): the validation "
+            f"loss will look better than it is; prepare a split instead (POST /v1/datasets/{job.dataset_id}/prepare)")
 
 
 def _trainable_problem(job: FineTuneJob) -> str:

@@ -283,6 +283,19 @@ def run_quality(config: QualityConfig, emit: Emit = emit_nothing) -> dict:
     return report
 
 
+def validation_overlap(train_path: str, validation_path: str, fmt: str, *, examples: int = 10) -> dict:
+    """Validation rows that also appear in training, whole or by their prompt (one pass over each file)."""
+    rows: dict[bytes, int] = {}
+    prompts: dict[bytes, int] = {}
+    for number, row in _rows(train_path):
+        rows.setdefault(_digest(row), number)
+        prompt, _ = row_texts(row, fmt)
+        if prompt:
+            prompts.setdefault(hashlib.blake2b(prompt.strip().lower().encode(), digest_size=16).digest(), number)
+    config = QualityConfig(path=train_path, format=fmt, validation_path=validation_path, examples=examples)
+    return _overlap(config, rows, prompts)
+
+
 def _overlap(config: QualityConfig, train_rows: dict[bytes, int], train_prompts: dict[bytes, int]) -> dict:
     same_rows, same_prompts, examples, checked = 0, 0, [], 0
     for number, row in _rows(config.validation_path):

@@ -254,3 +254,19 @@ def test_training_config_reads_the_normalised_file(base_model, tmp_path):
 def test_classification_rows_stay_ready_inline():
     dataset = make_dataset(rows=classification_rows(8, chat=False))
     assert dataset.status == "ready" and dataset.format == "prompt_completion" and not dataset.training_file
+
+
+def test_job_with_validation_rows_from_training_warns(base_model):
+    from jobs_app.models import JobEvent
+
+    user = make_user()
+    train = make_dataset(user, rows=classification_rows(16))
+    validation = make_dataset(user, rows=classification_rows(16)[:2] + classification_rows(4, seed=9)[2:])
+    job = make_job(user, dataset=train)
+    FineTuneJob.objects.filter(pk=job.pk).update(validation_dataset=validation)
+    job_validate(job_id=job.id)
+    job.refresh_from_db()
+    warning = job.events.get(level=JobEvent.Level.WARN).message
+    assert job.status == "queued"
+    assert warning.startswith("2 of 4 validation rows also appear in the training file (2 whole")
+    assert "validation row 1 = training row 1" in warning
