@@ -270,3 +270,16 @@ def test_job_with_validation_rows_from_training_warns(base_model):
     assert job.status == "queued"
     assert warning.startswith("2 of 4 validation rows also appear in the training file (2 whole")
     assert "validation row 1 = training row 1" in warning
+
+
+def test_progress_is_written_while_validating(queued):
+    from datasets_app.services import _ProgressWriter
+    from workers.events import ValidationProgress
+
+    dataset = make_dataset()
+    Dataset.objects.filter(pk=dataset.pk).update(status="validating")
+    writer = _ProgressWriter(dataset.id)
+    writer(ValidationProgress(500, 1000, 10))
+    assert Dataset.objects.get(pk=dataset.pk).progress == 0.5
+    writer(ValidationProgress(502, 1000, 11))  # under 1% more: not written again
+    assert Dataset.objects.get(pk=dataset.pk).progress == 0.5
