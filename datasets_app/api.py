@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from datasets_app import selectors, services
 from datasets_app.models import Dataset, DatasetUpload, TokenStats
-from finetune_site.errors import InvalidRequest
+from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.pagination import cursor_page
 
 OPENAI_STATUS = {
@@ -152,6 +152,9 @@ class FileContentApi(APIView):
     @extend_schema(responses={(200, "application/octet-stream"): bytes}, summary="Download a file's content")
     def get(self, request, file_id: str):
         dataset = selectors.dataset_get(request.user, file_id)
+        if not dataset.file.name:  # a prepared version still being made
+            raise Conflict(f"{file_id} is {dataset.status} and has no content yet", param="file_id",
+                           code="no_content")
         return FileResponse(dataset.file.open("rb"), as_attachment=True, filename=dataset.filename)
 
 

@@ -585,6 +585,8 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
         operations = operations_check(operations, dataset.format)
     except PrepareError as exc:
         raise InvalidRequest(str(exc), param=exc.param) from exc
+    if dataset.byte_size > settings.DATASET_INLINE_BYTES:
+        return _prepare_queue(dataset, operations)
     fmt = dataset.training_format or dataset.format
     with tempfile.TemporaryDirectory(dir=_tmp_dir()) as work:
         work_dir = Path(work)
@@ -605,6 +607,88 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
     return versions
 
 
+def _version_filename(dataset: Dataset, part: str, number: int | None = None) -> str:
+    stem = Path(dataset.filename).stem.split(".")[0]
+    number = number or dataset.versions.count() + 2  # the parent is version 1; a split's parts share a number
+    return f"{stem}.v{number}" + (".validation.jsonl" if part == "validation" else ".jsonl")
+
+
+def _part_marker(part: str, parts: int) -> list[dict]:
+    return [{"op": "part", "part": part}] if parts > 1 else []
+
+
+def _prepare_queue(dataset: Dataset, operations: list[dict]) -> list[Dataset]:
+    """A large parent is prepared by the ``dataset_prepare`` task: the versions exist at once, ``uploaded``."""
+    parts = ["train", "validation"] if operations and operations[-1]["op"] == "split" else ["train"]
+    number = dataset.versions.count() + 2
+    with transaction.atomic():
+        versions = [Dataset.objects.create(
+            owner=dataset.owner, filename=_version_filename(dataset, part, number), purpose=dataset.purpose,
+            parent=dataset, operations=[*operations, *_part_marker(part, len(parts))], sha256="", byte_size=0,
+        ) for part in parts]
+        ids = [v.id for v in versions]
+        transaction.on_commit(lambda: _dataset_prepare_task().delay(dataset.id, ids, operations))
+    return versions
+
+
+def dataset_prepare_run(*, parent_id: str, version_ids: list[str], operations: list[dict]) -> None:
+    """Fill versions made by ``_prepare_queue`` (the ``dataset_prepare`` task): ``uploaded → validating →
+    ready | invalid``, each with its file and report. The parent is only read."""
+    from workers.prepare import PrepareConfig, PrepareError, run_prepare
+
+    parent = Dataset.objects.filter(pk=parent_id).first()
+    versions = list(Dataset.objects.filter(pk__in=version_ids, status__in=[Status.UPLOADED, Status.VALIDATING]))
+    versions.sort(key=lambda v: version_ids.index(v.id))
+    if parent is None or len(versions) != len(version_ids):
+        return  # deleted meanwhile, or already done by an earlier delivery
+    for version in versions:
+        _dataset_transition(dataset_id=version.id, to=Status.VALIDATING, progress=0.0)
+    parts = ["train", "validation"][: len(versions)]
+    with tempfile.TemporaryDirectory(dir=_tmp_dir()) as work:
+        work_dir = Path(work)
+        local = storage_fetch(parent.training_file_name, work_dir / "parent.jsonl")
+        try:
+            result = run_prepare(PrepareConfig(path=str(local), format=parent.training_format or parent.format,
+                                               output_dir=str(work_dir / "out"), operations=tuple(operations)))
+        except PrepareError as exc:
+            for version in versions:
+                _version_invalid(version, str(exc))
+            return
+        for part, version in zip(parts, versions, strict=True):
+            if not result.rows.get(part):
+                _version_invalid(version, f"the operations leave no {part} rows")
+                continue
+            path = Path(result.files[part])
+            part_dir = work_dir / part
+            part_dir.mkdir()
+            checked = run_validation(_validate_config(path, version.filename, {}, part_dir))
+            with open(path, "rb") as handle:
+                name = default_storage.save(f"datasets/{version.id}/{version.filename}",
+                                            File(handle, name=version.filename))
+            with transaction.atomic():
+                done = _dataset_transition(
+                    dataset_id=version.id, to=Status.READY if checked.ok else Status.INVALID, file=name,
+                    sha256=_sha256_of(path), byte_size=path.stat().st_size, format=checked.format,
+                    container=checked.container, row_count=checked.rows, validation_report=checked.report,
+                    progress=1.0, validated_at=timezone.now(),
+                    operations=[*result.applied, *_part_marker(part, len(parts))])
+                if done.status == Status.READY:
+                    transaction.on_commit(lambda v=version.id: _dataset_quality_task().delay(v))
+
+
+def _version_invalid(version: Dataset, message: str) -> None:
+    report = Report(version.filename)
+    report.add(Issue("prepare_failed", message, "change the operations and prepare again"))
+    _dataset_transition(dataset_id=version.id, to=Status.INVALID, validation_report=report.as_dict(),
+                        progress=1.0, validated_at=timezone.now())
+
+
+def _dataset_prepare_task():
+    from datasets_app.tasks import dataset_prepare as task
+
+    return task
+
+
 def _versions_store(dataset: Dataset, result, stem: str, work_dir: Path, versions: list) -> None:
     number = dataset.versions.count() + 2  # the parent is version 1; a split's two parts share a number
     with transaction.atomic():
@@ -612,8 +696,7 @@ def _versions_store(dataset: Dataset, result, stem: str, work_dir: Path, version
             if not result.rows.get(part):
                 raise InvalidRequest(f"the operations leave no {part} rows", param="operations",
                                      code="invalid_result")
-            filename = f"{stem}.v{number}"
-            filename += ".validation.jsonl" if part == "validation" else ".jsonl"
+            filename = _version_filename(dataset, part, number)
             part_dir = work_dir / part
             part_dir.mkdir()
             checked = run_validation(_validate_config(Path(path), filename, {}, part_dir))
@@ -624,7 +707,7 @@ def _versions_store(dataset: Dataset, result, stem: str, work_dir: Path, version
                 owner=dataset.owner, local=Path(path), filename=filename, purpose=dataset.purpose,
                 sha256=_sha256_of(Path(path)), size=Path(path).stat().st_size, options={}, result=checked,
                 work_dir=part_dir, parent=dataset,
-                operations=[*result.applied, *([{"op": "part", "part": part}] if len(result.files) > 1 else [])],
+                operations=[*result.applied, *_part_marker(part, len(result.files))],
             ))
 
 

@@ -37,3 +37,13 @@ def dataset_quality(dataset_id: str, validation_id: str | None = None, near_thre
         Dataset.objects.filter(pk=dataset_id).update(quality={"status": "failed", "error": f"{type(exc).__name__}: "
                                                                                            f"{exc}"[:2000]})
         raise
+
+
+@shared_task(name="datasets_app.tasks.dataset_prepare")
+def dataset_prepare(parent_id: str, version_ids: list[str], operations: list[dict]) -> None:
+    try:
+        services.dataset_prepare_run(parent_id=parent_id, version_ids=version_ids, operations=operations)
+    except Exception as exc:
+        for version_id in version_ids:
+            services.dataset_fail(dataset_id=version_id, message=f"{type(exc).__name__}: {exc}")
+        raise

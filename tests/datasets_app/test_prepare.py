@@ -60,3 +60,45 @@ def test_preparation_that_leaves_no_row_is_400():
                                      {"operations": [{"op": "filter_length", "max_chars": 1}]}, format="json")
     assert response.status_code == 400 and "the operations leave no train rows" in response.json()["error"]["message"]
     assert list(Dataset.objects.all()) == [parent]
+
+
+def test_large_parent_is_prepared_by_the_task(settings, django_capture_on_commit_callbacks):
+    from datasets_app import services
+
+    user = make_user()
+    parent = make_dataset(user, rows=_rows(20), name="qa.jsonl")
+    settings.DATASET_INLINE_BYTES = 0  # the parent now counts as large
+    client = api_client(user)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(f"/v1/datasets/{parent.id}/prepare", {"operations": [
+            {"op": "dedup"}, {"op": "split", "validation_share": 0.25, "seed": 3}]}, format="json")
+    train, validation = response.json()["data"]
+    assert (train["status"], validation["status"], train["parent"]) == ("uploaded", "uploaded", parent.id)
+    assert len(callbacks) == 1
+    assert client.get(f"/v1/files/{train['id']}/content").status_code == 409  # nothing to download yet
+    services.dataset_prepare_run(parent_id=parent.id, version_ids=[train["id"], validation["id"]],
+                                 operations=[{"op": "dedup", "near": False, "near_threshold": 0.85},
+                                             {"op": "split", "validation_share": 0.25, "seed": 3,
+                                              "stratify": "source"}])
+    train, validation = (client.get(f"/v1/datasets/{v['id']}").json() for v in (train, validation))
+    assert (train["status"], train["rows"], validation["status"], validation["rows"]) == ("ready", 16, "ready", 4)
+    assert train["operations"][0]["rows_removed"] == 3 and train["operations"][-1] == {"op": "part", "part": "train"}
+    assert client.get(f"/v1/files/{train['id']}/content").status_code == 200
+
+
+def test_task_preparation_that_leaves_no_row_makes_an_invalid_version(settings):
+    from datasets_app import services
+
+    user = make_user()
+    parent = make_dataset(user)
+    settings.DATASET_INLINE_BYTES = 0
+    operations = [{"op": "filter_length", "max_chars": 1}]
+    client = api_client(user)
+    version = client.post(f"/v1/datasets/{parent.id}/prepare", {"operations": operations},
+                                    format="json").json()["data"][0]
+    services.dataset_prepare_run(parent_id=parent.id, version_ids=[version["id"]],
+                                 operations=[{"op": "filter_length", "max_chars": 1, "min_chars": 0}])
+    body = client.get(f"/v1/datasets/{version['id']}/report").json()
+    assert body["status"] == "invalid" and "the operations leave no train rows" in body["summary"]
+    parent.refresh_from_db()
+    assert parent.status == "ready"
