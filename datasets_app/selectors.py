@@ -1,11 +1,12 @@
 """Reads of datasets shared by views and the API."""
 
 import json
+from itertools import islice
 
 from django.db.models import QuerySet
 from django.http import Http404
 
-from datasets_app.models import Dataset
+from datasets_app.models import Dataset, DatasetUpload
 
 
 def datasets_visible_to(user) -> QuerySet[Dataset]:
@@ -20,16 +21,59 @@ def dataset_get(user, file_id: str) -> Dataset:
     return dataset
 
 
+def upload_get(user, upload_id: str) -> DatasetUpload:
+    """The user's resumable upload, or 404."""
+    upload = DatasetUpload.objects.filter(owner=user, pk=upload_id).first()
+    if upload is None:
+        raise Http404(f"No such upload: {upload_id}")
+    return upload
+
+
+def dataset_rows(dataset: Dataset, *, offset: int = 0, limit: int = 20) -> list[dict]:
+    """Rows ``offset`` to ``offset + limit`` as the trainer reads them (streamed, never loaded whole)."""
+    if dataset.status != Dataset.Status.READY:
+        return []
+    with dataset.training_file.storage.open(dataset.training_file_name, "rb") as handle:
+        lines = (line for line in handle if line.strip())
+        return [json.loads(line) for line in islice(lines, offset, offset + limit)]
+
+
+def dataset_versions(dataset: Dataset) -> list[Dataset]:
+    """The dataset's lineage: its ancestors (oldest first), itself, then versions made from it."""
+    chain, current = [], dataset.parent
+    while current is not None and len(chain) < 100:
+        chain.append(current)
+        current = current.parent
+    children = list(dataset.versions.order_by("created_at"))
+    return [*reversed(chain), dataset, *children]
+
+
+def dataset_dry_run(dataset: Dataset, *, base_model, template: str, max_length: int, rows: int = 3,
+                    offset: int = 0) -> dict:
+    """The first ``rows`` rows rendered exactly as the trainer will see them, with loss marks.
+
+    Loads only the tokenizer (no weights); rows are read a page at a time from storage.
+    """
+    from transformers import AutoTokenizer
+
+    from models_app.services import base_model_local_path
+    from workers.templates import TemplateError, render, tokenizer_prepare, tokens_show
+
+    tokenizer = tokenizer_prepare(AutoTokenizer.from_pretrained(base_model_local_path(base_model)), template)
+    shown = []
+    for number, row in enumerate(dataset_rows(dataset, offset=offset, limit=rows), start=offset + 1):
+        try:
+            rendered = render(tokenizer, row, dataset.training_format, template=template, max_length=max_length)
+        except TemplateError as exc:
+            return {"template": template, "max_length": max_length, "rows": shown, "error": str(exc)}
+        shown.append({
+            "row": number, "text": tokenizer.decode(rendered.ids), "tokens": tokens_show(tokenizer, rendered),
+            "total_tokens": rendered.total_tokens, "trainable_tokens": rendered.trainable,
+            "truncated": rendered.truncated,
+        })
+    return {"template": template, "max_length": max_length, "rows": shown, "error": None}
+
+
 def dataset_preview(dataset: Dataset, *, rows: int = 20) -> list[dict]:
-    """The first ``rows`` rows of the stored file, parsed (the file was checked on upload)."""
-    preview = []
-    with dataset.file.open("rb") as handle:
-        for line in handle:
-            if len(preview) >= rows:
-                break
-            if line.strip():
-                try:
-                    preview.append(json.loads(line))
-                except ValueError:
-                    preview.append({"unparsed": line.decode(errors="replace")[:500]})
-    return preview
+    """The first ``rows`` rows as the trainer reads them, for the dataset page."""
+    return dataset_rows(dataset, limit=rows)

@@ -198,6 +198,22 @@ MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 5 * 2**30)
 # Seconds the dashboard keeps the workers' answer to a Celery inspect broadcast.
 WORKER_STATUS_CACHE_SECONDS = env_int("WORKER_STATUS_CACHE_SECONDS", 10)
 
+# --- Datasets: validation limits and uploads (see workers.containers.Limits) ---
+# Files up to this size are checked in the upload request (a bad one is a 400, nothing stored);
+# larger ones are stored and checked by the `dataset_validate` task on the default queue.
+DATASET_INLINE_BYTES = env_int("DATASET_INLINE_BYTES", 8 * 2**20)
+DATASET_MAX_LINE_BYTES = env_int("DATASET_MAX_LINE_BYTES", 32 * 2**20)
+DATASET_MAX_FIELD_BYTES = env_int("DATASET_MAX_FIELD_BYTES", 16 * 2**20)
+DATASET_MAX_DEPTH = env_int("DATASET_MAX_DEPTH", 32)
+DATASET_MAX_UNCOMPRESSED_BYTES = env_int("DATASET_MAX_UNCOMPRESSED_BYTES", 20 * 2**30)
+DATASET_MAX_COMPRESSION_RATIO = env_int("DATASET_MAX_COMPRESSION_RATIO", 100)
+DATASET_MAX_ROW_GROUP_BYTES = env_int("DATASET_MAX_ROW_GROUP_BYTES", 256 * 2**20)
+# Chunks of resumable uploads are appended here (a shared volume when web runs on several hosts).
+DATASET_UPLOAD_DIR = Path(env_str("DATASET_UPLOAD_DIR", str(DATA_DIR / "uploads")))
+DATASET_UPLOAD_CHUNK_MAX = env_int("DATASET_UPLOAD_CHUNK_MAX", 64 * 2**20)
+# Estimated Jaccard similarity (word 3-grams, MinHash) from which two rows are near-duplicates.
+DATASET_NEAR_DUPLICATE_THRESHOLD = float(env_str("DATASET_NEAR_DUPLICATE_THRESHOLD", "0.85"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

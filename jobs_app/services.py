@@ -27,6 +27,7 @@ from workers.events import ArtifactSaved, LogLine, Metric
 log = logging.getLogger(__name__)
 Status = FineTuneJob.Status
 MANIFEST = "manifest.json"
+UNKNOWN_ROWS = 10_000
 
 
 def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
@@ -37,8 +38,10 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     validation = _dataset_for(owner, validation_file, "validation_file") if validation_file else None
     base = _base_model_for(model)
     _suffix_check(suffix)
+    # A file still being checked has no row count yet: size the batch as for a large file.
+    rows = dataset.row_count if dataset.status == Dataset.Status.READY else UNKNOWN_ROWS
     resolved = hyperparameters_resolve(hyperparameters, parameters=base.parameters,
-                                       rows=dataset.row_count, context_length=base.context_length)
+                                       rows=rows, context_length=base.context_length)
     with transaction.atomic():
         job = FineTuneJob.objects.create(
             owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
@@ -56,6 +59,10 @@ def _dataset_for(owner, file_id, param: str) -> Dataset:
     dataset = Dataset.objects.filter(owner=owner, pk=file_id).first()
     if dataset is None:  # another user's file is "no such file" too
         raise InvalidRequest(f"No such file: {file_id}", param=param, code="file_not_found")
+    if dataset.status == Dataset.Status.INVALID:
+        first = ((dataset.validation_report or {}).get("summary") or "").split("\n")[0]
+        raise InvalidRequest(f"{file_id} ({dataset.filename}) failed validation: {first}; see "
+                             f"GET /v1/datasets/{file_id}/report", param=param, code="invalid_file")
     return dataset
 
 
@@ -128,25 +135,93 @@ def job_cancel(*, job: FineTuneJob) -> FineTuneJob:
 
 
 def job_validate(*, job_id: str) -> None:
-    """Check the job's files against its method, then queue it for training."""
-    job = FineTuneJob.objects.select_related("dataset", "validation_dataset").get(pk=job_id)
-    if job.status != Status.VALIDATING_FILES:
-        return
-    problem = _files_problem(job)
-    if problem:
-        job_fail(job_id=job_id, code="invalid_training_file", message=problem)
-        return
-    from workers.training import ModelLoadError
+    """Check the job's files against its method, then queue it for training.
 
-    try:
-        estimate = job_estimate(job=job)
-    except ModelLoadError as exc:  # before any compute is spent on it
-        job_fail(job_id=job_id, code="model_load_failed", message=str(exc))
+    A file still being checked keeps the job in ``validating_files``: the dataset's check calls
+    this again when it ends (``datasets_app.services._jobs_recheck``). A job whose rows would
+    leave nothing to learn after truncation to ``max_length`` fails here, before it starts.
+    """
+    job = FineTuneJob.objects.select_related("dataset", "validation_dataset", "base_model").filter(pk=job_id).first()
+    if job is None or job.status != Status.VALIDATING_FILES:
         return
-    with transaction.atomic():
+    pending = [d for d in filter(None, [job.dataset, job.validation_dataset])
+               if d.status in (Dataset.Status.UPLOADED, Dataset.Status.VALIDATING)]
+    if pending:
+        job_event_add(job_id=job_id, message="Waiting for " + ", ".join(
+            f"{d.filename} ({d.id}) to be validated" for d in pending))
+        return
+    # Tokenizing (cached per content, tokenizer and template) happens before the row is locked.
+    problem = _files_problem(job) or _trainable_problem(job)
+    overlap = "" if problem else _overlap_warning(job)
+    estimate = {}
+    if not problem:
+        from workers.training import ModelLoadError
+
+        try:
+            estimate = job_estimate(job=job)
+        except ModelLoadError as exc:  # before any compute is spent on it
+            job_fail(job_id=job_id, code="model_load_failed", message=str(exc))
+            return
+    with transaction.atomic():  # the lock makes a second, concurrent call a no-op
+        locked = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
+        if locked is None or locked.status != Status.VALIDATING_FILES:
+            return
+        if problem:
+            job_fail(job_id=job_id, code="invalid_training_file", message=problem)
+            return
+        if overlap:
+            job_event_add(job_id=job_id, message=overlap, level=JobEvent.Level.WARN)
         job_transition(job_id=job_id, to=Status.QUEUED, queued_at=timezone.now(), estimate=estimate,
                        data={"estimate": estimate}, message="Files validated; job queued. " + _describe(estimate))
         transaction.on_commit(lambda: _job_run_task().delay(job_id))
+
+
+def _overlap_warning(job: FineTuneJob) -> str:
+    """A warning when the validation file repeats training rows (its loss would flatter the model)."""
+    from workers.quality import validation_overlap
+
+    if not job.validation_dataset:
+        return ""
+    workdir = Path(settings.WORK_DIR) / job.id / "overlap"
+    try:
+        train = storage_fetch(job.dataset.training_file_name, workdir / "train.jsonl")
+        validation = storage_fetch(job.validation_dataset.training_file_name, workdir / "validation.jsonl")
+        found = validation_overlap(str(train), str(validation), job.dataset.training_format, examples=3)
+    except Exception:  # a warning is not worth failing the job for
+        log.warning("overlap check of %s failed", job.id, exc_info=True)
+        return ""
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    shared = found["same_rows"] + found["same_prompts"]
+    if not shared:
+        return ""
+    pairs = ", ".join(f"validation row {e['validation_row']} = training row {e['train_row']}"
+                      for e in found["examples"])
+    return (f"{shared} of {found['validation_rows']} validation rows also appear in the training file "
+            f"({found['same_rows']} whole, {found['same_prompts']} by their prompt; e.g. {pairs}): the validation "
+            f"loss will look better than it is; prepare a split instead (POST /v1/datasets/{job.dataset_id}/prepare)")
+
+
+def _trainable_problem(job: FineTuneJob) -> str:
+    """Rows that would have no trainable token after truncation, named; "" when there are none."""
+    from datasets_app.services import token_stats_compute, token_stats_summary
+
+    max_length = job.hyperparameters.get("max_length", 1024)
+    try:
+        stats = token_stats_compute(dataset_id=job.dataset_id, model=job.base_model.name)
+    except Exception:  # a model that cannot load fails the run itself, with its own error code
+        log.warning("token statistics of %s failed", job.dataset_id, exc_info=True)
+        return ""
+    if stats is None:
+        return ""
+    summary = token_stats_summary(stats, max_length=max_length)
+    count = summary["rows_without_trainable_tokens"]
+    if not count:
+        return ""
+    rows = ", ".join(str(r) for r in summary["rows_without_trainable_tokens_examples"])
+    return (f"{job.dataset.filename}: {count} rows would have no trainable tokens after truncation to max_length "
+            f"{max_length} (rows {rows}); raise max_length (suggested {summary['suggested_max_length']}), "
+            "shorten their prompts, or drop them")
 
 
 CALIBRATE_BELOW_PARAMETERS = 100_000_000
@@ -216,8 +291,13 @@ def _describe(estimate: dict) -> str:
 def _files_problem(job: FineTuneJob) -> str:
     for dataset in filter(None, [job.dataset, job.validation_dataset]):
         if dataset.status != Dataset.Status.READY:
-            return f"{dataset.filename} ({dataset.id}) is {dataset.status}, not ready"
-    if job.validation_dataset and job.validation_dataset.format != job.dataset.format:
+            summary = (dataset.validation_report or {}).get("summary", "")
+            return f"{dataset.filename} ({dataset.id}) is {dataset.status}, not ready" + (
+                f": {summary.splitlines()[0]}" if summary else "")
+        if not dataset.training_format:
+            return (f"{dataset.filename} ({dataset.id}) holds {dataset.format} rows; supervised fine-tuning "
+                    "needs chat, alpaca, prompt/completion or text rows")
+    if job.validation_dataset and job.validation_dataset.training_format != job.dataset.training_format:
         return (f"validation file {job.validation_dataset.filename} is {job.validation_dataset.format} "
                 f"but training file {job.dataset.filename} is {job.dataset.format}")
     return ""
@@ -322,10 +402,10 @@ def _train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
     hp = job.hyperparameters
     validation = None
     if job.validation_dataset:
-        validation = str(storage_fetch(job.validation_dataset.file.name, workdir / "validation.jsonl"))
+        validation = str(storage_fetch(job.validation_dataset.training_file_name, workdir / "validation.jsonl"))
     return TrainConfig(
         model_path=base_model_local_path(job.base_model),
-        train_file=str(storage_fetch(job.dataset.file.name, workdir / "train.jsonl")),
+        train_file=str(storage_fetch(job.dataset.training_file_name, workdir / "train.jsonl")),
         validation_file=validation,
         output_dir=str(workdir / "output"),
         method=hp["adapter"],

@@ -3,6 +3,7 @@
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 
+from finetune_site.errors import Conflict
 from jobs_app import services
 from jobs_app.models import FineTuneJob
 
@@ -13,6 +14,8 @@ def job_validate(job_id: str) -> None:
         return
     try:
         services.job_validate(job_id=job_id)
+    except Conflict:
+        pass  # cancelled meanwhile: its state is already final
     except Exception as exc:
         services.job_fail(job_id=job_id, code="validation_error", message=f"{type(exc).__name__}: {exc}")
         raise

@@ -1,5 +1,8 @@
 """Read and check training files line by line, without loading them whole.
 
+The trainer reads rows through ``jsonl_rows``/``row_format``. Uploads are checked by
+``workers.validate`` (every format and container), which stores JSONL this module reads.
+
 Supported here: JSONL with chat rows (``{"messages": [...]}``) or prompt/completion rows
 (``{"prompt": "...", "completion": "..."}``). Every problem names the file, the line and
 the field, and says what to do.

@@ -40,7 +40,16 @@ class ArtifactSaved:
     metrics: dict = field(default_factory=dict)
 
 
-Event = Progress | Metric | LogLine | ArtifactSaved
+@dataclass(frozen=True)
+class ValidationProgress:
+    """A data check has read ``bytes_done`` of ``bytes_total`` bytes and ``rows`` rows."""
+
+    bytes_done: int
+    bytes_total: int
+    rows: int
+
+
+Event = Progress | Metric | LogLine | ArtifactSaved | ValidationProgress
 Emit = Callable[[Event], None]
 
 

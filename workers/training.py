@@ -140,7 +140,10 @@ def _dataset_load(path: str):
 def _row_clean(row: dict) -> dict:
     """Keep only the columns the trainer reads, so rows with extra keys line up."""
     if row_format(row) == CHAT:
-        return {"messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]]}
+        # an assistant turn that only calls a tool has no content: train on it as empty text
+        return {"messages": [{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"]]}
+    if "text" in row and "completion" not in row:  # plain text: continued pre-training on every token
+        return {"text": row["text"]}
     return {"prompt": row["prompt"], "completion": row["completion"]}
 
 

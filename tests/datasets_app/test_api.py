@@ -44,7 +44,8 @@ NO_ASSISTANT = json.dumps({"messages": [{"role": "user", "content": "a"}]})
     ((GOOD + "\n" + GOOD + "\n{oops\n").encode(), "train.jsonl", "train.jsonl, line 3: invalid JSON"),
     ((GOOD + "\n" + NO_ASSISTANT + "\n").encode(), "train.jsonl",
      "train.jsonl, line 2, messages: has no assistant turn"),
-    ((GOOD + "\n").encode(), "train.csv", "only JSONL (.jsonl) training files are accepted"),
+    ((GOOD + "\n").encode(), "train.csv", "train.csv: named .csv but the content looks like JSONL"),
+    ((GOOD + "\n").encode(), "train.pdf", "train.pdf: not a training file type we read"),
 ])
 def test_bad_upload_is_400_naming_file_and_line_and_stores_nothing(content, name, expected):
     client = api_client(make_user())

@@ -90,6 +90,15 @@ def test_prompt_completion_rows_train(tiny_model_path, tmp_path):
     assert result.steps == 3 and Path(result.adapter_dir, "adapter_model.safetensors").exists()
 
 
+def test_text_rows_train_for_continued_pretraining(tiny_model_path, tmp_path):
+    rows = [{"text": f"The weather today brings rain number {i}."} for i in range(16)]
+    train = tmp_path / "text.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = _config(tiny_model_path, tmp_path, n_epochs=1)
+    result = _run(TrainConfig(**{**config.__dict__, "train_file": str(train)}), [])
+    assert result.steps == 2 and result.trained_tokens > 0
+
+
 def test_full_fine_tuning_saves_whole_model(tiny_model_path, tmp_path):
     result = _run(_config(tiny_model_path, tmp_path, method="full", n_epochs=1, learning_rate=1e-4), [])
     assert Path(result.adapter_dir, "model.safetensors").exists()

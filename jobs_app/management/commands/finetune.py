@@ -53,7 +53,10 @@ class Command(BaseCommand):
             raise CommandError(f"{file}: no such file")
         with open(file, "rb") as handle:
             dataset = dataset_upload(owner=owner, upload=File(handle, name=file.name))
-        self.stdout.write(f"Uploaded {file} as {dataset.id}: {dataset.row_count} {dataset.format} rows")
+        if dataset.status == dataset.Status.READY:
+            self.stdout.write(f"Uploaded {file} as {dataset.id}: {dataset.row_count} {dataset.format} rows")
+        else:  # a large file is checked by a worker; the job waits for the verdict
+            self.stdout.write(f"Uploaded {file} as {dataset.id}; a worker is checking it")
         return services.job_create(owner=owner, training_file=dataset.id, model=model,
                                    hyperparameters=hyperparameters, suffix=suffix)
 

@@ -1,0 +1,104 @@
+"""Preparing new versions through the API: lineage, the original untouched, bad requests are 400."""
+
+import pytest
+
+from datasets_app.models import Dataset
+from tests.api import api_client
+from tests.factories import make_dataset, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def _rows(count: int):
+    rows = [{"prompt": f"question {i} from me{i}@example.com", "completion": f"answer {i}",
+             "source": "forum" if i % 2 else "docs"} for i in range(count)]
+    return rows + rows[:3]  # three exact copies
+
+
+def test_prepare_makes_train_and_validation_versions_with_lineage():
+    user = make_user()
+    parent = make_dataset(user, rows=_rows(20), name="qa.jsonl")
+    original = parent.file.read()
+    client = api_client(user)
+    response = client.post(f"/v1/datasets/{parent.id}/prepare", {"operations": [
+        {"op": "dedup"}, {"op": "mask_pii", "kinds": ["email"]}, {"op": "convert", "to": "chat"},
+        {"op": "split", "validation_share": 0.2, "seed": 1}]}, format="json")
+    assert response.status_code == 200, response.content
+    train, validation = response.json()["data"]
+    assert (train["filename"], validation["filename"]) == ("qa.v2.jsonl", "qa.v2.validation.jsonl")
+    assert (train["rows"], validation["rows"]) == (16, 4)
+    assert train["status"] == validation["status"] == "ready" and train["format"] == "chat"
+    assert train["parent"] == parent.id
+    assert [op["op"] for op in train["operations"]] == ["dedup", "mask_pii", "convert", "split", "part"]
+    assert train["operations"][0]["rows_removed"] == 3 and train["operations"][1]["pieces_masked"] == 20
+    preview = client.get(f"/v1/datasets/{train['id']}/preview?limit=50").json()["data"]
+    assert all("[EMAIL]" in row["messages"][0]["content"] for row in preview)
+    parent.refresh_from_db()
+    assert parent.file.read() == original and parent.status == "ready"
+    versions = client.get(f"/v1/datasets/{parent.id}/versions").json()["data"]
+    assert [v["id"] for v in versions] == [parent.id, train["id"], validation["id"]]
+    assert [v["id"] for v in client.get(f"/v1/datasets/{train['id']}/versions").json()["data"]] == [
+        parent.id, train["id"]]
+
+
+@pytest.mark.parametrize(("operations", "param"), [
+    ([{"op": "shuffle"}], "operations[0].op"),
+    ([{"op": "split", "validation_share": 2}], "operations[0].validation_share"),
+])
+def test_bad_preparation_is_400_and_makes_nothing(operations, param):
+    user = make_user()
+    parent = make_dataset(user)
+    response = api_client(user).post(f"/v1/datasets/{parent.id}/prepare", {"operations": operations}, format="json")
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+    assert list(Dataset.objects.all()) == [parent]
+
+
+def test_preparation_that_leaves_no_row_is_400():
+    user = make_user()
+    parent = make_dataset(user)
+    response = api_client(user).post(f"/v1/datasets/{parent.id}/prepare",
+                                     {"operations": [{"op": "filter_length", "max_chars": 1}]}, format="json")
+    assert response.status_code == 400 and "the operations leave no train rows" in response.json()["error"]["message"]
+    assert list(Dataset.objects.all()) == [parent]
+
+
+def test_large_parent_is_prepared_by_the_task(settings, django_capture_on_commit_callbacks):
+    from datasets_app import services
+
+    user = make_user()
+    parent = make_dataset(user, rows=_rows(20), name="qa.jsonl")
+    settings.DATASET_INLINE_BYTES = 0  # the parent now counts as large
+    client = api_client(user)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(f"/v1/datasets/{parent.id}/prepare", {"operations": [
+            {"op": "dedup"}, {"op": "split", "validation_share": 0.25, "seed": 3}]}, format="json")
+    train, validation = response.json()["data"]
+    assert (train["status"], validation["status"], train["parent"]) == ("uploaded", "uploaded", parent.id)
+    assert len(callbacks) == 1
+    assert client.get(f"/v1/files/{train['id']}/content").status_code == 409  # nothing to download yet
+    services.dataset_prepare_run(parent_id=parent.id, version_ids=[train["id"], validation["id"]],
+                                 operations=[{"op": "dedup", "near": False, "near_threshold": 0.85},
+                                             {"op": "split", "validation_share": 0.25, "seed": 3,
+                                              "stratify": "source"}])
+    train, validation = (client.get(f"/v1/datasets/{v['id']}").json() for v in (train, validation))
+    assert (train["status"], train["rows"], validation["status"], validation["rows"]) == ("ready", 16, "ready", 4)
+    assert train["operations"][0]["rows_removed"] == 3 and train["operations"][-1] == {"op": "part", "part": "train"}
+    assert client.get(f"/v1/files/{train['id']}/content").status_code == 200
+
+
+def test_task_preparation_that_leaves_no_row_makes_an_invalid_version(settings):
+    from datasets_app import services
+
+    user = make_user()
+    parent = make_dataset(user)
+    settings.DATASET_INLINE_BYTES = 0
+    operations = [{"op": "filter_length", "max_chars": 1}]
+    client = api_client(user)
+    version = client.post(f"/v1/datasets/{parent.id}/prepare", {"operations": operations},
+                                    format="json").json()["data"][0]
+    services.dataset_prepare_run(parent_id=parent.id, version_ids=[version["id"]],
+                                 operations=[{"op": "filter_length", "max_chars": 1, "min_chars": 0}])
+    body = client.get(f"/v1/datasets/{version['id']}/report").json()
+    assert body["status"] == "invalid" and "the operations leave no train rows" in body["summary"]
+    parent.refresh_from_db()
+    assert parent.status == "ready"

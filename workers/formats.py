@@ -1,0 +1,288 @@
+"""The row formats we train on: detect one, check a row against it, and normalise it.
+
+chat: ``{"messages": [{"role", "content"}, ...]}`` (roles system/user/assistant/tool; an
+assistant turn may carry ``tool_calls``). alpaca: ``{"instruction", "input"?, "output"}``.
+prompt_completion: ``{"prompt", "completion"}``. text: ``{"text"}`` (continued pre-training).
+preference: ``{"prompt"?, "chosen", "rejected"}`` or OpenAI's DPO rows
+``{"input": {"messages"}, "preferred_output": [...], "non_preferred_output": [...]}``.
+
+Checks return ``Problem`` tuples without a location; the caller adds line and row. They are on
+the hot path of a multi-GB validation, so they are plain loops over plain values.
+"""
+
+import json
+from collections.abc import Callable
+
+from workers.report import ERROR, WARNING
+
+CHAT = "chat"
+ALPACA = "alpaca"
+PROMPT_COMPLETION = "prompt_completion"
+TEXT = "text"
+PREFERENCE = "preference"
+FORMATS = (CHAT, ALPACA, PROMPT_COMPLETION, TEXT, PREFERENCE)
+# What the trainer reads once a format is normalised; preference pairs need a preference method.
+TRAINING_FORMAT = {CHAT: CHAT, ALPACA: CHAT, PROMPT_COMPLETION: PROMPT_COMPLETION, TEXT: TEXT}
+ROLES = frozenset({"system", "user", "assistant", "tool"})
+EXAMPLE_ROW = {
+    CHAT: '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}',
+    ALPACA: '{"instruction": "...", "input": "...", "output": "..."}',
+    PROMPT_COMPLETION: '{"prompt": "...", "completion": "..."}',
+    TEXT: '{"text": "..."}',
+    PREFERENCE: '{"prompt": "...", "chosen": "...", "rejected": "..."}',
+}
+
+# (kind, field, message, fix, severity)
+Problem = tuple[str, str, str, str, str]
+OK: tuple = ()
+
+
+def format_detect(row: dict) -> str:
+    """Which format a row is written in ("" when none is recognised)."""
+    if ("chosen" in row and "rejected" in row) or ("preferred_output" in row and "non_preferred_output" in row):
+        return PREFERENCE
+    if "messages" in row:
+        return CHAT
+    if "instruction" in row and "output" in row:
+        return ALPACA
+    if "prompt" in row and "completion" in row:
+        return PROMPT_COMPLETION
+    if "text" in row:
+        return TEXT
+    return ""
+
+
+def unrecognised(row: dict, fmt: str) -> Problem:
+    keys = ", ".join(list(row)[:8]) or "none"
+    if fmt:
+        return ("wrong_format", "", f"not a {fmt} row (its keys: {keys})",
+                f"every row must look like {EXAMPLE_ROW[fmt]}; one file holds one format", ERROR)
+    return ("unrecognised_row", "", f"unrecognised row (its keys: {keys})",
+            "write chat, alpaca, prompt/completion, text or preference rows, or map your columns "
+            "(column_map, e.g. question→prompt)", ERROR)
+
+
+def row_check(row: dict, fmt: str, max_field: int) -> list[Problem] | tuple:
+    """Problems of one row of format ``fmt`` (``OK`` when none); fields over ``max_field`` chars too."""
+    return _CHECKS[fmt](row, max_field)
+
+
+def _string(value, field: str, max_field: int, *, required: bool = True,
+            kind_empty: str = "empty_field", severity_empty: str = ERROR) -> list[Problem]:
+    if not isinstance(value, str):
+        if value is None:
+            return [] if not required else [("missing_field", field, "is missing",
+                                             "add it, or map a column to it with column_map", ERROR)]
+        return [("not_a_string", field, "must be a string", "write the text as a JSON string", ERROR)]
+    if len(value) > max_field:
+        return [("field_too_large", field, f"is {len(value)} characters long, over the {max_field} limit",
+                 "shorten or split it; the limit is DATASET_MAX_FIELD_BYTES", ERROR)]
+    if required and not value.strip():
+        return [(kind_empty, field, "is empty", "give it the text to learn", severity_empty)]
+    return []
+
+
+def _messages(value):
+    """Chat turns as given; a JSON string (from a CSV cell or a Parquet column) is parsed."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _chat_check(row: dict, max_field: int) -> list[Problem] | tuple:
+    messages = _messages(row.get("messages"))
+    if type(messages) is not list or not messages:
+        return [("bad_messages", "messages", "must be a non-empty list of {role, content}",
+                 "write the conversation as a list of turns", ERROR)]
+    return _turns_check(messages, "messages", max_field, need_assistant=True)
+
+
+def _turns_check(messages: list, where: str, max_field: int, *, need_assistant: bool) -> list[Problem] | tuple:
+    problems = None
+    assistant_text = has_assistant = started = False
+    previous = None
+    for index, message in enumerate(messages):
+        if type(message) is not dict:
+            return [("bad_message", f"{where}[{index}]", "must be an object with role and content",
+                     'write {"role": "user", "content": "..."}', ERROR)]
+        role = message.get("role")
+        content = message.get("content")
+        if role not in ROLES:
+            return [("bad_role", f"{where}[{index}].role", f"must be one of {sorted(ROLES)}",
+                     "use the roles system, user, assistant and tool", ERROR)]
+        if type(content) is not str:
+            if not (role == "assistant" and content is None and message.get("tool_calls")):
+                return [("not_a_string", f"{where}[{index}].content", "must be a string",
+                         "write the turn's text as a JSON string", ERROR)]
+            content = ""
+        elif len(content) > max_field:
+            return [("field_too_large", f"{where}[{index}].content", f"is {len(content)} characters long, over "
+                     f"the {max_field} limit", "shorten or split it; the limit is DATASET_MAX_FIELD_BYTES", ERROR)]
+        if role == "system":
+            if started:
+                return [("wrong_role_order", f"{where}[{index}].role", "a system turn after the conversation started",
+                         "put system turns first", ERROR)]
+        elif not started:
+            started = True
+            if role != "user" and need_assistant:
+                return [("wrong_role_order", where, "the first non-system turn must be the user's",
+                         "start the conversation with a user turn", ERROR)]
+        if role == "tool" and previous not in ("tool", "tool_calls"):
+            return [("wrong_role_order", f"{where}[{index}].role", "a tool turn must follow an assistant turn "
+                     "with tool_calls", "add the assistant's tool_calls before the tool's answer", ERROR)]
+        if role == "assistant":
+            has_assistant = True
+            calls = message.get("tool_calls")
+            if calls is not None and type(calls) is not list:
+                return [("bad_tool_calls", f"{where}[{index}].tool_calls", "must be a list",
+                         "write tool_calls as OpenAI does: a list of {id, type, function}", ERROR)]
+            if content.strip():
+                assistant_text = True
+            elif not calls:
+                problems = problems or []
+                problems.append(("empty_turn", f"{where}[{index}].content", "is empty",
+                                 "give the turn content or remove it", WARNING))
+            previous = "tool_calls" if calls else "assistant"
+        else:
+            if role in ("user", "tool") and not content.strip():
+                problems = problems or []
+                problems.append(("empty_turn", f"{where}[{index}].content", "is empty or whitespace only",
+                                 "give the turn content or remove it", WARNING))
+            if role == "user" and previous == "user":
+                problems = problems or []
+                problems.append(("consecutive_turns", f"{where}[{index}].role", "two user turns in a row",
+                                 "merge them, or add the assistant's answer between them", WARNING))
+            previous = role
+    if need_assistant:
+        if not has_assistant:
+            return [("no_assistant_turn", where, "has no assistant turn", "add the answer to learn", ERROR)]
+        if not assistant_text:
+            return [("empty_assistant", where, "every assistant turn is empty", "give it content", ERROR)]
+        if messages[-1].get("role") != "assistant":
+            problems = problems or []
+            problems.append(("trailing_turn", where, "the last turn is not the assistant's, so nothing after "
+                             "the last answer is learned", "end the conversation with an assistant turn", WARNING))
+    return problems or OK
+
+
+def _alpaca_check(row: dict, max_field: int) -> list[Problem] | tuple:
+    problems = _string(row.get("instruction"), "instruction", max_field)
+    problems += _string(row.get("input"), "input", max_field, required=False)
+    problems += _string(row.get("output"), "output", max_field, kind_empty="empty_completion")
+    return problems or OK
+
+
+def _completion_check(row: dict, max_field: int) -> list[Problem] | tuple:
+    prompt, completion = row.get("prompt"), row.get("completion")
+    if type(prompt) is str and type(completion) is str and completion.strip() and \
+            len(prompt) <= max_field and len(completion) <= max_field:
+        if not prompt.strip():
+            return [("empty_prompt", "prompt", "is empty", "give the model a prompt to answer", WARNING)]
+        return OK
+    problems = _string(prompt, "prompt", max_field, kind_empty="empty_prompt", severity_empty=WARNING)
+    problems += _string(completion, "completion", max_field, kind_empty="empty_completion")
+    return problems or OK
+
+
+def _text_check(row: dict, max_field: int) -> list[Problem] | tuple:
+    return _string(row.get("text"), "text", max_field, kind_empty="empty_text") or OK
+
+
+def _side(value, field: str, max_field: int) -> list[Problem]:
+    if isinstance(value, list):
+        return list(_turns_check(value, field, max_field, need_assistant=False))
+    return _string(value, field, max_field, kind_empty="empty_completion")
+
+
+def _preference_check(row: dict, max_field: int) -> list[Problem] | tuple:
+    if "preferred_output" in row:
+        source = row.get("input")
+        if not isinstance(source, dict) or type(source.get("messages")) is not list or not source["messages"]:
+            return [("bad_messages", "input.messages", "must be a non-empty list of turns",
+                     'write "input": {"messages": [...]} as OpenAI\'s DPO format does', ERROR)]
+        problems = list(_turns_check(source["messages"], "input.messages", max_field, need_assistant=False))
+        chosen, rejected = row.get("preferred_output"), row.get("non_preferred_output")
+        names = ("preferred_output", "non_preferred_output")
+    else:
+        problems = []
+        if "prompt" in row:
+            problems += _side(_messages(row["prompt"]), "prompt", max_field)
+        chosen, rejected = _messages(row.get("chosen")), _messages(row.get("rejected"))
+        names = ("chosen", "rejected")
+    problems += _side(chosen, names[0], max_field)
+    problems += _side(rejected, names[1], max_field)
+    if not problems and chosen == rejected:
+        problems.append(("identical_pair", names[0], f"{names[0]} and {names[1]} are the same",
+                         "a pair teaches nothing unless the answers differ", WARNING))
+    return problems or OK
+
+
+_CHECKS: dict[str, Callable] = {
+    CHAT: _chat_check, ALPACA: _alpaca_check, PROMPT_COMPLETION: _completion_check, TEXT: _text_check,
+    PREFERENCE: _preference_check,
+}
+
+
+def row_normalise(row: dict, fmt: str) -> dict:
+    """The row in the trainer's shape (``TRAINING_FORMAT``); preference rows as prompt/chosen/rejected.
+
+    A ``source`` key is kept (splits stratify by it); the trainer reads only its own columns.
+    """
+    normal = _normalise(row, fmt)
+    if "source" in row and isinstance(row["source"], str | int):
+        normal["source"] = row["source"]
+    return normal
+
+
+def _normalise(row: dict, fmt: str) -> dict:
+    if fmt == CHAT:
+        return {"messages": [_turn(m) for m in _messages(row["messages"])]}
+    if fmt == ALPACA:
+        user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
+        if row.get("system"):
+            messages.insert(0, {"role": "system", "content": str(row["system"])})
+        return {"messages": messages}
+    if fmt == PROMPT_COMPLETION:
+        return {"prompt": row["prompt"], "completion": row["completion"]}
+    if fmt == TEXT:
+        return {"text": row["text"]}
+    if "preferred_output" in row:
+        return {"prompt": row["input"]["messages"], "chosen": row["preferred_output"],
+                "rejected": row["non_preferred_output"]}
+    normal = {"chosen": _messages(row["chosen"]), "rejected": _messages(row["rejected"])}
+    if "prompt" in row:
+        normal = {"prompt": _messages(row["prompt"]), **normal}
+    return normal
+
+
+def _turn(message: dict) -> dict:
+    turn = {"role": message["role"], "content": message.get("content") or ""}
+    for key in ("tool_calls", "tool_call_id", "name"):
+        if message.get(key) is not None:
+            turn[key] = message[key]
+    return turn
+
+
+def row_texts(row: dict, fmt: str) -> tuple[str, str]:
+    """(prompt side, target side) of a normalised row: what is read vs what is learned."""
+    if fmt == CHAT:
+        prompt = [m.get("content") or "" for m in row["messages"] if m["role"] != "assistant"]
+        target = [m.get("content") or "" for m in row["messages"] if m["role"] == "assistant"]
+        return "\n".join(prompt), "\n".join(target)
+    if fmt == PROMPT_COMPLETION:
+        return row["prompt"], row["completion"]
+    if fmt == TEXT:
+        return "", row["text"]
+    if fmt == PREFERENCE:
+        prompt = row.get("prompt", "")
+        if isinstance(prompt, list):
+            prompt = "\n".join(m.get("content") or "" for m in prompt if isinstance(m, dict))
+        chosen = row["chosen"]
+        if isinstance(chosen, list):
+            chosen = "\n".join(m.get("content") or "" for m in chosen if isinstance(m, dict))
+        return prompt, chosen
+    return "", ""

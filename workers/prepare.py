@@ -1,0 +1,305 @@
+"""Make a new version of a data set: the original is only read, the result is new files.
+
+Operations, applied in the order given, to normalised rows:
+
+- ``{"op": "map_columns", "column_map": {"question": "prompt"}}``: rename keys.
+- ``{"op": "convert", "to": "chat" | "prompt_completion" | "text"}``: change the format.
+- ``{"op": "dedup", "near": false, "near_threshold": 0.85}``: drop exact copies (and near ones).
+- ``{"op": "mask_pii", "kinds": ["email", ...]}``: replace personal data by ``[EMAIL]`` etc.
+- ``{"op": "filter_length", "min_chars": 0, "max_chars": 32000}``: drop rows outside the range.
+- ``{"op": "split", "validation_share": 0.1, "seed": 42, "stratify": "source"}``: write a second
+  file of validation rows; stratified by the ``source`` key when rows carry one (seeded, exact
+  per source).
+
+``run_prepare(config, emit) -> PrepareResult`` streams the rows (two passes when near-duplicates
+or a split need to see every row first) and counts what each operation did.
+"""
+
+import hashlib
+import json
+import random
+from array import array
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workers.events import Emit, ValidationProgress, emit_nothing
+from workers.formats import CHAT, PROMPT_COMPLETION, TEXT, format_detect
+from workers.quality import (
+    PII_KINDS,
+    MinHasher,
+    near_duplicate_groups,
+    row_mask,
+    shingles,
+)
+
+OPERATIONS = ("map_columns", "convert", "dedup", "mask_pii", "filter_length", "split")
+CONVERSIONS = (CHAT, PROMPT_COMPLETION, TEXT)
+
+
+class PrepareError(ValueError):
+    """An operation is malformed or cannot apply to these rows; ``param`` names it."""
+
+    def __init__(self, message: str, param: str = "operations") -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """One preparation.
+
+    path: local JSONL of the parent's normalised rows (no default).
+    format: the parent's format (no default).
+    output_dir: where ``train.jsonl`` (and ``validation.jsonl`` for a split) are written (no default).
+    operations: the operations, as dicts (see the module docstring); default none (a plain copy).
+    """
+
+    path: str
+    format: str
+    output_dir: str
+    operations: tuple = ()
+
+
+@dataclass
+class PrepareResult:
+    """What came out: rows written per file, and what each operation did (in the order applied)."""
+
+    format: str
+    files: dict = field(default_factory=dict)
+    rows: dict = field(default_factory=dict)
+    applied: list = field(default_factory=list)
+
+
+def operations_check(operations, fmt: str) -> list[dict]:
+    """The operations, checked and completed with their defaults; ``PrepareError`` names a bad one."""
+    if not isinstance(operations, list | tuple):
+        raise PrepareError("operations must be a list of {op: ...} objects")
+    checked, current = [], fmt
+    for index, operation in enumerate(operations):
+        where = f"operations[{index}]"
+        if not isinstance(operation, dict) or operation.get("op") not in OPERATIONS:
+            raise PrepareError(f"{where}.op must be one of {', '.join(OPERATIONS)}", f"{where}.op")
+        op = dict(operation)
+        name = op["op"]
+        if name == "map_columns":
+            mapping = op.get("column_map")
+            if not isinstance(mapping, dict) or not mapping or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+                raise PrepareError(f"{where}.column_map must map names to names", f"{where}.column_map")
+        elif name == "convert":
+            if op.get("to") not in CONVERSIONS:
+                raise PrepareError(f"{where}.to must be one of {', '.join(CONVERSIONS)}", f"{where}.to")
+            if current == "preference":
+                raise PrepareError(f"{where}: preference pairs cannot be converted", f"{where}.to")
+            current = op["to"]
+        elif name == "dedup":
+            op.setdefault("near", False)
+            op.setdefault("near_threshold", 0.85)
+            if not isinstance(op["near_threshold"], int | float) or not 0.1 <= op["near_threshold"] <= 1:
+                raise PrepareError(f"{where}.near_threshold must be from 0.1 to 1", f"{where}.near_threshold")
+        elif name == "mask_pii":
+            op.setdefault("kinds", list(PII_KINDS))
+            if not isinstance(op["kinds"], list) or not set(op["kinds"]) <= set(PII_KINDS) or not op["kinds"]:
+                raise PrepareError(f"{where}.kinds must be some of {', '.join(PII_KINDS)}", f"{where}.kinds")
+        elif name == "filter_length":
+            op.setdefault("min_chars", 0)
+            op.setdefault("max_chars", None)
+            for key in ("min_chars", "max_chars"):
+                if op[key] is not None and (not isinstance(op[key], int) or op[key] < 0):
+                    raise PrepareError(f"{where}.{key} must be a whole number", f"{where}.{key}")
+        elif name == "split":
+            op.setdefault("seed", 42)
+            op.setdefault("stratify", "source")
+            share = op.get("validation_share", 0.1)
+            if not isinstance(share, int | float) or not 0 < share < 1:
+                raise PrepareError(f"{where}.validation_share must be between 0 and 1", f"{where}.validation_share")
+            op["validation_share"] = share
+            if index != len(operations) - 1:
+                raise PrepareError(f"{where}: split must be the last operation", f"{where}.op")
+        checked.append(op)
+    return checked
+
+
+def run_prepare(config: PrepareConfig, emit: Emit = emit_nothing) -> PrepareResult:
+    """Apply ``config.operations`` to the rows of ``config.path``; see the module docstring."""
+    operations = operations_check(list(config.operations), config.format)
+    stream_ops = [op for op in operations if op["op"] != "split"]
+    split = next((op for op in operations if op["op"] == "split"), None)
+    near = next((op for op in stream_ops if op["op"] == "dedup" and op["near"]), None)
+    counts = [dict(op) for op in operations]
+    result = PrepareResult(format=config.format)
+
+    def transformed():
+        """Rows after every streaming operation: (index among kept rows, row)."""
+        seen: set[bytes] = set()
+        for count in counts:  # this generator runs twice when a split must see every row first
+            count.update(rows_removed=0, rows_changed=0)
+            count.pop("pieces_masked", None)
+        kept = 0
+        for number, row in _rows(config.path):
+            fmt = config.format  # each row starts from the parent's format
+            for op, count in zip(stream_ops, counts, strict=False):
+                row, fmt = _apply(op, count, row, fmt, seen, number, drop_near)
+                if row is None:
+                    break
+            if row is None:
+                continue
+            kept += 1
+            result.format = fmt
+            yield kept, row
+            if number % 5000 == 0:
+                emit(ValidationProgress(number, 0, number))
+
+    drop_near: set[int] = _near_rows(config.path, config.format, near) if near else set()
+    out_dir = Path(config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    validation_rows = _split_choice(transformed(), split) if split else set()
+    train_path, validation_path = out_dir / "train.jsonl", out_dir / "validation.jsonl"
+    written = {"train": 0, "validation": 0}
+    with open(train_path, "w", encoding="utf-8") as train, \
+            (open(validation_path, "w", encoding="utf-8") if split else _Null()) as validation:
+        for index, row in transformed():
+            part = "validation" if index in validation_rows else "train"
+            (validation if part == "validation" else train).write(json.dumps(row, ensure_ascii=False) + "\n")
+            written[part] += 1
+    result.files = {"train": str(train_path), **({"validation": str(validation_path)} if split else {})}
+    result.rows = written if split else {"train": written["train"]}
+    if split:
+        counts[-1].update({"train_rows": written["train"], "validation_rows": written["validation"]})
+    result.applied = counts
+    return result
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, text: str) -> None:
+        raise AssertionError("no validation file without a split")
+
+
+def _rows(path: str):
+    with open(path, encoding="utf-8") as handle:
+        number = 0
+        for line in handle:
+            if line.strip():
+                number += 1
+                yield number, json.loads(line)
+
+
+def _digest(row: dict) -> bytes:
+    return hashlib.blake2b(json.dumps(row, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
+
+
+def _text(row: dict) -> str:
+    parts = []
+
+    def walk(value):
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if key not in ("role", "source"):
+                    walk(item)
+
+    walk(row)
+    return "\n".join(parts)
+
+
+def _near_rows(path: str, fmt: str, op: dict) -> set[int]:
+    """Row numbers to drop as near-duplicates of an earlier row (computed on the parent's rows)."""
+    hasher = MinHasher(64)
+    signatures, numbers = [], []
+    for number, row in _rows(path):
+        signatures.append(hasher.signature(shingles(_text(row))))
+        numbers.append(number)
+    drop = set()
+    for group in near_duplicate_groups(signatures, bands=16, threshold=op["near_threshold"]):
+        drop.update(numbers[i] for i in sorted(group)[1:])
+    return drop
+
+
+def _apply(op: dict, count: dict, row: dict, fmt: str, seen: set, number: int, drop_near: set):
+    name = op["op"]
+    if name == "map_columns":
+        mapping = op["column_map"]
+        renamed = {mapping.get(k, k): v for k, v in row.items()}
+        if renamed != row:
+            count["rows_changed"] += 1
+        new_format = format_detect(renamed) or fmt
+        return renamed, new_format
+    if name == "convert":
+        converted = convert(row, fmt, op["to"])
+        if converted is None:
+            count["rows_removed"] += 1
+            return None, fmt
+        count["rows_changed"] += converted != row
+        return converted, op["to"]
+    if name == "dedup":
+        if number in drop_near:
+            count["rows_removed"] += 1
+            return None, fmt
+        digest = _digest(row)
+        if digest in seen:
+            count["rows_removed"] += 1
+            return None, fmt
+        seen.add(digest)
+        return row, fmt
+    if name == "mask_pii":
+        masked, found = row_mask(row, tuple(op["kinds"]))
+        if found:
+            count["rows_changed"] += 1
+            count["pieces_masked"] = count.get("pieces_masked", 0) + found
+        return masked, fmt
+    if name == "filter_length":
+        length = len(_text(row))
+        if length < op["min_chars"] or (op["max_chars"] is not None and length > op["max_chars"]):
+            count["rows_removed"] += 1
+            return None, fmt
+        return row, fmt
+    return row, fmt
+
+
+def convert(row: dict, source: str, target: str) -> dict | None:
+    """``row`` of format ``source`` as format ``target``; None when it has no such form (a multi-turn
+    conversation has no single prompt/completion)."""
+    extra = {"source": row["source"]} if "source" in row else {}
+    if source == target:
+        return row
+    if source == CHAT:
+        messages = row["messages"]
+        if target == TEXT:
+            return {"text": "\n".join(m.get("content") or "" for m in messages), **extra}
+        answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+        if len(answers) != 1 or answers[0] != len(messages) - 1:
+            return None
+        prompt = "\n".join(m.get("content") or "" for m in messages[:-1])
+        return {"prompt": prompt, "completion": messages[-1].get("content") or "", **extra}
+    if source == PROMPT_COMPLETION:
+        if target == TEXT:
+            return {"text": row["prompt"] + row["completion"], **extra}
+        return {"messages": [{"role": "user", "content": row["prompt"]},
+                             {"role": "assistant", "content": row["completion"]}], **extra}
+    return None  # text has no prompt to split off
+
+
+def _split_choice(rows, op: dict) -> set[int]:
+    """Which kept rows go to validation: seeded, and exact per ``stratify`` value when rows have it."""
+    by_source: dict[str, array] = defaultdict(lambda: array("Q"))
+    key = op["stratify"]
+    for index, row in rows:
+        by_source[str(row.get(key, "")) if key else ""].append(index)
+    rng = random.Random(op["seed"])
+    chosen: set[int] = set()
+    for source in sorted(by_source):
+        indexes = by_source[source]
+        take = round(len(indexes) * op["validation_share"])
+        chosen.update(rng.sample(list(indexes), take))
+    return chosen
