@@ -96,8 +96,10 @@ def test_messages_lost_in_a_flushed_broker_are_sent_again_by_the_reaper(live_ser
 
 def test_job_that_crashes_every_time_fails_after_the_retry_limit(live_server, live_base_model, worker):
     client, _ = client_for(live_server)
-    # max_length 16 cuts every assistant turn off: the trainer is left with no rows and raises.
-    job = wait_finished(client, start_job(client, upload(client).id, max_length=16, n_epochs=1).id)
+    # LoRA targets that match no module of the model: the trainer raises on every attempt.
+    # (Rows that truncation leaves without a trainable token are refused earlier, at validation.)
+    job = wait_finished(client, start_job(client, upload(client).id, lora_target_modules=["no_such_proj"],
+                                          n_epochs=1).id)
     assert job.status == "failed"
     assert job.error.code == "training_failed" and "failed 3 of 3 attempts" in job.error.message
     assert FineTuneJob.objects.get(pk=job.id).attempt == 3
