@@ -88,17 +88,18 @@ class JobCreateSerializer(serializers.Serializer):
     metadata = serializers.DictField(required=False, allow_null=True)
 
 
-def _hyperparameters_from(data: dict) -> dict:
-    """Take hyperparameters from ``method.supervised`` (or the deprecated top-level key)."""
+def _method_from(data: dict) -> tuple[str, dict]:
+    """The method type and its hyperparameters (``method.<type>``, or the deprecated top-level key)."""
     method = data.get("method") or {}
     kind = method.get("type", "supervised")
-    if kind != "supervised":
-        raise InvalidRequest(f"method.type {kind!r} is not supported; use 'supervised'", param="method.type")
-    supervised = method.get("supervised") or {}
-    if not isinstance(supervised, dict) or not isinstance(supervised.get("hyperparameters", {}), dict):
-        raise InvalidRequest("method.supervised.hyperparameters must be an object",
-                             param="method.supervised.hyperparameters")
-    return {**(data.get("hyperparameters") or {}), **supervised.get("hyperparameters", {})}
+    if kind not in FineTuneJob.Method.values:
+        raise InvalidRequest(f"method.type {kind!r} is not supported; use one of {FineTuneJob.Method.values}",
+                             param="method.type")
+    section = method.get(kind) or {}
+    if not isinstance(section, dict) or not isinstance(section.get("hyperparameters", {}), dict):
+        raise InvalidRequest(f"method.{kind}.hyperparameters must be an object",
+                             param=f"method.{kind}.hyperparameters")
+    return kind, {**(data.get("hyperparameters") or {}), **section.get("hyperparameters", {})}
 
 
 HYPERPARAMETER_DOCS = """Extra keys accepted in method.supervised.hyperparameters (each may be "auto"):
@@ -106,6 +107,7 @@ adapter (lora|qlora|full), quantization (nf4|int8, for qlora), devices (processe
 processes over gloo), n_epochs (1-100), batch_size (1-1024), learning_rate_multiplier (>0),
 learning_rate (0-1, overrides the multiplier), max_length (tokens, up to the model's context),
 lora_r, lora_alpha, lora_dropout (0-1), lora_target_modules ("all-linear" or a list of names),
+beta (DPO only: method {"type": "dpo", "dpo": {"hyperparameters": {...}}} on prompt/chosen/rejected rows),
 logging_steps, save_steps (0 = a checkpoint per epoch), eval_steps (0 = evaluate the validation file
 once per epoch)."""
 
@@ -120,11 +122,11 @@ class JobsApi(APIView):
         form = JobCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
+        method, hyperparameters = _method_from(data)
         job = services.job_create(
             owner=request.user, training_file=data["training_file"], model=data["model"],
-            validation_file=data.get("validation_file") or None,
-            hyperparameters=_hyperparameters_from(data), suffix=data.get("suffix") or "",
-            seed=data.get("seed"),
+            validation_file=data.get("validation_file") or None, method=method,
+            hyperparameters=hyperparameters, suffix=data.get("suffix") or "", seed=data.get("seed"),
         )
         return Response(job_object(job))
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from finetune_site.errors import InvalidRequest
 
-PARAM = "method.supervised.hyperparameters"
+PARAM = "method.supervised.hyperparameters"  # method.dpo.hyperparameters for DPO jobs
 ADAPTERS = ("lora", "qlora", "full")
 SMALL_MODEL = 100_000_000
 
@@ -44,6 +44,7 @@ def hyperparameters_resolve(raw: dict | None, *, parameters: int | None, rows: i
         "save_steps": _auto(values["save_steps"], 0),
         "eval_steps": _auto(values["eval_steps"], 0),
         "devices": _auto(values["devices"], 1),
+        "beta": _auto(values["beta"], 0.1),
     }
 
 
@@ -103,6 +104,7 @@ _RULES = {
     "save_steps": _int(0, 1_000_000),
     "eval_steps": _int(0, 1_000_000),
     "devices": _int(1, 64),
+    "beta": _float(0, 10),
 }
 
 

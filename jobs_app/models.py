@@ -28,6 +28,7 @@ class FineTuneJob(models.Model):
 
     class Method(models.TextChoices):
         SUPERVISED = "supervised"
+        DPO = "dpo"
 
     class StopRequest(models.TextChoices):
         NONE = "", "none"

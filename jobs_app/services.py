@@ -32,12 +32,16 @@ UNKNOWN_ROWS = 10_000
 
 def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
                hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
-               ) -> FineTuneJob:
+               method: str = FineTuneJob.Method.SUPERVISED) -> FineTuneJob:
     """Check the request, resolve every "auto" hyperparameter and queue file validation."""
     dataset = _dataset_for(owner, training_file, "training_file")
     validation = _dataset_for(owner, validation_file, "validation_file") if validation_file else None
     base = _base_model_for(model)
     _suffix_check(suffix)
+    for dataset_, param in ((dataset, "training_file"), (validation, "validation_file")):
+        problem = _format_problem(dataset_, method) if dataset_ else ""
+        if problem:
+            raise InvalidRequest(problem, param=param, code="invalid_file_format")
     # A file still being checked has no row count yet: size the batch as for a large file.
     rows = dataset.row_count if dataset.status == Dataset.Status.READY else UNKNOWN_ROWS
     resolved = hyperparameters_resolve(hyperparameters, parameters=base.parameters,
@@ -46,11 +50,24 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
         job = FineTuneJob.objects.create(
             owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
             hyperparameters=resolved, suffix=suffix or "", seed=42 if seed is None else seed,
-            max_attempts=settings.JOB_MAX_ATTEMPTS,
+            max_attempts=settings.JOB_MAX_ATTEMPTS, method=method,
         )
         job_event_add(job_id=job.id, message=f"Created fine-tuning job: {job.id}")
         transaction.on_commit(lambda: _job_validate_task().delay(job.id))
     return job
+
+
+def _format_problem(dataset: Dataset, method: str) -> str:
+    """Why a ready dataset cannot train with ``method`` ("" when it can, or is not checked yet)."""
+    if dataset.status != Dataset.Status.READY:
+        return ""
+    if method == FineTuneJob.Method.DPO and dataset.format != Dataset.Format.PREFERENCE:
+        return (f"{dataset.filename} ({dataset.id}) holds {dataset.format} rows; DPO needs preference rows "
+                '{"prompt": ..., "chosen": ..., "rejected": ...}')
+    if method != FineTuneJob.Method.DPO and not dataset.training_format:
+        return (f"{dataset.filename} ({dataset.id}) holds {dataset.format} rows; supervised fine-tuning "
+                'needs chat, alpaca, prompt/completion or text rows (use method {"type": "dpo"} for preference pairs)')
+    return ""
 
 
 def _dataset_for(owner, file_id, param: str) -> Dataset:
@@ -294,10 +311,11 @@ def _files_problem(job: FineTuneJob) -> str:
             summary = (dataset.validation_report or {}).get("summary", "")
             return f"{dataset.filename} ({dataset.id}) is {dataset.status}, not ready" + (
                 f": {summary.splitlines()[0]}" if summary else "")
-        if not dataset.training_format:
-            return (f"{dataset.filename} ({dataset.id}) holds {dataset.format} rows; supervised fine-tuning "
-                    "needs chat, alpaca, prompt/completion or text rows")
-    if job.validation_dataset and job.validation_dataset.training_format != job.dataset.training_format:
+        problem = _format_problem(dataset, job.method)
+        if problem:
+            return problem
+    if job.validation_dataset and job.validation_dataset.format != job.dataset.format and \
+            job.validation_dataset.training_format != job.dataset.training_format:
         return (f"validation file {job.validation_dataset.filename} is {job.validation_dataset.format} "
                 f"but training file {job.dataset.filename} is {job.dataset.format}")
     return ""
@@ -410,6 +428,8 @@ def _train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
         output_dir=str(workdir / "output"),
         method=hp["adapter"],
         quantization=hp.get("quantization", "nf4"),
+        objective="dpo" if job.method == FineTuneJob.Method.DPO else "sft",
+        beta=hp.get("beta", 0.1),
         n_epochs=hp["n_epochs"],
         batch_size=hp["batch_size"],
         learning_rate=hp["learning_rate"],

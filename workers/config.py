@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 METHODS = ("lora", "qlora", "full")
+OBJECTIVES = ("sft", "dpo")
 QUANTIZATIONS = ("nf4", "int8")
 
 
@@ -25,6 +26,9 @@ class TrainConfig:
     validation_file: local JSONL file evaluated at the end of each epoch; default none.
     method: "lora" (adapter only), "qlora" (adapter on a quantized base) or "full"; default "lora".
     quantization: for qlora, "nf4" (4-bit NormalFloat) or "int8" (8-bit); default "nf4".
+    objective: "sft" (supervised, on chat/prompt-completion/text rows) or "dpo" (direct preference
+        optimisation, on prompt/chosen/rejected rows); default "sft".
+    beta: for dpo, how far the tuned model may move from the reference (KL weight); default 0.1.
     n_epochs: passes over the training file; default 3.
     batch_size: rows per optimizer step on one device; default 8.
     learning_rate: peak learning rate, linear decay to 0; default 2e-4.
@@ -46,6 +50,8 @@ class TrainConfig:
     validation_file: str | None = None
     method: str = "lora"
     quantization: str = "nf4"
+    objective: str = "sft"
+    beta: float = 0.1
     n_epochs: int = 3
     batch_size: int = 8
     learning_rate: float = 2e-4
@@ -63,6 +69,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, not {self.objective!r}")
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {self.quantization!r}")
         for name in ("n_epochs", "batch_size", "max_length", "lora_r", "logging_steps"):

@@ -55,6 +55,14 @@ def token_counts(model_path: str, train_file: str, max_length: int) -> TokenCoun
 
 
 def _encode(tokenizer, row: dict) -> tuple[list[int], list[int]]:
+    if "chosen" in row:  # a preference pair: the prompt is read twice, both answers are scored
+        prompt, chosen, rejected = (_text(row.get(key, "")) for key in ("prompt", "chosen", "rejected"))
+        ids = [tokenizer(prompt + answer)["input_ids"] for answer in (chosen, rejected)]
+        answers = [len(tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in (chosen, rejected)]
+        return ids[0] + ids[1], [0] * (len(ids[0]) + len(ids[1]) - sum(answers)) + [1] * sum(answers)
+    if "text" in row and "completion" not in row:  # continued pre-training: every token is learned
+        ids = tokenizer(row["text"])["input_ids"]
+        return ids, [1] * len(ids)
     if row_format(row) == CHAT:
         messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
         encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
@@ -63,6 +71,13 @@ def _encode(tokenizer, row: dict) -> tuple[list[int], list[int]]:
     prompt = tokenizer(row["prompt"])["input_ids"]
     completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
     return prompt + completion, [0] * len(prompt) + [1] * len(completion)
+
+
+def _text(value) -> str:
+    """A preference field as text: a string, or the contents of a list of messages."""
+    if isinstance(value, list):
+        return "\n".join(m.get("content") or "" for m in value if isinstance(m, dict))
+    return value or ""
 
 
 def calibrate(config: TrainConfig, rows: int = 16) -> Throughput:

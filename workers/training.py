@@ -21,27 +21,31 @@ def run_training(
     checkpoint of that step (reported as ``ArtifactSaved``), from which ``resume_from``
     continues with the same optimizer, scheduler and data order.
     """
-    from trl import SFTTrainer
-
     device = device_detect()
     emit(LogLine(f"Training on {device.describe()} with {config.method}"))
     tokenizer = _tokenizer_load(config.model_path)
     train = _dataset_load(config.train_file)
     evaluation = _dataset_load(config.validation_file) if config.validation_file else None
     callback = _callback_make(emit, should_stop)
-    trainer = SFTTrainer(
-        model=_model_load(config, device),
-        args=_sft_args(config, device, chat=row_format(train[0]) == CHAT, has_eval=bool(evaluation)),
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=tokenizer,
-        peft_config=_lora_config(config),
-        callbacks=[callback],
-    )
+    trainer = _trainer_make(config, device, tokenizer, train, evaluation, callback)
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=config.resume_from)
     wall = time.perf_counter() - started
     return _result_finish(trainer, config, emit, callback, output, wall)
+
+
+def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, evaluation, callback):
+    """TRL's SFTTrainer, or its DPOTrainer for preference pairs (LoRA: the reference is the base)."""
+    common = {"model": _model_load(config, device), "train_dataset": train, "eval_dataset": evaluation,
+              "processing_class": tokenizer, "peft_config": _lora_config(config), "callbacks": [callback]}
+    if config.objective == "dpo":
+        from trl import DPOTrainer
+
+        return DPOTrainer(args=_dpo_args(config, device, has_eval=bool(evaluation)), **common)
+    from trl import SFTTrainer
+
+    chat = row_format(train[0]) == CHAT
+    return SFTTrainer(args=_sft_args(config, device, chat=chat, has_eval=bool(evaluation)), **common)
 
 
 def _result_finish(trainer, config, emit, callback, output, wall) -> TrainResult:
@@ -139,6 +143,8 @@ def _dataset_load(path: str):
 
 def _row_clean(row: dict) -> dict:
     """Keep only the columns the trainer reads, so rows with extra keys line up."""
+    if "chosen" in row:  # a preference pair, already normalised to prompt/chosen/rejected
+        return {key: row[key] for key in ("prompt", "chosen", "rejected") if key in row}
     if row_format(row) == CHAT:
         # an assistant turn that only calls a tool has no content: train on it as empty text
         return {"messages": [{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"]]}
@@ -147,31 +153,41 @@ def _row_clean(row: dict) -> dict:
     return {"prompt": row["prompt"], "completion": row["completion"]}
 
 
+def _common_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool) -> dict:
+    """Trainer settings shared by every objective."""
+    return {
+        "output_dir": str(Path(config.output_dir) / "checkpoints"),
+        "num_train_epochs": config.n_epochs,
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "max_length": config.max_length,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "logging_steps": config.logging_steps,
+        "save_strategy": "steps" if config.save_steps else "epoch",
+        "save_steps": config.save_steps or 500,
+        "eval_strategy": ("steps" if config.eval_steps else "epoch") if has_eval else "no",
+        "eval_steps": config.eval_steps or None,
+        **device_settings(device),
+        "include_num_input_tokens_seen": "non_padding",
+        "dataloader_pin_memory": device.kind == "cuda",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "save_only_model": False,
+    }
+
+
 def _sft_args(config: TrainConfig, device: DeviceInfo, *, chat: bool, has_eval: bool):
     from trl import SFTConfig
 
-    return SFTConfig(
-        output_dir=str(Path(config.output_dir) / "checkpoints"),
-        num_train_epochs=config.n_epochs,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        max_length=config.max_length,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_steps=config.logging_steps,
-        save_strategy="steps" if config.save_steps else "epoch",
-        save_steps=config.save_steps or 500,
-        eval_strategy=("steps" if config.eval_steps else "epoch") if has_eval else "no",
-        eval_steps=config.eval_steps or None,
-        **device_settings(device),
-        assistant_only_loss=chat,
-        include_num_input_tokens_seen="non_padding",
-        dataloader_pin_memory=device.kind == "cuda",
-        report_to="none",
-        disable_tqdm=True,
-        save_only_model=False,
-    )
+    return SFTConfig(**_common_args(config, device, has_eval=has_eval), assistant_only_loss=chat)
+
+
+def _dpo_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool):
+    from trl import DPOConfig
+
+    return DPOConfig(**_common_args(config, device, has_eval=has_eval), beta=config.beta)
 
 
 def device_settings(device: DeviceInfo) -> dict:

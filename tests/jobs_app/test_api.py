@@ -56,9 +56,27 @@ def test_missing_training_file_is_400(base_model):
 
 def test_unsupported_method_type_is_400(base_model):
     user = make_user()
-    body = {"model": "tiny-llama", "training_file": make_dataset(user).id, "method": {"type": "dpo"}}
+    body = {"model": "tiny-llama", "training_file": make_dataset(user).id, "method": {"type": "reinforcement"}}
     response = api_client(user).post("/v1/fine_tuning/jobs", body, format="json")
     assert response.status_code == 400 and response.json()["error"]["param"] == "method.type"
+
+
+def test_dpo_on_chat_data_is_400_naming_the_file(base_model):
+    user = make_user()
+    dataset = make_dataset(user)
+    body = {"model": "tiny-llama", "training_file": dataset.id,
+            "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}}}
+    response = api_client(user).post("/v1/fine_tuning/jobs", body, format="json")
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "training_file"
+    assert "DPO needs preference rows" in error["message"] and not FineTuneJob.objects.exists()
+
+
+def test_supervised_on_preference_pairs_is_400(base_model):
+    user = make_user()
+    dataset = make_dataset(user, rows=[{"prompt": "a", "chosen": "b", "rejected": "c"}])
+    response = _create(api_client(user), dataset.id)
+    assert response.status_code == 400 and "preference" in response.json()["error"]["message"]
 
 
 def test_job_list_pages_newest_first(base_model):

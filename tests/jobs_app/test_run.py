@@ -65,3 +65,26 @@ def test_validation_file_gives_eval_loss_events_and_final_metrics(base_model):
     assert all(e["valid_loss"] > 0 for e in evals)
     assert job.metrics["tokens_per_second"] > 0 and job.metrics["peak_memory_bytes"] > 2**20
     assert job.metrics["wall_seconds"] > 0 and job.trained_tokens > 0
+
+
+def test_dpo_job_on_preference_pairs_trains_an_adapter(base_model):
+    import json
+
+    from datasets_app.services import dataset_upload
+    from tests.factories import make_upload
+
+    user = make_user()
+    pairs = [{"prompt": f"Classify: The team won match {i}.", "chosen": " sports", "rejected": " food"}
+             for i in range(16)]
+    content = "".join(json.dumps(p) + "\n" for p in pairs).encode()
+    dataset = dataset_upload(owner=user, upload=make_upload(content, "pairs.jsonl"))
+    assert dataset.format == "preference"
+    job = job_create(owner=user, training_file=dataset.id, model="tiny-llama", method="dpo",
+                     hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate": 3e-3, "beta": 0.2})
+    FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.QUEUED)
+    job_run(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
+    margins = [e.data["rewards/margins"] for e in job.events.filter(type="metrics") if "rewards/margins" in e.data]
+    assert len(margins) == 8 and margins[-1] > margins[0]
+    assert job.result_model.artifact_files
