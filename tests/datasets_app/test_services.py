@@ -232,8 +232,15 @@ def test_job_on_an_invalid_file_is_refused_at_once(base_model, queued):
 
 
 def test_preference_pairs_are_not_trained_by_supervised_jobs(base_model):
+    from finetune_site.errors import InvalidRequest
+
     dataset = make_dataset(rows=[{"prompt": "q", "chosen": "a", "rejected": "b"}])
-    job = make_job(dataset.owner, dataset=dataset)
+    with pytest.raises(InvalidRequest, match="preference rows") as refused:  # known at creation: a 400
+        make_job(dataset.owner, dataset=dataset)
+    assert refused.value.param == "training_file"
+    # a file whose check ends after the job was created is refused when the job is validated
+    job = make_job(dataset.owner, dataset=make_dataset(dataset.owner))
+    job.dataset.__class__.objects.filter(pk=job.dataset_id).update(format="preference")
     job_validate(job_id=job.id)
     job.refresh_from_db()
     assert job.status == "failed" and "preference rows" in job.error["message"]
