@@ -29,6 +29,8 @@ def hyperparameters_resolve(raw: dict | None, *, parameters: int | None, rows: i
     multiplier = _auto(values["learning_rate_multiplier"], 1.0)
     lora_r = _auto(values["lora_r"], 16)
     return {
+        # which values were "auto": the data refines some of them once the files are checked
+        "auto_resolved": sorted(name for name, value in values.items() if value == "auto"),
         "adapter": adapter,
         "quantization": _auto(values["quantization"], "nf4"),
         "n_epochs": _auto(values["n_epochs"], 3),

@@ -168,7 +168,10 @@ def job_validate(*, job_id: str) -> None:
             f"{d.filename} ({d.id}) to be validated" for d in pending))
         return
     # Tokenizing (cached per content, tokenizer and template) happens before the row is locked.
-    problem = _files_problem(job) or _trainable_problem(job)
+    problem = _files_problem(job)
+    if not problem:
+        _max_length_from_data(job)
+        problem = _trainable_problem(job)
     overlap = "" if problem else _overlap_warning(job)
     estimate = {}
     if not problem:
@@ -217,6 +220,30 @@ def _overlap_warning(job: FineTuneJob) -> str:
     return (f"{shared} of {found['validation_rows']} validation rows also appear in the training file "
             f"({found['same_rows']} whole, {found['same_prompts']} by their prompt; e.g. {pairs}): the validation "
             f"loss will look better than it is; prepare a split instead (POST /v1/datasets/{job.dataset_id}/prepare)")
+
+
+def _max_length_from_data(job: FineTuneJob) -> None:
+    """An "auto" max_length becomes the longest row (rounded up to 64 tokens), within the context."""
+    from datasets_app.services import token_stats_compute
+
+    if "max_length" not in job.hyperparameters.get("auto_resolved", []):
+        return
+    try:
+        stats = token_stats_compute(dataset_id=job.dataset_id, model=job.base_model.name)
+    except Exception:  # the run reports a model that cannot load with its own error code
+        log.warning("token statistics of %s failed", job.dataset_id, exc_info=True)
+        return
+    if stats is None or not stats.totals or stats.sampled:
+        return  # only an exact count may shorten max_length: a sample could miss the longest row
+    longest = max(stats.totals)
+    chosen = min(job.base_model.context_length, max(64, -(-longest // 64) * 64))
+    if chosen == job.hyperparameters["max_length"]:
+        return
+    job.hyperparameters = {**job.hyperparameters, "max_length": chosen}
+    FineTuneJob.objects.filter(pk=job.pk).update(hyperparameters=job.hyperparameters)
+    context = job.base_model.context_length
+    job_event_add(job_id=job.id, message=f"max_length resolved from the data to {chosen} tokens "
+                                         f"(longest row {longest} tokens, model context {context})")
 
 
 def _trainable_problem(job: FineTuneJob) -> str:

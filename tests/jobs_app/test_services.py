@@ -107,3 +107,19 @@ def test_base_model_that_cannot_load_fails_at_validation(base_model):
     job.refresh_from_db()
     assert job.status == Status.FAILED and job.error["code"] == "model_load_failed"
     assert "acme/missing" in job.error["message"]
+
+
+def test_auto_max_length_is_resolved_from_the_longest_row(base_model, tiny_model_path):
+    job = make_job()
+    assert job.hyperparameters["max_length"] == 1024 and "max_length" in job.hyperparameters["auto_resolved"]
+    job_validate(job_id=job.id)
+    job.refresh_from_db()
+    assert job.hyperparameters["max_length"] == 64  # the classification rows are ~25 tokens long
+    assert job.events.filter(message__startswith="max_length resolved from the data to 64").exists()
+
+
+def test_given_max_length_is_kept(base_model, tiny_model_path):
+    job = make_job(hyperparameters={"max_length": 512})
+    job_validate(job_id=job.id)
+    job.refresh_from_db()
+    assert job.hyperparameters["max_length"] == 512 and "max_length" not in job.hyperparameters["auto_resolved"]
