@@ -6,23 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from workers.config import TrainConfig
 from workers.events import LogLine, Progress
 from workers.export import ExportConfig, export_verify, run_export
-from workers.sample_data import classification_rows, classification_write
-from workers.training import run_training
+from workers.sample_data import classification_rows
 
 PROMPTS = tuple(r["messages"][0]["content"] for r in classification_rows(24)[:3])
 
 
-@pytest.fixture(scope="module")
-def adapter(tiny_model_path, tmp_path_factory) -> Path:
+@pytest.fixture
+def adapter(trained_adapter) -> Path:
     """An adapter that learned the classification task (so greedy output is not just <|end|>)."""
-    tmp = tmp_path_factory.mktemp("trained")
-    train = classification_write(tmp / "train.jsonl", 24)
-    result = run_training(TrainConfig(model_path=str(tiny_model_path), train_file=str(train),
-                                      output_dir=str(tmp / "out"), n_epochs=6, learning_rate=3e-3), lambda e: None)
-    return Path(result.adapter_dir)
+    return trained_adapter
 
 
 def _config(tiny_model_path, adapter, tmp_path, **overrides) -> ExportConfig:
