@@ -179,8 +179,10 @@ def export_run(*, export_id: str) -> Export | None:
 def _export_claim(export_id: str) -> Export | None:
     with transaction.atomic():
         export = Export.objects.select_for_update().select_related("model__base_model").filter(pk=export_id).first()
-        if export is None or export.status != Export.Status.PENDING:
-            return None  # gone, or already taken by another delivery of the task
+        # RUNNING too: tasks are acknowledged late, so a worker that died mid-export gets its task
+        # redelivered, and the export would otherwise stay running forever. Finished ones are never redone.
+        if export is None or export.status not in (Export.Status.PENDING, Export.Status.RUNNING):
+            return None
         export.status = Export.Status.RUNNING
         export.save(update_fields=["status"])
         return export

@@ -150,3 +150,10 @@ def test_deleting_the_model_deletes_its_export_files(model, django_capture_on_co
         services.fine_tuned_model_delete(model=model)
     assert not default_storage.exists(export.storage_path)
     assert not Export.objects.exists()
+
+
+def test_run_resumes_an_export_left_running_by_a_dead_worker_but_never_redoes_a_finished_one(model):
+    export = Export.objects.create(id="export-orphan", model=model, kind="adapter", status=Export.Status.RUNNING)
+    assert export_run(export_id=export.id).status == "verified"
+    assert export_run(export_id=export.id) is None
+    assert export_run(export_id="export-gone") is None

@@ -141,3 +141,12 @@ def _flip_bytes(path: Path, offset: int, length: int) -> None:
         data = handle.read(length)
         handle.seek(offset)
         handle.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_fully_fine_tuned_model_exports_gguf_but_has_no_adapter(tiny_model_path, tmp_path):
+    # A full fine-tune saves a whole model where the adapter would be; the base model stands in for one.
+    config = _config(tiny_model_path, tiny_model_path, tmp_path, kind="gguf", quantization="f32")
+    result = run_export(config, lambda e: None)
+    assert result.verified, result.error
+    with pytest.raises(ValueError, match="no adapter"):
+        run_export(_config(tiny_model_path, tiny_model_path, tmp_path, kind="adapter"), lambda e: None)
