@@ -118,6 +118,10 @@ def fine_tuned_model_delete(*, model: FineTunedModel) -> None:
 # --- exports -------------------------------------------------------------------------------
 
 
+# Families the GGUF writer knows (kept in step with workers.export, which is imported lazily).
+GGUF_MODEL_TYPES = ("llama", "mistral")
+
+
 def export_create(*, model: FineTunedModel, kind: str, quantization: str | None = None) -> Export:
     """Queue a verified export of ``model``; an equal one that is queued, running or verified is reused.
 
@@ -131,7 +135,7 @@ def export_create(*, model: FineTunedModel, kind: str, quantization: str | None 
         if quantization not in Export.Quantization.values:
             raise InvalidRequest(f"quantization must be one of {', '.join(Export.Quantization.values)}",
                                  param="quantization")
-        if model.base_model.family != "llama":
+        if model.base_model.family not in GGUF_MODEL_TYPES:
             raise InvalidRequest(f"GGUF export supports Llama-family models, not {model.base_model.family!r}",
                                  param="kind")
     elif quantization not in (None, "", Export.Quantization.F32):
