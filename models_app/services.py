@@ -14,6 +14,7 @@ from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_delete_all, storage_fetch, storage_put_dir, storage_put_file
 from finetune_site.ids import new_id
 from models_app.models import BUILTIN_PREFIX, BaseModel, Export, FineTunedModel
+from workers.export import GGUF_MODEL_TYPES  # light: the engine imports torch only when it runs
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,6 @@ def fine_tuned_model_delete(*, model: FineTunedModel) -> None:
 
 
 # --- exports -------------------------------------------------------------------------------
-
-
-# Families the GGUF writer knows (kept in step with workers.export, which is imported lazily).
-GGUF_MODEL_TYPES = ("llama", "mistral")
 
 
 def export_create(*, model: FineTunedModel, kind: str, quantization: str | None = None) -> Export:
