@@ -167,7 +167,10 @@ CELERY_RESULT_EXTENDED = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"jobs_app.tasks.job_run": {"queue": "training"}}
+CELERY_TASK_ROUTES = {
+    "jobs_app.tasks.job_run": {"queue": "training"},
+    "models_app.tasks.export_run": {"queue": "training"},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 

@@ -54,4 +54,6 @@ urlpatterns = [
     path("v1/models", models_api.ModelsApi.as_view(), name="models"),
     path("v1/models/<path:model_id>/download", models_api.ModelDownloadApi.as_view(), name="model-download"),
     path("v1/models/<path:model_id>", models_api.ModelApi.as_view(), name="model"),
+    path("v1/registry/models/<path:model_id>/exports", models_api.ModelExportsApi.as_view(), name="model-exports"),
+    path("v1/registry/exports/<str:export_id>", models_api.ExportApi.as_view(), name="export"),
 ]

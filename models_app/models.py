@@ -46,3 +46,55 @@ class FineTunedModel(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class Export(models.Model):
+    """A fine-tuned model exported as an adapter, a merged model or GGUF; offered only once verified."""
+
+    class Kind(models.TextChoices):
+        ADAPTER = "adapter"
+        MERGED = "merged"
+        GGUF = "gguf"
+
+    class Quantization(models.TextChoices):
+        F32 = "f32"
+        F16 = "f16"
+        Q8_0 = "q8_0"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        VERIFIED = "verified"
+        FAILED = "failed"
+
+    id = models.CharField(primary_key=True, max_length=40, editable=False)
+    model = models.ForeignKey(FineTunedModel, on_delete=models.CASCADE, related_name="exports",
+                              help_text="The exported model; its owner owns the export.")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    quantization = models.CharField(max_length=10, choices=Quantization.choices, default=Quantization.F32)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent done (load, write, verify).")
+    error = models.TextField(blank=True, help_text="Why the export failed (verification or writing).")
+    storage_path = models.CharField(max_length=500, blank=True,
+                                    help_text="Storage name of the zip (adapter, merged) or .gguf file.")
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    verification = models.JSONField(default=dict, blank=True,
+                                    help_text="Per-prompt comparison with the source model and the tolerance.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def artifact(self) -> str:
+        """The ``artifact`` name the download endpoint serves it under (merged, gguf-f16, ...)."""
+        return f"gguf-{self.quantization}" if self.kind == self.Kind.GGUF else self.kind
+
+    @property
+    def filename(self) -> str:
+        stem = f"{self.model_id.replace(':', '_')}-{self.artifact}"
+        return f"{stem}.gguf" if self.kind == self.Kind.GGUF else f"{stem}.zip"

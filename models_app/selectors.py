@@ -3,11 +3,11 @@
 from django.db.models import QuerySet
 from django.http import Http404
 
-from models_app.models import BaseModel, FineTunedModel
+from models_app.models import BaseModel, Export, FineTunedModel
 
 
 def fine_tuned_models_visible_to(user) -> QuerySet[FineTunedModel]:
-    return FineTunedModel.objects.filter(owner=user).select_related("base_model", "job")
+    return FineTunedModel.objects.filter(owner=user).select_related("base_model", "job").prefetch_related("exports")
 
 
 def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
@@ -23,4 +23,15 @@ def fine_tuned_model_get(user, model_id: str) -> FineTunedModel:
     found = fine_tuned_models_visible_to(user).filter(pk=model_id).first()
     if found is None:
         raise Http404(f"No such fine-tuned model: {model_id}")
+    return found
+
+
+def exports_visible_to(user) -> QuerySet[Export]:
+    return Export.objects.filter(model__owner=user).select_related("model")
+
+
+def export_get(user, export_id: str) -> Export:
+    found = exports_visible_to(user).filter(pk=export_id).first()
+    if found is None:
+        raise Http404(f"No such export: {export_id}")
     return found

@@ -40,6 +40,20 @@ def tiny_model_path() -> Path:
     return tiny_model_build(Path(settings.BASE_MODELS_DIR) / "tiny-llama")
 
 
+@pytest.fixture(scope="session")
+def trained_adapter(tiny_model_path, tmp_path_factory) -> Path:
+    """A LoRA adapter of the tiny model that learned the classification task (a few seconds on CPU)."""
+    from workers.config import TrainConfig
+    from workers.sample_data import classification_write
+    from workers.training import run_training
+
+    tmp = tmp_path_factory.mktemp("trained")
+    train = classification_write(tmp / "train.jsonl", 24)
+    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp / "out"),
+                         n_epochs=6, learning_rate=3e-3)
+    return Path(run_training(config, lambda event: None).adapter_dir)
+
+
 class WorkerPool:
     """One real Celery worker process at a time, restarted when a test needs other settings."""
 

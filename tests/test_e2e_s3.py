@@ -69,3 +69,24 @@ def _answers(endpoint: str) -> bool:
 def _s3(endpoint: str):
     return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
                         region_name="us-east-1")
+
+
+def test_verified_export_is_stored_in_the_bucket_and_downloads_through_a_presigned_url(
+        live_base_model, s3_settings, s3_endpoint, trained_adapter):
+    from models_app.models import Export
+    from models_app.services import export_run, fine_tuned_model_create
+    from tests.api import api_client
+    from tests.factories import make_job
+
+    model = fine_tuned_model_create(job=make_job(), adapter_dir=trained_adapter)
+    # Run here, not on the worker (which stays on local disk): the row is made without queueing a task.
+    export = Export.objects.create(id="export-s3", model=model, kind="gguf", quantization="f32")
+    export = export_run(export_id=export.id)
+    assert export.status == "verified", export.error
+    keys = [o["Key"] for o in _s3(s3_endpoint).list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert export.storage_path in keys and export.storage_path.endswith("/exports/export-s3.gguf")
+
+    response = api_client(model.owner).get(f"/v1/models/{model.id}/download?artifact=gguf-f32")
+    assert response.status_code == 302
+    assert response["Location"].startswith(s3_endpoint) and "Signature" in response["Location"]
+    assert requests.get(response["Location"]).content[:4] == b"GGUF"

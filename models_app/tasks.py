@@ -1,0 +1,13 @@
+"""Celery tasks for models: thin wrappers that take an id and call a service."""
+
+from celery import shared_task
+
+from models_app import services
+from models_app.models import Export
+
+
+@shared_task(name="models_app.tasks.export_run")
+def export_run(export_id: str) -> None:
+    if not Export.objects.filter(pk=export_id).exists():
+        return
+    services.export_run(export_id=export_id)
