@@ -68,6 +68,28 @@
     }).observe(list, { childList: true });
   }
 
+  // The dataset page's token histogram: prompt vs completion rows per token-count bin. The
+  // section arrives with the page or later over the socket, so this runs after every swap.
+  function setupHistogram() {
+    var canvas = document.getElementById("token-histogram");
+    var data = document.getElementById("token-histogram-data");
+    if (!canvas || !data || canvas.getAttribute("data-drawn") || typeof Chart === "undefined") return;
+    var bins = JSON.parse(data.textContent || "null");
+    if (!bins) return;
+    canvas.setAttribute("data-drawn", "1");
+    window.finetuneHistogram = new Chart(canvas, {
+      type: "bar",
+      data: { labels: bins.labels, datasets: [
+        { label: "prompt tokens", data: bins.prompt, backgroundColor: "#93c5fd" },
+        { label: "completion tokens", data: bins.completion, backgroundColor: "#fdba74" }] },
+      options: { animation: false, responsive: true,
+        scales: { x: { title: { display: true, text: "tokens per row" } },
+                  y: { title: { display: true, text: "rows" }, ticks: { precision: 0 } } } },
+    });
+  }
+  document.body.addEventListener("htmx:wsAfterMessage", setupHistogram);
+  window.addEventListener("load", setupHistogram);
+
   // Uploads: a real progress bar from the request's upload events, and drag and drop.
   document.body.addEventListener("htmx:xhr:progress", function (evt) {
     var bar = document.getElementById("upload-progress");
