@@ -1,3 +1,5 @@
+import logging
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -7,7 +9,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
 from datasets_app.models import Dataset
-from datasets_app.selectors import dataset_preview, datasets_visible_to
+from datasets_app.selectors import dataset_dry_run, dataset_preview, datasets_visible_to
 from finetune_site.errors import Conflict, InvalidRequest
 from jobs_app import selectors, services
 from jobs_app.forms import (
@@ -24,6 +26,7 @@ from jobs_app.live import job_detail_context, job_result_model
 from jobs_app.models import FineTuneJob
 from models_app.models import BaseModel
 
+log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 WIZARD = "job_wizard"
 
@@ -208,10 +211,21 @@ def wizard_review(request):
     return render(request, "jobs_app/wizard_review.html", {
         "step": 3, "dataset": dataset, "base_model": base, "resolved": resolved, "suffix": state.get("suffix", ""),
         "validation": datasets_visible_to(request.user).filter(pk=validation_id).first() if validation_id else None,
-        "estimate": selectors.job_estimate(rows=dataset.row_count, byte_size=dataset.byte_size,
-                                           hyperparameters=resolved),
+        "estimate": services.job_estimate_draft(dataset=dataset, base_model=base, hyperparameters=resolved),
+        "dry_run": _dry_run(dataset, base, resolved),
         "mask_rows": dataset_preview(dataset, rows=2),
         "error": error,
     })
 
 
+def _dry_run(dataset: Dataset, base: BaseModel, resolved: dict) -> dict | None:
+    """The first rows tokenized as the trainer will, with the tokens that carry loss; None when
+    they cannot be shown (preference pairs, a tokenizer that does not load): the page then marks
+    whole turns instead."""
+    if not dataset.training_format:
+        return None
+    try:
+        return dataset_dry_run(dataset, base_model=base, template="", max_length=resolved["max_length"], rows=2)
+    except Exception:
+        log.warning("dry run of %s with %s failed", dataset.id, base.name, exc_info=True)
+        return None
