@@ -27,6 +27,9 @@ def test_list_shows_only_own_datasets_and_the_upload_form(client, user):
     body = client.get(reverse("datasets:list")).content.decode()
     assert mine.id in body and theirs.id not in body
     assert 'enctype="multipart/form-data"' in body and '<label for="upload-file">' in body
+    # without JS the form posts the file to the page view; app.js sends it in chunks instead
+    assert f'action="{reverse("datasets:upload")}"' in body and "hx-post" not in body
+    assert 'data-chunk-bytes="' in body and 'id="upload-progress"' in body
 
 
 def test_upload_redirects_to_the_new_dataset(client, user):
