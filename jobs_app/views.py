@@ -172,7 +172,13 @@ def wizard_field(request, name: str):
     dataset = _wizard_dataset(request)
     text = request.POST.get(name, "")
     state = _wizard(request)
-    _wizard_save(request, hyperparameters={**(state.get("hyperparameters") or {}), name: text.strip()})
+    # htmx sends the whole form with the check, and the check saves all of it, as Next does. A check
+    # fired by leaving a field as Next is clicked can finish after Next and write back the session
+    # it loaded earlier (sessions are saved whole); saving only this field would drop the model.
+    texts = {**(state.get("hyperparameters") or {}),
+             **{n: request.POST[n].strip() for n in (*ADVANCED_NAMES, "adapter") if n in request.POST}}
+    step = {key: request.POST[key] for key in ("model", "suffix") if key in request.POST}
+    _wizard_save(request, hyperparameters=texts, **step)
     base = _base_model(request.POST.get("model"))
     if base is None:
         error = "Choose a base model first."

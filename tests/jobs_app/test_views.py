@@ -164,6 +164,16 @@ def test_wizard_checks_one_field_inline(client, base_model, user):
     assert client.post(reverse("jobs:wizard_field", args=["nope"]), {"nope": "1"}).status_code == 404
 
 
+def test_wizard_inline_check_saves_the_whole_step_as_next_does(client, base_model, user):
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    form = _advanced(n_epochs="7", batch_size="2", suffix="late", learning_rate="0.003")
+    client.post(reverse("jobs:wizard_field", args=["learning_rate"]), form, headers={"HX-Request": "true"})
+    state = client.session["job_wizard"]
+    assert state["model"] == "tiny-llama" and state["suffix"] == "late"
+    assert state["hyperparameters"]["n_epochs"] == "7" and state["hyperparameters"]["learning_rate"] == "0.003"
+    assert client.get(reverse("jobs:wizard_review")).status_code == 200  # not sent back to step 2
+
+
 def test_wizard_keeps_input_when_going_back(client, base_model, user):
     dataset = make_dataset(user)
     client.post(reverse("jobs:wizard_dataset"), {"training_file": dataset.id})
