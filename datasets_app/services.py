@@ -545,6 +545,7 @@ def token_stats_compute(*, dataset_id: str, model: str, template: str = "") -> T
         lengths = token_lengths(config)
     except Exception as exc:
         TokenStats.objects.filter(pk=stats.pk).update(status=TokenStats.Status.FAILED, error=str(exc)[:2000])
+        dataset_publish(dataset.id, {"status": dataset.status, "stats": TokenStats.Status.FAILED})
         raise
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -555,6 +556,7 @@ def token_stats_compute(*, dataset_id: str, model: str, template: str = "") -> T
     stats.refresh_from_db()
     summary = token_stats_summary(stats, max_length=min(1024, base.context_length), context_length=base.context_length)
     Dataset.objects.filter(pk=dataset.id).update(stats={"model": model, "template": template, **summary})
+    dataset_publish(dataset.id, {"status": dataset.status, "stats": TokenStats.Status.READY})  # an open page fills in
     return stats
 
 

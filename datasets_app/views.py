@@ -6,6 +6,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from datasets_app import selectors, services
+from datasets_app.live import dataset_detail_context
 from finetune_site.errors import InvalidRequest
 
 PAGE_SIZE = 50
@@ -38,9 +39,10 @@ def dataset_upload(request):
 @login_required
 def dataset_detail(request, file_id: str):
     dataset = selectors.dataset_get(request.user, file_id)
-    context = {"dataset": dataset}
     if request.htmx:
-        return render(request, "datasets_app/partials/dataset_status.html", context)
-    context["preview"] = selectors.dataset_preview(dataset)
-    context["jobs"] = dataset.jobs.order_by("-created_at")[:20]
-    return render(request, "datasets_app/dataset_detail.html", context)
+        return render(request, "datasets_app/partials/dataset_status.html", {"dataset": dataset})
+    try:
+        page = int(request.GET.get("page", 1))
+    except ValueError:
+        page = 1
+    return render(request, "datasets_app/dataset_detail.html", dataset_detail_context(dataset, page=page))

@@ -2,8 +2,10 @@
 
 from django.urls import path
 
+from datasets_app.consumers import DatasetConsumer
 from jobs_app.consumers import JobConsumer
 
 websocket_urlpatterns = [
     path("ws/jobs/<str:job_id>/", JobConsumer.as_asgi()),
+    path("ws/datasets/<str:dataset_id>/", DatasetConsumer.as_asgi()),
 ]

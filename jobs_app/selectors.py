@@ -1,6 +1,5 @@
 """Reads of jobs shared by views, the API and the CLI."""
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -96,19 +95,3 @@ def job_history(job: FineTuneJob, *, after_seq: int = 0, limit: int | None = Non
     """The job's events after ``after_seq`` in sequence order: the log and metric history."""
     events = job.events.filter(seq__gt=after_seq).order_by("seq")
     return list(events[:limit] if limit else events)
-
-
-def job_estimate(*, rows: int, byte_size: int, hyperparameters: dict) -> dict:
-    """A rough size of a run before it starts: tokens ≈ rows × average tokens per row × epochs.
-
-    The average row is taken as a token per 4 bytes of the file; the real estimator comes with
-    the dataset analysis.
-    """
-    epochs, batch = hyperparameters["n_epochs"], hyperparameters["batch_size"]
-    avg_tokens = min(byte_size / rows / 4, hyperparameters["max_length"]) if rows else 0
-    return {
-        "avg_tokens_per_row": round(avg_tokens),
-        "tokens": round(rows * avg_tokens * epochs),
-        "steps_per_epoch": math.ceil(rows / batch) if rows else 0,
-        "steps": math.ceil(rows / batch) * epochs if rows else 0,
-    }

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import shutil
 import threading
 import time
@@ -312,16 +313,64 @@ def _calibrate_quietly(calibrate, config):
 
 
 def _past_throughput(job: FineTuneJob):
+    return _past_throughput_of(job.base_model, job.hyperparameters["adapter"])
+
+
+def _past_throughput_of(base_model, adapter: str):
+    """Median tokens/s and the largest peak memory of the last finished runs of this model and adapter."""
     from workers.estimate import Throughput
 
-    past = (FineTuneJob.objects.filter(base_model=job.base_model, status=Status.SUCCEEDED,
-                                       hyperparameters__adapter=job.hyperparameters["adapter"])
+    past = (FineTuneJob.objects.filter(base_model=base_model, status=Status.SUCCEEDED,
+                                       hyperparameters__adapter=adapter)
             .exclude(metrics={}).order_by("-finished_at").values_list("metrics", flat=True)[:5])
     speeds = sorted(m["tokens_per_second"] for m in past if m.get("tokens_per_second"))
     if not speeds:
         return None
     return Throughput(tokens_per_second=speeds[len(speeds) // 2],
                       peak_memory_bytes=max(m.get("peak_memory_bytes", 0) for m in past))
+
+
+def job_estimate_draft(*, dataset: Dataset, base_model, hyperparameters: dict) -> dict:
+    """The wizard's estimate for a job not created yet: tokens and steps from the dataset's token
+    statistics (asked for here, counted once per content and tokenizer by a worker; a token per 4
+    bytes until then), seconds and peak memory from past runs of the same base model and adapter.
+
+    ``seconds`` and ``peak_memory_bytes`` are None without such runs: the live page measures
+    them from the first steps. ``tokens_basis`` says where the token count came from.
+    """
+    from datasets_app.models import TokenStats
+    from datasets_app.services import token_stats_request
+
+    rows, epochs, batch = dataset.row_count, hyperparameters["n_epochs"], hyperparameters["batch_size"]
+    max_length = hyperparameters["max_length"]
+    steps_per_epoch = math.ceil(rows / batch) if rows else 0
+    result = {"rows": rows, "steps_per_epoch": steps_per_epoch, "steps": steps_per_epoch * epochs,
+              "tokens_basis": "bytes", "trainable_tokens": None}
+    try:
+        stats = token_stats_request(dataset=dataset, base_model=base_model)
+    except (Conflict, InvalidRequest):  # e.g. preference pairs: no supervised token counts
+        stats = None
+    if stats is not None and stats.status == TokenStats.Status.READY and stats.totals:
+        scale = rows / len(stats.totals)  # a sample stands for every row
+        kept = sum(min(total, max_length) for total in stats.totals)
+        # truncation cuts the end, where the answer is: what survives of each target
+        trainable = sum(max(0, min(target, max_length - (total - target)))
+                        for total, target in zip(stats.totals, stats.targets, strict=True))
+        tokens_per_epoch = round(kept * scale)
+        result.update(tokens_basis="tokenizer", trainable_tokens=round(trainable * scale) * epochs)
+    else:
+        tokens_per_epoch = round(rows * min(dataset.byte_size / rows / 4, max_length)) if rows else 0
+        result["stats_status"] = stats.status if stats is not None else "unavailable"
+    result.update(tokens_per_epoch=tokens_per_epoch, tokens=tokens_per_epoch * epochs,
+                  avg_tokens_per_row=round(tokens_per_epoch / rows) if rows else 0)
+    throughput = _past_throughput_of(base_model, hyperparameters["adapter"])
+    if throughput is None or not throughput.tokens_per_second:
+        result.update(seconds=None, peak_memory_bytes=None, tokens_per_second=None, basis="none")
+    else:
+        result.update(seconds=round(result["tokens"] / throughput.tokens_per_second, 1),
+                      peak_memory_bytes=throughput.peak_memory_bytes or None,
+                      tokens_per_second=round(throughput.tokens_per_second, 1), basis="past_runs")
+    return result
 
 
 def _describe(estimate: dict) -> str:

@@ -1,3 +1,5 @@
+import logging
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -7,7 +9,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
 from datasets_app.models import Dataset
-from datasets_app.selectors import dataset_preview, datasets_visible_to
+from datasets_app.selectors import dataset_dry_run, dataset_preview, datasets_visible_to
 from finetune_site.errors import Conflict, InvalidRequest
 from jobs_app import selectors, services
 from jobs_app.forms import (
@@ -24,6 +26,7 @@ from jobs_app.live import job_detail_context, job_result_model
 from jobs_app.models import FineTuneJob
 from models_app.models import BaseModel
 
+log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 WIZARD = "job_wizard"
 
@@ -169,7 +172,13 @@ def wizard_field(request, name: str):
     dataset = _wizard_dataset(request)
     text = request.POST.get(name, "")
     state = _wizard(request)
-    _wizard_save(request, hyperparameters={**(state.get("hyperparameters") or {}), name: text.strip()})
+    # htmx sends the whole form with the check, and the check saves all of it, as Next does. A check
+    # fired by leaving a field as Next is clicked can finish after Next and write back the session
+    # it loaded earlier (sessions are saved whole); saving only this field would drop the model.
+    texts = {**(state.get("hyperparameters") or {}),
+             **{n: request.POST[n].strip() for n in (*ADVANCED_NAMES, "adapter") if n in request.POST}}
+    step = {key: request.POST[key] for key in ("model", "suffix") if key in request.POST}
+    _wizard_save(request, hyperparameters=texts, **step)
     base = _base_model(request.POST.get("model"))
     if base is None:
         error = "Choose a base model first."
@@ -208,10 +217,21 @@ def wizard_review(request):
     return render(request, "jobs_app/wizard_review.html", {
         "step": 3, "dataset": dataset, "base_model": base, "resolved": resolved, "suffix": state.get("suffix", ""),
         "validation": datasets_visible_to(request.user).filter(pk=validation_id).first() if validation_id else None,
-        "estimate": selectors.job_estimate(rows=dataset.row_count, byte_size=dataset.byte_size,
-                                           hyperparameters=resolved),
+        "estimate": services.job_estimate_draft(dataset=dataset, base_model=base, hyperparameters=resolved),
+        "dry_run": _dry_run(dataset, base, resolved),
         "mask_rows": dataset_preview(dataset, rows=2),
         "error": error,
     })
 
 
+def _dry_run(dataset: Dataset, base: BaseModel, resolved: dict) -> dict | None:
+    """The first rows tokenized as the trainer will, with the tokens that carry loss; None when
+    they cannot be shown (preference pairs, a tokenizer that does not load): the page then marks
+    whole turns instead."""
+    if not dataset.training_format:
+        return None
+    try:
+        return dataset_dry_run(dataset, base_model=base, template="", max_length=resolved["max_length"], rows=2)
+    except Exception:
+        log.warning("dry run of %s with %s failed", dataset.id, base.name, exc_info=True)
+        return None

@@ -68,13 +68,107 @@
     }).observe(list, { childList: true });
   }
 
-  // Uploads: a real progress bar from the request's upload events, and drag and drop.
-  document.body.addEventListener("htmx:xhr:progress", function (evt) {
+  // The dataset page's token histogram: prompt vs completion rows per token-count bin. The
+  // section arrives with the page or later over the socket, so this runs after every swap.
+  function setupHistogram() {
+    var canvas = document.getElementById("token-histogram");
+    var data = document.getElementById("token-histogram-data");
+    if (!canvas || !data || canvas.getAttribute("data-drawn") || typeof Chart === "undefined") return;
+    var bins = JSON.parse(data.textContent || "null");
+    if (!bins) return;
+    canvas.setAttribute("data-drawn", "1");
+    window.finetuneHistogram = new Chart(canvas, {
+      type: "bar",
+      data: { labels: bins.labels, datasets: [
+        { label: "prompt tokens", data: bins.prompt, backgroundColor: "#93c5fd" },
+        { label: "completion tokens", data: bins.completion, backgroundColor: "#fdba74" }] },
+      options: { animation: false, responsive: true,
+        scales: { x: { title: { display: true, text: "tokens per row" } },
+                  y: { title: { display: true, text: "rows" }, ticks: { precision: 0 } } } },
+    });
+  }
+  document.body.addEventListener("htmx:wsAfterMessage", setupHistogram);
+  window.addEventListener("load", setupHistogram);
+
+  // Uploads go through the resumable chunked API: open an upload, PUT chunks at the server's
+  // offset, and after a failure ask the server where it stands and go on from there (a chunk
+  // whose reply was lost may have landed). The bar shows the bytes the server acknowledged.
+  // Without JavaScript the form posts the whole file to the page view instead.
+  var UPLOADS = "/v1/datasets/uploads";
+  function sleep(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
+  function UploadError(message) { this.message = message; }
+  async function call(form, method, url, body, type) {
+    var headers = { "X-CSRFToken": form.querySelector("[name=csrfmiddlewaretoken]").value };
+    if (type) headers["Content-Type"] = type;
+    var response = await fetch(url, { method: method, body: body, headers: headers, credentials: "same-origin" });
+    var data = await response.json().catch(function () { return {}; });
+    if (!response.ok) {
+      var error = new UploadError((data.error && data.error.message) || ("HTTP " + response.status));
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  }
+  function resumeKey(file) { return "finetune-upload:" + [file.name, file.size, file.lastModified].join(":"); }
+  async function uploadOpen(form, file) {
+    var known = window.localStorage && localStorage.getItem(resumeKey(file));
+    if (known) {  // the same file, interrupted earlier (even by a closed tab): resume it
+      try {
+        var upload = await call(form, "GET", UPLOADS + "/" + encodeURIComponent(known));
+        if (upload.status === "open" && upload.bytes === file.size) return upload;
+      } catch (e) { /* gone or finished: start afresh */ }
+    }
+    var created = await call(form, "POST", UPLOADS, JSON.stringify({ filename: file.name, bytes: file.size }),
+                             "application/json");
+    if (window.localStorage) localStorage.setItem(resumeKey(file), created.id);
+    return created;
+  }
+  async function uploadChunked(form, file) {
     var bar = document.getElementById("upload-progress");
-    if (!bar || !evt.detail.lengthComputable) return;
-    bar.hidden = false;
-    bar.value = (evt.detail.loaded / evt.detail.total) * 100;
-  });
+    var chunk = parseInt(form.getAttribute("data-chunk-bytes"), 10) || 4 * 1024 * 1024;
+    function show(offset) { bar.hidden = false; bar.value = file.size ? (offset / file.size) * 100 : 0; }
+    var upload = await uploadOpen(form, file);
+    var url = UPLOADS + "/" + encodeURIComponent(upload.id);
+    var offset = upload.offset, failures = 0;
+    show(offset);
+    while (offset < file.size) {
+      try {
+        upload = await call(form, "PUT", url + "/chunk?offset=" + offset, file.slice(offset, offset + chunk),
+                            "application/octet-stream");
+        offset = upload.offset;
+        failures = 0;
+      } catch (error) {
+        if (error instanceof UploadError && error.status && error.status < 500 && error.status !== 409) throw error;
+        if (++failures > 8) throw new UploadError("The upload keeps failing; try again later (it resumes where it stopped).");
+        await sleep(Math.min(8000, 250 * Math.pow(2, failures)));
+        offset = (await call(form, "GET", url).catch(function () { return { offset: offset }; })).offset;
+      }
+      form.setAttribute("data-acknowledged", offset);
+      show(offset);
+    }
+    upload = await call(form, "POST", url + "/complete", JSON.stringify({}), "application/json");
+    if (window.localStorage) localStorage.removeItem(resumeKey(file));
+    return upload;
+  }
+  function setupUpload() {
+    var form = document.getElementById("upload-form");
+    if (!form || form.getAttribute("data-ready") || !window.fetch) return;
+    form.setAttribute("data-ready", "1");
+    form.addEventListener("submit", function (e) {
+      var input = document.getElementById("upload-file");
+      if (!input.files.length) return;  // the browser's own "required" message
+      e.preventDefault();
+      var error = document.getElementById("upload-error"), button = form.querySelector("button[type=submit]");
+      error.textContent = "";
+      button.disabled = true;
+      uploadChunked(form, input.files[0]).then(function (upload) {
+        window.location.assign("/datasets/" + encodeURIComponent(upload.dataset.id) + "/");
+      }, function (problem) {
+        error.textContent = problem.message || String(problem);
+        button.disabled = false;
+      });
+    });
+  }
   function setupDropzone() {
     var zone = document.getElementById("dropzone");
     if (!zone) return;
@@ -89,12 +183,12 @@
       var input = document.getElementById("upload-file");
       if (e.dataTransfer.files.length && input) {
         input.files = e.dataTransfer.files;
-        htmx.trigger(input.form, "submit");
+        input.form.requestSubmit();
       }
     });
   }
-  document.body.addEventListener("htmx:afterSwap", setupDropzone);
 
   setupCharts();
+  setupUpload();
   setupDropzone();
 })();

@@ -1,6 +1,8 @@
 """One browser session in Debian's Chromium (Playwright) against daphne and a real worker:
-log in, upload, the wizard, a live training run on the job page, reload mid-run, cancel."""
+log in, a chunked upload that resumes after a lost reply, the dataset page going ready live,
+the wizard, a live training run on the job page, reload mid-run, cancel."""
 
+import hashlib
 import os
 import re
 import subprocess
@@ -13,6 +15,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from datasets_app.models import DatasetUpload
 from jobs_app.models import FineTuneJob
 from tests.e2e import free_port, wait_for
 from tests.factories import jsonl_bytes, make_user
@@ -94,13 +97,33 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
             page.get_by_role("button", name="Log in").click()
             expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
 
-            # Upload a dataset and see it ready.
+            # Upload a dataset in small chunks through the resumable API; the reply to the second
+            # chunk is lost on the way back (the server has it), so the page must ask the server
+            # for its offset and go on from there. Then watch it become ready over the socket.
             page.get_by_role("link", name="Datasets").click()
+            chunks = []
+
+            def lose_second_reply(route):
+                chunks.append(route.request.url)
+                if len(chunks) == 2:
+                    route.fetch()
+                    route.abort()
+                else:
+                    route.continue_()
+
+            page.route("**/v1/datasets/uploads/*/chunk*", lose_second_reply)
+            page.locator("#upload-form").evaluate("form => form.setAttribute('data-chunk-bytes', '700')")
             page.set_input_files("#upload-file", str(training))
             page.get_by_role("button", name="Upload").click()
             expect(page).to_have_url(re.compile(r"/datasets/file-[^/]+/$"))
-            expect(page.locator("#dataset-status [data-status]")).to_have_text("ready")
+            # a worker validates it now (a chunked upload is never checked inline): allow for a busy one
+            expect(page.locator("#dataset-status [data-status]")).to_have_text("ready", timeout=60_000)
             expect(page.get_by_text("24 rows checked, 0 problems")).to_be_visible()
+            size = training.stat().st_size
+            offsets = [int(re.search(r"offset=(\d+)", url).group(1)) for url in chunks]
+            assert offsets == sorted(set(offsets)) and offsets[-1] < size and len(offsets) == -(-size // 700)
+            page.unroute("**/v1/datasets/uploads/*/chunk*")
+            expect(page.locator("#token-histogram")).to_have_attribute("data-drawn", "1", timeout=60_000)
 
             # The wizard: dataset, then model and hyperparameters checked as typed, then review.
             page.get_by_role("link", name="Fine-tune on this dataset").click()
@@ -115,7 +138,10 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
             page.get_by_label("Batch size").fill("4")
             page.get_by_label("Learning rate", exact=True).fill("0.003")
             page.get_by_role("button", name=re.compile("Next: review")).click()
-            expect(page.locator("#estimate")).to_contain_text("600 steps")
+            # the first review loads the tokenizer for the loss-mask dry run in the web process
+            expect(page.locator("#estimate")).to_contain_text("600 steps", timeout=60_000)
+            expect(page.locator("#estimate-time")).to_contain_text("unknown until the first steps")
+            expect(page.locator("#loss-mask .mask-row").first.locator("span.trained").first).to_be_visible()
             page.get_by_role("button", name=re.compile("Back")).or_(page.get_by_role("link", name="← Back")).click()
             expect(page.get_by_label("Epochs")).to_have_value("100")  # going back keeps the input
             page.get_by_role("button", name=re.compile("Next: review")).click()
@@ -173,3 +199,6 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
     # The database is read outside Playwright's event loop: inside it Django would use (and
     # leave open) a second connection, which keeps the test database from being dropped.
     assert FineTuneJob.objects.get(pk=job_id).status == FineTuneJob.Status.CANCELLED
+    upload = DatasetUpload.objects.get()
+    assert upload.status == "completed" and upload.received == training.stat().st_size
+    assert upload.dataset.sha256 == hashlib.sha256(training.read_bytes()).hexdigest()

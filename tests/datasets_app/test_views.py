@@ -1,10 +1,16 @@
-"""The dataset pages: list, upload (page and htmx), detail with report and preview."""
+"""The dataset pages: list, upload (page and htmx), detail with status, report, token histogram,
+paged preview and versions."""
+
+import json
+import re
 
 import pytest
 from django.urls import reverse
 
-from datasets_app.models import Dataset
+from datasets_app.models import Dataset, TokenStats
+from models_app.services import base_model_builtin_ensure
 from tests.factories import make_dataset, make_upload, make_user
+from workers.sample_data import classification_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -21,6 +27,9 @@ def test_list_shows_only_own_datasets_and_the_upload_form(client, user):
     body = client.get(reverse("datasets:list")).content.decode()
     assert mine.id in body and theirs.id not in body
     assert 'enctype="multipart/form-data"' in body and '<label for="upload-file">' in body
+    # without JS the form posts the file to the page view; app.js sends it in chunks instead
+    assert f'action="{reverse("datasets:upload")}"' in body and "hx-post" not in body
+    assert 'data-chunk-bytes="' in body and 'id="upload-progress"' in body
 
 
 def test_upload_redirects_to_the_new_dataset(client, user):
@@ -58,13 +67,73 @@ def test_detail_shows_report_and_preview(client, user):
     assert f"?dataset={dataset.id}" in body
 
 
-def test_detail_status_partial_for_htmx(client, user):
+def test_detail_status_partial_for_htmx_does_not_poll(client, user):
     dataset = make_dataset(user)
+    Dataset.objects.filter(pk=dataset.pk).update(status="validating", progress=0.42)
     body = client.get(reverse("datasets:detail", args=[dataset.id]), headers={"HX-Request": "true"}).content.decode()
-    assert body.startswith('<span id="dataset-status"') and "hx-trigger" not in body  # ready: stops polling
+    assert body.startswith('<span id="dataset-status"') and "hx-trigger" not in body
+    assert 'value="42"' in body and "42% checked" in body
+
+
+def test_detail_connects_the_socket_only_while_something_can_change(client, user):
+    dataset = make_dataset(user)
     Dataset.objects.filter(pk=dataset.pk).update(status="validating")
-    body = client.get(reverse("datasets:detail", args=[dataset.id]), headers={"HX-Request": "true"}).content.decode()
-    assert 'hx-trigger="every 2s"' in body
+    body = client.get(reverse("datasets:detail", args=[dataset.id])).content.decode()
+    assert f'ws-connect="/ws/datasets/{dataset.id}/"' in body and "every 2s" not in body
+    assert "the report appears here when it is done" in body
+    Dataset.objects.filter(pk=dataset.pk).update(status="ready")
+    _stats_ready(dataset)
+    body = client.get(reverse("datasets:detail", args=[dataset.id])).content.decode()
+    assert "ws-connect" not in body
+
+
+def test_detail_asks_for_token_stats_and_shows_computing(client, user, base_model):
+    dataset = make_dataset(user)
+    body = client.get(reverse("datasets:detail", args=[dataset.id])).content.decode()
+    assert 'id="stats-computing"' in body and "ws-connect" in body  # filled in over the socket
+    assert TokenStats.objects.filter(sha256=dataset.sha256, status="computing").exists()
+
+
+def _stats_ready(dataset) -> TokenStats:
+    from datasets_app.services import _stats_key
+
+    return TokenStats.objects.update_or_create(
+        **_stats_key(dataset, base_model_builtin_ensure(), ""),
+        defaults={"status": "ready", "rows": 3, "totals": [10, 40, 300], "targets": [2, 30, 100]})[0]
+
+
+def test_detail_shows_the_token_histogram_prompt_vs_completion(client, user):
+    dataset = make_dataset(user)
+    _stats_ready(dataset)
+    body = client.get(reverse("datasets:detail", args=[dataset.id])).content.decode()
+    assert '<canvas id="token-histogram"' in body and 'id="token-histogram-data"' in body
+    assert "350 tokens (218 prompt, 132 completion)" in body
+    chart = json.loads(re.search(r'id="token-histogram-data" type="application/json">(.*?)</script>',
+                                 body).group(1))
+    assert sum(chart["prompt"]) == 3 and sum(chart["completion"]) == 3 and len(chart["labels"]) == len(chart["prompt"])
+    assert "vendor/chart.umd.min.js" in body and 'id="token-histogram-table"' in body  # readable without JS
+
+
+def test_detail_preview_is_paged(client, user):
+    dataset = make_dataset(user, rows=classification_rows(45))
+    url = reverse("datasets:detail", args=[dataset.id])
+    first = client.get(url).content.decode()
+    assert "rows 1–20 of 45" in first and "?page=2#dataset-preview" in first and "page 1 of 3" in first
+    last = client.get(url + "?page=3").content.decode()
+    assert "rows 41–45 of 45" in last and "<td>45</td>" in last and "?page=2#dataset-preview" in last
+    assert "next rows" not in last
+    assert "rows 1–20 of 45" in client.get(url + "?page=zz").content.decode()
+
+
+def test_detail_lists_versions_with_links(client, user):
+    parent = make_dataset(user)
+    child = make_dataset(user, name="train.v2.jsonl")
+    Dataset.objects.filter(pk=child.pk).update(parent=parent, operations=[{"op": "dedupe"}])
+    body = client.get(reverse("datasets:detail", args=[parent.id])).content.decode()
+    assert f'href="{reverse("datasets:detail", args=[child.id])}">train.v2.jsonl</a>' in body
+    assert "<strong>train.jsonl</strong> (this one)" in body and "original upload" in body
+    body = client.get(reverse("datasets:detail", args=[child.id])).content.decode()
+    assert f'href="{reverse("datasets:detail", args=[parent.id])}">train.jsonl</a>' in body and "dedupe" in body
 
 
 def test_other_users_dataset_is_404(client, user):

@@ -1,4 +1,4 @@
-"""Derived reads the pages share: progress (ETA, tokens/s) and the wizard's estimate."""
+"""Derived reads the pages share: progress (ETA, tokens/s)."""
 
 from datetime import timedelta
 
@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from jobs_app.models import FineTuneJob
-from jobs_app.selectors import job_estimate, job_progress
+from jobs_app.selectors import job_progress
 
 NOW = timezone.now()
 
@@ -38,10 +38,3 @@ def test_finished_jobs_have_no_eta_and_succeeded_is_full():
 def test_no_metrics_yet_is_zero_progress():
     progress = job_progress(_job("queued"), None, now=NOW)
     assert progress.step == 0 and progress.percent == 0 and progress.eta_seconds is None
-
-
-def test_estimate_is_rows_times_tokens_times_epochs():
-    hp = {"n_epochs": 3, "batch_size": 4, "max_length": 1024}
-    estimate = job_estimate(rows=10, byte_size=4000, hyperparameters=hp)  # 100 tokens a row
-    assert estimate == {"avg_tokens_per_row": 100, "tokens": 3000, "steps_per_epoch": 3, "steps": 9}
-    assert job_estimate(rows=10, byte_size=400_000, hyperparameters=hp)["avg_tokens_per_row"] == 1024

@@ -123,3 +123,46 @@ def test_given_max_length_is_kept(base_model, tiny_model_path):
     job_validate(job_id=job.id)
     job.refresh_from_db()
     assert job.hyperparameters["max_length"] == 512 and "max_length" not in job.hyperparameters["auto_resolved"]
+
+
+# --- the wizard's estimate for a job not created yet ---
+
+HP = {"n_epochs": 3, "batch_size": 4, "max_length": 64, "adapter": "lora"}
+
+
+def test_draft_estimate_without_history_says_time_unknown_and_asks_for_token_counts(base_model):
+    from datasets_app.models import TokenStats
+    from jobs_app.services import job_estimate_draft
+
+    dataset = make_dataset()
+    estimate = job_estimate_draft(dataset=dataset, base_model=base_model, hyperparameters=HP)
+    assert estimate["steps"] == 12 and estimate["steps_per_epoch"] == 4  # 16 rows / 4 × 3
+    assert estimate["seconds"] is None and estimate["peak_memory_bytes"] is None and estimate["basis"] == "none"
+    assert estimate["tokens_basis"] == "bytes" and estimate["stats_status"] == "computing"
+    assert estimate["tokens"] == estimate["tokens_per_epoch"] * 3 > 0
+    assert TokenStats.objects.filter(sha256=dataset.sha256, status="computing").exists()
+
+
+def test_draft_estimate_uses_token_stats_and_past_runs_of_the_model_and_adapter(base_model):
+    from datasets_app.models import TokenStats
+    from datasets_app.services import _stats_key
+    from jobs_app.services import job_estimate_draft
+
+    dataset = make_dataset()
+    totals, targets = [10, 40, 100] * 5 + [20], [2, 30, 50] * 5 + [5]  # 16 rows
+    TokenStats.objects.create(**_stats_key(dataset, base_model, ""), status="ready", rows=16, totals=totals,
+                              targets=targets)
+    for speed, memory in ((100.0, 2**20), (300.0, 3 * 2**20), (200.0, 2**21)):
+        past = make_job(status="succeeded")
+        FineTuneJob.objects.filter(pk=past.pk).update(metrics={"tokens_per_second": speed,
+                                                              "peak_memory_bytes": memory})
+    other = make_job(status="succeeded", hyperparameters={"adapter": "full"})
+    FineTuneJob.objects.filter(pk=other.pk).update(metrics={"tokens_per_second": 1.0, "peak_memory_bytes": 2**30})
+
+    estimate = job_estimate_draft(dataset=dataset, base_model=base_model, hyperparameters=HP)
+    kept = (10 + 40 + 64) * 5 + 20  # rows truncated at max_length 64
+    assert estimate["tokens_basis"] == "tokenizer" and estimate["tokens"] == kept * 3
+    # the 100-token rows keep 64: 50 prompt tokens leave 14 of the 50 target tokens
+    assert estimate["trainable_tokens"] == ((2 + 30 + 14) * 5 + 5) * 3
+    assert estimate["basis"] == "past_runs" and estimate["tokens_per_second"] == 200.0  # the median
+    assert estimate["seconds"] == round(kept * 3 / 200.0, 1) and estimate["peak_memory_bytes"] == 3 * 2**20

@@ -1,5 +1,7 @@
 """The job pages: list, live detail (first render), cancel and the three-step wizard."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -125,8 +127,13 @@ def test_wizard_walks_three_steps_and_starts_the_job(client, base_model, user, d
     assert '<th scope="row">n_epochs</th><td>2</td>' in review
     assert '<th scope="row">lora_r</th><td>16</td>' in review
     assert "<strong>8 steps</strong> (4 per epoch × 2)" in review  # 16 rows / batch 4 × 2 epochs
-    assert '<div class="trained"><strong>assistant:</strong> sports</div>' in review  # the loss mask
-    assert '<div class="masked"><strong>user:</strong> Classify:' in review
+    assert "unknown until the first steps" in review  # no past run of tiny-llama lora yet
+    assert 'id="estimate-rough"' in review  # tokens counted by a worker meanwhile
+    # the loss mask: the first rows tokenized as the trainer will, the answer's tokens highlighted
+    mask = re.search(r'<div class="mask-row" data-row="1">(.*?)</div>', review, re.S).group(1)
+    trained = "".join(re.findall(r'<span class="trained">(.*?)</span>', mask))
+    masked = "".join(re.findall(r'<span class="masked">(.*?)</span>', mask))
+    assert "sports" in trained and "Classify" in masked and "Classify" not in trained
     with django_capture_on_commit_callbacks():
         response = client.post(reverse("jobs:wizard_review"))
     job = FineTuneJob.objects.get(owner=user)
@@ -155,6 +162,16 @@ def test_wizard_checks_one_field_inline(client, base_model, user):
     good = client.post(url, {"max_length": "512", "model": "tiny-llama"}, headers={"HX-Request": "true"})
     assert b'id="error-max_length" role="alert" aria-live="polite"></span>' in good.content
     assert client.post(reverse("jobs:wizard_field", args=["nope"]), {"nope": "1"}).status_code == 404
+
+
+def test_wizard_inline_check_saves_the_whole_step_as_next_does(client, base_model, user):
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    form = _advanced(n_epochs="7", batch_size="2", suffix="late", learning_rate="0.003")
+    client.post(reverse("jobs:wizard_field", args=["learning_rate"]), form, headers={"HX-Request": "true"})
+    state = client.session["job_wizard"]
+    assert state["model"] == "tiny-llama" and state["suffix"] == "late"
+    assert state["hyperparameters"]["n_epochs"] == "7" and state["hyperparameters"]["learning_rate"] == "0.003"
+    assert client.get(reverse("jobs:wizard_review")).status_code == 200  # not sent back to step 2
 
 
 def test_wizard_keeps_input_when_going_back(client, base_model, user):
@@ -192,5 +209,15 @@ def test_review_marks_the_completion_as_trained_for_prompt_completion_rows(clien
     client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user, rows=rows).id})
     client.post(reverse("jobs:wizard_model"), _advanced())
     review = client.get(reverse("jobs:wizard_review")).content.decode()
-    assert '<div class="trained"><strong>completion:</strong>  weather</div>' in review
-    assert '<div class="masked"><strong>prompt:</strong> Classify: rain' in review
+    mask = re.search(r'<div class="mask-row" data-row="1">(.*?)</div>', review, re.S).group(1)
+    trained = "".join(re.findall(r'<span class="trained">(.*?)</span>', mask))
+    masked = "".join(re.findall(r'<span class="masked">(.*?)</span>', mask))
+    assert trained.strip().startswith("weather") and "Classify: rain" in masked and "Classify" not in trained
+
+
+def test_review_falls_back_to_whole_turns_for_preference_pairs(client, base_model, user):
+    rows = [{"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."}] * 8
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user, rows=rows).id})
+    client.post(reverse("jobs:wizard_model"), _advanced())
+    review = client.get(reverse("jobs:wizard_review"))
+    assert review.status_code == 200 and b'id="loss-mask"' in review.content and b"data-row=" not in review.content

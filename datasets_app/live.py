@@ -1,0 +1,79 @@
+"""What the dataset page and its websocket render: one context, the same partials.
+
+The page renders the dataset as it stands; ``dataset_update_html`` renders the same partials
+out of band when the worker reports progress, a verdict or finished token statistics.
+"""
+
+import math
+
+from django.template.loader import render_to_string
+
+from datasets_app import selectors, services
+from datasets_app.models import Dataset, TokenStats
+from finetune_site.errors import Conflict, InvalidRequest
+
+PREVIEW_ROWS = 20
+STATS_MODEL = "tiny-llama"
+
+
+def dataset_stats_base_model():
+    """The tokenizer the page counts with: the one the dataset was counted with, else tiny-llama."""
+    from models_app.models import BaseModel
+
+    return BaseModel.objects.filter(name=STATS_MODEL).first() or BaseModel.objects.order_by("name").first()
+
+
+def dataset_page_stats(dataset: Dataset) -> dict:
+    """Token statistics for the page: ``{"status": ready|computing|failed|unavailable, ...}``.
+
+    Asking queues the ``dataset_stats`` task once (cached per content and tokenizer); the worker's
+    result reaches an open page through the dataset's websocket group.
+    """
+    base = dataset_stats_base_model()
+    if dataset.status != Dataset.Status.READY or not dataset.training_format or base is None:
+        return {"status": "unavailable"}
+    try:
+        stats = services.token_stats_request(dataset=dataset, base_model=base)
+    except (Conflict, InvalidRequest):
+        return {"status": "unavailable"}
+    if stats.status == TokenStats.Status.FAILED:
+        return {"status": "failed", "error": stats.error, "model": base.name}
+    if stats.status != TokenStats.Status.READY:
+        return {"status": "computing", "model": base.name}
+    summary = services.token_stats_summary(stats, max_length=min(1024, base.context_length),
+                                           context_length=base.context_length)
+    histogram = summary["histogram"]
+    chart = {
+        "labels": [f"{b['from']}–{b['to'] - 1}" if b["to"] else f"{b['from']}+" for b in histogram["prompt"]],
+        "prompt": [b["count"] for b in histogram["prompt"]],
+        "completion": [b["count"] for b in histogram["completion"]],
+    }
+    return {"status": "ready", "model": base.name, "summary": summary, "chart": chart,
+            "bins": list(zip(chart["labels"], chart["prompt"], chart["completion"], strict=True))}
+
+
+def dataset_detail_context(dataset: Dataset, *, page: int = 1) -> dict:
+    pages = max(1, math.ceil(dataset.row_count / PREVIEW_ROWS)) if dataset.status == Dataset.Status.READY else 1
+    page = min(max(1, page), pages)
+    offset = (page - 1) * PREVIEW_ROWS
+    stats = dataset_page_stats(dataset)
+    preview = selectors.dataset_rows(dataset, offset=offset, limit=PREVIEW_ROWS)
+    return {
+        "dataset": dataset,
+        "preview": preview,
+        "preview_offset": offset,
+        "preview_end": offset + len(preview),
+        "preview_page": page,
+        "preview_pages": pages,
+        "stats": stats,
+        "versions": selectors.dataset_versions(dataset),
+        "jobs": list(dataset.jobs.order_by("-created_at")[:20]),
+        # the socket stays up while something can still change on the page
+        "live": not dataset.is_final or stats["status"] == "computing",
+    }
+
+
+def dataset_update_html(dataset: Dataset) -> str:
+    """Out-of-band fragments for a websocket update: the status always, the body once it is final."""
+    context = dataset_detail_context(dataset) if dataset.is_final else {"dataset": dataset}
+    return render_to_string("datasets_app/partials/dataset_update.html", {**context, "oob": True})
