@@ -1,5 +1,6 @@
 """Reads of datasets shared by views and the API."""
 
+import functools
 import json
 from itertools import islice
 
@@ -48,18 +49,26 @@ def dataset_versions(dataset: Dataset) -> list[Dataset]:
     return [*reversed(chain), dataset, *children]
 
 
+@functools.lru_cache(maxsize=8)
+def _tokenizer_for(path: str, template: str):
+    """A loaded tokenizer per (model, template), kept: pages showing the loss mask stay fast."""
+    from transformers import AutoTokenizer
+
+    from workers.templates import tokenizer_prepare
+
+    return tokenizer_prepare(AutoTokenizer.from_pretrained(path), template)
+
+
 def dataset_dry_run(dataset: Dataset, *, base_model, template: str, max_length: int, rows: int = 3,
                     offset: int = 0) -> dict:
     """The first ``rows`` rows rendered exactly as the trainer will see them, with loss marks.
 
     Loads only the tokenizer (no weights); rows are read a page at a time from storage.
     """
-    from transformers import AutoTokenizer
-
     from models_app.services import base_model_local_path
-    from workers.templates import TemplateError, render, tokenizer_prepare, tokens_show
+    from workers.templates import TemplateError, render, tokens_show
 
-    tokenizer = tokenizer_prepare(AutoTokenizer.from_pretrained(base_model_local_path(base_model)), template)
+    tokenizer = _tokenizer_for(base_model_local_path(base_model), template)
     shown = []
     for number, row in enumerate(dataset_rows(dataset, offset=offset, limit=rows), start=offset + 1):
         try:

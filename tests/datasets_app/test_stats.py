@@ -72,3 +72,20 @@ def test_job_whose_rows_would_have_no_trainable_tokens_fails_before_it_starts(ba
     job.refresh_from_db()
     assert job.status == FineTuneJob.Status.FAILED and job.error["code"] == "invalid_training_file"
     assert "1 rows would have no trainable tokens after truncation to max_length 64 (rows 1)" in job.error["message"]
+
+
+def test_dry_run_loads_a_tokenizer_once_per_model_and_template(base_model, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from datasets_app.selectors import _tokenizer_for, dataset_dry_run
+
+    _tokenizer_for.cache_clear()
+    loads = []
+    real = AutoTokenizer.from_pretrained
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: loads.append(a) or real(*a, **k))
+    dataset = make_dataset(rows=classification_rows(4))
+    for template in ("chatml", "chatml", ""):
+        dataset_dry_run(dataset, base_model=base_model, template=template, max_length=64, rows=1)
+    assert len(loads) == 2  # chatml once, the model's own once
+    own = dataset_dry_run(dataset, base_model=base_model, template="", max_length=64, rows=1)
+    assert "<|im_start|>" not in own["rows"][0]["text"]  # the cached chatml copy did not leak
