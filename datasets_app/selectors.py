@@ -2,6 +2,7 @@
 
 import functools
 import json
+import threading
 from itertools import islice
 
 from django.db.models import QuerySet
@@ -49,6 +50,9 @@ def dataset_versions(dataset: Dataset) -> list[Dataset]:
     return [*reversed(chain), dataset, *children]
 
 
+_TOKENIZER_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=8)
 def _tokenizer_for(path: str, template: str):
     """A loaded tokenizer per (model, template), kept: pages showing the loss mask stay fast."""
@@ -66,9 +70,15 @@ def dataset_dry_run(dataset: Dataset, *, base_model, template: str, max_length: 
     Loads only the tokenizer (no weights); rows are read a page at a time from storage.
     """
     from models_app.services import base_model_local_path
-    from workers.templates import TemplateError, render, tokens_show
 
     tokenizer = _tokenizer_for(base_model_local_path(base_model), template)
+    with _TOKENIZER_LOCK:  # a shared fast tokenizer must not be used by two threads at once
+        return _dry_run_rows(dataset, tokenizer, template=template, max_length=max_length, rows=rows, offset=offset)
+
+
+def _dry_run_rows(dataset: Dataset, tokenizer, *, template: str, max_length: int, rows: int, offset: int) -> dict:
+    from workers.templates import TemplateError, render, tokens_show
+
     shown = []
     for number, row in enumerate(dataset_rows(dataset, offset=offset, limit=rows), start=offset + 1):
         try:
