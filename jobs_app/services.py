@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import queue
 import shutil
 import threading
 import time
@@ -129,18 +130,27 @@ def job_event_add(*, job_id: str, message: str, type: str = JobEvent.Type.MESSAG
 
     With ``expect_attempt``, a worker whose attempt was superseded cannot write (Conflict).
     """
+    event = {"message": message, "type": type, "level": level, "data": data}
+    return job_events_add(job_id=job_id, events=[event], expect_attempt=expect_attempt)[-1]
+
+
+def job_events_add(*, job_id: str, events: list[dict], expect_attempt: int | None = None) -> list[JobEvent]:
+    """Append ``events`` ({message, type, level, data}) in one transaction, numbered in order."""
     with transaction.atomic():
         rows = FineTuneJob.objects.filter(pk=job_id)
         if expect_attempt is not None:
             rows = rows.filter(attempt=expect_attempt)
-        if not rows.update(event_seq=F("event_seq") + 1):
+        if not rows.update(event_seq=F("event_seq") + len(events)):
             raise Conflict(f"job {job_id} attempt {expect_attempt} is stale or gone", code="stale_attempt")
-        seq = FineTuneJob.objects.values_list("event_seq", flat=True).get(pk=job_id)
-        event = JobEvent.objects.create(job_id=job_id, seq=seq, type=type, level=level,
-                                        message=message, data=data)
-        job_publish(job_id, {"event": {"seq": seq, "type": type, "level": level,
-                                       "message": message, "data": data}})
-    return event
+        last = FineTuneJob.objects.values_list("event_seq", flat=True).get(pk=job_id)
+        created = JobEvent.objects.bulk_create([
+            JobEvent(job_id=job_id, seq=last - len(events) + index, type=e.get("type", JobEvent.Type.MESSAGE),
+                     level=e.get("level", JobEvent.Level.INFO), message=e["message"], data=e.get("data"))
+            for index, e in enumerate(events, start=1)])
+        newest = created[-1]  # subscribers read every row after the last one they have
+        job_publish(job_id, {"event": {"seq": newest.seq, "type": newest.type, "level": newest.level,
+                                       "message": newest.message, "data": newest.data}})
+    return created
 
 
 def job_cancel(*, job: FineTuneJob) -> FineTuneJob:
@@ -420,7 +430,11 @@ def job_run(*, job_id: str, worker: str = "") -> None:
     try:
         with _Heartbeat(job):
             config = _train_config(job, workdir)
-            result = _train(config, JobReporter(job), JobControl(job), devices=job.hyperparameters.get("devices", 1))
+            reporter = JobReporter(job)
+            try:
+                result = _train(config, reporter, JobControl(job), devices=job.hyperparameters.get("devices", 1))
+            finally:
+                reporter.close()  # every reported event and checkpoint is stored before the job moves on
         _job_finish(job, result)
     except Conflict:
         pass  # cancelled, or taken over by a newer attempt: that one owns the job now
@@ -724,37 +738,94 @@ def _job_fail_quietly(job: FineTuneJob, exc: Exception, code: str = "training_fa
 
 
 class JobReporter:
-    """The ``emit`` the engine calls: events become JobEvent and Checkpoint rows."""
+    """The ``emit`` the engine calls: events become JobEvent and Checkpoint rows.
+
+    Rows are written by a background thread, in order, so the training loop never waits on the
+    database or the channel layer; ``close`` waits until everything reported is stored.
+    """
 
     def __init__(self, job: FineTuneJob) -> None:
         self.job = job
         self.first: tuple[int, float] | None = None
+        self.stale = False
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._drain, daemon=True, name=f"events-{job.id}")
+        self.thread.start()
 
     def __call__(self, event) -> None:
-        if isinstance(event, Metric):
-            self._metric(event)
-        elif isinstance(event, LogLine):
-            job_event_add(job_id=self.job.id, message=event.message, level=event.level,
-                          expect_attempt=self.job.attempt)
-        elif isinstance(event, ArtifactSaved) and event.kind == "checkpoint":
-            self._checkpoint(event)
+        if isinstance(event, Metric):  # the pace is measured when the step ends, not when it is written
+            self.queue.put((event, self._eta(event)))
+        elif isinstance(event, LogLine | ArtifactSaved):
+            self.queue.put(event)
 
-    def _metric(self, event: Metric) -> None:
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def _drain(self) -> None:
+        try:
+            while (batch := self._next_batch()) is not None:
+                for group in _runs_of_metrics(batch):
+                    if not self.stale:
+                        self._write(group)
+        finally:
+            connection.close()
+
+    def _next_batch(self) -> list | None:
+        """What arrived within BATCH_SECONDS of the first event: one transaction for many steps."""
+        batch = [self.queue.get()]
+        deadline = time.monotonic() + BATCH_SECONDS
+        while batch[-1] is not None and (left := deadline - time.monotonic()) > 0:
+            try:
+                batch.append(self.queue.get(timeout=left))
+            except queue.Empty:
+                break
+        if batch[-1] is None:
+            batch.pop()
+            if batch:
+                self.queue.put(None)  # write these, then stop
+            return batch or None
+        return batch
+
+    def _write(self, group) -> None:
+        try:
+            if isinstance(group, list):
+                self._metrics(group)
+            elif isinstance(group, LogLine):
+                job_event_add(job_id=self.job.id, message=group.message, level=group.level,
+                              expect_attempt=self.job.attempt)
+            elif isinstance(group, ArtifactSaved) and group.kind == "checkpoint":
+                self._checkpoint(group)
+        except Conflict:
+            self.stale = True  # another attempt owns the job: this one records nothing more
+        except Exception:
+            log.exception("could not record an event of %s", self.job.id)
+
+    def _metrics(self, items: list[tuple[Metric, float | None]]) -> None:
+        rows = [row for row in (self._metric(event, eta) for event, eta in items) if row]
+        if not rows:
+            return
+        etas = [eta for _, eta in items if eta is not None]
+        if etas:
+            FineTuneJob.objects.filter(pk=self.job.pk, attempt=self.job.attempt).update(
+                estimated_finish=timezone.now() + timedelta(seconds=etas[-1]))
+        job_events_add(job_id=self.job.id, events=rows, expect_attempt=self.job.attempt)
+
+    def _metric(self, event: Metric, eta: float | None) -> dict | None:
         values = event.values
         if "loss" not in values and "eval_loss" not in values:
-            return  # the trainer's closing summary; the final transition reports it
+            return None  # the trainer's closing summary; the final transition reports it
         data = {"step": event.step, "total_steps": event.total_steps}
         data.update({_metric_name(k): v for k, v in values.items()})
         parts = [f"{k.replace('_', ' ')}={v:.4g}" for k, v in data.items()
                  if k in ("train_loss", "valid_loss", "learning_rate")]
-        eta = self._eta(event)
         if eta is not None:
             data["eta_seconds"] = eta
-        job_event_add(job_id=self.job.id, type=JobEvent.Type.METRICS, data=data, expect_attempt=self.job.attempt,
-                      message=f"Step {event.step}/{event.total_steps}: " + ", ".join(parts))
+        return {"type": JobEvent.Type.METRICS, "data": data,
+                "message": f"Step {event.step}/{event.total_steps}: " + ", ".join(parts)}
 
     def _eta(self, event: Metric) -> float | None:
-        """Seconds left, from the pace of the steps this attempt has run; refreshes estimated_finish."""
+        """Seconds left, from the pace of the steps this attempt has run."""
         now = time.monotonic()
         if self.first is None:
             self.first = (event.step, now)
@@ -762,10 +833,7 @@ class JobReporter:
         done = event.step - self.first[0]
         if done <= 0:
             return None
-        eta = round((now - self.first[1]) / done * (event.total_steps - event.step), 1)
-        FineTuneJob.objects.filter(pk=self.job.pk, attempt=self.job.attempt).update(
-            estimated_finish=timezone.now() + timedelta(seconds=eta))
-        return eta
+        return round((now - self.first[1]) / done * (event.total_steps - event.step), 1)
 
     def _checkpoint(self, event: ArtifactSaved) -> None:
         directory = Path(event.path)
@@ -780,6 +848,21 @@ class JobReporter:
 
 
 _METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
+BATCH_SECONDS = 0.25  # metric events are stored at most this late, in one transaction per batch
+
+
+def _runs_of_metrics(batch: list) -> list:
+    """Consecutive metric events grouped into lists; other events stay single, in order."""
+    groups: list = []
+    for item in batch:
+        if isinstance(item, tuple):
+            if groups and isinstance(groups[-1], list):
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+        else:
+            groups.append(item)
+    return groups
 
 
 def _metric_name(name: str) -> str:

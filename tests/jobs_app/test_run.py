@@ -8,7 +8,7 @@ from models_app.models import BaseModel
 from tests.factories import make_dataset, make_user
 from workers.tiny_model import PARAMETERS
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # job_run writes events from a second thread
 
 
 def _queued_job(model_name: str) -> FineTuneJob:
