@@ -67,7 +67,7 @@ def main(config_path: str) -> None:
     out = Path(config.output_dir)
     rank = int(os.environ.get("RANK", "0"))
     emit = _file_emit(out / "events.jsonl") if rank == 0 else (lambda event: None)
-    result = run_training(config, emit, should_stop=lambda: _stop_file(out / "STOP"))
+    result = run_training(config, emit, should_stop=lambda: _stop_agreed(out / "STOP", rank))
     if rank == 0:
         (out / "result.json").write_text(json.dumps({**dataclasses.asdict(result), "stop": str(result.stop)}))
 
@@ -79,8 +79,22 @@ def _file_emit(path: Path) -> Emit:
     return emit
 
 
-def _stop_file(path: Path) -> Stop:
-    return Stop(path.read_text()) if path.exists() else Stop.NO
+_STOP_CODES = [Stop.NO, Stop.DISCARD, Stop.CHECKPOINT]
+
+
+def _stop_agreed(path: Path, rank: int) -> Stop:
+    """Rank 0 reads the stop file and every rank learns its answer in the same step (an all-reduce):
+    ranks that stopped at different steps would wait on each other's collectives forever."""
+    import torch
+    import torch.distributed as dist
+
+    asked = Stop(path.read_text()) if rank == 0 and path.exists() else Stop.NO
+    if not (dist.is_available() and dist.is_initialized()):
+        return asked
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    code = torch.tensor([_STOP_CODES.index(asked)], device=device)
+    dist.all_reduce(code, op=dist.ReduceOp.MAX)
+    return _STOP_CODES[int(code.item())]
 
 
 if __name__ == "__main__":
