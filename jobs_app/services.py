@@ -753,8 +753,8 @@ class JobReporter:
         self.thread.start()
 
     def __call__(self, event) -> None:
-        if isinstance(event, Metric):  # the pace is measured when the step ends, not when it is written
-            self.queue.put((event, self._eta(event)))
+        if isinstance(event, Metric):  # pace and time are taken when the step ends, not when it is written
+            self.queue.put((event, self._eta(event), time.time()))
         elif isinstance(event, LogLine | ArtifactSaved):
             self.queue.put(event)
 
@@ -801,21 +801,21 @@ class JobReporter:
         except Exception:
             log.exception("could not record an event of %s", self.job.id)
 
-    def _metrics(self, items: list[tuple[Metric, float | None]]) -> None:
-        rows = [row for row in (self._metric(event, eta) for event, eta in items) if row]
+    def _metrics(self, items: list[tuple[Metric, float | None, float]]) -> None:
+        rows = [row for row in (self._metric(*item) for item in items) if row]
         if not rows:
             return
-        etas = [eta for _, eta in items if eta is not None]
+        etas = [eta for _, eta, _ in items if eta is not None]
         if etas:
             FineTuneJob.objects.filter(pk=self.job.pk, attempt=self.job.attempt).update(
                 estimated_finish=timezone.now() + timedelta(seconds=etas[-1]))
         job_events_add(job_id=self.job.id, events=rows, expect_attempt=self.job.attempt)
 
-    def _metric(self, event: Metric, eta: float | None) -> dict | None:
+    def _metric(self, event: Metric, eta: float | None, ended: float) -> dict | None:
         values = event.values
         if "loss" not in values and "eval_loss" not in values:
             return None  # the trainer's closing summary; the final transition reports it
-        data = {"step": event.step, "total_steps": event.total_steps}
+        data = {"step": event.step, "total_steps": event.total_steps, "time": round(ended, 3)}
         data.update({_metric_name(k): v for k, v in values.items()})
         parts = [f"{k.replace('_', ' ')}={v:.4g}" for k, v in data.items()
                  if k in ("train_loss", "valid_loss", "learning_rate")]
