@@ -1,0 +1,109 @@
+"""Chat generation on the tiny local model, on CPU, without Django."""
+
+import pytest
+
+from workers.inference import ContextLengthExceeded, GenerateConfig, ModelCache, generate, model_load, prompt_ids
+
+HELLO = ({"role": "user", "content": "What is the capital of France?"},)
+
+
+@pytest.fixture(scope="module")
+def base(tiny_model_path):
+    return model_load(str(tiny_model_path))
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_model_path, trained_adapter):
+    return model_load(str(tiny_model_path), str(trained_adapter))
+
+
+def test_greedy_reply_is_deterministic_and_streams_the_same_text(base):
+    config = GenerateConfig(messages=HELLO, temperature=0, max_tokens=24)
+    deltas = []
+    first = generate(base, config, deltas.append)
+    second = generate(base, config)
+    assert first == second
+    assert len(deltas) > 1 and "".join(deltas) == first.text
+    assert (first.finish_reason, first.completion_tokens) == ("length", 24)
+    assert first.prompt_tokens == len(prompt_ids(base.tokenizer, HELLO))
+
+
+def test_seeded_sampling_repeats_and_other_seeds_differ(base):
+    def sample(seed):
+        return generate(base, GenerateConfig(messages=HELLO, temperature=1.5, top_p=0.95, seed=seed, max_tokens=16)).text
+
+    assert sample(7) == sample(7)
+    assert len({sample(seed) for seed in range(4)}) > 1
+
+
+def test_max_tokens_is_respected(base):
+    for limit in (1, 5):
+        result = generate(base, GenerateConfig(messages=HELLO, temperature=0, max_tokens=limit))
+        assert result.completion_tokens == limit and result.finish_reason == "length"
+
+
+def test_tuned_model_answers_the_task_and_stops_at_end_of_turn(tuned):
+    from workers.sample_data import classification_rows
+
+    row = classification_rows(24)[0]["messages"]
+    result = generate(tuned, GenerateConfig(messages=(row[0],), temperature=0, max_tokens=16))
+    assert (result.text.strip(), result.finish_reason) == (row[1]["content"], "stop")
+    assert result.completion_tokens < 16
+
+
+def test_stop_string_ends_the_reply_before_it_and_is_never_streamed(base):
+    full = generate(base, GenerateConfig(messages=HELLO, temperature=0, max_tokens=32)).text
+    stop = full[10:12]
+    deltas = []
+    result = generate(base, GenerateConfig(messages=HELLO, temperature=0, max_tokens=32, stop=(stop,)), deltas.append)
+    assert result.finish_reason == "stop" and result.text == full[:full.index(stop)]
+    assert "".join(deltas) == result.text
+
+
+def test_multibyte_characters_are_streamed_whole(base):
+    from workers.inference import _TextStream
+
+    tokenizer = base.tokenizer
+    target = tokenizer("déjà vu 日本", add_special_tokens=False)["input_ids"]
+    assert any("\ufffd" in tokenizer.decode([t]) for t in target)  # byte tokens: characters span tokens
+    deltas = []
+    stream = _TextStream(tokenizer, (), deltas.append)
+    for token in target:
+        stream.add(token)
+    stream.finish()
+    assert "".join(deltas) == "déjà vu 日本"
+    assert all("\ufffd" not in d for d in deltas)
+
+
+def test_prompt_longer_than_the_context_is_refused_before_generating(base):
+    long = ({"role": "user", "content": "hello world " * 2000},)
+    started = []
+    with pytest.raises(ContextLengthExceeded, match="maximum context length is 2048 tokens"):
+        generate(base, GenerateConfig(messages=long, max_tokens=8), on_start=started.append)
+    assert started == []
+
+
+def test_config_rejects_bad_values():
+    for bad in ({"temperature": 3}, {"top_p": 0}, {"max_tokens": 0}, {"stop": ("a", "b", "c", "d", "e")}):
+        with pytest.raises(ValueError):
+            GenerateConfig(messages=HELLO, **bad)
+    with pytest.raises(ValueError, match="role"):
+        GenerateConfig(messages=({"role": "robot", "content": "hi"},))
+
+
+def test_cache_returns_the_loaded_model_and_drops_the_least_recently_used():
+    loads = []
+
+    def loader(base, adapter):
+        loads.append((base, adapter))
+        return object()
+
+    cache = ModelCache(size=2, loader=loader)
+    first, hit = cache.get("base", None)
+    assert not hit
+    assert cache.get("base") == (first, True)
+    cache.get("base", "adapter-a")
+    cache.get("base")  # most recently used now
+    cache.get("base", "adapter-b")  # drops adapter-a
+    assert len(cache) == 2 and cache.get("base")[1] and not cache.get("base", "adapter-a")[1]
+    assert loads == [("base", None), ("base", "adapter-a"), ("base", "adapter-b"), ("base", "adapter-a")]

@@ -1,0 +1,307 @@
+"""Chat replies from a base model or a fine-tuned one, streamed token by token.
+
+Loading a model costs far more than a short reply, so a worker keeps the models it served
+last in a ``ModelCache`` and reuses them. ``generate`` renders the conversation with the
+model's chat template, decodes with a KV cache (greedy when ``temperature`` is 0, else
+sampling with temperature and top-p) and hands each new piece of text to ``on_text`` as
+soon as it is known: multi-byte characters split over several byte-level tokens come out
+whole, and text that may begin a stop string is held back until it is known not to.
+"""
+
+import os
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workers.export import is_full_model
+
+ROLES = ("system", "user", "assistant")
+MAX_STOP_STRINGS = 4
+# Below this many parameters a CPU forward pass is a few small matrix products: splitting each
+# over threads costs more in synchronisation than it saves (10-30x slower on a busy machine).
+SINGLE_THREAD_PARAMETERS = 100_000_000
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """One chat completion.
+
+    messages: the conversation so far, a sequence of ``{"role", "content"}`` dicts with roles
+        system, user or assistant; the reply continues it (no default).
+    max_tokens: most tokens the reply may have; default 64.
+    temperature: how random sampling is, 0 to 2; 0 is greedy (the most likely token every
+        time), so equal requests give equal replies; default 1.0.
+    top_p: nucleus sampling: draw only among the most likely tokens whose probabilities add
+        up to ``top_p`` (0 < top_p <= 1; 1 keeps them all); default 1.0.
+    seed: seeds sampling, so equal requests with the same seed sample the same reply; None
+        draws a fresh seed; default None.
+    stop: up to 4 strings; the reply ends before the first of them (which is not returned);
+        default none.
+    """
+
+    messages: tuple[dict, ...]
+    max_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "messages", tuple({"role": m["role"], "content": m["content"]}
+                                                   for m in self.messages))
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        object.__setattr__(self, "stop", tuple(s for s in stop if s))
+        if not self.messages:
+            raise ValueError("messages must not be empty")
+        if any(m["role"] not in ROLES or not isinstance(m["content"], str) for m in self.messages):
+            raise ValueError(f"every message needs a role ({', '.join(ROLES)}) and text content")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if not 0 <= self.temperature <= 2:
+            raise ValueError("temperature must be between 0 and 2")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be greater than 0 and at most 1")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """A finished reply.
+
+    text: the reply (the deltas given to ``on_text``, joined).
+    finish_reason: "stop" (end of turn or a stop string) or "length" (``max_tokens`` reached).
+    prompt_tokens: tokens of the rendered conversation.
+    completion_tokens: tokens generated, the end-of-turn token included.
+    """
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ContextLengthExceeded(ValueError):
+    """The conversation plus ``max_tokens`` does not fit the model's context."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate, with its tokenizer and where it came from.
+
+    key: ``(base model path, adapter path or None)``, as the cache knows it.
+    context_length: most tokens (prompt and reply) the model takes.
+    device: "cuda" or "cpu".
+    cpu_threads: torch threads while it generates on the CPU.
+    eos_token_ids: tokens that end the reply.
+    """
+
+    model: object
+    tokenizer: object
+    key: tuple[str, str | None]
+    context_length: int
+    device: str
+    cpu_threads: int = 1
+    eos_token_ids: frozenset[int] = field(default_factory=frozenset)
+
+
+def model_load(base_path: str, adapter_path: str | None = None) -> LoadedModel:
+    """Load the base model with the adapter applied (or the full fine-tuned model) for inference.
+
+    The tokenizer saved next to the adapter is used when there is one: it carries the chat
+    template the model was trained with. Weights go to the GPU when there is one.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    adapter = Path(adapter_path) if adapter_path else None
+    has_tokenizer = adapter is not None and (adapter / "tokenizer_config.json").exists()
+    tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else base_path)
+    if adapter is not None and is_full_model(adapter):
+        model = AutoModelForCausalLM.from_pretrained(adapter, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter)
+    model = model.to(device).eval()
+    parameters = sum(p.numel() for p in model.parameters())
+    cpu_threads = 1 if parameters < SINGLE_THREAD_PARAMETERS else len(os.sched_getaffinity(0))
+    return LoadedModel(model=model, tokenizer=tokenizer, key=(str(base_path), adapter_path and str(adapter_path)),
+                       context_length=int(getattr(model.config, "max_position_embeddings", 0) or 2048),
+                       device=device, cpu_threads=cpu_threads, eos_token_ids=_eos_token_ids(model, tokenizer))
+
+
+class ModelCache:
+    """Loaded models by ``(base path, adapter path)``; past ``size`` the least recently used goes.
+
+    Thread-safe: one lock covers lookups and loads, so a model is never loaded twice at once.
+    """
+
+    def __init__(self, size: int = 2, loader: Callable[[str, str | None], LoadedModel] = model_load) -> None:
+        self.size = max(1, size)
+        self._loader = loader
+        self._models: OrderedDict[tuple[str, str | None], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, base_path: str, adapter_path: str | None = None) -> tuple[LoadedModel, bool]:
+        """``(model, hit)``: the loaded model, and whether it was already loaded."""
+        key = (str(base_path), str(adapter_path) if adapter_path else None)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key], True
+            while len(self._models) >= self.size:  # make room first: never hold size + 1 models
+                self._models.popitem(last=False)
+                _release_device_memory()
+            loaded = self._loader(*key)
+            self._models[key] = loaded
+            return loaded, False
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+def prompt_ids(tokenizer, messages) -> list[int]:
+    """Token ids of ``messages`` in the chat template, ending where the assistant's reply starts."""
+    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    else:  # a model without a template: plain turns, then the assistant's cue
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str], None] | None = None, *,
+             on_start: Callable[[int], None] | None = None) -> GenerateResult:
+    """Generate the assistant's reply to ``config.messages``; ``on_text`` gets each new piece of text.
+
+    Stops at the model's end-of-turn token, at a stop string or after ``max_tokens``. Raises
+    ``ContextLengthExceeded`` before generating when the prompt and ``max_tokens`` do not fit;
+    otherwise ``on_start`` gets the prompt's token count before the first token is generated.
+    """
+    import torch
+
+    ids = prompt_ids(loaded.tokenizer, config.messages)
+    if len(ids) + config.max_tokens > loaded.context_length:
+        raise ContextLengthExceeded(
+            f"this model's maximum context length is {loaded.context_length} tokens; you requested "
+            f"{len(ids) + config.max_tokens} tokens ({len(ids)} in the messages, {config.max_tokens} in the "
+            "completion); shorten the messages or lower max_tokens")
+    if on_start is not None:
+        on_start(len(ids))
+    if loaded.device == "cpu":
+        torch.set_num_threads(loaded.cpu_threads)
+    sampler = torch.Generator().manual_seed(config.seed if config.seed is not None else random.getrandbits(63))
+    stream = _TextStream(loaded.tokenizer, config.stop, on_text or (lambda text: None))
+    finish, count = "length", 0
+    with torch.inference_mode():
+        out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True)
+        while count < config.max_tokens:
+            token = _next_token(out.logits[0, -1], config, sampler)
+            count += 1
+            if token in loaded.eos_token_ids or stream.add(token):
+                finish = "stop"
+                break
+            if count < config.max_tokens:
+                out = loaded.model(input_ids=torch.tensor([[token]], device=loaded.device),
+                                   past_key_values=out.past_key_values, use_cache=True)
+    stream.finish()
+    return GenerateResult(text=stream.text, finish_reason=finish, prompt_tokens=len(ids), completion_tokens=count)
+
+
+def _next_token(logits, config: GenerateConfig, sampler) -> int:
+    import torch
+
+    logits = logits.float().cpu()  # sample on the CPU: one seeded generator, whatever the device
+    if config.temperature == 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / config.temperature, dim=-1)
+    if config.top_p < 1:
+        sorted_probs, order = probs.sort(descending=True)
+        outside = sorted_probs.cumsum(0) - sorted_probs >= config.top_p  # the most likely one always stays
+        sorted_probs[outside] = 0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=sampler))
+
+
+class _TextStream:
+    """Turns generated tokens into text deltas.
+
+    The whole reply is decoded again after each token (cheap next to a forward pass), so a
+    byte-level token that completes a character, or a merge that changes how earlier tokens
+    read, comes out right. A trailing U+FFFD (a character still missing bytes; after 4 tokens
+    it is a real one: no UTF-8 character has more bytes) and any tail that may begin a stop
+    string are held back until the next tokens settle them.
+    """
+
+    def __init__(self, tokenizer, stop: tuple[str, ...], on_text: Callable[[str], None]) -> None:
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.on_text = on_text
+        self.tokens: list[int] = []
+        self.text = ""
+        self.sent = 0
+        self.unsent_tokens = 0
+
+    def add(self, token: int) -> bool:
+        """Take one token; True when a stop string has appeared (the reply ends before it)."""
+        self.tokens.append(token)
+        self.unsent_tokens += 1
+        self.text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        cut = self._stop_at()
+        if cut is not None:
+            self.text = self.text[:cut]
+            self._send(cut)
+            return True
+        if not self.text.endswith("\ufffd") or self.unsent_tokens >= 4:
+            self._send(len(self.text) - self._held())
+        return False
+
+    def finish(self) -> None:
+        self._send(len(self.text))
+
+    def _stop_at(self) -> int | None:
+        start = max(0, self.sent - max((len(s) for s in self.stop), default=0))
+        found = [i for i in (self.text.find(s, start) for s in self.stop) if i >= 0]
+        return min(found) if found else None
+
+    def _held(self) -> int:
+        """Length of the longest end of the text that is the beginning of a stop string."""
+        for size in range(min(len(self.text), max((len(s) for s in self.stop), default=1) - 1), 0, -1):
+            if any(s.startswith(self.text[-size:]) for s in self.stop):
+                return size
+        return 0
+
+    def _send(self, upto: int) -> None:
+        if upto > self.sent:
+            self.on_text(self.text[self.sent:upto])
+            self.sent = upto
+            self.unsent_tokens = 0
+
+
+def _eos_token_ids(model, tokenizer) -> frozenset[int]:
+    ids = set()
+    generation = getattr(model, "generation_config", None)
+    for value in (getattr(generation, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return frozenset(ids)
+
+
+def _release_device_memory() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
