@@ -15,7 +15,8 @@ def error_body(message: str, *, param: str | None = None, code: str | None = Non
 
 def exception_handler(exc, context):
     if isinstance(exc, InvalidRequest):
-        return Response(error_body(exc.message, param=exc.param, code=exc.code), status=exc.status)
+        type_ = "server_error" if exc.status >= 500 else "invalid_request_error"
+        return Response(error_body(exc.message, param=exc.param, code=exc.code, type_=type_), status=exc.status)
     if isinstance(exc, Http404 | exceptions.NotFound):
         message = str(exc) or "Not found."
         return Response(error_body(message, code="not_found"), status=status.HTTP_404_NOT_FOUND)

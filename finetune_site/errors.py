@@ -17,3 +17,21 @@ class Conflict(InvalidRequest):
     """The request is well formed but the object's state forbids it."""
 
     status = 409
+
+
+class NotFound(InvalidRequest):
+    """The object does not exist or belongs to someone else (the two look the same)."""
+
+    status = 404
+
+
+class Unavailable(InvalidRequest):
+    """The request is fine but no process that can serve it answered in time; retry later."""
+
+    status = 503
+
+
+class ServerError(InvalidRequest):
+    """The request is fine but carrying it out failed on our side (a model that does not load)."""
+
+    status = 500

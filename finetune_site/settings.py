@@ -145,10 +145,14 @@ if REDIS_URL:
 else:
     CELERY_BROKER_URL = f"redis+socket://{EMBEDDED_REDIS_SOCKET}"
     _channels_host = f"unix://{EMBEDDED_REDIS_SOCKET}"
+# redis-py 8 gives up reading after 5 s by default, just when channels_redis's blocking pop (also
+# 5 s) returns empty: a receive with nothing to read for 5 s failed with a TimeoutError, closing the
+# websocket of an idle page. Reads get longer than the pop.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [_channels_host], "prefix": env_str("CHANNELS_PREFIX", "finetune")},
+        "CONFIG": {"hosts": [{"address": _channels_host, "socket_timeout": 15}],
+                   "prefix": env_str("CHANNELS_PREFIX", "finetune")},
     }
 }
 CACHES = {
@@ -170,6 +174,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "jobs_app.tasks.job_run": {"queue": "training"},
     "models_app.tasks.export_run": {"queue": "training"},
+    # Its own worker process keeps models loaded between requests; training never delays a reply.
+    "models_app.tasks.chat_completion_run": {"queue": "inference"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -200,6 +206,13 @@ WORK_DIR = DATA_DIR / "work"
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 5 * 2**30)
 # Seconds the dashboard keeps the workers' answer to a Celery inspect broadcast.
 WORKER_STATUS_CACHE_SECONDS = env_int("WORKER_STATUS_CACHE_SECONDS", 10)
+
+# --- Inference: the playground and /v1/chat/completions, served by the `inference` queue's worker ---
+# Seconds a request waits for the inference worker to start answering (and between two pieces
+# of a reply) before it gives up with a 503.
+INFERENCE_TIMEOUT_SECONDS = env_int("INFERENCE_TIMEOUT_SECONDS", 120)
+# Models an inference worker keeps loaded (least recently used goes first).
+INFERENCE_MODELS_KEPT = env_int("INFERENCE_MODELS_KEPT", 2)
 
 # --- Datasets: validation limits and uploads (see workers.containers.Limits) ---
 # Files up to this size are checked in the upload request (a bad one is a 400, nothing stored);

@@ -51,6 +51,7 @@ urlpatterns = [
     path("v1/fine_tuning/jobs/<str:job_id>/events", jobs_api.JobEventsApi.as_view(), name="job-events"),
     path("v1/fine_tuning/jobs/<str:job_id>/checkpoints", jobs_api.JobCheckpointsApi.as_view(),
          name="job-checkpoints"),
+    path("v1/chat/completions", models_api.ChatCompletionsApi.as_view(), name="chat-completions"),
     path("v1/models", models_api.ModelsApi.as_view(), name="models"),
     path("v1/models/<path:model_id>/download", models_api.ModelDownloadApi.as_view(), name="model-download"),
     path("v1/models/<path:model_id>", models_api.ModelApi.as_view(), name="model"),

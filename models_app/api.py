@@ -1,15 +1,25 @@
-"""The Models API (OpenAI-shaped) and artifact downloads."""
+"""The Models API (OpenAI-shaped), chat completions and artifact downloads."""
 
+import json
+import time
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpResponseRedirect
+from django.core.handlers.asgi import ASGIRequest
+from django.http import FileResponse, Http404, HttpResponseRedirect, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from finetune_site.api_errors import error_body
+from finetune_site.errors import NotFound
 from finetune_site.files import storage_is_s3
+from finetune_site.ids import new_id
 from models_app import selectors, services
 from models_app.models import BaseModel, Export, FineTunedModel
+from models_app.replies import END_TYPES, reply_receive
 
 
 def model_object(model: BaseModel | FineTunedModel) -> dict:
@@ -94,3 +104,196 @@ class ExportApi(APIView):
     @extend_schema(responses={200: dict}, summary="Retrieve an export and its verification")
     def get(self, request, export_id: str):
         return Response(export_object(selectors.export_get(request.user, export_id)))
+
+
+# --- chat completions ------------------------------------------------------------------------
+
+MAX_COMPLETION_TOKENS = 2048
+
+
+class MessageContentField(serializers.Field):
+    """A string, or OpenAI's list of text parts (joined)."""
+
+    default_error_messages = {"invalid": 'content must be a string or a list of {"type": "text", "text": ...} parts'}
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            return data
+        if isinstance(data, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                          and isinstance(p.get("text"), str) for p in data):
+            return "".join(p["text"] for p in data)
+        self.fail("invalid")
+
+    def to_representation(self, value):
+        return value
+
+
+class ChatMessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant"], error_messages={
+        "invalid_choice": "role must be one of system, user, assistant (developer counts as system)"})
+    content = MessageContentField()
+
+
+class StopField(serializers.Field):
+    default_error_messages = {"invalid": "stop must be a string or a list of up to 4 strings"}
+
+    def to_internal_value(self, data):
+        stop = [data] if isinstance(data, str) else data
+        if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
+            self.fail("invalid")
+        return [s for s in stop if s]
+
+    def to_representation(self, value):
+        return value
+
+
+class ChatCompletionSerializer(serializers.Serializer):
+    model = serializers.CharField(help_text="A base model name or one of your fine-tuned model ids.")
+    messages = serializers.ListField(child=ChatMessageSerializer(), min_length=1)
+    temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True,
+                                         help_text="0 is greedy and deterministic; default 1.")
+    top_p = serializers.FloatField(min_value=0, max_value=1, required=False, allow_null=True)
+    max_tokens = serializers.IntegerField(min_value=1, max_value=MAX_COMPLETION_TOKENS, required=False,
+                                          allow_null=True, help_text="Default 64.")
+    max_completion_tokens = serializers.IntegerField(min_value=1, max_value=MAX_COMPLETION_TOKENS, required=False,
+                                                     allow_null=True, help_text="Same as max_tokens; wins over it.")
+    stream = serializers.BooleanField(required=False, default=False)
+    stream_options = serializers.DictField(required=False, allow_null=True)
+    seed = serializers.IntegerField(min_value=-(2**63), max_value=2**63 - 1, required=False, allow_null=True)
+    stop = StopField(required=False, allow_null=True)
+    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1,
+                                 error_messages={"max_value": "only n=1 is supported"})
+
+    def validate_top_p(self, value):
+        if value is not None and value <= 0:
+            raise serializers.ValidationError("top_p must be greater than 0")
+        return value
+
+    def generate_config(self) -> dict:
+        """``workers.inference.GenerateConfig``'s fields (JSON-ready) from the validated body."""
+        data = self.validated_data
+        config = {"messages": [{"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
+                               for m in data["messages"]]}
+        max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
+        for name, value in (("max_tokens", max_tokens), ("temperature", data.get("temperature")),
+                            ("top_p", data.get("top_p")), ("seed", data.get("seed")), ("stop", data.get("stop"))):
+            if value is not None:
+                config[name] = value
+        return config
+
+
+class ChatCompletionsApi(APIView):
+    @extend_schema(request=ChatCompletionSerializer, responses={200: dict},
+                   summary="Chat with a base or fine-tuned model (OpenAI's chat completions; stream: server-sent "
+                           "events). Served by the inference worker, which keeps models loaded; the X-Model-Cache "
+                           "header says whether this request found its model loaded (hit) or loaded it (miss)")
+    def post(self, request):
+        body = ChatCompletionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        model = _chat_model(request.user, body.validated_data["model"])
+        channel, start = services.chat_completion_start(model=model, config=body.generate_config())
+        chunk = _Completion(selectors.model_public_id(model), start["prompt_tokens"])
+        headers = {"X-Model-Cache": start["cache"]}
+        if not body.validated_data["stream"]:
+            done = services.chat_completion_finish(reply_channel=channel)
+            return Response(chunk.completion(done), headers=headers)
+        include_usage = bool((body.validated_data.get("stream_options") or {}).get("include_usage"))
+        # Under daphne (ASGI) the body must be an async iterator to stream: Django reads a sync one
+        # to the end before sending anything. Under WSGI (tests' live server) the opposite holds.
+        events = (_events_async if isinstance(request._request, ASGIRequest) else _events_sync)(
+            channel, chunk, include_usage)
+        response = StreamingHttpResponse(events, content_type="text/event-stream", headers=headers)
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # no proxy buffering (nginx)
+        return response
+
+
+def _chat_model(user, model_id: str) -> BaseModel | FineTunedModel:
+    try:
+        return selectors.model_get(user, model_id)
+    except Http404:
+        raise NotFound(f"The model {model_id!r} does not exist or you do not have access to it.",
+                       param="model", code="model_not_found") from None
+
+
+class _Completion:
+    """OpenAI's chat.completion object and stream chunks for one reply."""
+
+    def __init__(self, model_id: str, prompt_tokens: int) -> None:
+        self.id = new_id("chatcmpl", 24)
+        self.created = int(time.time())
+        self.model = model_id
+        self.prompt_tokens = prompt_tokens
+
+    def completion(self, done: dict) -> dict:
+        return {**self._head("chat.completion"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": done["text"]},
+                             "finish_reason": done["finish_reason"], "logprobs": None}],
+                "usage": self._usage(done)}
+
+    def events(self, message: dict, include_usage: bool) -> list[bytes]:
+        """The server-sent events for one worker message."""
+        kind = message["type"]
+        if kind == "inference.delta":
+            return [self._event(self._chunk({"content": message["text"]}))]
+        if kind == "inference.done":
+            events = [self._event(self._chunk({}, finish_reason=message["finish_reason"]))]
+            if include_usage:
+                events.append(self._event({**self._head("chat.completion.chunk"), "choices": [],
+                                           "usage": self._usage(message)}))
+            return [*events, b"data: [DONE]\n\n"]
+        if kind == "inference.error":
+            error = services.chat_completion_error(message)
+            return [self._event(error_body(error.message, param=error.param, code=error.code, type_="server_error"))]
+        return []
+
+    def first_event(self) -> bytes:
+        return self._event(self._chunk({"role": "assistant", "content": ""}))
+
+    def timeout_event(self) -> bytes:
+        seconds = settings.INFERENCE_TIMEOUT_SECONDS
+        return self._event(error_body(f"the inference worker stopped answering for {seconds}s",
+                                      code="inference_unavailable", type_="server_error"))
+
+    def _head(self, kind: str) -> dict:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
+                "system_fingerprint": None}
+
+    def _chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
+        return {**self._head("chat.completion.chunk"),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+
+    def _usage(self, done: dict) -> dict:
+        return {"prompt_tokens": done["prompt_tokens"], "completion_tokens": done["completion_tokens"],
+                "total_tokens": done["prompt_tokens"] + done["completion_tokens"]}
+
+    @staticmethod
+    def _event(data: dict) -> bytes:
+        return f"data: {json.dumps(data)}\n\n".encode()
+
+
+async def _events_async(channel: str, chunk: _Completion, include_usage: bool):
+    yield chunk.first_event()
+    while True:
+        try:
+            message = await reply_receive(channel, settings.INFERENCE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            yield chunk.timeout_event()
+            return
+        for event in chunk.events(message, include_usage):
+            yield event
+        if message["type"] in END_TYPES:
+            return
+
+
+def _events_sync(channel: str, chunk: _Completion, include_usage: bool):
+    yield chunk.first_event()
+    while True:
+        try:
+            message = async_to_sync(reply_receive)(channel, settings.INFERENCE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            yield chunk.timeout_event()
+            return
+        yield from chunk.events(message, include_usage)
+        if message["type"] in END_TYPES:
+            return

@@ -19,6 +19,11 @@ def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
     return found
 
 
+def model_public_id(model: BaseModel | FineTunedModel) -> str:
+    """The id callers name ``model`` by: a base model's name, a fine-tuned model's id."""
+    return model.name if isinstance(model, BaseModel) else model.id
+
+
 def fine_tuned_model_get(user, model_id: str) -> FineTunedModel:
     found = fine_tuned_models_visible_to(user).filter(pk=model_id).first()
     if found is None:

@@ -11,3 +11,10 @@ def export_run(export_id: str) -> None:
     if not Export.objects.filter(pk=export_id).exists():
         return
     services.export_run(export_id=export_id)
+
+
+# Replies are only useful while someone waits for them: a task lost with its worker is not
+# redone (acks early), and no result row is written per request.
+@shared_task(name="models_app.tasks.chat_completion_run", acks_late=False, ignore_result=True)
+def chat_completion_run(model_id: str, config: dict, reply_channel: str, tag: str = "") -> None:
+    services.chat_completion_run(model_id=model_id, config=config, reply_channel=reply_channel, tag=tag)

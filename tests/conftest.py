@@ -57,9 +57,10 @@ def trained_adapter(tiny_model_path, tmp_path_factory) -> Path:
 class WorkerPool:
     """One real Celery worker process at a time, restarted when a test needs other settings."""
 
-    def __init__(self, database_url: str, name: str = "test") -> None:
+    def __init__(self, database_url: str, name: str = "test", queues: str = "default,training") -> None:
         self.database_url = database_url
         self.name = name
+        self.queues = queues
         self.process: subprocess.Popen | None = None
         self.extra: dict | None = None
 
@@ -70,10 +71,10 @@ class WorkerPool:
         self.stop()
         env = {**os.environ, "DATABASE_URL": self.database_url, **extra}
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        log = open(ARTIFACTS / f"worker-{int(time.time())}.log", "ab")
+        log = open(ARTIFACTS / f"{self.name}-worker-{int(time.time())}.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "finetune_site", "worker", "-l", "info",
-             "-Q", "default,training", "-c", "1", "--without-gossip", "--without-mingle",
+             "-Q", self.queues, "-c", "1", "--without-gossip", "--without-mingle",
              "-n", f"{self.name}-{os.getpid()}@%h"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -87,7 +88,7 @@ class WorkerPool:
         def ready():
             assert self.process.poll() is None, "the Celery worker exited; see tests/artifacts"
             replies = app.control.ping(timeout=0.5)
-            return any(self.name in name for reply in replies for name in reply)
+            return any(name.startswith(f"{self.name}-{os.getpid()}@") for reply in replies for name in reply)
 
         wait_for(ready, timeout=60, what="the Celery worker")
 
@@ -106,17 +107,34 @@ class WorkerPool:
         self.process = None
 
 
-@pytest.fixture(scope="session")
-def worker_pool(django_db_setup, django_db_blocker):
+def _test_database_url(django_db_blocker) -> str:
     from django.db import connection
 
     with django_db_blocker.unblock():
         name = connection.settings_dict["NAME"]
     base = settings.DATABASES["default"]
-    url = f"postgres://{base['USER']}@{base['HOST']}:{base['PORT']}/{name}"
-    pool = WorkerPool(url)
+    return f"postgres://{base['USER']}@{base['HOST']}:{base['PORT']}/{name}"
+
+
+@pytest.fixture(scope="session")
+def worker_pool(django_db_setup, django_db_blocker):
+    pool = WorkerPool(_test_database_url(django_db_blocker))
     yield pool
     pool.stop()
+
+
+@pytest.fixture(scope="session")
+def inference_pool(django_db_setup, django_db_blocker):
+    """The inference worker (queue ``inference``), a process of its own as in production."""
+    pool = WorkerPool(_test_database_url(django_db_blocker), name="inference", queues="inference")
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture
+def inference_worker(inference_pool):
+    """A real inference worker; it keeps its loaded models from one test to the next."""
+    return inference_pool.ensure()
 
 
 @pytest.fixture

@@ -30,7 +30,8 @@ def test_greedy_reply_is_deterministic_and_streams_the_same_text(base):
 
 def test_seeded_sampling_repeats_and_other_seeds_differ(base):
     def sample(seed):
-        return generate(base, GenerateConfig(messages=HELLO, temperature=1.5, top_p=0.95, seed=seed, max_tokens=16)).text
+        config = GenerateConfig(messages=HELLO, temperature=1.5, top_p=0.95, seed=seed, max_tokens=16)
+        return generate(base, config).text
 
     assert sample(7) == sample(7)
     assert len({sample(seed) for seed in range(4)}) > 1

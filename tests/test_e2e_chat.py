@@ -1,0 +1,107 @@
+"""Chat completions through the official openai client, a live server and a real inference worker."""
+
+import openai
+import pytest
+from rest_framework.authtoken.models import Token
+
+from models_app.services import fine_tuned_model_create
+from tests.e2e import client_for
+from tests.factories import make_job, make_user
+from workers.sample_data import classification_rows
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture
+def tuned_model(live_base_model, trained_adapter):
+    return fine_tuned_model_create(job=make_job(make_user()), adapter_dir=trained_adapter)
+
+
+def test_greedy_reply_repeats_and_the_model_stays_loaded(live_server, live_base_model, inference_worker):
+    client, _ = client_for(live_server)
+    first = client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0, max_tokens=12)
+    assert first.object == "chat.completion" and first.id.startswith("chatcmpl-") and first.model == "tiny-llama"
+    choice = first.choices[0]
+    assert (choice.index, choice.message.role, choice.finish_reason) == (0, "assistant", "length")
+    assert first.usage.completion_tokens == 12 and first.usage.prompt_tokens > 0
+    assert first.usage.total_tokens == first.usage.prompt_tokens + 12
+
+    again = client.chat.completions.with_raw_response.create(model="tiny-llama", messages=QUESTION, temperature=0,
+                                                              max_tokens=12)
+    assert again.headers["x-model-cache"] == "hit"  # no reload between requests
+    assert again.parse().choices[0].message.content == choice.message.content
+
+
+def test_streamed_reply_equals_the_whole_one(live_server, live_base_model, inference_worker):
+    client, _ = client_for(live_server)
+    whole = client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0, max_tokens=16)
+    chunks = list(client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0, max_tokens=16,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [c.choices[0].delta.content for c in chunks[1:] if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 1 and "".join(pieces) == whole.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 16
+
+
+def test_fine_tuned_model_answers_its_task_and_is_404_for_another_user(live_server, tuned_model, inference_worker):
+    client, _ = client_for(live_server, tuned_model.owner)
+    prompt, answer = classification_rows(24)[0]["messages"]
+    raw = client.chat.completions.with_raw_response.create(model=tuned_model.id, messages=[prompt], temperature=0,
+                                                           max_tokens=8)
+    assert raw.headers["x-model-cache"] == "miss"  # the adapter was fetched and loaded for this request
+    reply = raw.parse()
+    assert reply.model == tuned_model.id
+    assert (reply.choices[0].message.content.strip(), reply.choices[0].finish_reason) == (answer["content"], "stop")
+
+    stranger, _ = client_for(live_server)
+    with pytest.raises(openai.NotFoundError) as refused:
+        stranger.chat.completions.create(model=tuned_model.id, messages=[prompt])
+    assert (refused.value.code, refused.value.param) == ("model_not_found", "model")
+
+
+def test_prompt_beyond_the_context_is_a_400(live_server, live_base_model, inference_worker):
+    client, _ = client_for(live_server)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hello " * 3000}])
+    assert (refused.value.code, refused.value.param) == ("context_length_exceeded", "messages")
+    assert "maximum context length is 2048 tokens" in refused.value.message
+
+
+def test_no_inference_worker_is_a_503_naming_the_queue(live_server, live_base_model, inference_pool, settings):
+    inference_pool.stop()
+    settings.INFERENCE_TIMEOUT_SECONDS = 1
+    client, _ = client_for(live_server)
+    with pytest.raises(openai.InternalServerError) as refused:
+        client.chat.completions.create(model="tiny-llama", messages=QUESTION)
+    assert refused.value.status_code == 503 and refused.value.code == "inference_unavailable"
+    assert "`inference` queue" in refused.value.message
+
+
+@pytest.fixture
+def daphne_server(transactional_db):
+    """daphne, the production server: streamed replies go out piece by piece (ASGI), not at the end."""
+    from django.conf import settings
+    from django.db import connection
+
+    from tests.test_browser import Daphne
+
+    base = settings.DATABASES["default"]
+    server = Daphne(f"postgres://{base['USER']}@{base['HOST']}:{base['PORT']}/{connection.settings_dict['NAME']}")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_daphne_streams_and_answers_whole_replies(daphne_server, live_base_model, inference_worker):
+    user = make_user()
+    client = openai.OpenAI(base_url=daphne_server.url + "/v1", api_key=Token.objects.create(user=user).key,
+                           max_retries=0)
+    whole = client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0, max_tokens=16)
+    chunks = list(client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0,
+                                                 max_tokens=16, stream=True))
+    pieces = [c.choices[0].delta.content or "" for c in chunks]
+    assert len([p for p in pieces if p]) > 1 and "".join(pieces) == whole.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == "length"
