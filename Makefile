@@ -5,7 +5,7 @@ PORT ?= 8000
 WORKER_QUEUES ?= default,training
 WORKER_CONCURRENCY ?= 1
 
-.PHONY: run test install web worker beat migrate lint
+.PHONY: run test install web worker inference beat migrate lint
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -34,6 +34,11 @@ web:
 
 worker:
 	$(PY) -m celery -A finetune_site worker -l info -Q $(WORKER_QUEUES) -c $(WORKER_CONCURRENCY)
+
+# Chat replies (playground, /v1/chat/completions): one process that keeps models loaded, apart
+# from training so a long run never delays a reply.
+inference:
+	$(PY) -m celery -A finetune_site worker -l info -Q inference -c 1 -n inference@%h
 
 beat:
 	$(PY) -m celery -A finetune_site beat -l info -s $${DATA_DIR:-data}/celerybeat-schedule

@@ -114,7 +114,8 @@ MAX_COMPLETION_TOKENS = 2048
 class MessageContentField(serializers.Field):
     """A string, or OpenAI's list of text parts (joined)."""
 
-    default_error_messages = {"invalid": 'content must be a string or a list of {"type": "text", "text": ...} parts'}
+    default_error_messages = {  # braces doubled: DRF formats the message
+        "invalid": 'content must be a string or a list of {{"type": "text", "text": ...}} parts'}
 
     def to_internal_value(self, data):
         if isinstance(data, str):

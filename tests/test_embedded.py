@@ -42,9 +42,12 @@ def test_launch_runs_a_job_on_sqlite_and_bundled_redis_and_dies_whole(embedded_e
     try:
         wait_for(lambda: _healthy(port), timeout=90, what="the embedded web server")
         children = psutil.Process(launcher.pid).children()
-        assert len(children) == 5  # redis-server, daphne, training worker, light worker, beat
+        assert len(children) == 6  # redis-server, daphne, training, light and inference workers, beat
         token = _manage(embedded_env, "issue_token", "carol")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0)
+        reply = client.chat.completions.create(model="tiny-llama", max_tokens=3,
+                                               messages=[{"role": "user", "content": "hi"}])
+        assert reply.usage.completion_tokens == 3  # the inference worker answers
         file = client.files.create(file=classification_write(tmp_path / "t.jsonl", 16).open("rb"),
                                    purpose="fine-tune")
         job = client.fine_tuning.jobs.create(model="tiny-llama", training_file=file.id, hyperparameters={"n_epochs": 1})

@@ -39,3 +39,56 @@ def test_other_users_model_is_404(client, base_model):
     model = _model(make_user(), base_model)
     client.force_login(make_user())
     assert client.get(reverse("models:detail", args=[model.id])).status_code == 404
+
+
+def test_playground_preselects_the_model_and_its_base(client, base_model):
+    user = make_user()
+    model = _model(user, base_model)
+    client.force_login(user)
+    detail = client.get(reverse("models:detail", args=[model.id])).content.decode()
+    link = f'{reverse("models:playground")}?model={model.id.replace(":", "%3A")}'
+    assert f'href="{link}"' in detail and ">Open in playground</a>" in detail
+
+    page = client.get(link).content.decode()
+    assert 'ws-connect="/ws/playground/"' in page and "ws-send" in page
+    left, right = page.split('name="left_model"')[1], page.split('name="right_model"')[1]
+    assert f'<option value="{model.id}" selected>' in left.split("</select>")[0]
+    assert '<option value="tiny-llama" selected>' in right.split("</select>")[0]
+    assert f"<code>{model.id}</code>" in page and "<code>tiny-llama</code>" in page
+    assert f'href="{reverse("models:playground")}"' in page  # in the navigation
+
+
+def test_playground_offers_only_models_the_user_may_see(client, base_model):
+    user = make_user()
+    mine, theirs = _model(user, base_model), _model(make_user(), base_model)
+    client.force_login(user)
+    page = client.get(reverse("models:playground")).content.decode()
+    assert f'value="{mine.id}"' in page and theirs.id not in page
+    assert client.get(reverse("models:playground") + f"?model={theirs.id}").status_code == 404
+
+
+def test_playground_needs_a_login(client, base_model):
+    response = client.get(reverse("models:playground"))
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_playground_post_refuses_another_users_model(client, base_model):
+    user = make_user()
+    theirs = _model(make_user(), base_model)
+    client.force_login(user)
+    page = client.post(reverse("models:playground"), {"prompt": "hi", "left_model": theirs.id,
+                                                      "right_model": "tiny-llama", "temperature": "0",
+                                                      "max_tokens": "4"}).content.decode()
+    assert f"No such model: {theirs.id}" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_playground_without_javascript_renders_both_replies(client, live_base_model, inference_worker):
+    user = make_user()
+    client.force_login(user)
+    page = client.post(reverse("models:playground"), {"prompt": "What is the capital of France?",
+                                                      "left_model": "tiny-llama", "right_model": "tiny-llama",
+                                                      "temperature": "0", "max_tokens": "6"}).content.decode()
+    replies = [part.split(">", 1)[1].split("</pre>")[0] for part in page.split('class="reply" id="playground-')[1:]]
+    assert len(replies) == 2 and replies[0] == replies[1] != ""  # greedy: the same model says the same thing
+    assert page.count("max tokens reached") == 2

@@ -17,7 +17,8 @@ from finetune_site.embedded import _die_with_parent, embedded_redis_alive, embed
 
 
 class Command(BaseCommand):
-    help = "Start web, workers and beat (and the embedded broker when REDIS_URL is unset) until Ctrl-C."
+    help = ("Start web, workers (default, training, inference) and beat (and the embedded broker when REDIS_URL "
+            "is unset) until Ctrl-C.")
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
@@ -34,6 +35,9 @@ class Command(BaseCommand):
         # Training has its own process so validation and estimates never wait behind a long run.
         children.append(_spawn([*celery, "worker", "-l", "info", "-Q", "training", "-c", "1", "-n", "training@%h"]))
         children.append(_spawn([*celery, "worker", "-l", "info", "-Q", "default", "-c", "1", "-n", "default@%h"]))
+        # Chat replies (playground, /v1/chat/completions) from a process that keeps models loaded.
+        children.append(_spawn([*celery, "worker", "-l", "info", "-Q", "inference", "-c", "1",
+                                "-n", "inference@%h"]))
         children.append(_spawn([*celery, "beat", "-l", "info", "-s", str(settings.DATA_DIR / "celerybeat-schedule")]))
         self._welcome(host, port)
         _wait(children)

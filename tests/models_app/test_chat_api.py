@@ -1,0 +1,105 @@
+"""POST /v1/chat/completions before any worker is asked: validation, model access, what is queued."""
+
+import pytest
+
+from models_app.services import fine_tuned_model_create
+from tests.api import api_client
+from tests.factories import make_job, make_user
+
+pytestmark = pytest.mark.django_db
+URL = "/v1/chat/completions"
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """What the view queues for the inference worker; the worker's answer is played back right away."""
+    from models_app import services
+
+    calls = []
+
+    def queue(*, model, config, reply_channel, tag=""):
+        calls.append({"model": model, "config": config})
+        raise services.Unavailable("no worker in this test", code="inference_unavailable")
+
+    monkeypatch.setattr(services, "chat_completion_queue", queue)
+    return calls
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"messages": HELLO}, "model"),
+    ({"model": "tiny-llama"}, "messages"),
+    ({"model": "tiny-llama", "messages": []}, "messages"),
+    ({"model": "tiny-llama", "messages": "hello"}, "messages"),
+    ({"model": "tiny-llama", "messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
+    ({"model": "tiny-llama", "messages": [*HELLO, {"role": "user"}]}, "messages.1.content"),
+    ({"model": "tiny-llama", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+     "messages.0.content"),
+    ({"model": "tiny-llama", "messages": HELLO, "temperature": 2.5}, "temperature"),
+    ({"model": "tiny-llama", "messages": HELLO, "temperature": "hot"}, "temperature"),
+    ({"model": "tiny-llama", "messages": HELLO, "top_p": 0}, "top_p"),
+    ({"model": "tiny-llama", "messages": HELLO, "max_tokens": 0}, "max_tokens"),
+    ({"model": "tiny-llama", "messages": HELLO, "max_tokens": 5000}, "max_tokens"),
+    ({"model": "tiny-llama", "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"model": "tiny-llama", "messages": HELLO, "stop": 3}, "stop"),
+    ({"model": "tiny-llama", "messages": HELLO, "n": 2}, "n"),
+    ({"model": "tiny-llama", "messages": HELLO, "seed": "x"}, "seed"),
+    ({"model": "tiny-llama", "messages": HELLO, "stream": "maybe"}, "stream"),
+])
+def test_bad_body_is_a_400_naming_the_param(base_model, queued, body, param):
+    response = api_client(make_user()).post(URL, body, format="json")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert (error["param"], error["type"]) == (param, "invalid_request_error") and error["message"]
+    assert queued == []
+
+
+def test_role_error_says_which_roles_exist(base_model, queued):
+    response = api_client(make_user()).post(URL, {"model": "tiny-llama", "messages": [{"role": "robot",
+                                                                                       "content": "hi"}]},
+                                            format="json")
+    assert "role must be one of system, user, assistant" in response.json()["error"]["message"]
+
+
+def test_unknown_and_other_users_models_are_404_model_not_found(base_model, trained_adapter, queued):
+    theirs = fine_tuned_model_create(job=make_job(make_user()), adapter_dir=trained_adapter)
+    client = api_client(make_user())
+    for model in ("no-such-model", theirs.id):
+        response = client.post(URL, {"model": model, "messages": HELLO}, format="json")
+        assert response.status_code == 404
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == ("model_not_found", "model")
+        assert "does not exist or you do not have access to it" in error["message"]
+    assert queued == []
+
+
+def test_sampling_settings_reach_the_worker(base_model, trained_adapter, queued):
+    owner = make_user()
+    mine = fine_tuned_model_create(job=make_job(owner), adapter_dir=trained_adapter)
+    body = {"model": mine.id, "temperature": 0, "top_p": 0.5, "max_completion_tokens": 9, "max_tokens": 3,
+            "seed": 4, "stop": "\n", "messages": [{"role": "developer", "content": "be brief"},
+                                                   {"role": "user", "content": [{"type": "text", "text": "hi "},
+                                                                                {"type": "text", "text": "there"}]}]}
+    response = api_client(owner).post(URL, body, format="json")
+    assert response.status_code == 503  # the fixture's stand-in for a missing worker
+    assert queued[0]["model"] == mine
+    assert queued[0]["config"] == {
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}],
+        "max_tokens": 9, "temperature": 0.0, "top_p": 0.5, "seed": 4, "stop": ["\n"]}
+
+
+def test_anonymous_caller_is_a_401(base_model):
+    from rest_framework.test import APIClient
+
+    response = APIClient().post(URL, {"model": "tiny-llama", "messages": HELLO}, format="json")
+    assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
+
+
+def test_no_inference_worker_is_a_503_naming_the_queue(base_model, inference_pool, settings):
+    inference_pool.stop()
+    settings.INFERENCE_TIMEOUT_SECONDS = 1
+    response = api_client(make_user()).post(URL, {"model": "tiny-llama", "messages": HELLO}, format="json")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == ("inference_unavailable", "server_error")
+    assert "`inference` queue" in error["message"]
