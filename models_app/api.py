@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.handlers.asgi import ASGIRequest
 from django.http import FileResponse, Http404, HttpResponseRedirect, StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -111,6 +111,8 @@ class ExportApi(APIView):
 MAX_COMPLETION_TOKENS = 2048
 
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {
+    "type": "object", "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}}]})
 class MessageContentField(serializers.Field):
     """A string, or OpenAI's list of text parts (joined)."""
 
@@ -135,6 +137,8 @@ class ChatMessageSerializer(serializers.Serializer):
     content = MessageContentField()
 
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}],
+                     "nullable": True})
 class StopField(serializers.Field):
     default_error_messages = {"invalid": "stop must be a string or a list of up to 4 strings"}
 
