@@ -443,8 +443,8 @@ def evaluation_run(*, evaluation_id: str) -> Evaluation | None:
 
 def _evaluation_claim(evaluation_id: str) -> Evaluation | None:
     with transaction.atomic():
-        evaluation = (Evaluation.objects.select_for_update().select_related("model__job", "base_model", "dataset")
-                      .filter(pk=evaluation_id).first())
+        evaluation = (Evaluation.objects.select_for_update(of=("self",))
+                      .select_related("model__job", "base_model", "dataset").filter(pk=evaluation_id).first())
         # RUNNING too: a worker that died mid-evaluation gets its (late-acknowledged) task redelivered.
         if evaluation is None or evaluation.is_finished:
             return None
