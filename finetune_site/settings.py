@@ -174,6 +174,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "jobs_app.tasks.job_run": {"queue": "training"},
     "models_app.tasks.export_run": {"queue": "training"},
+    "models_app.tasks.evaluation_run": {"queue": "training"},
     # Its own worker process keeps models loaded between requests; training never delays a reply.
     "models_app.tasks.chat_completion_run": {"queue": "inference"},
 }
@@ -243,6 +244,9 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 120)  # no heartbeat for this l
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", 10)
 JOB_REQUEUE_SECONDS = env_int("JOB_REQUEUE_SECONDS", 60)  # queued but unclaimed this long: send again
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
+# --- Evaluation at the end of a job with a validation file ---
+EVAL_MAX_ROWS = env_int("EVAL_MAX_ROWS", 100)  # validation rows scored (from the top of the file)
+EVAL_MAX_NEW_TOKENS = env_int("EVAL_MAX_NEW_TOKENS", 32)  # greedy tokens generated per row
 CELERY_BEAT_SCHEDULE = {
     "jobs-reap": {"task": "jobs_app.tasks.jobs_reap", "schedule": float(env_int("REAPER_SECONDS", 30))},
 }

@@ -48,6 +48,8 @@ def job_object(job: FineTuneJob) -> dict:
         "metrics": job.metrics,
         "estimate": job.estimate,
         "wait_reason": job.wait_reason or None,
+        "promotion_gate": job.promotion_gate or None,
+        "evaluate_checkpoints": job.evaluate_checkpoints,
     }
 
 
@@ -73,6 +75,7 @@ def checkpoint_object(checkpoint: Checkpoint) -> dict:
         "fine_tuning_job_id": checkpoint.job_id,
         "step_number": checkpoint.step,
         "metrics": {"step": checkpoint.step, **checkpoint.metrics},
+        "is_best": checkpoint.is_best,
     }
 
 
@@ -86,6 +89,13 @@ class JobCreateSerializer(serializers.Serializer):
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
     integrations = serializers.ListField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False, allow_null=True)
+    promotion_gate = serializers.JSONField(
+        required=False, allow_null=True,
+        help_text='Promote the tuned model only if it beats its base on the validation file, e.g. '
+                  '{"metric": "eval_loss", "min_improvement": 0.05, "alias": "production"} or '
+                  '{"metric": "accuracy", "threshold": 0.9}.')
+    evaluate_checkpoints = serializers.BooleanField(
+        required=False, default=False, help_text="Also evaluate every checkpoint and mark the best.")
 
 
 def _method_from(data: dict) -> tuple[str, dict]:
@@ -127,6 +137,7 @@ class JobsApi(APIView):
             owner=request.user, training_file=data["training_file"], model=data["model"],
             validation_file=data.get("validation_file") or None, method=method,
             hyperparameters=hyperparameters, suffix=data.get("suffix") or "", seed=data.get("seed"),
+            promotion_gate=data.get("promotion_gate"), evaluate_checkpoints=data["evaluate_checkpoints"],
         )
         return Response(job_object(job))
 

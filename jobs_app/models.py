@@ -46,6 +46,9 @@ class FineTuneJob(models.Model):
     hyperparameters = models.JSONField(default=dict, help_text="Resolved: no 'auto' left.")
     suffix = models.CharField(max_length=64, blank=True)
     seed = models.IntegerField(default=42)
+    promotion_gate = models.JSONField(default=dict, blank=True,
+                                      help_text="{metric, min_improvement or threshold, alias}; empty: none.")
+    evaluate_checkpoints = models.BooleanField(default=False, help_text="Evaluate every checkpoint, mark the best.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.VALIDATING_FILES)
     attempt = models.PositiveIntegerField(default=0, help_text="Fencing token: +1 at every claim.")
     max_attempts = models.PositiveIntegerField(default=3)
@@ -141,6 +144,7 @@ class Checkpoint(models.Model):
     step = models.PositiveIntegerField()
     storage_path = models.CharField(max_length=500, help_text="Storage prefix of the checkpoint files.")
     metrics = models.JSONField(default=dict, blank=True)
+    is_best = models.BooleanField(default=False, help_text="Best of the job's checkpoints by the evaluation.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

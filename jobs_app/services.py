@@ -23,7 +23,12 @@ from jobs_app.broadcast import job_publish
 from jobs_app.hyperparameters import hyperparameters_resolve
 from jobs_app.models import ALLOWED_TRANSITIONS, Checkpoint, FineTuneJob, JobEvent, Worker
 from models_app.models import BaseModel
-from models_app.services import base_model_local_path, fine_tuned_model_create
+from models_app.services import (
+    base_model_local_path,
+    evaluation_for_job,
+    fine_tuned_model_create,
+    promotion_gate_check,
+)
 from workers.events import ArtifactSaved, LogLine, Metric
 
 log = logging.getLogger(__name__)
@@ -34,10 +39,20 @@ UNKNOWN_ROWS = 10_000
 
 def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
                hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
-               method: str = FineTuneJob.Method.SUPERVISED) -> FineTuneJob:
-    """Check the request, resolve every "auto" hyperparameter and queue file validation."""
+               method: str = FineTuneJob.Method.SUPERVISED, promotion_gate: dict | None = None,
+               evaluate_checkpoints: bool = False) -> FineTuneJob:
+    """Check the request, resolve every "auto" hyperparameter and queue file validation.
+
+    With a validation file the tuned model is evaluated against its base when the job ends;
+    ``promotion_gate`` then decides whether the new version gets an alias, and
+    ``evaluate_checkpoints`` scores every checkpoint too and marks the best.
+    """
     dataset = _dataset_for(owner, training_file, "training_file")
     validation = _dataset_for(owner, validation_file, "validation_file") if validation_file else None
+    gate = promotion_gate_check(promotion_gate, has_validation=validation is not None)
+    if evaluate_checkpoints and validation is None:
+        raise InvalidRequest("evaluate_checkpoints scores checkpoints on the validation file: give validation_file",
+                             param="evaluate_checkpoints")
     base = _base_model_for(model)
     _suffix_check(suffix)
     for dataset_, param in ((dataset, "training_file"), (validation, "validation_file")):
@@ -52,7 +67,8 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
         job = FineTuneJob.objects.create(
             owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
             hyperparameters=resolved, suffix=suffix or "", seed=42 if seed is None else seed,
-            max_attempts=settings.JOB_MAX_ATTEMPTS, method=method,
+            max_attempts=settings.JOB_MAX_ATTEMPTS, method=method, promotion_gate=gate,
+            evaluate_checkpoints=evaluate_checkpoints,
         )
         job_event_add(job_id=job.id, message=f"Created fine-tuning job: {job.id}")
         transaction.on_commit(lambda: _job_validate_task().delay(job.id))
@@ -726,7 +742,10 @@ def _job_succeed(job: FineTuneJob, result) -> None:
                                f"{result.tokens_per_second:.0f} tokens/s, "
                                f"peak memory {result.peak_memory_bytes / 2**20:.0f} MiB")
         job.refresh_from_db()
-        fine_tuned_model_create(job=job, adapter_dir=Path(result.adapter_dir))
+        model = fine_tuned_model_create(job=job, adapter_dir=Path(result.adapter_dir))
+        if evaluation_for_job(model=model):
+            job_event_add(job_id=job.id, message=f"Evaluating {model.reference} against {job.base_model.name} "
+                                                 f"on the validation file")
 
 
 def _job_fail_quietly(job: FineTuneJob, exc: Exception, code: str = "training_failed") -> None:

@@ -39,13 +39,57 @@ class FineTunedModel(models.Model):
     method = models.CharField(max_length=20)
     adapter_path = models.CharField(max_length=500, help_text="Storage prefix of the adapter files.")
     artifact_files = models.JSONField(default=list, help_text="Storage names under adapter_path.")
+    version = models.PositiveIntegerField(default=1, help_text="1, 2, 3, ... per owner and name.")
+    checkpoint = models.ForeignKey("jobs_app.Checkpoint", on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+", help_text="The job's last checkpoint before these weights.")
+    promotion = models.JSONField(default=dict, blank=True,
+                                 help_text="The promotion gate's decision: metric, base, tuned, passed, reason.")
+    archived_at = models.DateTimeField(null=True, blank=True, help_text="Archived versions cannot get aliases.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name", "version"], name="model_version_unique")]
 
     def __str__(self) -> str:
         return self.id
+
+    @property
+    def reference(self) -> str:
+        """``name@vN``: how callers name this version in the registry and the API."""
+        return f"{self.name}@v{self.version}"
+
+
+class ModelAlias(models.Model):
+    """A tag such as ``production`` pointing at one version of an owner's model name."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="model_aliases")
+    name = models.CharField(max_length=200)
+    alias = models.CharField(max_length=50)
+    model = models.ForeignKey(FineTunedModel, on_delete=models.PROTECT, related_name="aliases")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "alias"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name", "alias"], name="model_alias_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.alias}"
+
+
+class AliasChange(models.Model):
+    """The history of an alias: what it pointed at before each promotion or rollback."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=200)
+    alias = models.CharField(max_length=50)
+    model = models.ForeignKey(FineTunedModel, on_delete=models.SET_NULL, null=True, related_name="+")
+    previous = models.ForeignKey(FineTunedModel, on_delete=models.SET_NULL, null=True, related_name="+")
+    action = models.CharField(max_length=20, help_text="promote, gate or rollback")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
 
 
 class Export(models.Model):
@@ -98,3 +142,48 @@ class Export(models.Model):
     def filename(self) -> str:
         stem = f"{self.model_id.replace(':', '_')}-{self.artifact}"
         return f"{stem}.gguf" if self.kind == self.Kind.GGUF else f"{stem}.zip"
+
+
+class Evaluation(models.Model):
+    """Metrics of a model (and of its base, on the same rows) on a dataset; per-row outputs kept."""
+
+    class Kind(models.TextChoices):
+        AUTO = "auto", "at the end of the job"
+        ON_DEMAND = "on_demand", "on demand"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    id = models.CharField(primary_key=True, max_length=40, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="evaluations")
+    model = models.ForeignKey(FineTunedModel, on_delete=models.CASCADE, null=True, blank=True,
+                              related_name="evaluations", help_text="Empty: the base model alone.")
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="evaluations")
+    dataset = models.ForeignKey("datasets_app.Dataset", on_delete=models.PROTECT, related_name="evaluations")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.ON_DEMAND)
+    compare_base = models.BooleanField(default=True)
+    checkpoints = models.BooleanField(default=False, help_text="Also evaluate every checkpoint of the job.")
+    max_rows = models.PositiveIntegerField(default=100)
+    max_new_tokens = models.PositiveIntegerField(default=32)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent of rows scored.")
+    metrics = models.JSONField(default=dict, blank=True, help_text="Target (base, tuned, checkpoint-N) → metrics.")
+    rows = models.JSONField(default=list, blank=True, help_text="Per-row prompt, reference, outputs and loss.")
+    rows_evaluated = models.PositiveIntegerField(default=0)
+    classification = models.BooleanField(default=False, help_text="References look like labels: accuracy applies.")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)

@@ -1,19 +1,25 @@
 """Reads of models shared by views and the API."""
 
+import re
+
 from django.db.models import QuerySet
 from django.http import Http404
 
-from models_app.models import BaseModel, Export, FineTunedModel
+from models_app.models import AliasChange, BaseModel, Evaluation, Export, FineTunedModel, ModelAlias
 
 
 def fine_tuned_models_visible_to(user) -> QuerySet[FineTunedModel]:
-    return FineTunedModel.objects.filter(owner=user).select_related("base_model", "job").prefetch_related("exports")
+    return (FineTunedModel.objects.filter(owner=user).select_related("base_model", "job")
+            .prefetch_related("exports", "aliases"))
 
 
 def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
-    """A base model (visible to all) or the user's fine-tuned model, else 404."""
-    found = fine_tuned_models_visible_to(user).filter(pk=model_id).first()
-    found = found or BaseModel.objects.filter(name=model_id).first()
+    """A base model (visible to all) or the user's fine-tuned model, else 404.
+
+    Fine-tuned models are named by id, or through the registry as ``name@alias`` (e.g.
+    ``support-bot@production``) or ``name@vN``.
+    """
+    found = _fine_tuned_find(user, model_id) or BaseModel.objects.filter(name=model_id).first()
     if found is None:
         raise Http404(f"No such model: {model_id}")
     return found
@@ -25,10 +31,94 @@ def model_public_id(model: BaseModel | FineTunedModel) -> str:
 
 
 def fine_tuned_model_get(user, model_id: str) -> FineTunedModel:
-    found = fine_tuned_models_visible_to(user).filter(pk=model_id).first()
+    found = _fine_tuned_find(user, model_id)
     if found is None:
         raise Http404(f"No such fine-tuned model: {model_id}")
     return found
+
+
+def _fine_tuned_find(user, reference: str) -> FineTunedModel | None:
+    models = fine_tuned_models_visible_to(user)
+    found = models.filter(pk=reference).first()
+    if found or "@" not in reference:
+        return found
+    name, tag = reference.rsplit("@", 1)
+    if re.fullmatch(r"v\d+", tag):
+        return models.filter(name=name, version=int(tag[1:])).first()
+    return models.filter(aliases__name=name, aliases__alias=tag, aliases__owner=user).first()
+
+
+def registry_names(user) -> list[dict]:
+    """Each model name of the user with its version count, newest version and aliases."""
+    names: dict[str, dict] = {}
+    for model in fine_tuned_models_visible_to(user).order_by("name", "-version")[:2000]:
+        entry = names.setdefault(model.name, {"name": model.name, "latest": model, "versions": 0, "aliases": {}})
+        entry["versions"] += 1
+    for alias in ModelAlias.objects.filter(owner=user).select_related("model"):
+        if alias.name in names:
+            names[alias.name]["aliases"][alias.alias] = alias.model
+    return list(names.values())
+
+
+def registry_versions(user, name: str) -> QuerySet[FineTunedModel]:
+    """The versions of one model name, newest first; 404 when the user has none."""
+    versions = fine_tuned_models_visible_to(user).filter(name=name).prefetch_related("aliases", "evaluations")
+    if not versions.exists():
+        raise Http404(f"No model named {name}")
+    return versions.order_by("-version")
+
+
+def alias_history(user, name: str) -> QuerySet[AliasChange]:
+    return AliasChange.objects.filter(owner=user, name=name).select_related("model", "previous")[:100]
+
+
+def evaluations_visible_to(user) -> QuerySet[Evaluation]:
+    return Evaluation.objects.filter(owner=user).select_related("model", "base_model", "dataset")
+
+
+def evaluation_get(user, evaluation_id: str) -> Evaluation:
+    found = evaluations_visible_to(user).filter(pk=evaluation_id).first()
+    if found is None:
+        raise Http404(f"No such evaluation: {evaluation_id}")
+    return found
+
+
+def model_lineage(model: FineTunedModel) -> dict:
+    """Where a version came from and what was made of it: dataset versions → job → checkpoint →
+    version → exports (and the evaluations of it)."""
+    job = model.job
+    return {
+        "dataset": _dataset_lineage(job.dataset),
+        "validation_dataset": _dataset_lineage(job.validation_dataset) if job.validation_dataset else None,
+        "job": {"id": job.id, "status": job.status, "method": job.method, "base_model": job.base_model.name,
+                "hyperparameters": job.hyperparameters, "seed": job.seed, "attempts": job.attempt,
+                "trained_tokens": job.trained_tokens},
+        "checkpoint": _checkpoint_lineage(model.checkpoint),
+        "best_checkpoint": _checkpoint_lineage(job.checkpoints.filter(is_best=True).first()),
+        "version": {"id": model.id, "name": model.name, "version": model.version,
+                    "aliases": sorted(a.alias for a in model.aliases.all()),
+                    "archived": model.archived_at is not None, "promotion": model.promotion or None},
+        "exports": [{"id": e.id, "artifact": e.artifact, "status": e.status} for e in model.exports.all()],
+        "evaluations": [e.id for e in model.evaluations.all()],
+    }
+
+
+def _dataset_lineage(dataset) -> dict:
+    """The dataset and its ancestors, oldest last, each with the operations that made it."""
+    chain, seen = [], set()
+    while dataset is not None and dataset.id not in seen:
+        seen.add(dataset.id)
+        chain.append({"id": dataset.id, "filename": dataset.filename, "sha256": dataset.sha256,
+                      "rows": dataset.row_count, "operations": dataset.operations})
+        dataset = dataset.parent
+    return {**chain[0], "parents": chain[1:]}
+
+
+def _checkpoint_lineage(checkpoint) -> dict | None:
+    if checkpoint is None:
+        return None
+    return {"id": checkpoint.id, "step": checkpoint.step, "is_best": checkpoint.is_best,
+            "metrics": checkpoint.metrics}
 
 
 def exports_visible_to(user) -> QuerySet[Export]:

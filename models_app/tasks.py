@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from models_app import services
-from models_app.models import Export
+from models_app.models import Evaluation, Export
 
 
 @shared_task(name="models_app.tasks.export_run")
@@ -11,6 +11,13 @@ def export_run(export_id: str) -> None:
     if not Export.objects.filter(pk=export_id).exists():
         return
     services.export_run(export_id=export_id)
+
+
+@shared_task(name="models_app.tasks.evaluation_run")
+def evaluation_run(evaluation_id: str) -> None:
+    if not Evaluation.objects.filter(pk=evaluation_id).exists():
+        return
+    services.evaluation_run(evaluation_id=evaluation_id)
 
 
 # Replies are only useful while someone waits for them: a task lost with its worker is not

@@ -103,3 +103,14 @@ def test_no_inference_worker_is_a_503_naming_the_queue(base_model, inference_poo
     error = response.json()["error"]
     assert (error["code"], error["type"]) == ("inference_unavailable", "server_error")
     assert "`inference` queue" in error["message"]
+
+
+def test_registry_reference_names_the_version_it_points_at(base_model, trained_adapter, queued):
+    owner = make_user()
+    mine = fine_tuned_model_create(job=make_job(owner), adapter_dir=trained_adapter)
+    response = api_client(owner).post(URL, {"model": f"{mine.name}@v{mine.version}", "messages": HELLO},
+                                      format="json")
+    assert response.status_code == 503 and queued[0]["model"] == mine
+    stranger = api_client(make_user()).post(URL, {"model": f"{mine.name}@v{mine.version}", "messages": HELLO},
+                                            format="json")
+    assert stranger.status_code == 404
