@@ -11,7 +11,6 @@ from finetune_site.errors import InvalidRequest
 from jobs_app.selectors import job_last_metric
 from models_app import selectors, services
 from models_app.models import BaseModel, Export
-from workers.evaluation import LOWER_IS_BETTER, METRICS
 
 
 @login_required
@@ -66,31 +65,10 @@ def _auto_metrics(model) -> dict:
 @login_required
 def evaluation_detail(request, evaluation_id: str):
     evaluation = selectors.evaluation_get(request.user, evaluation_id)
-    context = {"evaluation": evaluation, **evaluation_tables(evaluation)}
+    context = {"evaluation": evaluation, **selectors.evaluation_tables(evaluation)}
     if request.htmx:
         return render(request, "models_app/partials/evaluation_result.html", context)
     return render(request, "models_app/evaluation_detail.html", context)
-
-
-def evaluation_tables(evaluation) -> dict:
-    """Metric rows (one value per target, and the tuned model's change over its base) and chart data."""
-    targets = list(evaluation.metrics)
-    table = []
-    for metric in METRICS:
-        values = [evaluation.metrics[t].get(metric) for t in targets]
-        if all(v is None for v in values):
-            continue
-        base, tuned = evaluation.metrics.get("base", {}).get(metric), evaluation.metrics.get("tuned", {}).get(metric)
-        delta = None if base is None or tuned is None else tuned - base
-        better = None if delta is None or delta == 0 else (delta < 0) == (metric in LOWER_IS_BETTER)
-        table.append({"metric": metric, "values": values, "delta": delta, "better": better})
-    shown = [m for m in ("bleu", "rouge1", "rougeL", "exact_match", "accuracy") if any(
-        m in evaluation.metrics[t] for t in targets)]
-    scale = {"bleu": 0.01}  # BLEU is 0..100; the others 0..1
-    chart = {"labels": shown, "datasets": [
-        {"label": t, "data": [round(evaluation.metrics[t].get(m, 0) * scale.get(m, 1), 4) for m in shown]}
-        for t in targets if not t.startswith("checkpoint-")]}
-    return {"targets": targets, "table": table, "chart": chart}
 
 
 # --- actions: each calls one service and comes back with what happened ------------------------

@@ -11,7 +11,7 @@ def get_item(mapping, key):
 
 @register.simple_tag
 def evaluation_table(evaluation) -> dict:
-    """The metric rows and chart data of an evaluation (see models_app.views.evaluation_tables)."""
-    from models_app.views import evaluation_tables
+    """The metric rows and chart data of an evaluation (see models_app.selectors.evaluation_tables)."""
+    from models_app.selectors import evaluation_tables
 
     return evaluation_tables(evaluation)
