@@ -606,6 +606,7 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
         operations = operations_check(operations, dataset.format)
     except PrepareError as exc:
         raise InvalidRequest(str(exc), param=exc.param) from exc
+    _counting_models(operations)  # an unknown model is a 400 before anything is queued
     if dataset.byte_size > settings.DATASET_INLINE_BYTES:
         return _prepare_queue(dataset, operations)
     fmt = dataset.training_format or dataset.format
@@ -614,7 +615,8 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
         local = storage_fetch(dataset.training_file_name, work_dir / "parent.jsonl")
         try:
             result = run_prepare(PrepareConfig(path=str(local), format=fmt, output_dir=str(work_dir / "out"),
-                                               operations=tuple(operations)))
+                                               operations=tuple(operations),
+                                               tokenizers=_tokenizer_paths(operations)))
         except PrepareError as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
         stem = Path(dataset.filename).stem.split(".")[0]
@@ -626,6 +628,29 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
                 _files_delete(version)
             raise
     return versions
+
+
+def _counting_models(operations: list[dict]) -> dict:
+    """The base models that count tokens for ``filter_length``, by name; an unknown one is a 400."""
+    from models_app.models import BaseModel
+
+    models = {}
+    for index, op in enumerate(operations):
+        name = op.get("model") if op["op"] == "filter_length" else None
+        if name and name not in models:
+            models[name] = BaseModel.objects.filter(name=name).first()
+            if models[name] is None:
+                known = ", ".join(BaseModel.objects.values_list("name", flat=True)) or "none"
+                raise InvalidRequest(f"unknown base model {name!r}; available: {known}",
+                                     param=f"operations[{index}].model", code="model_not_found")
+    return models
+
+
+def _tokenizer_paths(operations: list[dict]) -> tuple:
+    """(model name, local path) of each model that counts tokens, for ``PrepareConfig.tokenizers``."""
+    from models_app.services import base_model_local_path
+
+    return tuple((name, base_model_local_path(base)) for name, base in _counting_models(operations).items())
 
 
 def _version_filename(dataset: Dataset, part: str, number: int | None = None) -> str:
@@ -670,8 +695,9 @@ def dataset_prepare_run(*, parent_id: str, version_ids: list[str], operations: l
         local = storage_fetch(parent.training_file_name, work_dir / "parent.jsonl")
         try:
             result = run_prepare(PrepareConfig(path=str(local), format=parent.training_format or parent.format,
-                                               output_dir=str(work_dir / "out"), operations=tuple(operations)))
-        except PrepareError as exc:
+                                               output_dir=str(work_dir / "out"), operations=tuple(operations),
+                                               tokenizers=_tokenizer_paths(operations)))
+        except (PrepareError, InvalidRequest) as exc:  # InvalidRequest: the model was removed meanwhile
             for version in versions:
                 _version_invalid(version, str(exc))
             return
