@@ -574,7 +574,8 @@ def token_stats_compute(*, dataset_id: str, model: str, template: str = "") -> T
         totals=lengths.totals, targets=lengths.targets, structure=lengths.structure, errors=lengths.errors, error="")
     stats.refresh_from_db()
     summary = token_stats_summary(stats, max_length=min(1024, base.context_length), context_length=base.context_length)
-    Dataset.objects.filter(pk=dataset.id).update(stats={"model": model, "template": template, **summary})
+    if not template:  # the dataset's page shows the model's own template; a job's other template stays in the cache
+        Dataset.objects.filter(pk=dataset.id).update(stats={"model": model, "template": template, **summary})
     dataset_publish(dataset.id, {"status": dataset.status, "stats": TokenStats.Status.READY})  # an open page fills in
     return stats
 
