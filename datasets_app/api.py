@@ -392,8 +392,11 @@ class DatasetQualityApi(APIView):
 class PrepareSerializer(serializers.Serializer):
     operations = serializers.ListField(child=serializers.DictField(), allow_empty=True, help_text=(
         'In order, e.g. [{"op": "dedup", "near": true}, {"op": "mask_pii"}, {"op": "filter_length", '
-        '"max_chars": 8000}, {"op": "convert", "to": "chat"}, {"op": "map_columns", "column_map": {...}}, '
-        '{"op": "split", "validation_share": 0.1, "seed": 42}]'))
+        '"max_chars": 8000}, {"op": "filter_length", "max_tokens": 1024, "model": "tiny-llama", "template": ""}, '
+        '{"op": "convert", "to": "chat"}, {"op": "map_columns", "column_map": {...}}, '
+        '{"op": "split", "validation_share": 0.1, "seed": 42}]. filter_length counts characters with '
+        'min_chars/max_chars, and tokens with min_tokens/max_tokens under the named base model\'s tokenizer and '
+        'template, rendered as the trainer will.'))
 
 
 class DatasetPrepareApi(APIView):

@@ -101,7 +101,11 @@ DATASET_TRANSITIONS: dict[str, set[str]] = {
 
 
 class DatasetUpload(models.Model):
-    """A resumable upload in progress: chunks are appended at ``received`` until it completes."""
+    """A resumable upload in progress: chunks are appended at ``received`` until it completes.
+
+    The sha256 is computed on the way in: ``hash_state`` is saved with ``received`` in the same
+    row update, so a chunk sent to another web process (or after a restart) goes on hashing.
+    """
 
     class Status(models.TextChoices):
         OPEN = "open"
@@ -116,6 +120,10 @@ class DatasetUpload(models.Model):
     expected_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     expected_sha256 = models.CharField(max_length=64, blank=True)
     received = models.PositiveBigIntegerField(default=0)
+    hash_state = models.BinaryField(default=b"", blank=True,
+                                    help_text="The sha256 of the first ``received`` bytes, mid-computation "
+                                              "(rehashes' serialized state): the next chunk, in any process, "
+                                              "continues it.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
     dataset = models.ForeignKey(Dataset, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -385,13 +385,13 @@ def upload_chunk_append(*, upload_id: str, owner, offset: int, stream, chunk_sha
         if upload is None:
             raise InvalidRequest(f"No such upload: {upload_id}", param="upload_id", code="not_found")
         _open_check(upload)
-        if offset != upload.received:
-            raise Conflict(f"offset {offset} is not where the upload stands; send the bytes from offset "
-                           f"{upload.received}", param="offset", code="offset_mismatch")
+        if offset != upload.received:  # chunks go in order: the running sha256 cannot skip or rewind
+            raise Conflict(f"offset {offset} is not where the upload stands; chunks are appended in order, send "
+                           f"the bytes from offset {upload.received}", param="offset", code="offset_mismatch")
         limit = settings.DATASET_UPLOAD_CHUNK_MAX
         if upload.expected_bytes is not None:
             limit = min(limit, upload.expected_bytes - upload.received)
-        digest, written = hashlib.sha256(), 0
+        digest, written, whole = hashlib.sha256(), 0, _upload_hasher(upload)
         with open(_part_path(upload), "r+b") as part:
             part.seek(upload.received)
             part.truncate()  # drop whatever a broken earlier request left past the offset
@@ -405,6 +405,7 @@ def upload_chunk_append(*, upload_id: str, owner, offset: int, stream, chunk_sha
                         raise InvalidRequest(f"the chunk goes past the {limit} bytes this upload accepts now",
                                              param="chunk", code="chunk_too_large")
                     digest.update(block)
+                    whole.update(block)
                     part.write(block)
                 if chunk_sha256 and digest.hexdigest() != chunk_sha256.lower():
                     raise InvalidRequest("the chunk's sha256 does not match; send it again", param="chunk_sha256",
@@ -413,15 +414,33 @@ def upload_chunk_append(*, upload_id: str, owner, offset: int, stream, chunk_sha
                 part.truncate(upload.received)
                 raise
         upload.received += written
-        upload.save(update_fields=["received", "updated_at"])
+        upload.hash_state = whole.serialize()  # saved with ``received``: the two always describe the same bytes
+        upload.save(update_fields=["received", "hash_state", "updated_at"])
     return upload
+
+
+def _upload_hasher(upload: DatasetUpload):
+    """The running sha256 of the upload's first ``received`` bytes, as the last chunk left it."""
+    from rehashes import PySha256
+
+    if upload.hash_state:
+        return PySha256.deserialize(bytes(upload.hash_state))
+    hasher = PySha256()
+    if upload.received:  # opened before the state was kept on the row: catch up once from the part file
+        with open(_part_path(upload), "rb") as handle:
+            remaining = upload.received
+            while remaining and (block := handle.read(min(CHUNK, remaining))):
+                hasher.update(block)
+                remaining -= len(block)
+    return hasher
 
 
 def upload_complete(*, upload_id: str, owner, sha256: str = "") -> DatasetUpload:
     """Store the assembled file as a Dataset and queue its check.
 
-    The sha256 is taken over the assembled bytes (one pass, before storing) and must match the one
-    given here or at creation; a mismatch keeps the upload open and stores nothing.
+    The sha256 was computed as the chunks arrived (the file is not read again to hash it) and must
+    match the one given here or at creation; a mismatch keeps the upload open and stores nothing.
+    Content the owner already has is stored all the same, marked ``duplicate_of`` the first copy.
     """
     with transaction.atomic():
         upload = DatasetUpload.objects.select_for_update().filter(pk=upload_id, owner=owner).first()
@@ -437,7 +456,7 @@ def upload_complete(*, upload_id: str, owner, sha256: str = "") -> DatasetUpload
                                  f"offset {upload.received}", param="offset", code="upload_incomplete")
         expected = (sha256 or upload.expected_sha256).lower()
         part = _part_path(upload)
-        digest = _sha256_of(part)
+        digest = _upload_hasher(upload).finalize()
         if expected and digest != expected:
             raise InvalidRequest(f"the received bytes have sha256 {digest}, not {expected}; cancel the upload and "
                                  "send the file again", param="sha256", code="sha256_mismatch")
@@ -555,7 +574,8 @@ def token_stats_compute(*, dataset_id: str, model: str, template: str = "") -> T
         totals=lengths.totals, targets=lengths.targets, structure=lengths.structure, errors=lengths.errors, error="")
     stats.refresh_from_db()
     summary = token_stats_summary(stats, max_length=min(1024, base.context_length), context_length=base.context_length)
-    Dataset.objects.filter(pk=dataset.id).update(stats={"model": model, "template": template, **summary})
+    if not template:  # the dataset's page shows the model's own template; a job's other template stays in the cache
+        Dataset.objects.filter(pk=dataset.id).update(stats={"model": model, "template": template, **summary})
     dataset_publish(dataset.id, {"status": dataset.status, "stats": TokenStats.Status.READY})  # an open page fills in
     return stats
 
@@ -587,6 +607,7 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
         operations = operations_check(operations, dataset.format)
     except PrepareError as exc:
         raise InvalidRequest(str(exc), param=exc.param) from exc
+    _counting_models(operations)  # an unknown model is a 400 before anything is queued
     if dataset.byte_size > settings.DATASET_INLINE_BYTES:
         return _prepare_queue(dataset, operations)
     fmt = dataset.training_format or dataset.format
@@ -595,7 +616,8 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
         local = storage_fetch(dataset.training_file_name, work_dir / "parent.jsonl")
         try:
             result = run_prepare(PrepareConfig(path=str(local), format=fmt, output_dir=str(work_dir / "out"),
-                                               operations=tuple(operations)))
+                                               operations=tuple(operations),
+                                               tokenizers=_tokenizer_paths(operations)))
         except PrepareError as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
         stem = Path(dataset.filename).stem.split(".")[0]
@@ -607,6 +629,29 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
                 _files_delete(version)
             raise
     return versions
+
+
+def _counting_models(operations: list[dict]) -> dict:
+    """The base models that count tokens for ``filter_length``, by name; an unknown one is a 400."""
+    from models_app.models import BaseModel
+
+    models = {}
+    for index, op in enumerate(operations):
+        name = op.get("model") if op["op"] == "filter_length" else None
+        if name and name not in models:
+            models[name] = BaseModel.objects.filter(name=name).first()
+            if models[name] is None:
+                known = ", ".join(BaseModel.objects.values_list("name", flat=True)) or "none"
+                raise InvalidRequest(f"unknown base model {name!r}; available: {known}",
+                                     param=f"operations[{index}].model", code="model_not_found")
+    return models
+
+
+def _tokenizer_paths(operations: list[dict]) -> tuple:
+    """(model name, local path) of each model that counts tokens, for ``PrepareConfig.tokenizers``."""
+    from models_app.services import base_model_local_path
+
+    return tuple((name, base_model_local_path(base)) for name, base in _counting_models(operations).items())
 
 
 def _version_filename(dataset: Dataset, part: str, number: int | None = None) -> str:
@@ -651,8 +696,9 @@ def dataset_prepare_run(*, parent_id: str, version_ids: list[str], operations: l
         local = storage_fetch(parent.training_file_name, work_dir / "parent.jsonl")
         try:
             result = run_prepare(PrepareConfig(path=str(local), format=parent.training_format or parent.format,
-                                               output_dir=str(work_dir / "out"), operations=tuple(operations)))
-        except PrepareError as exc:
+                                               output_dir=str(work_dir / "out"), operations=tuple(operations),
+                                               tokenizers=_tokenizer_paths(operations)))
+        except (PrepareError, InvalidRequest) as exc:  # InvalidRequest: the model was removed meanwhile
             for version in versions:
                 _version_invalid(version, str(exc))
             return

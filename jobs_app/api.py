@@ -116,6 +116,8 @@ HYPERPARAMETER_DOCS = """Extra keys accepted in method.supervised.hyperparameter
 adapter (lora|qlora|full), quantization (nf4|int8, for qlora), devices (processes: one per GPU, or CPU
 processes over gloo), n_epochs (1-100), batch_size (1-1024), learning_rate_multiplier (>0),
 learning_rate (0-1, overrides the multiplier), max_length (tokens, up to the model's context),
+template (how chat rows become tokens: "auto" or "" = the model's own chat template, chatml, llama3, mistral,
+alpaca, or completion = the turns joined by new lines; the tuned model's tokenizer carries it),
 lora_r, lora_alpha, lora_dropout (0-1), lora_target_modules ("all-linear" or a list of names),
 beta (DPO only: method {"type": "dpo", "dpo": {"hyperparameters": {...}}} on prompt/chosen/rejected rows),
 logging_steps, save_steps (0 = a checkpoint per epoch), eval_steps (0 = evaluate the validation file

@@ -21,6 +21,11 @@ ADVANCED = [
 ]
 ADVANCED_NAMES = [name for name, _, _ in ADVANCED]
 ADAPTERS = [("lora", "LoRA"), ("full", "Full fine-tune")]
+# The advanced panel's template select: how chat rows become tokens (the API's "template").
+TEMPLATES = [("", "Auto: the model's own chat template"), ("chatml", "ChatML"), ("llama3", "Llama 3"),
+             ("mistral", "Mistral"), ("alpaca", "Alpaca"),
+             ("completion", "Completion only (turns joined, no template)")]
+SELECT_NAMES = ("adapter", "template")
 
 
 def hyperparameter_parse(name: str, text: str):
@@ -30,7 +35,7 @@ def hyperparameter_parse(name: str, text: str):
         return "auto"
     if name == "lora_target_modules":
         return text if text == "all-linear" else [part.strip() for part in text.split(",") if part.strip()]
-    if name == "adapter":
+    if name in SELECT_NAMES:
         return text
     for kind in (int, float):
         try:

@@ -3,6 +3,7 @@
 from typing import Any
 
 from finetune_site.errors import InvalidRequest
+from workers.templates import TEMPLATE_NAMES
 
 PARAM = "method.supervised.hyperparameters"  # method.dpo.hyperparameters for DPO jobs
 ADAPTERS = ("lora", "qlora", "full")
@@ -38,6 +39,7 @@ def hyperparameters_resolve(raw: dict | None, *, parameters: int | None, rows: i
         "learning_rate_multiplier": multiplier,
         "learning_rate": _auto(values["learning_rate"], base_lr[(adapter, small)] * multiplier),
         "max_length": _auto(values["max_length"], min(1024, context_length)),
+        "template": _auto(values["template"], ""),  # "": the base model's own chat template
         "lora_r": lora_r,
         "lora_alpha": _auto(values["lora_alpha"], 2 * lora_r),
         "lora_dropout": _auto(values["lora_dropout"], 0.0),
@@ -82,6 +84,13 @@ def _quantization(value):
     return None if value in ("nf4", "int8") else "must be \"nf4\" (4-bit) or \"int8\" (8-bit)"
 
 
+def _template(value):
+    if value in TEMPLATE_NAMES:
+        return None
+    return "must be \"auto\" (or \"\", the model's own chat template) or one of " + ", ".join(
+        f'"{name}"' for name in TEMPLATE_NAMES if name)
+
+
 def _targets(value):
     if value == "all-linear":
         return None
@@ -98,6 +107,7 @@ _RULES = {
     "learning_rate_multiplier": _float(0, 100),
     "learning_rate": _float(0, 1),
     "max_length": _int(16, 1_000_000),
+    "template": _template,
     "lora_r": _int(1, 1024),
     "lora_alpha": _int(1, 4096),
     "lora_dropout": _float(0, 1, inclusive_low=True),

@@ -195,7 +195,10 @@ def job_validate(*, job_id: str) -> None:
             f"{d.filename} ({d.id}) to be validated" for d in pending))
         return
     # Tokenizing (cached per content, tokenizer and template) happens before the row is locked.
-    problem = _files_problem(job)
+    problem, code = _files_problem(job), "invalid_training_file"
+    if not problem:
+        problem = _template_problem(job)
+        code = "invalid_template" if problem else code
     if not problem:
         _max_length_from_data(job)
         problem = _trainable_problem(job)
@@ -214,7 +217,7 @@ def job_validate(*, job_id: str) -> None:
         if locked is None or locked.status != Status.VALIDATING_FILES:
             return
         if problem:
-            job_fail(job_id=job_id, code="invalid_training_file", message=problem)
+            job_fail(job_id=job_id, code=code, message=problem)
             return
         if overlap:
             job_event_add(job_id=job_id, message=overlap, level=JobEvent.Level.WARN)
@@ -249,17 +252,38 @@ def _overlap_warning(job: FineTuneJob) -> str:
             f"loss will look better than it is; prepare a split instead (POST /v1/datasets/{job.dataset_id}/prepare)")
 
 
-def _max_length_from_data(job: FineTuneJob) -> None:
-    """An "auto" max_length becomes the longest row (rounded up to 64 tokens), within the context."""
+def _job_token_stats(job: FineTuneJob, dataset: Dataset):
+    """The dataset's rows tokenized as this job's trainer will (its model and template); None when
+    they cannot be counted here (the run reports a model that cannot load with its own error code)."""
     from datasets_app.services import token_stats_compute
 
+    try:
+        return token_stats_compute(dataset_id=dataset.id, model=job.base_model.name,
+                                   template=job.hyperparameters.get("template", ""))
+    except Exception:
+        log.warning("token statistics of %s failed", dataset.id, exc_info=True)
+        return None
+
+
+def _template_problem(job: FineTuneJob) -> str:
+    """Why the job's template cannot render its rows (e.g. the model has no chat template); "" when it can."""
+    if job.method == FineTuneJob.Method.DPO:
+        return ""
+    for dataset in filter(None, [job.dataset, job.validation_dataset]):
+        stats = _job_token_stats(job, dataset)
+        if stats is not None and stats.errors:
+            error = stats.errors[0]
+            template = job.hyperparameters.get("template", "") or "auto, the model's own"
+            return (f"{dataset.filename}, row {error['row']}: {error['message']} (template {template}; "
+                    "set the template hyperparameter)")
+    return ""
+
+
+def _max_length_from_data(job: FineTuneJob) -> None:
+    """An "auto" max_length becomes the longest row (rounded up to 64 tokens), within the context."""
     if "max_length" not in job.hyperparameters.get("auto_resolved", []):
         return
-    try:
-        stats = token_stats_compute(dataset_id=job.dataset_id, model=job.base_model.name)
-    except Exception:  # the run reports a model that cannot load with its own error code
-        log.warning("token statistics of %s failed", job.dataset_id, exc_info=True)
-        return
+    stats = _job_token_stats(job, job.dataset)
     if stats is None or not stats.totals or stats.sampled:
         return  # only an exact count may shorten max_length: a sample could miss the longest row
     longest = max(stats.totals)
@@ -275,14 +299,10 @@ def _max_length_from_data(job: FineTuneJob) -> None:
 
 def _trainable_problem(job: FineTuneJob) -> str:
     """Rows that would have no trainable token after truncation, named; "" when there are none."""
-    from datasets_app.services import token_stats_compute, token_stats_summary
+    from datasets_app.services import token_stats_summary
 
     max_length = job.hyperparameters.get("max_length", 1024)
-    try:
-        stats = token_stats_compute(dataset_id=job.dataset_id, model=job.base_model.name)
-    except Exception:  # a model that cannot load fails the run itself, with its own error code
-        log.warning("token statistics of %s failed", job.dataset_id, exc_info=True)
-        return ""
+    stats = _job_token_stats(job, job.dataset)
     if stats is None:
         return ""
     summary = token_stats_summary(stats, max_length=max_length)
@@ -309,7 +329,7 @@ def job_estimate(*, job: FineTuneJob) -> dict:
     try:
         config = _train_config(job, workdir, resume=False)
         try:
-            counts = token_counts(config.model_path, config.train_file, config.max_length)
+            counts = token_counts(config.model_path, config.train_file, config.max_length, config.template)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not load the tokenizer of {job.base_model.source!r}: {exc}") from exc
         throughput, basis = _past_throughput(job), "past_runs"
@@ -373,7 +393,8 @@ def job_estimate_draft(*, dataset: Dataset, base_model, hyperparameters: dict) -
     result = {"rows": rows, "steps_per_epoch": steps_per_epoch, "steps": steps_per_epoch * epochs,
               "tokens_basis": "bytes", "trainable_tokens": None}
     try:
-        stats = token_stats_request(dataset=dataset, base_model=base_model)
+        stats = token_stats_request(dataset=dataset, base_model=base_model,
+                                    template=hyperparameters.get("template", ""))
     except (Conflict, InvalidRequest):  # e.g. preference pairs: no supervised token counts
         stats = None
     if stats is not None and stats.status == TokenStats.Status.READY and stats.totals:
@@ -540,6 +561,7 @@ def _train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
         batch_size=hp["batch_size"],
         learning_rate=hp["learning_rate"],
         max_length=hp["max_length"],
+        template=hp.get("template", ""),  # jobs made before the hyperparameter: the model's own
         lora_r=hp["lora_r"],
         lora_alpha=hp["lora_alpha"],
         lora_dropout=hp["lora_dropout"],

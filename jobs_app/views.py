@@ -15,6 +15,8 @@ from jobs_app import selectors, services
 from jobs_app.forms import (
     ADVANCED,
     ADVANCED_NAMES,
+    SELECT_NAMES,
+    TEMPLATES,
     DatasetStepForm,
     ModelStepForm,
     hyperparameter_error,
@@ -144,6 +146,7 @@ def wizard_model(request):
         form = ModelStepForm(request.POST, base_models=base_models)
         texts = {name: request.POST.get(name, "").strip() for name in ADVANCED_NAMES}
         texts["adapter"] = request.POST.get("adapter", "lora")
+        texts["template"] = request.POST.get("template", "")
         _wizard_save(request, hyperparameters=texts, model=request.POST.get("model"),
                      suffix=request.POST.get("suffix", ""))
         if form.is_valid():
@@ -156,10 +159,12 @@ def wizard_model(request):
                                       "suffix": state.get("suffix", "")}, base_models=base_models)
     fields = [{"name": n, "label": label, "help": help_text, "value": texts.get(n, ""), "error": errors.get(n, "")}
               for n, label, help_text in ADVANCED]
+    template = texts.get("template", "")
     return render(request, "jobs_app/wizard_model.html", {
         "form": form, "step": 2, "dataset": dataset, "fields": fields,
-        "open_advanced": any(f["value"] or f["error"] for f in fields),
+        "open_advanced": any(f["value"] or f["error"] for f in fields) or bool(template),
         "adapter_error": errors.get("adapter", ""), "form_error": errors.get("__all__", ""),
+        "templates": TEMPLATES, "template": template, "template_error": errors.get("template", ""),
     })
 
 
@@ -167,7 +172,7 @@ def wizard_model(request):
 @login_required
 def wizard_field(request, name: str):
     """Inline check of one advanced field as the user types, with the API's own validation."""
-    if name not in ADVANCED_NAMES and name != "adapter":
+    if name not in ADVANCED_NAMES and name not in SELECT_NAMES:
         raise Http404(name)
     dataset = _wizard_dataset(request)
     text = request.POST.get(name, "")
@@ -176,7 +181,7 @@ def wizard_field(request, name: str):
     # fired by leaving a field as Next is clicked can finish after Next and write back the session
     # it loaded earlier (sessions are saved whole); saving only this field would drop the model.
     texts = {**(state.get("hyperparameters") or {}),
-             **{n: request.POST[n].strip() for n in (*ADVANCED_NAMES, "adapter") if n in request.POST}}
+             **{n: request.POST[n].strip() for n in (*ADVANCED_NAMES, *SELECT_NAMES) if n in request.POST}}
     step = {key: request.POST[key] for key in ("model", "suffix") if key in request.POST}
     _wizard_save(request, hyperparameters=texts, **step)
     base = _base_model(request.POST.get("model"))
@@ -225,13 +230,14 @@ def wizard_review(request):
 
 
 def _dry_run(dataset: Dataset, base: BaseModel, resolved: dict) -> dict | None:
-    """The first rows tokenized as the trainer will, with the tokens that carry loss; None when
-    they cannot be shown (preference pairs, a tokenizer that does not load): the page then marks
-    whole turns instead."""
+    """The first rows tokenized as the trainer will (the job's template), with the tokens that carry
+    loss; None when they cannot be shown (preference pairs, a tokenizer that does not load): the page
+    then marks whole turns instead."""
     if not dataset.training_format:
         return None
     try:
-        return dataset_dry_run(dataset, base_model=base, template="", max_length=resolved["max_length"], rows=2)
+        return dataset_dry_run(dataset, base_model=base, template=resolved["template"],
+                               max_length=resolved["max_length"], rows=2)
     except Exception:
         log.warning("dry run of %s with %s failed", dataset.id, base.name, exc_info=True)
         return None

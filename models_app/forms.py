@@ -11,7 +11,7 @@ SIDES = ("left", "right")
 
 def model_choices(user) -> list:
     """Select options: the user's fine-tuned models, then the base models."""
-    tuned = [(m.id, f"{m.name} ({m.id})") for m in selectors.fine_tuned_models_visible_to(user)[:200]]
+    tuned = [(m.id, f"{m.reference} ({m.id})") for m in selectors.fine_tuned_models_visible_to(user)[:200]]
     base = [(m.name, m.name) for m in BaseModel.objects.all()]
     return [("Your fine-tuned models", tuned), ("Base models", base)] if tuned else [("Base models", base)]
 

@@ -130,3 +130,26 @@ def export_get(user, export_id: str) -> Export:
     if found is None:
         raise Http404(f"No such export: {export_id}")
     return found
+
+
+def evaluation_tables(evaluation) -> dict:
+    """Metric rows (one value per target, and the tuned model's change over its base) and chart data."""
+    from workers.evaluation import LOWER_IS_BETTER, METRICS
+
+    targets = list(evaluation.metrics)
+    table = []
+    for metric in METRICS:
+        values = [evaluation.metrics[t].get(metric) for t in targets]
+        if all(v is None for v in values):
+            continue
+        base, tuned = evaluation.metrics.get("base", {}).get(metric), evaluation.metrics.get("tuned", {}).get(metric)
+        delta = None if base is None or tuned is None else tuned - base
+        better = None if delta is None or delta == 0 else (delta < 0) == (metric in LOWER_IS_BETTER)
+        table.append({"metric": metric, "values": values, "delta": delta, "better": better})
+    shown = [m for m in ("bleu", "rouge1", "rougeL", "exact_match", "accuracy") if any(
+        m in evaluation.metrics[t] for t in targets)]
+    scale = {"bleu": 0.01}  # BLEU is 0..100; the others 0..1
+    chart = {"labels": shown, "datasets": [
+        {"label": t, "data": [round(evaluation.metrics[t].get(m, 0) * scale.get(m, 1), 4) for m in shown]}
+        for t in targets if not t.startswith("checkpoint-")]}
+    return {"targets": targets, "table": table, "chart": chart}

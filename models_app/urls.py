@@ -6,5 +6,13 @@ app_name = "models"
 urlpatterns = [
     path("", views.model_list, name="list"),
     path("playground/", views.playground, name="playground"),  # before the catch-all model id
+    path("registry/<str:name>/", views.registry_detail, name="registry"),
+    path("registry/<str:name>/rollback/", views.registry_rollback, name="rollback"),
+    path("evaluations/<str:evaluation_id>/", views.evaluation_detail, name="evaluation"),
+    path("<path:model_id>/promote/", views.model_promote, name="promote"),
+    path("<path:model_id>/archive/", views.model_archive, name="archive"),
+    path("<path:model_id>/export/", views.model_export, name="export"),
+    path("<path:model_id>/delete/", views.model_delete, name="delete"),
+    path("<path:model_id>/evaluate/", views.model_evaluate, name="evaluate"),
     path("<path:model_id>/", views.model_detail, name="detail"),
 ]

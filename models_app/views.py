@@ -1,12 +1,17 @@
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.http import Http404
+from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.http import require_POST
 
+from datasets_app.models import Dataset
+from datasets_app.selectors import dataset_get, datasets_visible_to
 from finetune_site.errors import InvalidRequest
 from jobs_app.selectors import job_last_metric
 from models_app import selectors, services
 from models_app.forms import SIDES, PlaygroundForm, playground_initial
-from models_app.models import BaseModel
+from models_app.models import BaseModel, Export
 from models_app.playground import Pane, status_for
 
 
@@ -15,18 +20,143 @@ def model_list(request):
     return render(request, "models_app/model_list.html", {
         "models": selectors.fine_tuned_models_visible_to(request.user)[:200],
         "base_models": BaseModel.objects.all(),
+        "names": selectors.registry_names(request.user),
     })
 
 
 @login_required
 def model_detail(request, model_id: str):
     model = selectors.fine_tuned_model_get(request.user, model_id)
+    evaluations = list(model.evaluations.select_related("dataset")[:20])
     return render(request, "models_app/model_detail.html", {
         "model": model,
         "job": model.job,
         "final_metrics": job_last_metric(model.job) or {},
         "download_url": reverse("model-download", args=[model.id]) + "?artifact=adapter",
+        "aliases": sorted(a.alias for a in model.aliases.all()),
+        "lineage": selectors.model_lineage(model),
+        "exports": model.exports.all(),
+        "evaluations": evaluations,
+        "latest_evaluation": next((e for e in evaluations if e.status == "succeeded"), None),
+        "datasets": datasets_visible_to(request.user).filter(status=Dataset.Status.READY)[:100],
+        "export_kinds": Export.Kind.values, "quantizations": Export.Quantization.values,
     })
+
+
+@login_required
+def registry_detail(request, name: str):
+    versions = list(selectors.registry_versions(request.user, name))
+    rows = [{"model": v, "aliases": sorted(a.alias for a in v.aliases.all()), "metrics": _auto_metrics(v)}
+            for v in versions]
+    aliases = sorted({alias for row in rows for alias in row["aliases"]})
+    chart = {"labels": [f"v{r['model'].version}" for r in reversed(rows)],
+             "tuned": [r["metrics"].get("tuned", {}).get("eval_loss") for r in reversed(rows)],
+             "base": [r["metrics"].get("base", {}).get("eval_loss") for r in reversed(rows)]}
+    return render(request, "models_app/registry_detail.html", {
+        "name": name, "rows": rows, "aliases": aliases, "chart": chart,
+        "history": selectors.alias_history(request.user, name),
+    })
+
+
+def _auto_metrics(model) -> dict:
+    evaluations = [e for e in model.evaluations.all() if e.status == "succeeded"]
+    auto = [e for e in evaluations if e.kind == "auto"] or evaluations
+    return auto[0].metrics if auto else {}
+
+
+@login_required
+def evaluation_detail(request, evaluation_id: str):
+    evaluation = selectors.evaluation_get(request.user, evaluation_id)
+    context = {"evaluation": evaluation, **selectors.evaluation_tables(evaluation)}
+    if request.htmx:
+        return render(request, "models_app/partials/evaluation_result.html", context)
+    return render(request, "models_app/evaluation_detail.html", context)
+
+
+# --- actions: each calls one service and comes back with what happened ------------------------
+
+
+def _act(request, model_id: str, action, done: str):
+    model = selectors.fine_tuned_model_get(request.user, model_id)
+    try:
+        action(model)
+        messages.success(request, done.format(model=model))
+    except InvalidRequest as refused:
+        messages.error(request, refused.message)
+    return redirect("models:detail", model_id=model.id)
+
+
+@require_POST
+@login_required
+def model_promote(request, model_id: str):
+    alias = request.POST.get("alias", "production").strip()
+    return _act(request, model_id, lambda m: services.model_promote(model=m, alias=alias),
+                "{model.reference} is now " + alias)
+
+
+@require_POST
+@login_required
+def model_archive(request, model_id: str):
+    archived = request.POST.get("archived", "1") == "1"
+    return _act(request, model_id, lambda m: services.model_archive(model=m, archived=archived),
+                "{model.reference} " + ("archived" if archived else "restored"))
+
+
+@require_POST
+@login_required
+def model_export(request, model_id: str):
+    kind, quantization = request.POST.get("kind", ""), request.POST.get("quantization") or None
+    return _act(request, model_id, lambda m: services.export_create(model=m, kind=kind, quantization=quantization),
+                "Export queued: it is offered once verified")
+
+
+@require_POST
+@login_required
+def model_delete(request, model_id: str):
+    model = selectors.fine_tuned_model_get(request.user, model_id)
+    try:
+        services.fine_tuned_model_delete(model=model)
+    except InvalidRequest as refused:
+        messages.error(request, refused.message)
+        return redirect("models:detail", model_id=model.id)
+    messages.success(request, f"Deleted {model.reference} and its artifacts")
+    return redirect("models:list")
+
+
+@require_POST
+@login_required
+def model_evaluate(request, model_id: str):
+    model = selectors.model_get(request.user, model_id)
+    try:
+        dataset = dataset_get(request.user, request.POST.get("file", ""))
+        evaluation = services.evaluation_create(
+            owner=request.user, model=model, dataset=dataset, max_rows=_int(request.POST.get("max_rows"), 100),
+            max_new_tokens=_int(request.POST.get("max_new_tokens"), 32),
+            checkpoints=request.POST.get("checkpoints") == "on")
+    except (InvalidRequest, Http404) as refused:
+        messages.error(request, getattr(refused, "message", str(refused)))
+        return redirect("models:detail", model_id=model_id)
+    return redirect("models:evaluation", evaluation_id=evaluation.id)
+
+
+@require_POST
+@login_required
+def registry_rollback(request, name: str):
+    selectors.registry_versions(request.user, name)
+    alias = request.POST.get("alias", "production")
+    try:
+        moved = services.alias_rollback(owner=request.user, name=name, alias=alias)
+        messages.success(request, f"{name}@{alias} rolled back to v{moved.model.version}")
+    except InvalidRequest as refused:
+        messages.error(request, refused.message)
+    return redirect("models:registry", name=name)
+
+
+def _int(value, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 @login_required

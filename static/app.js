@@ -188,6 +188,33 @@
     });
   }
 
+  // Evaluation and registry pages: bar charts of metrics per model, loss per version.
+  function setupMetricCharts() {
+    if (typeof Chart === "undefined") return;
+    var colors = ["#94a3b8", "#2563eb", "#f97316", "#16a34a"];
+    var metrics = document.getElementById("metrics-chart");
+    var metricsData = document.getElementById("metrics-chart-data");
+    if (metrics && metricsData && !metrics.getAttribute("data-drawn")) {
+      metrics.setAttribute("data-drawn", "1");
+      var data = JSON.parse(metricsData.textContent);
+      new Chart(metrics, { type: "bar", data: { labels: data.labels, datasets: data.datasets.map(function (d, i) {
+        return { label: d.label, data: d.data, backgroundColor: colors[i % colors.length] };
+      }) }, options: { animation: false, scales: { y: { min: 0, max: 1 } } } });
+    }
+    var versions = document.getElementById("versions-chart");
+    var versionsData = document.getElementById("versions-chart-data");
+    if (versions && versionsData && !versions.getAttribute("data-drawn")) {
+      versions.setAttribute("data-drawn", "1");
+      var v = JSON.parse(versionsData.textContent);
+      new Chart(versions, { type: "line", data: { labels: v.labels, datasets: [
+        { label: "tuned eval loss", data: v.tuned, borderColor: colors[1], spanGaps: true },
+        { label: "base eval loss", data: v.base, borderColor: colors[0], borderDash: [4, 4], spanGaps: true }] },
+        options: { animation: false } });
+    }
+  }
+  document.body.addEventListener("htmx:afterSwap", setupMetricCharts);
+  window.addEventListener("load", setupMetricCharts);
+
   setupCharts();
   setupUpload();
   setupDropzone();

@@ -71,3 +71,21 @@ def _greedy(model, tokenizer, prompt: str) -> str:
                                            return_tensors="pt", return_dict=True)
     output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     return tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_job_with_a_chosen_template_trains_with_it_and_its_tokenizer_carries_it(live_server, live_base_model, worker,
+                                                                                tmp_path):
+    from transformers import AutoTokenizer
+
+    from workers.templates import TEMPLATES
+
+    client, _ = client_for(live_server)
+    file = upload(client, rows=classification_rows(8))
+    job = start_job(client, file.id, n_epochs=1, template="chatml")
+    assert job.to_dict()["method"]["supervised"]["hyperparameters"]["template"] == "chatml"
+    job = wait_finished(client, job.id)
+    assert job.status == "succeeded", job.error
+    events = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert any("template chatml" in message for message in events)
+    adapter = _download_adapter(client, job.fine_tuned_model, tmp_path)
+    assert AutoTokenizer.from_pretrained(adapter).chat_template == TEMPLATES["chatml"]

@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from enum import StrEnum
 
+from workers.templates import TEMPLATE_NAMES
+
 METHODS = ("lora", "qlora", "full")
 OBJECTIVES = ("sft", "dpo")
 QUANTIZATIONS = ("nf4", "int8")
@@ -33,6 +35,10 @@ class TrainConfig:
     batch_size: rows per optimizer step on one device; default 8.
     learning_rate: peak learning rate, linear decay to 0; default 2e-4.
     max_length: tokens per row, longer rows are truncated; default 1024.
+    template: how chat rows become tokens: "" (the model's own chat template), "chatml", "llama3",
+        "mistral", "alpaca" (set on the tokenizer; loss on the assistant's turns) or "completion"
+        (the turns joined by new lines, trained as prompt/completion); the saved tokenizer carries
+        it. Rows are tokenized exactly as ``workers.templates.render`` shows them; default "".
     lora_r: LoRA rank; default 16.
     lora_alpha: LoRA scaling numerator (scale = alpha / r); default 32.
     lora_dropout: dropout on the LoRA input, 0..1; default 0.0.
@@ -56,6 +62,7 @@ class TrainConfig:
     batch_size: int = 8
     learning_rate: float = 2e-4
     max_length: int = 1024
+    template: str = ""
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -71,6 +78,8 @@ class TrainConfig:
             raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, not {self.objective!r}")
+        if self.template not in TEMPLATE_NAMES:
+            raise ValueError(f"template must be one of {TEMPLATE_NAMES}, not {self.template!r}")
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {self.quantization!r}")
         for name in ("n_epochs", "batch_size", "max_length", "lora_r", "logging_steps"):

@@ -9,6 +9,7 @@ from pathlib import Path
 from workers.config import TrainConfig
 from workers.data import CHAT, jsonl_rows, row_format
 from workers.events import emit_nothing
+from workers.templates import render, tokenizer_prepare
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,14 @@ class Estimate:
     peak_memory_bytes: int
 
 
-def token_counts(model_path: str, train_file: str, max_length: int) -> TokenCounts:
-    """Tokenize every row as the trainer will (chat template, truncation at ``max_length``)."""
+def token_counts(model_path: str, train_file: str, max_length: int, template: str = "") -> TokenCounts:
+    """Tokenize every row as the trainer will (``template``, truncation at ``max_length``)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = tokenizer_prepare(AutoTokenizer.from_pretrained(model_path), template)
     rows = tokens = trainable = truncated = 0
     for row in jsonl_rows(Path(train_file)):
-        ids, mask = _encode(tokenizer, row)
+        ids, mask = _encode(tokenizer, row, template)
         rows += 1
         truncated += len(ids) > max_length
         tokens += min(len(ids), max_length)
@@ -54,23 +55,19 @@ def token_counts(model_path: str, train_file: str, max_length: int) -> TokenCoun
     return TokenCounts(rows=rows, tokens=tokens, trainable=trainable, truncated_rows=truncated)
 
 
-def _encode(tokenizer, row: dict) -> tuple[list[int], list[int]]:
+def _encode(tokenizer, row: dict, template: str) -> tuple[list[int], list[int]]:
     if "chosen" in row:  # a preference pair: the prompt is read twice, both answers are scored
         prompt, chosen, rejected = (_text(row.get(key, "")) for key in ("prompt", "chosen", "rejected"))
         ids = [tokenizer(prompt + answer)["input_ids"] for answer in (chosen, rejected)]
         answers = [len(tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in (chosen, rejected)]
         return ids[0] + ids[1], [0] * (len(ids[0]) + len(ids[1]) - sum(answers)) + [1] * sum(answers)
-    if "text" in row and "completion" not in row:  # continued pre-training: every token is learned
-        ids = tokenizer(row["text"])["input_ids"]
-        return ids, [1] * len(ids)
     if row_format(row) == CHAT:
-        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-        encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=True)
-        return encoded["input_ids"], encoded["assistant_masks"]
-    prompt = tokenizer(row["prompt"])["input_ids"]
-    completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
-    return prompt + completion, [0] * len(prompt) + [1] * len(completion)
+        fmt = CHAT
+        row = {"messages": [{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"]]}
+    else:
+        fmt = "text" if "text" in row and "completion" not in row else "prompt_completion"
+    rendered = render(tokenizer, row, fmt, template=template, max_length=1 << 30)
+    return rendered.ids, rendered.loss_mask
 
 
 def _text(value) -> str:

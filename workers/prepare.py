@@ -6,7 +6,11 @@ Operations, applied in the order given, to normalised rows:
 - ``{"op": "convert", "to": "chat" | "prompt_completion" | "text"}``: change the format.
 - ``{"op": "dedup", "near": false, "near_threshold": 0.85}``: drop exact copies (and near ones).
 - ``{"op": "mask_pii", "kinds": ["email", ...]}``: replace personal data by ``[EMAIL]`` etc.
-- ``{"op": "filter_length", "min_chars": 0, "max_chars": 32000}``: drop rows outside the range.
+- ``{"op": "filter_length", "min_chars": 0, "max_chars": 32000}``: drop rows outside the range,
+  counted in characters of the row's text; and/or ``"min_tokens"``/``"max_tokens"`` with
+  ``"model"`` (a base model's name; its tokenizer comes in ``PrepareConfig.tokenizers``) and
+  ``"template"`` (default ``""``, the model's own): counted in tokens, the row rendered exactly as
+  the trainer will (``workers.templates.render``, before truncation).
 - ``{"op": "split", "validation_share": 0.1, "seed": 42, "stratify": "source"}``: write a second
   file of validation rows; stratified by the ``source`` key when rows carry one (seeded, exact
   per source).
@@ -32,6 +36,7 @@ from workers.quality import (
     row_mask,
     shingles,
 )
+from workers.templates import TEMPLATE_NAMES, TemplateError, render, tokenizer_prepare
 
 OPERATIONS = ("map_columns", "convert", "dedup", "mask_pii", "filter_length", "split")
 CONVERSIONS = (CHAT, PROMPT_COMPLETION, TEXT)
@@ -53,12 +58,15 @@ class PrepareConfig:
     format: the parent's format (no default).
     output_dir: where ``train.jsonl`` (and ``validation.jsonl`` for a split) are written (no default).
     operations: the operations, as dicts (see the module docstring); default none (a plain copy).
+    tokenizers: (model name, local tokenizer path or hub id) pairs for the operations that count
+        tokens; default none.
     """
 
     path: str
     format: str
     output_dir: str
     operations: tuple = ()
+    tokenizers: tuple = ()
 
 
 @dataclass
@@ -103,11 +111,7 @@ def operations_check(operations, fmt: str) -> list[dict]:
             if not isinstance(op["kinds"], list) or not set(op["kinds"]) <= set(PII_KINDS) or not op["kinds"]:
                 raise PrepareError(f"{where}.kinds must be some of {', '.join(PII_KINDS)}", f"{where}.kinds")
         elif name == "filter_length":
-            op.setdefault("min_chars", 0)
-            op.setdefault("max_chars", None)
-            for key in ("min_chars", "max_chars"):
-                if op[key] is not None and (not isinstance(op[key], int) or op[key] < 0):
-                    raise PrepareError(f"{where}.{key} must be a whole number", f"{where}.{key}")
+            _length_check(op, where, current)
         elif name == "split":
             op.setdefault("seed", 42)
             op.setdefault("stratify", "source")
@@ -121,6 +125,53 @@ def operations_check(operations, fmt: str) -> list[dict]:
     return checked
 
 
+def _length_check(op: dict, where: str, fmt: str) -> None:
+    """Complete a ``filter_length`` with its defaults; a token bound needs the model that counts."""
+    op.setdefault("min_chars", 0)
+    op.setdefault("max_chars", None)
+    keys = ["min_chars", "max_chars"]
+    if "min_tokens" in op or "max_tokens" in op or "model" in op:
+        op.setdefault("min_tokens", 0)
+        op.setdefault("max_tokens", None)
+        op.setdefault("template", "")
+        keys += ["min_tokens", "max_tokens"]
+        if not isinstance(op.get("model"), str) or not op["model"]:
+            raise PrepareError(f"{where}.model must name the base model whose tokenizer counts the tokens",
+                               f"{where}.model")
+        if op["template"] not in TEMPLATE_NAMES:
+            raise PrepareError(f"{where}.template must be one of {', '.join(repr(t) for t in TEMPLATE_NAMES)}",
+                               f"{where}.template")
+        if fmt == "preference":
+            raise PrepareError(f"{where}: preference pairs are not counted in tokens; use min_chars/max_chars",
+                               f"{where}.max_tokens")
+    for key in keys:
+        if op[key] is not None and (isinstance(op[key], bool) or not isinstance(op[key], int) or op[key] < 0):
+            raise PrepareError(f"{where}.{key} must be a whole number", f"{where}.{key}")
+
+
+class _TokenCounter:
+    """Tokens of a row as the trainer will see them, one tokenizer loaded per (model, template)."""
+
+    def __init__(self, paths: dict[str, str]) -> None:
+        self.paths = paths
+        self.loaded: dict[tuple[str, str], object] = {}
+
+    def __call__(self, op: dict, row: dict, fmt: str, number: int) -> int:
+        key = (op["model"], op["template"])
+        if key not in self.loaded:
+            from transformers import AutoTokenizer
+
+            if op["model"] not in self.paths:
+                raise PrepareError(f"no tokenizer given for model {op['model']!r}", "operations")
+            self.loaded[key] = tokenizer_prepare(AutoTokenizer.from_pretrained(self.paths[op["model"]]),
+                                                 op["template"])
+        try:
+            return render(self.loaded[key], row, fmt, template=op["template"], max_length=1 << 30).total_tokens
+        except TemplateError as exc:
+            raise PrepareError(f"row {number} cannot be counted with {op['model']}: {exc}",
+                               f"operations[{op['index']}].template") from exc
+
+
 def run_prepare(config: PrepareConfig, emit: Emit = emit_nothing) -> PrepareResult:
     """Apply ``config.operations`` to the rows of ``config.path``; see the module docstring."""
     operations = operations_check(list(config.operations), config.format)
@@ -128,6 +179,9 @@ def run_prepare(config: PrepareConfig, emit: Emit = emit_nothing) -> PrepareResu
     split = next((op for op in operations if op["op"] == "split"), None)
     near = next((op for op in stream_ops if op["op"] == "dedup" and op["near"]), None)
     counts = [dict(op) for op in operations]
+    for index, op in enumerate(stream_ops):  # split is last: indexes match the request's
+        op["index"] = index
+    tokens = _TokenCounter(dict(config.tokenizers))
     result = PrepareResult(format=config.format)
 
     def transformed():
@@ -140,7 +194,7 @@ def run_prepare(config: PrepareConfig, emit: Emit = emit_nothing) -> PrepareResu
         for number, row in _rows(config.path):
             fmt = config.format  # each row starts from the parent's format
             for op, count in zip(stream_ops, counts, strict=False):
-                row, fmt = _apply(op, count, row, fmt, seen, number, drop_near)
+                row, fmt = _apply(op, count, row, fmt, seen, number, drop_near, tokens)
                 if row is None:
                     break
             if row is None:
@@ -226,7 +280,7 @@ def _near_rows(path: str, fmt: str, op: dict) -> set[int]:
     return drop
 
 
-def _apply(op: dict, count: dict, row: dict, fmt: str, seen: set, number: int, drop_near: set):
+def _apply(op: dict, count: dict, row: dict, fmt: str, seen: set, number: int, drop_near: set, tokens):
     name = op["op"]
     if name == "map_columns":
         mapping = op["column_map"]
@@ -259,12 +313,16 @@ def _apply(op: dict, count: dict, row: dict, fmt: str, seen: set, number: int, d
             count["pieces_masked"] = count.get("pieces_masked", 0) + found
         return masked, fmt
     if name == "filter_length":
-        length = len(_text(row))
-        if length < op["min_chars"] or (op["max_chars"] is not None and length > op["max_chars"]):
+        if _outside(len(_text(row)), op["min_chars"], op["max_chars"]) or (
+                "model" in op and _outside(tokens(op, row, fmt, number), op["min_tokens"], op["max_tokens"])):
             count["rows_removed"] += 1
             return None, fmt
         return row, fmt
     return row, fmt
+
+
+def _outside(length: int, low: int, high: int | None) -> bool:
+    return length < low or (high is not None and length > high)
 
 
 def convert(row: dict, source: str, target: str) -> dict | None:

@@ -2,9 +2,11 @@
 
 Templates: the model's own chat template (``""``), or a named one — ``chatml``, ``llama3``,
 ``mistral``, ``alpaca`` (each marks the assistant's turns with ``{% generation %}`` so only they
-carry loss) and ``completion`` (no template: the turns joined by new lines, loss on the answers).
-Prompt/completion rows are tokenized as TRL does (prompt, then completion + EOS, loss on the
-completion); text rows carry loss on every token.
+carry loss) and ``completion`` (no template: the turns joined by new lines, loss on the answers;
+the trainer reads such chat rows as prompt/completion, see ``chat_as_completion``).
+Prompt/completion rows are tokenized as TRL's SFTTrainer does (prompt, and prompt + completion +
+EOS, each with the tokenizer's special tokens; loss from where the two diverge); text rows get EOS
+and carry loss on every token.
 """
 
 from dataclasses import dataclass
@@ -37,6 +39,15 @@ TEMPLATES = {
         "{% else %}{{ '### Instruction:\n' + message['content'] + '\n\n' }}{% endif %}{% endfor %}"
     ),
 }
+# Not for training (the trainer reads such rows as prompt/completion): saved with a model trained on
+# ``completion`` so inference builds the same prompt, the turns joined by new lines.
+COMPLETION_CHAT_TEMPLATE = (
+    "{% set ns = namespace(prompt=[], answer=[]) %}{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}{% set ns.answer = ns.answer + [message['content']] %}"
+    "{% else %}{% set ns.prompt = ns.prompt + [message['content']] %}{% endif %}{% endfor %}"
+    "{{ ns.prompt | join('\n') + '\n' }}{% if ns.answer %}{% generation %}{{ ns.answer | join('\n') + eos_token }}"
+    "{% endgeneration %}{% endif %}"
+)
 TEMPLATE_NAMES = ("", *TEMPLATES, "completion")
 
 
@@ -68,12 +79,26 @@ class TemplateError(ValueError):
 
 
 def tokenizer_prepare(tokenizer, template: str):
-    """Set ``template`` on ``tokenizer`` (``""`` keeps the model's own); return the tokenizer."""
+    """Set ``template`` on ``tokenizer`` (``""`` keeps the model's own); return the tokenizer.
+
+    ``completion`` sets a chat template that builds the same prompt (turns joined by new lines),
+    so a tokenizer saved after training on it prompts the tuned model as it was trained.
+    """
     if template not in TEMPLATE_NAMES:
         raise TemplateError(f"template must be one of {', '.join(repr(t) for t in TEMPLATE_NAMES)}")
     if template in TEMPLATES:
         tokenizer.chat_template = TEMPLATES[template]
+    elif template == "completion":
+        tokenizer.chat_template = COMPLETION_CHAT_TEMPLATE
     return tokenizer
+
+
+def chat_as_completion(messages: list[dict]) -> dict:
+    """A chat row as the ``completion`` template trains it: the other turns joined by new lines (and
+    one after them) as the prompt, the assistant's turns joined by new lines as the completion."""
+    prompt = "\n".join(m.get("content") or "" for m in messages if m["role"] != "assistant")
+    answer = "\n".join(m.get("content") or "" for m in messages if m["role"] == "assistant")
+    return {"prompt": prompt + "\n", "completion": answer}
 
 
 def render(tokenizer, row: dict, fmt: str, *, template: str, max_length: int) -> Rendered:
@@ -81,13 +106,12 @@ def render(tokenizer, row: dict, fmt: str, *, template: str, max_length: int) ->
     if fmt == "chat" and template != "completion":
         ids, mask = _chat(tokenizer, row["messages"])
     elif fmt == "chat":
-        prompt = "\n".join(m["content"] for m in row["messages"] if m["role"] != "assistant")
-        answer = "\n".join(m["content"] for m in row["messages"] if m["role"] == "assistant")
-        ids, mask = _pair(tokenizer, prompt + "\n", answer)
+        pair = chat_as_completion(row["messages"])
+        ids, mask = _pair(tokenizer, pair["prompt"], pair["completion"])
     elif fmt == "prompt_completion":
         ids, mask = _pair(tokenizer, row["prompt"], row["completion"])
     elif fmt == "text":
-        ids = _encode(tokenizer, row["text"]) + _eos(tokenizer)
+        ids = _encode(tokenizer, _with_eos(tokenizer, row["text"]))
         mask = [1] * len(ids)
     else:
         raise TemplateError(f"{fmt or 'this'} rows are not trained by supervised fine-tuning")
@@ -108,17 +132,23 @@ def _chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
 
 
 def _encode(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text)["input_ids"])  # special tokens as the tokenizer adds them, as TRL calls it
 
 
-def _eos(tokenizer) -> list[int]:
-    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+def _with_eos(tokenizer, text: str) -> str:
+    eos = tokenizer.eos_token
+    return text + eos if eos and not text.endswith(eos) else text
 
 
 def _pair(tokenizer, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """As TRL's SFTTrainer: the completion starts where the tokenized prompt and the tokenized
+    prompt + completion diverge (tokens may merge across the boundary)."""
     head = _encode(tokenizer, prompt)
-    tail = _encode(tokenizer, completion) + _eos(tokenizer)
-    return head + tail, [0] * len(head) + [1] * len(tail)
+    ids = _encode(tokenizer, prompt + _with_eos(tokenizer, completion))
+    start = 0
+    while start < min(len(head), len(ids)) and head[start] == ids[start]:
+        start += 1
+    return ids, [0] * start + [1] * (len(ids) - start)
 
 
 def tokens_show(tokenizer, rendered: Rendered) -> list[dict]:

@@ -9,6 +9,7 @@ from workers.config import Stop, TrainConfig, TrainResult
 from workers.data import CHAT, jsonl_rows, row_format
 from workers.device import DeviceInfo, device_detect
 from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
+from workers.templates import chat_as_completion, tokenizer_prepare
 
 
 def run_training(
@@ -22,16 +23,23 @@ def run_training(
     continues with the same optimizer, scheduler and data order.
     """
     device = device_detect()
-    emit(LogLine(f"Training on {device.describe()} with {config.method}"))
-    tokenizer = _tokenizer_load(config.model_path)
-    train = _dataset_load(config.train_file)
-    evaluation = _dataset_load(config.validation_file) if config.validation_file else None
+    emit(LogLine(f"Training on {device.describe()} with {config.method}"
+                 + (f", template {config.template}" if config.template else "")))
     callback = _callback_make(emit, should_stop)
-    trainer = _trainer_make(config, device, tokenizer, train, evaluation, callback)
+    trainer = trainer_build(config, device, callback)
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=config.resume_from)
     wall = time.perf_counter() - started
     return _result_finish(trainer, config, emit, callback, output, wall)
+
+
+def trainer_build(config: TrainConfig, device: DeviceInfo, callback):
+    """The trainer with its rows tokenized (``trainer.train_dataset``: ``input_ids`` and ``labels``),
+    the tokenizer carrying ``config.template``; what ``workers.templates.render`` shows, token for token."""
+    tokenizer = _tokenizer_load(config.model_path, config.template)
+    train = _dataset_load(config.train_file, config.template)
+    evaluation = _dataset_load(config.validation_file, config.template) if config.validation_file else None
+    return _trainer_make(config, device, tokenizer, train, evaluation, callback)
 
 
 def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, evaluation, callback):
@@ -86,7 +94,7 @@ class ModelLoadError(Exception):
     """The base model (or its tokenizer) could not be loaded from its path or hub id."""
 
 
-def _tokenizer_load(model_path: str):
+def _tokenizer_load(model_path: str, template: str = ""):
     from transformers import AutoTokenizer
 
     try:
@@ -95,7 +103,7 @@ def _tokenizer_load(model_path: str):
         raise ModelLoadError(_load_hint(model_path, exc)) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return tokenizer_prepare(tokenizer, template)  # saved with the adapter: inference prompts as trained
 
 
 def _model_load(config: TrainConfig, device: DeviceInfo):
@@ -135,16 +143,18 @@ def _load_hint(model_path: str, exc: Exception) -> str:
     return f"could not load base model {model_path!r}: {str(exc).splitlines()[0]}{hint}"
 
 
-def _dataset_load(path: str):
+def _dataset_load(path: str, template: str = ""):
     from datasets import Dataset
 
-    return Dataset.from_list([_row_clean(row) for row in jsonl_rows(Path(path))])
+    return Dataset.from_list([_row_clean(row, template) for row in jsonl_rows(Path(path))])
 
 
-def _row_clean(row: dict) -> dict:
+def _row_clean(row: dict, template: str = "") -> dict:
     """Keep only the columns the trainer reads, so rows with extra keys line up."""
     if "chosen" in row:  # a preference pair, already normalised to prompt/chosen/rejected
         return {key: row[key] for key in ("prompt", "chosen", "rejected") if key in row}
+    if row_format(row) == CHAT and template == "completion":  # no template: prompt/completion, as render does
+        return chat_as_completion(row["messages"])
     if row_format(row) == CHAT:
         # an assistant turn that only calls a tool has no content: train on it as empty text
         return {"messages": [{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"]]}

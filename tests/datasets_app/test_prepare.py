@@ -102,3 +102,31 @@ def test_task_preparation_that_leaves_no_row_makes_an_invalid_version(settings):
     assert body["status"] == "invalid" and "the operations leave no train rows" in body["summary"]
     parent.refresh_from_db()
     assert parent.status == "ready"
+
+
+def test_filter_by_tokens_drops_long_rows_and_records_it_in_the_lineage(base_model):
+    user = make_user()
+    rows = [{"prompt": "hi", "completion": "yes"}, {"prompt": "tell me " * 60, "completion": "no"},
+            {"prompt": "ok", "completion": "fine"}]
+    parent = make_dataset(user, rows=rows, name="qa.jsonl")
+    client = api_client(user)
+    operation = {"op": "filter_length", "max_tokens": 40, "model": "tiny-llama"}
+    response = client.post(f"/v1/datasets/{parent.id}/prepare", {"operations": [operation]}, format="json")
+    assert response.status_code == 200, response.content
+    version = response.json()["data"][0]
+    assert version["rows"] == 2
+    applied = client.get(f"/v1/datasets/{version['id']}/versions").json()["data"][-1]["operations"][0]
+    assert {**operation, "template": "", "rows_removed": 1}.items() <= applied.items()
+    kept = client.get(f"/v1/datasets/{version['id']}/preview").json()["data"]
+    assert [row["prompt"] for row in kept] == ["hi", "ok"]
+
+
+def test_filter_by_tokens_with_an_unknown_model_is_400(base_model):
+    user = make_user()
+    parent = make_dataset(user)
+    response = api_client(user).post(f"/v1/datasets/{parent.id}/prepare", {"operations": [
+        {"op": "dedup"}, {"op": "filter_length", "max_tokens": 40, "model": "gpt-9"}]}, format="json")
+    error = response.json()["error"]
+    assert response.status_code == 400 and (error["param"], error["code"]) == ("operations[1].model", "model_not_found")
+    assert "gpt-9" in error["message"] and "tiny-llama" in error["message"]
+    assert list(Dataset.objects.all()) == [parent]

@@ -89,3 +89,12 @@ def test_dry_run_loads_a_tokenizer_once_per_model_and_template(base_model, monke
     assert len(loads) == 2  # chatml once, the model's own once
     own = dataset_dry_run(dataset, base_model=base_model, template="", max_length=64, rows=1)
     assert "<|im_start|>" not in own["rows"][0]["text"]  # the cached chatml copy did not leak
+
+
+def test_a_jobs_other_template_does_not_replace_the_statistics_the_dataset_page_shows(base_model):
+    user = make_user()
+    dataset = make_dataset(user, rows=classification_rows(4))
+    own = services.token_stats_compute(dataset_id=dataset.id, model="tiny-llama")
+    services.token_stats_compute(dataset_id=dataset.id, model="tiny-llama", template="llama3")
+    shown = api_client(user).get(f"/v1/datasets/{dataset.id}").json()["stats"]
+    assert shown["template"] == "" and shown["tokens"]["total"] == sum(own.totals)

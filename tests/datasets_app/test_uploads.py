@@ -4,6 +4,7 @@ import hashlib
 import json
 
 import pytest
+from rest_framework.test import APIClient
 
 from datasets_app import services
 from datasets_app.models import Dataset, DatasetUpload
@@ -201,3 +202,73 @@ def test_bad_upload_error_message_is_json_for_a_zip_slip():
     response = api_client(make_user()).post("/v1/files", {"file": file_like(buffer.getvalue(), "t.zip"),
                                                           "purpose": "fine-tune"}, format="multipart")
     assert response.status_code == 400 and "unsafe path" in json.loads(response.content)["error"]["message"]
+
+
+# --- sha256 on the way in ------------------------------------------------------------------------
+
+def test_sha256_is_computed_as_chunks_arrive_and_resumes_across_requests(django_capture_on_commit_callbacks):
+    from rehashes import PySha256
+
+    client = api_client(make_user())
+    upload = _create(client).json()  # no sha256 announced: the server computes it
+    cuts = [0, 700, 1500, 2600, len(CONTENT)]
+    for start, end in zip(cuts[:2], cuts[1:3], strict=True):
+        assert _put(client, upload["id"], start, CONTENT[start:end]).json()["offset"] == end
+    # the state between requests lives on the row (any web process can take the next chunk)
+    state = bytes(DatasetUpload.objects.get(pk=upload["id"]).hash_state)
+    assert PySha256.deserialize(state).finalize() == hashlib.sha256(CONTENT[:1500]).hexdigest()
+    resumed = APIClient()  # a fresh client and request, as after a restart: nothing kept in memory
+    resumed.credentials(HTTP_AUTHORIZATION=client._credentials["HTTP_AUTHORIZATION"])
+    for start, end in zip(cuts[2:-1], cuts[3:], strict=True):
+        assert _put(resumed, upload["id"], start, CONTENT[start:end]).json()["offset"] == end
+    with django_capture_on_commit_callbacks():
+        done = resumed.post(f"/v1/datasets/uploads/{upload['id']}/complete", {}, format="json").json()
+    assert done["dataset"]["sha256"] == hashlib.sha256(CONTENT).hexdigest()
+
+
+def test_complete_uses_the_hash_taken_on_the_way_in_without_reading_the_file_again():
+    client = api_client(make_user())
+    upload = _create(client).json()
+    _put(client, upload["id"], 0, CONTENT)
+    # a byte flipped on disk after it was received is not seen: the hash is of what arrived
+    part = services._part_path(DatasetUpload.objects.get(pk=upload["id"]))
+    part.write_bytes(b"X" + part.read_bytes()[1:])
+    done = client.post(f"/v1/datasets/uploads/{upload['id']}/complete", {}, format="json").json()
+    assert done["dataset"]["sha256"] == hashlib.sha256(CONTENT).hexdigest()
+
+
+@pytest.mark.parametrize("offset", [2000, 400])  # ahead of the received bytes, or overlapping them
+def test_out_of_order_chunk_is_409_naming_the_expected_offset(offset):
+    client = api_client(make_user())
+    upload = _create(client).json()
+    _put(client, upload["id"], 0, CONTENT[:1000])
+    response = _put(client, upload["id"], offset, CONTENT[offset:offset + 500])
+    error = response.json()["error"]
+    assert response.status_code == 409 and (error["param"], error["code"]) == ("offset", "offset_mismatch")
+    assert "in order" in error["message"] and "from offset 1000" in error["message"]
+    assert DatasetUpload.objects.get(pk=upload["id"]).received == 1000
+    rest = _put(client, upload["id"], 1000, CONTENT[1000:]).json()
+    done = client.post(f"/v1/datasets/uploads/{rest['id']}/complete", {}, format="json").json()
+    assert done["dataset"]["sha256"] == hashlib.sha256(CONTENT).hexdigest()
+
+
+def test_same_content_uploaded_twice_in_chunks_is_recognised():
+    client = api_client(make_user())
+    ids = []
+    for _ in range(2):
+        upload = _create(client).json()
+        _put(client, upload["id"], 0, CONTENT[:999])
+        _put(client, upload["id"], 999, CONTENT[999:])
+        ids.append(client.post(f"/v1/datasets/uploads/{upload['id']}/complete", {}, format="json")
+                   .json()["dataset"]["id"])
+    assert client.get(f"/v1/files/{ids[1]}").json()["duplicate_of"] == ids[0]
+
+
+def test_upload_opened_before_hashes_were_kept_catches_up_from_its_part_file():
+    client = api_client(make_user())
+    upload = _create(client).json()
+    _put(client, upload["id"], 0, CONTENT[:1000])
+    DatasetUpload.objects.filter(pk=upload["id"]).update(hash_state=b"")  # as a row from before the upgrade
+    _put(client, upload["id"], 1000, CONTENT[1000:])
+    done = client.post(f"/v1/datasets/uploads/{upload['id']}/complete", {}, format="json").json()
+    assert done["dataset"]["sha256"] == hashlib.sha256(CONTENT).hexdigest()

@@ -39,6 +39,7 @@ def test_create_resolves_auto_hyperparameters_and_returns_openai_job(base_model)
     ("tiny-llama", {"devices": 0}, "method.supervised.hyperparameters.devices", "from 1 to 64"),
     ("tiny-llama", {"max_length": 4096}, "method.supervised.hyperparameters.max_length", "context of 2048"),
     ("tiny-llama", {"warp_speed": 9}, "method.supervised.hyperparameters.warp_speed", "unknown hyperparameter"),
+    ("tiny-llama", {"template": "vicuna"}, "method.supervised.hyperparameters.template", '"chatml", "llama3"'),
 ])
 def test_bad_job_input_is_400_with_param_and_creates_nothing(base_model, model, hyperparameters, param, text):
     user = make_user()
@@ -99,3 +100,12 @@ def test_schema_documents_the_extension_hyperparameters():
     response = api_client(make_user()).get("/v1/schema", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     assert "lora_target_modules" in response.content.decode()
+
+
+@pytest.mark.parametrize(("given", "stored"), [({}, ""), ({"template": "auto"}, ""), ({"template": ""}, ""),
+                                               ({"template": "chatml"}, "chatml"),
+                                               ({"template": "completion"}, "completion")])
+def test_template_is_stored_resolved_on_the_job(base_model, given, stored):
+    user = make_user()
+    body = _create(api_client(user), make_dataset(user).id, **given).json()
+    assert body["method"]["supervised"]["hyperparameters"]["template"] == stored

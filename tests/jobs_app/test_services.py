@@ -166,3 +166,71 @@ def test_draft_estimate_uses_token_stats_and_past_runs_of_the_model_and_adapter(
     assert estimate["trainable_tokens"] == ((2 + 30 + 14) * 5 + 5) * 3
     assert estimate["basis"] == "past_runs" and estimate["tokens_per_second"] == 200.0  # the median
     assert estimate["seconds"] == round(kept * 3 / 200.0, 1) and estimate["peak_memory_bytes"] == 3 * 2**20
+
+
+# --- the template: checked before any compute ---
+
+def _model_without_chat_template(tiny_model_path, tmp_path):
+    """A copy of the tiny model whose tokenizer has no chat template, registered as a base model."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from models_app.models import BaseModel
+    from workers.tiny_model import PARAMETERS
+
+    path = tmp_path / "plain"
+    shutil.copytree(tiny_model_path, path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.chat_template = None
+    (path / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer.save_pretrained(path)
+    assert AutoTokenizer.from_pretrained(path).chat_template is None
+    return BaseModel.objects.create(name="plain", source=str(path), parameters=PARAMETERS, context_length=2048)
+
+
+def test_chat_data_on_a_model_without_chat_template_fails_before_compute(base_model, tiny_model_path, tmp_path):
+    from jobs_app.services import job_create
+
+    plain = _model_without_chat_template(tiny_model_path, tmp_path)
+    user = make_user()
+    job = job_create(owner=user, training_file=make_dataset(user).id, model=plain.name)
+    job_validate(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == Status.FAILED and job.error["code"] == "invalid_template"
+    assert "the model has no chat template" in job.error["message"] and "row 1" in job.error["message"]
+    assert job.estimate == {}  # nothing was measured or trained
+
+
+def test_a_named_template_makes_that_model_trainable(base_model, tiny_model_path, tmp_path,
+                                                     django_capture_on_commit_callbacks):
+    from jobs_app.services import job_create
+
+    plain = _model_without_chat_template(tiny_model_path, tmp_path)
+    user = make_user()
+    job = job_create(owner=user, training_file=make_dataset(user).id, model=plain.name,
+                     hyperparameters={"template": "chatml"})
+    with django_capture_on_commit_callbacks():
+        job_validate(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED and job.hyperparameters["template"] == "chatml"
+    assert job.estimate["trainable_tokens_per_epoch"] > 0
+
+
+def test_zero_trainable_check_uses_the_jobs_template(base_model, tiny_model_path):
+    from jobs_app.services import job_create
+
+    user = make_user()
+    long_prompt = {"messages": [{"role": "user", "content": "Classify: " + "the band played " * 8},
+                                {"role": "assistant", "content": "music"}]}
+    dataset = make_dataset(user, rows=[long_prompt] * 4)
+    # the same rows fit in 64 tokens with the model's own template, not with Llama 3's longer headers
+    fits = job_create(owner=user, training_file=dataset.id, model="tiny-llama", hyperparameters={"max_length": 64})
+    cut = job_create(owner=user, training_file=dataset.id, model="tiny-llama",
+                     hyperparameters={"max_length": 64, "template": "llama3"})
+    for job in (fits, cut):
+        job_validate(job_id=job.id)
+        job.refresh_from_db()
+    assert fits.status == Status.QUEUED
+    assert cut.status == Status.FAILED
+    assert "no trainable tokens after truncation to max_length 64" in cut.error["message"]

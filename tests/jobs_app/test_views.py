@@ -221,3 +221,32 @@ def test_review_falls_back_to_whole_turns_for_preference_pairs(client, base_mode
     client.post(reverse("jobs:wizard_model"), _advanced())
     review = client.get(reverse("jobs:wizard_review"))
     assert review.status_code == 200 and b'id="loss-mask"' in review.content and b"data-row=" not in review.content
+
+
+def test_wizard_template_select_drives_the_loss_mask_preview_and_the_job(client, base_model, user,
+                                                                         django_capture_on_commit_callbacks):
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    step2 = client.get(reverse("jobs:wizard_model")).content.decode()
+    assert '<select id="hp-template" name="template"' in step2 and '<option value="chatml">ChatML</option>' in step2
+    client.post(reverse("jobs:wizard_model"), _advanced(template="chatml"))
+    assert '<option value="chatml" selected>' in client.get(reverse("jobs:wizard_model")).content.decode()
+    review = client.get(reverse("jobs:wizard_review")).content.decode()
+    assert '<th scope="row">template</th><td>chatml</td>' in review
+    mask = re.search(r'<div class="mask-row" data-row="1">(.*?)</div>', review, re.S).group(1)
+    masked = "".join(re.findall(r'<span class="masked">(.*?)</span>', mask))
+    trained = "".join(re.findall(r'<span class="trained">(.*?)</span>', mask))
+    assert "im_start" in masked and "&lt;|user|&gt;" not in masked  # ChatML, not the model's own template
+    assert trained.startswith("sports") and "im_end" in trained
+    with django_capture_on_commit_callbacks():
+        client.post(reverse("jobs:wizard_review"))
+    assert FineTuneJob.objects.get(owner=user).hyperparameters["template"] == "chatml"
+
+
+def test_wizard_checks_the_template_inline(client, base_model, user):
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    url = reverse("jobs:wizard_field", args=["template"])
+    bad = client.post(url, {"template": "vicuna", "model": "tiny-llama"}, headers={"HX-Request": "true"})
+    assert b"template must be" in bad.content and b"chatml" in bad.content
+    good = client.post(url, {"template": "completion", "model": "tiny-llama"}, headers={"HX-Request": "true"})
+    assert b'id="error-template" role="alert" aria-live="polite"></span>' in good.content
+    assert client.session["job_wizard"]["hyperparameters"]["template"] == "completion"

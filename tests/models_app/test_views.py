@@ -12,8 +12,9 @@ pytestmark = pytest.mark.django_db
 def _model(owner, base_model):
     job = make_job(owner, status="succeeded")
     make_metric(job, 5, 5, train_loss=0.25)
+    version = FineTunedModel.objects.filter(owner=owner, name="tiny-llama").count() + 1
     return FineTunedModel.objects.create(id=f"ft:tiny-llama::{job.id[-6:]}", owner=job.owner, job=job,
-                                         base_model=base_model, name="tiny-llama", method="lora",
+                                         base_model=base_model, name="tiny-llama", method="lora", version=version,
                                          adapter_path="models/x/adapter", artifact_files=["models/x/adapter.zip"])
 
 
@@ -39,6 +40,87 @@ def test_other_users_model_is_404(client, base_model):
     model = _model(make_user(), base_model)
     client.force_login(make_user())
     assert client.get(reverse("models:detail", args=[model.id])).status_code == 404
+
+
+def _evaluation(model, **fields):
+    from models_app.models import Evaluation
+
+    values = {"status": "succeeded", "kind": "auto", "rows_evaluated": 1, "classification": True,
+              "metrics": {"base": {"eval_loss": 6.2, "accuracy": 0.0}, "tuned": {"eval_loss": 2.1, "accuracy": 0.75}},
+              "rows": [{"row": 1, "prompt": "Classify: rain", "reference": "weather",
+                        "outputs": {"base": "zz", "tuned": "weather"}, "loss": {"base": 6.0, "tuned": 1.0}}]}
+    return Evaluation.objects.create(id=f"eval-{model.pk[-6:]}", owner=model.owner, model=model,
+                                     base_model=model.base_model, dataset=model.job.dataset, **{**values, **fields})
+
+
+def test_detail_shows_aliases_lineage_and_the_evaluation_side_by_side(client, base_model):
+    from models_app.services import model_promote
+
+    user = make_user()
+    model = _model(user, base_model)
+    model_promote(model=model, alias="production")
+    _evaluation(model)
+    client.force_login(user)
+    body = client.get(reverse("models:detail", args=[model.id])).content.decode()
+    assert 'class="badge alias">production' in body and f"{model.name}@production" in body
+    assert f"Job <a href=\"/jobs/{model.job_id}/\">" in body
+    assert '<th scope="row">eval_loss</th><td>6.2000</td><td>2.1000</td><td class="ok">-4.1000</td>' in body
+
+
+def test_evaluation_page_shows_metrics_chart_data_and_rows(client, base_model):
+    user = make_user()
+    evaluation = _evaluation(_model(user, base_model))
+    client.force_login(user)
+    body = client.get(reverse("models:evaluation", args=[evaluation.id])).content.decode()
+    assert '<th scope="row">accuracy</th><td>0.0000</td><td>0.7500</td>' in body
+    assert 'id="metrics-chart-data"' in body and "Classify: rain" in body and "weather" in body
+    assert 'hx-trigger="every 2s"' not in body  # finished: no more polling
+
+
+def test_running_evaluation_partial_polls_until_finished(client, base_model):
+    user = make_user()
+    evaluation = _evaluation(_model(user, base_model), status="running", progress=40, metrics={}, rows=[])
+    client.force_login(user)
+    body = client.get(reverse("models:evaluation", args=[evaluation.id]), HTTP_HX_REQUEST="true").content.decode()
+    assert body.lstrip().startswith('<section id="evaluation-result"') and 'hx-trigger="every 2s"' in body
+    assert 'value="40"' in body
+
+
+def test_registry_page_lists_versions_and_rolls_an_alias_back(client, base_model):
+    from models_app.services import model_promote
+
+    user = make_user()
+    first, second = _model(user, base_model), _model(user, base_model)
+    for model in (first, second):
+        model_promote(model=model, alias="production")
+    client.force_login(user)
+    page = client.get(reverse("models:registry", args=["tiny-llama"])).content.decode()
+    assert "v1" in page and "v2" in page and "Roll back production" in page
+    response = client.post(reverse("models:rollback", args=["tiny-llama"]), {"alias": "production"}, follow=True)
+    assert "tiny-llama@production rolled back to v1" in response.content.decode()
+    assert first.aliases.filter(alias="production").exists()
+
+
+def test_page_actions_promote_archive_and_refuse_deleting_an_aliased_version(client, base_model):
+    user = make_user()
+    model = _model(user, base_model)
+    client.force_login(user)
+    client.post(reverse("models:promote", args=[model.id]), {"alias": "staging"})
+    assert model.aliases.get().alias == "staging"
+    refused = client.post(reverse("models:delete", args=[model.id]), follow=True).content.decode()
+    assert "is staging" in refused and FineTunedModel.objects.filter(pk=model.pk).exists()
+    archive = client.post(reverse("models:archive", args=[model.id]), {"archived": "1"}, follow=True)
+    assert "is staging" in archive.content.decode()
+
+
+def test_other_users_registry_evaluation_and_actions_are_404(client, base_model):
+    model = _model(make_user(), base_model)
+    evaluation = _evaluation(model)
+    client.force_login(make_user())
+    assert client.get(reverse("models:registry", args=[model.name])).status_code == 404
+    assert client.get(reverse("models:evaluation", args=[evaluation.id])).status_code == 404
+    for name in ("promote", "archive", "delete", "export", "evaluate"):
+        assert client.post(reverse(f"models:{name}", args=[model.id])).status_code == 404, name
 
 
 def test_playground_preselects_the_model_and_its_base(client, base_model):

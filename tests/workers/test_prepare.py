@@ -88,3 +88,39 @@ def test_bad_operations_name_their_param(operations, param):
     with pytest.raises(PrepareError) as error:
         operations_check(operations, "chat")
     assert error.value.param == param
+
+
+def test_filter_length_in_tokens_counts_rows_as_the_trainer_renders_them(tmp_path, tiny_model_path):
+    from transformers import AutoTokenizer
+
+    from workers.templates import render, tokenizer_prepare
+
+    # short in characters but long in tokens (bytes of a script the tokenizer never saw), and the reverse
+    rows = [{"prompt": "ж" * 30, "completion": "ok"}, {"prompt": "the answer " * 12, "completion": "ok"},
+            {"prompt": "hello", "completion": "world"}]
+    chat = [convert(row, "prompt_completion", "chat") for row in rows]
+    tokenizer = tokenizer_prepare(AutoTokenizer.from_pretrained(tiny_model_path), "chatml")
+    counts = [render(tokenizer, row, "chat", template="chatml", max_length=1 << 30).total_tokens for row in chat]
+    assert counts[0] > counts[1] > counts[2] and len(chat[0]["messages"][0]["content"]) < len(rows[1]["prompt"])
+    operation = {"op": "filter_length", "max_tokens": counts[1], "model": "tiny", "template": "chatml"}
+    source = _write(tmp_path / "parent.jsonl", chat)
+    result = run_prepare(PrepareConfig(path=source, format="chat", output_dir=str(tmp_path / "out"),
+                                       operations=(operation,), tokenizers=(("tiny", str(tiny_model_path)),)))
+    assert _read(result.files["train"]) == chat[1:]
+    assert result.applied == [{**operation, "min_chars": 0, "max_chars": None, "min_tokens": 0, "rows_removed": 1,
+                               "rows_changed": 0}]
+    fewest = run_prepare(PrepareConfig(path=source, format="chat", output_dir=str(tmp_path / "out2"),
+                                       operations=({**operation, "max_tokens": None, "min_tokens": counts[1]},),
+                                       tokenizers=(("tiny", str(tiny_model_path)),)))
+    assert _read(fewest.files["train"]) == chat[:2]
+
+
+@pytest.mark.parametrize(("operation", "param"), [
+    ({"op": "filter_length", "max_tokens": 10}, "operations[0].model"),
+    ({"op": "filter_length", "max_tokens": -1, "model": "m"}, "operations[0].max_tokens"),
+    ({"op": "filter_length", "max_tokens": 10, "model": "m", "template": "vicuna"}, "operations[0].template"),
+])
+def test_bad_token_filter_names_its_param(operation, param):
+    with pytest.raises(PrepareError) as error:
+        operations_check([operation], "chat")
+    assert error.value.param == param

@@ -145,3 +145,62 @@ def test_qlora_trains_an_adapter_on_a_quantized_base(tiny_model_path, tmp_path, 
     assert Path(result.adapter_dir, "adapter_model.safetensors").exists()
     losses = [e.values["loss"] for e in events if isinstance(e, Metric) and "loss" in e.values]
     assert len(losses) == 3 and all(loss > 0 for loss in losses)
+
+
+# --- the template the trainer uses is exactly what the dry run shows ----------------------------
+
+LONG_CHAT = {"messages": [{"role": "system", "content": "Answer with one word."},
+                          {"role": "user", "content": "Classify: the band played a loud song at the concert"},
+                          {"role": "assistant", "content": "music"},
+                          {"role": "user", "content": "And: it will rain tomorrow with strong wind and clouds"},
+                          {"role": "assistant", "content": "weather"}]}
+
+
+def _rows_for(fmt: str) -> list[dict]:
+    if fmt == "text":
+        return [{"text": f"The weather today brings rain number {i}."} for i in range(6)]
+    rows = classification_rows(6, chat=fmt == "chat")
+    return rows + [LONG_CHAT] if fmt == "chat" else rows
+
+
+@pytest.mark.parametrize(("fmt", "template"), [("chat", ""), ("chat", "chatml"), ("chat", "llama3"),
+                                               ("chat", "mistral"), ("chat", "alpaca"), ("chat", "completion"),
+                                               ("prompt_completion", ""), ("text", "")])
+def test_trainer_tokenizes_rows_exactly_as_render_shows_them(tiny_model_path, tmp_path, fmt, template):
+    from transformers import AutoTokenizer
+
+    from workers.device import device_detect
+    from workers.events import emit_nothing
+    from workers.templates import render, tokenizer_prepare
+    from workers.training import _callback_make, trainer_build
+
+    rows = _rows_for(fmt)
+    train = tmp_path / "rows.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    max_length = 40  # the long conversation is cut: truncation must match too
+    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp_path / "out"),
+                         template=template, max_length=max_length)
+    trainer = trainer_build(config, device_detect(), _callback_make(emit_nothing, lambda: False))
+    tokenizer = tokenizer_prepare(AutoTokenizer.from_pretrained(tiny_model_path), template)
+    shown = [render(tokenizer, row, fmt, template=template, max_length=max_length) for row in rows]
+    assert any(r.truncated for r in shown) or fmt != "chat"
+    trained = [(row["input_ids"], [int(label != -100) for label in row["labels"]]) for row in trainer.train_dataset]
+    assert trained == [(r.ids, r.loss_mask) for r in shown if r.trainable]
+
+
+def test_saved_tokenizer_carries_the_chosen_template(tiny_model_path, tmp_path):
+    from transformers import AutoTokenizer
+
+    from workers.templates import COMPLETION_CHAT_TEMPLATE
+
+    result = _run(_config(tiny_model_path, tmp_path, n_epochs=1, template="completion"), [])
+    saved = AutoTokenizer.from_pretrained(result.adapter_dir)
+    assert saved.chat_template == COMPLETION_CHAT_TEMPLATE
+    prompt = saved.apply_chat_template([{"role": "user", "content": "Classify: rain"}], tokenize=False,
+                                       add_generation_prompt=True)
+    assert prompt == "Classify: rain\n"  # the prompt the completion rows were trained with
+
+
+def test_unknown_template_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="template"):
+        TrainConfig(model_path="x", train_file="y", output_dir=str(tmp_path), template="vicuna")

@@ -28,9 +28,15 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int, help="number of epochs (default: auto)")
         parser.add_argument("--learning-rate", type=float, help="peak learning rate (default: auto)")
         parser.add_argument("--suffix", default="", help="a name for the fine-tuned model")
+        parser.add_argument("--validation", type=Path,
+                            help="a validation file: the tuned model is evaluated against its base on it")
+        parser.add_argument("--gate", metavar="METRIC:MIN_IMPROVEMENT",
+                            help="promote to production only if METRIC improves on the base by this share, "
+                                 "e.g. eval_loss:0.05 (needs --validation)")
         parser.add_argument("--user", default="admin", help="owner of the dataset and job")
 
-    def handle(self, *args, file: Path, model, method, epochs, learning_rate, suffix, user, **options):
+    def handle(self, *args, file: Path, model, method, epochs, learning_rate, suffix, user, validation, gate,
+               **options):
         owner, _ = get_user_model().objects.get_or_create(username=user)
         hyperparameters = {"adapter": method}
         if epochs is not None:
@@ -38,7 +44,7 @@ class Command(BaseCommand):
         if learning_rate is not None:
             hyperparameters["learning_rate"] = learning_rate
         try:
-            job = self._submit(file, owner, model, hyperparameters, suffix)
+            job = self._submit(file, owner, model, hyperparameters, suffix, validation, _gate(gate))
         except InvalidRequest as exc:
             raise CommandError(f"{exc.param or 'input'}: {exc.message}") from exc
         self.stdout.write(f"Started {job.id} on {model}; following it (Ctrl-C to stop or cancel).")
@@ -48,7 +54,14 @@ class Command(BaseCommand):
             return self._interrupted(job)
         self._report(job)
 
-    def _submit(self, file: Path, owner, model, hyperparameters, suffix) -> FineTuneJob:
+    def _submit(self, file: Path, owner, model, hyperparameters, suffix, validation, gate) -> FineTuneJob:
+        dataset = self._upload(file, owner)
+        validation_file = self._upload(validation, owner).id if validation else None
+        return services.job_create(owner=owner, training_file=dataset.id, model=model,
+                                   hyperparameters=hyperparameters, suffix=suffix,
+                                   validation_file=validation_file, promotion_gate=gate)
+
+    def _upload(self, file: Path, owner):
         if not file.is_file():
             raise CommandError(f"{file}: no such file")
         with open(file, "rb") as handle:
@@ -57,8 +70,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Uploaded {file} as {dataset.id}: {dataset.row_count} {dataset.format} rows")
         else:  # a large file is checked by a worker; the job waits for the verdict
             self.stdout.write(f"Uploaded {file} as {dataset.id}; a worker is checking it")
-        return services.job_create(owner=owner, training_file=dataset.id, model=model,
-                                   hyperparameters=hyperparameters, suffix=suffix)
+        return dataset
 
     def _interrupted(self, job: FineTuneJob) -> None:
         try:
@@ -83,6 +95,46 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"{job.id} succeeded: model {model.id}"))
         self.stdout.write(f"Adapter: {where}")
         self.stdout.write(f"Download: GET /v1/models/{model.id}/download?artifact=adapter")
+        if job.validation_dataset_id:
+            self._evaluation_report(model)
+
+    def _evaluation_report(self, model) -> None:
+        """Wait for the evaluation against the base model and print it as a Markdown table."""
+        self.stdout.write("Evaluating against the base model on the validation file ...")
+        evaluation = model.evaluations.first()
+        while evaluation and not evaluation.is_finished:
+            time.sleep(POLL_SECONDS)
+            evaluation.refresh_from_db()
+        if evaluation is None or evaluation.status != evaluation.Status.SUCCEEDED:
+            self.stdout.write(f"Evaluation failed: {evaluation.error if evaluation else 'none queued'}")
+            return
+        self.stdout.write(evaluation_markdown(evaluation))
+        model.refresh_from_db()
+        if model.promotion:
+            self.stdout.write(f"Promotion gate: {model.promotion['reason']} -> "
+                              f"{'promoted' if model.promotion['passed'] else 'not promoted'}")
+
+
+def _gate(text: str | None) -> dict | None:
+    if not text:
+        return None
+    metric, _, share = text.partition(":")
+    try:
+        return {"metric": metric, "min_improvement": float(share or 0)}
+    except ValueError as exc:
+        raise CommandError(f"--gate {text}: write METRIC:MIN_IMPROVEMENT, e.g. eval_loss:0.05") from exc
+
+
+def evaluation_markdown(evaluation) -> str:
+    """The metrics of base and tuned side by side, as a Markdown table."""
+    from models_app.selectors import evaluation_tables
+
+    tables = evaluation_tables(evaluation)
+    lines = ["| metric | " + " | ".join(tables["targets"]) + " |", "|---" * (len(tables["targets"]) + 1) + "|"]
+    for row in tables["table"]:
+        values = " | ".join("–" if v is None else f"{v:.4g}" for v in row["values"])
+        lines.append(f"| {row['metric']} | {values} |")
+    return "\n".join(lines)
 
 
 def _is_local() -> bool:

@@ -12,7 +12,8 @@ class Command(BaseCommand):
         parser.add_argument("path", type=Path)
         parser.add_argument("--rows", type=int, default=48)
         parser.add_argument("--format", choices=["chat", "prompt_completion"], default="chat")
+        parser.add_argument("--seed", type=int, default=0, help="another seed gives other sentences (a validation set)")
 
-    def handle(self, *args, path: Path, rows: int, format: str, **options):
-        classification_write(path, rows, chat=format == "chat")
+    def handle(self, *args, path: Path, rows: int, format: str, seed: int, **options):
+        classification_write(path, rows, seed=seed, chat=format == "chat")
         self.stdout.write(f"Wrote {rows} {format} rows to {path}")
