@@ -54,6 +54,20 @@ def trained_adapter(tiny_model_path, tmp_path_factory) -> Path:
     return Path(run_training(config, lambda event: None).adapter_dir)
 
 
+@pytest.fixture(scope="session")
+def untrained_adapter(tiny_model_path, tmp_path_factory) -> Path:
+    """A freshly initialised LoRA adapter (B = 0): it answers exactly as the base model does."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = tmp_path_factory.mktemp("untrained") / "adapter"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_path),
+                           LoraConfig(target_modules="all-linear"))
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(target)
+    return target
+
+
 class WorkerPool:
     """One real Celery worker process at a time, restarted when a test needs other settings."""
 

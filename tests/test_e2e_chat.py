@@ -105,3 +105,29 @@ def test_daphne_streams_and_answers_whole_replies(daphne_server, live_base_model
     pieces = [c.choices[0].delta.content or "" for c in chunks]
     assert len([p for p in pieces if p]) > 1 and "".join(pieces) == whole.choices[0].message.content
     assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_rollback_moves_the_alias_and_chat_follows_it(live_server, live_base_model, trained_adapter,
+                                                    untrained_adapter, inference_worker):
+    from models_app.services import model_promote
+
+    owner = make_user()
+    versions = []
+    for adapter in (trained_adapter, untrained_adapter):
+        job = make_job(owner)
+        job.suffix = "topics"
+        job.save(update_fields=["suffix"])
+        versions.append(fine_tuned_model_create(job=job, adapter_dir=adapter))
+        model_promote(model=versions[-1], alias="production")
+    client, _ = client_for(live_server, owner)
+    prompt, answer = classification_rows(24)[0]["messages"]
+
+    def ask() -> tuple[str, str]:
+        reply = client.chat.completions.create(model="topics@production", messages=[prompt], temperature=0,
+                                               max_tokens=8)
+        return reply.model, reply.choices[0].message.content.strip()
+
+    assert ask()[0] == versions[1].id
+    rolled = client.post("/registry/names/topics/rollback", body={"alias": "production"}, cast_to=object)
+    assert rolled["aliases"] == {"production": versions[0].id}
+    assert ask() == (versions[0].id, answer["content"])

@@ -1,6 +1,7 @@
 """Evaluations through the services and the API: base vs tuned, the gate, checkpoints, privacy."""
 
 import json
+import shutil
 
 import pytest
 
@@ -74,10 +75,10 @@ def test_gate_keeps_but_does_not_promote_a_model_that_falls_short(base_model, al
 
 
 def test_every_checkpoint_is_evaluated_and_the_best_marked(base_model, alice, validation, trained_adapter,
-                                                           tiny_model_path, tmp_path):
+                                                           untrained_adapter, tmp_path):
     model = _model(alice, trained_adapter, validation)
-    _checkpoint_store(model.job, 5, _untrained_adapter(tiny_model_path, tmp_path / "untrained"))
-    _checkpoint_store(model.job, 10, trained_adapter)
+    _checkpoint_store(model.job, 5, _copy(untrained_adapter, tmp_path / "untrained"))
+    _checkpoint_store(model.job, 10, _copy(trained_adapter, tmp_path / "trained"))
     evaluation = _run(model, validation, checkpoints=True)
     assert evaluation.status == "succeeded", evaluation.error
     assert {"checkpoint-5", "checkpoint-10"} <= set(evaluation.metrics)
@@ -85,12 +86,8 @@ def test_every_checkpoint_is_evaluated_and_the_best_marked(base_model, alice, va
     assert best.step == 10
 
 
-def _untrained_adapter(base_path, target):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_path), LoraConfig(target_modules="all-linear"))
-    model.save_pretrained(target)
+def _copy(source, target):
+    shutil.copytree(source, target)
     return target
 
 
