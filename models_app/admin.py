@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from models_app.models import BaseModel, FineTunedModel
+from models_app.models import AliasChange, BaseModel, Evaluation, Export, FineTunedModel, ModelAlias
 
 
 @admin.register(BaseModel)
@@ -12,7 +12,35 @@ class BaseModelAdmin(admin.ModelAdmin):
 
 @admin.register(FineTunedModel)
 class FineTunedModelAdmin(admin.ModelAdmin):
-    list_display = ("id", "owner", "base_model", "method", "job", "created_at")
+    list_display = ("id", "owner", "name", "version", "base_model", "method", "job", "archived_at", "created_at")
     list_filter = ("method", "base_model")
     search_fields = ("id", "name", "owner__username", "job__id")
     readonly_fields = ("id", "job", "adapter_path", "artifact_files", "created_at")
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(admin.ModelAdmin):
+    list_display = ("id", "owner", "model", "base_model", "dataset", "kind", "status", "created_at")
+    list_filter = ("status", "kind")
+    search_fields = ("id", "model__id", "owner__username")
+    readonly_fields = ("metrics", "rows", "error")
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(admin.ModelAdmin):
+    list_display = ("name", "alias", "model", "owner", "updated_at")
+    search_fields = ("name", "alias", "owner__username")
+
+
+@admin.register(AliasChange)
+class AliasChangeAdmin(admin.ModelAdmin):
+    list_display = ("name", "alias", "action", "model", "previous", "owner", "created_at")
+    list_filter = ("action",)
+    readonly_fields = ("name", "alias", "action", "model", "previous", "owner")
+
+
+@admin.register(Export)
+class ExportAdmin(admin.ModelAdmin):
+    list_display = ("id", "model", "kind", "quantization", "status", "size_bytes", "created_at")
+    list_filter = ("kind", "status")
+    readonly_fields = ("verification", "error")
