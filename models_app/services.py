@@ -578,7 +578,9 @@ def _job_note(job, message: str, data: dict, level: str = "info") -> None:
 
 
 def _evaluation_run_task():
-    pass
+    from models_app.tasks import evaluation_run as task
+
+    return task
 
 
 # --- inference -----------------------------------------------------------------------------
