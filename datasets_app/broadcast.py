@@ -2,9 +2,9 @@
 
 import logging
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
+
+from finetune_site.groups import group_send
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +19,7 @@ def dataset_publish(dataset_id: str, message: dict) -> None:
 
 
 def _send(dataset_id: str, message: dict) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
     try:
-        async_to_sync(layer.group_send)(dataset_group(dataset_id), {"type": "dataset.update", **message})
+        group_send(dataset_group(dataset_id), {"type": "dataset.update", **message})
     except Exception:  # the row stays the truth; a live page refills from it
         log.warning("could not publish an update of %s", dataset_id, exc_info=True)

@@ -9,9 +9,17 @@ from django.db.models import DurationField, ExpressionWrapper, F, Q, Sum
 from django.utils import timezone
 
 from jobs_app.models import FineTuneJob
+from jobs_app.selectors import job_progress, jobs_active_for
 
 log = logging.getLogger(__name__)
 WORKERS_CACHE_KEY = "dashboard:workers"
+
+
+def active_jobs_for(user) -> list[dict]:
+    """The user's running and queued jobs with their progress: the dashboard's live list."""
+    return [{"job": job, "progress": job_progress(
+        job, job.last_metric, first=(job.first_metric, job.first_metric_at) if job.first_metric else None)}
+        for job in jobs_active_for(user)]
 
 
 def usage_for(user) -> dict:

@@ -4,21 +4,14 @@ from django.shortcuts import render
 from datasets_app.selectors import datasets_visible_to
 from finetune_site import selectors
 from jobs_app.models import FineTuneJob
-from jobs_app.selectors import job_progress, jobs_active_for
 from models_app.selectors import fine_tuned_models_visible_to
-
-
-def _active_jobs(user) -> list[dict]:
-    return [{"job": job, "progress": job_progress(
-        job, job.last_metric, first=(job.first_metric, job.first_metric_at) if job.first_metric else None)}
-        for job in jobs_active_for(user)]
 
 
 @login_required
 def home(request):
     """The dashboard: active jobs with progress, recent datasets and models, usage, workers."""
     return render(request, "finetune_site/dashboard.html", {
-        "active": _active_jobs(request.user),
+        "active": selectors.active_jobs_for(request.user),
         "datasets": datasets_visible_to(request.user)[:5],
         "models": fine_tuned_models_visible_to(request.user)[:5],
         "usage": selectors.usage_for(request.user),
@@ -27,7 +20,8 @@ def home(request):
 
 @login_required
 def active_jobs(request):
-    return render(request, "finetune_site/partials/active_jobs.html", {"active": _active_jobs(request.user)})
+    return render(request, "finetune_site/partials/active_jobs.html",
+                  {"active": selectors.active_jobs_for(request.user)})
 
 
 @login_required

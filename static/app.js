@@ -18,6 +18,11 @@
     var el = document.getElementById("ws-state");
     if (el) el.setAttribute("data-state", state);
   }
+  // The dashboard polls its job list only while its socket is down.
+  window.finetuneSocketOpen = function () {
+    var el = document.getElementById("ws-state");
+    return !!el && el.getAttribute("data-state") === "open";
+  };
   document.body.addEventListener("htmx:wsOpen", function () { wsState("open"); });
   document.body.addEventListener("htmx:wsClose", function () { wsState("offline"); });
 

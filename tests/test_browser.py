@@ -1,6 +1,6 @@
 """One browser session in Debian's Chromium (Playwright) against daphne and a real worker:
 log in, a chunked upload that resumes after a lost reply, the dataset page going ready live,
-the wizard, a live training run on the job page, reload mid-run, cancel."""
+the wizard, a live training run on the job page and on the dashboard, reload mid-run, cancel."""
 
 import hashlib
 import os
@@ -171,6 +171,21 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
             wait_for(lambda: int(progress.get_attribute("value")) > max(after, 20), timeout=60,
                      what="live progress after reload")
             page.screenshot(path=str(ARTIFACTS / "live_job.png"))
+
+            # The dashboard in a second tab: the job's progress bar moves over the dashboard's
+            # socket, with no reload and no polling while the socket is up.
+            dashboard = page.context.new_page()
+            polls = []
+            dashboard.on("request", lambda request: polls.append(request.url)
+                         if "/dashboard/active-jobs/" in request.url else None)
+            dashboard.goto(daphne.url + "/")
+            dashboard.evaluate("window.__notReloaded = true")
+            expect(dashboard.locator("#ws-state")).to_have_attribute("data-state", "open")
+            bar = dashboard.locator(f"#job-progress-{job_id} progress")
+            first = int(bar.get_attribute("value"))
+            wait_for(lambda: int(bar.get_attribute("value")) > first + 2, timeout=60, what="dashboard progress")
+            assert dashboard.evaluate("window.__notReloaded") is True and polls == []
+            dashboard.close()
 
             # The server restarts mid-run: the page reconnects with its last seq and gets the gap.
             daphne.stop()

@@ -33,6 +33,15 @@ def test_dashboard_shows_own_active_jobs_with_progress_and_usage(client, base_mo
     assert running.dataset.filename in page
 
 
+def test_dashboard_job_list_is_live_over_the_socket_and_polls_only_without_it(client, base_model):
+    user = make_user()
+    make_job(user, status=Status.RUNNING)
+    client.force_login(user)
+    page = client.get("/").content.decode()
+    assert 'ws-connect="/ws/dashboard/"' in page and 'id="ws-state"' in page
+    assert 'hx-trigger="every 3s [!finetuneSocketOpen()]"' in page  # the fallback while the socket is down
+
+
 def test_usage_splits_gpu_and_cpu_hours(base_model):
     from finetune_site.selectors import usage_for
 

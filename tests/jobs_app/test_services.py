@@ -3,9 +3,20 @@
 import pytest
 
 from finetune_site.errors import Conflict
+from jobs_app import services
 from jobs_app.models import ALLOWED_TRANSITIONS, FineTuneJob, JobEvent
-from jobs_app.services import job_cancel, job_event_add, job_transition, job_validate
+from jobs_app.services import (
+    JobControl,
+    job_cancel,
+    job_event_add,
+    job_pause,
+    job_transition,
+    job_validate,
+    jobs_release_for_shutdown,
+)
+from tests.e2e import wait_for
 from tests.factories import make_dataset, make_job, make_user
+from workers.config import Stop
 
 pytestmark = pytest.mark.django_db
 Status = FineTuneJob.Status
@@ -234,3 +245,57 @@ def test_zero_trainable_check_uses_the_jobs_template(base_model, tiny_model_path
     assert fits.status == Status.QUEUED
     assert cut.status == Status.FAILED
     assert "no trainable tokens after truncation to max_length 64" in cut.error["message"]
+
+
+def _running(job: FineTuneJob, *, worker: str = "") -> FineTuneJob:
+    FineTuneJob.objects.filter(pk=job.pk).update(status=Status.RUNNING, attempt=1, lease_owner=worker)
+    job.refresh_from_db()
+    return job
+
+
+@pytest.mark.django_db(transaction=True)
+def test_control_reads_the_row_once_then_only_when_the_job_changes(live_base_model, django_assert_num_queries):
+    job = _running(make_job())
+    with JobControl(job) as control:
+        assert control() == Stop.NO  # the first step reads the row
+        with django_assert_num_queries(0):  # steps go by without a query while nothing changes
+            assert all(control() == Stop.NO for _ in range(50))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_control_hears_a_cancel_through_the_jobs_group(live_base_model, monkeypatch):
+    monkeypatch.setattr(services, "CONTROL_POLL_SECONDS", 3600)  # only the published change can tell it
+    job = _running(make_job())
+    with JobControl(job) as control:
+        assert control() == Stop.NO
+        job_cancel(job=job)
+        wait_for(lambda: control() == Stop.DISCARD, timeout=5, what="the cancel to reach the running step")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_control_hears_a_pause_request(live_base_model, monkeypatch):
+    monkeypatch.setattr(services, "CONTROL_POLL_SECONDS", 3600)
+    job = _running(make_job())
+    with JobControl(job) as control:
+        assert control() == Stop.NO
+        job_pause(job=job)
+        wait_for(lambda: control() == Stop.CHECKPOINT, timeout=5, what="the pause to reach the running step")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_control_finds_a_shutdown_request_that_sends_no_message(live_base_model, monkeypatch):
+    monkeypatch.setattr(services, "CONTROL_POLL_SECONDS", 0.2)
+    job = _running(make_job(), worker="w1")
+    with JobControl(job) as control:
+        assert control() == Stop.NO
+        assert jobs_release_for_shutdown(worker="w1") == 1
+        wait_for(lambda: control() == Stop.CHECKPOINT, timeout=5, what="the periodic read")
+
+
+def test_control_without_a_channel_layer_reads_the_row_every_step(base_model, settings):
+    settings.CHANNEL_LAYERS = {}
+    job = _running(make_job())
+    with JobControl(job) as control:
+        assert control() == Stop.NO
+        FineTuneJob.objects.filter(pk=job.pk).update(status=Status.CANCELLED)
+        assert control() == Stop.DISCARD
