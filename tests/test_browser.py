@@ -86,7 +86,7 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page = browser.new_context(viewport={"width": 1280, "height": 1100}).new_page()
         page.set_default_timeout(30_000)
         try:
             # Log in: any page sends an anonymous user to the login form first.

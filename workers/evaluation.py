@@ -6,7 +6,7 @@ trained with), and decodes greedily. Per target:
 
 - ``eval_loss`` / ``perplexity``: mean negative log-likelihood of the reference answers' tokens
   (the tokens that carry loss in training), and its exponential;
-- ``bleu`` (sacrebleu, 0..100), ``rouge1`` / ``rouge2`` / ``rougeL`` (rouge-score F1, 0..1) and
+- ``bleu`` (sacrebleu, case-insensitive, 0..100), ``rouge1`` / ``rouge2`` / ``rougeL`` (rouge-score F1, 0..1) and
   ``exact_match`` (0..1, after trimming, lower-casing and collapsing white space) of the greedy
   output against the reference;
 - ``accuracy`` (0..1) when the references look like class labels (few distinct short answers):
@@ -329,8 +329,10 @@ def generation_metrics(predictions: list[str], references: list[str], labels: li
     scorer = rouge_scorer.RougeScorer(list(ROUGE), use_stemmer=False)
     rouge = [scorer.score(ref, pred) for pred, ref in pairs]
     metrics = {
-        # effective order: short answers (a label, a number) still get a BLEU score instead of 0
-        "bleu": round(sacrebleu.BLEU(effective_order=True).corpus_score(predictions, [references]).score, 4),
+        # effective order: short answers (a label, a number) still get a BLEU score instead of 0;
+        # lower case, as exact match and accuracy compare
+        "bleu": round(sacrebleu.BLEU(effective_order=True, lowercase=True)
+                      .corpus_score(predictions, [references]).score, 4),
         **{name: round(sum(r[name].fmeasure for r in rouge) / len(rouge), 6) for name in ROUGE},
         "exact_match": round(sum(normalise(p) == normalise(r) for p, r in pairs) / len(pairs), 6),
     }
