@@ -174,7 +174,7 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
 
             # The dashboard in a second tab: the job's progress bar moves over the dashboard's
             # socket, with no reload and no polling while the socket is up.
-            dashboard = page.context.new_page()
+            dashboard = browser.new_context(storage_state=page.context.storage_state()).new_page()
             polls = []
             dashboard.on("request", lambda request: polls.append(request.url)
                          if "/dashboard/active-jobs/" in request.url else None)
@@ -185,7 +185,7 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
             first = int(bar.get_attribute("value"))
             wait_for(lambda: int(bar.get_attribute("value")) > first + 2, timeout=60, what="dashboard progress")
             assert dashboard.evaluate("window.__notReloaded") is True and polls == []
-            dashboard.close()
+            dashboard.context.close()
 
             # The server restarts mid-run: the page reconnects with its last seq and gets the gap.
             daphne.stop()
