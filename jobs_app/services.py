@@ -578,7 +578,7 @@ def _train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
 def _resume_point(job: FineTuneJob, target: Path) -> str | None:
     """Fetch the last complete checkpoint; forget the metrics of steps after it."""
     for checkpoint in job.checkpoints.order_by("-step"):
-        local = _checkpoint_fetch(checkpoint, target / f"checkpoint-{checkpoint.step}")
+        local = checkpoint_fetch(checkpoint=checkpoint, target=target / f"checkpoint-{checkpoint.step}")
         if local is None:
             continue
         discarded, _ = job.events.filter(type=JobEvent.Type.METRICS, data__step__gt=checkpoint.step).delete()
@@ -589,14 +589,22 @@ def _resume_point(job: FineTuneJob, target: Path) -> str | None:
     return None
 
 
-def _checkpoint_fetch(checkpoint: Checkpoint, target: Path) -> Path | None:
-    """Download a checkpoint whose manifest (written last) exists; None if it is incomplete."""
+# What a checkpoint holds besides the weights: needed to resume training, not to use the model.
+TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state", "trainer_state.json", "training_args.bin")
+
+
+def checkpoint_fetch(*, checkpoint: Checkpoint, target: Path, weights_only: bool = False) -> Path | None:
+    """Download a checkpoint whose manifest (written last) exists; None if it is incomplete.
+
+    ``weights_only`` leaves out the optimizer, scheduler and RNG state (for evaluating it).
+    """
     manifest_name = f"{checkpoint.storage_path}/{MANIFEST}"
     if not default_storage.exists(manifest_name):
         return None
     manifest = json.loads(storage_fetch(manifest_name, target / MANIFEST).read_text())
     for name in manifest["files"]:
-        storage_fetch(f"{checkpoint.storage_path}/{name}", target / name)
+        if not (weights_only and name.startswith(TRAINING_STATE)):
+            storage_fetch(f"{checkpoint.storage_path}/{name}", target / name)
     return target
 
 

@@ -484,25 +484,16 @@ def _evaluation_engine_run(evaluation: Evaluation, workdir: Path):
     return run_evaluation(config, emit)
 
 
-_TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state", "trainer_state.json", "training_args.bin")
-
-
 def _checkpoints_fetch(job, target: Path) -> list:
     """The job's complete checkpoints (manifest written), weights only: no optimizer state."""
-    import json
-
-    from django.core.files.storage import default_storage
+    from jobs_app.services import checkpoint_fetch
 
     found = []
     for checkpoint in job.checkpoints.order_by("step"):
-        manifest = f"{checkpoint.storage_path}/manifest.json"
-        if not default_storage.exists(manifest):
-            continue
-        directory = target / f"step-{checkpoint.step}"
-        for name in json.loads(storage_fetch(manifest, directory / "manifest.json").read_text())["files"]:
-            if not name.startswith(_TRAINING_STATE):
-                storage_fetch(f"{checkpoint.storage_path}/{name}", directory / name)
-        found.append((checkpoint, directory))
+        directory = checkpoint_fetch(checkpoint=checkpoint, target=target / f"step-{checkpoint.step}",
+                                     weights_only=True)
+        if directory is not None:
+            found.append((checkpoint, directory))
     return found
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from workers.data import jsonl_rows
 from workers.events import Emit, Progress
+from workers.export import weights_load
 
 ROUGE = ("rouge1", "rouge2", "rougeL")
 GENERATION_METRICS = ("bleu", *ROUGE, "exact_match", "accuracy")
@@ -108,7 +109,7 @@ def run_evaluation(config: EvalConfig, emit: Emit) -> EvalResult:
     total = len(examples) * len(config.targets)
     metrics, outputs = {}, {}
     for index, target in enumerate(config.targets):
-        model = model_load(config.base_model_path, target.adapter_path)
+        model = weights_load(config.base_model_path, target.adapter_path)
 
         def progress(done: int, offset: int = index * len(examples)) -> None:
             emit(Progress(step=offset + done, total_steps=total))
@@ -120,22 +121,6 @@ def run_evaluation(config: EvalConfig, emit: Emit) -> EvalResult:
     return EvalResult(metrics=metrics, rows=_rows(examples, outputs, config.keep_rows),
                       rows_evaluated=len(examples), classification=bool(labels),
                       wall_seconds=time.monotonic() - started, labels=labels)
-
-
-def model_load(base_model_path: str, adapter_path: str | None):
-    """The base model, base + adapter, or a whole fine-tuned model, in float32 for evaluation."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    if adapter_path and (Path(adapter_path) / "config.json").exists() and \
-            not (Path(adapter_path) / "adapter_config.json").exists():
-        return AutoModelForCausalLM.from_pretrained(adapter_path, dtype=torch.float32).eval()
-    model = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
-    if adapter_path:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_path)
-    return model.eval()
 
 
 def _tokenizer_load(config: EvalConfig):

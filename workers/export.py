@@ -184,15 +184,22 @@ def is_full_model(path: Path | str) -> bool:
 
 def source_model_load(config: ExportConfig):
     """The model the export must reproduce: base + adapter (unmerged), or the full model; float32."""
+    return weights_load(config.base_model_path, config.adapter_path)
+
+
+def weights_load(base_model_path: str, adapter_path: str | None):
+    """The base model, base + adapter (unmerged), or a whole fine-tuned model, in float32 for eval."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    if is_full_model(config.adapter_path):
-        return AutoModelForCausalLM.from_pretrained(config.adapter_path, dtype=torch.float32).eval()
-    from peft import PeftModel
+    if adapter_path and is_full_model(adapter_path):
+        return AutoModelForCausalLM.from_pretrained(adapter_path, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
+    if adapter_path:
+        from peft import PeftModel
 
-    base = AutoModelForCausalLM.from_pretrained(config.base_model_path, dtype=torch.float32)
-    return PeftModel.from_pretrained(base, config.adapter_path).eval()
+        model = PeftModel.from_pretrained(model, adapter_path)
+    return model.eval()
 
 
 def _tokenizer_load(config: ExportConfig):

@@ -299,3 +299,25 @@ def test_control_without_a_channel_layer_reads_the_row_every_step(base_model, se
         assert control() == Stop.NO
         FineTuneJob.objects.filter(pk=job.pk).update(status=Status.CANCELLED)
         assert control() == Stop.DISCARD
+
+
+def test_checkpoint_fetch_for_evaluation_leaves_the_optimizer_state_out(base_model, tmp_path):
+    import json
+
+    from finetune_site.files import storage_put_dir
+    from jobs_app.models import Checkpoint
+    from jobs_app.services import checkpoint_fetch
+
+    job = make_job()
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("adapter_model.safetensors", "optimizer.pt", "rng_state.pth"):
+        (source / name).write_bytes(b"x")
+    (source / "manifest.json").write_text(json.dumps({"files": ["adapter_model.safetensors", "optimizer.pt",
+                                                                 "rng_state.pth"]}))
+    storage_put_dir(source, f"jobs/{job.id}/checkpoints/step-3", last="manifest.json")
+    checkpoint = Checkpoint.objects.create(job=job, step=3, storage_path=f"jobs/{job.id}/checkpoints/step-3")
+    weights = checkpoint_fetch(checkpoint=checkpoint, target=tmp_path / "w", weights_only=True)
+    assert sorted(p.name for p in weights.iterdir()) == ["adapter_model.safetensors", "manifest.json"]
+    whole = checkpoint_fetch(checkpoint=checkpoint, target=tmp_path / "all")
+    assert len(list(whole.iterdir())) == 4
