@@ -76,3 +76,16 @@ def playground_initial(user, model_id: str | None) -> dict:
         return {}
     right = left.base_model if isinstance(left, FineTunedModel) else left
     return {"left_model": selectors.model_public_id(left), "right_model": selectors.model_public_id(right)}
+
+
+class EvaluationForm(forms.Form):
+    """The model page's "evaluate on" form; the service checks the dataset and the limits again."""
+
+    file = forms.CharField(label="Evaluate on")
+    max_rows = forms.IntegerField(label="Rows (from the top)", min_value=1, max_value=1000, initial=100)
+    max_new_tokens = forms.IntegerField(label="Tokens generated per row", min_value=0, max_value=512, initial=32)
+    checkpoints = forms.BooleanField(required=False, label="Also every checkpoint (marks the best)")
+
+    def error_text(self) -> str:
+        """Every field error in one line, each with its field's label."""
+        return "; ".join(f"{self.fields[name].label}: {' '.join(errors)}" for name, errors in self.errors.items())

@@ -1,6 +1,5 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -10,7 +9,7 @@ from datasets_app.selectors import dataset_get, datasets_visible_to
 from finetune_site.errors import InvalidRequest
 from jobs_app.selectors import job_last_metric
 from models_app import selectors, services
-from models_app.forms import SIDES, PlaygroundForm, playground_initial
+from models_app.forms import SIDES, EvaluationForm, PlaygroundForm, playground_initial
 from models_app.models import BaseModel, Export
 from models_app.playground import Pane, status_for
 
@@ -127,14 +126,16 @@ def model_delete(request, model_id: str):
 @login_required
 def model_evaluate(request, model_id: str):
     model = selectors.model_get(request.user, model_id)
+    form = EvaluationForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Evaluation not started: {form.error_text()}")
+        return redirect("models:detail", model_id=model_id)
+    values = dict(form.cleaned_data)
     try:
-        dataset = dataset_get(request.user, request.POST.get("file", ""))
-        evaluation = services.evaluation_create(
-            owner=request.user, model=model, dataset=dataset, max_rows=_int(request.POST.get("max_rows"), 100),
-            max_new_tokens=_int(request.POST.get("max_new_tokens"), 32),
-            checkpoints=request.POST.get("checkpoints") == "on")
-    except (InvalidRequest, Http404) as refused:
-        messages.error(request, getattr(refused, "message", str(refused)))
+        dataset = dataset_get(request.user, values.pop("file"))
+        evaluation = services.evaluation_create(owner=request.user, model=model, dataset=dataset, **values)
+    except InvalidRequest as refused:
+        messages.error(request, f"Evaluation not started: {refused.message}")
         return redirect("models:detail", model_id=model_id)
     return redirect("models:evaluation", evaluation_id=evaluation.id)
 
@@ -151,12 +152,6 @@ def registry_rollback(request, name: str):
         messages.error(request, refused.message)
     return redirect("models:registry", name=name)
 
-
-def _int(value, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
 
 
 @login_required

@@ -174,3 +174,35 @@ def test_playground_without_javascript_renders_both_replies(client, live_base_mo
     replies = [part.split(">", 1)[1].split("</pre>")[0] for part in page.split('class="reply" id="playground-')[1:]]
     assert len(replies) == 2 and replies[0] == replies[1] != ""  # greedy: the same model says the same thing
     assert page.count("max tokens reached") == 2
+
+
+def test_evaluate_form_queues_an_evaluation_and_opens_its_page(client, base_model,
+                                                               django_capture_on_commit_callbacks):
+    from models_app.models import Evaluation
+
+    user = make_user()
+    model = _model(user, base_model)
+    client.force_login(user)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post(reverse("models:evaluate", args=[model.id]),
+                               {"file": model.job.dataset_id, "max_rows": "5", "max_new_tokens": "0"})
+    evaluation = Evaluation.objects.get(model=model)
+    assert response.url == reverse("models:evaluation", args=[evaluation.id]) and len(callbacks) == 1
+    assert (evaluation.max_rows, evaluation.max_new_tokens, evaluation.checkpoints) == (5, 0, False)
+
+
+def test_evaluate_form_names_the_bad_field_and_starts_nothing(client, base_model):
+    from models_app.models import Evaluation
+
+    user = make_user()
+    model = _model(user, base_model)
+    client.force_login(user)
+    response = client.post(reverse("models:evaluate", args=[model.id]),
+                           {"file": model.job.dataset_id, "max_rows": "lots", "max_new_tokens": "32"}, follow=True)
+    assert "Evaluation not started: Rows (from the top): Enter a whole number." in response.content.decode()
+    refused = client.post(reverse("models:evaluate", args=[model.id]),
+                          {"file": model.job.dataset_id, "max_rows": "5", "max_new_tokens": "8",
+                           "checkpoints": "on"}, follow=True)
+    assert "Evaluation not started: checkpoints applies to a fine-tuned model whose job saved" in \
+        refused.content.decode()
+    assert not Evaluation.objects.exists()
