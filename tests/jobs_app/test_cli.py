@@ -46,3 +46,26 @@ def test_ctrl_c_then_yes_cancels_the_job(live_base_model, monkeypatch):
     command._interrupted(job)
     job.refresh_from_db()
     assert job.status == FineTuneJob.Status.CANCELLED
+
+
+@pytest.mark.e2e
+def test_cli_with_validation_prints_base_and_tuned_side_by_side(live_base_model, worker, tmp_path):
+    out = io.StringIO()
+    call_command("finetune", str(classification_write(tmp_path / "t.jsonl", 16)), "--model", "tiny-llama",
+                 "--validation", str(classification_write(tmp_path / "v.jsonl", 8, seed=1)), "--epochs", "1",
+                 "--gate", "eval_loss:0", "--user", "erin", stdout=out)
+    text = out.getvalue()
+    assert "| metric | base | tuned |" in text and "| eval_loss | " in text and "| accuracy | " in text
+    assert "Promotion gate: eval_loss" in text
+    job = FineTuneJob.objects.get(owner__username="erin")
+    assert job.validation_dataset.filename == "v.jsonl"
+    assert job.promotion_gate == {"metric": "eval_loss", "min_improvement": 0.0, "alias": "production"}
+
+
+def test_cli_gate_needs_a_number_and_a_validation_file(live_base_model, tmp_path):
+    train = str(classification_write(tmp_path / "t.jsonl", 4))
+    with pytest.raises(CommandError, match="--gate eval_loss:lots: write METRIC:MIN_IMPROVEMENT"):
+        call_command("finetune", train, "--gate", "eval_loss:lots", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="promotion_gate: a promotion gate compares base and tuned"):
+        call_command("finetune", train, "--gate", "eval_loss:0.05", stdout=io.StringIO())
+    assert not FineTuneJob.objects.exists()
