@@ -5,7 +5,7 @@ PORT ?= 8000
 WORKER_QUEUES ?= default,training
 WORKER_CONCURRENCY ?= 1
 
-.PHONY: run test install web worker inference beat migrate lint
+.PHONY: run test install web worker inference beat migrate lint docs
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -49,3 +49,9 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# The README's table of training options, generated from workers/hyperparameters.py.
+docs: install
+	$(PY) -c "import re, pathlib, workers.hyperparameters as h; p = pathlib.Path('README.md'); \
+	p.write_text(re.sub(r'(<!-- hyperparameters:start -->\n).*?(<!-- hyperparameters:end -->)', \
+	lambda m: m.group(1) + h.options_markdown() + m.group(2), p.read_text(), flags=re.S))"

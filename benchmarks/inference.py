@@ -66,7 +66,7 @@ def _api_key() -> str:
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
-    from models_app.services import base_model_builtin_ensure
+    from models_app.base_models.services import base_model_builtin_ensure
 
     base_model_builtin_ensure()
     return Token.objects.create(user=get_user_model().objects.create(username="bench")).key

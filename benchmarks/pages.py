@@ -54,8 +54,8 @@ def _fill(count: int) -> dict[str, str]:
     from datasets_app.services import dataset_validate, token_stats_compute
     from jobs_app.models import FineTuneJob, JobEvent
     from jobs_app.services import job_event_add
+    from models_app.base_models.services import base_model_builtin_ensure
     from models_app.models import FineTunedModel
-    from models_app.services import base_model_builtin_ensure
     from tests.factories import make_dataset
 
     started = time.perf_counter()
@@ -95,7 +95,7 @@ def _fill(count: int) -> dict[str, str]:
     job_event_add(job_id=live.id, message="Saved checkpoint at step 2000")
     done = jobs[0]
     model = FineTunedModel.objects.create(id="ft:tiny-llama::bench", owner=user, job=done, base_model=base,
-                                          name="bench", method="lora", adapter_path="models/x/adapter",
+                                          name="bench", adapter="lora", adapter_path="models/x/adapter",
                                           artifact_files=["models/x/adapter.zip"])
     _analyze()
     print(f"filled {FineTuneJob.objects.count()} jobs, {JobEvent.objects.count()} events "

@@ -1,5 +1,6 @@
 """The Files API (OpenAI-shaped: a file here is a Dataset) and the dataset extras under /v1/datasets."""
 
+from django.conf import settings
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
@@ -11,6 +12,7 @@ from datasets_app import selectors, services
 from datasets_app.models import Dataset, DatasetUpload, TokenStats
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.pagination import cursor_page
+from models_app.base_models.selectors import base_model_named
 
 OPENAI_STATUS = {
     Dataset.Status.UPLOADED: "uploaded",
@@ -61,7 +63,7 @@ def dataset_object(dataset: Dataset) -> dict:
         "report": {key: report.get(key) for key in ("ok", "error_count", "warning_count", "summary")} if report
         else None,
         "stats": dataset.stats or None,
-        "quality": dataset.quality or None,
+        "quality": {**dataset.quality, "status": dataset.quality_status} if dataset.quality_status else None,
         "parent": dataset.parent_id,
         "operations": dataset.operations,
     }
@@ -293,41 +295,64 @@ class UploadCompleteApi(APIView):
         return Response(upload_object(upload))
 
 
-def _base_model(request):
-    from models_app.models import BaseModel
-
-    name = request.query_params.get("model") or "tiny-llama"
-    base = BaseModel.objects.filter(name=name).first()
-    if base is None:
-        raise InvalidRequest(f"unknown base model {name!r}", param="model", code="model_not_found")
-    return base
+def _base_model(request, data=None):
+    name = (data if data is not None else request.query_params).get("model") or settings.DATASET_STATS_MODEL
+    return base_model_named(name)
 
 
 def _max_length(request, base) -> int:
     return _int_param(request, "max_length", min(1024, base.context_length), 1, base.context_length)
 
 
+class StatsRequestSerializer(serializers.Serializer):
+    model = serializers.CharField(required=False, help_text="base model (default DATASET_STATS_MODEL)")
+    template = serializers.CharField(required=False, allow_blank=True, default="",
+                                     help_text="'' (the model's own), chatml, llama3, mistral, alpaca or completion")
+
+
 class DatasetStatsApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("model", str, description="base model (default tiny-llama)"),
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(parameters=[OpenApiParameter("model", str, description="base model (default DATASET_STATS_MODEL)"),
                                OpenApiParameter("template", str, description="'' (the model's own), chatml, llama3, "
                                                 "mistral, alpaca or completion"),
                                OpenApiParameter("max_length", int)],
                    responses={200: dict, 202: dict},
-                   summary="Token statistics with the base model's tokenizer (202 while a worker computes them)")
+                   summary="Token statistics with the base model's tokenizer: ready (200), computing (202), failed "
+                           "or not_computed (200; POST to count)")
     def get(self, request, file_id: str):
         dataset = selectors.dataset_get(request.user, file_id)
         base = _base_model(request)
         template = request.query_params.get("template", "")
+        services.token_stats_check(dataset, template)
+        stats = services.token_stats_current(owner=request.user, dataset=dataset, base_model=base, template=template)
+        return _stats_response(request, dataset, base, template, stats)
+
+    @extend_schema(request=StatsRequestSerializer, responses={200: dict, 202: dict},
+                   summary="Count the tokens (a worker does it; 202 until ready); a failed count starts again")
+    def post(self, request, file_id: str):
+        dataset = selectors.dataset_get(request.user, file_id)
+        form = StatsRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        base = _base_model(request, form.validated_data)
+        template = form.validated_data["template"]
         stats = services.token_stats_request(dataset=dataset, base_model=base, template=template)
-        body = {"object": "dataset.stats", "id": dataset.id, "model": base.name, "template": template,
-                "status": stats.status}
-        if stats.status == TokenStats.Status.FAILED:
-            return Response({**body, "error": stats.error})
-        if stats.status != TokenStats.Status.READY:
-            return Response(body, status=202)
-        summary = services.token_stats_summary(stats, max_length=_max_length(request, base),
-                                               context_length=base.context_length)
-        return Response({**body, **summary})
+        return _stats_response(request, dataset, base, template, stats)
+
+
+def _stats_response(request, dataset: Dataset, base, template: str, stats: TokenStats | None) -> Response:
+    body = {"object": "dataset.stats", "id": dataset.id, "model": base.name, "template": template,
+            "status": stats.status if stats else "not_computed"}
+    if stats is None:
+        return Response({**body, "message": f"not counted yet: POST /v1/datasets/{dataset.id}/stats "
+                                            f'{{"model": "{base.name}", "template": "{template}"}}'})
+    if stats.status == TokenStats.Status.FAILED:
+        return Response({**body, "error": stats.error})
+    if stats.status != TokenStats.Status.READY:
+        return Response(body, status=202)
+    summary = services.token_stats_summary(stats, max_length=_max_length(request, base),
+                                           context_length=base.context_length)
+    return Response({**body, **summary})
 
 
 class DatasetDryRunApi(APIView):
@@ -368,9 +393,7 @@ class DatasetQualityApi(APIView):
                                                   "overlap, empty turns, very long rows")
     def get(self, request, file_id: str):
         dataset = selectors.dataset_get(request.user, file_id)
-        quality = dataset.quality or {"status": "not_computed"}
-        return Response({"object": "dataset.quality", "id": dataset.id, **quality},
-                        status=202 if quality.get("status") == "computing" else 200)
+        return Response(_quality_object(dataset), status=202 if dataset.quality_status == "computing" else 200)
 
     @extend_schema(request=QualityRequestSerializer, responses={202: dict},
                    summary="Run the quality checks again (against a validation file, with another threshold)")
@@ -386,7 +409,12 @@ class DatasetQualityApi(APIView):
                 raise InvalidRequest(f"No such file: {validation_id}", param="validation_file", code="file_not_found")
         dataset = services.dataset_quality_request(dataset=dataset, validation=validation,
                                                    near_threshold=form.validated_data.get("near_threshold"))
-        return Response({"object": "dataset.quality", "id": dataset.id, **dataset.quality}, status=202)
+        return Response(_quality_object(dataset), status=202)
+
+
+def _quality_object(dataset: Dataset) -> dict:
+    return {"object": "dataset.quality", "id": dataset.id, **dataset.quality,
+            "status": dataset.quality_status or "not_computed"}
 
 
 class PrepareSerializer(serializers.Serializer):

@@ -10,32 +10,23 @@ from django.template.loader import render_to_string
 
 from datasets_app import selectors, services
 from datasets_app.models import Dataset, TokenStats
-from finetune_site.errors import Conflict, InvalidRequest
+from models_app.base_models.selectors import base_model_for_stats
 
 PREVIEW_ROWS = 20
-STATS_MODEL = "tiny-llama"
-
-
-def dataset_stats_base_model():
-    """The tokenizer the page counts with: the one the dataset was counted with, else tiny-llama."""
-    from models_app.models import BaseModel
-
-    return BaseModel.objects.filter(name=STATS_MODEL).first() or BaseModel.objects.order_by("name").first()
 
 
 def dataset_page_stats(dataset: Dataset) -> dict:
-    """Token statistics for the page: ``{"status": ready|computing|failed|unavailable, ...}``.
+    """Token statistics for the page: ``{"status": ready|computing|failed|not_computed|unavailable, ...}``.
 
-    Asking queues the ``dataset_stats`` task once (cached per content and tokenizer); the worker's
-    result reaches an open page through the dataset's websocket group.
+    Only reads: the counts are asked for when the dataset turns ready (or with the page's button),
+    and a worker's result reaches an open page through the dataset's websocket group.
     """
-    base = dataset_stats_base_model()
+    base = base_model_for_stats()
     if dataset.status != Dataset.Status.READY or not dataset.training_format or base is None:
         return {"status": "unavailable"}
-    try:
-        stats = services.token_stats_request(dataset=dataset, base_model=base)
-    except (Conflict, InvalidRequest):
-        return {"status": "unavailable"}
+    stats = services.token_stats_current(owner=dataset.owner, dataset=dataset, base_model=base)
+    if stats is None:
+        return {"status": "not_computed", "model": base.name}
     if stats.status == TokenStats.Status.FAILED:
         return {"status": "failed", "error": stats.error, "model": base.name}
     if stats.status != TokenStats.Status.READY:
@@ -60,6 +51,7 @@ def dataset_detail_context(dataset: Dataset, *, page: int = 1) -> dict:
     preview = selectors.dataset_rows(dataset, offset=offset, limit=PREVIEW_ROWS)
     return {
         "dataset": dataset,
+        "actions": services.dataset_actions(dataset),
         "preview": preview,
         "preview_offset": offset,
         "preview_end": offset + len(preview),

@@ -35,6 +35,12 @@ class Dataset(models.Model):
         READY = "ready"
         INVALID = "invalid"
 
+    class QualityStatus(models.TextChoices):
+        NONE = "", "not computed"
+        COMPUTING = "computing"
+        READY = "ready"
+        FAILED = "failed"
+
     class Format(models.TextChoices):
         CHAT = "chat"
         ALPACA = "alpaca"
@@ -62,6 +68,7 @@ class Dataset(models.Model):
     stats = models.JSONField(default=dict, blank=True)
     quality = models.JSONField(default=dict, blank=True,
                                help_text="Duplicates, near-duplicates, PII, overlap, empty turns, long rows.")
+    quality_status = models.CharField(max_length=20, choices=QualityStatus.choices, blank=True, default="")
     parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="versions")
     operations = models.JSONField(default=list, blank=True, help_text="What made this version from its parent.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -97,6 +104,17 @@ DATASET_TRANSITIONS: dict[str, set[str]] = {
     Dataset.Status.READY: set(),
     # invalid → uploaded: checked again with other options (a column mapping, a format)
     Dataset.Status.INVALID: {Dataset.Status.UPLOADED},
+}
+
+
+# The quality report's states; only datasets_app.services.quality writes quality_status.
+QUALITY_TRANSITIONS: dict[str, set[str]] = {
+    Dataset.QualityStatus.NONE: {Dataset.QualityStatus.COMPUTING},
+    # computing → computing: asked again with other options while a check runs (the newest wins)
+    Dataset.QualityStatus.COMPUTING: {Dataset.QualityStatus.COMPUTING, Dataset.QualityStatus.READY,
+                                      Dataset.QualityStatus.FAILED},
+    Dataset.QualityStatus.READY: {Dataset.QualityStatus.COMPUTING},
+    Dataset.QualityStatus.FAILED: {Dataset.QualityStatus.COMPUTING},
 }
 
 
@@ -136,11 +154,19 @@ class DatasetUpload(models.Model):
         return f"{self.filename} ({self.id})"
 
 
+# Only datasets_app.services.uploads writes DatasetUpload.status.
+UPLOAD_TRANSITIONS: dict[str, set[str]] = {
+    DatasetUpload.Status.OPEN: {DatasetUpload.Status.COMPLETED, DatasetUpload.Status.CANCELLED},
+    DatasetUpload.Status.COMPLETED: set(),
+    DatasetUpload.Status.CANCELLED: set(),
+}
+
+
 class TokenStats(models.Model):
     """Per-row token counts of a dataset's content under one tokenizer and template, computed once.
 
-    Keyed by the uploaded bytes' sha256 and the reading options (which decide the rows), so a
-    second dataset or job on the same data does not tokenize again.
+    Keyed by the owner, the uploaded bytes' sha256 and the reading options (which decide the rows),
+    so the owner's second dataset or job on the same data does not tokenize again.
     """
 
     class Status(models.TextChoices):
@@ -148,6 +174,7 @@ class TokenStats(models.Model):
         READY = "ready"
         FAILED = "failed"
 
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     sha256 = models.CharField(max_length=64)
     options_key = models.CharField(max_length=64, help_text="sha256 of the reading options' JSON.")
     tokenizer = models.CharField(max_length=500, help_text="The base model's source (path or hub id).")
@@ -165,8 +192,17 @@ class TokenStats(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["sha256", "options_key", "tokenizer", "template"],
-                                               name="token_stats_key_unique")]
+        constraints = [models.UniqueConstraint(fields=["owner", "sha256", "options_key", "tokenizer", "template"],
+                                               name="token_stats_owner_key_unique")]
 
     def __str__(self) -> str:
         return f"{self.sha256[:12]} {self.tokenizer} {self.template or 'own template'}"
+
+
+# Only datasets_app.services.stats writes TokenStats.status.
+TOKEN_STATS_TRANSITIONS: dict[str, set[str]] = {
+    # computing → computing: a computation lost with its worker is asked for again
+    TokenStats.Status.COMPUTING: {TokenStats.Status.COMPUTING, TokenStats.Status.READY, TokenStats.Status.FAILED},
+    TokenStats.Status.FAILED: {TokenStats.Status.COMPUTING},
+    TokenStats.Status.READY: set(),
+}

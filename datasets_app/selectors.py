@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from datasets_app.models import Dataset, DatasetUpload
+from models_app.base_models.services import base_model_local_path
 
 
 def datasets_visible_to(user) -> QuerySet[Dataset]:
@@ -69,8 +70,6 @@ def dataset_dry_run(dataset: Dataset, *, base_model, template: str, max_length: 
 
     Loads only the tokenizer (no weights); rows are read a page at a time from storage.
     """
-    from models_app.services import base_model_local_path
-
     tokenizer = _tokenizer_for(base_model_local_path(base_model), template)
     with _TOKENIZER_LOCK:  # a shared fast tokenizer must not be used by two threads at once
         return _dry_run_rows(dataset, tokenizer, template=template, max_length=max_length, rows=rows, offset=offset)

@@ -34,8 +34,7 @@ def dataset_quality(dataset_id: str, validation_id: str | None = None, near_thre
     try:
         services.dataset_quality(dataset_id=dataset_id, validation_id=validation_id, near_threshold=near_threshold)
     except Exception as exc:
-        Dataset.objects.filter(pk=dataset_id).update(quality={"status": "failed", "error": f"{type(exc).__name__}: "
-                                                                                           f"{exc}"[:2000]})
+        services.dataset_quality_fail(dataset_id=dataset_id, message=f"{type(exc).__name__}: {exc}")
         raise
 
 

@@ -7,4 +7,5 @@ urlpatterns = [
     path("", views.dataset_list, name="list"),
     path("upload/", views.dataset_upload, name="upload"),
     path("<str:file_id>/", views.dataset_detail, name="detail"),
+    path("<str:file_id>/stats/", views.dataset_stats_request, name="stats"),
 ]

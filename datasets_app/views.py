@@ -1,3 +1,4 @@
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
@@ -7,7 +8,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from datasets_app import selectors, services
 from datasets_app.live import dataset_detail_context
-from finetune_site.errors import InvalidRequest
+from finetune_site.errors import Conflict, InvalidRequest
 
 PAGE_SIZE = 50
 
@@ -46,3 +47,15 @@ def dataset_detail(request, file_id: str):
     except ValueError:
         page = 1
     return render(request, "datasets_app/dataset_detail.html", dataset_detail_context(dataset, page=page))
+
+
+@require_POST
+@login_required
+def dataset_stats_request(request, file_id: str):
+    """Count the page's tokens now (the page's button for a dataset counted before, or a failure)."""
+    dataset = selectors.dataset_get(request.user, file_id)
+    try:
+        services.token_stats_ensure(dataset=dataset)
+    except (Conflict, InvalidRequest) as refused:
+        messages.error(request, refused.message)
+    return redirect("datasets:detail", file_id=dataset.id)

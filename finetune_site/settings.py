@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "accounts_app",
+    "models_app.base_models",
     "datasets_app",
     "jobs_app",
     "models_app",
@@ -228,6 +229,8 @@ DATASET_MAX_ROW_GROUP_BYTES = env_int("DATASET_MAX_ROW_GROUP_BYTES", 256 * 2**20
 # Chunks of resumable uploads are appended here (a shared volume when web runs on several hosts).
 DATASET_UPLOAD_DIR = Path(env_str("DATASET_UPLOAD_DIR", str(DATA_DIR / "uploads")))
 DATASET_UPLOAD_CHUNK_MAX = env_int("DATASET_UPLOAD_CHUNK_MAX", 64 * 2**20)
+# The base model whose tokenizer counts a dataset's tokens for its page (jobs count with their own).
+DATASET_STATS_MODEL = env_str("DATASET_STATS_MODEL", "tiny-llama")
 # Estimated Jaccard similarity (word 3-grams, MinHash) from which two rows are near-duplicates.
 DATASET_NEAR_DUPLICATE_THRESHOLD = float(env_str("DATASET_NEAR_DUPLICATE_THRESHOLD", "0.85"))
 

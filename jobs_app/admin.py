@@ -33,7 +33,7 @@ class CheckpointInline(ReadOnlyInline):
 @admin.register(FineTuneJob)
 class FineTuneJobAdmin(admin.ModelAdmin):
     list_display = ("id", "owner", "base_model", "dataset", "status", "attempt", "trained_tokens", "created_at")
-    list_filter = ("status", "method", "base_model")
+    list_filter = ("status", "objective", "base_model")
     search_fields = ("id", "owner__username", "dataset__id", "dataset__filename", "suffix")
     date_hierarchy = "created_at"
     # status changes only through job_transition (the cancel action), never by editing.

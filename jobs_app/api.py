@@ -1,6 +1,6 @@
 """The fine-tuning jobs API, shaped after OpenAI's."""
 
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -9,8 +9,7 @@ from finetune_site.errors import InvalidRequest
 from finetune_site.pagination import cursor_page
 from jobs_app import selectors, services
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
-
-OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+from workers.hyperparameters import OBJECTIVES, OPENAI_NAMES, hyperparameters_schema, options_markdown
 
 
 def _ts(value) -> int | None:
@@ -32,7 +31,7 @@ def job_object(job: FineTuneJob) -> dict:
         "status": job.status,
         "validation_file": job.validation_dataset_id,
         "training_file": job.dataset_id,
-        "hyperparameters": {key: hp.get(key) for key in OPENAI_HYPERPARAMETERS},
+        "hyperparameters": {key: hp.get(key) for key in OPENAI_NAMES},
         "trained_tokens": job.trained_tokens,
         "error": job.error,
         "user_provided_suffix": job.suffix or None,
@@ -40,7 +39,7 @@ def job_object(job: FineTuneJob) -> dict:
         "estimated_finish": _ts(job.estimated_finish) if job.status == FineTuneJob.Status.RUNNING else None,
         "integrations": [],
         "metadata": None,
-        "method": {"type": job.method, job.method: {"hyperparameters": hp}},
+        "method": {"type": job.objective, job.objective: {"hyperparameters": hp}},
         # extensions
         "attempt": job.attempt,
         "max_attempts": job.max_attempts,
@@ -79,12 +78,27 @@ def checkpoint_object(checkpoint: Checkpoint) -> dict:
     }
 
 
+# The shape of ``method``: the objective, and its options as declared in workers.hyperparameters.
+METHOD_SCHEMA = {
+    "type": "object",
+    "description": "The objective (``type``) and its hyperparameters; each may be \"auto\".",
+    "properties": {"type": {"type": "string", "enum": list(OBJECTIVES), "default": "supervised"},
+                   **{name: {"type": "object", "properties": {"hyperparameters": hyperparameters_schema(name)}}
+                      for name in OBJECTIVES}},
+}
+
+
+@extend_schema_field(METHOD_SCHEMA)
+class MethodField(serializers.DictField):
+    pass
+
+
 class JobCreateSerializer(serializers.Serializer):
     model = serializers.CharField()
     training_file = serializers.CharField()
     validation_file = serializers.CharField(required=False, allow_null=True, allow_blank=True)
     hyperparameters = serializers.DictField(required=False, help_text="Deprecated: use method.")
-    method = serializers.DictField(required=False)
+    method = MethodField(required=False)
     suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
     integrations = serializers.ListField(required=False, allow_null=True)
@@ -99,29 +113,23 @@ class JobCreateSerializer(serializers.Serializer):
 
 
 def _method_from(data: dict) -> tuple[str, dict]:
-    """The method type and its hyperparameters (``method.<type>``, or the deprecated top-level key)."""
+    """The objective and its hyperparameters (``method.<type>``, or the deprecated top-level key)."""
     method = data.get("method") or {}
-    kind = method.get("type", "supervised")
-    if kind not in FineTuneJob.Method.values:
-        raise InvalidRequest(f"method.type {kind!r} is not supported; use one of {FineTuneJob.Method.values}",
+    objective = method.get("type", FineTuneJob.Objective.SUPERVISED)
+    if objective not in OBJECTIVES:
+        raise InvalidRequest(f"method.type {objective!r} is not supported; use one of {', '.join(OBJECTIVES)}",
                              param="method.type")
-    section = method.get(kind) or {}
+    section = method.get(objective) or {}
     if not isinstance(section, dict) or not isinstance(section.get("hyperparameters", {}), dict):
-        raise InvalidRequest(f"method.{kind}.hyperparameters must be an object",
-                             param=f"method.{kind}.hyperparameters")
-    return kind, {**(data.get("hyperparameters") or {}), **section.get("hyperparameters", {})}
+        raise InvalidRequest(f"method.{objective}.hyperparameters must be an object",
+                             param=f"method.{objective}.hyperparameters")
+    return objective, {**(data.get("hyperparameters") or {}), **section.get("hyperparameters", {})}
 
 
-HYPERPARAMETER_DOCS = """Extra keys accepted in method.supervised.hyperparameters (each may be "auto"):
-adapter (lora|qlora|full), quantization (nf4|int8, for qlora), devices (processes: one per GPU, or CPU
-processes over gloo), n_epochs (1-100), batch_size (1-1024), learning_rate_multiplier (>0),
-learning_rate (0-1, overrides the multiplier), max_length (tokens, up to the model's context),
-template (how chat rows become tokens: "auto" or "" = the model's own chat template, chatml, llama3, mistral,
-alpaca, or completion = the turns joined by new lines; the tuned model's tokenizer carries it),
-lora_r, lora_alpha, lora_dropout (0-1), lora_target_modules ("all-linear" or a list of names),
-beta (DPO only: method {"type": "dpo", "dpo": {"hyperparameters": {...}}} on prompt/chosen/rejected rows),
-logging_steps, save_steps (0 = a checkpoint per epoch), eval_steps (0 = evaluate the validation file
-once per epoch)."""
+HYPERPARAMETER_DOCS = (
+    "`method.type` is the objective: " + "; ".join(f"`{k}`: {v}" for k, v in OBJECTIVES.items()) +
+    ". Its options go in `method.<type>.hyperparameters`; each may be \"auto\" (the default), and an option "
+    "that does not apply to the objective or adapter is refused:\n\n" + options_markdown())
 
 
 class JobsApi(APIView):
@@ -134,10 +142,10 @@ class JobsApi(APIView):
         form = JobCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        method, hyperparameters = _method_from(data)
+        objective, hyperparameters = _method_from(data)
         job = services.job_create(
             owner=request.user, training_file=data["training_file"], model=data["model"],
-            validation_file=data.get("validation_file") or None, method=method,
+            validation_file=data.get("validation_file") or None, objective=objective,
             hyperparameters=hyperparameters, suffix=data.get("suffix") or "", seed=data.get("seed"),
             promotion_gate=data.get("promotion_gate"), evaluate_checkpoints=data["evaluate_checkpoints"],
         )

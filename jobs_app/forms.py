@@ -1,77 +1,89 @@
-"""Forms of the job wizard: the text a user types becomes the API's hyperparameters."""
+"""Forms of the job wizard. Its option fields are generated from ``workers.hyperparameters``: the
+text a user types becomes the API's value, and the API's own checks say what is wrong."""
 
 from django import forms
 
 from finetune_site.errors import InvalidRequest
-from jobs_app.hyperparameters import PARAM, hyperparameters_resolve
+from jobs_app.services import hyperparameters_param, job_format_problem, job_hyperparameters_resolve
+from workers.hyperparameters import (
+    ADAPTERS,
+    AUTO,
+    BY_NAME,
+    OBJECTIVES,
+    OPTIONS,
+    Choice,
+    Context,
+    option_problem,
+    options_applying,
+)
 
-# The advanced panel: (name, label, help) in display order; every one may be left "auto".
-ADVANCED = [
-    ("n_epochs", "Epochs", "Passes over the training file (1–100)."),
-    ("batch_size", "Batch size", "Rows per step (auto: rows/4, 1–8)."),
-    ("learning_rate", "Learning rate", "Overrides the multiplier (auto: 1e-3 for LoRA on small models)."),
-    ("learning_rate_multiplier", "Learning-rate multiplier", "Scales the automatic learning rate."),
-    ("max_length", "Max length", "Tokens per row, at most the model's context."),
-    ("lora_r", "LoRA rank", "Rank of the adapter matrices (auto 16)."),
-    ("lora_alpha", "LoRA alpha", "Scaling of the adapter (auto 2 × rank)."),
-    ("lora_dropout", "LoRA dropout", "0 to 1 (auto 0)."),
-    ("lora_target_modules", "LoRA target modules", "all-linear, or module names separated by commas."),
-    ("logging_steps", "Logging steps", "A metric point every N steps (auto 1)."),
-    ("save_steps", "Save steps", "A checkpoint every N steps; 0 = one per epoch."),
-]
-ADVANCED_NAMES = [name for name, _, _ in ADVANCED]
-ADAPTERS = [("lora", "LoRA"), ("full", "Full fine-tune")]
-# The advanced panel's template select: how chat rows become tokens (the API's "template").
-TEMPLATES = [("", "Auto: the model's own chat template"), ("chatml", "ChatML"), ("llama3", "Llama 3"),
-             ("mistral", "Mistral"), ("alpaca", "Alpaca"),
-             ("completion", "Completion only (turns joined, no template)")]
-SELECT_NAMES = ("adapter", "template")
+ADVANCED = [option for option in OPTIONS if option.name != "adapter"]  # adapter sits with the main choices
+FIELD_NAMES = [option.name for option in OPTIONS]
 
 
-def hyperparameter_parse(name: str, text: str):
-    """The API value for what was typed: blank means "auto", numbers become numbers."""
-    text = (text or "").strip()
-    if text in ("", "auto"):
-        return "auto"
-    if name == "lora_target_modules":
-        return text if text == "all-linear" else [part.strip() for part in text.split(",") if part.strip()]
-    if name in SELECT_NAMES:
-        return text
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text  # not a number: the shared validation says what is expected
+def _applies_note(option) -> str:
+    parts = []
+    if option.objectives != tuple(OBJECTIVES):
+        parts.append("/".join(option.objectives))
+    if option.adapters != tuple(ADAPTERS):
+        parts.append("/".join(option.adapters).replace("qlora", "QLoRA").replace("lora", "LoRA"))
+    return f" Only for {' and '.join(parts)}." if parts else ""
+
+
+def wizard_fields(texts: dict[str, str], errors: dict[str, str]) -> list[dict]:
+    """The advanced panel: one field per option, in the spec's order, with what "auto" means."""
+    fields = []
+    for option in ADVANCED:
+        choices = None
+        if isinstance(option.kind, Choice):
+            choices = [(AUTO, f"Auto: {option.auto_doc}"), *option.kind.labels.items()]
+        value = texts.get(option.name, "")
+        fields.append({"name": option.name, "label": option.label, "choices": choices,
+                       "help": f"{option.help} Auto: {option.auto_doc}.{_applies_note(option)}",
+                       "value": "" if value == AUTO and not choices else value, "error": errors.get(option.name, "")})
+    return fields
 
 
 def hyperparameters_from_texts(texts: dict[str, str]) -> dict:
-    """Only the fields the user set (not "auto"), as the API would receive them."""
-    values = {name: hyperparameter_parse(name, text) for name, text in texts.items()}
-    return {name: value for name, value in values.items() if value != "auto"}
+    """Only the options the user set (not "auto"), as the API would receive them."""
+    values = {name: BY_NAME[name].parse(text) for name, text in texts.items() if name in BY_NAME}
+    return {name: value for name, value in values.items() if value != AUTO}
 
 
-def hyperparameter_error(name: str, text: str, *, base_model, rows: int) -> str:
+def _context(base_model, rows: int, objective: str, has_validation: bool) -> Context:
+    return Context(objective=objective, parameters=base_model.parameters, context_length=base_model.context_length,
+                   rows=rows, has_validation=has_validation)
+
+
+def hyperparameter_error(name: str, text: str, *, base_model, rows: int, objective: str,
+                         has_validation: bool) -> str:
     """The API's message for one field alone, or "" when it is valid."""
-    try:
-        hyperparameters_resolve(hyperparameters_from_texts({name: text}), parameters=base_model.parameters,
-                                rows=rows, context_length=base_model.context_length)
-    except InvalidRequest as error:
-        return error.message
-    return ""
+    value = BY_NAME[name].parse(text)
+    return option_problem(name, value, _context(base_model, rows, objective, has_validation))
 
 
-def hyperparameters_errors(texts: dict[str, str], *, base_model, rows: int) -> dict[str, str]:
-    """Every field's own error, then the errors that only the combination shows."""
-    errors = {name: message for name, text in texts.items()
-              if (message := hyperparameter_error(name, text, base_model=base_model, rows=rows))}
+def hyperparameters_errors(texts: dict[str, str], *, base_model, rows: int, objective: str,
+                           has_validation: bool) -> dict[str, str]:
+    """Every field's own error, then the errors that only the combination shows (by field name)."""
+    errors = {name: message for name, text in texts.items() if name in BY_NAME and (
+        message := hyperparameter_error(name, text, base_model=base_model, rows=rows, objective=objective,
+                                        has_validation=has_validation))}
     if not errors:
         try:
-            hyperparameters_resolve(hyperparameters_from_texts(texts), parameters=base_model.parameters,
-                                    rows=rows, context_length=base_model.context_length)
+            job_hyperparameters_resolve(hyperparameters_from_texts(texts), objective=objective, base_model=base_model,
+                                        rows=rows, has_validation=has_validation)
         except InvalidRequest as error:
-            errors[(error.param or "").removeprefix(PARAM + ".") or "__all__"] = error.message
+            errors[(error.param or "").removeprefix(hyperparameters_param(objective) + ".") or "__all__"] = \
+                error.message
     return errors
+
+
+def review_rows(resolved: dict, *, objective: str) -> list[dict]:
+    """The resolved options that apply to the job, as a person reads them, and whether each was auto."""
+    auto = set(resolved.get("auto_resolved", []))
+    return [{"name": option.name, "label": option.label, "value": option.display(resolved[option.name]),
+             "auto": option.name in auto}
+            for option in options_applying(objective, resolved["adapter"]) if option.name in resolved]
 
 
 class DatasetStepForm(forms.Form):
@@ -80,7 +92,7 @@ class DatasetStepForm(forms.Form):
 
     def __init__(self, *args, datasets, **kwargs):
         super().__init__(*args, **kwargs)
-        choices = [(d.id, f"{d.filename} · {d.row_count} rows · {d.id}") for d in datasets]
+        choices = [(d.id, f"{d.filename} · {d.row_count:,} rows · {d.id}") for d in datasets]
         self.fields["training_file"].choices = choices
         self.fields["validation_file"].choices = [("", "None"), *choices]
 
@@ -93,10 +105,20 @@ class DatasetStepForm(forms.Form):
 
 class ModelStepForm(forms.Form):
     model = forms.ChoiceField(label="Base model")
-    method = forms.ChoiceField(label="Method", choices=[("supervised", "Supervised fine-tuning (SFT)")])
-    adapter = forms.ChoiceField(label="Adapter", choices=ADAPTERS)
+    objective = forms.ChoiceField(label="Objective", choices=list(OBJECTIVES.items()),
+                                  help_text="What the model learns from.")
+    adapter = forms.ChoiceField(label="Adapter", choices=list(BY_NAME["adapter"].kind.labels.items()),
+                                help_text=BY_NAME["adapter"].help)
     suffix = forms.CharField(label="Name suffix (optional)", required=False, max_length=64)
 
-    def __init__(self, *args, base_models, **kwargs):
+    def __init__(self, *args, base_models, dataset=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.dataset = dataset
         self.fields["model"].choices = [(m.name, m.name) for m in base_models]
+
+    def clean(self):
+        data = super().clean()
+        problem = job_format_problem(self.dataset, data["objective"]) if self.dataset and "objective" in data else ""
+        if problem:
+            self.add_error("objective", problem)
+        return data

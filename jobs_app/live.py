@@ -6,11 +6,12 @@ The page renders the whole history from JobEvent rows; the consumer renders late
 
 from datetime import datetime
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.template.loader import render_to_string
 
 from jobs_app import selectors
 from jobs_app.models import FineTuneJob, JobEvent
-from models_app.models import FineTunedModel
+from jobs_app.services import job_actions
 
 METRIC_LINES = 200
 
@@ -32,8 +33,8 @@ def job_detail_context(job: FineTuneJob) -> dict:
         "metric_count": metrics.count(),
         "progress": selectors.job_progress(job, recent[-1].data if recent else None, first=first),
         "checkpoints": list(job.checkpoints.all()),
-        "result_model": job_result_model(job),
         "last_seq": last_seq,
+        **job_status_context(job),
     }
 
 
@@ -55,12 +56,21 @@ def job_update_html(job: FineTuneJob, events: list[JobEvent], *, last_metric: di
         # status, checkpoints and the result only change with a message event
         "refresh_status": bool(messages),
         "checkpoints": list(job.checkpoints.all()) if messages else [],
-        "result_model": job_result_model(job) if messages else None,
         "last_seq": events[-1].seq,
+        **(job_status_context(job) if messages else {}),
     })
 
 
+def job_status_context(job: FineTuneJob) -> dict:
+    """The status partial's context: the buttons the rules allow now, and the model it produced."""
+    return {"job": job, "actions": job_actions(job), "result_model": job_result_model(job)}
+
+
 def job_result_model(job: FineTuneJob):
+    """The registry's version made from the job (its ``result_model`` relation), once it succeeded."""
     if job.status != FineTuneJob.Status.SUCCEEDED:
         return None
-    return FineTunedModel.objects.filter(job=job).first()
+    try:
+        return job.result_model
+    except ObjectDoesNotExist:
+        return None

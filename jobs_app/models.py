@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 
 from finetune_site.ids import new_id
+from workers.hyperparameters import OBJECTIVES
 
 
 def new_job_id() -> str:
@@ -26,9 +27,8 @@ class FineTuneJob(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    class Method(models.TextChoices):
-        SUPERVISED = "supervised"
-        DPO = "dpo"
+    # What the model learns from (the API's ``method.type``), as declared in workers.hyperparameters.
+    Objective = models.TextChoices("Objective", [(name.upper(), name) for name in OBJECTIVES])
 
     class StopRequest(models.TextChoices):
         NONE = "", "none"
@@ -41,8 +41,8 @@ class FineTuneJob(models.Model):
     validation_dataset = models.ForeignKey(
         "datasets_app.Dataset", on_delete=models.PROTECT, null=True, blank=True, related_name="validation_jobs"
     )
-    base_model = models.ForeignKey("models_app.BaseModel", on_delete=models.PROTECT, related_name="jobs")
-    method = models.CharField(max_length=20, choices=Method.choices, default=Method.SUPERVISED)
+    base_model = models.ForeignKey("base_models.BaseModel", on_delete=models.PROTECT, related_name="jobs")
+    objective = models.CharField(max_length=20, choices=Objective.choices, default=Objective.SUPERVISED)
     hyperparameters = models.JSONField(default=dict, help_text="Resolved: no 'auto' left.")
     suffix = models.CharField(max_length=64, blank=True)
     seed = models.IntegerField(default=42)

@@ -10,23 +10,24 @@ from django.views.decorators.http import require_POST
 
 from datasets_app.models import Dataset
 from datasets_app.selectors import dataset_dry_run, dataset_preview, datasets_visible_to
+from datasets_app.services import token_stats_request
 from finetune_site.errors import Conflict, InvalidRequest
 from jobs_app import selectors, services
 from jobs_app.forms import (
-    ADVANCED,
-    ADVANCED_NAMES,
-    SELECT_NAMES,
-    TEMPLATES,
+    FIELD_NAMES,
     DatasetStepForm,
     ModelStepForm,
     hyperparameter_error,
     hyperparameters_errors,
     hyperparameters_from_texts,
+    review_rows,
+    wizard_fields,
 )
-from jobs_app.hyperparameters import hyperparameters_resolve
-from jobs_app.live import job_detail_context, job_result_model
+from jobs_app.live import job_detail_context, job_status_context
 from jobs_app.models import FineTuneJob
-from models_app.models import BaseModel
+from models_app.base_models.models import BaseModel
+from models_app.base_models.selectors import base_model_find, base_models_all
+from workers.hyperparameters import AUTO
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 50
@@ -64,8 +65,7 @@ def _job_action(request, job_id: str, action):
     except Conflict as refused:
         error = refused.message
     if request.htmx:
-        return render(request, "jobs_app/partials/job_status.html",
-                      {"job": job, "result_model": job_result_model(job), "cancel_error": error})
+        return render(request, "jobs_app/partials/job_status.html", {**job_status_context(job), "cancel_error": error})
     if error:
         messages.error(request, error)
     return redirect("jobs:detail", job_id=job.id)
@@ -130,7 +130,11 @@ def _wizard_dataset(request) -> Dataset | None:
 
 
 def _base_model(name: str | None) -> BaseModel | None:
-    return BaseModel.objects.filter(name=name).first() if name else None
+    return base_model_find(name) if name else None
+
+
+def _objective(state: dict) -> str:
+    return state.get("objective") or FineTuneJob.Objective.SUPERVISED
 
 
 @login_required
@@ -138,41 +142,50 @@ def wizard_model(request):
     dataset = _wizard_dataset(request)
     if dataset is None:
         return redirect("jobs:wizard_dataset")
-    base_models = list(BaseModel.objects.all())
+    base_models = list(base_models_all())
     state = _wizard(request)
     texts = dict(state.get("hyperparameters") or {})
     errors: dict[str, str] = {}
     if request.method == "POST":
-        form = ModelStepForm(request.POST, base_models=base_models)
-        texts = {name: request.POST.get(name, "").strip() for name in ADVANCED_NAMES}
-        texts["adapter"] = request.POST.get("adapter", "lora")
-        texts["template"] = request.POST.get("template", "")
-        _wizard_save(request, hyperparameters=texts, model=request.POST.get("model"),
-                     suffix=request.POST.get("suffix", ""))
+        form = ModelStepForm(request.POST, base_models=base_models, dataset=dataset)
+        texts = {name: request.POST.get(name, AUTO).strip() for name in FIELD_NAMES}  # a field not sent is auto
+        state = _wizard_save(request, hyperparameters=texts, model=request.POST.get("model"),
+                             suffix=request.POST.get("suffix", ""), objective=request.POST.get("objective", ""))
         if form.is_valid():
-            errors = hyperparameters_errors(texts, base_model=_base_model(form.cleaned_data["model"]),
-                                            rows=dataset.row_count)
+            base = _base_model(form.cleaned_data["model"])
+            errors = hyperparameters_errors(texts, base_model=base, rows=dataset.row_count, objective=_objective(state),
+                                            has_validation=bool(state.get("validation_file")))
             if not errors:
+                _stats_ask(dataset, base, texts)
                 return redirect("jobs:wizard_review")
     else:
         form = ModelStepForm(initial={"model": state.get("model"), "adapter": texts.get("adapter", "lora"),
-                                      "suffix": state.get("suffix", "")}, base_models=base_models)
-    fields = [{"name": n, "label": label, "help": help_text, "value": texts.get(n, ""), "error": errors.get(n, "")}
-              for n, label, help_text in ADVANCED]
-    template = texts.get("template", "")
+                                      "objective": _objective(state), "suffix": state.get("suffix", "")},
+                             base_models=base_models, dataset=dataset)
+    fields = wizard_fields(texts, errors)
     return render(request, "jobs_app/wizard_model.html", {
         "form": form, "step": 2, "dataset": dataset, "fields": fields,
-        "open_advanced": any(f["value"] or f["error"] for f in fields) or bool(template),
+        "open_advanced": any(f["value"] not in ("", "auto") or f["error"] for f in fields),
         "adapter_error": errors.get("adapter", ""), "form_error": errors.get("__all__", ""),
-        "templates": TEMPLATES, "template": template, "template_error": errors.get("template", ""),
     })
+
+
+def _stats_ask(dataset: Dataset, base: BaseModel, texts: dict) -> None:
+    """The review's estimate counts tokens with this model and template: ask for them now (a write path)."""
+    template = hyperparameters_from_texts({"template": texts.get("template", "")}).get("template", "")
+    if not dataset.training_format:
+        return
+    try:
+        token_stats_request(dataset=dataset, base_model=base, template=template)
+    except (Conflict, InvalidRequest):
+        log.info("no token statistics for %s with %s", dataset.id, base.name)
 
 
 @require_POST
 @login_required
 def wizard_field(request, name: str):
     """Inline check of one advanced field as the user types, with the API's own validation."""
-    if name not in ADVANCED_NAMES and name not in SELECT_NAMES:
+    if name not in FIELD_NAMES:
         raise Http404(name)
     dataset = _wizard_dataset(request)
     text = request.POST.get(name, "")
@@ -181,14 +194,15 @@ def wizard_field(request, name: str):
     # fired by leaving a field as Next is clicked can finish after Next and write back the session
     # it loaded earlier (sessions are saved whole); saving only this field would drop the model.
     texts = {**(state.get("hyperparameters") or {}),
-             **{n: request.POST[n].strip() for n in (*ADVANCED_NAMES, *SELECT_NAMES) if n in request.POST}}
-    step = {key: request.POST[key] for key in ("model", "suffix") if key in request.POST}
-    _wizard_save(request, hyperparameters=texts, **step)
+             **{n: request.POST[n].strip() for n in FIELD_NAMES if n in request.POST}}
+    step = {key: request.POST[key] for key in ("model", "suffix", "objective") if key in request.POST}
+    state = _wizard_save(request, hyperparameters=texts, **step)
     base = _base_model(request.POST.get("model"))
     if base is None:
         error = "Choose a base model first."
     else:
-        error = hyperparameter_error(name, text, base_model=base, rows=dataset.row_count if dataset else 0)
+        error = hyperparameter_error(name, text, base_model=base, rows=dataset.row_count if dataset else 0,
+                                     objective=_objective(state), has_validation=bool(state.get("validation_file")))
     return render(request, "jobs_app/partials/field_error.html", {"name": name, "error": error})
 
 
@@ -203,11 +217,12 @@ def wizard_review(request):
         return redirect("jobs:wizard_model")
     raw = hyperparameters_from_texts(state["hyperparameters"])
     validation_id = state.get("validation_file") or None
+    objective = _objective(state)
     error = None
     if request.method == "POST":
         try:
             job = services.job_create(owner=request.user, training_file=dataset.id, model=base.name,
-                                      validation_file=validation_id, hyperparameters=raw,
+                                      validation_file=validation_id, hyperparameters=raw, objective=objective,
                                       suffix=state.get("suffix", ""))
         except InvalidRequest as problem:
             error = problem
@@ -215,14 +230,17 @@ def wizard_review(request):
             request.session.pop(WIZARD, None)
             return redirect("jobs:detail", job_id=job.id)
     try:
-        resolved = hyperparameters_resolve(raw, parameters=base.parameters, rows=dataset.row_count,
-                                           context_length=base.context_length)
+        resolved = services.job_hyperparameters_resolve(raw, objective=objective, base_model=base,
+                                                        rows=dataset.row_count, has_validation=bool(validation_id))
     except InvalidRequest:
         return redirect("jobs:wizard_model")
     return render(request, "jobs_app/wizard_review.html", {
-        "step": 3, "dataset": dataset, "base_model": base, "resolved": resolved, "suffix": state.get("suffix", ""),
+        "step": 3, "dataset": dataset, "base_model": base, "suffix": state.get("suffix", ""),
+        "objective": objective, "adapter": resolved["adapter"], "options": review_rows(resolved, objective=objective),
+        "resolved": resolved,
         "validation": datasets_visible_to(request.user).filter(pk=validation_id).first() if validation_id else None,
-        "estimate": services.job_estimate_draft(dataset=dataset, base_model=base, hyperparameters=resolved),
+        "estimate": services.job_estimate_draft(owner=request.user, dataset=dataset, base_model=base,
+                                                hyperparameters=resolved),
         "dry_run": _dry_run(dataset, base, resolved),
         "mask_rows": dataset_preview(dataset, rows=2),
         "error": error,
@@ -236,7 +254,7 @@ def _dry_run(dataset: Dataset, base: BaseModel, resolved: dict) -> dict | None:
     if not dataset.training_format:
         return None
     try:
-        return dataset_dry_run(dataset, base_model=base, template=resolved["template"],
+        return dataset_dry_run(dataset, base_model=base, template=resolved.get("template", ""),
                                max_length=resolved["max_length"], rows=2)
     except Exception:
         log.warning("dry run of %s with %s failed", dataset.id, base.name, exc_info=True)

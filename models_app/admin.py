@@ -1,19 +1,12 @@
 from django.contrib import admin
 
-from models_app.models import AliasChange, BaseModel, Evaluation, Export, FineTunedModel, ModelAlias
-
-
-@admin.register(BaseModel)
-class BaseModelAdmin(admin.ModelAdmin):
-    list_display = ("name", "source", "family", "parameters", "context_length")
-    list_filter = ("family",)
-    search_fields = ("name", "source")
+from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, ModelAlias
 
 
 @admin.register(FineTunedModel)
 class FineTunedModelAdmin(admin.ModelAdmin):
-    list_display = ("id", "owner", "name", "version", "base_model", "method", "job", "archived_at", "created_at")
-    list_filter = ("method", "base_model")
+    list_display = ("id", "owner", "name", "version", "base_model", "adapter", "job", "archived_at", "created_at")
+    list_filter = ("adapter", "base_model")
     search_fields = ("id", "name", "owner__username", "job__id")
     readonly_fields = ("id", "job", "adapter_path", "artifact_files", "created_at")
 

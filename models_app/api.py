@@ -19,7 +19,8 @@ from finetune_site.errors import NotFound
 from finetune_site.files import storage_is_s3
 from finetune_site.ids import new_id
 from models_app import selectors, services
-from models_app.models import AliasChange, BaseModel, Evaluation, Export, FineTunedModel
+from models_app.base_models.models import BaseModel
+from models_app.models import AliasChange, Evaluation, Export, FineTunedModel
 from models_app.replies import END_TYPES, reply_receive
 
 
@@ -30,7 +31,7 @@ def model_object(model: BaseModel | FineTunedModel) -> dict:
     return {
         "id": model.id, "object": "model", "created": int(model.created_at.timestamp()),
         "owned_by": f"user-{model.owner_id}", "base_model": model.base_model.name,
-        "fine_tuning_job": model.job_id, "method": model.method,
+        "fine_tuning_job": model.job_id, "adapter": model.adapter,
         "artifacts": ["adapter", *sorted({e.artifact for e in model.exports.all()
                                           if e.status == Export.Status.VERIFIED} - {"adapter"})],
         # registry extensions

@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class ModelsAppConfig(AppConfig):
     name = "models_app"
     verbose_name = "Models"
+
+    def ready(self) -> None:
+        from jobs_app.signals import job_succeeded
+        from models_app.receivers import model_from_succeeded_job
+
+        job_succeeded.connect(model_from_succeeded_job, dispatch_uid="models_app.model_from_succeeded_job")

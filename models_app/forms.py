@@ -4,7 +4,8 @@ from django import forms
 from django.http import Http404
 
 from models_app import selectors
-from models_app.models import BaseModel, FineTunedModel
+from models_app.base_models.models import BaseModel
+from models_app.models import FineTunedModel
 
 SIDES = ("left", "right")
 

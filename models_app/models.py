@@ -1,31 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-BUILTIN_PREFIX = "builtin:"
-
-
-class BaseModel(models.Model):
-    """A model jobs start from: built in, a local path or a Hugging Face hub id."""
-
-    name = models.CharField(max_length=200, unique=True, help_text="The id callers use, e.g. tiny-llama.")
-    source = models.CharField(
-        max_length=500, help_text="builtin:NAME, an absolute local path, or a hub id like org/model."
-    )
-    family = models.CharField(max_length=50, default="llama")
-    chat_template = models.TextField(blank=True, help_text="Empty: the tokenizer's own template.")
-    parameters = models.PositiveBigIntegerField(null=True, blank=True)
-    context_length = models.PositiveIntegerField(default=2048)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def is_builtin(self) -> bool:
-        return self.source.startswith(BUILTIN_PREFIX)
+from models_app.base_models.models import BaseModel
 
 
 class FineTunedModel(models.Model):
@@ -36,7 +12,7 @@ class FineTunedModel(models.Model):
     job = models.OneToOneField("jobs_app.FineTuneJob", on_delete=models.CASCADE, related_name="result_model")
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="fine_tuned")
     name = models.CharField(max_length=200)
-    method = models.CharField(max_length=20)
+    adapter = models.CharField(max_length=20, help_text="lora, qlora or full (workers.hyperparameters).")
     adapter_path = models.CharField(max_length=500, help_text="Storage prefix of the adapter files.")
     artifact_files = models.JSONField(default=list, help_text="Storage names under adapter_path.")
     version = models.PositiveIntegerField(default=1, help_text="1, 2, 3, ... per owner and name.")
@@ -144,6 +120,16 @@ class Export(models.Model):
         return f"{stem}.gguf" if self.kind == self.Kind.GGUF else f"{stem}.zip"
 
 
+# Only models_app.services.exports writes Export.status. running → running: a redelivered task
+# (its worker died) takes the export again.
+EXPORT_TRANSITIONS: dict[str, set[str]] = {
+    Export.Status.PENDING: {Export.Status.RUNNING, Export.Status.FAILED},
+    Export.Status.RUNNING: {Export.Status.RUNNING, Export.Status.VERIFIED, Export.Status.FAILED},
+    Export.Status.VERIFIED: set(),
+    Export.Status.FAILED: set(),
+}
+
+
 class Evaluation(models.Model):
     """Metrics of a model (and of its base, on the same rows) on a dataset; per-row outputs kept."""
 
@@ -187,3 +173,12 @@ class Evaluation(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+# Only models_app.services.evaluations writes Evaluation.status (running → running: as exports).
+EVALUATION_TRANSITIONS: dict[str, set[str]] = {
+    Evaluation.Status.QUEUED: {Evaluation.Status.RUNNING, Evaluation.Status.FAILED},
+    Evaluation.Status.RUNNING: {Evaluation.Status.RUNNING, Evaluation.Status.SUCCEEDED, Evaluation.Status.FAILED},
+    Evaluation.Status.SUCCEEDED: set(),
+    Evaluation.Status.FAILED: set(),
+}

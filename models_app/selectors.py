@@ -5,7 +5,8 @@ import re
 from django.db.models import QuerySet
 from django.http import Http404
 
-from models_app.models import AliasChange, BaseModel, Evaluation, Export, FineTunedModel, ModelAlias
+from models_app.base_models.models import BaseModel
+from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, ModelAlias
 
 
 def fine_tuned_models_visible_to(user) -> QuerySet[FineTunedModel]:
@@ -90,7 +91,7 @@ def model_lineage(model: FineTunedModel) -> dict:
     return {
         "dataset": _dataset_lineage(job.dataset),
         "validation_dataset": _dataset_lineage(job.validation_dataset) if job.validation_dataset else None,
-        "job": {"id": job.id, "status": job.status, "method": job.method, "base_model": job.base_model.name,
+        "job": {"id": job.id, "status": job.status, "objective": job.objective, "base_model": job.base_model.name,
                 "hyperparameters": job.hyperparameters, "seed": job.seed, "attempts": job.attempt,
                 "trained_tokens": job.trained_tokens},
         "checkpoint": _checkpoint_lineage(model.checkpoint),

@@ -9,8 +9,9 @@ from datasets_app.selectors import dataset_get, datasets_visible_to
 from finetune_site.errors import InvalidRequest
 from jobs_app.selectors import job_last_metric
 from models_app import selectors, services
+from models_app.base_models.models import BaseModel
 from models_app.forms import SIDES, EvaluationForm, PlaygroundForm, playground_initial
-from models_app.models import BaseModel, Export
+from models_app.models import Export
 from models_app.playground import Pane, status_for
 
 
@@ -39,6 +40,7 @@ def model_detail(request, model_id: str):
         "latest_evaluation": next((e for e in evaluations if e.status == "succeeded"), None),
         "datasets": datasets_visible_to(request.user).filter(status=Dataset.Status.READY)[:100],
         "export_kinds": Export.Kind.values, "quantizations": Export.Quantization.values,
+        "actions": services.model_actions(model),
     })
 
 

@@ -9,7 +9,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from models_app.services import base_model_builtin_ensure
+from models_app.base_models.services import base_model_builtin_ensure
 from tests.e2e import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from datasets_app.services import dataset_upload
 from jobs_app.models import FineTuneJob
 from jobs_app.services import job_create
-from models_app.services import base_model_builtin_ensure
+from models_app.base_models.services import base_model_builtin_ensure
 from workers.sample_data import classification_rows
 
 _counter = iter(range(1, 1_000_000))

@@ -118,7 +118,7 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
             expect(page).to_have_url(re.compile(r"/datasets/file-[^/]+/$"))
             # a worker validates it now (a chunked upload is never checked inline): allow for a busy one
             expect(page.locator("#dataset-status [data-status]")).to_have_text("ready", timeout=60_000)
-            expect(page.get_by_text("24 rows checked, 0 problems")).to_be_visible()
+            expect(page.get_by_text("24 rows read, 0 errors, 0 warnings.")).to_be_visible()
             size = training.stat().st_size
             offsets = [int(re.search(r"offset=(\d+)", url).group(1)) for url in chunks]
             assert offsets == sorted(set(offsets)) and offsets[-1] < size and len(offsets) == -(-size // 700)
@@ -129,7 +129,7 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
             page.get_by_role("link", name="Fine-tune on this dataset").click()
             expect(page.get_by_label("Training dataset")).to_have_value(re.compile(r"^file-"))
             page.get_by_role("button", name=re.compile("Next: model")).click()
-            page.get_by_text("Advanced hyperparameters").click()
+            page.get_by_text("Advanced options").click()
             epochs = page.get_by_label("Epochs")
             epochs.fill("0")
             expect(page.locator("#error-n_epochs")).to_have_text("n_epochs must be from 1 to 100, not 0")

@@ -1,13 +1,10 @@
 """One frozen config per kind of run. Every field says its unit and default."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 from enum import StrEnum
+from typing import Any
 
-from workers.templates import TEMPLATE_NAMES
-
-METHODS = ("lora", "qlora", "full")
-OBJECTIVES = ("sft", "dpo")
-QUANTIZATIONS = ("nf4", "int8")
+from workers.hyperparameters import BY_NAME, OBJECTIVES, OPTIONS, engine_defaults
 
 
 class Stop(StrEnum):
@@ -18,75 +15,51 @@ class Stop(StrEnum):
     CHECKPOINT = "checkpoint"
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Supervised fine-tuning of a causal language model.
+# The fields of a run that are not training options: where things are, and what is learned.
+RUN_FIELDS = (
+    ("model_path", str, "local directory or hub id of the base model (no default)"),
+    ("train_file", str, "local JSONL file of training rows (no default)"),
+    ("output_dir", str, "local directory for checkpoints and the final adapter or model (no default)"),
+    ("validation_file", str | None, "local JSONL file scored during training; default none", None),
+    ("objective", str, 'what the model learns from: "supervised" (chat, prompt/completion or text rows) '
+                       'or "dpo" (prompt/chosen/rejected pairs); default "supervised"', "supervised"),
+    ("seed", int, "seed for initialisation and data order; default 42", 42),
+    ("resume_from", str | None, "checkpoint directory to continue from; default none", None),
+)
 
-    model_path: local directory or hub id of the base model (no default).
-    train_file: local JSONL file of chat or prompt/completion rows (no default).
-    output_dir: local directory for checkpoints and the final adapter (no default).
-    validation_file: local JSONL file evaluated at the end of each epoch; default none.
-    method: "lora" (adapter only), "qlora" (adapter on a quantized base) or "full"; default "lora".
-    quantization: for qlora, "nf4" (4-bit NormalFloat) or "int8" (8-bit); default "nf4".
-    objective: "sft" (supervised, on chat/prompt-completion/text rows) or "dpo" (direct preference
-        optimisation, on prompt/chosen/rejected rows); default "sft".
-    beta: for dpo, how far the tuned model may move from the reference (KL weight); default 0.1.
-    n_epochs: passes over the training file; default 3.
-    batch_size: rows per optimizer step on one device; default 8.
-    learning_rate: peak learning rate, linear decay to 0; default 2e-4.
-    max_length: tokens per row, longer rows are truncated; default 1024.
-    template: how chat rows become tokens: "" (the model's own chat template), "chatml", "llama3",
-        "mistral", "alpaca" (set on the tokenizer; loss on the assistant's turns) or "completion"
-        (the turns joined by new lines, trained as prompt/completion); the saved tokenizer carries
-        it. Rows are tokenized exactly as ``workers.templates.render`` shows them; default "".
-    lora_r: LoRA rank; default 16.
-    lora_alpha: LoRA scaling numerator (scale = alpha / r); default 32.
-    lora_dropout: dropout on the LoRA input, 0..1; default 0.0.
-    lora_target_modules: module names to adapt, or ("all-linear",); default ("all-linear",).
-    seed: seed for initialisation and data order; default 42.
-    logging_steps: report metrics every N optimizer steps; default 1.
-    save_steps: write a checkpoint every N steps, 0 = at the end of each epoch; default 0.
-    eval_steps: evaluate on validation_file every N steps, 0 = at the end of each epoch; default 0.
-    resume_from: checkpoint directory to continue from; default none.
-    """
 
-    model_path: str
-    train_file: str
-    output_dir: str
-    validation_file: str | None = None
-    method: str = "lora"
-    quantization: str = "nf4"
-    objective: str = "sft"
-    beta: float = 0.1
-    n_epochs: int = 3
-    batch_size: int = 8
-    learning_rate: float = 2e-4
-    max_length: int = 1024
-    template: str = ""
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target_modules: tuple[str, ...] = ("all-linear",)
-    seed: int = 42
-    logging_steps: int = 1
-    save_steps: int = 0
-    eval_steps: int = 0
-    resume_from: str | None = None
+def _post_init(self) -> None:
+    if self.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+    for option in OPTIONS:
+        if option.engine:
+            value = getattr(self, option.name)
+            value = list(value) if isinstance(value, tuple) else value  # as JSON carries it
+            checked = option.check(value)
+            # lists become tuples: the config stays hashable and equal after a JSON round trip
+            object.__setattr__(self, option.name, tuple(checked) if isinstance(checked, list) else checked)
 
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, not {self.objective!r}")
-        if self.template not in TEMPLATE_NAMES:
-            raise ValueError(f"template must be one of {TEMPLATE_NAMES}, not {self.template!r}")
-        if self.quantization not in QUANTIZATIONS:
-            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {self.quantization!r}")
-        for name in ("n_epochs", "batch_size", "max_length", "lora_r", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.learning_rate <= 0:
-            raise ValueError("learning_rate must be positive")
+
+def _doc() -> str:
+    lines = ["A training run: where its files are, and every option of ``workers.hyperparameters``.", ""]
+    lines += [f"{name}: {text}." for name, _, text, *_ in RUN_FIELDS]
+    lines += [f"{name}: {option.help} Default: {value!r}." for name, value in engine_defaults().items()
+              for option in [BY_NAME[name]]]
+    return "\n".join(lines)
+
+
+def _fields() -> list:
+    run = [(name, kind) if not default else (name, kind, field(default=default[0]))
+           for name, kind, _, *default in RUN_FIELDS]
+    options = [(name, Any, field(default=tuple(value) if isinstance(value, list) else value))
+               for name, value in engine_defaults().items()]
+    return run + options
+
+
+# Generated from the spec, so a new option needs no edit here; frozen like every engine config.
+TrainConfig = make_dataclass("TrainConfig", _fields(), frozen=True,
+                             namespace={"__post_init__": _post_init, "__doc__": _doc()})
+TrainConfig.__module__ = __name__  # pickles and reprs as workers.config.TrainConfig
 
 
 @dataclass(frozen=True)

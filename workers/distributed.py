@@ -20,9 +20,10 @@ from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
 EVENT_TYPES = {cls.__name__: cls for cls in (Progress, Metric, LogLine, ArtifactSaved)}
 
 
-def run_distributed(config: TrainConfig, emit: Emit, *, processes: int,
+def run_distributed(config: TrainConfig, emit: Emit,
                     should_stop: Callable[[], Stop | bool] = lambda: Stop.NO) -> TrainResult:
-    """Train with ``processes`` ranks (torchrun --nproc_per_node); return rank 0's result."""
+    """Train with ``config.devices`` ranks (torchrun --nproc_per_node); return rank 0's result."""
+    processes = config.devices
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
@@ -62,8 +63,7 @@ def _relay(path: Path, offset: int, emit: Emit) -> int:
 def main(config_path: str) -> None:
     from workers.training import run_training
 
-    config = TrainConfig(**{**json.loads(Path(config_path).read_text())})
-    config = dataclasses.replace(config, lora_target_modules=tuple(config.lora_target_modules))
+    config = TrainConfig(**json.loads(Path(config_path).read_text()))
     out = Path(config.output_dir)
     rank = int(os.environ.get("RANK", "0"))
     emit = _file_emit(out / "events.jsonl") if rank == 0 else (lambda event: None)

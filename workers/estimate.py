@@ -91,7 +91,7 @@ def calibrate(config: TrainConfig, rows: int = 16) -> Throughput:
                     break
                 handle.write(json.dumps(row) + "\n")
         probe = TrainConfig(**{**config.__dict__, "train_file": str(sample), "output_dir": tmp, "n_epochs": 1,
-                               "validation_file": None, "save_steps": 10**9, "resume_from": None})
+                               "validation_file": None, "save_steps": 1_000_000, "resume_from": None})
         started = time.perf_counter()
         result = run_training(probe, emit_nothing)
         seconds = result.wall_seconds or (time.perf_counter() - started)

@@ -23,7 +23,7 @@ def run_training(
     continues with the same optimizer, scheduler and data order.
     """
     device = device_detect()
-    emit(LogLine(f"Training on {device.describe()} with {config.method}"
+    emit(LogLine(f"Training on {device.describe()} with {config.adapter}"
                  + (f", template {config.template}" if config.template else "")))
     callback = _callback_make(emit, should_stop)
     trainer = trainer_build(config, device, callback)
@@ -64,7 +64,7 @@ def _result_finish(trainer, config, emit, callback, output, wall) -> TrainResult
         adapter_dir = str(Path(config.output_dir) / "adapter")
         trainer.save_model(adapter_dir)
         trainer.processing_class.save_pretrained(adapter_dir)
-        emit(ArtifactSaved(kind="model" if config.method == "full" else "adapter", path=adapter_dir,
+        emit(ArtifactSaved(kind="model" if config.adapter == "full" else "adapter", path=adapter_dir,
                            step=state.global_step, metrics={"train_loss": output.training_loss}))
     return TrainResult(
         adapter_dir=adapter_dir,
@@ -116,7 +116,7 @@ def _model_load(config: TrainConfig, device: DeviceInfo):
                                                      quantization_config=_quantization(config, dtype))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_load_hint(config.model_path, exc)) from exc
-    if config.method == "qlora":
+    if config.adapter == "qlora":
         from peft import prepare_model_for_kbit_training
 
         # Checkpointing costs time; only worth it for memory on a GPU (see device_settings).
@@ -126,7 +126,7 @@ def _model_load(config: TrainConfig, device: DeviceInfo):
 
 def _quantization(config: TrainConfig, dtype):
     """bitsandbytes settings for QLoRA: 4-bit NF4 (double quantized) or 8-bit weights."""
-    if config.method != "qlora":
+    if config.adapter != "qlora":
         return None
     from transformers import BitsAndBytesConfig
 
@@ -213,7 +213,7 @@ def device_settings(device: DeviceInfo) -> dict:
 
 
 def _lora_config(config: TrainConfig):
-    if config.method == "full":
+    if config.adapter == "full":
         return None
     from peft import LoraConfig
 

@@ -10,9 +10,10 @@ from channels.testing import WebsocketCommunicator
 
 from datasets_app.broadcast import dataset_publish
 from datasets_app.models import Dataset
-from datasets_app.services import _ProgressWriter, _stats_key
+from datasets_app.services.stats import _stats_key
+from datasets_app.services.validation import _ProgressWriter
 from finetune_site.asgi import application
-from models_app.services import base_model_builtin_ensure
+from models_app.base_models.services import base_model_builtin_ensure
 from tests.factories import make_dataset, make_user
 from tests.jobs_app.test_consumers import ORIGIN, session_cookie
 from workers.events import ValidationProgress
@@ -32,10 +33,10 @@ def _ready(dataset_id: str) -> None:
     """The verdict as the validation service writes it: the row, then a publish after commit."""
     from django.db import transaction
 
-    from datasets_app.services import _dataset_transition
+    from datasets_app.services import dataset_transition
 
     with transaction.atomic():
-        _dataset_transition(dataset_id=dataset_id, to="ready", progress=1.0)
+        dataset_transition(dataset_id=dataset_id, to="ready", progress=1.0)
 
 
 def test_status_progress_then_verdict_with_report_pushed(live_base_model):
@@ -58,7 +59,7 @@ def test_status_progress_then_verdict_with_report_pushed(live_base_model):
         await database_sync_to_async(_ready)(dataset.id)
         verdict = await communicator.receive_from(timeout=5)
         assert 'data-status="ready"' in verdict and 'id="dataset-body" hx-swap-oob="true"' in verdict
-        assert "16 rows checked, 0 problems" in verdict and "<strong>assistant:</strong> sports" in verdict
+        assert "16 rows read, 0 errors, 0 warnings" in verdict and "<strong>assistant:</strong> sports" in verdict
         assert 'id="stats-computing"' in verdict  # token counting asked for; filled in later
         await communicator.disconnect()
 

@@ -15,9 +15,10 @@ def test_quality_is_queued_when_ready_and_stored(django_capture_on_commit_callba
     user = make_user()
     with django_capture_on_commit_callbacks() as callbacks:
         dataset = make_dataset(user, rows=ROWS)
-    assert len(callbacks) == 1  # the quality task
+    assert len(callbacks) == 3  # quality, the page's token counts and the verdict for waiting jobs
     client = api_client(user)
-    assert client.get(f"/v1/datasets/{dataset.id}/quality").json()["status"] == "not_computed"
+    waiting = client.get(f"/v1/datasets/{dataset.id}/quality")
+    assert waiting.status_code == 202 and waiting.json()["status"] == "computing"
     services.dataset_quality(dataset_id=dataset.id)  # what the task does
     body = client.get(f"/v1/datasets/{dataset.id}/quality").json()
     assert body["status"] == "ready" and body["pii"]["email"] == {"count": 1, "rows": [1]}
@@ -54,3 +55,15 @@ def test_other_users_validation_file_is_not_found():
     response = api_client(bob).post(f"/v1/datasets/{dataset.id}/quality", {"validation_file": alice_file.id},
                                     format="json")
     assert response.status_code == 400 and response.json()["error"]["code"] == "file_not_found"
+
+
+def test_a_crashed_check_is_failed_with_its_error_and_can_be_asked_again(django_capture_on_commit_callbacks):
+    user = make_user()
+    dataset = make_dataset(user, rows=ROWS)
+    services.dataset_quality_fail(dataset_id=dataset.id, message="MemoryError: too big")
+    client = api_client(user)
+    body = client.get(f"/v1/datasets/{dataset.id}/quality").json()
+    assert body["status"] == "failed" and body["error"] == "MemoryError: too big"
+    with django_capture_on_commit_callbacks() as callbacks:
+        again = client.post(f"/v1/datasets/{dataset.id}/quality", {}, format="json")
+    assert again.status_code == 202 and again.json()["status"] == "computing" and len(callbacks) == 1

@@ -247,13 +247,13 @@ def test_preference_pairs_are_not_trained_by_supervised_jobs(base_model):
 
 
 def test_training_config_reads_the_normalised_file(base_model, tmp_path):
-    from jobs_app.services import _train_config
+    from jobs_app.services import train_config
 
     content = b"question,answer\n" + b"".join(f"q{i},a{i}\n".encode() for i in range(8))
     dataset = services.dataset_upload(owner=make_user(), upload=make_upload(content, "qa.csv"),
                                       options={"column_map": "question→prompt,answer→completion"})
     job = make_job(dataset.owner, dataset=dataset)
-    config = _train_config(job, tmp_path)
+    config = train_config(job, tmp_path)
     first = json.loads(Path(config.train_file).read_text().splitlines()[0])
     assert first == {"prompt": "q0", "completion": "a0"}
 
@@ -280,7 +280,7 @@ def test_job_with_validation_rows_from_training_warns(base_model):
 
 
 def test_progress_is_written_while_validating(queued):
-    from datasets_app.services import _ProgressWriter
+    from datasets_app.services.validation import _ProgressWriter
     from workers.events import ValidationProgress
 
     dataset = make_dataset()

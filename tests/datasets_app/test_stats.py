@@ -15,11 +15,11 @@ pytestmark = pytest.mark.django_db
 
 def test_stats_are_computed_by_a_task_then_served_from_the_cache(base_model, django_capture_on_commit_callbacks):
     user = make_user()
-    dataset = make_dataset(user, rows=classification_rows(12))
+    dataset = make_dataset(user, rows=classification_rows(12))  # turning ready asked for the page's counts
     client = api_client(user)
     with django_capture_on_commit_callbacks() as callbacks:
         first = client.get(f"/v1/datasets/{dataset.id}/stats?model=tiny-llama")
-    assert first.status_code == 202 and first.json()["status"] == "computing" and len(callbacks) == 1
+    assert first.status_code == 202 and first.json()["status"] == "computing" and not callbacks
     services.token_stats_compute(dataset_id=dataset.id, model="tiny-llama")  # what the task does
     body = client.get(f"/v1/datasets/{dataset.id}/stats?model=tiny-llama&max_length=8").json()
     assert body["status"] == "ready" and body["rows"] == 12 and body["max_length"] == 8
@@ -29,10 +29,37 @@ def test_stats_are_computed_by_a_task_then_served_from_the_cache(base_model, dja
     assert client.get(f"/v1/datasets/{dataset.id}").json()["stats"]["rows"] == 12
 
     # the same bytes uploaded again (another dataset, another job) are not tokenized again
-    again = make_dataset(user, rows=classification_rows(12))
     with django_capture_on_commit_callbacks() as callbacks:
-        cached = client.get(f"/v1/datasets/{again.id}/stats?model=tiny-llama")
-    assert cached.status_code == 200 and not callbacks and TokenStats.objects.count() == 1
+        again = make_dataset(user, rows=classification_rows(12))
+    cached = client.get(f"/v1/datasets/{again.id}/stats?model=tiny-llama")
+    assert cached.status_code == 200 and TokenStats.objects.count() == 1
+    assert len(callbacks) == 2  # the quality task and the verdict; no counting
+
+
+def test_another_users_same_file_is_counted_for_them(base_model):
+    """The cache is per owner: an instant answer would tell one user that another holds the same bytes."""
+    rows = classification_rows(12)
+    first = make_dataset(rows=rows)
+    services.token_stats_compute(dataset_id=first.id, model="tiny-llama")
+    stranger = make_user()
+    theirs = make_dataset(stranger, rows=rows)
+    response = api_client(stranger).get(f"/v1/datasets/{theirs.id}/stats")
+    assert response.status_code == 202 and response.json()["status"] == "computing"
+
+
+def test_reading_never_restarts_a_failed_count_and_posting_does(base_model, django_capture_on_commit_callbacks):
+    user = make_user()
+    dataset = make_dataset(user)
+    TokenStats.objects.filter(owner=user).update(status="failed", error="OSError: no tokenizer")
+    client = api_client(user)
+    with django_capture_on_commit_callbacks() as callbacks:
+        for _ in range(3):
+            body = client.get(f"/v1/datasets/{dataset.id}/stats").json()
+            assert body["status"] == "failed" and body["error"] == "OSError: no tokenizer"
+    assert not callbacks and TokenStats.objects.get(owner=user).status == "failed"
+    with django_capture_on_commit_callbacks() as callbacks:
+        again = client.post(f"/v1/datasets/{dataset.id}/stats", {"model": "tiny-llama"}, format="json")
+    assert again.status_code == 202 and again.json()["status"] == "computing" and len(callbacks) == 1
 
 
 def test_stats_need_a_ready_dataset_and_a_known_template(base_model, settings):

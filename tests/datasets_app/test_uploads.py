@@ -231,7 +231,7 @@ def test_complete_uses_the_hash_taken_on_the_way_in_without_reading_the_file_aga
     upload = _create(client).json()
     _put(client, upload["id"], 0, CONTENT)
     # a byte flipped on disk after it was received is not seen: the hash is of what arrived
-    part = services._part_path(DatasetUpload.objects.get(pk=upload["id"]))
+    part = services.uploads._part_path(DatasetUpload.objects.get(pk=upload["id"]))
     part.write_bytes(b"X" + part.read_bytes()[1:])
     done = client.post(f"/v1/datasets/uploads/{upload['id']}/complete", {}, format="json").json()
     assert done["dataset"]["sha256"] == hashlib.sha256(CONTENT).hexdigest()

@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 from datasets_app.models import Dataset, TokenStats
-from models_app.services import base_model_builtin_ensure
+from models_app.base_models.services import base_model_builtin_ensure
 from tests.factories import make_dataset, make_upload, make_user
 from workers.sample_data import classification_rows
 
@@ -62,9 +62,25 @@ def test_upload_without_file_is_an_error(client, user):
 def test_detail_shows_report_and_preview(client, user):
     dataset = make_dataset(user)
     body = client.get(reverse("datasets:detail", args=[dataset.id])).content.decode()
-    assert dataset.sha256 in body and "16 rows checked, 0 problems" in body
+    assert dataset.sha256 in body and "16 rows read, 0 errors, 0 warnings" in body
     assert "<strong>user:</strong> Classify:" in body and "<strong>assistant:</strong> sports" in body
     assert f"?dataset={dataset.id}" in body
+
+
+def test_detail_of_an_invalid_file_counts_its_errors_and_names_their_lines(client, user, settings):
+    from datasets_app import services
+
+    settings.DATASET_INLINE_BYTES = 0  # stored first, checked by the task: the page shows the verdict
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
+    lines = [good, '{"messages": [', good, '{"messages": [{"role": "user", "content": "hi"}]}', "not json", good]
+    dataset = services.dataset_upload(owner=user, upload=make_upload(("\n".join(lines) + "\n").encode()))
+    services.dataset_validate(dataset_id=dataset.id)
+    body = client.get(reverse("datasets:detail", args=[dataset.id])).content.decode()
+    assert 'data-status="invalid"' in body and ", 3 errors, 0 warnings." in body
+    bad_json = body[body.index('data-kind="invalid_json"'):]
+    assert "invalid_json: 2 rows" in bad_json and "line 2:" in bad_json and "line 5:" in bad_json
+    no_answer = body[body.index('data-kind="no_assistant_turn"'):]
+    assert "no_assistant_turn: 1 row" in no_answer and "line 4" in no_answer
 
 
 def test_detail_status_partial_for_htmx_does_not_poll(client, user):
@@ -95,7 +111,7 @@ def test_detail_asks_for_token_stats_and_shows_computing(client, user, base_mode
 
 
 def _stats_ready(dataset) -> TokenStats:
-    from datasets_app.services import _stats_key
+    from datasets_app.services.stats import _stats_key
 
     return TokenStats.objects.update_or_create(
         **_stats_key(dataset, base_model_builtin_ensure(), ""),

@@ -16,7 +16,7 @@ def staff_client(client):
 
 
 @pytest.mark.parametrize("path", ["datasets_app/dataset", "jobs_app/finetunejob", "jobs_app/jobevent",
-                                  "jobs_app/checkpoint", "models_app/basemodel", "models_app/finetunedmodel",
+                                  "jobs_app/checkpoint", "base_models/basemodel", "models_app/finetunedmodel",
                                   "models_app/evaluation", "models_app/modelalias", "models_app/aliaschange",
                                   "models_app/export"])
 def test_every_model_has_a_searchable_list(staff_client, base_model, path):

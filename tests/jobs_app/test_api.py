@@ -38,7 +38,7 @@ def test_create_resolves_auto_hyperparameters_and_returns_openai_job(base_model)
      "nf4"),
     ("tiny-llama", {"devices": 0}, "method.supervised.hyperparameters.devices", "from 1 to 64"),
     ("tiny-llama", {"max_length": 4096}, "method.supervised.hyperparameters.max_length", "context of 2048"),
-    ("tiny-llama", {"warp_speed": 9}, "method.supervised.hyperparameters.warp_speed", "unknown hyperparameter"),
+    ("tiny-llama", {"warp_speed": 9}, "method.supervised.hyperparameters.warp_speed", "is not a hyperparameter"),
     ("tiny-llama", {"template": "vicuna"}, "method.supervised.hyperparameters.template", '"chatml", "llama3"'),
 ])
 def test_bad_job_input_is_400_with_param_and_creates_nothing(base_model, model, hyperparameters, param, text):

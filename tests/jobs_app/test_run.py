@@ -4,7 +4,7 @@ import pytest
 
 from jobs_app.models import FineTuneJob
 from jobs_app.services import job_create, job_run
-from models_app.models import BaseModel
+from models_app.base_models.models import BaseModel
 from tests.factories import make_dataset, make_user
 from workers.tiny_model import PARAMETERS
 
@@ -79,7 +79,7 @@ def test_dpo_job_on_preference_pairs_trains_an_adapter(base_model):
     content = "".join(json.dumps(p) + "\n" for p in pairs).encode()
     dataset = dataset_upload(owner=user, upload=make_upload(content, "pairs.jsonl"))
     assert dataset.format == "preference"
-    job = job_create(owner=user, training_file=dataset.id, model="tiny-llama", method="dpo",
+    job = job_create(owner=user, training_file=dataset.id, model="tiny-llama", objective="dpo",
                      hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate": 3e-3, "beta": 0.2})
     FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.QUEUED)
     job_run(job_id=job.id)

@@ -108,7 +108,7 @@ def test_estimate_uses_past_runs_of_the_same_model_and_method(base_model, tiny_m
 
 
 def test_base_model_that_cannot_load_fails_at_validation(base_model):
-    from models_app.models import BaseModel
+    from models_app.base_models.models import BaseModel
 
     BaseModel.objects.create(name="acme/missing", source="acme/missing")
     user = make_user()
@@ -141,12 +141,12 @@ def test_given_max_length_is_kept(base_model, tiny_model_path):
 HP = {"n_epochs": 3, "batch_size": 4, "max_length": 64, "adapter": "lora"}
 
 
-def test_draft_estimate_without_history_says_time_unknown_and_asks_for_token_counts(base_model):
+def test_draft_estimate_without_history_says_time_unknown_and_reads_the_counts_being_made(base_model):
     from datasets_app.models import TokenStats
     from jobs_app.services import job_estimate_draft
 
-    dataset = make_dataset()
-    estimate = job_estimate_draft(dataset=dataset, base_model=base_model, hyperparameters=HP)
+    dataset = make_dataset()  # turning ready asked for its token counts
+    estimate = job_estimate_draft(owner=dataset.owner, dataset=dataset, base_model=base_model, hyperparameters=HP)
     assert estimate["steps"] == 12 and estimate["steps_per_epoch"] == 4  # 16 rows / 4 × 3
     assert estimate["seconds"] is None and estimate["peak_memory_bytes"] is None and estimate["basis"] == "none"
     assert estimate["tokens_basis"] == "bytes" and estimate["stats_status"] == "computing"
@@ -156,13 +156,13 @@ def test_draft_estimate_without_history_says_time_unknown_and_asks_for_token_cou
 
 def test_draft_estimate_uses_token_stats_and_past_runs_of_the_model_and_adapter(base_model):
     from datasets_app.models import TokenStats
-    from datasets_app.services import _stats_key
+    from datasets_app.services.stats import _stats_key
     from jobs_app.services import job_estimate_draft
 
     dataset = make_dataset()
     totals, targets = [10, 40, 100] * 5 + [20], [2, 30, 50] * 5 + [5]  # 16 rows
-    TokenStats.objects.create(**_stats_key(dataset, base_model, ""), status="ready", rows=16, totals=totals,
-                              targets=targets)
+    TokenStats.objects.update_or_create(**_stats_key(dataset, base_model, ""), defaults=dict(
+        status="ready", rows=16, totals=totals, targets=targets))
     for speed, memory in ((100.0, 2**20), (300.0, 3 * 2**20), (200.0, 2**21)):
         past = make_job(status="succeeded")
         FineTuneJob.objects.filter(pk=past.pk).update(metrics={"tokens_per_second": speed,
@@ -170,7 +170,7 @@ def test_draft_estimate_uses_token_stats_and_past_runs_of_the_model_and_adapter(
     other = make_job(status="succeeded", hyperparameters={"adapter": "full"})
     FineTuneJob.objects.filter(pk=other.pk).update(metrics={"tokens_per_second": 1.0, "peak_memory_bytes": 2**30})
 
-    estimate = job_estimate_draft(dataset=dataset, base_model=base_model, hyperparameters=HP)
+    estimate = job_estimate_draft(owner=dataset.owner, dataset=dataset, base_model=base_model, hyperparameters=HP)
     kept = (10 + 40 + 64) * 5 + 20  # rows truncated at max_length 64
     assert estimate["tokens_basis"] == "tokenizer" and estimate["tokens"] == kept * 3
     # the 100-token rows keep 64: 50 prompt tokens leave 14 of the 50 target tokens
@@ -187,7 +187,7 @@ def _model_without_chat_template(tiny_model_path, tmp_path):
 
     from transformers import AutoTokenizer
 
-    from models_app.models import BaseModel
+    from models_app.base_models.models import BaseModel
     from workers.tiny_model import PARAMETERS
 
     path = tmp_path / "plain"
@@ -264,7 +264,7 @@ def test_control_reads_the_row_once_then_only_when_the_job_changes(live_base_mod
 
 @pytest.mark.django_db(transaction=True)
 def test_control_hears_a_cancel_through_the_jobs_group(live_base_model, monkeypatch):
-    monkeypatch.setattr(services, "CONTROL_POLL_SECONDS", 3600)  # only the published change can tell it
+    monkeypatch.setattr(services.engine, "CONTROL_POLL_SECONDS", 3600)  # only the published change can tell it
     job = _running(make_job())
     with JobControl(job) as control:
         assert control() == Stop.NO
@@ -274,7 +274,7 @@ def test_control_hears_a_cancel_through_the_jobs_group(live_base_model, monkeypa
 
 @pytest.mark.django_db(transaction=True)
 def test_control_hears_a_pause_request(live_base_model, monkeypatch):
-    monkeypatch.setattr(services, "CONTROL_POLL_SECONDS", 3600)
+    monkeypatch.setattr(services.engine, "CONTROL_POLL_SECONDS", 3600)
     job = _running(make_job())
     with JobControl(job) as control:
         assert control() == Stop.NO
@@ -284,7 +284,7 @@ def test_control_hears_a_pause_request(live_base_model, monkeypatch):
 
 @pytest.mark.django_db(transaction=True)
 def test_control_finds_a_shutdown_request_that_sends_no_message(live_base_model, monkeypatch):
-    monkeypatch.setattr(services, "CONTROL_POLL_SECONDS", 0.2)
+    monkeypatch.setattr(services.engine, "CONTROL_POLL_SECONDS", 0.2)
     job = _running(make_job(), worker="w1")
     with JobControl(job) as control:
         assert control() == Stop.NO

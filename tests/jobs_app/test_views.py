@@ -112,7 +112,13 @@ def test_pause_and_resume_of_another_users_job_are_404(client, base_model, user)
 
 
 def _advanced(**values) -> dict:
-    return {"model": "tiny-llama", "method": "supervised", "adapter": "lora", "suffix": "", **values}
+    return {"model": "tiny-llama", "objective": "supervised", "adapter": "lora", "suffix": "", **values}
+
+
+def _option(review: str, name: str) -> str:
+    """What the review shows for an option (its value, and "(auto)" when it was resolved)."""
+    row = re.search(rf'<tr data-option="{name}"><th scope="row">[^<]*</th><td>(.*?)</td></tr>', review, re.S)
+    return re.sub(r"<[^>]+>", "", row.group(1)).strip() if row else ""
 
 
 def test_wizard_walks_three_steps_and_starts_the_job(client, base_model, user, django_capture_on_commit_callbacks):
@@ -124,8 +130,7 @@ def test_wizard_walks_three_steps_and_starts_the_job(client, base_model, user, d
     response = client.post(reverse("jobs:wizard_model"), _advanced(n_epochs="2", batch_size="4", suffix="demo"))
     assert response["Location"] == reverse("jobs:wizard_review")
     review = client.get(reverse("jobs:wizard_review")).content.decode()
-    assert '<th scope="row">n_epochs</th><td>2</td>' in review
-    assert '<th scope="row">lora_r</th><td>16</td>' in review
+    assert _option(review, "n_epochs") == "2" and _option(review, "lora_r") == "16 (auto)"
     assert "<strong>8 steps</strong> (4 per epoch × 2)" in review  # 16 rows / batch 4 × 2 epochs
     assert "unknown until the first steps" in review  # no past run of tiny-llama lora yet
     assert 'id="estimate-rough"' in review  # tokens counted by a worker meanwhile
@@ -183,7 +188,7 @@ def test_wizard_keeps_input_when_going_back(client, base_model, user):
     step2 = client.get(reverse("jobs:wizard_model")).content.decode()
     assert 'name="n_epochs" value="5"' in step2 and 'value="q_proj, v_proj"' in step2
     review = client.get(reverse("jobs:wizard_review")).content.decode()
-    assert "[&#x27;q_proj&#x27;, &#x27;v_proj&#x27;]" in review
+    assert _option(review, "lora_target_modules") == "q_proj, v_proj"
 
 
 def test_wizard_refuses_another_users_dataset(client, base_model, user):
@@ -218,7 +223,7 @@ def test_review_marks_the_completion_as_trained_for_prompt_completion_rows(clien
 def test_review_falls_back_to_whole_turns_for_preference_pairs(client, base_model, user):
     rows = [{"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."}] * 8
     client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user, rows=rows).id})
-    client.post(reverse("jobs:wizard_model"), _advanced())
+    client.post(reverse("jobs:wizard_model"), _advanced(objective="dpo"))
     review = client.get(reverse("jobs:wizard_review"))
     assert review.status_code == 200 and b'id="loss-mask"' in review.content and b"data-row=" not in review.content
 
@@ -231,7 +236,7 @@ def test_wizard_template_select_drives_the_loss_mask_preview_and_the_job(client,
     client.post(reverse("jobs:wizard_model"), _advanced(template="chatml"))
     assert '<option value="chatml" selected>' in client.get(reverse("jobs:wizard_model")).content.decode()
     review = client.get(reverse("jobs:wizard_review")).content.decode()
-    assert '<th scope="row">template</th><td>chatml</td>' in review
+    assert _option(review, "template") == "ChatML"
     mask = re.search(r'<div class="mask-row" data-row="1">(.*?)</div>', review, re.S).group(1)
     masked = "".join(re.findall(r'<span class="masked">(.*?)</span>', mask))
     trained = "".join(re.findall(r'<span class="trained">(.*?)</span>', mask))
@@ -250,3 +255,52 @@ def test_wizard_checks_the_template_inline(client, base_model, user):
     good = client.post(url, {"template": "completion", "model": "tiny-llama"}, headers={"HX-Request": "true"})
     assert b'id="error-template" role="alert" aria-live="polite"></span>' in good.content
     assert client.session["job_wizard"]["hyperparameters"]["template"] == "completion"
+
+
+@pytest.mark.parametrize(("objective", "adapter", "shown", "hidden"), [
+    ("supervised", "lora", ["template", "lora_r"], ["quantization", "beta"]),
+    ("supervised", "qlora", ["quantization", "lora_r"], ["beta"]),
+    ("supervised", "full", ["template"], ["lora_r", "lora_alpha", "quantization", "beta"]),
+    ("dpo", "lora", ["beta", "lora_r"], ["template", "quantization"]),
+])
+def test_review_shows_only_the_options_that_apply(client, base_model, user, objective, adapter, shown, hidden):
+    rows = [{"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."}] * 8 if objective == "dpo" else None
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user, rows=rows).id})
+    client.post(reverse("jobs:wizard_model"), _advanced(objective=objective, adapter=adapter))
+    review = client.get(reverse("jobs:wizard_review")).content.decode()
+    assert all(_option(review, name) for name in shown) and not any(_option(review, name) for name in hidden)
+    assert "[&#x27;" not in review  # no Python list reprs
+
+
+def test_wizard_refuses_an_objective_the_data_cannot_train(client, base_model, user):
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})  # chat rows
+    response = client.post(reverse("jobs:wizard_model"), _advanced(objective="dpo"))
+    assert response.status_code == 200 and b"DPO needs preference rows" in response.content
+
+
+def test_wizard_names_an_option_given_where_it_does_not_apply(client, base_model, user):
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    response = client.post(reverse("jobs:wizard_model"), _advanced(adapter="full", lora_r="8"))
+    body = response.content.decode()
+    assert 'id="error-lora_r"' in body and "lora_r applies only with adapter lora or qlora" in body
+
+
+@pytest.mark.parametrize(("status", "offered"), [
+    ("validating_files", {"cancel-job"}),  # the rules do not let a job being checked pause
+    ("queued", {"cancel-job", "pause-job"}),
+    ("running", {"cancel-job", "pause-job"}),
+    ("paused", {"cancel-job", "resume-job"}),
+    ("succeeded", set()),
+])
+def test_job_page_offers_only_what_the_rules_allow(client, base_model, user, status, offered):
+    job = make_job(user, status=status)
+    body = client.get(reverse("jobs:detail", args=[job.id])).content.decode()
+    assert {button for button in ("cancel-job", "pause-job", "resume-job") if f'id="{button}"' in body} == offered
+
+
+def test_pausing_a_job_being_checked_is_refused_with_the_reason(client, base_model, user):
+    job = make_job(user)
+    response = client.post(reverse("jobs:pause", args=[job.id]), headers={"HX-Request": "true"})
+    assert b"only queued or running jobs can be paused" in response.content
+    job.refresh_from_db()
+    assert job.status == "validating_files"

@@ -14,15 +14,16 @@ HELLO = [{"role": "user", "content": "hello"}]
 @pytest.fixture
 def queued(monkeypatch):
     """What the view queues for the inference worker; the worker's answer is played back right away."""
-    from models_app import services
+    from finetune_site.errors import Unavailable
+    from models_app.services import inference
 
     calls = []
 
     def queue(*, model, config, reply_channel, tag=""):
         calls.append({"model": model, "config": config})
-        raise services.Unavailable("no worker in this test", code="inference_unavailable")
+        raise Unavailable("no worker in this test", code="inference_unavailable")
 
-    monkeypatch.setattr(services, "chat_completion_queue", queue)
+    monkeypatch.setattr(inference, "chat_completion_queue", queue)
     return calls
 
 

@@ -14,7 +14,7 @@ def _model(owner, base_model):
     make_metric(job, 5, 5, train_loss=0.25)
     version = FineTunedModel.objects.filter(owner=owner, name="tiny-llama").count() + 1
     return FineTunedModel.objects.create(id=f"ft:tiny-llama::{job.id[-6:]}", owner=job.owner, job=job,
-                                         base_model=base_model, name="tiny-llama", method="lora", version=version,
+                                         base_model=base_model, name="tiny-llama", adapter="lora", version=version,
                                          adapter_path="models/x/adapter", artifact_files=["models/x/adapter.zip"])
 
 

@@ -100,7 +100,7 @@ def test_text_rows_train_for_continued_pretraining(tiny_model_path, tmp_path):
 
 
 def test_full_fine_tuning_saves_whole_model(tiny_model_path, tmp_path):
-    result = _run(_config(tiny_model_path, tmp_path, method="full", n_epochs=1, learning_rate=1e-4), [])
+    result = _run(_config(tiny_model_path, tmp_path, adapter="full", n_epochs=1, learning_rate=1e-4), [])
     assert Path(result.adapter_dir, "model.safetensors").exists()
 
 
@@ -114,8 +114,8 @@ def test_should_stop_ends_the_run_after_one_step(tiny_model_path, tmp_path):
 def test_bad_config_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="n_epochs"):
         TrainConfig(model_path="x", train_file="y", output_dir=str(tmp_path), n_epochs=0)
-    with pytest.raises(ValueError, match="method"):
-        TrainConfig(model_path="x", train_file="y", output_dir=str(tmp_path), method="dpo")
+    with pytest.raises(ValueError, match="objective"):
+        TrainConfig(model_path="x", train_file="y", output_dir=str(tmp_path), objective="sft")
 
 
 def _run(config, events, **kwargs):
@@ -141,7 +141,7 @@ def test_cpu_runs_in_fp32_without_checkpointing_and_gpu_uses_its_precision(tmp_p
 @pytest.mark.parametrize("quantization", ["nf4", "int8"])
 def test_qlora_trains_an_adapter_on_a_quantized_base(tiny_model_path, tmp_path, quantization):
     events = []
-    result = _run(_config(tiny_model_path, tmp_path, method="qlora", quantization=quantization, n_epochs=1), events)
+    result = _run(_config(tiny_model_path, tmp_path, adapter="qlora", quantization=quantization, n_epochs=1), events)
     assert Path(result.adapter_dir, "adapter_model.safetensors").exists()
     losses = [e.values["loss"] for e in events if isinstance(e, Metric) and "loss" in e.values]
     assert len(losses) == 3 and all(loss > 0 for loss in losses)

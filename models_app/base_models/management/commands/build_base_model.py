@@ -2,8 +2,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from models_app.models import BaseModel
-from models_app.services import base_model_builtin_ensure, base_model_local_path
+from models_app.base_models.models import BaseModel
+from models_app.base_models.services import base_model_builtin_ensure, base_model_local_path
 
 
 class Command(BaseCommand):

@@ -11,8 +11,11 @@ from tqdm import tqdm
 
 from datasets_app.services import dataset_upload
 from finetune_site.errors import InvalidRequest
+from finetune_site.files import storage_is_s3
 from jobs_app import services
 from jobs_app.models import FineTuneJob
+from models_app.selectors import evaluation_tables
+from workers.hyperparameters import OBJECTIVES, arguments_add, arguments_read
 
 POLL_SECONDS = 0.5
 QUEUE_HINT_SECONDS = 15
@@ -24,9 +27,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path)
         parser.add_argument("--model", default="tiny-llama", help="base model name (see /v1/models)")
-        parser.add_argument("--method", default="lora", choices=["lora", "full"])
-        parser.add_argument("--epochs", type=int, help="number of epochs (default: auto)")
-        parser.add_argument("--learning-rate", type=float, help="peak learning rate (default: auto)")
+        parser.add_argument("--objective", default="supervised", choices=list(OBJECTIVES),
+                            help="what the model learns from: " + "; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()))
         parser.add_argument("--suffix", default="", help="a name for the fine-tuned model")
         parser.add_argument("--validation", type=Path,
                             help="a validation file: the tuned model is evaluated against its base on it")
@@ -34,19 +36,15 @@ class Command(BaseCommand):
                             help="promote to production only if METRIC improves on the base by this share, "
                                  "e.g. eval_loss:0.05 (needs --validation)")
         parser.add_argument("--user", default="admin", help="owner of the dataset and job")
+        arguments_add(parser)  # --adapter, --n-epochs, --learning-rate, ...: every option of the spec
 
-    def handle(self, *args, file: Path, model, method, epochs, learning_rate, suffix, user, validation, gate,
-               **options):
+    def handle(self, *args, file: Path, model, objective, suffix, user, validation, gate, **options):
         owner, _ = get_user_model().objects.get_or_create(username=user)
-        hyperparameters = {"adapter": method}
-        if epochs is not None:
-            hyperparameters["n_epochs"] = epochs
-        if learning_rate is not None:
-            hyperparameters["learning_rate"] = learning_rate
+        hyperparameters = arguments_read(options)
         try:
-            job = self._submit(file, owner, model, hyperparameters, suffix, validation, _gate(gate))
+            job = self._submit(file, owner, model, objective, hyperparameters, suffix, validation, _gate(gate))
         except InvalidRequest as exc:
-            raise CommandError(f"{exc.param or 'input'}: {exc.message}") from exc
+            raise CommandError(f"{_flag(exc.param, objective)}: {exc.message}") from exc
         self.stdout.write(f"Started {job.id} on {model}; following it (Ctrl-C to stop or cancel).")
         try:
             job = _follow(job, self.stdout)
@@ -54,10 +52,10 @@ class Command(BaseCommand):
             return self._interrupted(job)
         self._report(job)
 
-    def _submit(self, file: Path, owner, model, hyperparameters, suffix, validation, gate) -> FineTuneJob:
+    def _submit(self, file: Path, owner, model, objective, hyperparameters, suffix, validation, gate) -> FineTuneJob:
         dataset = self._upload(file, owner)
         validation_file = self._upload(validation, owner).id if validation else None
-        return services.job_create(owner=owner, training_file=dataset.id, model=model,
+        return services.job_create(owner=owner, training_file=dataset.id, model=model, objective=objective,
                                    hyperparameters=hyperparameters, suffix=suffix,
                                    validation_file=validation_file, promotion_gate=gate)
 
@@ -115,6 +113,14 @@ class Command(BaseCommand):
                               f"{'promoted' if model.promotion['passed'] else 'not promoted'}")
 
 
+def _flag(param: str | None, objective: str) -> str:
+    """The command-line flag for an API ``param`` (``method.supervised.hyperparameters.n_epochs`` → --n-epochs)."""
+    prefix = services.hyperparameters_param(objective) + "."
+    if param and param.startswith(prefix):
+        return "--" + param.removeprefix(prefix).replace("_", "-")
+    return param or "input"
+
+
 def _gate(text: str | None) -> dict | None:
     if not text:
         return None
@@ -127,8 +133,6 @@ def _gate(text: str | None) -> dict | None:
 
 def evaluation_markdown(evaluation) -> str:
     """The metrics of base and tuned side by side, as a Markdown table."""
-    from models_app.selectors import evaluation_tables
-
     tables = evaluation_tables(evaluation)
     lines = ["| metric | " + " | ".join(tables["targets"]) + " |", "|---" * (len(tables["targets"]) + 1) + "|"]
     for row in tables["table"]:
@@ -138,8 +142,6 @@ def evaluation_markdown(evaluation) -> str:
 
 
 def _is_local() -> bool:
-    from finetune_site.files import storage_is_s3
-
     return not storage_is_s3()
 
 

@@ -5,8 +5,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from jobs_app.management.commands.finetune import Command
 from jobs_app.models import FineTuneJob
+from models_app.management.commands.finetune import Command
 from tests.factories import make_job
 from workers.sample_data import classification_write
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_cli_trains_and_prints_where_the_adapter_is(live_base_model, worker, tmp_path):
     out = io.StringIO()
     call_command("finetune", str(classification_write(tmp_path / "t.jsonl", 16)), "--model", "tiny-llama",
-                 "--epochs", "1", "--user", "dave", stdout=out)
+                 "--n-epochs", "1", "--user", "dave", stdout=out)
     text = out.getvalue()
     job = FineTuneJob.objects.get(owner__username="dave")
     assert job.status == "succeeded"
@@ -52,7 +52,7 @@ def test_ctrl_c_then_yes_cancels_the_job(live_base_model, monkeypatch):
 def test_cli_with_validation_prints_base_and_tuned_side_by_side(live_base_model, worker, tmp_path):
     out = io.StringIO()
     call_command("finetune", str(classification_write(tmp_path / "t.jsonl", 16)), "--model", "tiny-llama",
-                 "--validation", str(classification_write(tmp_path / "v.jsonl", 8, seed=1)), "--epochs", "1",
+                 "--validation", str(classification_write(tmp_path / "v.jsonl", 8, seed=1)), "--n-epochs", "1",
                  "--gate", "eval_loss:0", "--user", "erin", stdout=out)
     text = out.getvalue()
     assert "| metric | base | tuned |" in text and "| eval_loss | " in text and "| accuracy | " in text

@@ -1,0 +1,48 @@
+"""Writes for datasets, one module per topic.
+
+- ``options``: how a file is read (container, format, column map) and the read limits
+- ``uploads``: whole-file and resumable uploads, and deleting a dataset
+- ``validation``: checking a stored dataset; the one writer of ``Dataset.status``
+- ``stats``: token statistics per tokenizer and template (``TokenStats``)
+- ``versions``: prepared versions (dedup, mask, filter, convert, split) with lineage
+- ``quality``: the quality report
+- ``files``: temporary space, hashing and deleting stored files
+"""
+
+from datasets_app.services.options import column_map_parse, dataset_options_clean
+from datasets_app.services.quality import dataset_quality, dataset_quality_fail, dataset_quality_request
+from datasets_app.services.stats import (
+    token_stats_check,
+    token_stats_compute,
+    token_stats_current,
+    token_stats_ensure,
+    token_stats_request,
+    token_stats_summary,
+)
+from datasets_app.services.uploads import (
+    dataset_delete,
+    dataset_store,
+    dataset_upload,
+    upload_cancel,
+    upload_chunk_append,
+    upload_complete,
+    upload_create,
+)
+from datasets_app.services.validation import (
+    dataset_actions,
+    dataset_fail,
+    dataset_revalidate,
+    dataset_transition,
+    dataset_validate,
+    dataset_verdict_after,
+)
+from datasets_app.services.versions import dataset_prepare, dataset_prepare_run
+
+__all__ = [
+    "column_map_parse", "dataset_actions", "dataset_delete", "dataset_fail", "dataset_options_clean", "dataset_prepare",
+    "dataset_prepare_run", "dataset_quality", "dataset_quality_fail", "dataset_quality_request",
+    "dataset_revalidate", "dataset_store", "dataset_transition", "dataset_upload", "dataset_validate",
+    "dataset_verdict_after", "token_stats_check", "token_stats_compute", "token_stats_current", "token_stats_ensure",
+    "token_stats_request", "token_stats_summary", "upload_cancel", "upload_chunk_append", "upload_complete",
+    "upload_create",
+]

@@ -1,0 +1,97 @@
+"""What callers may say about how a file is read (container, format, column map), and the
+limits every read of an upload respects."""
+
+import json
+import re
+from pathlib import Path
+
+from django.conf import settings
+
+from finetune_site.errors import InvalidRequest
+from workers.containers import CONTAINERS, Limits, container_from_name
+from workers.formats import FORMATS
+from workers.validate import ValidateConfig
+
+PURPOSES = {"fine-tune"}
+MAX_NAME = 200  # characters of a file name: room for a version's suffix (".v12.validation.jsonl") in 255
+SUPPORTED = ".jsonl, .json, .csv, .tsv, .parquet, .txt, or a .zip/.gz holding one of them"
+
+
+def dataset_options_clean(*, container: str | None = None, format: str | None = None,
+                          column_map=None) -> dict:
+    """Check the reading options a caller gave; return only those set."""
+    options: dict = {}
+    if container:
+        if container not in CONTAINERS:
+            raise InvalidRequest(f"container must be one of {', '.join(CONTAINERS)}", param="container")
+        options["container"] = container
+    if format:
+        if format not in FORMATS:
+            raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}", param="format")
+        options["format"] = format
+    mapping = column_map_parse(column_map)
+    if mapping:
+        options["column_map"] = mapping
+    return options
+
+
+def column_map_parse(raw) -> dict[str, str]:
+    """A column mapping from a dict, a JSON object, or text like ``question→prompt, answer:completion``."""
+    if raw in (None, "", {}):
+        return {}
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("{"):
+            try:
+                raw = json.loads(text)
+            except ValueError as exc:
+                raise InvalidRequest(f"column_map is not valid JSON ({exc})", param="column_map") from exc
+        else:
+            raw = {}
+            for pair in filter(None, (p.strip() for p in re.split(r"[,\n]", text))):
+                parts = re.split(r"\s*(?:→|->|=>|:|=)\s*", pair, maxsplit=1)
+                if len(parts) != 2:
+                    raise InvalidRequest(f"column_map: {pair!r} is not source→target", param="column_map")
+                raw[parts[0]] = parts[1]
+    if not isinstance(raw, dict) or not 0 < len(raw) <= 100 or not all(
+            _column_ok(k) and _column_ok(v) for k, v in raw.items()):
+        raise InvalidRequest('column_map must map column names to field names, e.g. {"question": "prompt"}',
+                             param="column_map")
+    return {k.strip(): v.strip() for k, v in raw.items()}
+
+
+def _column_ok(name) -> bool:
+    return isinstance(name, str) and bool(name.strip()) and len(name) <= MAX_NAME and name.isprintable()
+
+
+def name_check(filename: str, options: dict) -> None:
+    """A name we can store and derive version names from; a type we read, or a given container."""
+    if not filename:
+        raise InvalidRequest("the file has no name; name it after what it holds, e.g. train.jsonl", param="file")
+    if len(filename) > MAX_NAME or not filename.isprintable():
+        raise InvalidRequest(f"the file name {filename[:40]!r}… is {len(filename)} characters or holds control "
+                             f"characters; rename it (at most {MAX_NAME} printable characters)", param="file")
+    if not options.get("container") and not container_from_name(filename):
+        raise InvalidRequest(f"{filename}: not a training file type we read; upload {SUPPORTED} "
+                             "(or give container=...)", param="file", code="invalid_file_format")
+
+
+def purpose_check(purpose: str) -> None:
+    if purpose not in PURPOSES:
+        raise InvalidRequest(f"purpose must be one of {sorted(PURPOSES)}", param="purpose")
+
+
+def read_limits() -> Limits:
+    return Limits(
+        max_line_bytes=settings.DATASET_MAX_LINE_BYTES, max_field_bytes=settings.DATASET_MAX_FIELD_BYTES,
+        max_depth=settings.DATASET_MAX_DEPTH, max_uncompressed_bytes=settings.DATASET_MAX_UNCOMPRESSED_BYTES,
+        max_ratio=settings.DATASET_MAX_COMPRESSION_RATIO, max_row_group_bytes=settings.DATASET_MAX_ROW_GROUP_BYTES,
+    )
+
+
+def validate_config(path: Path, filename: str, options: dict, work_dir: Path) -> ValidateConfig:
+    return ValidateConfig(
+        path=str(path), filename=filename, output_path=str(work_dir / "train.jsonl"), work_dir=str(work_dir),
+        container=options.get("container", ""), format=options.get("format", ""),
+        column_map=tuple(options.get("column_map", {}).items()), limits=read_limits(),
+    )

@@ -1,0 +1,7 @@
+"""What datasets tell the apps above them, without knowing them (those apps connect in ``ready()``)."""
+
+from django.dispatch import Signal
+
+# A dataset has its verdict (ready or invalid), sent after the commit that stored it: kwarg
+# ``dataset_id``. Jobs waiting for its check go on or fail.
+dataset_checked = Signal()

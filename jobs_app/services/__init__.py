@@ -1,0 +1,50 @@
+"""Writes for fine-tuning jobs, one module per topic. Only ``job_transition`` writes
+``FineTuneJob.status``.
+
+- ``creation``: checking a request and resolving its options (``job_create``)
+- ``gate``: a job's promotion gate and alias names
+- ``lifecycle``: status transitions, events, cancel / pause / resume and which of them a job allows
+- ``preflight``: the file, template and row checks before a job is queued (``job_validate``)
+- ``estimates``: tokens, steps, time and memory before a run
+- ``running``: claiming a job, building the engine's config, finishing or retrying the attempt
+- ``leases``: heartbeats, the reaper, workers' devices
+- ``engine``: the engine's ``emit`` (``JobReporter``) and ``should_stop`` (``JobControl``)
+"""
+
+from jobs_app.services.creation import (
+    hyperparameters_param,
+    job_create,
+    job_format_problem,
+    job_hyperparameters_resolve,
+)
+from jobs_app.services.engine import JobControl, JobReporter
+from jobs_app.services.estimates import job_estimate, job_estimate_draft
+from jobs_app.services.gate import alias_check, promotion_gate_check
+from jobs_app.services.leases import (
+    job_heartbeat,
+    jobs_reap,
+    jobs_release_for_shutdown,
+    worker_register,
+    worker_unregister,
+)
+from jobs_app.services.lifecycle import (
+    job_actions,
+    job_cancel,
+    job_event_add,
+    job_events_add,
+    job_fail,
+    job_pause,
+    job_requeue,
+    job_resume,
+    job_transition,
+)
+from jobs_app.services.preflight import job_validate
+from jobs_app.services.running import checkpoint_fetch, job_claim, job_run, train_config
+
+__all__ = [
+    "JobControl", "JobReporter", "alias_check", "checkpoint_fetch", "hyperparameters_param", "job_actions",
+    "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add",
+    "job_events_add", "job_fail", "job_format_problem", "job_heartbeat", "job_hyperparameters_resolve",
+    "job_pause", "job_requeue", "job_resume", "job_run", "job_transition", "job_validate", "jobs_reap",
+    "jobs_release_for_shutdown", "promotion_gate_check", "train_config", "worker_register", "worker_unregister",
+]

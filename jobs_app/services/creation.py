@@ -1,0 +1,107 @@
+"""Creating a job: check the request, resolve every "auto" option, queue the file checks."""
+
+from collections.abc import Mapping
+
+from django.conf import settings
+from django.db import transaction
+
+from datasets_app.models import Dataset
+from finetune_site.errors import InvalidRequest
+from jobs_app import tasks
+from jobs_app.models import FineTuneJob
+from jobs_app.services.gate import promotion_gate_check
+from jobs_app.services.lifecycle import job_event_add
+from models_app.base_models.models import BaseModel
+from models_app.base_models.selectors import base_model_named
+from workers.hyperparameters import Context, OptionError, hyperparameters_resolve
+
+UNKNOWN_ROWS = 10_000  # a file still being checked has no row count yet: size the batch as for a large one
+Objective = FineTuneJob.Objective
+
+
+def hyperparameters_param(objective: str, name: str = "") -> str:
+    """Where an option sits in the API request, e.g. ``method.supervised.hyperparameters.n_epochs``."""
+    return f"method.{objective}.hyperparameters" + (f".{name}" if name else "")
+
+
+def job_hyperparameters_resolve(given: Mapping | None, *, objective: str, base_model: BaseModel, rows: int | None,
+                                has_validation: bool | None) -> dict:
+    """The job's options, checked and resolved (``workers.hyperparameters``); a 400 names the option."""
+    context = Context(objective=objective, parameters=base_model.parameters,
+                      context_length=base_model.context_length, rows=rows, has_validation=has_validation)
+    try:
+        return hyperparameters_resolve(given, context)
+    except OptionError as error:
+        raise InvalidRequest(error.message, param=hyperparameters_param(objective, error.name),
+                             code="invalid_hyperparameter") from error
+
+
+def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
+               hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
+               objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
+               evaluate_checkpoints: bool = False) -> FineTuneJob:
+    """Check the request, resolve every "auto" hyperparameter and queue file validation.
+
+    With a validation file the tuned model is evaluated against its base when the job ends;
+    ``promotion_gate`` then decides whether the new version gets an alias, and
+    ``evaluate_checkpoints`` scores every checkpoint too and marks the best.
+    """
+    if objective not in Objective.values:
+        raise InvalidRequest(f"method.type {objective!r} is not supported; use one of {', '.join(Objective.values)}",
+                             param="method.type")
+    dataset = _dataset_for(owner, training_file, "training_file")
+    validation = _dataset_for(owner, validation_file, "validation_file") if validation_file else None
+    gate = promotion_gate_check(promotion_gate, has_validation=validation is not None)
+    if evaluate_checkpoints and validation is None:
+        raise InvalidRequest("evaluate_checkpoints scores checkpoints on the validation file: give validation_file",
+                             param="evaluate_checkpoints")
+    base = base_model_named(model)
+    _suffix_check(suffix)
+    for dataset_, param in ((dataset, "training_file"), (validation, "validation_file")):
+        problem = job_format_problem(dataset_, objective) if dataset_ else ""
+        if problem:
+            raise InvalidRequest(problem, param=param, code="invalid_file_format")
+    rows = dataset.row_count if dataset.status == Dataset.Status.READY else UNKNOWN_ROWS
+    resolved = job_hyperparameters_resolve(hyperparameters, objective=objective, base_model=base, rows=rows,
+                                           has_validation=validation is not None)
+    with transaction.atomic():
+        job = FineTuneJob.objects.create(
+            owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
+            hyperparameters=resolved, suffix=suffix or "", seed=42 if seed is None else seed,
+            max_attempts=settings.JOB_MAX_ATTEMPTS, objective=objective, promotion_gate=gate,
+            evaluate_checkpoints=evaluate_checkpoints,
+        )
+        job_event_add(job_id=job.id, message=f"Created fine-tuning job: {job.id}")
+        transaction.on_commit(lambda: tasks.job_validate.delay(job.id))
+    return job
+
+
+def job_format_problem(dataset: Dataset, objective: str) -> str:
+    """Why a ready dataset cannot train with ``objective`` ("" when it can, or is not checked yet)."""
+    if dataset.status != Dataset.Status.READY:
+        return ""
+    if objective == Objective.DPO and dataset.format != Dataset.Format.PREFERENCE:
+        return (f"{dataset.filename} ({dataset.id}) holds {dataset.format} rows; DPO needs preference rows "
+                '{"prompt": ..., "chosen": ..., "rejected": ...}')
+    if objective != Objective.DPO and not dataset.training_format:
+        return (f"{dataset.filename} ({dataset.id}) holds {dataset.format} rows; supervised fine-tuning "
+                'needs chat, alpaca, prompt/completion or text rows (use method {"type": "dpo"} for preference pairs)')
+    return ""
+
+
+def _dataset_for(owner, file_id, param: str) -> Dataset:
+    if not isinstance(file_id, str) or not file_id:
+        raise InvalidRequest(f"{param} must be a file id like file-abc123", param=param)
+    dataset = Dataset.objects.filter(owner=owner, pk=file_id).first()
+    if dataset is None:  # another user's file is "no such file" too
+        raise InvalidRequest(f"No such file: {file_id}", param=param, code="file_not_found")
+    if dataset.status == Dataset.Status.INVALID:
+        first = ((dataset.validation_report or {}).get("summary") or "").split("\n")[0]
+        raise InvalidRequest(f"{file_id} ({dataset.filename}) failed validation: {first}; see "
+                             f"GET /v1/datasets/{file_id}/report", param=param, code="invalid_file")
+    return dataset
+
+
+def _suffix_check(suffix: str) -> None:
+    if suffix and (len(suffix) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in suffix)):
+        raise InvalidRequest("suffix must be at most 64 letters, digits, - or _", param="suffix")

@@ -1,0 +1,224 @@
+"""The bridge between a job and the engine: ``JobReporter`` is the engine's ``emit`` (events become
+JobEvent and Checkpoint rows), ``JobControl`` its ``should_stop`` (answered from the job's row)."""
+
+import json
+import logging
+import queue
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from finetune_site.errors import Conflict
+from finetune_site.files import storage_put_dir
+from jobs_app.broadcast import job_listen
+from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
+from jobs_app.services.lifecycle import job_event_add, job_events_add
+from workers.events import ArtifactSaved, LogLine, Metric
+
+log = logging.getLogger(__name__)
+Status = FineTuneJob.Status
+MANIFEST = "manifest.json"
+
+
+class JobControl:
+    """The engine's ``should_stop``: asked after every step, answered from the job's row.
+
+    Reading the row every step cost a small model ~0.3 ms a step (a query after a step's
+    compute is that slow on a busy CPU). The row is read instead when a message about the job
+    arrived since the last read (every change of a job is published to its group after commit:
+    a cancel, a pause request) and at least every ``CONTROL_POLL_SECONDS`` (a stop request that
+    sends none: a worker shutting down; a lost message). Without a channel layer: every step.
+    A context manager: leaving it stops listening.
+    """
+
+    def __init__(self, job: FineTuneJob) -> None:
+        self.job = job
+        self.changed = threading.Event()
+        self.changed.set()  # the first step reads the row
+        self.read_at = 0.0
+        rows = FineTuneJob.objects.filter(pk=job.pk).values_list("status", "attempt", "stop_request")
+        self.sql, self.params = rows.query.sql_with_params()  # built once, run every read
+        try:
+            self.unlisten = job_listen(job.id, self._heard)
+        except Exception:
+            log.warning("job %s: no channel layer; its row is read every step", job.id, exc_info=True)
+            self.unlisten = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.unlisten is not None:
+            try:
+                self.unlisten()
+            except Exception:
+                log.warning("job %s: could not stop listening", self.job.id, exc_info=True)
+
+    def _heard(self, message: dict) -> None:
+        if message.get("event", {}).get("type") != JobEvent.Type.METRICS:  # our own metrics change nothing
+            self.changed.set()
+
+    def __call__(self):
+        from workers.config import Stop
+
+        quiet = time.monotonic() - self.read_at < CONTROL_POLL_SECONDS
+        if self.unlisten is not None and quiet and not self.changed.is_set():
+            return Stop.NO
+        self.changed.clear()  # before the read: a message during it is seen at the next step
+        self.read_at = time.monotonic()
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, self.params)
+            row = cursor.fetchone()
+        if row is None or tuple(row[:2]) != (Status.RUNNING, self.job.attempt):
+            return Stop.DISCARD  # cancelled, or another attempt owns the job
+        return Stop.CHECKPOINT if row[2] else Stop.NO
+
+
+CONTROL_POLL_SECONDS = 0.5
+
+
+class JobReporter:
+    """The ``emit`` the engine calls: events become JobEvent and Checkpoint rows.
+
+    Rows are written by a background thread, in order, so the training loop never waits on the
+    database or the channel layer; ``close`` waits until everything reported is stored.
+    """
+
+    def __init__(self, job: FineTuneJob) -> None:
+        self.job = job
+        self.first: tuple[int, float] | None = None
+        self.stale = False
+        self.batched_at = 0.0
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._drain, daemon=True, name=f"events-{job.id}")
+        self.thread.start()
+
+    def __call__(self, event) -> None:
+        if isinstance(event, Metric):  # pace and time are taken when the step ends, not when it is written
+            self.queue.put((event, self._eta(event), time.time()))
+        elif isinstance(event, LogLine | ArtifactSaved):
+            self.queue.put(event)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def _drain(self) -> None:
+        try:
+            while (batch := self._next_batch()) is not None:
+                for group in _runs_of_metrics(batch):
+                    if not self.stale:
+                        self._write(group)
+        finally:
+            connection.close()
+
+    def _next_batch(self) -> list | None:
+        """What arrived until BATCH_SECONDS after the previous batch: one transaction for many
+        steps, yet an event after a quiet spell (the first step, a log line) goes at once."""
+        batch = [self.queue.get()]
+        deadline = self.batched_at + BATCH_SECONDS
+        while batch[-1] is not None and (left := deadline - time.monotonic()) > 0:
+            try:
+                batch.append(self.queue.get(timeout=left))
+            except queue.Empty:
+                break
+        if batch[-1] is None:
+            batch.pop()
+            if batch:
+                self.queue.put(None)  # write these, then stop
+            return batch or None
+        self.batched_at = time.monotonic()
+        return batch
+
+    def _write(self, group) -> None:
+        try:
+            if isinstance(group, list):
+                self._metrics(group)
+            elif isinstance(group, LogLine):
+                job_event_add(job_id=self.job.id, message=group.message, level=group.level,
+                              expect_attempt=self.job.attempt)
+            elif isinstance(group, ArtifactSaved) and group.kind == "checkpoint":
+                self._checkpoint(group)
+        except Conflict:
+            self.stale = True  # another attempt owns the job: this one records nothing more
+        except Exception:
+            log.exception("could not record an event of %s", self.job.id)
+
+    def _metrics(self, items: list[tuple[Metric, float | None, float]]) -> None:
+        rows = [row for row in (self._metric(*item) for item in items) if row]
+        if not rows:
+            return
+        etas = [eta for _, eta, _ in items if eta is not None]
+        if etas:
+            FineTuneJob.objects.filter(pk=self.job.pk, attempt=self.job.attempt).update(
+                estimated_finish=timezone.now() + timedelta(seconds=etas[-1]))
+        job_events_add(job_id=self.job.id, events=rows, expect_attempt=self.job.attempt)
+
+    def _metric(self, event: Metric, eta: float | None, ended: float) -> dict | None:
+        values = event.values
+        if "loss" not in values and "eval_loss" not in values:
+            return None  # the trainer's closing summary; the final transition reports it
+        data = {"step": event.step, "total_steps": event.total_steps, "time": round(ended, 3)}
+        data.update({_metric_name(k): v for k, v in values.items()})
+        parts = [f"{k.replace('_', ' ')}={v:.4g}" for k, v in data.items()
+                 if k in ("train_loss", "valid_loss", "learning_rate")]
+        if eta is not None:
+            data["eta_seconds"] = eta
+        return {"type": JobEvent.Type.METRICS, "data": data,
+                "message": f"Step {event.step}/{event.total_steps}: " + ", ".join(parts)}
+
+    def _eta(self, event: Metric) -> float | None:
+        """Seconds left, from the pace of the steps this attempt has run."""
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (event.step, now)
+            return None
+        done = event.step - self.first[0]
+        if done <= 0:
+            return None
+        return round((now - self.first[1]) / done * (event.total_steps - event.step), 1)
+
+    def _checkpoint(self, event: ArtifactSaved) -> None:
+        directory = Path(event.path)
+        (directory / MANIFEST).write_text(_manifest(directory, event))
+        prefix = f"jobs/{self.job.id}/checkpoints/step-{event.step}"
+        storage_put_dir(directory, prefix, last=MANIFEST)
+        with transaction.atomic():  # the fenced event first: a superseded attempt records nothing
+            job_event_add(job_id=self.job.id, message=f"Saved checkpoint at step {event.step}",
+                          data={"checkpoint_step": event.step}, expect_attempt=self.job.attempt)
+            Checkpoint.objects.update_or_create(job=self.job, step=event.step,
+                                                defaults={"storage_path": prefix, "metrics": event.metrics})
+
+
+_METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
+# Events are stored at most this late, in one transaction per batch: each batch costs the busy
+# CPU ~3 ms (benchmarks/overhead.py), and a progress bar moving once a second looks live.
+BATCH_SECONDS = 1.0
+
+
+def _runs_of_metrics(batch: list) -> list:
+    """Consecutive metric events grouped into lists; other events stay single, in order."""
+    groups: list = []
+    for item in batch:
+        if isinstance(item, tuple):
+            if groups and isinstance(groups[-1], list):
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+        else:
+            groups.append(item)
+    return groups
+
+
+def _metric_name(name: str) -> str:
+    return _METRIC_NAMES.get(name, name)
+
+
+def _manifest(directory: Path, event: ArtifactSaved) -> str:
+    files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")
+                   if p.is_file() and p.name != MANIFEST)
+    return json.dumps({"step": event.step, "metrics": event.metrics, "files": files})

@@ -1,0 +1,102 @@
+"""Leases: a running attempt renews its heartbeat; the reaper recovers jobs whose worker died,
+and queued or validating jobs whose message was lost. Workers register their devices."""
+
+import logging
+import threading
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from finetune_site.errors import Conflict
+from jobs_app import tasks
+from jobs_app.models import FineTuneJob, JobEvent, Worker
+from jobs_app.services.lifecycle import job_fail, job_requeue
+
+log = logging.getLogger(__name__)
+Status = FineTuneJob.Status
+
+
+def jobs_reap() -> dict:
+    """Recover jobs whose worker died (lease expired) and queued jobs whose message was lost."""
+    now = timezone.now()
+    lost = FineTuneJob.objects.filter(
+        status=Status.RUNNING, heartbeat_at__lt=now - timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    )
+    reaped = [job.id for job in lost if _job_lost(job)]
+    stale = now - timedelta(seconds=settings.JOB_REQUEUE_SECONDS)
+    resent = []
+    for job in FineTuneJob.objects.filter(status=Status.QUEUED, queued_at__lt=stale):
+        # A duplicate message is harmless: only one claim of a queued job can succeed.
+        if FineTuneJob.objects.filter(pk=job.pk, status=Status.QUEUED, queued_at=job.queued_at).update(queued_at=now):
+            tasks.job_run.delay(job.id)
+            resent.append(job.id)
+    for job_id in FineTuneJob.objects.filter(status=Status.VALIDATING_FILES, created_at__lt=stale).values_list(
+            "pk", flat=True):
+        tasks.job_validate.delay(job_id)
+    return {"reaped": reaped, "resent": resent}
+
+
+def _job_lost(job: FineTuneJob) -> bool:
+    message = (f"Worker {job.lease_owner or '?'} stopped sending heartbeats for "
+               f"{settings.JOB_LEASE_SECONDS}s during attempt {job.attempt}")
+    try:
+        if job.attempt < job.max_attempts:
+            job_requeue(job, f"{message}; requeued to resume from its last checkpoint", level=JobEvent.Level.WARN)
+        else:
+            job_fail(job_id=job.id, code="worker_lost", attempt=job.attempt,
+                     message=f"{message}; no attempts left ({job.max_attempts})")
+    except Conflict:
+        return False  # it moved on meanwhile (heartbeat, cancel): leave it
+    return True
+
+
+def jobs_release_for_shutdown(*, worker: str) -> int:
+    """A worker is stopping: ask its running jobs to checkpoint and go back to the queue."""
+    return FineTuneJob.objects.filter(status=Status.RUNNING, lease_owner=worker, stop_request="").update(
+        stop_request=FineTuneJob.StopRequest.REQUEUE
+    )
+
+
+def job_heartbeat(*, job: FineTuneJob) -> bool:
+    """Renew the lease of this attempt; False once the job is no longer this attempt's."""
+    renewed = FineTuneJob.objects.filter(pk=job.pk, status=Status.RUNNING, attempt=job.attempt).update(
+        heartbeat_at=timezone.now()
+    )
+    return renewed == 1
+
+
+class Heartbeat:
+    """Renews the job's lease from a thread while this attempt runs; stops with the process."""
+
+    def __init__(self, job: FineTuneJob) -> None:
+        self.job = job
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{job.id}")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        try:
+            while not self.done.wait(settings.JOB_HEARTBEAT_SECONDS):
+                job_heartbeat(job=self.job)
+                Worker.objects.filter(name=self.job.lease_owner).update(last_seen=timezone.now())
+        finally:
+            connection.close()
+
+
+def worker_register(*, name: str, devices: dict) -> Worker:
+    """A worker starting up advertises its devices."""
+    worker, _ = Worker.objects.update_or_create(name=name, defaults={"devices": devices})
+    return worker
+
+
+def worker_unregister(*, name: str) -> None:
+    Worker.objects.filter(name=name).delete()

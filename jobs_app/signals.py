@@ -1,0 +1,7 @@
+"""What jobs tell the apps above them, without knowing them (those apps connect in ``ready()``)."""
+
+from django.dispatch import Signal
+
+# A job's training finished and it is marked succeeded (sent inside that transaction): kwargs
+# ``job`` and ``output_dir``, the local directory of the adapter or full model it produced.
+job_succeeded = Signal()

@@ -1,0 +1,36 @@
+"""Writes for fine-tuned models, one module per topic (base models live in ``models_app.base_models``).
+
+- ``registry``: versions, aliases and their history, archive, delete, and which actions a version allows
+- ``artifacts``: what can be downloaded, and the stored files of a model
+- ``exports``: verified adapter, merged and GGUF exports
+- ``evaluations``: scoring a model against its base, the best checkpoint and the promotion gate
+- ``inference``: chat replies through the inference worker
+"""
+
+from models_app.services.artifacts import ARTIFACTS, model_artifact_get, model_artifact_name, model_files_fetch
+from models_app.services.evaluations import evaluation_create, evaluation_for_job, evaluation_run
+from models_app.services.exports import export_create, export_run
+from models_app.services.inference import (
+    NO_INFERENCE_WORKER,
+    chat_completion_error,
+    chat_completion_finish,
+    chat_completion_queue,
+    chat_completion_run,
+    chat_completion_start,
+)
+from models_app.services.registry import (
+    alias_rollback,
+    fine_tuned_model_create,
+    fine_tuned_model_delete,
+    model_actions,
+    model_archive,
+    model_promote,
+)
+
+__all__ = [
+    "ARTIFACTS", "NO_INFERENCE_WORKER", "alias_rollback", "chat_completion_error", "chat_completion_finish",
+    "chat_completion_queue", "chat_completion_run", "chat_completion_start", "evaluation_create",
+    "evaluation_for_job", "evaluation_run", "export_create", "export_run", "fine_tuned_model_create",
+    "fine_tuned_model_delete", "model_actions", "model_archive", "model_artifact_get", "model_artifact_name",
+    "model_files_fetch", "model_promote",
+]

@@ -1,0 +1,49 @@
+"""A model's files in storage: what can be downloaded, zipping a directory, fetching the weights."""
+
+import zipfile
+from pathlib import Path
+
+from finetune_site.errors import Conflict, InvalidRequest
+from finetune_site.files import storage_fetch
+from models_app.models import Export, FineTunedModel
+
+ARTIFACTS = ("adapter", "merged", "gguf-f32", "gguf-f16", "gguf-q8_0")
+
+
+def model_artifact_name(*, model: FineTunedModel, artifact: str) -> str:
+    """The storage name of a downloadable artifact of ``model``."""
+    return model_artifact_get(model=model, artifact=artifact)[0]
+
+
+def model_artifact_get(*, model: FineTunedModel, artifact: str) -> tuple[str, str]:
+    """``(storage name, download file name)`` of a downloadable artifact of ``model``.
+
+    ``adapter`` is the adapter the job saved (its verified export when there is one);
+    ``merged`` and ``gguf-<quantization>`` are the newest verified export of that kind.
+    An export that is not verified (yet, or ever) is never offered.
+    """
+    if artifact not in ARTIFACTS:
+        raise InvalidRequest(f"unknown artifact {artifact!r}; available: {', '.join(ARTIFACTS)}", param="artifact")
+    verified = [e for e in model.exports.filter(status=Export.Status.VERIFIED) if e.artifact == artifact]
+    if verified:
+        return verified[0].storage_path, verified[0].filename
+    if artifact == "adapter":
+        return f"{model.adapter_path}.zip", f"{model.id.replace(':', '_')}-adapter.zip"
+    raise Conflict(f"model {model.id} has no verified {artifact} export; create one with "
+                   f"POST /v1/registry/models/{model.id}/exports", param="artifact", code="export_not_verified")
+
+
+def zip_write(directory: Path, target: Path, folder: str = "adapter") -> Path:
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            archive.write(path, f"{folder}/" + path.relative_to(directory).as_posix())
+    return target
+
+
+def model_files_fetch(model: FineTunedModel, target: Path) -> Path:
+    """Copy the stored adapter (or full model) files of ``model`` into ``target``."""
+    prefix = model.adapter_path.rstrip("/") + "/"
+    for name in model.artifact_files:
+        if name.startswith(prefix):
+            storage_fetch(name, target / name.removeprefix(prefix))
+    return target

@@ -1,0 +1,121 @@
+"""Verified exports of a fine-tuned model: adapter, merged model or GGUF, offered only once the
+reloaded export answers like its source. Only this module writes ``Export.status``."""
+
+import logging
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from finetune_site.errors import Conflict, InvalidRequest
+from finetune_site.files import storage_put_file
+from finetune_site.ids import new_id
+from finetune_site.status import status_transition
+from models_app import tasks
+from models_app.base_models.services import base_model_local_path
+from models_app.models import EXPORT_TRANSITIONS, Export, FineTunedModel
+from models_app.services.artifacts import model_files_fetch, zip_write
+from workers.export import GGUF_MODEL_TYPES  # light: the engine imports torch only when it runs
+
+log = logging.getLogger(__name__)
+
+
+def export_create(*, model: FineTunedModel, kind: str, quantization: str | None = None) -> Export:
+    """Queue a verified export of ``model``; an equal one that is queued, running or verified is reused.
+
+    ``quantization`` applies to GGUF (f32, f16 or q8_0; default f16); adapter and merged
+    exports keep float32 weights.
+    """
+    if kind not in Export.Kind.values:
+        raise InvalidRequest(f"kind must be one of {', '.join(Export.Kind.values)}", param="kind")
+    if kind == Export.Kind.GGUF:
+        quantization = quantization or Export.Quantization.F16
+        if quantization not in Export.Quantization.values:
+            raise InvalidRequest(f"quantization must be one of {', '.join(Export.Quantization.values)}",
+                                 param="quantization")
+        if model.base_model.family not in GGUF_MODEL_TYPES:
+            raise InvalidRequest(f"GGUF export supports Llama-family models, not {model.base_model.family!r}",
+                                 param="kind")
+    elif quantization not in (None, "", Export.Quantization.F32):
+        raise InvalidRequest(f"a {kind} export keeps float32 weights; quantization applies to gguf only",
+                             param="quantization")
+    else:
+        quantization = Export.Quantization.F32
+    if kind == Export.Kind.ADAPTER and model.adapter == "full":
+        raise InvalidRequest("this model was fully fine-tuned and has no adapter; export it merged or as gguf",
+                             param="kind")
+    with transaction.atomic():
+        existing = (Export.objects.select_for_update().filter(model=model, kind=kind, quantization=quantization)
+                    .exclude(status=Export.Status.FAILED).first())
+        if existing:
+            return existing
+        export = Export.objects.create(id=new_id("export", 16), model=model, kind=kind, quantization=quantization)
+        transaction.on_commit(lambda: tasks.export_run.delay(export.id))
+    return export
+
+
+def export_run(*, export_id: str) -> Export | None:
+    """Write, verify and store one export; mark it verified, or failed with the reason.
+
+    Runs where the adapter is not on local disk: its files come from storage, the result
+    goes back to storage (a zip of the directory, or the .gguf file).
+    """
+    export = _export_claim(export_id)
+    if export is None:
+        return None
+    workdir = Path(settings.WORK_DIR) / "exports" / export.id
+    try:
+        result = _export_engine_run(export, workdir)
+        if not result.verified:
+            return _export_finish(export, status=Export.Status.FAILED, error=result.error, details=result.details)
+        storage_path = _export_store(export, Path(result.path), workdir)
+        return _export_finish(export, status=Export.Status.VERIFIED, details=result.details,
+                              storage_path=storage_path, size_bytes=result.size_bytes)
+    except Exception as exc:
+        log.exception("export %s failed", export.id)
+        return _export_finish(export, status=Export.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _export_claim(export_id: str) -> Export | None:
+    """The export, now running; None when it is gone or finished (never redone). A running one is
+    taken again: tasks are acknowledged late, so a worker that died mid-export gets it redelivered."""
+    try:
+        status_transition(Export, export_id, Export.Status.RUNNING, rules=EXPORT_TRANSITIONS)
+    except (Conflict, Export.DoesNotExist):
+        return None
+    return Export.objects.select_related("model__base_model").get(pk=export_id)
+
+
+def _export_engine_run(export: Export, workdir: Path):
+    from workers.events import Progress
+    from workers.export import ExportConfig, run_export
+
+    model = export.model
+    source = model_files_fetch(model, workdir / "source")
+    config = ExportConfig(base_model_path=base_model_local_path(model.base_model), adapter_path=str(source),
+                          output_dir=str(workdir / "out"), kind=export.kind, quantization=export.quantization)
+
+    def emit(event) -> None:
+        if isinstance(event, Progress):
+            Export.objects.filter(pk=export.pk).update(progress=event.step * 100 // event.total_steps)
+
+    return run_export(config, emit)
+
+
+def _export_store(export: Export, path: Path, workdir: Path) -> str:
+    prefix = f"models/{export.model_id.replace(':', '_')}/exports/{export.id}"
+    if path.is_file():
+        return storage_put_file(path, f"{prefix}{path.suffix}")
+    archive = zip_write(path, workdir / f"{export.id}.zip", folder=export.kind)
+    return storage_put_file(archive, f"{prefix}.zip")
+
+
+def _export_finish(export: Export, *, status: str, error: str = "", details: dict | None = None,
+                   storage_path: str = "", size_bytes: int = 0) -> Export:
+    return status_transition(Export, export.id, status, rules=EXPORT_TRANSITIONS, error=error,
+                             verification=details or {}, storage_path=storage_path, size_bytes=size_bytes,
+                             progress=100, finished_at=timezone.now())

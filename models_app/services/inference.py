@@ -1,0 +1,161 @@
+"""Chat replies (the playground and ``/v1/chat/completions``): queued to the inference worker, which
+keeps models loaded, and streamed back through the channel layer."""
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+
+from finetune_site.errors import InvalidRequest, NotFound, ServerError, Unavailable
+from models_app import tasks
+from models_app.base_models.models import BaseModel
+from models_app.base_models.services import base_model_local_path
+from models_app.models import FineTunedModel
+from models_app.replies import ReplyGone, ReplySender, replies_collect, reply_channel_new, reply_receive
+from models_app.selectors import model_public_id
+from models_app.services.artifacts import model_files_fetch
+
+log = logging.getLogger(__name__)
+
+
+NO_INFERENCE_WORKER = ("no inference worker answered within {seconds}s: start one on the `inference` queue "
+                       "(celery -A finetune_site worker -Q inference -c 1), or retry if it is busy")
+
+
+def chat_completion_queue(*, model: BaseModel | FineTunedModel, config: dict, reply_channel: str,
+                          tag: str = "") -> None:
+    """Ask the inference worker for a chat reply of ``model``, sent to ``reply_channel`` as it comes.
+
+    ``config`` holds ``workers.inference.GenerateConfig``'s fields. The task expires when the
+    caller stops waiting (INFERENCE_TIMEOUT_SECONDS): a worker that gets to it later skips it.
+    """
+    tasks.chat_completion_run.apply_async(args=[model_public_id(model), config, reply_channel, tag],
+                                            expires=settings.INFERENCE_TIMEOUT_SECONDS)
+
+
+def chat_completion_start(*, model: BaseModel | FineTunedModel, config: dict) -> tuple[str, dict]:
+    """Queue a chat reply and wait until the worker starts it: ``(reply channel, start message)``.
+
+    Raises ``Unavailable`` when no inference worker answers in time, and the worker's error
+    (``chat_completion_error``) when it cannot start: a prompt too long, a model that does not load.
+    """
+    channel = reply_channel_new()
+    chat_completion_queue(model=model, config=config, reply_channel=channel)
+    first = _reply_next(channel)
+    if first["type"] == "inference.error":
+        raise chat_completion_error(first)
+    return channel, first
+
+
+def chat_completion_finish(*, reply_channel: str) -> dict:
+    """Wait for the rest of a started reply and return its ``done`` message (the whole text, usage)."""
+    seconds = settings.INFERENCE_TIMEOUT_SECONDS
+    try:
+        last = async_to_sync(replies_collect)(reply_channel, seconds)[-1]
+    except TimeoutError:
+        raise Unavailable(f"the inference worker stopped answering for {seconds}s",
+                          code="inference_unavailable") from None
+    if last["type"] == "inference.error":
+        raise chat_completion_error(last)
+    return last
+
+
+def chat_completion_error(message: dict) -> InvalidRequest:
+    """The API error for an ``inference.error`` message."""
+    code, text, param = message.get("code") or "inference_failed", message.get("message", ""), message.get("param")
+    if code == "model_not_found":
+        return NotFound(text, param=param, code=code)
+    if code in ("context_length_exceeded", "invalid_request"):
+        return InvalidRequest(text, param=param, code=code)
+    if code == "inference_unavailable":
+        return Unavailable(text, code=code)
+    return ServerError(text, param=param, code=code)
+
+
+def _reply_next(channel: str) -> dict:
+    seconds = settings.INFERENCE_TIMEOUT_SECONDS
+    try:
+        return async_to_sync(reply_receive)(channel, seconds)
+    except TimeoutError:
+        raise Unavailable(NO_INFERENCE_WORKER.format(seconds=seconds), code="inference_unavailable") from None
+
+
+_inference_models = None  # this worker process's ModelCache, made on first use
+
+
+def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag: str = "") -> None:
+    """Generate one chat reply here (in the inference worker) and send it to ``reply_channel``.
+
+    Sends ``start`` (with whether the model was already loaded), the text piece by piece, then
+    ``done``; or an ``error`` message with the reason instead. The model stays loaded for the
+    next request; a fine-tuned model's files are fetched from storage once.
+    """
+    from workers.inference import ContextLengthExceeded, GenerateConfig, generate
+
+    with ReplySender(reply_channel, tag) as reply:
+        try:
+            generate_config = GenerateConfig(**config)
+        except (TypeError, ValueError, KeyError) as exc:
+            reply.send("error", message=f"invalid request: {exc}", code="invalid_request", param=None)
+            return
+        try:
+            loaded, hit = _inference_model_get(model_id)
+            result = generate(loaded, generate_config, lambda text: reply.send("delta", text=text),
+                              on_start=lambda tokens: reply.send("start", cache="hit" if hit else "miss",
+                                                                 prompt_tokens=tokens))
+            reply.send("done", **asdict(result))
+        except ReplyGone:
+            log.info("nobody reads %s any more; stopped generating", reply_channel)
+        except ContextLengthExceeded as exc:
+            reply.send("error", message=str(exc), code="context_length_exceeded", param="messages")
+        except _ModelGone:
+            reply.send("error", message=f"the model {model_id!r} no longer exists", code="model_not_found",
+                       param="model")
+        except Exception as exc:
+            log.exception("chat completion with %s failed", model_id)
+            reply.send("error", message=f"the model could not generate: {type(exc).__name__}: {exc}",
+                       code="inference_failed", param=None)
+
+
+class _ModelGone(Exception):
+    pass
+
+
+def _inference_model_get(model_id: str):
+    """``(loaded model, already loaded)`` for a base model name or a fine-tuned model id."""
+    global _inference_models
+    from workers.inference import ModelCache
+
+    if _inference_models is None:
+        _inference_models = ModelCache(size=settings.INFERENCE_MODELS_KEPT)
+    tuned = FineTunedModel.objects.select_related("base_model").filter(pk=model_id).first()
+    base = tuned.base_model if tuned else BaseModel.objects.filter(name=model_id).first()
+    if base is None:
+        raise _ModelGone(model_id)
+    adapter = str(_inference_files(tuned)) if tuned else None
+    return _inference_models.get(base_model_local_path(base), adapter)
+
+
+def _inference_files(model: FineTunedModel) -> Path:
+    """The model's adapter (or full weights) on local disk, fetched from storage on first use."""
+    target = Path(settings.WORK_DIR) / "inference" / model.id.replace(":", "_")
+    if (target / ".complete").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".fetch-"))
+    try:
+        model_files_fetch(model, staging)
+        (staging / ".complete").touch()
+        shutil.rmtree(target, ignore_errors=True)  # an earlier fetch that did not complete
+        os.replace(staging, target)  # appears whole, or not at all
+    except OSError:
+        if not (target / ".complete").exists():  # not another process that won the race
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

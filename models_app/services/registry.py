@@ -1,0 +1,128 @@
+"""The registry: versions of a model name, aliases and their history, archive and delete."""
+
+import tempfile
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from finetune_site.errors import Conflict, InvalidRequest
+from finetune_site.files import storage_delete_all, storage_put_dir, storage_put_file
+from finetune_site.ids import new_id
+from jobs_app.services import alias_check
+from models_app.models import AliasChange, FineTunedModel, ModelAlias
+from models_app.services.artifacts import zip_write
+
+
+def fine_tuned_model_create(*, job, adapter_dir: Path) -> FineTunedModel:
+    """Store the adapter files of ``job`` and register the model that owns them."""
+    suffix = job.suffix or ""
+    model_id = f"ft:{job.base_model.name}:{suffix}:{new_id('m', 8)[2:]}"
+    prefix = f"models/{model_id.replace(':', '_')}/adapter"
+    names = storage_put_dir(adapter_dir, prefix)
+    with tempfile.TemporaryDirectory() as tmp:
+        names.append(storage_put_file(zip_write(adapter_dir, Path(tmp) / "adapter.zip"), f"{prefix}.zip"))
+    name = suffix or job.base_model.name
+    try:
+        with transaction.atomic():
+            return FineTunedModel.objects.create(
+                id=model_id,
+                owner=job.owner,
+                job=job,
+                base_model=job.base_model,
+                name=name,
+                version=_version_next(job.owner, name),
+                checkpoint=job.checkpoints.order_by("-step").first(),
+                adapter=job.hyperparameters["adapter"],
+                adapter_path=prefix,
+                artifact_files=names,
+            )
+    except Exception:
+        storage_delete_all(names)
+        raise
+
+
+def _version_next(owner, name: str) -> int:
+    # Locks the name's versions so two jobs finishing together cannot both take the same number;
+    # the very first version of a name is guarded by the unique constraint instead.
+    versions = FineTunedModel.objects.select_for_update().filter(owner=owner, name=name)
+    return max(versions.values_list("version", flat=True), default=0) + 1
+
+
+def fine_tuned_model_delete(*, model: FineTunedModel) -> None:
+    """Delete the model row (and its exports), then their stored files once the deletion is committed.
+
+    A version an alias points at is refused: move or roll back the alias first.
+    """
+    _aliases_refuse(model, "delete")
+    names = list(model.artifact_files) + [e.storage_path for e in model.exports.all() if e.storage_path]
+    with transaction.atomic():
+        model.delete()
+        transaction.on_commit(lambda: storage_delete_all(names))
+
+
+def model_promote(*, model: FineTunedModel, alias: str = "production", action: str = "promote") -> ModelAlias:
+    """Point ``alias`` of the model's name at this version; the change is kept in the alias history."""
+    alias_check(alias)
+    if model.archived_at:
+        raise Conflict(f"{model.reference} is archived; unarchive it before giving it an alias", param="alias")
+    with transaction.atomic():
+        current = ModelAlias.objects.select_for_update().filter(owner=model.owner, name=model.name,
+                                                                alias=alias).first()
+        if current and current.model_id == model.id:
+            return current
+        previous = current.model if current else None
+        current, _ = ModelAlias.objects.update_or_create(owner=model.owner, name=model.name, alias=alias,
+                                                         defaults={"model": model})
+        AliasChange.objects.create(owner=model.owner, name=model.name, alias=alias, model=model,
+                                   previous=previous, action=action)
+    return current
+
+
+def alias_rollback(*, owner, name: str, alias: str, version: int | None = None) -> ModelAlias:
+    """Move ``alias`` back: to ``version``, or to the newest earlier version it pointed at before."""
+    current = ModelAlias.objects.filter(owner=owner, name=name, alias=alias).select_related("model").first()
+    if current is None:
+        raise InvalidRequest(f"{name} has no alias {alias!r}", param="alias", code="alias_not_found")
+    target = _rollback_target(current, version)
+    return model_promote(model=target, alias=alias, action="rollback")
+
+
+def _rollback_target(current: ModelAlias, version: int | None) -> FineTunedModel:
+    versions = FineTunedModel.objects.filter(owner=current.owner, name=current.name, archived_at__isnull=True)
+    if version is not None:
+        target = versions.filter(version=version).first()
+        if target is None:
+            raise InvalidRequest(f"{current.name} has no unarchived version {version}", param="version")
+        return target
+    earlier = (AliasChange.objects.filter(owner=current.owner, name=current.name, alias=current.alias,
+                                          model__version__lt=current.model.version, model__archived_at__isnull=True)
+               .exclude(action="rollback").select_related("model").order_by("-model__version").first())
+    if earlier is None:
+        raise Conflict(f"{current.alias} of {current.name} never pointed at an earlier version that still exists; "
+                       "promote one by version instead", param="alias", code="nothing_to_roll_back")
+    return earlier.model
+
+
+def model_actions(model: FineTunedModel) -> dict[str, bool]:
+    """What a version allows now (what its page offers): an alias pins it, archiving retires it."""
+    aliased = model.aliases.exists()
+    return {"promote": model.archived_at is None, "archive": model.archived_at is None and not aliased,
+            "unarchive": model.archived_at is not None, "delete": not aliased,
+            "export_adapter": model.adapter != "full"}
+
+
+def model_archive(*, model: FineTunedModel, archived: bool = True) -> FineTunedModel:
+    """Archive (or bring back) a version: it stays downloadable but can get no alias."""
+    if archived:
+        _aliases_refuse(model, "archive")
+    model.archived_at = timezone.now() if archived else None
+    model.save(update_fields=["archived_at"])
+    return model
+
+
+def _aliases_refuse(model: FineTunedModel, action: str) -> None:
+    aliases = sorted(model.aliases.values_list("alias", flat=True))
+    if aliases:
+        raise Conflict(f"{model.reference} is {', '.join(aliases)}; promote another version or roll the alias "
+                       f"back before you {action} it", param="model", code="version_has_alias")
