@@ -205,7 +205,7 @@ def job_validate(*, job_id: str) -> None:
     overlap = "" if problem else _overlap_warning(job)
     estimate = {}
     if not problem:
-        from workers.training import ModelLoadError
+        from workers.loading import ModelLoadError
 
         try:
             estimate = job_estimate(job=job)
@@ -322,7 +322,7 @@ def job_estimate(*, job: FineTuneJob) -> dict:
     """Tokens and steps from the data (tokenized as the trainer will); seconds and memory from
     past runs of the same base model and method, or a few measured steps for a small model."""
     from workers.estimate import calibrate, estimate, token_counts
-    from workers.training import ModelLoadError
+    from workers.loading import ModelLoadError
 
     hp = job.hyperparameters
     workdir = Path(settings.WORK_DIR) / job.id / "estimate"
@@ -458,7 +458,7 @@ def job_run(*, job_id: str, worker: str = "") -> None:
     A resumed attempt continues from the job's last complete checkpoint. A crash requeues
     the job until ``max_attempts`` is reached, then fails it with the error.
     """
-    from workers.training import ModelLoadError
+    from workers.loading import ModelLoadError
 
     job = job_claim(job_id=job_id, worker=worker)
     if job is None:

@@ -9,7 +9,8 @@ from pathlib import Path
 from workers.config import TrainConfig
 from workers.data import CHAT, jsonl_rows, row_format
 from workers.events import emit_nothing
-from workers.templates import render, tokenizer_prepare
+from workers.loading import tokenizer_load
+from workers.templates import render
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,7 @@ class Estimate:
 
 def token_counts(model_path: str, train_file: str, max_length: int, template: str = "") -> TokenCounts:
     """Tokenize every row as the trainer will (``template``, truncation at ``max_length``)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = tokenizer_prepare(AutoTokenizer.from_pretrained(model_path), template)
+    tokenizer = tokenizer_load(model_path, template=template)
     rows = tokens = trainable = truncated = 0
     for row in jsonl_rows(Path(train_file)):
         ids, mask = _encode(tokenizer, row, template)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from workers.data import jsonl_rows
 from workers.events import Emit, Progress
-from workers.export import weights_load
+from workers.loading import model_load, tokenizer_load
 
 ROUGE = ("rouge1", "rouge2", "rougeL")
 GENERATION_METRICS = ("bleu", *ROUGE, "exact_match", "accuracy")
@@ -103,13 +103,14 @@ class EvalError(ValueError):
 def run_evaluation(config: EvalConfig, emit: Emit) -> EvalResult:
     """Score every target on the same examples; report progress as rows done over rows to do."""
     started = time.monotonic()
-    tokenizer = _tokenizer_load(config)
+    first = config.targets[0].adapter_path if config.targets and not config.tokenizer_path else None
+    tokenizer = tokenizer_load(config.tokenizer_path or config.base_model_path, adapter_path=first)
     examples = _examples(config, tokenizer)
     labels = _labels([e.reference for e in examples if e.generate])
     total = len(examples) * len(config.targets)
     metrics, outputs = {}, {}
     for index, target in enumerate(config.targets):
-        model = weights_load(config.base_model_path, target.adapter_path)
+        model = model_load(config.base_model_path, adapter_path=target.adapter_path)
 
         def progress(done: int, offset: int = index * len(examples)) -> None:
             emit(Progress(step=offset + done, total_steps=total))
@@ -121,17 +122,6 @@ def run_evaluation(config: EvalConfig, emit: Emit) -> EvalResult:
     return EvalResult(metrics=metrics, rows=_rows(examples, outputs, config.keep_rows),
                       rows_evaluated=len(examples), classification=bool(labels),
                       wall_seconds=time.monotonic() - started, labels=labels)
-
-
-def _tokenizer_load(config: EvalConfig):
-    from transformers import AutoTokenizer
-
-    path = config.tokenizer_path
-    if path is None:
-        first = config.targets[0].adapter_path if config.targets else None
-        has_own = first and (Path(first) / "tokenizer_config.json").exists()
-        path = first if has_own else config.base_model_path
-    return AutoTokenizer.from_pretrained(path)
 
 
 # --- examples ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from workers.events import Emit, ValidationProgress, emit_nothing
 from workers.formats import CHAT, PROMPT_COMPLETION, TEXT, format_detect
+from workers.loading import tokenizer_load
 from workers.quality import (
     PII_KINDS,
     MinHasher,
@@ -36,7 +37,7 @@ from workers.quality import (
     row_mask,
     shingles,
 )
-from workers.templates import TEMPLATE_NAMES, TemplateError, render, tokenizer_prepare
+from workers.templates import TEMPLATE_NAMES, TemplateError, render
 
 OPERATIONS = ("map_columns", "convert", "dedup", "mask_pii", "filter_length", "split")
 CONVERSIONS = (CHAT, PROMPT_COMPLETION, TEXT)
@@ -159,12 +160,9 @@ class _TokenCounter:
     def __call__(self, op: dict, row: dict, fmt: str, number: int) -> int:
         key = (op["model"], op["template"])
         if key not in self.loaded:
-            from transformers import AutoTokenizer
-
             if op["model"] not in self.paths:
                 raise PrepareError(f"no tokenizer given for model {op['model']!r}", "operations")
-            self.loaded[key] = tokenizer_prepare(AutoTokenizer.from_pretrained(self.paths[op["model"]]),
-                                                 op["template"])
+            self.loaded[key] = tokenizer_load(self.paths[op["model"]], template=op["template"])
         try:
             return render(self.loaded[key], row, fmt, template=op["template"], max_length=1 << 30).total_tokens
         except TemplateError as exc:

@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from workers.events import Emit, ValidationProgress, emit_nothing
-from workers.templates import TemplateError, render, tokenizer_prepare
+from workers.loading import tokenizer_load
+from workers.templates import TemplateError, render
 
 EDGES = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 
@@ -57,9 +58,7 @@ class TokenLengths:
 
 def token_lengths(config: StatsConfig, emit: Emit = emit_nothing) -> TokenLengths:
     """Tokenize the rows of ``config.path`` as the trainer will; see the module docstring."""
-    from transformers import AutoTokenizer
-
-    tokenizer = tokenizer_prepare(AutoTokenizer.from_pretrained(config.tokenizer_path), config.template)
+    tokenizer = tokenizer_load(config.tokenizer_path, template=config.template)
     stride = max(1, math.ceil(config.total_rows / config.max_rows)) if config.total_rows else 1
     result = TokenLengths(sampled=stride > 1)
     roles, turns, scripts = Counter(), Counter(), Counter()

@@ -1,6 +1,5 @@
 """Supervised fine-tuning with TRL's SFTTrainer (+ PEFT LoRA)."""
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +8,8 @@ from workers.config import Stop, TrainConfig, TrainResult
 from workers.data import CHAT, jsonl_rows, row_format
 from workers.device import DeviceInfo, device_detect
 from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
-from workers.templates import chat_as_completion, tokenizer_prepare
+from workers.loading import model_load, tokenizer_load
+from workers.templates import chat_as_completion
 
 
 def run_training(
@@ -36,7 +36,7 @@ def run_training(
 def trainer_build(config: TrainConfig, device: DeviceInfo, callback):
     """The trainer with its rows tokenized (``trainer.train_dataset``: ``input_ids`` and ``labels``),
     the tokenizer carrying ``config.template``; what ``workers.templates.render`` shows, token for token."""
-    tokenizer = _tokenizer_load(config.model_path, config.template)
+    tokenizer = tokenizer_load(config.model_path, template=config.template)
     train = _dataset_load(config.train_file, config.template)
     evaluation = _dataset_load(config.validation_file, config.template) if config.validation_file else None
     return _trainer_make(config, device, tokenizer, train, evaluation, callback)
@@ -90,57 +90,13 @@ def _peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class ModelLoadError(Exception):
-    """The base model (or its tokenizer) could not be loaded from its path or hub id."""
-
-
-def _tokenizer_load(model_path: str, template: str = ""):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(_load_hint(model_path, exc)) from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer_prepare(tokenizer, template)  # saved with the adapter: inference prompts as trained
-
-
 def _model_load(config: TrainConfig, device: DeviceInfo):
+    """The base model to train, in the precision the device affords; quantized for QLoRA."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if device.bf16 else torch.float32
-    try:
-        model = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=dtype,
-                                                     quantization_config=_quantization(config, dtype))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(_load_hint(config.model_path, exc)) from exc
-    if config.method == "qlora":
-        from peft import prepare_model_for_kbit_training
-
-        # Checkpointing costs time; only worth it for memory on a GPU (see device_settings).
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=device.kind == "cuda")
-    return model
-
-
-def _quantization(config: TrainConfig, dtype):
-    """bitsandbytes settings for QLoRA: 4-bit NF4 (double quantized) or 8-bit weights."""
-    if config.method != "qlora":
-        return None
-    from transformers import BitsAndBytesConfig
-
-    if config.quantization == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=dtype)
-
-
-def _load_hint(model_path: str, exc: Exception) -> str:
-    hint = ""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" and not Path(model_path).is_absolute():
-        hint = " HF_HUB_OFFLINE=1 is set: put the model in HF_HOME first or register a local path."
-    return f"could not load base model {model_path!r}: {str(exc).splitlines()[0]}{hint}"
+    quantization = config.quantization if config.method == "qlora" else None
+    return model_load(config.model_path, dtype=torch.bfloat16 if device.bf16 else torch.float32,
+                      quantization=quantization, for_training=True)
 
 
 def _dataset_load(path: str, template: str = ""):
