@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from workers.events import Emit, ValidationProgress, emit_nothing
-from workers.formats import row_texts
+from workers.formats import CHAT, PROMPT_COMPLETION, jsonl_rows, row_texts
 
 MERSENNE = (1 << 61) - 1
 
@@ -202,19 +202,10 @@ def _digest(row: dict) -> bytes:
     return hashlib.blake2b(json.dumps(row, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
 
 
-def _rows(path: str):
-    with open(path, encoding="utf-8") as handle:
-        number = 0
-        for line in handle:
-            if line.strip():
-                number += 1
-                yield number, json.loads(line)
-
-
 def _empty_turns(row: dict, fmt: str) -> bool:
-    if fmt == "chat":
+    if fmt == CHAT:
         return any(not (m.get("content") or "").strip() and not m.get("tool_calls") for m in row["messages"])
-    if fmt == "prompt_completion":
+    if fmt == PROMPT_COMPLETION:
         return not row["prompt"].strip() or not row["completion"].strip()
     return False
 
@@ -231,7 +222,7 @@ def run_quality(config: QualityConfig, emit: Emit = emit_nothing) -> dict:
     long_rows, empty_rows = [], []
     long_count = empty_count = rows = 0
     prompts: dict[bytes, int] = {}
-    for number, row in _rows(config.path):
+    for number, row in enumerate(jsonl_rows(config.path), start=1):
         rows = number
         digest = _digest(row)
         copy = digest in first_of
@@ -287,7 +278,7 @@ def validation_overlap(train_path: str, validation_path: str, fmt: str, *, examp
     """Validation rows that also appear in training, whole or by their prompt (one pass over each file)."""
     rows: dict[bytes, int] = {}
     prompts: dict[bytes, int] = {}
-    for number, row in _rows(train_path):
+    for number, row in enumerate(jsonl_rows(train_path), start=1):
         rows.setdefault(_digest(row), number)
         prompt, _ = row_texts(row, fmt)
         if prompt:
@@ -298,7 +289,7 @@ def validation_overlap(train_path: str, validation_path: str, fmt: str, *, examp
 
 def _overlap(config: QualityConfig, train_rows: dict[bytes, int], train_prompts: dict[bytes, int]) -> dict:
     same_rows, same_prompts, examples, checked = 0, 0, [], 0
-    for number, row in _rows(config.validation_path):
+    for number, row in enumerate(jsonl_rows(config.validation_path), start=1):
         checked += 1
         prompt, _ = row_texts(row, config.format)
         train_row = train_rows.get(_digest(row))

@@ -5,9 +5,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workers.config import Stop, TrainConfig, TrainResult
-from workers.data import CHAT, jsonl_rows, row_format
 from workers.device import DeviceInfo, device_detect
 from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
+from workers.formats import CHAT, PREFERENCE, TEXT, format_detect, jsonl_rows
 from workers.loading import model_load, tokenizer_load
 from workers.templates import chat_as_completion
 
@@ -52,7 +52,7 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
         return DPOTrainer(args=_dpo_args(config, device, has_eval=bool(evaluation)), **common)
     from trl import SFTTrainer
 
-    chat = row_format(train[0]) == CHAT
+    chat = format_detect(train[0]) == CHAT
     return SFTTrainer(args=_sft_args(config, device, chat=chat, has_eval=bool(evaluation)), **common)
 
 
@@ -102,19 +102,20 @@ def _model_load(config: TrainConfig, device: DeviceInfo):
 def _dataset_load(path: str, template: str = ""):
     from datasets import Dataset
 
-    return Dataset.from_list([_row_clean(row, template) for row in jsonl_rows(Path(path))])
+    return Dataset.from_list([_row_clean(row, template) for row in jsonl_rows(path)])
 
 
 def _row_clean(row: dict, template: str = "") -> dict:
     """Keep only the columns the trainer reads, so rows with extra keys line up."""
-    if "chosen" in row:  # a preference pair, already normalised to prompt/chosen/rejected
+    fmt = format_detect(row)
+    if fmt == PREFERENCE:  # already normalised to prompt/chosen/rejected
         return {key: row[key] for key in ("prompt", "chosen", "rejected") if key in row}
-    if row_format(row) == CHAT and template == "completion":  # no template: prompt/completion, as render does
+    if fmt == CHAT and template == "completion":  # no template: prompt/completion, as render does
         return chat_as_completion(row["messages"])
-    if row_format(row) == CHAT:
+    if fmt == CHAT:
         # an assistant turn that only calls a tool has no content: train on it as empty text
         return {"messages": [{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"]]}
-    if "text" in row and "completion" not in row:  # plain text: continued pre-training on every token
+    if fmt == TEXT:  # plain text: continued pre-training on every token
         return {"text": row["text"]}
     return {"prompt": row["prompt"], "completion": row["completion"]}
 
