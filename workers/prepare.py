@@ -19,7 +19,6 @@ Operations, applied in the order given, to normalised rows:
 or a split need to see every row first) and counts what each operation did.
 """
 
-import hashlib
 import json
 import random
 from array import array
@@ -34,6 +33,7 @@ from workers.quality import (
     PII_KINDS,
     MinHasher,
     near_duplicate_groups,
+    row_digest,
     row_mask,
     shingles,
 )
@@ -234,10 +234,6 @@ class _Null:
         raise AssertionError("no validation file without a split")
 
 
-def _digest(row: dict) -> bytes:
-    return hashlib.blake2b(json.dumps(row, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
-
-
 def _text(row: dict) -> str:
     parts = []
 
@@ -289,7 +285,7 @@ def _apply(op: dict, count: dict, row: dict, fmt: str, seen: set, number: int, d
         if number in drop_near:
             count["rows_removed"] += 1
             return None, fmt
-        digest = _digest(row)
+        digest = row_digest(row)
         if digest in seen:
             count["rows_removed"] += 1
             return None, fmt

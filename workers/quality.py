@@ -198,7 +198,8 @@ def near_duplicate_groups(signatures: list, *, bands: int, threshold: float) -> 
 
 # --- the pass ----------------------------------------------------------------------------------------
 
-def _digest(row: dict) -> bytes:
+def row_digest(row: dict) -> bytes:
+    """A 16-byte digest of a row's content (key order aside): equal rows, equal digests."""
     return hashlib.blake2b(json.dumps(row, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
 
 
@@ -224,7 +225,7 @@ def run_quality(config: QualityConfig, emit: Emit = emit_nothing) -> dict:
     prompts: dict[bytes, int] = {}
     for number, row in enumerate(jsonl_rows(config.path), start=1):
         rows = number
-        digest = _digest(row)
+        digest = row_digest(row)
         copy = digest in first_of
         if copy:
             exact[first_of[digest]].append(number)
@@ -279,7 +280,7 @@ def validation_overlap(train_path: str, validation_path: str, fmt: str, *, examp
     rows: dict[bytes, int] = {}
     prompts: dict[bytes, int] = {}
     for number, row in enumerate(jsonl_rows(train_path), start=1):
-        rows.setdefault(_digest(row), number)
+        rows.setdefault(row_digest(row), number)
         prompt, _ = row_texts(row, fmt)
         if prompt:
             prompts.setdefault(hashlib.blake2b(prompt.strip().lower().encode(), digest_size=16).digest(), number)
@@ -292,7 +293,7 @@ def _overlap(config: QualityConfig, train_rows: dict[bytes, int], train_prompts:
     for number, row in enumerate(jsonl_rows(config.validation_path), start=1):
         checked += 1
         prompt, _ = row_texts(row, config.format)
-        train_row = train_rows.get(_digest(row))
+        train_row = train_rows.get(row_digest(row))
         train_prompt = train_prompts.get(hashlib.blake2b(prompt.strip().lower().encode(), digest_size=16).digest()) \
             if prompt else None
         if train_row:
