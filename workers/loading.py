@@ -14,8 +14,13 @@ template the model was trained with. What cannot be loaded raises ``ModelLoadErr
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workers.templates import tokenizer_prepare
+
+if TYPE_CHECKING:  # torch and transformers load only when a model does
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 ADAPTER, FULL, GGUF = "adapter", "full", "gguf"
 
@@ -30,7 +35,8 @@ def is_full_model(path: Path | str) -> bool:
     return _kind(path) != ADAPTER
 
 
-def tokenizer_load(model_path: str, *, adapter_path: str | None = None, template: str = ""):
+def tokenizer_load(model_path: str, *, adapter_path: str | None = None,
+                   template: str = "") -> "PreTrainedTokenizerBase":
     """The tokenizer of ``model_path`` fine-tuned as ``adapter_path``, with ``template`` set.
 
     The tokenizer saved with ``adapter_path`` (or inside its GGUF file) is used when there is one.
@@ -50,8 +56,9 @@ def tokenizer_load(model_path: str, *, adapter_path: str | None = None, template
     return tokenizer_prepare(tokenizer, template)  # saved with the adapter: inference prompts as trained
 
 
-def model_load(base_path: str, *, adapter_path: str | None = None, merged: bool = False, dtype=None,
-               quantization: str | None = None, for_training: bool = False):
+def model_load(base_path: str, *, adapter_path: str | None = None, merged: bool = False,
+               dtype: "torch.dtype | None" = None, quantization: str | None = None,
+               for_training: bool = False) -> "torch.nn.Module":
     """The model at ``base_path`` with the adapter at ``adapter_path`` applied, or the whole model there.
 
     adapter_path: a PEFT adapter, a whole model directory or a ``.gguf`` file (see the module
