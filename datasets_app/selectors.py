@@ -57,11 +57,9 @@ _TOKENIZER_LOCK = threading.Lock()
 @functools.lru_cache(maxsize=8)
 def _tokenizer_for(path: str, template: str):
     """A loaded tokenizer per (model, template), kept: pages showing the loss mask stay fast."""
-    from transformers import AutoTokenizer
+    from workers.loading import tokenizer_load
 
-    from workers.templates import tokenizer_prepare
-
-    return tokenizer_prepare(AutoTokenizer.from_pretrained(path), template)
+    return tokenizer_load(path, template=template)
 
 
 def dataset_dry_run(dataset: Dataset, *, base_model, template: str, max_length: int, rows: int = 3,

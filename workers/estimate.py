@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workers.config import TrainConfig
-from workers.data import CHAT, jsonl_rows, row_format
 from workers.events import emit_nothing
-from workers.templates import render, tokenizer_prepare
+from workers.formats import CHAT, PREFERENCE, format_detect, jsonl_rows
+from workers.loading import tokenizer_load
+from workers.templates import render
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,9 @@ class Estimate:
 
 def token_counts(model_path: str, train_file: str, max_length: int, template: str = "") -> TokenCounts:
     """Tokenize every row as the trainer will (``template``, truncation at ``max_length``)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = tokenizer_prepare(AutoTokenizer.from_pretrained(model_path), template)
+    tokenizer = tokenizer_load(model_path, template=template)
     rows = tokens = trainable = truncated = 0
-    for row in jsonl_rows(Path(train_file)):
+    for row in jsonl_rows(train_file):
         ids, mask = _encode(tokenizer, row, template)
         rows += 1
         truncated += len(ids) > max_length
@@ -56,16 +55,14 @@ def token_counts(model_path: str, train_file: str, max_length: int, template: st
 
 
 def _encode(tokenizer, row: dict, template: str) -> tuple[list[int], list[int]]:
-    if "chosen" in row:  # a preference pair: the prompt is read twice, both answers are scored
+    fmt = format_detect(row)
+    if fmt == PREFERENCE:  # the prompt is read twice, both answers are scored
         prompt, chosen, rejected = (_text(row.get(key, "")) for key in ("prompt", "chosen", "rejected"))
         ids = [tokenizer(prompt + answer)["input_ids"] for answer in (chosen, rejected)]
         answers = [len(tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in (chosen, rejected)]
         return ids[0] + ids[1], [0] * (len(ids[0]) + len(ids[1]) - sum(answers)) + [1] * sum(answers)
-    if row_format(row) == CHAT:
-        fmt = CHAT
+    if fmt == CHAT:
         row = {"messages": [{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"]]}
-    else:
-        fmt = "text" if "text" in row and "completion" not in row else "prompt_completion"
     rendered = render(tokenizer, row, fmt, template=template, max_length=1 << 30)
     return rendered.ids, rendered.loss_mask
 
@@ -86,7 +83,7 @@ def calibrate(config: TrainConfig, rows: int = 16) -> Throughput:
     with tempfile.TemporaryDirectory(prefix="calibrate-") as tmp:
         sample = Path(tmp) / "sample.jsonl"
         with open(sample, "w") as handle:
-            for index, row in enumerate(jsonl_rows(Path(config.train_file))):
+            for index, row in enumerate(jsonl_rows(config.train_file)):
                 if index >= rows:
                     break
                 handle.write(json.dumps(row) + "\n")

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.data import jsonl_rows
 from workers.events import Emit, Progress
-from workers.export import weights_load
+from workers.formats import CHAT, PREFERENCE, PROMPT_COMPLETION, TEXT, format_detect, jsonl_rows, row_normalise
+from workers.loading import model_load, tokenizer_load
 
 ROUGE = ("rouge1", "rouge2", "rougeL")
 GENERATION_METRICS = ("bleu", *ROUGE, "exact_match", "accuracy")
@@ -103,13 +103,14 @@ class EvalError(ValueError):
 def run_evaluation(config: EvalConfig, emit: Emit) -> EvalResult:
     """Score every target on the same examples; report progress as rows done over rows to do."""
     started = time.monotonic()
-    tokenizer = _tokenizer_load(config)
+    first = config.targets[0].adapter_path if config.targets and not config.tokenizer_path else None
+    tokenizer = tokenizer_load(config.tokenizer_path or config.base_model_path, adapter_path=first)
     examples = _examples(config, tokenizer)
     labels = _labels([e.reference for e in examples if e.generate])
     total = len(examples) * len(config.targets)
     metrics, outputs = {}, {}
     for index, target in enumerate(config.targets):
-        model = weights_load(config.base_model_path, target.adapter_path)
+        model = model_load(config.base_model_path, adapter_path=target.adapter_path)
 
         def progress(done: int, offset: int = index * len(examples)) -> None:
             emit(Progress(step=offset + done, total_steps=total))
@@ -123,23 +124,12 @@ def run_evaluation(config: EvalConfig, emit: Emit) -> EvalResult:
                       wall_seconds=time.monotonic() - started, labels=labels)
 
 
-def _tokenizer_load(config: EvalConfig):
-    from transformers import AutoTokenizer
-
-    path = config.tokenizer_path
-    if path is None:
-        first = config.targets[0].adapter_path if config.targets else None
-        has_own = first and (Path(first) / "tokenizer_config.json").exists()
-        path = first if has_own else config.base_model_path
-    return AutoTokenizer.from_pretrained(path)
-
-
 # --- examples ------------------------------------------------------------------------------
 
 
 def _examples(config: EvalConfig, tokenizer) -> list[_Example]:
     examples = []
-    for row in jsonl_rows(Path(config.data_file)):
+    for row in jsonl_rows(config.data_file):
         example = _example(tokenizer, row, config.max_length)
         if example is not None:
             examples.append(example)
@@ -151,21 +141,25 @@ def _examples(config: EvalConfig, tokenizer) -> list[_Example]:
 
 
 def _example(tokenizer, row: dict, max_length: int) -> _Example | None:
-    if "chosen" in row:  # a preference pair: the chosen answer is the reference
+    fmt = format_detect(row)
+    if fmt == PREFERENCE:  # the chosen answer is the reference
         row = _preference_as_pair(row)
-    if "messages" in row:
+        fmt = format_detect(row)
+    if fmt == CHAT:
         return _chat_example(tokenizer, row["messages"], max_length)
-    if "completion" in row:
+    if fmt == PROMPT_COMPLETION:
         prompt_ids = _encode(tokenizer, row["prompt"])
         target_ids = _encode(tokenizer, row["completion"]) + _eos(tokenizer)
         return _cut(prompt_ids, target_ids, max_length, row["prompt"], row["completion"], generate=True)
-    if "text" in row:
+    if fmt == TEXT:
         ids = _encode(tokenizer, row["text"]) + _eos(tokenizer)
         return _cut([], ids, max_length, "", row["text"], generate=False)
     return None
 
 
 def _preference_as_pair(row: dict) -> dict:
+    if "preferred_output" in row:  # OpenAI's shape: a JSONL upload is kept as it was uploaded
+        row = row_normalise(row, PREFERENCE)
     prompt, chosen = row.get("prompt", ""), row["chosen"]
     if isinstance(chosen, list):
         messages = (prompt if isinstance(prompt, list) else []) + chosen

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workers.events import Emit, LogLine, Progress
+from workers.loading import is_full_model, model_load, tokenizer_load
 
 KINDS = ("adapter", "merged", "gguf")
 GGUF_QUANTIZATIONS = ("f32", "f16", "q8_0")
@@ -105,8 +106,8 @@ def run_export(config: ExportConfig, emit: Emit) -> ExportResult:
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     emit(LogLine(f"Exporting {config.kind}" + (f" ({config.quantization})" if config.kind == "gguf" else "")))
-    tokenizer = _tokenizer_load(config)
-    source = source_model_load(config)
+    tokenizer = _source_tokenizer_load(config)
+    source = _source_model_load(config)
     reference = _reference(source, tokenizer, config)
     emit(Progress(1, 3))
     path = _write(config, source, tokenizer, output)
@@ -126,13 +127,15 @@ def export_verify(config: ExportConfig, path: Path | str, *, reference: dict | N
     ``reference`` (the source's outputs) is computed when not given.
     """
     path = Path(path)
-    tokenizer = _tokenizer_load(config)
+    tokenizer = _source_tokenizer_load(config)
     if reference is None:
-        reference = _reference(source_model_load(config), tokenizer, config)
+        reference = _reference(_source_model_load(config), tokenizer, config)
     tolerance = float(config.logits_tolerance[config.precision])
     details = {"precision": config.precision, "logits_tolerance": tolerance, "prompts": []}
     try:
-        model, export_tokenizer = _export_load(config, path)
+        # as a user would load it: the export's own tokenizer, and the adapter on the base model
+        model = model_load(config.base_model_path, adapter_path=str(path))
+        export_tokenizer = tokenizer_load(str(path))
         _tokenizers_compare(tokenizer, export_tokenizer, reference)
         for prompt, expected in zip(config.prompts, reference["outputs"], strict=True):
             got = _greedy(model, expected["input_ids"], config.max_new_tokens)
@@ -176,39 +179,13 @@ def _tokenizers_compare(source, exported, reference) -> None:
 # --- source --------------------------------------------------------------------------------
 
 
-def is_full_model(path: Path | str) -> bool:
-    """Whether a training output is a whole model (full fine-tuning) rather than an adapter."""
-    path = Path(path)
-    return (path / "config.json").exists() and not (path / "adapter_config.json").exists()
-
-
-def source_model_load(config: ExportConfig):
+def _source_model_load(config: ExportConfig):
     """The model the export must reproduce: base + adapter (unmerged), or the full model; float32."""
-    return weights_load(config.base_model_path, config.adapter_path)
+    return model_load(config.base_model_path, adapter_path=config.adapter_path)
 
 
-def weights_load(base_model_path: str, adapter_path: str | None):
-    """The base model, base + adapter (unmerged), or a whole fine-tuned model, in float32 for eval."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    if adapter_path and is_full_model(adapter_path):
-        return AutoModelForCausalLM.from_pretrained(adapter_path, dtype=torch.float32).eval()
-    model = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
-    if adapter_path:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_path)
-    return model.eval()
-
-
-def _tokenizer_load(config: ExportConfig):
-    from transformers import AutoTokenizer
-
-    # The training run saves its tokenizer next to the adapter; it is the one the model learned with.
-    adapter = Path(config.adapter_path)
-    return AutoTokenizer.from_pretrained(adapter if (adapter / "tokenizer_config.json").exists()
-                                         else config.base_model_path)
+def _source_tokenizer_load(config: ExportConfig):
+    return tokenizer_load(config.base_model_path, adapter_path=config.adapter_path)
 
 
 def _prompt_text(tokenizer, prompt: str) -> str:
@@ -271,23 +248,7 @@ def _merged(config: ExportConfig, source):
     """The source with the adapter folded into its weights (a fresh copy: the source stays unmerged)."""
     if is_full_model(config.adapter_path):
         return source
-    return source_model_load(config).merge_and_unload()
-
-
-def _export_load(config: ExportConfig, path: Path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if config.kind == "adapter":
-        from peft import PeftModel
-
-        base = AutoModelForCausalLM.from_pretrained(config.base_model_path, dtype=torch.float32)
-        return PeftModel.from_pretrained(base, path).eval(), AutoTokenizer.from_pretrained(path)
-    if config.kind == "merged":
-        return (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(),
-                AutoTokenizer.from_pretrained(path))
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return model_load(config.base_model_path, adapter_path=config.adapter_path, merged=True)
 
 
 # --- GGUF ----------------------------------------------------------------------------------

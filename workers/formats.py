@@ -8,10 +8,14 @@ preference: ``{"prompt"?, "chosen", "rejected"}`` or OpenAI's DPO rows
 
 Checks return ``Problem`` tuples without a location; the caller adds line and row. They are on
 the hot path of a multi-GB validation, so they are plain loops over plain values.
+
+``jsonl_rows`` reads back the JSONL the trainer reads (written by ``workers.validate`` or
+``workers.prepare``): every engine step that reads training rows reads them through it.
 """
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from workers.report import ERROR, WARNING
 
@@ -50,6 +54,38 @@ def format_detect(row: dict) -> str:
     if "text" in row:
         return TEXT
     return ""
+
+
+def jsonl_rows(path: Path | str, *, every: int = 1) -> Iterator[dict]:
+    """The rows of a JSONL file of normalised rows, in order; blank lines are skipped.
+
+    every: yield only the 1st, (every + 1)-th, ... row; the others are not parsed (an even sample
+        of a large file); default 1, every row.
+    A line that is not a JSON object raises ``ValueError`` naming the file and the line.
+    """
+    with open(path, "rb") as handle:
+        count = 0
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            count += 1
+            if (count - 1) % every:
+                continue
+            yield _row_parse(raw, path, number)
+
+
+def _row_parse(raw: bytes, path: Path | str, number: int) -> dict:
+    try:
+        row = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        problem = f"not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
+    except json.JSONDecodeError as exc:
+        problem = f"invalid JSON ({exc.msg} at column {exc.colno}); write one JSON object per line"
+    else:
+        if type(row) is dict:
+            return row
+        problem = "each line must be a JSON object, not a list or value"
+    raise ValueError(f"{path}, line {number}: {problem}")
 
 
 def unrecognised(row: dict, fmt: str) -> Problem:

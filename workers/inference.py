@@ -14,9 +14,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from workers.export import is_full_model
+from workers.device import device_detect
+from workers.loading import model_load, tokenizer_load
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 4
@@ -108,34 +108,23 @@ class LoadedModel:
     eos_token_ids: frozenset[int] = field(default_factory=frozenset)
 
 
-def model_load(base_path: str, adapter_path: str | None = None) -> LoadedModel:
-    """Load the base model with the adapter applied (or the full fine-tuned model) for inference.
+def inference_model_load(base_path: str, adapter_path: str | None = None) -> LoadedModel:
+    """The base model with the adapter applied (or the full fine-tuned model), ready to generate.
 
-    The tokenizer saved next to the adapter is used when there is one: it carries the chat
-    template the model was trained with. Weights go to the GPU when there is one.
+    Loaded by ``workers.loading`` (the adapter's tokenizer, with the chat template it was trained
+    with, when it has one). Weights go to the GPU when there is one, in bfloat16 where it has it.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    adapter = Path(adapter_path) if adapter_path else None
-    has_tokenizer = adapter is not None and (adapter / "tokenizer_config.json").exists()
-    tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else base_path)
-    if adapter is not None and is_full_model(adapter):
-        model = AutoModelForCausalLM.from_pretrained(adapter, dtype=dtype)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
-        if adapter is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter)
-    model = model.to(device).eval()
+    device = device_detect()
+    tokenizer = tokenizer_load(base_path, adapter_path=adapter_path)
+    model = model_load(base_path, adapter_path=adapter_path,
+                       dtype=torch.bfloat16 if device.bf16 else torch.float32).to(device.kind)
     parameters = sum(p.numel() for p in model.parameters())
     cpu_threads = 1 if parameters < SINGLE_THREAD_PARAMETERS else len(os.sched_getaffinity(0))
     return LoadedModel(model=model, tokenizer=tokenizer, key=(str(base_path), adapter_path and str(adapter_path)),
                        context_length=int(getattr(model.config, "max_position_embeddings", 0) or 2048),
-                       device=device, cpu_threads=cpu_threads, eos_token_ids=_eos_token_ids(model, tokenizer))
+                       device=device.kind, cpu_threads=cpu_threads, eos_token_ids=_eos_token_ids(model, tokenizer))
 
 
 class ModelCache:
@@ -144,7 +133,8 @@ class ModelCache:
     Thread-safe: one lock covers lookups and loads, so a model is never loaded twice at once.
     """
 
-    def __init__(self, size: int = 2, loader: Callable[[str, str | None], LoadedModel] = model_load) -> None:
+    def __init__(self, size: int = 2,
+                 loader: Callable[[str, str | None], LoadedModel] = inference_model_load) -> None:
         self.size = max(1, size)
         self._loader = loader
         self._models: OrderedDict[tuple[str, str | None], LoadedModel] = OrderedDict()

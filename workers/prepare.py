@@ -19,7 +19,6 @@ Operations, applied in the order given, to normalised rows:
 or a split need to see every row first) and counts what each operation did.
 """
 
-import hashlib
 import json
 import random
 from array import array
@@ -28,15 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workers.events import Emit, ValidationProgress, emit_nothing
-from workers.formats import CHAT, PROMPT_COMPLETION, TEXT, format_detect
+from workers.formats import CHAT, PREFERENCE, PROMPT_COMPLETION, TEXT, format_detect, jsonl_rows
+from workers.loading import tokenizer_load
 from workers.quality import (
     PII_KINDS,
     MinHasher,
     near_duplicate_groups,
+    row_digest,
     row_mask,
     shingles,
 )
-from workers.templates import TEMPLATE_NAMES, TemplateError, render, tokenizer_prepare
+from workers.templates import TEMPLATE_NAMES, TemplateError, render
 
 OPERATIONS = ("map_columns", "convert", "dedup", "mask_pii", "filter_length", "split")
 CONVERSIONS = (CHAT, PROMPT_COMPLETION, TEXT)
@@ -98,7 +99,7 @@ def operations_check(operations, fmt: str) -> list[dict]:
         elif name == "convert":
             if op.get("to") not in CONVERSIONS:
                 raise PrepareError(f"{where}.to must be one of {', '.join(CONVERSIONS)}", f"{where}.to")
-            if current == "preference":
+            if current == PREFERENCE:
                 raise PrepareError(f"{where}: preference pairs cannot be converted", f"{where}.to")
             current = op["to"]
         elif name == "dedup":
@@ -141,7 +142,7 @@ def _length_check(op: dict, where: str, fmt: str) -> None:
         if op["template"] not in TEMPLATE_NAMES:
             raise PrepareError(f"{where}.template must be one of {', '.join(repr(t) for t in TEMPLATE_NAMES)}",
                                f"{where}.template")
-        if fmt == "preference":
+        if fmt == PREFERENCE:
             raise PrepareError(f"{where}: preference pairs are not counted in tokens; use min_chars/max_chars",
                                f"{where}.max_tokens")
     for key in keys:
@@ -159,12 +160,9 @@ class _TokenCounter:
     def __call__(self, op: dict, row: dict, fmt: str, number: int) -> int:
         key = (op["model"], op["template"])
         if key not in self.loaded:
-            from transformers import AutoTokenizer
-
             if op["model"] not in self.paths:
                 raise PrepareError(f"no tokenizer given for model {op['model']!r}", "operations")
-            self.loaded[key] = tokenizer_prepare(AutoTokenizer.from_pretrained(self.paths[op["model"]]),
-                                                 op["template"])
+            self.loaded[key] = tokenizer_load(self.paths[op["model"]], template=op["template"])
         try:
             return render(self.loaded[key], row, fmt, template=op["template"], max_length=1 << 30).total_tokens
         except TemplateError as exc:
@@ -191,7 +189,7 @@ def run_prepare(config: PrepareConfig, emit: Emit = emit_nothing) -> PrepareResu
             count.update(rows_removed=0, rows_changed=0)
             count.pop("pieces_masked", None)
         kept = 0
-        for number, row in _rows(config.path):
+        for number, row in enumerate(jsonl_rows(config.path), start=1):
             fmt = config.format  # each row starts from the parent's format
             for op, count in zip(stream_ops, counts, strict=False):
                 row, fmt = _apply(op, count, row, fmt, seen, number, drop_near, tokens)
@@ -236,19 +234,6 @@ class _Null:
         raise AssertionError("no validation file without a split")
 
 
-def _rows(path: str):
-    with open(path, encoding="utf-8") as handle:
-        number = 0
-        for line in handle:
-            if line.strip():
-                number += 1
-                yield number, json.loads(line)
-
-
-def _digest(row: dict) -> bytes:
-    return hashlib.blake2b(json.dumps(row, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
-
-
 def _text(row: dict) -> str:
     parts = []
 
@@ -271,7 +256,7 @@ def _near_rows(path: str, fmt: str, op: dict) -> set[int]:
     """Row numbers to drop as near-duplicates of an earlier row (computed on the parent's rows)."""
     hasher = MinHasher(64)
     signatures, numbers = [], []
-    for number, row in _rows(path):
+    for number, row in enumerate(jsonl_rows(path), start=1):
         signatures.append(hasher.signature(shingles(_text(row))))
         numbers.append(number)
     drop = set()
@@ -300,7 +285,7 @@ def _apply(op: dict, count: dict, row: dict, fmt: str, seen: set, number: int, d
         if number in drop_near:
             count["rows_removed"] += 1
             return None, fmt
-        digest = _digest(row)
+        digest = row_digest(row)
         if digest in seen:
             count["rows_removed"] += 1
             return None, fmt

@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from workers.events import Emit, ValidationProgress, emit_nothing
-from workers.formats import row_texts
+from workers.formats import CHAT, PROMPT_COMPLETION, jsonl_rows, row_texts
 
 MERSENNE = (1 << 61) - 1
 
@@ -198,23 +198,15 @@ def near_duplicate_groups(signatures: list, *, bands: int, threshold: float) -> 
 
 # --- the pass ----------------------------------------------------------------------------------------
 
-def _digest(row: dict) -> bytes:
+def row_digest(row: dict) -> bytes:
+    """A 16-byte digest of a row's content (key order aside): equal rows, equal digests."""
     return hashlib.blake2b(json.dumps(row, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
 
 
-def _rows(path: str):
-    with open(path, encoding="utf-8") as handle:
-        number = 0
-        for line in handle:
-            if line.strip():
-                number += 1
-                yield number, json.loads(line)
-
-
 def _empty_turns(row: dict, fmt: str) -> bool:
-    if fmt == "chat":
+    if fmt == CHAT:
         return any(not (m.get("content") or "").strip() and not m.get("tool_calls") for m in row["messages"])
-    if fmt == "prompt_completion":
+    if fmt == PROMPT_COMPLETION:
         return not row["prompt"].strip() or not row["completion"].strip()
     return False
 
@@ -231,9 +223,9 @@ def run_quality(config: QualityConfig, emit: Emit = emit_nothing) -> dict:
     long_rows, empty_rows = [], []
     long_count = empty_count = rows = 0
     prompts: dict[bytes, int] = {}
-    for number, row in _rows(config.path):
+    for number, row in enumerate(jsonl_rows(config.path), start=1):
         rows = number
-        digest = _digest(row)
+        digest = row_digest(row)
         copy = digest in first_of
         if copy:
             exact[first_of[digest]].append(number)
@@ -287,8 +279,8 @@ def validation_overlap(train_path: str, validation_path: str, fmt: str, *, examp
     """Validation rows that also appear in training, whole or by their prompt (one pass over each file)."""
     rows: dict[bytes, int] = {}
     prompts: dict[bytes, int] = {}
-    for number, row in _rows(train_path):
-        rows.setdefault(_digest(row), number)
+    for number, row in enumerate(jsonl_rows(train_path), start=1):
+        rows.setdefault(row_digest(row), number)
         prompt, _ = row_texts(row, fmt)
         if prompt:
             prompts.setdefault(hashlib.blake2b(prompt.strip().lower().encode(), digest_size=16).digest(), number)
@@ -298,10 +290,10 @@ def validation_overlap(train_path: str, validation_path: str, fmt: str, *, examp
 
 def _overlap(config: QualityConfig, train_rows: dict[bytes, int], train_prompts: dict[bytes, int]) -> dict:
     same_rows, same_prompts, examples, checked = 0, 0, [], 0
-    for number, row in _rows(config.validation_path):
+    for number, row in enumerate(jsonl_rows(config.validation_path), start=1):
         checked += 1
         prompt, _ = row_texts(row, config.format)
-        train_row = train_rows.get(_digest(row))
+        train_row = train_rows.get(row_digest(row))
         train_prompt = train_prompts.get(hashlib.blake2b(prompt.strip().lower().encode(), digest_size=16).digest()) \
             if prompt else None
         if train_row:

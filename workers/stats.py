@@ -8,13 +8,14 @@ rows truncated and the target tokens lost, and a suggested ``max_length``. Struc
 turns, character sets) is counted in the same pass.
 """
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 
 from workers.events import Emit, ValidationProgress, emit_nothing
-from workers.templates import TemplateError, render, tokenizer_prepare
+from workers.formats import CHAT, PROMPT_COMPLETION, jsonl_rows
+from workers.loading import tokenizer_load
+from workers.templates import TemplateError, render
 
 EDGES = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 
@@ -57,47 +58,38 @@ class TokenLengths:
 
 def token_lengths(config: StatsConfig, emit: Emit = emit_nothing) -> TokenLengths:
     """Tokenize the rows of ``config.path`` as the trainer will; see the module docstring."""
-    from transformers import AutoTokenizer
-
-    tokenizer = tokenizer_prepare(AutoTokenizer.from_pretrained(config.tokenizer_path), config.template)
+    tokenizer = tokenizer_load(config.tokenizer_path, template=config.template)
     stride = max(1, math.ceil(config.total_rows / config.max_rows)) if config.total_rows else 1
     result = TokenLengths(sampled=stride > 1)
     roles, turns, scripts = Counter(), Counter(), Counter()
-    with open(config.path, encoding="utf-8") as handle:
-        number = 0
-        for line in handle:
-            if not line.strip():
-                continue
-            number += 1
-            if (number - 1) % stride:
-                continue
-            if result.rows >= config.max_rows:
-                result.sampled = True
-                break
-            row = json.loads(line)
-            _structure(row, config.format, roles, turns, scripts)
-            try:
-                rendered = render(tokenizer, row, config.format, template=config.template, max_length=1 << 30)
-            except TemplateError as exc:
-                if len(result.errors) < 5:
-                    result.errors.append({"row": number, "message": str(exc)})
-                continue
-            result.rows += 1
-            result.totals.append(rendered.total_tokens)
-            result.targets.append(rendered.target_tokens)
-            if result.rows % 2000 == 0:
-                emit(ValidationProgress(number, config.total_rows or number, number))
+    for index, row in enumerate(jsonl_rows(config.path, every=stride)):
+        number = index * stride + 1
+        if result.rows >= config.max_rows:
+            result.sampled = True
+            break
+        _structure(row, config.format, roles, turns, scripts)
+        try:
+            rendered = render(tokenizer, row, config.format, template=config.template, max_length=1 << 30)
+        except TemplateError as exc:
+            if len(result.errors) < 5:
+                result.errors.append({"row": number, "message": str(exc)})
+            continue
+        result.rows += 1
+        result.totals.append(rendered.total_tokens)
+        result.targets.append(rendered.target_tokens)
+        if result.rows % 2000 == 0:
+            emit(ValidationProgress(number, config.total_rows or number, number))
     result.structure = {"roles": dict(roles), "turns": _histogram_plain(turns), "scripts": dict(scripts)}
     return result
 
 
 def _structure(row: dict, fmt: str, roles: Counter, turns: Counter, scripts: Counter) -> None:
-    if fmt == "chat":
+    if fmt == CHAT:
         messages = row["messages"]
         roles.update(m["role"] for m in messages)
         turns[sum(1 for m in messages if m["role"] == "assistant")] += 1
         text = " ".join(m.get("content") or "" for m in messages)
-    elif fmt == "prompt_completion":
+    elif fmt == PROMPT_COMPLETION:
         text = row["prompt"] + " " + row["completion"]
     else:
         text = row.get("text", "")

@@ -1,15 +1,15 @@
 """Supervised fine-tuning with TRL's SFTTrainer (+ PEFT LoRA)."""
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from workers.config import Stop, TrainConfig, TrainResult
-from workers.data import CHAT, jsonl_rows, row_format
 from workers.device import DeviceInfo, device_detect
 from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
-from workers.templates import chat_as_completion, tokenizer_prepare
+from workers.formats import CHAT, PREFERENCE, TEXT, format_detect, jsonl_rows
+from workers.loading import model_load, tokenizer_load
+from workers.templates import chat_as_completion
 
 
 def run_training(
@@ -36,7 +36,7 @@ def run_training(
 def trainer_build(config: TrainConfig, device: DeviceInfo, callback):
     """The trainer with its rows tokenized (``trainer.train_dataset``: ``input_ids`` and ``labels``),
     the tokenizer carrying ``config.template``; what ``workers.templates.render`` shows, token for token."""
-    tokenizer = _tokenizer_load(config.model_path, config.template)
+    tokenizer = tokenizer_load(config.model_path, template=config.template)
     train = _dataset_load(config.train_file, config.template)
     evaluation = _dataset_load(config.validation_file, config.template) if config.validation_file else None
     return _trainer_make(config, device, tokenizer, train, evaluation, callback)
@@ -52,7 +52,7 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
         return DPOTrainer(args=_dpo_args(config, device, has_eval=bool(evaluation)), **common)
     from trl import SFTTrainer
 
-    chat = row_format(train[0]) == CHAT
+    chat = format_detect(train[0]) == CHAT
     return SFTTrainer(args=_sft_args(config, device, chat=chat, has_eval=bool(evaluation)), **common)
 
 
@@ -90,75 +90,32 @@ def _peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class ModelLoadError(Exception):
-    """The base model (or its tokenizer) could not be loaded from its path or hub id."""
-
-
-def _tokenizer_load(model_path: str, template: str = ""):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(_load_hint(model_path, exc)) from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer_prepare(tokenizer, template)  # saved with the adapter: inference prompts as trained
-
-
 def _model_load(config: TrainConfig, device: DeviceInfo):
+    """The base model to train, in the precision the device affords; quantized for QLoRA."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if device.bf16 else torch.float32
-    try:
-        model = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=dtype,
-                                                     quantization_config=_quantization(config, dtype))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(_load_hint(config.model_path, exc)) from exc
-    if config.adapter == "qlora":
-        from peft import prepare_model_for_kbit_training
-
-        # Checkpointing costs time; only worth it for memory on a GPU (see device_settings).
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=device.kind == "cuda")
-    return model
-
-
-def _quantization(config: TrainConfig, dtype):
-    """bitsandbytes settings for QLoRA: 4-bit NF4 (double quantized) or 8-bit weights."""
-    if config.adapter != "qlora":
-        return None
-    from transformers import BitsAndBytesConfig
-
-    if config.quantization == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=dtype)
-
-
-def _load_hint(model_path: str, exc: Exception) -> str:
-    hint = ""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" and not Path(model_path).is_absolute():
-        hint = " HF_HUB_OFFLINE=1 is set: put the model in HF_HOME first or register a local path."
-    return f"could not load base model {model_path!r}: {str(exc).splitlines()[0]}{hint}"
+    quantization = config.quantization if config.adapter == "qlora" else None
+    return model_load(config.model_path, dtype=torch.bfloat16 if device.bf16 else torch.float32,
+                      quantization=quantization, for_training=True)
 
 
 def _dataset_load(path: str, template: str = ""):
     from datasets import Dataset
 
-    return Dataset.from_list([_row_clean(row, template) for row in jsonl_rows(Path(path))])
+    return Dataset.from_list([_row_clean(row, template) for row in jsonl_rows(path)])
 
 
 def _row_clean(row: dict, template: str = "") -> dict:
     """Keep only the columns the trainer reads, so rows with extra keys line up."""
-    if "chosen" in row:  # a preference pair, already normalised to prompt/chosen/rejected
+    fmt = format_detect(row)
+    if fmt == PREFERENCE:  # already normalised to prompt/chosen/rejected
         return {key: row[key] for key in ("prompt", "chosen", "rejected") if key in row}
-    if row_format(row) == CHAT and template == "completion":  # no template: prompt/completion, as render does
+    if fmt == CHAT and template == "completion":  # no template: prompt/completion, as render does
         return chat_as_completion(row["messages"])
-    if row_format(row) == CHAT:
+    if fmt == CHAT:
         # an assistant turn that only calls a tool has no content: train on it as empty text
         return {"messages": [{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"]]}
-    if "text" in row and "completion" not in row:  # plain text: continued pre-training on every token
+    if fmt == TEXT:  # plain text: continued pre-training on every token
         return {"text": row["text"]}
     return {"prompt": row["prompt"], "completion": row["completion"]}
 

@@ -12,6 +12,7 @@ from datasets_app.services import token_stats_current
 from jobs_app.models import FineTuneJob
 from jobs_app.services.running import train_config
 from models_app.base_models.models import BaseModel
+from workers.loading import ModelLoadError
 
 log = logging.getLogger(__name__)
 CALIBRATE_BELOW_PARAMETERS = 100_000_000  # smaller models are measured on the worker when there is no history
@@ -21,7 +22,6 @@ def job_estimate(*, job: FineTuneJob) -> dict:
     """Tokens and steps from the data (tokenized as the trainer will); seconds and memory from
     past runs of the same base model and adapter, or a few measured steps for a small model."""
     from workers.estimate import calibrate, estimate, token_counts
-    from workers.training import ModelLoadError
 
     hp = job.hyperparameters
     workdir = Path(settings.WORK_DIR) / job.id / "estimate"

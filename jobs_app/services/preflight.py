@@ -17,6 +17,7 @@ from jobs_app.models import FineTuneJob, JobEvent
 from jobs_app.services.creation import job_format_problem
 from jobs_app.services.estimates import estimate_describe, job_estimate
 from jobs_app.services.lifecycle import job_event_add, job_fail, job_transition
+from workers.loading import ModelLoadError
 
 log = logging.getLogger(__name__)
 Status = FineTuneJob.Status
@@ -29,7 +30,6 @@ def job_validate(*, job_id: str) -> None:
     this again (``jobs_app.receivers``). A job whose rows would leave nothing to learn after
     truncation to ``max_length`` fails here, before it starts.
     """
-    from workers.training import ModelLoadError
 
     job = FineTuneJob.objects.select_related("dataset", "validation_dataset", "base_model").filter(pk=job_id).first()
     if job is None or job.status != Status.VALIDATING_FILES:

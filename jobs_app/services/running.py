@@ -19,6 +19,7 @@ from jobs_app.services.lifecycle import job_event_add, job_fail, job_requeue, jo
 from jobs_app.signals import job_succeeded
 from models_app.base_models.services import base_model_local_path
 from workers.hyperparameters import options_complete
+from workers.loading import ModelLoadError
 
 log = logging.getLogger(__name__)
 Status = FineTuneJob.Status
@@ -32,7 +33,6 @@ def job_run(*, job_id: str, worker: str = "") -> None:
     A resumed attempt continues from the job's last complete checkpoint. A crash requeues
     the job until ``max_attempts`` is reached, then fails it with the error.
     """
-    from workers.training import ModelLoadError
 
     job = job_claim(job_id=job_id, worker=worker)
     if job is None:

@@ -2,19 +2,26 @@
 
 import pytest
 
-from workers.inference import ContextLengthExceeded, GenerateConfig, ModelCache, generate, model_load, prompt_ids
+from workers.inference import (
+    ContextLengthExceeded,
+    GenerateConfig,
+    ModelCache,
+    generate,
+    inference_model_load,
+    prompt_ids,
+)
 
 HELLO = ({"role": "user", "content": "What is the capital of France?"},)
 
 
 @pytest.fixture(scope="module")
 def base(tiny_model_path):
-    return model_load(str(tiny_model_path))
+    return inference_model_load(str(tiny_model_path))
 
 
 @pytest.fixture(scope="module")
 def tuned(tiny_model_path, trained_adapter):
-    return model_load(str(tiny_model_path), str(trained_adapter))
+    return inference_model_load(str(tiny_model_path), str(trained_adapter))
 
 
 def test_greedy_reply_is_deterministic_and_streams_the_same_text(base):

@@ -54,10 +54,11 @@ def test_loss_is_only_on_assistant_tokens(tiny_model_path, tmp_path):
     from trl import SFTTrainer
 
     from workers.device import device_detect
-    from workers.training import _dataset_load, _sft_args, _tokenizer_load
+    from workers.loading import tokenizer_load
+    from workers.training import _dataset_load, _sft_args
 
     config = _config(tiny_model_path, tmp_path)
-    tokenizer = _tokenizer_load(config.model_path)
+    tokenizer = tokenizer_load(config.model_path)
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(config.model_path),
                          args=_sft_args(config, device_detect(), chat=True, has_eval=False),
                          train_dataset=_dataset_load(config.train_file), processing_class=tokenizer)
