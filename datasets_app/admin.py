@@ -10,8 +10,8 @@ class DatasetAdmin(admin.ModelAdmin):
     list_filter = ("status", "format", "container", "purpose")
     search_fields = ("id", "filename", "owner__username", "sha256")
     readonly_fields = ("id", "status", "progress", "sha256", "byte_size", "row_count", "container", "format",
-                       "options", "validation_report", "stats", "quality", "parent", "operations", "duplicate_of",
-                       "training_file", "created_at", "validated_at")
+                       "options", "validation_report", "stats", "quality", "quality_status", "parent", "operations",
+                       "duplicate_of", "training_file", "created_at", "validated_at")
     date_hierarchy = "created_at"
 
 
@@ -20,7 +20,7 @@ class DatasetUploadAdmin(admin.ModelAdmin):
     list_display = ("id", "filename", "owner", "status", "received", "expected_bytes", "dataset", "created_at")
     list_filter = ("status",)
     search_fields = ("id", "filename", "owner__username", "expected_sha256")
-    readonly_fields = ("id", "received", "dataset", "created_at", "updated_at")
+    readonly_fields = ("id", "status", "received", "dataset", "created_at", "updated_at")
 
 
 @admin.register(TokenStats)
@@ -29,5 +29,5 @@ class TokenStatsAdmin(admin.ModelAdmin):
     list_filter = ("status", "template")
     search_fields = ("sha256", "tokenizer")
     exclude = ("totals", "targets")
-    readonly_fields = ("sha256", "options_key", "tokenizer", "template", "status", "rows", "stride", "sampled",
+    readonly_fields = ("owner", "sha256", "options_key", "tokenizer", "template", "status", "rows", "stride", "sampled",
                        "structure", "errors", "error", "created_at", "updated_at")

@@ -192,6 +192,7 @@ class TokenStats(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name_plural = "token statistics"
         constraints = [models.UniqueConstraint(fields=["owner", "sha256", "options_key", "tokenizer", "template"],
                                                name="token_stats_owner_key_unique")]
 

@@ -1,4 +1,7 @@
 from django.contrib import admin, messages
+from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from finetune_site.errors import Conflict
 from jobs_app import services
@@ -17,11 +20,7 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class JobEventInline(ReadOnlyInline):
-    model = JobEvent
-    fields = ("seq", "created_at", "level", "type", "message", "data")
-    readonly_fields = fields
-    ordering = ("seq",)
+EVENTS_SHOWN = 20
 
 
 class CheckpointInline(ReadOnlyInline):
@@ -38,8 +37,20 @@ class FineTuneJobAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     # status changes only through job_transition (the cancel action), never by editing.
     readonly_fields = ("id", "status", "attempt", "error", "trained_tokens", "event_seq",
-                       "created_at", "started_at", "finished_at")
-    inlines = [CheckpointInline, JobEventInline]
+                       "created_at", "started_at", "finished_at", "event_history")
+    inlines = [CheckpointInline]
+
+    @admin.display(description="Event history")
+    def event_history(self, job: FineTuneJob) -> str:
+        """Counts by type and the last few messages; the whole history is a paginated list away
+        (thousands of metric events inline made this page tens of thousands of pixels tall)."""
+        counts = dict(job.events.values_list("type").annotate(n=Count("id")).values_list("type", "n"))
+        latest = job.events.exclude(type=JobEvent.Type.METRICS).order_by("-seq")[:EVENTS_SHOWN]
+        url = reverse("admin:jobs_app_jobevent_changelist") + f"?job__id__exact={job.id}"
+        return format_html(
+            "<p>{} messages, {} metric points. <a href='{}'>All {} events, paginated →</a></p><ol>{}</ol>",
+            counts.get(JobEvent.Type.MESSAGE, 0), counts.get(JobEvent.Type.METRICS, 0), url, sum(counts.values()),
+            format_html_join("", "<li>#{} {} {}</li>", ((e.seq, e.level, e.message) for e in reversed(latest))))
     actions = ["cancel_jobs"]
 
     @admin.action(description="Cancel selected jobs")
@@ -59,6 +70,8 @@ class JobEventAdmin(admin.ModelAdmin):
     list_display = ("job", "seq", "level", "type", "message", "created_at")
     list_filter = ("level", "type")
     search_fields = ("job__id", "message")
+    list_per_page = 100
+    ordering = ("job", "seq")
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False

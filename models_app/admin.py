@@ -8,7 +8,9 @@ class FineTunedModelAdmin(admin.ModelAdmin):
     list_display = ("id", "owner", "name", "version", "base_model", "adapter", "job", "archived_at", "created_at")
     list_filter = ("adapter", "base_model")
     search_fields = ("id", "name", "owner__username", "job__id")
-    readonly_fields = ("id", "job", "adapter_path", "artifact_files", "created_at")
+    # archived_at and aliases change through the registry's services (model_archive, model_promote)
+    readonly_fields = ("id", "job", "adapter", "adapter_path", "artifact_files", "archived_at", "promotion",
+                       "created_at")
 
 
 @admin.register(Evaluation)
@@ -16,13 +18,15 @@ class EvaluationAdmin(admin.ModelAdmin):
     list_display = ("id", "owner", "model", "base_model", "dataset", "kind", "status", "created_at")
     list_filter = ("status", "kind")
     search_fields = ("id", "model__id", "owner__username")
-    readonly_fields = ("metrics", "rows", "error")
+    readonly_fields = ("status", "progress", "metrics", "rows", "error", "finished_at")
 
 
 @admin.register(ModelAlias)
 class ModelAliasAdmin(admin.ModelAdmin):
     list_display = ("name", "alias", "model", "owner", "updated_at")
     search_fields = ("name", "alias", "owner__username")
+    # moved only by promote and rollback, which keep the alias history
+    readonly_fields = ("owner", "name", "alias", "model")
 
 
 @admin.register(AliasChange)
@@ -36,4 +40,4 @@ class AliasChangeAdmin(admin.ModelAdmin):
 class ExportAdmin(admin.ModelAdmin):
     list_display = ("id", "model", "kind", "quantization", "status", "size_bytes", "created_at")
     list_filter = ("kind", "status")
-    readonly_fields = ("verification", "error")
+    readonly_fields = ("status", "progress", "storage_path", "size_bytes", "verification", "error", "finished_at")

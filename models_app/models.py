@@ -46,6 +46,7 @@ class ModelAlias(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name_plural = "model aliases"
         ordering = ["name", "alias"]
         constraints = [models.UniqueConstraint(fields=["owner", "name", "alias"], name="model_alias_unique")]
 
