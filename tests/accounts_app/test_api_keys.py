@@ -19,17 +19,9 @@ from rest_framework.test import APIClient
 
 from accounts_app.models import ApiKey
 from accounts_app.services import api_key_create
-from tests.api import lockouts_forget
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_lockouts():
-    lockouts_forget()
-    yield
-    lockouts_forget()
 
 
 def bearer(key: str) -> APIClient:

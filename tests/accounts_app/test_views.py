@@ -5,17 +5,9 @@ from django.urls import reverse
 
 from accounts_app.models import ApiKey
 from accounts_app.services import api_key_create, api_key_hash
-from tests.api import lockouts_forget
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_lockouts():
-    lockouts_forget()
-    yield
-    lockouts_forget()
 
 
 def test_pages_redirect_anonymous_users_to_login(client):
