@@ -22,15 +22,17 @@ install: $(VENV)/.installed
 migrate: install
 	$(PY) manage.py migrate --noinput
 
-# Embedded default: SQLite, local files and a bundled Redis owned by the launcher.
+# Embedded default: SQLite, local files and a bundled Redis owned by the launcher. It asks for
+# DEBUG (tracebacks on error pages) and listens on 127.0.0.1 only; DEBUG=0 make run turns it off.
 run: migrate
 	$(PY) manage.py build_base_model tiny-llama
-	$(PY) manage.py launch --port $(PORT)
+	DEBUG=$${DEBUG:-1} $(PY) manage.py launch --port $(PORT)
 
+# uvicorn (finetune_site/server.py) streams request bodies; every interface, for a container or a proxy.
 web:
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
-	$(PY) -m daphne -b 0.0.0.0 -p $(PORT) finetune_site.asgi:application
+	$(PY) -m finetune_site.server --host 0.0.0.0 --port $(PORT)
 
 worker:
 	$(PY) -m celery -A finetune_site worker -l info -Q $(WORKER_QUEUES) -c $(WORKER_CONCURRENCY)

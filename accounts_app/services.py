@@ -1,16 +1,141 @@
-"""Writes for a user's account: the API token (DRF's authtoken keeps one per user)."""
+"""Writes for a user's account: API keys (hashed, several per user) and failed-login lockouts."""
 
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
-from rest_framework.authtoken.models import Token
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts_app.models import KEY_PREFIX, ApiKey
+from finetune_site.errors import InvalidRequest, NotFound
+
+NAME_MAX = ApiKey._meta.get_field("name").max_length
+PREFIX_SHOWN = len(KEY_PREFIX) + 6
 
 
-def token_create(*, user) -> Token:
-    """Create the user's API token, replacing (and so revoking) the one they had."""
+class ApiKeyRefused(Exception):
+    """The presented key does not let anyone in; the message says why, without naming any user."""
+
+    def __init__(self, message: str, code: str = "invalid_api_key") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def api_key_hash(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def api_key_create(*, user, name: str, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+    """A new key for ``user``: the row (hash and prefix only) and the key, which is never stored."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidRequest("name the key after where it is used, e.g. laptop or ci", param="name")
+    if len(name) > NAME_MAX:
+        raise InvalidRequest(f"the name is {len(name)} characters; at most {NAME_MAX}", param="name")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidRequest("the expiry must be in the future", param="expires_at")
+    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(user=user, name=name, prefix=raw_key[:PREFIX_SHOWN],
+                                    key_hash=api_key_hash(raw_key), expires_at=expires_at)
+    return api_key, raw_key
+
+
+def api_key_replace(*, user, name: str, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+    """A new key named ``name``, revoking the user's other active keys of that name (the CLI's way)."""
     with transaction.atomic():
-        Token.objects.filter(user=user).delete()
-        return Token.objects.create(user=user)
+        api_key, raw_key = api_key_create(user=user, name=name, expires_at=expires_at)
+        api_keys_revoke(keys=ApiKey.objects.filter(user=user, name=api_key.name).exclude(pk=api_key.pk))
+    return api_key, raw_key
 
 
-def token_revoke(*, user) -> None:
-    """Delete the user's API token; API calls with it fail from now on."""
-    Token.objects.filter(user=user).delete()
+def api_key_revoke(*, user, key_id: int) -> ApiKey:
+    """Revoke one of ``user``'s keys; requests with it get a 401 from now on. Revoking twice is harmless."""
+    api_key = ApiKey.objects.filter(user=user, pk=key_id).first()
+    if api_key is None:
+        raise NotFound(f"No such API key: {key_id}", param="key_id", code="not_found")
+    api_keys_revoke(keys=ApiKey.objects.filter(pk=api_key.pk))
+    api_key.refresh_from_db()
+    return api_key
+
+
+def api_keys_revoke(*, keys) -> int:
+    """Revoke every key of the queryset ``keys`` not revoked yet; returns how many were."""
+    return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def api_key_authenticate(*, raw_key: str) -> ApiKey:
+    """The active key ``raw_key`` names, with its user; raises ``ApiKeyRefused`` saying why not.
+
+    ``last_used_at`` is written at most once per ``API_KEY_LAST_USED_SECONDS``, by one conditional
+    UPDATE, so a busy key does not write on every request.
+    """
+    api_key = ApiKey.objects.select_related("user").filter(key_hash=api_key_hash(raw_key)).first()
+    if api_key is None:
+        raise ApiKeyRefused(f"Incorrect API key provided: {_shown(raw_key)}. Create one on the API keys page.")
+    if api_key.revoked_at:
+        raise ApiKeyRefused(f"The API key {api_key.prefix}… was revoked.", code="api_key_revoked")
+    now = timezone.now()
+    if api_key.expires_at and api_key.expires_at <= now:
+        raise ApiKeyRefused(f"The API key {api_key.prefix}… expired at {api_key.expires_at:%Y-%m-%d %H:%M} UTC.",
+                            code="api_key_expired")
+    if not api_key.user.is_active:
+        raise ApiKeyRefused("The API key's user is deactivated.", code="user_inactive")
+    stale = now - timedelta(seconds=settings.API_KEY_LAST_USED_SECONDS)
+    if api_key.last_used_at is None or api_key.last_used_at < stale:
+        # Conditional: of several requests racing past the check above, one writes.
+        ApiKey.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk=api_key.pk).update(
+            last_used_at=now)
+        api_key.last_used_at = now
+    return api_key
+
+
+def _shown(raw_key: str) -> str:
+    """Enough of a wrong key to recognise it in a log, as OpenAI shows it: ``sk-ft-ab****wxyz``."""
+    if len(raw_key) < 16:
+        return "****"
+    return f"{raw_key[:8]}****{raw_key[-4:]}"
+
+
+# --- lockouts: a count of failures per subject in the cache, then a wait ---------------------------
+
+def strikes_lockout(*, scope: str, subject: str) -> int:
+    """Seconds ``subject`` must still wait after too many failures in ``scope`` (0: it may try)."""
+    until = cache.get(_strike_key("lock", scope, subject))
+    return max(0, int(until - timezone.now().timestamp()) + 1) if until else 0
+
+
+def strike_record(*, scope: str, subject: str, allowed: int) -> int:
+    """Count one failure; the ``allowed``-th within ``LOGIN_LOCKOUT_SECONDS`` locks ``subject`` out.
+
+    Returns the seconds of the lockout it started, else 0.
+    """
+    window = settings.LOGIN_LOCKOUT_SECONDS
+    key = _strike_key("count", scope, subject)
+    cache.add(key, 0, window)  # the window starts at the first failure
+    try:
+        failures = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, window)
+        failures = 1
+    if failures < allowed:
+        return 0
+    cache.set(_strike_key("lock", scope, subject), timezone.now().timestamp() + window, window)
+    cache.delete(key)
+    return window
+
+
+def strikes_clear(*, scope: str, subject: str) -> None:
+    cache.delete_many([_strike_key("count", scope, subject), _strike_key("lock", scope, subject)])
+
+
+def _strike_key(kind: str, scope: str, subject: str) -> str:
+    # Hashed: a username may hold characters a cache key may not.
+    return f"strikes:{kind}:{scope}:{hashlib.sha256(subject.encode()).hexdigest()}"
+
+
+def login_subject(username: str, ip: str) -> str:
+    return f"{username.strip().lower()}|{ip}"

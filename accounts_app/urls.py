@@ -5,9 +5,9 @@ from accounts_app import views
 
 app_name = "accounts"
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(template_name="accounts_app/login.html"), name="login"),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/create/", views.token_create, name="token_create"),
-    path("tokens/revoke/", views.token_revoke, name="token_revoke"),
+    path("tokens/<int:key_id>/revoke/", views.token_revoke, name="token_revoke"),
 ]

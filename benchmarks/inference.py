@@ -1,8 +1,8 @@
-"""Chat completion latency on tiny-llama through the real API, daphne and an inference worker.
+"""Chat completion latency on tiny-llama through the real API, the web server and an inference worker.
 
     .venv/bin/python benchmarks/inference.py [--max-tokens 16] [--repeat 10]
 
-Runs on the embedded default in a temporary DATA_DIR (SQLite, bundled Redis), with daphne and
+Runs on the embedded default in a temporary DATA_DIR (SQLite, bundled Redis), with the web server and
 the inference worker as separate processes, as `make run` starts them; the requests go through
 the official openai client. Prints the cold request (the worker's first: it imports torch and
 loads the model), warm non-streaming requests (p50/p95: the model stays loaded) and the time to
@@ -50,11 +50,11 @@ def main() -> None:
     port = free_port()
     children = [embedded_redis_start(settings.EMBEDDED_REDIS_SOCKET)]
     try:
-        children.append(_spawn([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                                "finetune_site.asgi:application"]))
+        children.append(_spawn([sys.executable, "-m", "finetune_site.server", "--host", "127.0.0.1",
+                                "--port", str(port)]))
         children.append(_spawn([sys.executable, "-m", "celery", "-A", "finetune_site", "worker", "-l", "warning",
                                 "-Q", "inference", "-c", "1", "-n", "inference@%h"]))
-        wait_for(lambda: _healthy(port), timeout=60, what="daphne")
+        wait_for(lambda: _healthy(port), timeout=60, what="the web server")
         _measure(f"http://127.0.0.1:{port}/v1", key, options)
     finally:
         for child in reversed(children):
@@ -64,12 +64,12 @@ def main() -> None:
 
 def _api_key() -> str:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
+    from accounts_app.services import api_key_create
     from models_app.base_models.services import base_model_builtin_ensure
 
     base_model_builtin_ensure()
-    return Token.objects.create(user=get_user_model().objects.create(username="bench")).key
+    return api_key_create(user=get_user_model().objects.create(username="bench"), name="benchmark")[1]
 
 
 def _measure(base_url: str, key: str, options) -> None:

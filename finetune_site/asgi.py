@@ -1,21 +1,27 @@
-"""ASGI entry point for daphne: HTTP through Django, websockets through Channels."""
+"""ASGI entry point (served by uvicorn, see finetune_site/server.py): HTTP through Django,
+websockets through Channels, both behind the checks of finetune_site/front_door.py."""
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finetune_site.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from finetune_site.front_door import (  # noqa: E402
+    BodyLimits,
+    SpoolingASGIHandler,
+    WebsocketApiKeyAuth,
+    WebsocketOriginCheck,
+)
 from finetune_site.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "http": BodyLimits(SpoolingASGIHandler()),
+        "websocket": WebsocketOriginCheck(AuthMiddlewareStack(WebsocketApiKeyAuth(URLRouter(websocket_urlpatterns)))),
     }
 )

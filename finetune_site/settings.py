@@ -8,24 +8,57 @@ so the worker still runs as a separate process.
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
+from csp.constants import NONE, SELF
 
-from finetune_site.env import env_bool, env_int, env_list, env_str
+from finetune_site.env import env_bool, env_int, env_list, env_rate, env_str, secret_key_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "data"))).resolve()
 (DATA_DIR / "tmp").mkdir(parents=True, exist_ok=True)
 
-PLACEHOLDER_SECRET_KEY = "insecure-dev-key-change-me"
-SECRET_KEY = env_str("SECRET_KEY", PLACEHOLDER_SECRET_KEY)
-DEBUG = env_bool("DEBUG", default=not env_str("SECRET_KEY"))
-if not DEBUG and SECRET_KEY == PLACEHOLDER_SECRET_KEY:
-    raise ImproperlyConfigured("Set SECRET_KEY: the placeholder key is refused when DEBUG is off.")
+# Unset: a random key made once and kept in DATA_DIR/secret-key (mode 0600), shared by every
+# process on this DATA_DIR. Several hosts must share one SECRET_KEY (docker-compose requires it).
+SECRET_KEY = env_str("SECRET_KEY") or secret_key_file(DATA_DIR / "secret-key")
+# Only when asked for: tracebacks and URL lists must never reach a visitor by accident.
+DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
+# --- HTTPS: TLS ends at the proxy in front; these say what the browser is told ---
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# The probes speak plain HTTP to the container: a redirect to https would fail them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# "HTTP_X_FORWARDED_PROTO,https": trust that header (set only by your proxy) to mean the request came over TLS.
+SECURE_PROXY_SSL_HEADER = tuple(env_list("SECURE_PROXY_SSL_HEADER")) or None
+if SECURE_PROXY_SSL_HEADER and len(SECURE_PROXY_SSL_HEADER) != 2:
+    raise ValueError("SECURE_PROXY_SSL_HEADER must be HEADER,VALUE, e.g. HTTP_X_FORWARDED_PROTO,https")
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+# Content-Security-Policy: every script and style is a file of this site (no inline code, no CDN).
+# Websockets (ws:/wss: to this host) are covered by 'self'.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -33,8 +66,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "csp",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "django_celery_results",
     "channels",
@@ -48,6 +81,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -133,9 +167,11 @@ STORAGES = {
     "default": _default_storage,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# A request body past this many bytes goes to a temporary file in FILE_UPLOAD_TEMP_DIR, never to memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 2**20
-FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
+FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR", str(DATA_DIR / "tmp"))
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 
 # --- Redis: one URL for broker, channel layer and cache ---
 REDIS_URL = env_str("REDIS_URL")
@@ -181,31 +217,65 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat writes its schedule file after every task it sends, so the file's age tells its healthcheck
+# that the scheduler loop is alive (the reaper runs every REAPER_SECONDS).
+CELERY_BEAT_SYNC_EVERY = 1
 
 # --- API ---
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "finetune_site.auth.BearerTokenAuthentication",
+        "accounts_app.auth.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts_app.throttles.ApiKeyRateThrottle"],
+    # JSON whatever the Accept header says: no browsable API, so errors keep OpenAI's shape for browsers too.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "finetune_site.negotiation.FallbackNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "finetune_site.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# Requests per API key (per user for the pages' own calls to /v1): N/second, N/minute, N/hour or N/day; empty: no limit.
+API_RATE_LIMIT = env_rate("API_RATE_LIMIT", "600/minute")
+# Requests with an unknown, revoked or expired API key from one address before it gets 429s for
+# LOGIN_LOCKOUT_SECONDS.
+API_KEY_FAILURES_ALLOWED = env_int("API_KEY_FAILURES_ALLOWED", 20)
+# Failed logins for one username from one address before that pair is locked out for
+# LOGIN_LOCKOUT_SECONDS (the web login and the admin's).
+LOGIN_FAILURES_ALLOWED = env_int("LOGIN_FAILURES_ALLOWED", 5)
+LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900)
+# last_used_at of an API key is written at most once per this many seconds.
+API_KEY_LAST_USED_SECONDS = 60
 SPECTACULAR_SETTINGS = {
     "TITLE": "finetune API",
     "DESCRIPTION": "Fine-tuning API shaped after OpenAI's: the official openai client works "
     "with base_url=http://HOST/v1. Extensions are extra keys in "
-    "method.supervised.hyperparameters.",
+    "method.supervised.hyperparameters. Errors have OpenAI's shape: "
+    '{"error": {"message", "type", "param", "code"}}.',
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI is vendored (static/vendor/VERSIONS.md): no CDN, nothing unpinned.
+    "SWAGGER_UI_DIST": STATIC_URL + "vendor/swagger-ui",
+    "SWAGGER_UI_FAVICON_HREF": STATIC_URL + "vendor/swagger-ui/favicon-32x32.png",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "finetune_site.schema.schema_finish",
+    ],
 }
 
 # --- The platform ---
 BASE_MODELS_DIR = Path(env_str("BASE_MODELS_DIR", str(DATA_DIR / "base_models")))
 WORK_DIR = DATA_DIR / "work"
+# Largest uploaded file; a request body past it (plus a small allowance for the multipart envelope)
+# is refused with a 413 before it is read.
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 5 * 2**30)
+# Requests with neither a session nor an API key may send at most this much body (a login form
+# is a few hundred bytes); more is refused before it is read.
+MAX_ANONYMOUS_BODY_BYTES = env_int("MAX_ANONYMOUS_BODY_BYTES", 2**20)
+# --- Readiness (/readyz): queues that need at least one worker answering, and how long an answer is kept ---
+READY_QUEUES = env_list("READY_QUEUES", "default,training,inference")
+READY_CACHE_SECONDS = env_int("READY_CACHE_SECONDS", 5)
 # Seconds the dashboard keeps the workers' answer to a Celery inspect broadcast.
 WORKER_STATUS_CACHE_SECONDS = env_int("WORKER_STATUS_CACHE_SECONDS", 10)
 

@@ -1,8 +1,12 @@
 from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views import defaults
+from django.views.decorators.cache import cache_control, never_cache
 
 from datasets_app.selectors import datasets_visible_to
-from finetune_site import selectors
+from finetune_site import health, selectors
+from finetune_site.api_errors import api_error_response, is_api_path
 from jobs_app.models import FineTuneJob
 from models_app.selectors import fine_tuned_models_visible_to
 
@@ -32,3 +36,48 @@ def worker_status(request):
     own = set(FineTuneJob.objects.filter(owner=request.user, pk__in=running).values_list("pk", flat=True))
     workers = [{**worker, "jobs": [job for job in worker["jobs"] if job in own]} for worker in status["workers"]]
     return render(request, "finetune_site/partials/worker_status.html", {"status": {**status, "workers": workers}})
+
+
+@cache_control(max_age=86400, public=True)
+def favicon(request):
+    """No icon (the pages say so with a data: URL); the admin's pages make browsers ask anyway."""
+    return HttpResponse(status=204)
+
+
+def healthz(request):
+    """Liveness: this process answers. It checks nothing else, so a database outage never restarts web."""
+    return JsonResponse({"ok": True})
+
+
+@never_cache
+def readyz(request):
+    """Readiness: database, Redis, storage and a worker per queue; 503 naming what is down."""
+    result = health.readiness()
+    return JsonResponse(result, status=200 if result["ok"] else 503)
+
+
+def not_found(request, exception):
+    if is_api_path(request.path):
+        return api_error_response(f"Unknown URL: {request.method} {request.path}. The API's routes are listed at "
+                                  "/v1/docs.", status=404, code="unknown_url")
+    return defaults.page_not_found(request, exception)
+
+
+def bad_request(request, exception):
+    if is_api_path(request.path):
+        return api_error_response("The request is malformed.", status=400, code="bad_request")
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception):
+    if is_api_path(request.path):
+        return api_error_response(str(exception) or "You do not have permission to do this.", status=403,
+                                  code="permission_denied")
+    return defaults.permission_denied(request, exception)
+
+
+def server_error(request):
+    if is_api_path(request.path):
+        return api_error_response("The server had an error while processing your request; it was logged.",
+                                  status=500, code="server_error", type_="server_error")
+    return defaults.server_error(request)

@@ -23,6 +23,9 @@
     var el = document.getElementById("ws-state");
     return !!el && el.getAttribute("data-state") === "open";
   };
+  document.body.addEventListener("htmx:beforeRequest", function (e) {
+    if (e.detail.elt.hasAttribute("data-poll-offline-only") && window.finetuneSocketOpen()) e.preventDefault();
+  });
   document.body.addEventListener("htmx:wsOpen", function () { wsState("open"); });
   document.body.addEventListener("htmx:wsClose", function () { wsState("offline"); });
 
@@ -219,6 +222,12 @@
   }
   document.body.addEventListener("htmx:afterSwap", setupMetricCharts);
   window.addEventListener("load", setupMetricCharts);
+
+  // A form with data-confirm asks first (inline onsubmit handlers are forbidden by the CSP).
+  document.addEventListener("submit", function (e) {
+    var message = e.target.getAttribute && e.target.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) e.preventDefault();
+  });
 
   setupCharts();
   setupUpload();

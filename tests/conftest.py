@@ -10,10 +10,7 @@ import redis
 from django.conf import settings
 
 from models_app.base_models.services import base_model_builtin_ensure
-from tests.e2e import wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "tests" / "artifacts"
+from tests.e2e import ARTIFACTS, ROOT, WebServer, wait_for
 
 
 @pytest.fixture
@@ -155,6 +152,23 @@ def inference_worker(inference_pool):
 def worker(worker_pool):
     """A real Celery worker on the default (local disk) storage."""
     return worker_pool.ensure()
+
+
+@pytest.fixture(scope="session")
+def collected_static() -> None:
+    """STATIC_ROOT filled as `make web` fills it: with DEBUG off only collected files are served."""
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, check=True)
+
+
+@pytest.fixture
+def web_server(transactional_db, django_db_blocker, collected_static):
+    """The production web server (uvicorn) with DEBUG off, in its own process on the test database."""
+    server = WebServer(_test_database_url(django_db_blocker))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["workers", "foundation", "accounts_app", "base_models", "datasets_app", "jobs_app", "models_app", "project"]
 PROJECT = {"finetune_site.urls", "finetune_site.routing", "finetune_site.asgi", "finetune_site.wsgi",
-           "finetune_site.views", "finetune_site.selectors", "finetune_site.consumers", "finetune_site.settings"}
+           "finetune_site.views", "finetune_site.selectors", "finetune_site.consumers", "finetune_site.settings",
+           "finetune_site.front_door", "finetune_site.server", "finetune_site.health"}
 PACKAGES = ("workers", "finetune_site", "accounts_app", "datasets_app", "jobs_app", "models_app")
 
 

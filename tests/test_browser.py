@@ -1,82 +1,28 @@
-"""One browser session in Debian's Chromium (Playwright) against daphne and a real worker:
+"""One browser session in Debian's Chromium (Playwright) against the web server and a real worker:
 log in, a chunked upload that resumes after a lost reply, the dataset page going ready live,
 the wizard, a live training run on the job page and on the dashboard, reload mid-run, cancel."""
 
 import hashlib
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
-from django.conf import settings
-from django.db import connection
 
 from datasets_app.models import DatasetUpload
 from jobs_app.models import FineTuneJob
-from tests.e2e import free_port, wait_for
+from tests.e2e import ARTIFACTS, wait_for
 from tests.factories import jsonl_bytes, make_user
 from workers.sample_data import classification_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-gpu"]
 
 
-class Daphne:
-    """The production web server (daphne: HTTP and websockets) on the test database."""
-
-    def __init__(self, database_url: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "1"}
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        log = open(ARTIFACTS / "daphne.log", "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "finetune_site.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        wait_for(lambda: _healthy(self.port), timeout=60, what="daphne")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-@pytest.fixture
-def daphne(transactional_db):
-    base = settings.DATABASES["default"]
-    server = Daphne(f"postgres://{base['USER']}@{base['HOST']}:{base['PORT']}/{connection.settings_dict['NAME']}")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
-    except requests.ConnectionError:
-        return False
-
-
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium")
-def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worker, tmp_path):
+def test_upload_wizard_live_run_reload_and_cancel(web_server, live_base_model, worker, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     make_user("ada")
@@ -90,7 +36,7 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
         page.set_default_timeout(30_000)
         try:
             # Log in: any page sends an anonymous user to the login form first.
-            page.goto(daphne.url + "/")
+            page.goto(web_server.url + "/")
             expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
             page.get_by_label("Username").fill("ada")
             page.get_by_label("Password").fill("pw-ada")
@@ -178,7 +124,7 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
             polls = []
             dashboard.on("request", lambda request: polls.append(request.url)
                          if "/dashboard/active-jobs/" in request.url else None)
-            dashboard.goto(daphne.url + "/")
+            dashboard.goto(web_server.url + "/")
             dashboard.evaluate("window.__notReloaded = true")
             expect(dashboard.locator("#ws-state")).to_have_attribute("data-state", "open")
             bar = dashboard.locator(f"#job-progress-{job_id} progress")
@@ -188,11 +134,11 @@ def test_upload_wizard_live_run_reload_and_cancel(daphne, live_base_model, worke
             dashboard.context.close()
 
             # The server restarts mid-run: the page reconnects with its last seq and gets the gap.
-            daphne.stop()
+            web_server.stop()
             expect(page.locator("#ws-state")).to_have_attribute("data-state", "offline")
             before = int(progress.get_attribute("value"))
             time.sleep(2)  # the run goes on while no server can push to the page
-            daphne.start()
+            web_server.start()
             expect(page.locator("#ws-state")).to_have_attribute("data-state", "open", timeout=30_000)
             wait_for(lambda: int(progress.get_attribute("value")) > before + 3, timeout=60,
                      what="progress after the reconnect")

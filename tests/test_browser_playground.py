@@ -1,4 +1,4 @@
-"""The playground in Debian's Chromium (Playwright) against daphne and a real inference worker:
+"""The playground in Debian's Chromium (Playwright) against the web server and a real inference worker:
 from a model's page to both replies streamed side by side over the websocket."""
 
 import re
@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 
 from models_app.services import fine_tuned_model_create
+from tests.e2e import ARTIFACTS
 from tests.factories import make_job, make_user
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, daphne  # noqa: F401 (daphne is a fixture)
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from workers.sample_data import classification_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium")
-def test_model_page_to_playground_streams_both_replies(daphne, live_base_model, trained_adapter,  # noqa: F811
+def test_model_page_to_playground_streams_both_replies(web_server, live_base_model, trained_adapter,
                                                        inference_worker):
     from playwright.sync_api import expect, sync_playwright
 
@@ -29,7 +30,7 @@ def test_model_page_to_playground_streams_both_replies(daphne, live_base_model, 
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(30_000)
         try:
-            page.goto(f"{daphne.url}/models/{model.id}/")
+            page.goto(f"{web_server.url}/models/{model.id}/")
             page.get_by_label("Username").fill("grace")
             page.get_by_label("Password").fill("pw-grace")
             page.get_by_role("button", name="Log in").click()

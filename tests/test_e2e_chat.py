@@ -2,9 +2,9 @@
 
 import openai
 import pytest
-from rest_framework.authtoken.models import Token
 
 from models_app.services import fine_tuned_model_create
+from tests.api import api_key_for
 from tests.e2e import client_for
 from tests.factories import make_job, make_user
 from workers.sample_data import classification_rows
@@ -80,25 +80,9 @@ def test_no_inference_worker_is_a_503_naming_the_queue(live_server, live_base_mo
     assert "`inference` queue" in refused.value.message
 
 
-@pytest.fixture
-def daphne_server(transactional_db):
-    """daphne, the production server: streamed replies go out piece by piece (ASGI), not at the end."""
-    from django.conf import settings
-    from django.db import connection
-
-    from tests.test_browser import Daphne
-
-    base = settings.DATABASES["default"]
-    server = Daphne(f"postgres://{base['USER']}@{base['HOST']}:{base['PORT']}/{connection.settings_dict['NAME']}")
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_daphne_streams_and_answers_whole_replies(daphne_server, live_base_model, inference_worker):
-    user = make_user()
-    client = openai.OpenAI(base_url=daphne_server.url + "/v1", api_key=Token.objects.create(user=user).key,
-                           max_retries=0)
+def test_web_server_streams_and_answers_whole_replies(web_server, live_base_model, inference_worker):
+    """The production server sends a streamed reply piece by piece (ASGI), not at the end."""
+    client = openai.OpenAI(base_url=web_server.url + "/v1", api_key=api_key_for(make_user()), max_retries=0)
     whole = client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0, max_tokens=16)
     chunks = list(client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0,
                                                  max_tokens=16, stream=True))

@@ -37,12 +37,16 @@ def _manage(env, *args) -> str:
 def test_launch_runs_a_job_on_sqlite_and_bundled_redis_and_dies_whole(embedded_env, tmp_path):
     _manage(embedded_env, "migrate", "-v0")
     port = free_port()
+    output = tmp_path / "launch.log"
     launcher = subprocess.Popen([sys.executable, "manage.py", "launch", "--port", str(port)], cwd=ROOT,
-                                env=embedded_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                env={**embedded_env, "DEBUG": "1"},  # as `make run` asks
+                                stdout=output.open("wb"), stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: _healthy(port), timeout=90, what="the embedded web server")
+        wait_for(lambda: "api_key=sk-ft-" in output.read_text(errors="replace"), timeout=30, what="the welcome")
+        assert "DEBUG is on (DEBUG=1, as `make run` asks)" in output.read_text(errors="replace")
         children = psutil.Process(launcher.pid).children()
-        assert len(children) == 6  # redis-server, daphne, training, light and inference workers, beat
+        assert len(children) == 6  # redis-server, web server, training, light and inference workers, beat
         token = _manage(embedded_env, "issue_token", "carol")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0)
         reply = client.chat.completions.create(model="tiny-llama", max_tokens=3,
@@ -74,8 +78,10 @@ def _finished(client, job_id):
     return job if job.status in {"succeeded", "failed", "cancelled"} else None
 
 
-def test_placeholder_secret_key_is_refused_when_debug_is_off(embedded_env):
-    env = {**embedded_env, "DEBUG": "0"}
-    env.pop("SECRET_KEY", None)
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert result.returncode != 0 and "Set SECRET_KEY" in result.stderr
+def test_without_secret_key_a_private_random_key_is_made_once_and_kept(embedded_env):
+    env = {name: value for name, value in embedded_env.items() if name not in {"SECRET_KEY", "DEBUG"}}
+    show = "from django.conf import settings; print(settings.SECRET_KEY, settings.DEBUG)"
+    first, second = (_manage(env, "shell", "-v", "0", "-c", show).split() for _ in range(2))
+    assert first == second and first[1] == "False" and len(first[0]) >= 50
+    path = Path(env["DATA_DIR"]) / "secret-key"
+    assert path.read_text().strip() == first[0] and path.stat().st_mode & 0o777 == 0o600

@@ -15,14 +15,15 @@ from datasets_app.services.validation import _ProgressWriter
 from finetune_site.asgi import application
 from models_app.base_models.services import base_model_builtin_ensure
 from tests.factories import make_dataset, make_user
-from tests.jobs_app.test_consumers import ORIGIN, session_cookie
+from tests.jobs_app.test_consumers import HOST, ORIGIN, session_cookie
 from workers.events import ValidationProgress
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def socket(dataset_id: str, cookie=None, *, origin=ORIGIN) -> WebsocketCommunicator:
-    return WebsocketCommunicator(application, f"/ws/datasets/{dataset_id}/", headers=[h for h in (origin, cookie) if h])
+    return WebsocketCommunicator(application, f"/ws/datasets/{dataset_id}/",
+                                 headers=[h for h in (HOST, origin, cookie) if h])
 
 
 def _validating(dataset: Dataset) -> None:

@@ -11,13 +11,13 @@ from finetune_site.asgi import application
 from jobs_app.models import FineTuneJob
 from jobs_app.services import job_cancel
 from tests.factories import make_job, make_metric, make_user
-from tests.jobs_app.test_consumers import ORIGIN, receive_all, session_cookie
+from tests.jobs_app.test_consumers import HOST, ORIGIN, receive_all, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def socket(cookie=None, *, origin=ORIGIN) -> WebsocketCommunicator:
-    return WebsocketCommunicator(application, "/ws/dashboard/", headers=[h for h in (origin, cookie) if h])
+    return WebsocketCommunicator(application, "/ws/dashboard/", headers=[h for h in (HOST, origin, cookie) if h])
 
 
 def test_dashboard_socket_sends_the_list_then_moves_the_progress_bar(live_base_model):
@@ -74,5 +74,36 @@ def test_dashboard_socket_refuses_anonymous_and_foreign_origin(live_base_model):
         assert not (await socket(None).connect())[0]
         foreign = socket(cookie, origin=(b"origin", b"http://evil.example"))
         assert not (await foreign.connect())[0]
+
+    asyncio.run(scenario())
+
+
+def test_socket_origin_must_match_scheme_host_and_port(live_base_model, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://app.example.com", "https://*.trusted.example"]
+    settings.ALLOWED_HOSTS = ["testserver"]
+    cookie = session_cookie(make_user())
+
+    def at(host: bytes, origin: bytes) -> WebsocketCommunicator:
+        return WebsocketCommunicator(application, "/ws/dashboard/", headers=[(b"host", host), (b"origin", origin),
+                                                                             cookie])
+
+    async def opens(communicator) -> bool:
+        accepted = (await communicator.connect(timeout=5))[0]
+        if accepted:
+            await communicator.disconnect()
+        return accepted
+
+    async def scenario():
+        assert await opens(at(b"testserver:8000", b"http://testserver:8000"))
+        assert await opens(at(b"testserver", b"http://testserver:80"))  # the default port, written out
+        assert await opens(at(b"testserver:8000", b"https://app.example.com"))  # trusted
+        assert await opens(at(b"testserver:8000", b"https://eu.trusted.example"))  # trusted subdomain
+        for host, origin in [(b"testserver:8000", b"http://testserver:8001"),  # another port
+                             (b"testserver:8000", b"http://testserver"),
+                             (b"testserver:8000", b"https://testserver:8000"),  # another scheme
+                             (b"testserver:8000", b"http://app.example.com"),  # trusted only over https
+                             (b"evil.example", b"http://evil.example"),  # a host this site is not
+                             (b"testserver", b"null")]:
+            assert not await opens(at(host, origin)), (host, origin)
 
     asyncio.run(scenario())

@@ -39,7 +39,8 @@ def test_dashboard_job_list_is_live_over_the_socket_and_polls_only_without_it(cl
     client.force_login(user)
     page = client.get("/").content.decode()
     assert 'ws-connect="/ws/dashboard/"' in page and 'id="ws-state"' in page
-    assert 'hx-trigger="every 3s [!finetuneSocketOpen()]"' in page  # the fallback while the socket is down
+    # the fallback while the socket is down (app.js cancels the poll while it is open)
+    assert 'hx-trigger="every 3s" data-poll-offline-only' in page
 
 
 def test_usage_splits_gpu_and_cpu_hours(base_model):

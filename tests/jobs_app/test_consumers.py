@@ -20,6 +20,8 @@ from jobs_app.services import job_cancel, job_event_add
 from tests.factories import make_job, make_metric, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
+# A browser sends both; the origin must be the site it addressed (scheme, host and port).
+HOST = (b"host", b"testserver")
 ORIGIN = (b"origin", b"http://testserver")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +36,7 @@ def session_cookie(user) -> tuple[bytes, bytes]:
 
 
 def socket(job_id: str, cookie=None, *, last_seq: int | None = None, origin=ORIGIN) -> WebsocketCommunicator:
-    headers = [h for h in (origin, cookie) if h]
+    headers = [h for h in (HOST, origin, cookie) if h]
     query = f"?last_seq={last_seq}" if last_seq is not None else ""
     return WebsocketCommunicator(application, f"/ws/jobs/{job_id}/{query}", headers=headers)
 
@@ -180,7 +182,7 @@ def test_bad_last_seq_replays_everything(live_base_model):
 
     async def scenario():
         communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.id}/?last_seq=abc",
-                                             headers=[ORIGIN, cookie])
+                                             headers=[HOST, ORIGIN, cookie])
         assert (await communicator.connect())[0]
         history = await communicator.receive_from()
         assert f"Created fine-tuning job: {job.id}" in history

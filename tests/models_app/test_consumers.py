@@ -14,14 +14,14 @@ from django.conf import settings
 from finetune_site.asgi import application
 from models_app.services import fine_tuned_model_create
 from tests.factories import make_job, make_user
-from tests.jobs_app.test_consumers import ORIGIN, session_cookie
+from tests.jobs_app.test_consumers import HOST, ORIGIN, session_cookie
 from workers.sample_data import classification_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def socket(cookie=None) -> WebsocketCommunicator:
-    return WebsocketCommunicator(application, "/ws/playground/", headers=[h for h in (ORIGIN, cookie) if h])
+    return WebsocketCommunicator(application, "/ws/playground/", headers=[h for h in (HOST, ORIGIN, cookie) if h])
 
 
 def form(**values) -> dict:
