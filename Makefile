@@ -5,7 +5,7 @@ PORT ?= 8000
 WORKER_QUEUES ?= default,training
 WORKER_CONCURRENCY ?= 1
 
-.PHONY: run test install web worker inference beat migrate lint docs
+.PHONY: run test test-fast test-random install web worker inference beat migrate lint docs
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -48,6 +48,17 @@ beat:
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
+
+# The quick loop while working: everything but the tests that start real workers, servers or a
+# browser (marked e2e; see tests/conftest.py). `make test` (what CI runs) is the whole suite.
+test-fast: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -m "not e2e"
+
+# The whole suite in a shuffled order: no test may depend on another's leftovers. pytest-randomly
+# prints its seed; `.venv/bin/pytest -p randomly --randomly-seed=N` repeats an order.
+test-random: install
+	$(VENV)/bin/pytest -p randomly
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -58,8 +58,9 @@ def job_progress(job: FineTuneJob, metric: dict | None, *, first: tuple[dict, da
                  now: datetime | None = None) -> JobProgress:
     """Progress of ``job`` given its newest metric data.
 
-    ETA and tokens/s are measured from ``first`` (the first metric event's data and time), so the
-    model loading before the first step does not count as training; without it, from the start.
+    Tokens/s are measured from ``first`` (the first metric event's data and time), so the model
+    loading before the first step does not count as training; without it, from the start. The ETA
+    is the worker's, for the whole job, counted down from when its newest step ended.
     """
     metric = metric or {}
     step, total = int(metric.get("step") or 0), int(metric.get("total_steps") or 0)
@@ -67,17 +68,25 @@ def job_progress(job: FineTuneJob, metric: dict | None, *, first: tuple[dict, da
         step = total
     tokens = int(metric.get("tokens") or 0)
     end = job.finished_at or now or timezone.now()
-    base_step, base_tokens, since = 0, 0, job.started_at
+    base_tokens, since = 0, job.started_at
     if first is not None and int(first[0].get("step") or 0) < step:
-        base_step, base_tokens, since = int(first[0].get("step") or 0), int(first[0].get("tokens") or 0), first[1]
+        base_tokens, since = int(first[0].get("tokens") or 0), first[1]
     elapsed = (end - since).total_seconds() if since else 0.0
-    done, running = step - base_step, job.status == FineTuneJob.Status.RUNNING
+    running = job.status == FineTuneJob.Status.RUNNING
     return JobProgress(
         step=step, total_steps=total, tokens=tokens,
         train_loss=metric.get("train_loss"), learning_rate=metric.get("learning_rate"),
         tokens_per_second=(tokens - base_tokens) / elapsed if elapsed > 0 and tokens > base_tokens else None,
-        eta_seconds=elapsed / done * (total - step) if running and done > 0 and elapsed > 0 else None,
+        eta_seconds=_eta(metric, end) if running else None,
     )
+
+
+def _eta(metric: dict, now: datetime) -> float | None:
+    """The worker's ETA for the whole job (steps, passes, checkpoints, then finishing and the
+    evaluation), counted down from when its step ended; None until a few steps are timed."""
+    if metric.get("eta_seconds") is None or metric.get("time") is None:
+        return None
+    return max(0.0, metric["eta_seconds"] - (now.timestamp() - metric["time"]))
 
 
 def job_first_metric(job: FineTuneJob) -> tuple[dict, datetime] | None:

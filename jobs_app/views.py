@@ -156,7 +156,8 @@ def wizard_model(request):
             errors = hyperparameters_errors(texts, base_model=base, rows=dataset.row_count, objective=_objective(state),
                                             has_validation=bool(state.get("validation_file")))
             if not errors:
-                _stats_ask(dataset, base, texts)
+                validation = datasets_visible_to(request.user).filter(pk=state.get("validation_file") or "").first()
+                _stats_ask(list(filter(None, [dataset, validation])), base, texts)
                 return redirect("jobs:wizard_review")
     else:
         form = ModelStepForm(initial={"model": state.get("model"), "adapter": texts.get("adapter", "lora"),
@@ -170,15 +171,16 @@ def wizard_model(request):
     })
 
 
-def _stats_ask(dataset: Dataset, base: BaseModel, texts: dict) -> None:
+def _stats_ask(datasets: list[Dataset], base: BaseModel, texts: dict) -> None:
     """The review's estimate counts tokens with this model and template: ask for them now (a write path)."""
     template = hyperparameters_from_texts({"template": texts.get("template", "")}).get("template", "")
-    if not dataset.training_format:
-        return
-    try:
-        token_stats_request(dataset=dataset, base_model=base, template=template)
-    except (Conflict, InvalidRequest):
-        log.info("no token statistics for %s with %s", dataset.id, base.name)
+    for dataset in datasets:
+        if not dataset.training_format:
+            continue
+        try:
+            token_stats_request(dataset=dataset, base_model=base, template=template)
+        except (Conflict, InvalidRequest):
+            log.info("no token statistics for %s with %s", dataset.id, base.name)
 
 
 @require_POST
@@ -234,13 +236,13 @@ def wizard_review(request):
                                                         rows=dataset.row_count, has_validation=bool(validation_id))
     except InvalidRequest:
         return redirect("jobs:wizard_model")
+    validation = datasets_visible_to(request.user).filter(pk=validation_id).first() if validation_id else None
     return render(request, "jobs_app/wizard_review.html", {
         "step": 3, "dataset": dataset, "base_model": base, "suffix": state.get("suffix", ""),
         "objective": objective, "adapter": resolved["adapter"], "options": review_rows(resolved, objective=objective),
-        "resolved": resolved,
-        "validation": datasets_visible_to(request.user).filter(pk=validation_id).first() if validation_id else None,
+        "resolved": resolved, "validation": validation,
         "estimate": services.job_estimate_draft(owner=request.user, dataset=dataset, base_model=base,
-                                                hyperparameters=resolved),
+                                                hyperparameters=resolved, validation=validation),
         "dry_run": _dry_run(dataset, base, resolved),
         "mask_rows": dataset_preview(dataset, rows=2),
         "error": error,

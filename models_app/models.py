@@ -163,6 +163,7 @@ class Evaluation(models.Model):
     classification = models.BooleanField(default=False, help_text="References look like labels: accuracy applies.")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker began scoring.")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -12,6 +12,19 @@ from django.conf import settings
 from models_app.base_models.services import base_model_builtin_ensure
 from tests.e2e import ARTIFACTS, ROOT, WebServer, wait_for
 
+# A test that uses one of these starts real processes (a Celery worker, a web server): it is e2e,
+# whether or not its module says so, and `make test-fast` leaves it out.
+REAL_PROCESSES = {"worker", "worker_pool", "fresh_worker", "inference_worker", "inference_pool", "web_server",
+                  "live_server"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if REAL_PROCESSES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture
 def base_model(db):

@@ -9,7 +9,7 @@ import pytest
 from tests.factories import make_dataset, make_job, make_metric, make_user
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 RECORD_VIOLATIONS = """
 window.__csp = [];
 document.addEventListener("securitypolicyviolation", function (e) {

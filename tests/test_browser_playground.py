@@ -13,7 +13,7 @@ from tests.factories import make_job, make_user
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from workers.sample_data import classification_rows
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium")

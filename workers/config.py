@@ -74,6 +74,10 @@ class TrainResult:
     stopped: True when ``should_stop`` ended the run early.
     stop: the kind of stop asked for (Stop.NO when the run finished).
     peak_memory_bytes: peak accelerator memory on a GPU, peak resident memory on CPU.
+    Where the time went (seconds), for estimates of the next run: setup_seconds before the first
+    step (loading, tokenizing); eval_seconds over ``evals`` passes on the validation file and
+    save_seconds over ``saves`` checkpoints, both inside wall_seconds; final_save_seconds writing
+    the adapter or model after the loop. step_tokens_per_second: throughput of the steps alone.
     """
 
     adapter_dir: str
@@ -86,3 +90,10 @@ class TrainResult:
     stopped: bool
     stop: Stop = Stop.NO
     peak_memory_bytes: int = 0
+    setup_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    evals: int = 0
+    save_seconds: float = 0.0
+    saves: int = 0
+    final_save_seconds: float = 0.0
+    step_tokens_per_second: float = 0.0

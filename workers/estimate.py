@@ -25,20 +25,53 @@ class TokenCounts:
 
 @dataclass(frozen=True)
 class Throughput:
-    """Measured training speed (tokens/s) and peak memory (bytes) of one model/method/device."""
+    """How fast one model and adapter train on one kind of device, measured.
+
+    tokens_per_second: training steps alone. peak_memory_bytes: the largest seen. setup_seconds:
+    loading and tokenizing before the first step. eval_tokens_per_second: a pass over the
+    validation file (None: unknown, taken as 3× the training speed: a forward pass without the
+    backward). save_seconds: one checkpoint.
+    """
 
     tokens_per_second: float
     peak_memory_bytes: int
+    setup_seconds: float = 0.0
+    eval_tokens_per_second: float | None = None
+    save_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """The whole run: tokens over all epochs, optimizer steps, seconds of training, peak bytes."""
+    """The whole run: tokens over all epochs, optimizer steps, peak bytes, and seconds by part
+    (``setup``, ``training``, ``validation`` passes, ``checkpoints``); ``seconds`` is their sum."""
 
     tokens: int
     steps: int
     seconds: float
     peak_memory_bytes: int
+    parts: dict
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What a run will do besides its steps: validation passes and checkpoints (trainer settings)."""
+
+    n_epochs: int
+    batch_size: int
+    eval_steps: int = 0  # 0: a pass at the end of each epoch
+    save_steps: int = 0  # 0: a checkpoint at the end of each epoch
+    validation_tokens: int = 0  # per pass; 0: no validation file
+
+    def steps(self, rows: int) -> int:
+        return math.ceil(rows / self.batch_size) * self.n_epochs
+
+    def evals(self, steps: int) -> int:
+        if not self.validation_tokens:
+            return 0
+        return steps // self.eval_steps if self.eval_steps else self.n_epochs
+
+    def saves(self, steps: int) -> int:
+        return steps // self.save_steps if self.save_steps else self.n_epochs
 
 
 def token_counts(model_path: str, train_file: str, max_length: int, template: str = "") -> TokenCounts:
@@ -74,12 +107,14 @@ def _text(value) -> str:
     return value or ""
 
 
-def calibrate(config: TrainConfig, rows: int = 16) -> Throughput:
-    """Train a few steps on the first ``rows`` rows of the data and measure speed and memory."""
+def calibrate(config: TrainConfig, steps: int = 4) -> Throughput:
+    """Train ``steps`` steps (one epoch of the first rows of the data), scored on the same rows and
+    saved once, and measure each: the step pace after the first, setup, a pass, a checkpoint, memory."""
     import json
 
     from workers.training import run_training
 
+    rows = steps * config.batch_size
     with tempfile.TemporaryDirectory(prefix="calibrate-") as tmp:
         sample = Path(tmp) / "sample.jsonl"
         with open(sample, "w") as handle:
@@ -88,17 +123,51 @@ def calibrate(config: TrainConfig, rows: int = 16) -> Throughput:
                     break
                 handle.write(json.dumps(row) + "\n")
         probe = TrainConfig(**{**config.__dict__, "train_file": str(sample), "output_dir": tmp, "n_epochs": 1,
-                               "validation_file": None, "save_steps": 1_000_000, "resume_from": None})
-        started = time.perf_counter()
+                               "validation_file": str(sample), "save_steps": 0, "eval_steps": 0,
+                               "resume_from": None, "devices": 1})
         result = run_training(probe, emit_nothing)
-        seconds = result.wall_seconds or (time.perf_counter() - started)
-    return Throughput(tokens_per_second=result.trained_tokens / seconds if seconds else 0.0,
-                      peak_memory_bytes=result.peak_memory_bytes)
+    return throughput_of(result, eval_tokens=result.trained_tokens)
 
 
-def estimate(counts: TokenCounts, throughput: Throughput, *, n_epochs: int, batch_size: int) -> Estimate:
-    """Combine what the data needs with how fast this model trains."""
-    tokens = counts.tokens * n_epochs
+def throughput_of(result, *, eval_tokens: int) -> Throughput:
+    """The paces a finished run measured (``TrainResult``), ``eval_tokens`` scored per validation pass."""
+    return Throughput(
+        tokens_per_second=result.step_tokens_per_second or result.tokens_per_second,
+        peak_memory_bytes=result.peak_memory_bytes, setup_seconds=result.setup_seconds,
+        eval_tokens_per_second=eval_tokens * result.evals / result.eval_seconds if result.eval_seconds else None,
+        save_seconds=result.save_seconds / result.saves if result.saves else 0.0)
+
+
+def estimate(counts: TokenCounts, throughput: Throughput, schedule: Schedule) -> Estimate:
+    """Combine what the data needs with how fast this model trains, part by part."""
+    tokens = counts.tokens * schedule.n_epochs
+    steps = schedule.steps(counts.rows)
     speed = throughput.tokens_per_second or 1.0
-    return Estimate(tokens=tokens, steps=math.ceil(counts.rows / batch_size) * n_epochs,
-                    seconds=round(tokens / speed, 1), peak_memory_bytes=throughput.peak_memory_bytes)
+    eval_speed = throughput.eval_tokens_per_second or 3 * speed
+    parts = {"setup": throughput.setup_seconds, "training": tokens / speed,
+             "validation": schedule.evals(steps) * schedule.validation_tokens / eval_speed,
+             "checkpoints": schedule.saves(steps) * throughput.save_seconds}
+    parts = {name: round(seconds, 1) for name, seconds in parts.items()}
+    return Estimate(tokens=tokens, steps=steps, seconds=round(sum(parts.values()), 1),
+                    peak_memory_bytes=throughput.peak_memory_bytes, parts=parts)
+
+
+def evaluation_pace(model_path: str, data_file: str, *, max_new_tokens: int, rows: int = 3) -> tuple[float, float]:
+    """(seconds to load a target, seconds per row), from scoring the first ``rows`` rows of
+    ``data_file`` with the base model exactly as an evaluation does (loss pass and greedy answer)."""
+    from workers.evaluation import EvalConfig, EvalTarget, run_evaluation
+    from workers.events import Progress
+
+    ended: list[float] = []
+
+    def emit(event) -> None:
+        if isinstance(event, Progress):
+            ended.append(time.perf_counter())
+
+    started = time.perf_counter()
+    run_evaluation(EvalConfig(base_model_path=model_path, data_file=data_file, targets=(EvalTarget("base"),),
+                              max_rows=rows, max_new_tokens=max_new_tokens), emit)
+    if len(ended) < 2:
+        return ended[0] - started if ended else 0.0, 0.0
+    row = (ended[-1] - ended[0]) / (len(ended) - 1)
+    return max(0.0, ended[0] - started - row), row

@@ -22,15 +22,19 @@ def run_training(
     checkpoint of that step (reported as ``ArtifactSaved``), from which ``resume_from``
     continues with the same optimizer, scheduler and data order.
     """
+    import trl  # noqa: F401  (imported once per process: not part of a run's setup time)
+
+    begun = time.perf_counter()
     device = device_detect()
     emit(LogLine(f"Training on {device.describe()} with {config.adapter}"
                  + (f", template {config.template}" if config.template else "")))
     callback = _callback_make(emit, should_stop)
     trainer = trainer_build(config, device, callback)
     started = time.perf_counter()
+    callback.mark = callback.started = started
     output = trainer.train(resume_from_checkpoint=config.resume_from)
     wall = time.perf_counter() - started
-    return _result_finish(trainer, config, emit, callback, output, wall)
+    return _result_finish(trainer, config, emit, callback, output, wall, setup=started - begun)
 
 
 def trainer_build(config: TrainConfig, device: DeviceInfo, callback):
@@ -56,10 +60,11 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
     return SFTTrainer(args=_sft_args(config, device, chat=chat, has_eval=bool(evaluation)), **common)
 
 
-def _result_finish(trainer, config, emit, callback, output, wall) -> TrainResult:
+def _result_finish(trainer, config, emit, callback, output, wall, *, setup: float) -> TrainResult:
     state = trainer.state
     tokens = int(state.num_input_tokens_seen or 0)
     adapter_dir = ""
+    saving = time.perf_counter()
     if not callback.stopped:
         adapter_dir = str(Path(config.output_dir) / "adapter")
         trainer.save_model(adapter_dir)
@@ -77,6 +82,15 @@ def _result_finish(trainer, config, emit, callback, output, wall) -> TrainResult
         stopped=callback.stopped,
         stop=callback.stop,
         peak_memory_bytes=_peak_memory(),
+        # loading, tokenizing and the first step's warm-up: what comes before the steady pace
+        setup_seconds=round(setup + max(0.0, callback.first_step_end - callback.started), 3),
+        eval_seconds=round(callback.eval_seconds, 3),
+        evals=callback.evals,
+        save_seconds=round(callback.save_seconds, 3),
+        saves=callback.saves,
+        final_save_seconds=round(time.perf_counter() - saving, 3),
+        step_tokens_per_second=(callback.steady_tokens / callback.steady_seconds if callback.steady_seconds
+                                else tokens / wall if wall else 0.0),
     )
 
 
@@ -188,13 +202,31 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
     from transformers import TrainerCallback
 
     class Reporter(TrainerCallback):
-        """Turns trainer hooks into engine events and honours ``should_stop``."""
+        """Turns trainer hooks into engine events and honours ``should_stop``. Also times the
+        validation passes and checkpoint writes inside the loop, for the next run's estimate."""
 
         stopped = False
         stop = Stop.NO
+        mark = started = 0.0  # when the last step, validation pass or save ended; when the loop began
+        eval_seconds = save_seconds = 0.0
+        evals = saves = 0
+        # the steps after this run's first (which warms up): their time and tokens give the pace
+        first_step_end = steady_seconds = 0.0
+        first_tokens = steady_tokens = 0
+
+        def _since_mark(self) -> float:
+            now = time.perf_counter()
+            spent, self.mark = now - self.mark, now
+            return spent
 
         def on_step_end(self, args, state, control, **kwargs):
-            emit(Progress(state.global_step, state.max_steps, int(state.num_input_tokens_seen or 0)))
+            spent, tokens = self._since_mark(), int(state.num_input_tokens_seen or 0)
+            if not self.first_step_end:
+                self.first_step_end, self.first_tokens = self.mark, tokens
+            else:
+                self.steady_seconds += spent
+                self.steady_tokens = tokens - self.first_tokens
+            emit(Progress(state.global_step, state.max_steps, tokens))
             asked = should_stop()
             if asked:
                 self.stopped = True
@@ -213,7 +245,13 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
             values["tokens"] = int(state.num_input_tokens_seen or 0)
             emit(Metric(state.global_step, state.max_steps, values))
 
+        def on_evaluate(self, args, state, control, **kwargs):
+            self.eval_seconds += self._since_mark()
+            self.evals += 1
+
         def on_save(self, args, state, control, **kwargs):
+            self.save_seconds += self._since_mark()
+            self.saves += 1
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             metrics = _last_metrics(state.log_history)
             emit(ArtifactSaved(kind="checkpoint", path=str(path), step=state.global_step, metrics=metrics))

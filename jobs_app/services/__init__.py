@@ -33,6 +33,7 @@ from jobs_app.services.lifecycle import (
     job_event_add,
     job_events_add,
     job_fail,
+    job_metrics_add,
     job_pause,
     job_requeue,
     job_resume,
@@ -43,8 +44,8 @@ from jobs_app.services.running import checkpoint_fetch, job_claim, job_run, trai
 
 __all__ = [
     "JobControl", "JobReporter", "alias_check", "checkpoint_fetch", "hyperparameters_param", "job_actions",
-    "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add",
-    "job_events_add", "job_fail", "job_format_problem", "job_heartbeat", "job_hyperparameters_resolve",
-    "job_pause", "job_requeue", "job_resume", "job_run", "job_transition", "job_validate", "jobs_reap",
+    "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
+    "job_fail", "job_format_problem", "job_heartbeat", "job_hyperparameters_resolve", "job_metrics_add", "job_pause",
+    "job_requeue", "job_resume", "job_run", "job_transition", "job_validate", "jobs_reap",
     "jobs_release_for_shutdown", "promotion_gate_check", "train_config", "worker_register", "worker_unregister",
 ]

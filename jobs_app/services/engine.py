@@ -3,6 +3,7 @@ JobEvent and Checkpoint rows), ``JobControl`` its ``should_stop`` (answered from
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -17,7 +18,7 @@ from finetune_site.files import storage_put_dir
 from jobs_app.broadcast import job_listen
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
 from jobs_app.services.lifecycle import job_event_add, job_events_add
-from workers.events import ArtifactSaved, LogLine, Metric
+from workers.events import ArtifactSaved, LogLine, Metric, Progress
 
 log = logging.getLogger(__name__)
 Status = FineTuneJob.Status
@@ -90,7 +91,7 @@ class JobReporter:
 
     def __init__(self, job: FineTuneJob) -> None:
         self.job = job
-        self.first: tuple[int, float] | None = None
+        self.clock = EtaClock(job.estimate or {})
         self.stale = False
         self.batched_at = 0.0
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -98,9 +99,16 @@ class JobReporter:
         self.thread.start()
 
     def __call__(self, event) -> None:
-        if isinstance(event, Metric):  # pace and time are taken when the step ends, not when it is written
-            self.queue.put((event, self._eta(event), time.time()))
+        now = time.monotonic()  # pace and time are taken when the step ends, not when it is written
+        if isinstance(event, Progress):
+            self.clock.step_ended(now)
+        elif isinstance(event, Metric):
+            if "eval_loss" in event.values:
+                self.clock.eval_ended(now)
+            self.queue.put((event, self.clock.seconds_left(event.step, event.total_steps), time.time()))
         elif isinstance(event, LogLine | ArtifactSaved):
+            if isinstance(event, ArtifactSaved) and event.kind == "checkpoint":
+                self.clock.save_ended(now)
             self.queue.put(event)
 
     def close(self) -> None:
@@ -171,17 +179,6 @@ class JobReporter:
         return {"type": JobEvent.Type.METRICS, "data": data,
                 "message": f"Step {event.step}/{event.total_steps}: " + ", ".join(parts)}
 
-    def _eta(self, event: Metric) -> float | None:
-        """Seconds left, from the pace of the steps this attempt has run."""
-        now = time.monotonic()
-        if self.first is None:
-            self.first = (event.step, now)
-            return None
-        done = event.step - self.first[0]
-        if done <= 0:
-            return None
-        return round((now - self.first[1]) / done * (event.total_steps - event.step), 1)
-
     def _checkpoint(self, event: ArtifactSaved) -> None:
         directory = Path(event.path)
         (directory / MANIFEST).write_text(_manifest(directory, event))
@@ -222,3 +219,52 @@ def _manifest(directory: Path, event: ArtifactSaved) -> str:
     files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")
                    if p.is_file() and p.name != MANIFEST)
     return json.dumps({"step": event.step, "metrics": event.metrics, "files": files})
+
+
+class EtaClock:
+    """Seconds left in a run, from what this attempt measured: the remaining steps at its step pace,
+    the validation passes and checkpoints still ahead at their measured cost (the estimate's until
+    one happened), then the parts after training that the estimate foresaw (finishing, evaluation).
+
+    Fed from the training thread as events arrive; None until ``SETTLED_STEPS`` steps are timed.
+    """
+
+    SETTLED_STEPS = 2
+
+    def __init__(self, estimate: dict) -> None:
+        parts = estimate.get("parts") or {}
+        self.evals, self.saves = estimate.get("evals") or 0, estimate.get("saves") or 0
+        self.eval_each = parts.get("validation", 0) / self.evals if self.evals else 0.0
+        self.save_each = parts.get("checkpoints", 0) / self.saves if self.saves else 0.0
+        self.after = parts.get("finishing", 0) + parts.get("evaluation", 0)
+        self.mark: float | None = None  # when the last step, pass or checkpoint ended
+        self.timed = {"step": [0.0, 0], "eval": [0.0, 0], "save": [0.0, 0]}
+
+    def _timed(self, kind: str, now: float) -> None:
+        if self.mark is not None:
+            self.timed[kind][0] += now - self.mark
+            self.timed[kind][1] += 1
+        self.mark = now
+
+    def step_ended(self, now: float) -> None:
+        self._timed("step", now)
+
+    def eval_ended(self, now: float) -> None:
+        self._timed("eval", now)
+
+    def save_ended(self, now: float) -> None:
+        self._timed("save", now)
+
+    def _each(self, kind: str, foreseen: float) -> float:
+        seconds, count = self.timed[kind]
+        return seconds / count if count else foreseen
+
+    def seconds_left(self, step: int, total_steps: int) -> float | None:
+        seconds, steps = self.timed["step"]
+        if steps < self.SETTLED_STEPS or not total_steps:
+            return None
+        done = (step - 1) / total_steps  # a pass or checkpoint at this step comes after its log line
+        left = (total_steps - step) * seconds / steps
+        left += (self.evals - math.floor(self.evals * done)) * self._each("eval", self.eval_each)
+        left += (self.saves - math.floor(self.saves * done)) * self._each("save", self.save_each)
+        return round(max(0.0, left + self.after), 1)

@@ -1,8 +1,16 @@
-"""How long a job will take and how much memory it needs, before it runs."""
+"""How long a job will take, part by part, and how much memory it needs, before it runs.
+
+The parts: ``setup`` (loading the model and tokenizing, before the first step), ``training`` (the
+steps), ``validation`` (passes over the validation file during training), ``checkpoints``,
+``finishing`` (the final save, storing the weights, registering the version) and ``evaluation``
+(base and tuned scored on the validation file after the job). Each comes from past runs of the
+same base model and adapter, or, for a small model with no history, from a short measurement on
+the worker (``workers.estimate.calibrate`` and ``generation_pace``).
+"""
 
 import logging
-import math
 import shutil
+import statistics
 from pathlib import Path
 
 from django.conf import settings
@@ -16,12 +24,14 @@ from workers.loading import ModelLoadError
 
 log = logging.getLogger(__name__)
 CALIBRATE_BELOW_PARAMETERS = 100_000_000  # smaller models are measured on the worker when there is no history
+PAST_RUNS = 5
+FINISHING_SECONDS = 1.0  # storing an adapter and registering it, before any run measured it
 
 
 def job_estimate(*, job: FineTuneJob) -> dict:
-    """Tokens and steps from the data (tokenized as the trainer will); seconds and memory from
-    past runs of the same base model and adapter, or a few measured steps for a small model."""
-    from workers.estimate import calibrate, estimate, token_counts
+    """Tokens and steps from the data (tokenized as the trainer will); the time of every part and
+    the peak memory from past runs of the same base model and adapter, or a short measurement."""
+    from workers.estimate import Schedule, calibrate, estimate, token_counts
 
     hp = job.hyperparameters
     workdir = Path(settings.WORK_DIR) / job.id / "estimate"
@@ -29,91 +39,182 @@ def job_estimate(*, job: FineTuneJob) -> dict:
         config = train_config(job, workdir, resume=False)
         try:
             counts = token_counts(config.model_path, config.train_file, config.max_length, config.template)
+            validation = (token_counts(config.model_path, config.validation_file, config.max_length, config.template)
+                          if config.validation_file else None)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not load the tokenizer of {job.base_model.source!r}: {exc}") from exc
         throughput, basis = past_throughput(job.base_model, hp["adapter"]), "past_runs"
-        if throughput is None and (job.base_model.parameters or 10**12) < CALIBRATE_BELOW_PARAMETERS:
-            throughput, basis = _calibrate_quietly(calibrate, config), "calibration"
+        small = (job.base_model.parameters or 10**12) < CALIBRATE_BELOW_PARAMETERS
+        if throughput is None and small:
+            throughput, basis = _quietly(calibrate, config), "calibration"
+        evaluation = _evaluation_seconds(job, validation.rows if validation else 0, config=config, measure=small)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    schedule = Schedule(n_epochs=hp["n_epochs"], batch_size=hp["batch_size"], eval_steps=hp.get("eval_steps", 0),
+                        save_steps=hp.get("save_steps", 0), validation_tokens=validation.tokens if validation else 0)
     result = {"tokens_per_epoch": counts.tokens, "trainable_tokens_per_epoch": counts.trainable,
-              "truncated_rows": counts.truncated_rows, "basis": basis if throughput else "none"}
-    if throughput:
-        e = estimate(counts, throughput, n_epochs=hp["n_epochs"], batch_size=hp["batch_size"])
-        result.update(tokens=e.tokens, steps=e.steps, seconds=e.seconds, peak_memory_bytes=e.peak_memory_bytes,
-                      tokens_per_second=round(throughput.tokens_per_second, 1))
-    else:
-        result.update(tokens=counts.tokens * hp["n_epochs"], seconds=None, peak_memory_bytes=None,
-                      steps=-(-counts.rows // hp["batch_size"]) * hp["n_epochs"])
-    return result
+              "truncated_rows": counts.truncated_rows, "validation_tokens": schedule.validation_tokens,
+              "basis": basis if throughput else "none"}
+    if not throughput:
+        steps = schedule.steps(counts.rows)
+        return {**result, "tokens": counts.tokens * hp["n_epochs"], "steps": steps, "seconds": None,
+                "peak_memory_bytes": None, "parts": None, "evals": schedule.evals(steps),
+                "saves": schedule.saves(steps)}
+    e = estimate(counts, throughput, schedule)
+    parts = {**e.parts, "finishing": _finishing_seconds(job.base_model, hp["adapter"])}
+    if evaluation is not None:
+        parts["evaluation"] = evaluation
+    return {**result, "tokens": e.tokens, "steps": e.steps, "peak_memory_bytes": e.peak_memory_bytes,
+            "tokens_per_second": round(throughput.tokens_per_second, 1), "parts": parts,
+            "seconds": round(sum(parts.values()), 1), "evals": schedule.evals(e.steps),
+            "saves": schedule.saves(e.steps)}
 
 
-def _calibrate_quietly(calibrate, config):
+def _quietly(measure, *args, **kwargs):
     """A failed measurement only costs the estimate; the run itself reports the real error."""
     try:
-        return calibrate(config)
+        return measure(*args, **kwargs)
     except Exception:
-        log.warning("calibration of %s failed", config.model_path, exc_info=True)
+        log.warning("measuring %s failed", getattr(measure, "__name__", measure), exc_info=True)
         return None
+
+
+def _past_metrics(base_model: BaseModel, adapter: str) -> list[dict]:
+    return list(FineTuneJob.objects.filter(base_model=base_model, status=FineTuneJob.Status.SUCCEEDED,
+                                           hyperparameters__adapter=adapter)
+                .exclude(metrics={}).order_by("-finished_at").values_list("metrics", flat=True)[:PAST_RUNS])
 
 
 def past_throughput(base_model: BaseModel, adapter: str):
-    """Median tokens/s and the largest peak memory of the last finished runs of this model and adapter."""
+    """The median paces and the largest peak memory of the last finished runs of this model and adapter."""
     from workers.estimate import Throughput
 
-    past = (FineTuneJob.objects.filter(base_model=base_model, status=FineTuneJob.Status.SUCCEEDED,
-                                       hyperparameters__adapter=adapter)
-            .exclude(metrics={}).order_by("-finished_at").values_list("metrics", flat=True)[:5])
-    speeds = sorted(m["tokens_per_second"] for m in past if m.get("tokens_per_second"))
-    if not speeds:
+    past = _past_metrics(base_model, adapter)
+    speeds = [m.get("step_tokens_per_second") or m.get("tokens_per_second") for m in past]
+    if not any(speeds):
         return None
-    return Throughput(tokens_per_second=speeds[len(speeds) // 2],
-                      peak_memory_bytes=max(m.get("peak_memory_bytes", 0) for m in past))
+    saves = [m["save_seconds"] / m["saves"] for m in past if m.get("saves")]
+    eval_speeds = [m["eval_tokens_per_second"] for m in past if m.get("eval_tokens_per_second")]
+    return Throughput(tokens_per_second=statistics.median(s for s in speeds if s),
+                      peak_memory_bytes=max(m.get("peak_memory_bytes", 0) for m in past),
+                      setup_seconds=_median(m.get("setup_seconds") for m in past),
+                      eval_tokens_per_second=statistics.median(eval_speeds) if eval_speeds else None,
+                      save_seconds=statistics.median(saves) if saves else 0.0)
 
 
-def job_estimate_draft(*, owner, dataset: Dataset, base_model: BaseModel, hyperparameters: dict) -> dict:
+def _median(values) -> float:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else 0.0
+
+
+def _finishing_seconds(base_model: BaseModel, adapter: str) -> float:
+    past = [m.get("finishing_seconds") for m in _past_metrics(base_model, adapter)]
+    return round(_median(past) if any(past) else FINISHING_SECONDS, 1)
+
+
+def _evaluation_seconds(job: FineTuneJob, rows: int, *, config, measure: bool) -> float | None:
+    """The evaluation after the job: each target (base, tuned, checkpoints) loads and answers every
+    scored row, at the pace of past evaluations of this base model or of a few rows scored now."""
+    if not rows:
+        return None
+    rows = min(rows, settings.EVAL_MAX_ROWS)
+    targets = 2 + (job.hyperparameters["n_epochs"] if job.evaluate_checkpoints else 0)
+    answer = settings.EVAL_MAX_NEW_TOKENS + 1  # generated tokens and the loss pass
+    per_row = _past_row_seconds(job.base_model, answer)
+    if per_row is not None:
+        return round(targets * rows * per_row, 1)
+    if not measure:
+        return None
+    from workers.estimate import evaluation_pace
+
+    pace = _quietly(evaluation_pace, config.model_path, config.validation_file,
+                    max_new_tokens=settings.EVAL_MAX_NEW_TOKENS)
+    return round(targets * (pace[0] + rows * pace[1]), 1) if pace else None
+
+
+def _past_row_seconds(base_model: BaseModel, answer: int) -> float | None:
+    """Seconds per scored row and target in the evaluations after the last jobs of this base model
+    (the registry records them on the job), scaled to ``answer`` tokens per row."""
+    past = (FineTuneJob.objects.filter(base_model=base_model, metrics__has_key="evaluation_row_seconds")
+            .order_by("-finished_at").values_list("metrics", flat=True)[:PAST_RUNS])
+    paces = [m["evaluation_row_seconds"] / m.get("evaluation_answer_tokens", answer) for m in past]
+    return statistics.median(paces) * answer if paces else None
+
+
+def job_estimate_draft(*, owner, dataset: Dataset, base_model: BaseModel, hyperparameters: dict,
+                       validation: Dataset | None = None, evaluate_checkpoints: bool = False) -> dict:
     """The wizard's estimate for a job not created yet, from what is stored (a read: nothing is
-    queued). Tokens and steps come from the dataset's token statistics when they are counted
-    (asked for when the wizard's model step is posted), a token per 4 bytes until then; seconds
-    and peak memory from past runs of the same base model and adapter.
+    queued). Tokens come from the datasets' token statistics when they are counted (asked for when
+    the wizard's model step is posted), a token per 4 bytes until then; the time of each part from
+    past runs of the same base model and adapter.
 
-    ``seconds`` and ``peak_memory_bytes`` are None without such runs: the live page measures
-    them from the first steps. ``tokens_basis`` says where the token count came from.
+    ``seconds``, ``parts`` and ``peak_memory_bytes`` are None without such runs: the live page
+    measures them from the first steps. ``tokens_basis`` says where the token count came from.
     """
-    rows, epochs, batch = dataset.row_count, hyperparameters["n_epochs"], hyperparameters["batch_size"]
-    max_length = hyperparameters["max_length"]
-    steps_per_epoch = math.ceil(rows / batch) if rows else 0
-    result = {"rows": rows, "steps_per_epoch": steps_per_epoch, "steps": steps_per_epoch * epochs,
-              "tokens_basis": "bytes", "trainable_tokens": None}
-    stats = token_stats_current(owner=owner, dataset=dataset, base_model=base_model,
-                                template=hyperparameters.get("template", ""))
-    if stats is not None and stats.status == TokenStats.Status.READY and stats.totals:
-        scale = rows / len(stats.totals)  # a sample stands for every row
-        kept = sum(min(total, max_length) for total in stats.totals)
-        # truncation cuts the end, where the answer is: what survives of each target
-        trainable = sum(max(0, min(target, max_length - (total - target)))
-                        for total, target in zip(stats.totals, stats.targets, strict=True))
-        tokens_per_epoch = round(kept * scale)
-        result.update(tokens_basis="tokenizer", trainable_tokens=round(trainable * scale) * epochs)
-    else:
-        tokens_per_epoch = round(rows * min(dataset.byte_size / rows / 4, max_length)) if rows else 0
-        result["stats_status"] = stats.status if stats is not None else "unavailable"
-    result.update(tokens_per_epoch=tokens_per_epoch, tokens=tokens_per_epoch * epochs,
-                  avg_tokens_per_row=round(tokens_per_epoch / rows) if rows else 0)
-    return {**result, **_timing(result["tokens"], past_throughput(base_model, hyperparameters["adapter"]))}
+    from workers.estimate import Schedule, TokenCounts, estimate
 
-
-def _timing(tokens: int, throughput) -> dict:
-    if throughput is None or not throughput.tokens_per_second:
-        return {"seconds": None, "peak_memory_bytes": None, "tokens_per_second": None, "basis": "none"}
-    return {"seconds": round(tokens / throughput.tokens_per_second, 1),
+    hp = hyperparameters
+    counted = _tokens_per_epoch(owner, dataset, base_model, hp)
+    checked = _tokens_per_epoch(owner, validation, base_model, hp) if validation else None
+    schedule = Schedule(n_epochs=hp["n_epochs"], batch_size=hp["batch_size"], eval_steps=hp.get("eval_steps", 0),
+                        save_steps=hp.get("save_steps", 0), validation_tokens=checked["tokens"] if checked else 0)
+    steps = schedule.steps(dataset.row_count)
+    result = {"rows": dataset.row_count, "steps_per_epoch": steps // hp["n_epochs"], "steps": steps,
+              "tokens_basis": counted["basis"], "stats_status": counted["status"],
+              "tokens_per_epoch": counted["tokens"], "tokens": counted["tokens"] * hp["n_epochs"],
+              "trainable_tokens": counted["trainable"] * hp["n_epochs"] if counted["trainable"] is not None else None,
+              "avg_tokens_per_row": round(counted["tokens"] / dataset.row_count) if dataset.row_count else 0}
+    throughput = past_throughput(base_model, hp["adapter"])
+    if throughput is None:
+        return {**result, "seconds": None, "parts": None, "peak_memory_bytes": None, "tokens_per_second": None,
+                "basis": "none"}
+    counts = TokenCounts(rows=dataset.row_count, tokens=counted["tokens"], trainable=0, truncated_rows=0)
+    parts = {**estimate(counts, throughput, schedule).parts, "finishing": _finishing_seconds(base_model, hp["adapter"])}
+    if validation:
+        per_row = _past_row_seconds(base_model, settings.EVAL_MAX_NEW_TOKENS + 1)
+        targets = 2 + (hp["n_epochs"] if evaluate_checkpoints else 0)
+        rows = min(validation.row_count, settings.EVAL_MAX_ROWS)
+        parts["evaluation"] = round(targets * rows * per_row, 1) if per_row is not None else None
+    known = [seconds for seconds in parts.values() if seconds is not None]
+    return {**result, "parts": parts, "seconds": round(sum(known), 1), "basis": "past_runs",
             "peak_memory_bytes": throughput.peak_memory_bytes or None,
-            "tokens_per_second": round(throughput.tokens_per_second, 1), "basis": "past_runs"}
+            "tokens_per_second": round(throughput.tokens_per_second, 1)}
+
+
+def _tokens_per_epoch(owner, dataset: Dataset, base_model: BaseModel, hp: dict) -> dict:
+    """A dataset's tokens per epoch (and those carrying loss) from its stored token counts under the
+    job's tokenizer and template, truncated at max_length; a token per 4 bytes when not counted."""
+    max_length, rows = hp["max_length"], dataset.row_count
+    stats = token_stats_current(owner=owner, dataset=dataset, base_model=base_model, template=hp.get("template", ""))
+    if stats is None or stats.status != TokenStats.Status.READY or not stats.totals:
+        tokens = round(rows * min(dataset.byte_size / rows / 4, max_length)) if rows else 0
+        return {"tokens": tokens, "trainable": None, "basis": "bytes",
+                "status": stats.status if stats is not None else "unavailable"}
+    scale = rows / len(stats.totals)  # a sample stands for every row
+    kept = sum(min(total, max_length) for total in stats.totals)
+    # truncation cuts the end, where the answer is: what survives of each target
+    trainable = sum(max(0, min(target, max_length - (total - target)))
+                    for total, target in zip(stats.totals, stats.targets, strict=True))
+    return {"tokens": round(kept * scale), "trainable": round(trainable * scale), "basis": "tokenizer",
+            "status": stats.status}
 
 
 def estimate_describe(estimate: dict) -> str:
+    """One line for the job's log: the total and its parts."""
     text = f"Estimate: {estimate['tokens']:,} tokens in {estimate['steps']:,} steps"
     if estimate.get("seconds") is not None:
-        text += (f", about {estimate['seconds']:.0f} s of training, peak memory "
-                 f"{estimate['peak_memory_bytes'] / 2**20:.0f} MiB (from {estimate['basis'].replace('_', ' ')})")
+        parts = ", ".join(f"{name} {duration_text(seconds)}" for name, seconds in estimate["parts"].items()
+                          if seconds is not None)
+        text += (f"; about {duration_text(estimate['seconds'])} in all ({parts}), peak memory "
+                 f"{estimate['peak_memory_bytes'] / 2**20:,.0f} MiB (from {estimate['basis'].replace('_', ' ')})")
     return text
+
+
+def duration_text(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``1 h 20 min``: a duration as a person says it."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s" if seconds % 60 else f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

@@ -66,6 +66,16 @@ def job_events_add(*, job_id: str, events: list[dict], expect_attempt: int | Non
     return created
 
 
+def job_metrics_add(*, job_id: str, values: dict) -> None:
+    """Merge ``values`` into the job's metrics (what apps above record about it, e.g. how long its
+    evaluation took per row, for later estimates)."""
+    with transaction.atomic():
+        job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is not None:
+            job.metrics = {**job.metrics, **values}
+            job.save(update_fields=["metrics"])
+
+
 def job_actions(job: FineTuneJob) -> dict[str, bool]:
     """Which of cancel, pause and resume the rules allow for ``job`` now (what pages offer)."""
     allows = {to: status_allows(ALLOWED_TRANSITIONS, job.status, to) for to in (Status.CANCELLED, Status.PAUSED)}

@@ -3,6 +3,7 @@
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -15,7 +16,7 @@ from finetune_site.files import storage_fetch
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Worker
 from jobs_app.services.engine import MANIFEST, JobControl, JobReporter
 from jobs_app.services.leases import Heartbeat
-from jobs_app.services.lifecycle import job_event_add, job_fail, job_requeue, job_transition
+from jobs_app.services.lifecycle import job_event_add, job_fail, job_metrics_add, job_requeue, job_transition
 from jobs_app.signals import job_succeeded
 from models_app.base_models.services import base_model_local_path
 from workers.hyperparameters import options_complete
@@ -47,7 +48,7 @@ def job_run(*, job_id: str, worker: str = "") -> None:
                     result = _train(config, reporter, control)
             finally:
                 reporter.close()  # every reported event and checkpoint is stored before the job moves on
-        _job_finish(job, result)
+        _job_finish(job, result, trained_at=time.monotonic())
     except Conflict:
         pass  # cancelled, or taken over by a newer attempt: that one owns the job now
     except ModelLoadError as exc:
@@ -154,13 +155,13 @@ def checkpoint_fetch(*, checkpoint: Checkpoint, target: Path, weights_only: bool
     return target
 
 
-def _job_finish(job: FineTuneJob, result) -> None:
+def _job_finish(job: FineTuneJob, result, *, trained_at: float) -> None:
     from workers.config import Stop
 
     if result.stop == Stop.CHECKPOINT:
         _job_release(job, step=result.steps)
     elif not result.stopped:
-        _job_succeed(job, result)
+        _job_succeed(job, result, trained_at=trained_at)
 
 
 def _job_release(job: FineTuneJob, *, step: int) -> None:
@@ -187,11 +188,11 @@ def _job_retry_or_fail(job: FineTuneJob, exc: Exception) -> None:
         pass
 
 
-def _job_succeed(job: FineTuneJob, result) -> None:
+def _job_succeed(job: FineTuneJob, result, *, trained_at: float) -> None:
     metrics = {**FineTuneJob.objects.values_list("metrics", flat=True).get(pk=job.pk),
                "train_loss": result.train_loss, "wall_seconds": round(result.wall_seconds, 3),
                "tokens_per_second": round(result.tokens_per_second, 1),
-               "peak_memory_bytes": result.peak_memory_bytes, "steps": result.steps}
+               "peak_memory_bytes": result.peak_memory_bytes, "steps": result.steps, **_paces(job, result)}
     with transaction.atomic():
         job_transition(job_id=job.id, to=Status.SUCCEEDED, expect_attempt=job.attempt,
                        trained_tokens=result.trained_tokens, finished_at=timezone.now(), metrics=metrics,
@@ -203,6 +204,21 @@ def _job_succeed(job: FineTuneJob, result) -> None:
         # In the same transaction: the registry stores the weights as a model version (and queues
         # its evaluation); if that fails the job is not marked succeeded and its attempt is retried.
         job_succeeded.send(sender=FineTuneJob, job=job, output_dir=Path(result.adapter_dir))
+        # what the next estimate of this model and adapter starts from: the final save, storing the
+        # weights and registering the version
+        finishing = result.final_save_seconds + time.monotonic() - trained_at
+        job_metrics_add(job_id=job.id, values={"finishing_seconds": round(finishing, 3)})
+
+
+def _paces(job: FineTuneJob, result) -> dict:
+    """Where this run's time went, for the next estimates (see ``estimates.past_throughput``)."""
+    paces = {"setup_seconds": result.setup_seconds, "step_tokens_per_second": round(result.step_tokens_per_second, 1),
+             "eval_seconds": result.eval_seconds, "evals": result.evals, "save_seconds": result.save_seconds,
+             "saves": result.saves}
+    validation_tokens = (job.estimate or {}).get("validation_tokens")
+    if result.eval_seconds and validation_tokens:
+        paces["eval_tokens_per_second"] = round(validation_tokens * result.evals / result.eval_seconds, 1)
+    return paces
 
 
 def _job_fail_quietly(job: FineTuneJob, exc: Exception, code: str = "training_failed") -> None:

@@ -15,7 +15,7 @@ from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_fetch
 from finetune_site.ids import new_id
 from finetune_site.status import status_transition
-from jobs_app.services import checkpoint_fetch, job_event_add
+from jobs_app.services import checkpoint_fetch, job_event_add, job_metrics_add
 from models_app import tasks
 from models_app.base_models.models import BaseModel
 from models_app.base_models.services import base_model_local_path
@@ -86,7 +86,8 @@ def _evaluation_claim(evaluation_id: str) -> Evaluation | None:
     """The evaluation, now running; None when gone or finished. A running one is taken again: a
     worker that died mid-evaluation gets its (late-acknowledged) task redelivered."""
     try:
-        status_transition(Evaluation, evaluation_id, Evaluation.Status.RUNNING, rules=EVALUATION_TRANSITIONS)
+        status_transition(Evaluation, evaluation_id, Evaluation.Status.RUNNING, rules=EVALUATION_TRANSITIONS,
+                          started_at=timezone.now())
     except (Conflict, Evaluation.DoesNotExist):
         return None
     return Evaluation.objects.select_related("model__job", "base_model", "dataset").get(pk=evaluation_id)
@@ -137,6 +138,18 @@ def _evaluation_finish(evaluation: Evaluation, *, status: str, error: str = "", 
             _checkpoint_best_mark(evaluation)
         if evaluation.model and evaluation.kind == Evaluation.Kind.AUTO:
             _gate_apply(evaluation)
+            _pace_record(evaluation)
+
+
+def _pace_record(evaluation: Evaluation) -> None:
+    """How long a row took per target, kept on the job: the next jobs' estimates read it."""
+    scored = evaluation.rows_evaluated * max(1, len(evaluation.metrics))
+    if evaluation.status != Evaluation.Status.SUCCEEDED or not scored or not evaluation.started_at:
+        return
+    seconds = (evaluation.finished_at - evaluation.started_at).total_seconds()
+    job_metrics_add(job_id=evaluation.model.job_id, values={
+        "evaluation_row_seconds": round(seconds / scored, 4),
+        "evaluation_answer_tokens": evaluation.max_new_tokens + 1})
 
 
 def _checkpoint_best_mark(evaluation: Evaluation) -> None:

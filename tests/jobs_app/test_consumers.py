@@ -196,9 +196,13 @@ def test_embedded_default_delivers_a_workers_update_across_processes(live_base_m
     published by another process, as the worker does, reaches the socket."""
     process = embedded_redis_start(tmp_path / "redis.sock")
     try:
+        # the embedded settings' layer, read timeout included: under load the publishing process can
+        # take longer to start than redis-py's default 5 s read timeout, which closed the socket
+        socket_path = f"unix://{tmp_path / 'redis.sock'}"
+        host = {**settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0], "address": socket_path}
         settings.CHANNEL_LAYERS = {"default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [f"unix://{tmp_path / 'redis.sock'}"], "prefix": "finetune"},
+            "CONFIG": {"hosts": [host], "prefix": "finetune"},
         }}
         user = make_user()
         job = make_job(user, status="running")

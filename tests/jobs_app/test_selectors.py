@@ -16,17 +16,19 @@ def _job(status="running", started=100, finished=None) -> FineTuneJob:
                        finished_at=finished and NOW - timedelta(seconds=finished))
 
 
-def test_eta_and_rate_count_from_the_first_step_not_the_model_load():
+def test_rate_counts_from_the_first_step_and_the_eta_counts_down_from_the_workers():
     first = ({"step": 1, "tokens": 100}, NOW - timedelta(seconds=40))
-    progress = job_progress(_job(), {"step": 5, "total_steps": 25, "tokens": 500}, first=first, now=NOW)
+    metric = {"step": 5, "total_steps": 25, "tokens": 500, "eta_seconds": 120.0,
+              "time": (NOW - timedelta(seconds=10)).timestamp()}
+    progress = job_progress(_job(), metric, first=first, now=NOW)
     assert progress.percent == 20
-    assert progress.eta_seconds == pytest.approx(40 / 4 * 20)  # 10 s a step, 20 steps left
+    assert progress.eta_seconds == pytest.approx(110)  # the whole job's time left when the step ended, 10 s ago
     assert progress.tokens_per_second == pytest.approx(400 / 40)
 
 
-def test_without_a_first_step_time_counts_from_the_start():
+def test_without_a_first_step_time_the_rate_counts_from_the_start_and_no_eta_is_guessed():
     progress = job_progress(_job(started=50), {"step": 5, "total_steps": 10, "tokens": 1000}, now=NOW)
-    assert progress.eta_seconds == pytest.approx(50) and progress.tokens_per_second == pytest.approx(20)
+    assert progress.eta_seconds is None and progress.tokens_per_second == pytest.approx(20)
 
 
 def test_finished_jobs_have_no_eta_and_succeeded_is_full():

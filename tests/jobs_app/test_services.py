@@ -94,17 +94,27 @@ def test_validation_estimates_tokens_steps_time_and_memory(base_model, tiny_mode
     assert estimate["tokens"] == 3 * estimate["tokens_per_epoch"] > 0
     assert 0 < estimate["trainable_tokens_per_epoch"] < estimate["tokens_per_epoch"]
     assert estimate["seconds"] > 0 and estimate["peak_memory_bytes"] > 0
+    # the whole job, part by part, each measured on the worker (a few steps, a save, loading)
+    parts = estimate["parts"]
+    assert {"setup", "training", "checkpoints", "finishing"} <= set(parts) and "evaluation" not in parts
+    assert parts["setup"] > 0 and parts["training"] > 0 and estimate["saves"] == 3
+    assert estimate["seconds"] == pytest.approx(sum(parts.values()), abs=0.15)
     assert "Estimate: " in job.events.get(data__status="queued").message
 
 
 def test_estimate_uses_past_runs_of_the_same_model_and_method(base_model, tiny_model_path):
     done = make_job(status=Status.SUCCEEDED)
-    FineTuneJob.objects.filter(pk=done.pk).update(metrics={"tokens_per_second": 1000.0, "peak_memory_bytes": 5})
-    job = make_job()
+    FineTuneJob.objects.filter(pk=done.pk).update(metrics={
+        "tokens_per_second": 800.0, "step_tokens_per_second": 1000.0, "peak_memory_bytes": 5, "setup_seconds": 2.0,
+        "saves": 3, "save_seconds": 0.6, "finishing_seconds": 1.5})
+    job = make_job(hyperparameters={"n_epochs": 3})
     job_validate(job_id=job.id)
     job.refresh_from_db()
-    assert job.estimate["basis"] == "past_runs" and job.estimate["peak_memory_bytes"] == 5
-    assert job.estimate["seconds"] == round(job.estimate["tokens"] / 1000.0, 1)
+    estimate = job.estimate
+    assert estimate["basis"] == "past_runs" and estimate["peak_memory_bytes"] == 5
+    assert estimate["parts"] == {"setup": 2.0, "training": round(estimate["tokens"] / 1000.0, 1), "validation": 0.0,
+                                 "checkpoints": 0.6, "finishing": 1.5}  # a checkpoint per epoch, 0.2 s each
+    assert estimate["seconds"] == pytest.approx(sum(estimate["parts"].values()))
 
 
 def test_base_model_that_cannot_load_fails_at_validation(base_model):
@@ -176,7 +186,8 @@ def test_draft_estimate_uses_token_stats_and_past_runs_of_the_model_and_adapter(
     # the 100-token rows keep 64: 50 prompt tokens leave 14 of the 50 target tokens
     assert estimate["trainable_tokens"] == ((2 + 30 + 14) * 5 + 5) * 3
     assert estimate["basis"] == "past_runs" and estimate["tokens_per_second"] == 200.0  # the median
-    assert estimate["seconds"] == round(kept * 3 / 200.0, 1) and estimate["peak_memory_bytes"] == 3 * 2**20
+    assert estimate["parts"]["training"] == round(kept * 3 / 200.0, 1) and estimate["peak_memory_bytes"] == 3 * 2**20
+    assert estimate["seconds"] == pytest.approx(sum(estimate["parts"].values()))
 
 
 # --- the template: checked before any compute ---

@@ -3,6 +3,7 @@
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.core.files.storage import default_storage
@@ -14,10 +15,14 @@ from finetune_site.errors import InvalidRequest
 from finetune_site.files import storage_is_s3
 from jobs_app import services
 from jobs_app.models import FineTuneJob
+from jobs_app.services.estimates import duration_text
 from models_app.selectors import evaluation_tables
 from workers.hyperparameters import OBJECTIVES, arguments_add, arguments_read
 
 POLL_SECONDS = 0.5
+# tqdm's own rate and ETA count steps only; the worker's "left" counts the whole job
+TRAINING_BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}{postfix}]"
+EVALUATION_BAR = "{l_bar}{bar}| {n:.0f}% [{elapsed}]"
 QUEUE_HINT_SECONDS = 15
 
 
@@ -97,12 +102,18 @@ class Command(BaseCommand):
             self._evaluation_report(model)
 
     def _evaluation_report(self, model) -> None:
-        """Wait for the evaluation against the base model and print it as a Markdown table."""
-        self.stdout.write("Evaluating against the base model on the validation file ...")
+        """Follow the evaluation against the base model (a bar over the rows it scores), then print
+        it as a Markdown table."""
         evaluation = model.evaluations.first()
-        while evaluation and not evaluation.is_finished:
-            time.sleep(POLL_SECONDS)
-            evaluation.refresh_from_db()
+        foreseen = ((model.job.estimate or {}).get("parts") or {}).get("evaluation")
+        rows = min(model.job.validation_dataset.row_count, settings.EVAL_MAX_ROWS)
+        self.stdout.write(f"Evaluating base and tuned on {rows} validation rows"
+                          + (f" (about {duration_text(foreseen)})" if foreseen else "") + " ...")
+        with tqdm(total=100, unit="%", dynamic_ncols=True, bar_format=EVALUATION_BAR, file=self.stdout) as bar:
+            while evaluation and not evaluation.is_finished:
+                time.sleep(POLL_SECONDS)
+                evaluation.refresh_from_db()
+                bar.update(evaluation.progress - bar.n)
         if evaluation is None or evaluation.status != evaluation.Status.SUCCEEDED:
             self.stdout.write(f"Evaluation failed: {evaluation.error if evaluation else 'none queued'}")
             return
@@ -168,9 +179,14 @@ def _show(event, bar, out):
     if event.type != "metrics" or "step" not in data:
         (bar.write if bar else out.write)(event.message)
         return bar
-    if bar is None:
-        bar = tqdm(total=data["total_steps"], unit="step", dynamic_ncols=True)
+    if bar is None:  # opened at the first step, so its rate does not count the model loading
+        bar = tqdm(total=data["total_steps"], initial=data["step"], unit="step", dynamic_ncols=True,
+                   bar_format=TRAINING_BAR)
     bar.update(data["step"] - bar.n)
+    postfix = {}
     if "train_loss" in data:
-        bar.set_postfix(loss=f"{data['train_loss']:.4f}")
+        postfix["loss"] = f"{data['train_loss']:.4f}"
+    if data.get("eta_seconds") is not None:  # the whole job: steps, passes, checkpoints, evaluation
+        postfix["left"] = duration_text(data["eta_seconds"])
+    bar.set_postfix(postfix)
     return bar
