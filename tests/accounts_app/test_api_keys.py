@@ -194,5 +194,6 @@ def test_a_websocket_client_may_log_in_with_its_key(live_base_model):
         bad = WebsocketCommunicator(application, "/ws/dashboard/",
                                     headers=[HOST, ORIGIN, (b"authorization", b"Bearer sk-ft-nope")])
         assert not (await bad.connect())[0]
+        await bad.disconnect()  # waits for the refused consumer to end: no task outlives the test
 
     asyncio.run(scenario())
