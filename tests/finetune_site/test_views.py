@@ -29,7 +29,7 @@ def test_dashboard_shows_own_active_jobs_with_progress_and_usage(client, base_mo
     page = client.get("/").content.decode()
     assert running.id in page and other.id not in page
     assert 'value="4"' in page and "step <span class=\"step\">4</span> / <span class=\"total\">10</span>" in page
-    assert "1234" in page and "2.0" in page  # tokens trained, hours
+    assert "1,234" in page and "2.0" in page  # tokens trained (with a thousands separator), hours
     assert running.dataset.filename in page
 
 

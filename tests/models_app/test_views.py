@@ -32,7 +32,7 @@ def test_detail_shows_metrics_hyperparameters_and_download(client, base_model):
     client.force_login(user)
     body = client.get(reverse("models:detail", args=[model.id])).content.decode()
     assert f'href="/v1/models/{model.id}/download?artifact=adapter"' in body
-    assert "<th scope=\"row\">train_loss</th><td>0.25</td>" in body and "lora_r" in body
+    assert '<th scope="row">train loss</th><td>0.2500</td>' in body and "lora_r" in body
     assert model.job.dataset.filename in body
 
 
@@ -64,7 +64,8 @@ def test_detail_shows_aliases_lineage_and_the_evaluation_side_by_side(client, ba
     body = client.get(reverse("models:detail", args=[model.id])).content.decode()
     assert 'class="badge alias">production' in body and f"{model.name}@production" in body
     assert f"Job <a href=\"/jobs/{model.job_id}/\">" in body
-    assert '<th scope="row">eval_loss</th><td>6.2000</td><td>2.1000</td><td class="ok">-4.1000</td>' in body
+    assert ('<th scope="row" title="eval_loss">validation loss</th><td>6.2000</td><td>2.1000</td>'
+            '<td class="ok">-4.1000</td>') in body
 
 
 def test_evaluation_page_shows_metrics_chart_data_and_rows(client, base_model):
@@ -72,7 +73,7 @@ def test_evaluation_page_shows_metrics_chart_data_and_rows(client, base_model):
     evaluation = _evaluation(_model(user, base_model))
     client.force_login(user)
     body = client.get(reverse("models:evaluation", args=[evaluation.id])).content.decode()
-    assert '<th scope="row">accuracy</th><td>0.0000</td><td>0.7500</td>' in body
+    assert '<th scope="row" title="accuracy">accuracy</th><td>0.000</td><td>0.750</td>' in body
     assert 'id="metrics-chart-data"' in body and "Classify: rain" in body and "weather" in body
     assert 'hx-trigger="every 2s"' not in body  # finished: no more polling
 
