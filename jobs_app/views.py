@@ -236,6 +236,7 @@ def wizard_review(request):
         return redirect("jobs:wizard_model")
     return render(request, "jobs_app/wizard_review.html", {
         "step": 3, "dataset": dataset, "base_model": base, "suffix": state.get("suffix", ""),
+        "model_name": services.job_model_name(suffix=state.get("suffix", ""), base_model=base),
         "objective": objective, "adapter": resolved["adapter"], "options": review_rows(resolved, objective=objective),
         "resolved": resolved,
         "validation": datasets_visible_to(request.user).filter(pk=validation_id).first() if validation_id else None,
