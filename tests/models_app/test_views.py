@@ -1,5 +1,7 @@
 """The model pages: list and detail with metrics and the download link."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -207,3 +209,37 @@ def test_evaluate_form_names_the_bad_field_and_starts_nothing(client, base_model
     assert "Evaluation not started: checkpoints applies to a fine-tuned model whose job saved" in \
         refused.content.decode()
     assert not Evaluation.objects.exists()
+
+
+def test_final_metrics_are_named_and_rounded_without_internal_keys(client, base_model):
+    from jobs_app.models import FineTuneJob
+
+    user = make_user()
+    model = _model(user, base_model)
+    make_metric(model.job, 24, 24, train_loss=0.123456, learning_rate=0.000125, tokens=123456, epoch=8.0,
+                time=1796186016.858, eta_seconds=0.0)
+    FineTuneJob.objects.filter(pk=model.job_id).update(metrics={
+        "device": "cpu", "devices": 1, "train_loss": 1.5, "wall_seconds": 65.4, "tokens_per_second": 1887.04,
+        "peak_memory_bytes": 812_345_678, "steps": 24})
+    client.force_login(user)
+    body = client.get(reverse("models:detail", args=[model.id])).content.decode()
+    table = re.search(r'<table class="kv" id="final-metrics">(.*?)</table>', body, re.S).group(1)
+    rows = dict(re.findall(r'<th scope="row">([^<]+)</th><td>([^<]*)</td>', table))
+    assert rows == {"train loss": "0.1235", "mean train loss (whole run)": "1.5000", "learning rate": "1.25e-04",
+                    "epoch": "8", "steps": "24", "tokens seen": "123,456", "tokens/s": "1,887",
+                    "wall time": "1 min 05 s", "peak memory": "775 MiB", "device": "CPU"}
+    for raw in ("1796186016", "eta_seconds", ">time<", ">step<", "total_steps"):
+        assert raw not in table
+
+
+def test_evaluation_page_says_all_rows_when_the_dataset_is_smaller_than_the_limit(client, base_model):
+    user = make_user()
+    model = _model(user, base_model)
+    evaluation = _evaluation(model, max_rows=100, rows_evaluated=16)
+    type(model.job.dataset).objects.filter(pk=model.job.dataset_id).update(row_count=16)
+    client.force_login(user)
+    body = client.get(reverse("models:evaluation", args=[evaluation.id])).content.decode()
+    assert "all 16 rows" in body and "first 100" not in body and "Metrics (16 rows" in body
+    type(model.job.dataset).objects.filter(pk=model.job.dataset_id).update(row_count=1234)
+    body = client.get(reverse("models:evaluation", args=[evaluation.id])).content.decode()
+    assert "the first 100 of 1,234 rows" in body
