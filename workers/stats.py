@@ -193,7 +193,7 @@ def length_summary(lengths: TokenLengths, *, max_length: int, context_length: in
     lost = sum(min(target, total - max_length) for total, target in truncated)
     emptied = sum(1 for total, target in truncated if total - target >= max_length)
     p99 = percentile(totals, 0.99)
-    shared = histogram_edges([*prompts, *targets, *totals])
+    shared = histogram_edges([*prompts, *targets])
     suggested = max(64, math.ceil(p99 / 64) * 64)
     if context_length:
         suggested = min(suggested, context_length)
@@ -204,9 +204,9 @@ def length_summary(lengths: TokenLengths, *, max_length: int, context_length: in
         "tokens": {"total": sum(totals), "prompt": sum(prompts), "completion": sum(targets),
                    "mean": round(sum(totals) / len(totals), 1) if totals else 0, "p50": percentile(totals, 0.5),
                    "p95": percentile(totals, 0.95), "p99": p99, "max": max(totals, default=0)},
-        # One set of bins for all three, fitted to the whole rows, so the chart can overlay them.
+        # Prompts and completions share bins fitted to both, so a chart can overlay them.
         "histogram": {"prompt": histogram(prompts, *shared), "completion": histogram(targets, *shared),
-                      "total": histogram(totals, *shared)},
+                      "total": histogram(totals)},
         "truncated_rows": len(truncated),
         "truncated_share": round(len(truncated) / len(totals), 4) if totals else 0.0,
         "target_tokens_lost": lost,
