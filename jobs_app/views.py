@@ -118,8 +118,9 @@ def wizard_dataset(request):
                          validation_file=form.cleaned_data["validation_file"] or "")
             return redirect("jobs:wizard_model")
     else:
+        # ?dataset= (and ?validation=) preselect: the links from a dataset's page and the first-run tour
         initial = {"training_file": request.GET.get("dataset") or state.get("training_file"),
-                   "validation_file": state.get("validation_file", "")}
+                   "validation_file": request.GET.get("validation") or state.get("validation_file", "")}
         form = DatasetStepForm(initial=initial, datasets=datasets)
     return render(request, "jobs_app/wizard_dataset.html", {"form": form, "step": 1, "datasets": datasets})
 
