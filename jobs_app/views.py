@@ -92,6 +92,11 @@ def job_resume(request, job_id: str):
 # --- The wizard: dataset → model and hyperparameters → review. State lives in the session. ---
 
 
+def wizard_prefill(request, **values) -> None:
+    """Start the wizard with these answers (the first-run tour's sample job); each step shows them."""
+    request.session[WIZARD] = values
+
+
 def _wizard(request) -> dict:
     return request.session.get(WIZARD) or {}
 

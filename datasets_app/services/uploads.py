@@ -4,6 +4,7 @@ What is uploaded is stored as given and never modified. The sha256 is computed o
 """
 
 import hashlib
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -64,6 +65,24 @@ def dataset_upload(*, owner, upload: UploadedFile, purpose: str = "fine-tune", o
                 raise InvalidRequest(result.summary, param="file", code="invalid_file")
         return dataset_store(owner=owner, local=local, filename=filename, purpose=purpose, sha256=digest,
                               size=size, options=options, result=result, work_dir=work_dir)
+
+
+SAMPLE_FILES = (("sample-topics-train.jsonl", 48, 0), ("sample-topics-validation.jsonl", 16, 1))
+
+
+def dataset_sample_create(*, owner) -> list[Dataset]:
+    """The first-run tour's data: a small learnable set (classify a sentence as sports, food, weather or
+    music; ``workers.sample_data``) and a validation set of other sentences, uploaded as any file is.
+    The same files uploaded again are the same datasets (marked duplicates of the first)."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from workers.sample_data import classification_rows
+
+    made = []
+    for name, rows, seed in SAMPLE_FILES:
+        content = "".join(json.dumps(row) + "\n" for row in classification_rows(rows, seed=seed)).encode()
+        made.append(dataset_upload(owner=owner, upload=SimpleUploadedFile(name, content)))
+    return made
 
 
 def dataset_store(*, owner, local: Path, filename: str, purpose: str, sha256: str, size: int, options: dict,
