@@ -14,6 +14,8 @@ from django import template
 from django.utils import timezone
 from django.utils.html import format_html
 
+from workers.containers import size_text
+
 register = template.Library()
 
 # Keys that are bookkeeping, not results: the page says them another way or not at all.
@@ -66,16 +68,8 @@ def number_text(value, decimals: int | None = None) -> str:
 
 
 def binary_size_text(count) -> str:
-    """Bytes for people, in powers of 1024: "512 bytes", "3.4 KiB", "12.5 MiB", "1.25 GiB"."""
-    if count is None or count == "":
-        return ""
-    count = int(count)
-    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(count) >= size:
-            value = count / size
-            return f"{value:,.2f} {unit}" if value < 10 else f"{value:,.1f} {unit}" if value < 100 else \
-                f"{value:,.0f} {unit}"
-    return f"{count:,} byte{'' if count == 1 else 's'}"
+    """Bytes for people, in powers of 1024: "512 bytes", "3.42 KiB", "775 MiB", "1.3 GiB"."""
+    return "" if count is None or count == "" else size_text(int(count))
 
 
 def duration_text(seconds) -> str:
