@@ -54,7 +54,7 @@ class Command(BaseCommand):
         if self.logs:
             self.logs.mkdir(parents=True, exist_ok=True)
         children: list[Child] = []
-        redis, failed = None, None
+        redis = None
         try:
             if not settings.REDIS_URL and not embedded_redis_alive(settings.EMBEDDED_REDIS_SOCKET):
                 redis = embedded_redis_start(settings.EMBEDDED_REDIS_SOCKET)
@@ -77,7 +77,8 @@ class Command(BaseCommand):
                 if stop.requested:
                     break
                 children.append(self._spawn(name, command))
-            if not stop.requested and self._ready(host, port, children, stop):
+            ready = not stop.requested and self._ready(host, port, children, stop)
+            if ready:
                 self._welcome(host, port, password, api_key, children)
                 stop.wait(children)
             failed = next((c for c in children if c.process.poll() is not None), None)
@@ -85,7 +86,7 @@ class Command(BaseCommand):
                 self._report_exit(failed)
         finally:
             self._stop_all(children, redis, stop)
-        if failed and not stop.requested:
+        if not stop.requested:  # a process died, or the web server never answered
             sys.exit(1)
 
     def _spawn(self, name: str, command: list[str]) -> Child:
