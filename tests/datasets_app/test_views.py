@@ -244,7 +244,7 @@ def test_prepare_form_shows_the_services_error_next_to_its_field_and_stores_noth
     assert not Dataset.objects.filter(parent=dataset).exists()
 
 
-def test_prepare_form_offers_only_the_options_that_apply(client, user):
+def test_prepare_form_offers_only_the_options_that_apply(client, base_model, user):
     pairs = make_dataset(user, rows=[{"prompt": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(8)],
                          name="pairs.jsonl")
     page = client.get(reverse("datasets:detail", args=[pairs.id])).content.decode()
