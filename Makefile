@@ -24,9 +24,11 @@ migrate: install
 
 # Embedded default: SQLite, local files and a bundled Redis owned by the launcher. It asks for
 # DEBUG (tracebacks on error pages) and listens on 127.0.0.1 only; DEBUG=0 make run turns it off.
+# exec: make's child is the launcher itself (no shell between), so make's SIGTERM reaches it, and it
+# watches make for a SIGINT that make does not pass on; either way it stops every process it started.
 run: migrate
 	$(PY) manage.py build_base_model tiny-llama
-	DEBUG=$${DEBUG:-1} $(PY) manage.py launch --port $(PORT)
+	exec env DEBUG=$${DEBUG:-1} $(PY) manage.py launch --port $(PORT)
 
 # uvicorn (finetune_site/server.py) streams request bodies; every interface, for a container or a proxy.
 web:

@@ -9,8 +9,9 @@ import math
 from django.template.loader import render_to_string
 
 from datasets_app import selectors, services
+from datasets_app.forms import PrepareForm
 from datasets_app.models import Dataset, TokenStats
-from models_app.base_models.selectors import base_model_for_stats
+from models_app.base_models.selectors import base_model_for_stats, base_models_all
 
 PREVIEW_ROWS = 20
 
@@ -35,7 +36,7 @@ def dataset_page_stats(dataset: Dataset) -> dict:
                                            context_length=base.context_length)
     histogram = summary["histogram"]
     chart = {
-        "labels": [f"{b['from']}–{b['to'] - 1}" if b["to"] else f"{b['from']}+" for b in histogram["prompt"]],
+        "labels": [_bin_label(b) for b in histogram["prompt"]],
         "prompt": [b["count"] for b in histogram["prompt"]],
         "completion": [b["count"] for b in histogram["completion"]],
     }
@@ -43,7 +44,20 @@ def dataset_page_stats(dataset: Dataset) -> dict:
             "bins": list(zip(chart["labels"], chart["prompt"], chart["completion"], strict=True))}
 
 
-def dataset_detail_context(dataset: Dataset, *, page: int = 1) -> dict:
+def _bin_label(bin_: dict) -> str:
+    """"24–27", "5" (a bin one token wide) or "2,048+" (the open last bin of a long tail)."""
+    if bin_["to"] is None:
+        return f"{bin_['from']:,}+"
+    last = bin_["to"] - 1
+    return f"{bin_['from']:,}" if last == bin_["from"] else f"{bin_['from']:,}–{last:,}"
+
+
+def prepare_form_for(dataset: Dataset, data=None) -> PrepareForm:
+    """The page's "prepare a new version" form, with the options that apply to this dataset."""
+    return PrepareForm(data, dataset=dataset, base_models=list(base_models_all().order_by("name")))
+
+
+def dataset_detail_context(dataset: Dataset, *, page: int = 1, prepare_form: PrepareForm | None = None) -> dict:
     pages = max(1, math.ceil(dataset.row_count / PREVIEW_ROWS)) if dataset.status == Dataset.Status.READY else 1
     page = min(max(1, page), pages)
     offset = (page - 1) * PREVIEW_ROWS
@@ -59,6 +73,8 @@ def dataset_detail_context(dataset: Dataset, *, page: int = 1) -> dict:
         "preview_pages": pages,
         "stats": stats,
         "versions": selectors.dataset_versions(dataset),
+        "prepare_form": prepare_form or prepare_form_for(dataset),
+        "split_validation": selectors.dataset_split_validation(dataset),
         "jobs": list(dataset.jobs.order_by("-created_at")[:20]),
         # the socket stays up while something can still change on the page
         "live": not dataset.is_final or stats["status"] == "computing",

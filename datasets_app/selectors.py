@@ -16,6 +16,11 @@ def datasets_visible_to(user) -> QuerySet[Dataset]:
     return Dataset.objects.filter(owner=user)
 
 
+def datasets_listed(user) -> QuerySet[Dataset]:
+    """The list page's rows: with the original a duplicate repeats and the parent of a version."""
+    return datasets_visible_to(user).select_related("duplicate_of", "parent")
+
+
 def dataset_get(user, file_id: str) -> Dataset:
     """The user's dataset, or 404 (another user's dataset does not exist for them)."""
     dataset = datasets_visible_to(user).filter(pk=file_id).first()
@@ -49,6 +54,14 @@ def dataset_versions(dataset: Dataset) -> list[Dataset]:
         current = current.parent
     children = list(dataset.versions.order_by("created_at"))
     return [*reversed(chain), dataset, *children]
+
+
+def dataset_split_validation(dataset: Dataset) -> Dataset | None:
+    """For the train part of a split, its validation part (made with it, from the same parent)."""
+    if not dataset.parent_id or {"op": "part", "part": "train"} not in (dataset.operations or []):
+        return None
+    name = dataset.filename.removesuffix(".jsonl") + ".validation.jsonl"
+    return Dataset.objects.filter(owner=dataset.owner, parent_id=dataset.parent_id, filename=name).first()
 
 
 _TOKENIZER_LOCK = threading.Lock()

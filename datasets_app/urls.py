@@ -8,4 +8,5 @@ urlpatterns = [
     path("upload/", views.dataset_upload, name="upload"),
     path("<str:file_id>/", views.dataset_detail, name="detail"),
     path("<str:file_id>/stats/", views.dataset_stats_request, name="stats"),
+    path("<str:file_id>/prepare/", views.dataset_prepare, name="prepare"),
 ]

@@ -7,16 +7,23 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from datasets_app import selectors, services
-from datasets_app.live import dataset_detail_context
+from datasets_app.live import dataset_detail_context, prepare_form_for
 from finetune_site.errors import Conflict, InvalidRequest
+from workers.formats import ALPACA, CHAT, EXAMPLE_ROW, PREFERENCE, PROMPT_COMPLETION, TEXT
 
 PAGE_SIZE = 50
 
 
+UPLOAD_FORMATS = [("chat", EXAMPLE_ROW[CHAT]), ("alpaca", EXAMPLE_ROW[ALPACA]),
+                  ("prompt/completion", EXAMPLE_ROW[PROMPT_COMPLETION]), ("preference", EXAMPLE_ROW[PREFERENCE]),
+                  ("text", EXAMPLE_ROW[TEXT] + "  (or a .txt file, one document per line)")]
+
+
 @login_required
 def dataset_list(request):
-    page = Paginator(selectors.datasets_visible_to(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "datasets_app/dataset_list.html", {"page": page, "upload_error": ""})
+    page = Paginator(selectors.datasets_listed(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "datasets_app/dataset_list.html",
+                  {"page": page, "upload_error": "", "upload_formats": UPLOAD_FORMATS})
 
 
 @require_POST
@@ -25,13 +32,15 @@ def dataset_upload(request):
     upload = request.FILES.get("file")
     try:
         if upload is None:
-            raise InvalidRequest("Choose a .jsonl file to upload.", param="file")
-        dataset = services.dataset_upload(owner=request.user, upload=upload)
+            raise InvalidRequest("Choose a training file to upload.", param="file")
+        dataset = services.dataset_upload(owner=request.user, upload=upload,
+                                          options={"format": request.POST.get("format", "")})
     except InvalidRequest as error:
-        context = {"upload_error": error.message}
+        context = {"upload_error": error.message, "upload_formats": UPLOAD_FORMATS,
+                   "upload_text": request.POST.get("format") == "text"}
         if request.htmx:
             return render(request, "datasets_app/partials/upload_form.html", context, status=400)
-        page = Paginator(selectors.datasets_visible_to(request.user), PAGE_SIZE).get_page(1)
+        page = Paginator(selectors.datasets_listed(request.user), PAGE_SIZE).get_page(1)
         return render(request, "datasets_app/dataset_list.html", {**context, "page": page}, status=400)
     url = reverse("datasets:detail", args=[dataset.id])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
@@ -59,3 +68,24 @@ def dataset_stats_request(request, file_id: str):
     except (Conflict, InvalidRequest) as refused:
         messages.error(request, refused.message)
     return redirect("datasets:detail", file_id=dataset.id)
+
+
+@require_POST
+@login_required
+def dataset_prepare(request, file_id: str):
+    """Prepare a new version from the page's form, through the API's service; on a refusal the page
+    comes back with the message next to the field it concerns, and nothing is stored."""
+    dataset = selectors.dataset_get(request.user, file_id)
+    form = prepare_form_for(dataset, request.POST)
+    if form.is_valid():
+        try:
+            versions = services.dataset_prepare(dataset=dataset, operations=form.operations)
+        except (Conflict, InvalidRequest) as refused:
+            form.service_error(refused)
+        else:
+            made = " and ".join(v.filename for v in versions)
+            messages.success(request, f"Made {made} from {dataset.filename}." + (
+                "" if versions[0].is_final else " A worker checks the rows; this page follows it."))
+            return redirect("datasets:detail", file_id=versions[0].id)
+    context = dataset_detail_context(dataset, prepare_form=form)
+    return render(request, "datasets_app/dataset_detail.html", context, status=400)

@@ -8,8 +8,11 @@ from django.core.cache import cache
 from django.db.models import DurationField, ExpressionWrapper, F, Q, Sum
 from django.utils import timezone
 
+from datasets_app.models import Dataset
+from datasets_app.services.uploads import SAMPLE_FILES
 from jobs_app.models import FineTuneJob
 from jobs_app.selectors import job_progress, jobs_active_for
+from models_app.models import FineTunedModel
 
 log = logging.getLogger(__name__)
 WORKERS_CACHE_KEY = "dashboard:workers"
@@ -20,6 +23,18 @@ def active_jobs_for(user) -> list[dict]:
     return [{"job": job, "progress": job_progress(
         job, job.last_metric, first=(job.first_metric, job.first_metric_at) if job.first_metric else None)}
         for job in jobs_active_for(user)]
+
+
+def first_run_tour(user) -> dict | None:
+    """The dashboard's three steps (a dataset → a job → the playground) for a user without a fine-tuned
+    model yet, with where each stands; None once they have one."""
+    if FineTunedModel.objects.filter(owner=user).exists():
+        return None
+    ready = Dataset.objects.filter(owner=user, status=Dataset.Status.READY)
+    sample = ready.filter(filename=SAMPLE_FILES[0][0]).order_by("-created_at").first()
+    validation = ready.filter(filename=SAMPLE_FILES[1][0]).order_by("-created_at").first() if sample else None
+    return {"dataset": sample or ready.order_by("-created_at").first(), "validation": validation,
+            "job": FineTuneJob.objects.filter(owner=user).order_by("-created_at").first()}
 
 
 def usage_for(user) -> dict:

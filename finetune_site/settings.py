@@ -107,6 +107,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # {% load humane %}: numbers, sizes, durations, relative times and metric names for people.
+            "libraries": {"humane": "finetune_site.humane"},
         },
     },
 ]

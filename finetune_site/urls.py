@@ -17,6 +17,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("dashboard/active-jobs/", views.active_jobs, name="active_jobs"),
     path("dashboard/workers/", views.worker_status, name="worker_status"),
+    path("start/sample-dataset/", views.tour_sample_dataset, name="tour_sample_dataset"),
     path("accounts/", include("accounts_app.urls")),
     path("datasets/", include("datasets_app.urls")),
     path("jobs/", include("jobs_app.urls")),

@@ -1,14 +1,25 @@
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views import defaults
 from django.views.decorators.cache import cache_control, never_cache
+from django.views.decorators.http import require_POST
 
 from datasets_app.selectors import datasets_visible_to
+from datasets_app.services import dataset_sample_create
 from finetune_site import health, selectors
 from finetune_site.api_errors import api_error_response, is_api_path
+from finetune_site.errors import InvalidRequest
 from jobs_app.models import FineTuneJob
+from jobs_app.views import wizard_prefill
+from models_app.base_models.selectors import base_model_for_stats
 from models_app.selectors import fine_tuned_models_visible_to
+
+# The tour's job: what makes the tiny model learn the sample in a few dozen steps (README: the main job).
+SAMPLE_JOB = {"n_epochs": "8", "learning_rate": "0.003"}
 
 
 @login_required
@@ -19,7 +30,27 @@ def home(request):
         "datasets": datasets_visible_to(request.user)[:5],
         "models": fine_tuned_models_visible_to(request.user)[:5],
         "usage": selectors.usage_for(request.user),
+        "tour": selectors.first_run_tour(request.user),
     })
+
+
+@require_POST
+@login_required
+def tour_sample_dataset(request):
+    """The first-run tour's step 1: upload the sample (train and validation) as any file is, then open
+    the job wizard with both chosen and the options that make the tiny model learn it."""
+    try:
+        train, validation = dataset_sample_create(owner=request.user)
+    except InvalidRequest as refused:
+        messages.error(request, f"The sample dataset could not be made: {refused.message}")
+        return redirect("home")
+    base = base_model_for_stats()
+    wizard_prefill(request, training_file=train.id, validation_file=validation.id, suffix="topics",
+                   model=base.name if base else "", hyperparameters=SAMPLE_JOB)
+    messages.success(request, f"Made {train.filename} ({train.row_count} rows) and {validation.filename} "
+                              f"({validation.row_count} rows, to check the result). Next: the job.")
+    return redirect(reverse("jobs:wizard_dataset") + "?" + urlencode({"dataset": train.id,
+                                                                      "validation": validation.id}))
 
 
 @login_required

@@ -4,7 +4,12 @@ text a user types becomes the API's value, and the API's own checks say what is 
 from django import forms
 
 from finetune_site.errors import InvalidRequest
-from jobs_app.services import hyperparameters_param, job_format_problem, job_hyperparameters_resolve
+from jobs_app.services import (
+    hyperparameters_param,
+    job_format_problem,
+    job_hyperparameters_resolve,
+    job_suffix_check,
+)
 from workers.hyperparameters import (
     ADAPTERS,
     AUTO,
@@ -109,11 +114,14 @@ class ModelStepForm(forms.Form):
                                   help_text="What the model learns from.")
     adapter = forms.ChoiceField(label="Adapter", choices=list(BY_NAME["adapter"].kind.labels.items()),
                                 help_text=BY_NAME["adapter"].help)
-    suffix = forms.CharField(label="Name suffix (optional)", required=False, max_length=64)
+    suffix = forms.CharField(label="Model name (optional)", required=False, max_length=64,
+                             help_text="The tuned model's name in the registry (name@v1, name@v2, …); left empty, "
+                                       "it is the base model's name + -ft, e.g. tiny-llama-ft.")
 
     def __init__(self, *args, base_models, dataset=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.dataset = dataset
+        self.base_models = {m.name: m for m in base_models}
         self.fields["model"].choices = [(m.name, m.name) for m in base_models]
 
     def clean(self):
@@ -121,4 +129,10 @@ class ModelStepForm(forms.Form):
         problem = job_format_problem(self.dataset, data["objective"]) if self.dataset and "objective" in data else ""
         if problem:
             self.add_error("objective", problem)
+        base = self.base_models.get(data.get("model"))
+        if base is not None and data.get("suffix"):
+            try:
+                job_suffix_check(data["suffix"], base_model=base)
+            except InvalidRequest as refused:
+                self.add_error("suffix", refused.message)
         return data

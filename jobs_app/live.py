@@ -62,8 +62,22 @@ def job_update_html(job: FineTuneJob, events: list[JobEvent], *, last_metric: di
 
 
 def job_status_context(job: FineTuneJob) -> dict:
-    """The status partial's context: the buttons the rules allow now, and the model it produced."""
-    return {"job": job, "actions": job_actions(job), "result_model": job_result_model(job)}
+    """The status partial's context: the buttons the rules allow now, the model it produced and, once
+    it finished, where to go next (the model, its evaluation, the playground, downloads, or a retry)."""
+    model = job_result_model(job)
+    return {"job": job, "actions": job_actions(job), "result_model": model,
+            "result_evaluation": job_result_evaluation(model), "retry": job.status in RETRYABLE}
+
+
+RETRYABLE = {FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED}
+
+
+def job_result_evaluation(model):
+    """The evaluation that scores the job's model: the automatic one when there is one, else the newest."""
+    if model is None:
+        return None
+    evaluations = list(model.evaluations.order_by("-created_at")[:20])
+    return next((e for e in evaluations if e.kind == "auto"), evaluations[0] if evaluations else None)
 
 
 def job_result_model(job: FineTuneJob):

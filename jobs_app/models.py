@@ -86,6 +86,13 @@ class FineTuneJob(models.Model):
     def is_finished(self) -> bool:
         return self.status in FINISHED
 
+    @property
+    def run_seconds(self) -> float | None:
+        """From the first claim to the end (queue time before it not counted)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
 
 FINISHED = {FineTuneJob.Status.SUCCEEDED, FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED}
 

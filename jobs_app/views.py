@@ -92,6 +92,11 @@ def job_resume(request, job_id: str):
 # --- The wizard: dataset → model and hyperparameters → review. State lives in the session. ---
 
 
+def wizard_prefill(request, **values) -> None:
+    """Start the wizard with these answers (the first-run tour's sample job); each step shows them."""
+    request.session[WIZARD] = values
+
+
 def _wizard(request) -> dict:
     return request.session.get(WIZARD) or {}
 
@@ -118,8 +123,9 @@ def wizard_dataset(request):
                          validation_file=form.cleaned_data["validation_file"] or "")
             return redirect("jobs:wizard_model")
     else:
+        # ?dataset= (and ?validation=) preselect: the links from a dataset's page and the first-run tour
         initial = {"training_file": request.GET.get("dataset") or state.get("training_file"),
-                   "validation_file": state.get("validation_file", "")}
+                   "validation_file": request.GET.get("validation") or state.get("validation_file", "")}
         form = DatasetStepForm(initial=initial, datasets=datasets)
     return render(request, "jobs_app/wizard_dataset.html", {"form": form, "step": 1, "datasets": datasets})
 
@@ -239,6 +245,7 @@ def wizard_review(request):
     validation = datasets_visible_to(request.user).filter(pk=validation_id).first() if validation_id else None
     return render(request, "jobs_app/wizard_review.html", {
         "step": 3, "dataset": dataset, "base_model": base, "suffix": state.get("suffix", ""),
+        "model_name": services.job_model_name(suffix=state.get("suffix", ""), base_model=base),
         "objective": objective, "adapter": resolved["adapter"], "options": review_rows(resolved, objective=objective),
         "resolved": resolved, "validation": validation,
         "estimate": services.job_estimate_draft(owner=request.user, dataset=dataset, base_model=base,

@@ -8,6 +8,7 @@ the side, so pieces of an earlier run that are still arriving are dropped.
 
 import asyncio
 import json
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -15,7 +16,7 @@ from django.conf import settings
 
 from models_app import services
 from models_app.forms import SIDES, PlaygroundForm
-from models_app.playground import Pane, errors_html, pane_status_html, pane_text_html, panes_html, status_for
+from models_app.playground import QUEUED, Pane, errors_html, pane_status_html, pane_text_html, panes_html, status_for
 from models_app.selectors import model_public_id
 
 
@@ -27,6 +28,7 @@ class PlaygroundConsumer(AsyncWebsocketConsumer):
             return
         self.run = 0
         self.started: set[str] = set()
+        self.loading_since: dict[str, float] = {}
         self.watchdog: asyncio.Task | None = None
         await self.accept()
 
@@ -43,6 +45,7 @@ class PlaygroundConsumer(AsyncWebsocketConsumer):
             return
         self.run += 1
         self.started = set()
+        self.loading_since: dict[str, float] = {}
         html, queued = await database_sync_to_async(self._start)(data, str(self.run))
         await self.send(text_data=html)
         if queued:
@@ -59,8 +62,11 @@ class PlaygroundConsumer(AsyncWebsocketConsumer):
         for side, model in form.models().items():
             services.chat_completion_queue(model=model, config=config, reply_channel=self.channel_name,
                                            tag=f"{run}:{side}")
-            panes.append(Pane(side, model_public_id(model), "waiting", "Waiting for the inference worker…"))
+            panes.append(Pane(side, model_public_id(model), "waiting", QUEUED))
         return errors_html() + panes_html(panes, oob=True), True
+
+    async def inference_loading(self, message: dict) -> None:
+        await self._status(message)
 
     async def inference_start(self, message: dict) -> None:
         await self._status(message)
@@ -81,7 +87,10 @@ class PlaygroundConsumer(AsyncWebsocketConsumer):
         if side is None:
             return
         self.started.add(side)
-        state, status = status_for(message)
+        if message["type"] == "inference.loading":
+            self.loading_since[side] = time.monotonic()
+        since = self.loading_since.get(side)
+        state, status = status_for(message, loaded_in=time.monotonic() - since if since is not None else None)
         await self.send(text_data=pane_status_html(Pane(side, state=state, status=status)))
 
     def _side(self, message: dict) -> str | None:

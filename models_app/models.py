@@ -176,6 +176,10 @@ class Evaluation(models.Model):
     def is_finished(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
 
+    @property
+    def duration_seconds(self) -> float | None:
+        return (self.finished_at - self.created_at).total_seconds() if self.finished_at else None
+
 
 # Only models_app.services.evaluations writes Evaluation.status (running → running: as exports).
 EVALUATION_TRANSITIONS: dict[str, set[str]] = {

@@ -9,7 +9,11 @@ from dataclasses import dataclass
 
 from django.template.loader import render_to_string
 
-STATES = ("idle", "waiting", "generating", "done", "error")
+STATES = ("idle", "waiting", "loading", "generating", "done", "error")
+# Before the first piece of text: the page counts the seconds (static/app.js, [data-elapsed]).
+COUNTING = {"waiting", "loading"}
+QUEUED = "Queued for the inference worker…"
+LOADING = "Loading the model (first request)…"
 
 
 @dataclass
@@ -21,6 +25,10 @@ class Pane:
     state: str = "idle"
     status: str = ""
     text: str = ""
+
+    @property
+    def counting(self) -> bool:
+        return self.state in COUNTING
 
 
 def panes_html(panes: list[Pane], *, oob: bool = False) -> str:
@@ -41,12 +49,17 @@ def errors_html(form=None, message: str = "") -> str:
                             {"form": form, "message": message, "oob": True})
 
 
-def status_for(message: dict) -> tuple[str, str]:
-    """``(state, status)`` of a pane after a worker message (see models_app.replies)."""
+def status_for(message: dict, *, loaded_in: float | None = None) -> tuple[str, str]:
+    """``(state, status)`` of a pane after a worker message (see models_app.replies); ``loaded_in``:
+    the seconds since the worker said it was loading the model."""
     kind = message["type"]
+    if kind == "inference.loading":
+        return "loading", LOADING
     if kind == "inference.start":
-        loaded = "already loaded" if message.get("cache") == "hit" else "loaded for this request"
-        return "generating", f"Generating… (model {loaded})"
+        if message.get("cache") == "hit":
+            return "generating", "Generating… (model already loaded)"
+        took = f" in {loaded_in:.1f} s" if loaded_in is not None else ""
+        return "generating", f"Generating… (model loaded for this request{took})"
     if kind == "inference.done":
         why = "end of turn" if message["finish_reason"] == "stop" else "max tokens reached"
         return "done", f"Done: {message['completion_tokens']} tokens, {why}."

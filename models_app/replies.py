@@ -4,6 +4,7 @@ Each generation answers on one reply channel of the channel layer: a channel of 
 (``reply_channel_new``) that the API view reads, or the playground consumer's channel. The
 messages, in order, all carrying the ``tag`` the request was queued with:
 
+  ``inference.loading`` ``{model}``: (only when the model is not loaded yet) the worker loads it now
   ``inference.start``  ``{cache: "hit"|"miss", prompt_tokens}``: the model is loaded, the prompt fits
   ``inference.delta``  ``{text}``: the next piece of the reply
   ``inference.done``   ``{text, finish_reason, prompt_tokens, completion_tokens}``

@@ -5,6 +5,7 @@ import re
 from django.db.models import QuerySet
 from django.http import Http404
 
+from jobs_app.selectors import job_last_metric
 from models_app.base_models.models import BaseModel
 from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, ModelAlias
 
@@ -47,6 +48,15 @@ def _fine_tuned_find(user, reference: str) -> FineTunedModel | None:
     if re.fullmatch(r"v\d+", tag):
         return models.filter(name=name, version=int(tag[1:])).first()
     return models.filter(aliases__name=name, aliases__alias=tag, aliases__owner=user).first()
+
+
+def model_final_metrics(model: FineTunedModel) -> dict:
+    """The job's last logged step (loss, learning rate, ...) and its run summary (wall time, tokens/s,
+    peak memory); the run's mean loss keeps its own name next to the last step's."""
+    summary = dict(model.job.metrics or {})
+    if "train_loss" in summary:
+        summary["mean_train_loss"] = summary.pop("train_loss")
+    return {**(job_last_metric(model.job) or {}), **summary}
 
 
 def registry_names(user) -> list[dict]:
@@ -133,6 +143,18 @@ def export_get(user, export_id: str) -> Export:
     return found
 
 
+# What the evaluation tables call each metric, and the decimals its values keep.
+EVALUATION_METRICS = {
+    "eval_loss": ("validation loss", 4), "perplexity": ("perplexity", 2), "bleu": ("BLEU (0–100)", 1),
+    "rouge1": ("ROUGE-1", 3), "rouge2": ("ROUGE-2", 3), "rougeL": ("ROUGE-L", 3), "exact_match": ("exact match", 3),
+    "accuracy": ("accuracy", 3),
+}
+
+
+def _metric_text(value, digits: int) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
 def evaluation_tables(evaluation) -> dict:
     """Metric rows (one value per target, and the tuned model's change over its base) and chart data."""
     from workers.evaluation import LOWER_IS_BETTER, METRICS
@@ -146,7 +168,10 @@ def evaluation_tables(evaluation) -> dict:
         base, tuned = evaluation.metrics.get("base", {}).get(metric), evaluation.metrics.get("tuned", {}).get(metric)
         delta = None if base is None or tuned is None else tuned - base
         better = None if delta is None or delta == 0 else (delta < 0) == (metric in LOWER_IS_BETTER)
-        table.append({"metric": metric, "values": values, "delta": delta, "better": better})
+        label, digits = EVALUATION_METRICS.get(metric, (metric, 4))
+        table.append({"metric": metric, "label": label, "values": values, "delta": delta, "better": better,
+                      "texts": [_metric_text(v, digits) for v in values],
+                      "delta_text": "" if delta is None else f"{delta:+.{digits}f}"})
     shown = [m for m in ("bleu", "rouge1", "rougeL", "exact_match", "accuracy") if any(
         m in evaluation.metrics[t] for t in targets)]
     scale = {"bleu": 0.01}  # BLEU is 0..100; the others 0..1

@@ -7,7 +7,6 @@ from django.views.decorators.http import require_POST
 from datasets_app.models import Dataset
 from datasets_app.selectors import dataset_get, datasets_visible_to
 from finetune_site.errors import InvalidRequest
-from jobs_app.selectors import job_last_metric
 from models_app import selectors, services
 from models_app.base_models.models import BaseModel
 from models_app.forms import SIDES, EvaluationForm, PlaygroundForm, playground_initial
@@ -31,7 +30,7 @@ def model_detail(request, model_id: str):
     return render(request, "models_app/model_detail.html", {
         "model": model,
         "job": model.job,
-        "final_metrics": job_last_metric(model.job) or {},
+        "final_metrics": selectors.model_final_metrics(model),
         "download_url": reverse("model-download", args=[model.id]) + "?artifact=adapter",
         "aliases": sorted(a.alias for a in model.aliases.all()),
         "lineage": selectors.model_lineage(model),

@@ -76,6 +76,78 @@
     }).observe(list, { childList: true });
   }
 
+  // A growing list marked data-follow (the job log) keeps its newest line in view while the reader
+  // is at the bottom; once they scroll up it stays put, and its data-follow-jump button counts the
+  // new lines and brings them back to the end.
+  function setupFollow() {
+    document.querySelectorAll("[data-follow]").forEach(function (box) {
+      if (box.getAttribute("data-follow-ready")) return;
+      box.setAttribute("data-follow-ready", "1");
+      var jump = document.querySelector('[data-follow-jump="' + box.id + '"]');
+      var atBottom = true, unseen = 0;
+      function nearEnd() { return box.scrollHeight - box.scrollTop - box.clientHeight < 24; }
+      function toEnd() {
+        box.scrollTop = box.scrollHeight;
+        atBottom = true;
+        unseen = 0;
+        if (jump) jump.hidden = true;
+      }
+      box.addEventListener("scroll", function () {
+        atBottom = nearEnd();
+        if (atBottom && jump) { unseen = 0; jump.hidden = true; }
+      });
+      new MutationObserver(function (changes) {
+        var added = 0;
+        changes.forEach(function (c) { c.addedNodes.forEach(function (n) { if (n.nodeType === 1) added++; }); });
+        if (!added) return;
+        if (atBottom) { toEnd(); return; }
+        unseen += added;
+        if (jump) {
+          jump.textContent = "↓ " + unseen + " new line" + (unseen === 1 ? "" : "s") + ": jump to the latest";
+          jump.hidden = false;
+        }
+      }).observe(box, { childList: true });
+      if (jump) jump.addEventListener("click", function () { toEnd(); box.focus({ preventScroll: true }); });
+      toEnd();
+    });
+  }
+
+  // <time data-relative> says "3 minutes ago" (its title has the exact time); keep the words true
+  // while the page stays open. The server's wording, recomputed from the datetime attribute.
+  var UNITS = [["year", 31536000], ["month", 2592000], ["day", 86400], ["hour", 3600], ["minute", 60], ["second", 1]];
+  function agoText(when) {
+    var seconds = (Date.now() - when.getTime()) / 1000, ahead = seconds < 0;
+    seconds = Math.abs(seconds);
+    if (seconds < 5) return "just now";
+    for (var i = 0; i < UNITS.length; i++) {
+      if (seconds >= UNITS[i][1]) {
+        var count = Math.floor(seconds / UNITS[i][1]);
+        var words = count + " " + UNITS[i][0] + (count === 1 ? "" : "s");
+        return ahead ? "in " + words : words + " ago";
+      }
+    }
+    return "just now";
+  }
+  function refreshTimes() {
+    document.querySelectorAll("time[data-relative]").forEach(function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (!isNaN(when.getTime())) el.textContent = agoText(when);
+    });
+  }
+  setInterval(refreshTimes, 20000);
+
+  // [data-elapsed] counts the seconds since it appeared ("12 s"): the playground's loading panes.
+  function tickElapsed() {
+    var now = Date.now();
+    document.querySelectorAll("[data-elapsed]").forEach(function (el) {
+      var since = parseFloat(el.getAttribute("data-elapsed-since"));
+      if (!since) { since = now; el.setAttribute("data-elapsed-since", String(now)); }
+      el.textContent = Math.floor((now - since) / 1000) + " s";
+    });
+  }
+  setInterval(tickElapsed, 1000);
+  document.body.addEventListener("htmx:wsAfterMessage", tickElapsed);
+
   // The dataset page's token histogram: prompt vs completion rows per token-count bin. The
   // section arrives with the page or later over the socket, so this runs after every swap.
   function setupHistogram() {
@@ -113,6 +185,7 @@
     if (!response.ok) {
       var error = new UploadError((data.error && data.error.message) || ("HTTP " + response.status));
       error.status = response.status;
+      error.code = data.error && data.error.code;
       throw error;
     }
     return data;
@@ -126,8 +199,10 @@
         if (upload.status === "open" && upload.bytes === file.size) return upload;
       } catch (e) { /* gone or finished: start afresh */ }
     }
-    var created = await call(form, "POST", UPLOADS, JSON.stringify({ filename: file.name, bytes: file.size }),
-                             "application/json");
+    var request = { filename: file.name, bytes: file.size };
+    var text = document.getElementById("upload-text");
+    if (text && text.checked) request.format = "text";  // the answer to "is this pretraining text?"
+    var created = await call(form, "POST", UPLOADS, JSON.stringify(request), "application/json");
     if (window.localStorage) localStorage.setItem(resumeKey(file), created.id);
     return created;
   }
@@ -158,10 +233,22 @@
     if (window.localStorage) localStorage.removeItem(resumeKey(file));
     return upload;
   }
+  // "Is this pretraining text?" matters for plain-text files only: ask it when one is picked (or
+  // when the server says it needs the answer); without JavaScript the question is always there.
+  var PLAIN_TEXT = /\.txt(\.gz)?$/i;
+  function textIntent(show) {
+    var intent = document.getElementById("text-intent"), box = document.getElementById("upload-text");
+    if (intent) intent.hidden = !(show || (box && box.checked));
+  }
   function setupUpload() {
     var form = document.getElementById("upload-form");
     if (!form || form.getAttribute("data-ready") || !window.fetch) return;
     form.setAttribute("data-ready", "1");
+    var picker = document.getElementById("upload-file");
+    textIntent(picker.files.length && PLAIN_TEXT.test(picker.files[0].name));
+    picker.addEventListener("change", function () {
+      textIntent(picker.files.length && PLAIN_TEXT.test(picker.files[0].name));
+    });
     form.addEventListener("submit", function (e) {
       var input = document.getElementById("upload-file");
       if (!input.files.length) return;  // the browser's own "required" message
@@ -173,6 +260,7 @@
         window.location.assign("/datasets/" + encodeURIComponent(upload.dataset.id) + "/");
       }, function (problem) {
         error.textContent = problem.message || String(problem);
+        if (problem.code === "text_format_unconfirmed") textIntent(true);
         button.disabled = false;
       });
     });
@@ -191,6 +279,12 @@
       var input = document.getElementById("upload-file");
       if (e.dataTransfer.files.length && input) {
         input.files = e.dataTransfer.files;
+        var box = document.getElementById("upload-text");
+        if (PLAIN_TEXT.test(input.files[0].name) && box && !box.checked) {
+          textIntent(true);  // ask first; Upload sends it once answered
+          box.focus();
+          return;
+        }
         input.form.requestSubmit();
       }
     });
@@ -230,6 +324,7 @@
   });
 
   setupCharts();
+  setupFollow();
   setupUpload();
   setupDropzone();
 })();

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import openai
@@ -43,8 +44,15 @@ def test_launch_runs_a_job_on_sqlite_and_bundled_redis_and_dies_whole(embedded_e
                                 stdout=output.open("wb"), stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: _healthy(port), timeout=90, what="the embedded web server")
-        wait_for(lambda: "api_key=sk-ft-" in output.read_text(errors="replace"), timeout=30, what="the welcome")
-        assert "DEBUG is on (DEBUG=1, as `make run` asks)" in output.read_text(errors="replace")
+        wait_for(lambda: "finetune is running" in output.read_text(errors="replace"), timeout=60, what="the welcome")
+        welcome = output.read_text(errors="replace")
+        assert "DEBUG     on (DEBUG=1, as `make run` asks)" in welcome
+        data = Path(embedded_env["DATA_DIR"])
+        for secret in ("admin-password", "api-key"):  # kept where the summary says, for this user only
+            assert f"(kept in {data / secret})" in welcome and (data / secret).stat().st_mode & 0o777 == 0o600
+        assert (data / "api-key").read_text() in welcome  # a new key is shown once, when it is made
+        assert "celery" not in welcome.lower() and "Warning" not in welcome  # banners go to the logs
+        assert "[tasks]" in (data / "logs" / "worker-training.log").read_text()
         children = psutil.Process(launcher.pid).children()
         assert len(children) == 6  # redis-server, web server, training, light and inference workers, beat
         token = _manage(embedded_env, "issue_token", "carol")
@@ -85,3 +93,42 @@ def test_without_secret_key_a_private_random_key_is_made_once_and_kept(embedded_
     assert first == second and first[1] == "False" and len(first[0]) >= 50
     path = Path(env["DATA_DIR"]) / "secret-key"
     assert path.read_text().strip() == first[0] and path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_make_run_stops_everything_it_started_on_a_signal_to_make(embedded_env, tmp_path, signum):
+    """As a script or a service manager would: the signal goes to `make` alone (not to a terminal's
+    process group), and every process `make run` started is gone within seconds."""
+    _manage(embedded_env, "migrate", "-v0")
+    port = free_port()
+    output = tmp_path / "make.log"
+    venv = Path(sys.executable).parent.parent  # `make run` with this interpreter; `-o migrate`: done above
+    make = subprocess.Popen(["make", "-o", "migrate", "run", f"VENV={venv}", f"PORT={port}"], cwd=ROOT,
+                            env=embedded_env, stdout=output.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: "finetune is running" in output.read_text(errors="replace"), timeout=120,
+                 what="make run's summary")
+        started = psutil.Process(make.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in started)
+        assert "manage.py launch" in names and "redis-server" in names and names.count("celery") >= 4
+        assert output.read_text(errors="replace").rstrip().endswith("─" * 78)  # the summary comes last
+        make.send_signal(signum)
+        stopped_at = time.monotonic()
+        make.wait(timeout=30)
+        wait_for(lambda: not [p for p in started if _alive(p)], timeout=10,
+                 what="every process make run started to stop")
+        assert time.monotonic() - stopped_at < 15
+        assert "Stopped." in output.read_text(errors="replace")
+        assert not embedded_redis_alive(Path(embedded_env["DATA_DIR"]) / "redis.sock")
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -154,6 +154,10 @@ class ModelCache:
             self._models[key] = loaded
             return loaded, False
 
+    def holds(self, base_path: str, adapter_path: str | None = None) -> bool:
+        """Whether ``get`` would answer at once (the model is loaded already)."""
+        return (str(base_path), str(adapter_path) if adapter_path else None) in self._models
+
     def __len__(self) -> int:
         return len(self._models)
 

@@ -8,6 +8,7 @@ rows truncated and the target tokens lost, and a suggested ``max_length``. Struc
 turns, character sets) is counted in the same pass.
 """
 
+import bisect
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from workers.formats import CHAT, PROMPT_COMPLETION, jsonl_rows
 from workers.loading import tokenizer_load
 from workers.templates import TemplateError, render
 
-EDGES = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+BINS = 10  # about this many bins between the shortest row and the longest (or the 99th percentile)
 
 
 @dataclass(frozen=True)
@@ -126,16 +127,51 @@ def _histogram_plain(counter: Counter) -> dict:
     return {str(key): counter[key] for key in sorted(counter)}
 
 
-def histogram(values: list[int]) -> list[dict]:
-    """Counts of ``values`` between the fixed token ``EDGES`` (the last bin is open)."""
-    counts = [0] * len(EDGES)
+def histogram_edges(values: list[int], bins: int = BINS) -> tuple[list[int], bool]:
+    """Bin edges that fit ``values``: a round width (1, 2 or 5 × 10^k tokens) giving about ``bins``
+    bins (fewer for few values) from the smallest value to the largest, and ``open`` True when a long tail (largest over
+    twice the 99th percentile) is folded into a last bin without an upper edge. No bin lies wholly
+    before the smallest value or after the largest."""
+    if not values:
+        return [], False
+    low, high = min(values), max(values)
+    bins = min(bins, math.ceil(math.log2(len(values))) + 1)  # Sturges: a handful of rows gets a handful of bins
+    p99 = percentile(values, 0.99)
+    tail = high > 2 * p99 and p99 > low
+    top = p99 if tail else high
+    width = _round_width(low, top, bins)
+    start = low // width * width
+    edges = list(range(start, top + 1, width)) + [(top // width + 1) * width]
+    return edges, tail
+
+
+def _round_width(low: int, top: int, bins: int) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... that covers ``low``..``top`` in at most ``bins`` + 2 bins."""
+    scale = 1
+    while True:
+        for step in (1, 2, 5):
+            width = step * scale
+            if top // width - low // width + 1 <= bins + 2:
+                return width
+        scale *= 10
+
+
+def histogram(values: list[int], edges: list[int] | None = None, tail: bool = False) -> list[dict]:
+    """Counts of ``values`` per bin ``[from, to)``; ``edges`` default to ``histogram_edges(values)``.
+
+    With ``tail`` the last bin has ``to`` None and holds everything from its ``from`` up.
+    """
+    if edges is None:
+        edges, tail = histogram_edges(values)
+    if not edges:
+        return []
+    bins = [{"from": edges[i], "to": edges[i + 1], "count": 0} for i in range(len(edges) - 1)]
+    if tail:
+        bins.append({"from": edges[-1], "to": None, "count": 0})
     for value in values:
-        index = 0
-        while index + 1 < len(EDGES) and value >= EDGES[index + 1]:
-            index += 1
-        counts[index] += 1
-    return [{"from": EDGES[i], "to": EDGES[i + 1] if i + 1 < len(EDGES) else None, "count": counts[i]}
-            for i in range(len(EDGES))]
+        index = bisect.bisect_right(edges, value) - 1
+        bins[max(0, min(index, len(bins) - 1))]["count"] += 1
+    return bins
 
 
 def percentile(values: list[int], share: float) -> int:
@@ -157,6 +193,7 @@ def length_summary(lengths: TokenLengths, *, max_length: int, context_length: in
     lost = sum(min(target, total - max_length) for total, target in truncated)
     emptied = sum(1 for total, target in truncated if total - target >= max_length)
     p99 = percentile(totals, 0.99)
+    shared = histogram_edges([*prompts, *targets])
     suggested = max(64, math.ceil(p99 / 64) * 64)
     if context_length:
         suggested = min(suggested, context_length)
@@ -167,7 +204,9 @@ def length_summary(lengths: TokenLengths, *, max_length: int, context_length: in
         "tokens": {"total": sum(totals), "prompt": sum(prompts), "completion": sum(targets),
                    "mean": round(sum(totals) / len(totals), 1) if totals else 0, "p50": percentile(totals, 0.5),
                    "p95": percentile(totals, 0.95), "p99": p99, "max": max(totals, default=0)},
-        "histogram": {"prompt": histogram(prompts), "completion": histogram(targets), "total": histogram(totals)},
+        # Prompts and completions share bins fitted to both, so a chart can overlay them.
+        "histogram": {"prompt": histogram(prompts, *shared), "completion": histogram(targets, *shared),
+                      "total": histogram(totals)},
         "truncated_rows": len(truncated),
         "truncated_share": round(len(truncated) / len(totals), 4) if totals else 0.0,
         "target_tokens_lost": lost,

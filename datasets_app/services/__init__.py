@@ -21,6 +21,7 @@ from datasets_app.services.stats import (
 )
 from datasets_app.services.uploads import (
     dataset_delete,
+    dataset_sample_create,
     dataset_store,
     dataset_upload,
     upload_cancel,
@@ -41,7 +42,8 @@ from datasets_app.services.versions import dataset_prepare, dataset_prepare_run
 __all__ = [
     "column_map_parse", "dataset_actions", "dataset_delete", "dataset_fail", "dataset_options_clean", "dataset_prepare",
     "dataset_prepare_run", "dataset_quality", "dataset_quality_fail", "dataset_quality_request",
-    "dataset_revalidate", "dataset_store", "dataset_transition", "dataset_upload", "dataset_validate",
+    "dataset_revalidate", "dataset_sample_create",
+    "dataset_store", "dataset_transition", "dataset_upload", "dataset_validate",
     "dataset_verdict_after", "token_stats_check", "token_stats_compute", "token_stats_current", "token_stats_ensure",
     "token_stats_request", "token_stats_summary", "upload_cancel", "upload_chunk_append", "upload_complete",
     "upload_create",

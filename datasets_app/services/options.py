@@ -3,14 +3,16 @@ limits every read of an upload respects."""
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from django.conf import settings
 
 from finetune_site.errors import InvalidRequest
-from workers.containers import CONTAINERS, Limits, container_from_name
-from workers.formats import FORMATS
-from workers.validate import ValidateConfig
+from workers.containers import CONTAINERS, GZIP, TXT, Limits, container_from_name
+from workers.formats import FORMATS, TEXT
+from workers.report import Issue, Report
+from workers.validate import ValidateConfig, ValidationResult
 
 PURPOSES = {"fine-tune"}
 MAX_NAME = 200  # characters of a file name: room for a version's suffix (".v12.validation.jsonl") in 255
@@ -74,6 +76,38 @@ def name_check(filename: str, options: dict) -> None:
     if not options.get("container") and not container_from_name(filename):
         raise InvalidRequest(f"{filename}: not a training file type we read; upload {SUPPORTED} "
                              "(or give container=...)", param="file", code="invalid_file_format")
+
+
+TEXT_UNCONFIRMED = ("each line would become one document to continue pre-training on (loss on every token), "
+                    "not a question with its answer")
+TEXT_FIX = ('if that is what you want, say so: tick "This is pretraining text" on the upload form, or send '
+            "format=text; to teach answers, upload chat, alpaca, prompt/completion or preference rows as .jsonl, "
+            ".json, .csv, .tsv or .parquet (a .txt holding JSON lines: rename it .jsonl or send container=jsonl)")
+
+
+def _plain_text(container: str, inner: str = "") -> bool:
+    return TXT in (container, inner)
+
+
+def text_intent_check(filename: str, options: dict) -> None:
+    """A file named or declared plain text (.txt, .txt.gz, container=txt) is taken as pretraining text
+    only with ``format=text``: prose is never silently turned into a training set."""
+    container = options.get("container") or container_from_name(filename)
+    inner = container_from_name(filename[: -len(".gz")]) if container == GZIP and filename.lower().endswith(".gz") \
+        else ""
+    if _plain_text(container, inner) and options.get("format") != TEXT:
+        raise InvalidRequest(f"{filename} is plain text: {TEXT_UNCONFIRMED}; {TEXT_FIX}", param="format",
+                             code="text_format_unconfirmed")
+
+
+def text_intent_result(result: ValidationResult, filename: str, options: dict) -> ValidationResult:
+    """The same rule once the content is known (a .zip holding a .txt): a result that read plain text
+    without ``format=text`` becomes a refusal that says how to confirm it."""
+    if not result.ok or options.get("format") == TEXT or not _plain_text(result.container, result.inner):
+        return result
+    report = Report(filename)
+    report.add(Issue("text_format_unconfirmed", f"the file holds plain text: {TEXT_UNCONFIRMED}", TEXT_FIX))
+    return replace(result, ok=False, report={**result.report, **report.as_dict()})
 
 
 def purpose_check(purpose: str) -> None:

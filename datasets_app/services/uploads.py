@@ -4,6 +4,7 @@ What is uploaded is stored as given and never modified. The sha256 is computed o
 """
 
 import hashlib
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -18,7 +19,14 @@ from django.utils import timezone
 from datasets_app import tasks
 from datasets_app.models import UPLOAD_TRANSITIONS, Dataset, DatasetUpload
 from datasets_app.services.files import files_delete, tmp_dir
-from datasets_app.services.options import dataset_options_clean, name_check, purpose_check, validate_config
+from datasets_app.services.options import (
+    dataset_options_clean,
+    name_check,
+    purpose_check,
+    text_intent_check,
+    text_intent_result,
+    validate_config,
+)
 from datasets_app.services.validation import dataset_verdict_after, validation_fields
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import CHUNK
@@ -41,6 +49,7 @@ def dataset_upload(*, owner, upload: UploadedFile, purpose: str = "fine-tune", o
     options = dataset_options_clean(**(options or {}))
     filename = Path(upload.name or "").name
     name_check(filename, options)
+    text_intent_check(filename, options)
     with tempfile.TemporaryDirectory(dir=tmp_dir()) as work:
         work_dir = Path(work)
         local = work_dir / "upload"
@@ -50,11 +59,30 @@ def dataset_upload(*, owner, upload: UploadedFile, purpose: str = "fine-tune", o
             raise InvalidRequest(f"{filename}: the file is empty", param="file", code="empty_file")
         result = None
         if size <= settings.DATASET_INLINE_BYTES:
-            result = run_validation(validate_config(local, filename, options, work_dir))
+            result = text_intent_result(run_validation(validate_config(local, filename, options, work_dir)),
+                                        filename, options)
             if not result.ok:
                 raise InvalidRequest(result.summary, param="file", code="invalid_file")
         return dataset_store(owner=owner, local=local, filename=filename, purpose=purpose, sha256=digest,
                               size=size, options=options, result=result, work_dir=work_dir)
+
+
+SAMPLE_FILES = (("sample-topics-train.jsonl", 48, 0), ("sample-topics-validation.jsonl", 16, 1))
+
+
+def dataset_sample_create(*, owner) -> list[Dataset]:
+    """The first-run tour's data: a small learnable set (classify a sentence as sports, food, weather or
+    music; ``workers.sample_data``) and a validation set of other sentences, uploaded as any file is.
+    The same files uploaded again are the same datasets (marked duplicates of the first)."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from workers.sample_data import classification_rows
+
+    made = []
+    for name, rows, seed in SAMPLE_FILES:
+        content = "".join(json.dumps(row) + "\n" for row in classification_rows(rows, seed=seed)).encode()
+        made.append(dataset_upload(owner=owner, upload=SimpleUploadedFile(name, content)))
+    return made
 
 
 def dataset_store(*, owner, local: Path, filename: str, purpose: str, sha256: str, size: int, options: dict,
@@ -107,6 +135,7 @@ def upload_create(*, owner, filename: str, purpose: str = "fine-tune", options: 
     options = dataset_options_clean(**(options or {}))
     filename = Path(filename or "").name
     name_check(filename, options)
+    text_intent_check(filename, options)
     if bytes is not None and not 0 < bytes <= settings.MAX_UPLOAD_BYTES:
         raise InvalidRequest(f"bytes must be from 1 to {settings.MAX_UPLOAD_BYTES}", param="bytes")
     sha256 = (sha256 or "").lower()

@@ -13,7 +13,7 @@ from django.utils import timezone
 from datasets_app import tasks
 from datasets_app.broadcast import dataset_publish
 from datasets_app.models import DATASET_TRANSITIONS, Dataset
-from datasets_app.services.options import dataset_options_clean, validate_config
+from datasets_app.services.options import dataset_options_clean, text_intent_result, validate_config
 from datasets_app.services.quality import dataset_quality_request
 from datasets_app.services.stats import token_stats_ensure
 from datasets_app.signals import dataset_checked
@@ -74,8 +74,8 @@ def dataset_validate(*, dataset_id: str) -> Dataset | None:
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
         local = _local_path(dataset, work_dir)
-        result = run_validation(validate_config(local, dataset.filename, dataset.options, work_dir),
-                                _ProgressWriter(dataset.id))
+        result = text_intent_result(run_validation(validate_config(local, dataset.filename, dataset.options, work_dir),
+                                                   _ProgressWriter(dataset.id)), dataset.filename, dataset.options)
         training_name = ""
         if result.ok and result.normalised:
             name = f"datasets/{dataset.id}/normalised/train.jsonl"

@@ -16,6 +16,8 @@ from jobs_app.services.creation import (
     job_create,
     job_format_problem,
     job_hyperparameters_resolve,
+    job_model_name,
+    job_suffix_check,
 )
 from jobs_app.services.engine import JobControl, JobReporter
 from jobs_app.services.estimates import job_estimate, job_estimate_draft
@@ -49,3 +51,4 @@ __all__ = [
     "job_requeue", "job_resume", "job_run", "job_transition", "job_validate", "jobs_reap",
     "jobs_release_for_shutdown", "promotion_gate_check", "train_config", "worker_register", "worker_unregister",
 ]
+__all__ += ["job_model_name", "job_suffix_check"]  # the registry name a job's model gets

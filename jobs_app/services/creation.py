@@ -56,7 +56,7 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
         raise InvalidRequest("evaluate_checkpoints scores checkpoints on the validation file: give validation_file",
                              param="evaluate_checkpoints")
     base = base_model_named(model)
-    _suffix_check(suffix)
+    job_suffix_check(suffix, base_model=base)
     for dataset_, param in ((dataset, "training_file"), (validation, "validation_file")):
         problem = job_format_problem(dataset_, objective) if dataset_ else ""
         if problem:
@@ -102,6 +102,30 @@ def _dataset_for(owner, file_id, param: str) -> Dataset:
     return dataset
 
 
-def _suffix_check(suffix: str) -> None:
+def job_suffix_check(suffix: str, *, base_model: BaseModel) -> None:
+    """A suffix names the job's model in the registry: short, plain, and never a base model's name (the two
+    would be mistaken for each other wherever a model is named)."""
     if suffix and (len(suffix) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in suffix)):
         raise InvalidRequest("suffix must be at most 64 letters, digits, - or _", param="suffix")
+    if suffix and suffix.lower() in _base_model_names():
+        raise InvalidRequest(f"suffix {suffix!r} is the name of a base model, and the tuned model would be mistaken "
+                             f"for it; choose another, or leave it empty to call the model "
+                             f"{job_model_name(suffix='', base_model=base_model)}", param="suffix",
+                             code="suffix_is_base_model")
+
+
+DEFAULT_SUFFIX = "ft"
+
+
+def job_model_name(*, suffix: str, base_model: BaseModel) -> str:
+    """The registry name of the model a job makes: its suffix, else ``<base model>-ft``; never a base
+    model's name (a suffix from before that rule gets ``-ft`` too)."""
+    name = suffix or f"{base_model.name}-{DEFAULT_SUFFIX}"
+    taken = _base_model_names()
+    while name.lower() in taken:
+        name = f"{name}-{DEFAULT_SUFFIX}"
+    return name
+
+
+def _base_model_names() -> set[str]:
+    return {name.lower() for name in BaseModel.objects.values_list("name", flat=True)}

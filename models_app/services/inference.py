@@ -78,9 +78,12 @@ def chat_completion_error(message: dict) -> InvalidRequest:
 
 
 def _reply_next(channel: str) -> dict:
+    """The worker's first message that says how the reply starts (``loading`` only says it is coming)."""
     seconds = settings.INFERENCE_TIMEOUT_SECONDS
     try:
-        return async_to_sync(reply_receive)(channel, seconds)
+        while (message := async_to_sync(reply_receive)(channel, seconds))["type"] == "inference.loading":
+            pass
+        return message
     except TimeoutError:
         raise Unavailable(NO_INFERENCE_WORKER.format(seconds=seconds), code="inference_unavailable") from None
 
@@ -91,7 +94,8 @@ _inference_models = None  # this worker process's ModelCache, made on first use
 def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag: str = "") -> None:
     """Generate one chat reply here (in the inference worker) and send it to ``reply_channel``.
 
-    Sends ``start`` (with whether the model was already loaded), the text piece by piece, then
+    Sends ``loading`` first when the model must be loaded (the first request of a model takes
+    seconds), ``start`` (with whether the model was already loaded), the text piece by piece, then
     ``done``; or an ``error`` message with the reason instead. The model stays loaded for the
     next request; a fine-tuned model's files are fetched from storage once.
     """
@@ -104,7 +108,7 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
             reply.send("error", message=f"invalid request: {exc}", code="invalid_request", param=None)
             return
         try:
-            loaded, hit = _inference_model_get(model_id)
+            loaded, hit = _inference_model_get(model_id, on_load=lambda: reply.send("loading", model=model_id))
             result = generate(loaded, generate_config, lambda text: reply.send("delta", text=text),
                               on_start=lambda tokens: reply.send("start", cache="hit" if hit else "miss",
                                                                  prompt_tokens=tokens))
@@ -126,8 +130,9 @@ class _ModelGone(Exception):
     pass
 
 
-def _inference_model_get(model_id: str):
-    """``(loaded model, already loaded)`` for a base model name or a fine-tuned model id."""
+def _inference_model_get(model_id: str, on_load=None):
+    """``(loaded model, already loaded)`` for a base model name or a fine-tuned model id; ``on_load()``
+    is called first when the model is not loaded yet (fetching and loading it takes a while)."""
     global _inference_models
     from workers.inference import ModelCache
 
@@ -137,13 +142,20 @@ def _inference_model_get(model_id: str):
     base = tuned.base_model if tuned else BaseModel.objects.filter(name=model_id).first()
     if base is None:
         raise _ModelGone(model_id)
+    base_path = base_model_local_path(base)
+    if on_load is not None and not _inference_models.holds(base_path, _inference_dir(tuned) if tuned else None):
+        on_load()
     adapter = str(_inference_files(tuned)) if tuned else None
-    return _inference_models.get(base_model_local_path(base), adapter)
+    return _inference_models.get(base_path, adapter)
+
+
+def _inference_dir(model: FineTunedModel) -> str:
+    return str(Path(settings.WORK_DIR) / "inference" / model.id.replace(":", "_"))
 
 
 def _inference_files(model: FineTunedModel) -> Path:
     """The model's adapter (or full weights) on local disk, fetched from storage on first use."""
-    target = Path(settings.WORK_DIR) / "inference" / model.id.replace(":", "_")
+    target = Path(_inference_dir(model))
     if (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from django.utils import timezone
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_delete_all, storage_put_dir, storage_put_file
 from finetune_site.ids import new_id
-from jobs_app.services import alias_check
+from jobs_app.services import alias_check, job_model_name
 from models_app.models import AliasChange, FineTunedModel, ModelAlias
 from models_app.services.artifacts import zip_write
 
@@ -22,7 +22,7 @@ def fine_tuned_model_create(*, job, adapter_dir: Path) -> FineTunedModel:
     names = storage_put_dir(adapter_dir, prefix)
     with tempfile.TemporaryDirectory() as tmp:
         names.append(storage_put_file(zip_write(adapter_dir, Path(tmp) / "adapter.zip"), f"{prefix}.zip"))
-    name = suffix or job.base_model.name
+    name = job_model_name(suffix=suffix, base_model=job.base_model)  # never a base model's name
     try:
         with transaction.atomic():
             return FineTunedModel.objects.create(

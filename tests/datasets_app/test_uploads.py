@@ -272,3 +272,38 @@ def test_upload_opened_before_hashes_were_kept_catches_up_from_its_part_file():
     _put(client, upload["id"], 1000, CONTENT[1000:])
     done = client.post(f"/v1/datasets/uploads/{upload['id']}/complete", {}, format="json").json()
     assert done["dataset"]["sha256"] == hashlib.sha256(CONTENT).hexdigest()
+
+
+def test_api_refuses_a_txt_file_without_format_text_and_says_how(settings):
+    client = api_client(make_user())
+    prose = b"Once upon a time.\nThe end.\n"
+    refused = client.post("/v1/files", {"file": file_like(prose, "story.txt"), "purpose": "fine-tune"},
+                          format="multipart")
+    error = refused.json()["error"]
+    assert refused.status_code == 400 and (error["param"], error["code"]) == ("format", "text_format_unconfirmed")
+    assert "story.txt is plain text" in error["message"] and "format=text" in error["message"]
+    taken = client.post("/v1/files", {"file": file_like(prose, "story.txt"), "purpose": "fine-tune", "format": "text"},
+                        format="multipart")
+    assert taken.status_code == 200 and (taken.json()["format"], taken.json()["rows"]) == ("text", 2)
+    resumable = client.post("/v1/datasets/uploads", {"filename": "story.txt.gz", "bytes": 10}, format="json")
+    assert resumable.status_code == 400 and resumable.json()["error"]["code"] == "text_format_unconfirmed"
+
+
+def test_a_zip_holding_plain_text_needs_format_text_too(settings):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("corpus.txt", "A line of prose.\nAnother.\n")
+    client = api_client(make_user())
+    refused = client.post("/v1/files", {"file": file_like(buffer.getvalue(), "corpus.zip"), "purpose": "fine-tune"},
+                          format="multipart")
+    assert refused.status_code == 400 and "plain text" in refused.json()["error"]["message"]
+    settings.DATASET_INLINE_BYTES = 0  # checked by a worker: the dataset turns invalid with the same reason
+    stored = client.post("/v1/files", {"file": file_like(buffer.getvalue(), "corpus.zip"), "purpose": "fine-tune"},
+                         format="multipart").json()
+    services.dataset_validate(dataset_id=stored["id"])
+    dataset = Dataset.objects.get(pk=stored["id"])
+    assert dataset.status == "invalid"
+    assert dataset.validation_report["errors"][0]["kind"] == "text_format_unconfirmed"

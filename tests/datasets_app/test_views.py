@@ -56,7 +56,7 @@ def test_bad_upload_shows_the_error_next_to_the_field(client, user):
 
 def test_upload_without_file_is_an_error(client, user):
     response = client.post(reverse("datasets:upload"), {})
-    assert response.status_code == 400 and b"Choose a .jsonl file" in response.content
+    assert response.status_code == 400 and b"Choose a training file" in response.content
 
 
 def test_detail_shows_report_and_preview(client, user):
@@ -154,3 +154,102 @@ def test_detail_lists_versions_with_links(client, user):
 
 def test_other_users_dataset_is_404(client, user):
     assert client.get(reverse("datasets:detail", args=[make_dataset().id])).status_code == 404
+
+
+# --- numbers, duplicates, plain text, the prepare form ---
+
+
+def test_histogram_bins_fit_short_rows_without_empty_trailing_bins(client, user):
+    from datasets_app.services.stats import _stats_key
+
+    dataset = make_dataset(user)
+    totals = [20 + i % 21 for i in range(16)]  # classification rows: 20-40 tokens, a 2-3 token answer
+    targets = [2 + i % 2 for i in range(16)]
+    TokenStats.objects.update_or_create(**_stats_key(dataset, base_model_builtin_ensure(), ""),
+                                        defaults={"status": "ready", "rows": 16, "totals": totals, "targets": targets})
+    body = client.get(reverse("datasets:detail", args=[dataset.id])).content.decode()
+    chart = json.loads(re.search(r'id="token-histogram-data" type="application/json">(.*?)</script>',
+                                 body).group(1))
+    assert chart["labels"][0] != "0–63" and len(chart["labels"]) <= 12
+    assert chart["prompt"][0] + chart["completion"][0] > 0 and chart["prompt"][-1] + chart["completion"][-1] > 0
+    assert sum(chart["prompt"]) == sum(chart["completion"]) == 16
+
+
+def test_list_formats_numbers_and_marks_a_duplicate_upload(client, user):
+    first = make_dataset(user, rows=classification_rows(1200), name="big.jsonl")
+    again = make_dataset(user, rows=classification_rows(1200), name="big-again.jsonl")
+    body = client.get(reverse("datasets:list")).content.decode()
+    row = re.search(rf'<tr id="dataset-row-{again.id}">(.*?)</tr>', body, re.S).group(1)
+    assert f'duplicate of <a href="/datasets/{first.id}/">big.jsonl</a>' in row
+    assert '<td class="num">1,200</td>' in row and "KiB</td>" in row and "<time datetime=" in row
+    assert "duplicate of" not in re.search(rf'<tr id="dataset-row-{first.id}">(.*?)</tr>', body, re.S).group(1)
+    detail = client.get(reverse("datasets:detail", args=[again.id])).content.decode()
+    assert 'id="duplicate-of"' in detail and f'href="/datasets/{first.id}/">big.jsonl</a>' in detail
+
+
+def test_upload_form_lists_the_formats_and_containers_it_reads(client, user):
+    body = client.get(reverse("datasets:list")).content.decode()
+    for word in ("chat", "alpaca", "prompt/completion", "preference", "text", ".jsonl", ".json", ".csv", ".tsv",
+                 ".parquet", ".txt", ".zip", ".gz"):
+        assert word in body
+    assert 'name="format" value="text" id="upload-text"' in body  # "is this pretraining text?"
+
+
+def test_a_txt_file_is_taken_as_pretraining_text_only_when_the_form_says_so(client, user):
+    prose = b"The first document, a paragraph of prose.\nThe second one.\n"
+    refused = client.post(reverse("datasets:upload"), {"file": make_upload(prose, name="notes.txt")})
+    body = refused.content.decode()
+    assert refused.status_code == 400 and not Dataset.objects.exists()
+    assert "notes.txt is plain text" in body and "This is pretraining text" in body
+    taken = client.post(reverse("datasets:upload"), {"file": make_upload(prose, name="notes.txt"), "format": "text"})
+    dataset = Dataset.objects.get(owner=user)
+    assert taken["Location"] == reverse("datasets:detail", args=[dataset.id])
+    assert (dataset.status, dataset.format, dataset.row_count) == ("ready", "text", 2)
+
+
+def _prepare(client, dataset, **fields):
+    return client.post(reverse("datasets:prepare", args=[dataset.id]), fields)
+
+
+def test_prepare_form_makes_a_deduplicated_split_and_links_the_wizard_with_both(client, user):
+    rows = classification_rows(40)
+    dataset = make_dataset(user, rows=rows + rows[:10])  # ten exact copies
+    page = client.get(reverse("datasets:detail", args=[dataset.id])).content.decode()
+    assert f'action="{reverse("datasets:prepare", args=[dataset.id])}"' in page and 'name="validation_share"' in page
+    response = _prepare(client, dataset, dedup="on", split="on", validation_share="0.25", seed="7")
+    train, validation = Dataset.objects.filter(parent=dataset).order_by("filename")
+    assert response.status_code == 302 and response["Location"] == reverse("datasets:detail", args=[train.id])
+    assert [op["op"] for op in train.operations] == ["dedup", "split", "part"]
+    removed = train.operations[0]["rows_removed"]
+    assert removed >= 10 and train.row_count + validation.row_count == 50 - removed
+    assert validation.row_count == round(0.25 * (50 - removed))
+    version_page = client.get(response["Location"]).content.decode()
+    assert f"?dataset={train.id}&amp;validation={validation.id}" in version_page  # fine-tune on the split
+
+
+def test_prepare_form_shows_the_services_error_next_to_its_field_and_stores_nothing(client, user):
+    dataset = make_dataset(user)
+    response = _prepare(client, dataset, dedup="on", dedup_near="on", near_threshold="5")
+    body = response.content.decode()
+    assert response.status_code == 400 and '<details class="prepare" id="prepare" open>' in body
+    error = re.search(r'<span class="error" id="error-near_threshold" role="alert">(.*?)</span>', body).group(1)
+    assert error == "must be from 0.1 to 1"
+    assert 'name="near_threshold" value="5"' in body  # what was typed stays
+    nothing = _prepare(client, dataset)
+    assert nothing.status_code == 400 and "Choose at least one operation" in nothing.content.decode()
+    no_bound = _prepare(client, dataset, filter_length="on")
+    assert re.search(r'id="error-filter_length" role="alert">give at least one bound', no_bound.content.decode())
+    split_all = _prepare(client, dataset, split="on", validation_share="1")
+    assert re.search(r'id="error-validation_share" role="alert">must be between 0 and 1', split_all.content.decode())
+    assert not Dataset.objects.filter(parent=dataset).exists()
+
+
+def test_prepare_form_offers_only_the_options_that_apply(client, base_model, user):
+    pairs = make_dataset(user, rows=[{"prompt": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(8)],
+                         name="pairs.jsonl")
+    page = client.get(reverse("datasets:detail", args=[pairs.id])).content.decode()
+    assert 'name="convert"' not in page and 'name="max_tokens"' not in page  # preference pairs: neither applies
+    chat = make_dataset(user)
+    page = client.get(reverse("datasets:detail", args=[chat.id])).content.decode()
+    convert = re.search(r'<select name="convert".*?</select>', page, re.S).group(0)
+    assert 'value="chat"' not in convert and 'value="prompt_completion"' in convert and 'name="max_tokens"' in page

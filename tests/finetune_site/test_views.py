@@ -1,5 +1,6 @@
 """The dashboard and its partials."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -29,7 +30,7 @@ def test_dashboard_shows_own_active_jobs_with_progress_and_usage(client, base_mo
     page = client.get("/").content.decode()
     assert running.id in page and other.id not in page
     assert 'value="4"' in page and "step <span class=\"step\">4</span> / <span class=\"total\">10</span>" in page
-    assert "1234" in page and "2.0" in page  # tokens trained, hours
+    assert "1,234" in page and "2.0" in page  # tokens trained (with a thousands separator), hours
     assert running.dataset.filename in page
 
 
@@ -121,3 +122,48 @@ def test_worker_status_names_a_real_workers_device(client, worker):
 def _answered(status: dict) -> dict | None:
     # The device is named just after the worker starts; until then it says "detecting…".
     return status if any(w["device"] != "detecting…" for w in status["workers"]) else None
+
+
+# --- the first-run tour ---
+
+
+def test_a_new_users_dashboard_offers_the_three_steps_with_one_click_to_the_sample(client, base_model):
+    client.force_login(make_user())
+    page = client.get("/").content.decode()
+    tour = re.search(r'<section id="first-run".*?</section>', page, re.S).group(0)
+    assert 'action="/start/sample-dataset/"' in tour and 'id="tour-sample"' in tour
+    assert tour.index("A dataset.") < tour.index("A fine-tuning job.") < tour.index("The playground.")
+
+
+def test_the_sample_dataset_opens_the_wizard_with_it_chosen_and_options_that_learn(client, base_model):
+    from datasets_app.models import Dataset
+
+    user = make_user()
+    client.force_login(user)
+    response = client.post("/start/sample-dataset/")
+    train, validation = (Dataset.objects.get(owner=user, filename=name) for name in (
+        "sample-topics-train.jsonl", "sample-topics-validation.jsonl"))
+    assert (train.status, train.row_count, validation.row_count, train.format) == ("ready", 48, 16, "chat")
+    assert response["Location"] == f"/jobs/new/?dataset={train.id}&validation={validation.id}"
+    step1 = client.get(response["Location"]).content.decode()
+    assert re.search(rf'<option value="{train.id}" selected>', step1)
+    assert len(re.findall(rf'<option value="{validation.id}" selected>', step1)) == 1  # the validation set
+    client.post("/jobs/new/", {"training_file": train.id, "validation_file": validation.id})
+    step2 = client.get("/jobs/new/model/").content.decode()
+    assert 'name="n_epochs" value="8"' in step2 and 'name="learning_rate" value="0.003"' in step2
+    page = client.get("/").content.decode()  # step 1 done, step 2 offered with both files
+    assert '<li class="done" id="tour-step-dataset">' in page and "sample-topics-train.jsonl</a> (48 rows)" in page
+    assert f'id="tour-job" href="/jobs/new/?dataset={train.id}&amp;validation={validation.id}"' in page
+
+
+def test_the_tour_follows_the_job_and_leaves_once_there_is_a_model(client, base_model):
+    from models_app.models import FineTunedModel
+
+    user = make_user()
+    client.force_login(user)
+    job = make_job(user, status=Status.RUNNING)
+    page = client.get("/").content.decode()
+    assert f'<a href="/jobs/{job.id}/">{job.id}</a>' in re.search(r'id="tour-step-job".*?</li>', page, re.S).group(0)
+    FineTunedModel.objects.create(id="ft:tiny-llama::x1", owner=user, job=job, base_model=job.base_model,
+                                  name="tiny-llama-ft", adapter="lora", version=1, adapter_path="x", artifact_files=[])
+    assert 'id="first-run"' not in client.get("/").content.decode()

@@ -108,6 +108,45 @@ def test_pause_and_resume_of_another_users_job_are_404(client, base_model, user)
     assert client.post(reverse("jobs:resume", args=[job.id])).status_code == 404
 
 
+def _result_model(job):
+    from models_app.models import Evaluation, FineTunedModel
+
+    model = FineTunedModel.objects.create(id=f"ft:tiny-llama::{job.id[-6:]}", owner=job.owner, job=job,
+                                          base_model=job.base_model, name="topics", adapter="lora", version=1,
+                                          adapter_path="models/x/adapter", artifact_files=[])
+    evaluation = Evaluation.objects.create(id=f"eval-{job.id[-6:]}", owner=job.owner, model=model,
+                                           base_model=job.base_model, dataset=job.dataset, kind="auto",
+                                           status="running")
+    return model, evaluation
+
+
+def test_succeeded_job_links_its_model_evaluation_playground_and_download(client, base_model, user):
+    job = make_job(user, status=Status.SUCCEEDED)
+    model, evaluation = _result_model(job)
+    body = client.get(reverse("jobs:detail", args=[job.id])).content.decode()
+    nav = re.search(r'<nav class="next-steps" id="job-next".*?</nav>', body, re.S).group(0)
+    assert f'id="next-model" href="/models/{model.id}/">topics@v1</a>' in nav
+    assert f'id="next-evaluation" href="/models/evaluations/{evaluation.id}/">Evaluation (running)</a>' in nav
+    assert 'id="next-playground" href="/models/playground/?model=ft%3Atiny-llama%3A%3A' in nav
+    assert f'id="next-download" href="/v1/models/{model.id}/download?artifact=adapter">Download the adapter' in nav
+
+
+def test_a_job_still_running_or_failed_offers_no_result_links_but_a_failed_one_a_new_start(client, base_model, user):
+    running = make_job(user, status=Status.RUNNING)
+    assert 'id="job-next"' not in client.get(reverse("jobs:detail", args=[running.id])).content.decode()
+    failed = make_job(user, status=Status.FAILED)
+    body = client.get(reverse("jobs:detail", args=[failed.id])).content.decode()
+    assert 'id="next-model"' not in body
+    assert f'href="/jobs/new/?dataset={failed.dataset_id}">Start a new job on {failed.dataset.filename}</a>' in body
+
+
+def test_job_log_follows_new_lines_with_a_jump_button(client, base_model, user):
+    job = make_job(user, status=Status.RUNNING)
+    body = client.get(reverse("jobs:detail", args=[job.id])).content.decode()
+    assert '<ol id="job-log" class="log" data-follow' in body
+    assert 'id="job-log-jump" data-follow-jump="job-log" hidden' in body
+
+
 # --- the wizard ---
 
 
@@ -304,3 +343,14 @@ def test_pausing_a_job_being_checked_is_refused_with_the_reason(client, base_mod
     assert b"only queued or running jobs can be paused" in response.content
     job.refresh_from_db()
     assert job.status == "validating_files"
+
+
+def test_wizard_refuses_a_base_models_name_as_the_model_name_next_to_the_field(client, base_model, user):
+    dataset = make_dataset(user)
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": dataset.id, "validation_file": ""})
+    page = client.post(reverse("jobs:wizard_model"), _advanced(suffix="tiny-llama")).content.decode()
+    error = re.search(r'<span class="error" id="error-suffix" role="alert">(.*?)</span>', page, re.S).group(1)
+    assert "is the name of a base model" in error and "tiny-llama-ft" in error
+    client.post(reverse("jobs:wizard_model"), _advanced(suffix=""))
+    review = client.get(reverse("jobs:wizard_review")).content.decode()
+    assert re.search(r'<dd id="model-name">tiny-llama-ft ', review)

@@ -57,7 +57,7 @@ def test_both_replies_stream_into_their_panes(live_base_model, trained_adapter, 
         started = await communicator.receive_from(timeout=10)
         assert 'id="playground-errors" role="alert" hx-swap-oob="true"></div>' in started  # errors cleared
         assert f"<code>{tuned.id}</code>" in started and "<code>tiny-llama</code>" in started
-        assert started.count('data-state="waiting"') == 2
+        assert started.count('data-state="waiting"') == 2 and "Queued for the inference worker…" in started
         messages = await until_both_done(communicator)
         await communicator.disconnect()
         return messages
@@ -65,6 +65,10 @@ def test_both_replies_stream_into_their_panes(live_base_model, trained_adapter, 
     messages = asyncio.run(scenario())
     assert pane_text(messages, "left").strip() == answer["content"]  # the tuned model learned the task
     assert len(pane_text(messages, "right")) > 0  # the base model says something else, 8 tokens of it
+    # the tuned model is new to the worker: its pane says it loads it, with the seconds counting
+    assert any('data-state="loading"' in m and "Loading the model (first request)…" in m and "data-elapsed" in m
+               for m in messages)
+    assert any("Generating… (model loaded for this request in " in m for m in messages)
     done = [m for m in messages if 'data-state="done"' in m]
     assert any("end of turn" in m for m in done) and any("max tokens reached" in m for m in done)
 

@@ -130,3 +130,28 @@ def test_another_users_versions_are_404_everywhere(versions, alice):
                 "/v1/registry/names/bot/rollback"):
         assert bob.post(url, {"alias": "production"}, format="json").status_code == 404, url
     assert bob.get("/v1/registry/names").json()["data"] == []
+
+
+def test_a_model_without_a_suffix_is_named_after_its_base_with_ft_never_the_base_itself(base_model, alice, tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    first, second = _version(alice, adapter, suffix=""), _version(alice, adapter, suffix="")
+    assert (first.name, first.reference, second.reference) == ("tiny-llama-ft", "tiny-llama-ft@v1", "tiny-llama-ft@v2")
+    legacy = _version(alice, adapter, suffix="tiny-llama")  # a suffix from before the rule: still not the base's name
+    assert legacy.name == "tiny-llama-ft" and legacy.version == 3
+    assert model_get(alice, "tiny-llama").name == "tiny-llama" and model_get(alice, "tiny-llama") != legacy
+
+
+def test_a_suffix_equal_to_a_base_model_name_is_refused_by_name(base_model, alice):
+    client = api_client(alice)
+    training_file = make_dataset(alice).id
+    for suffix in ("tiny-llama", "Tiny-Llama"):
+        response = client.post("/v1/fine_tuning/jobs", {"model": "tiny-llama", "training_file": training_file,
+                                                        "suffix": suffix}, format="json")
+        error = response.json()["error"]
+        assert response.status_code == 400 and error["param"] == "suffix" and error["code"] == "suffix_is_base_model"
+        assert "tiny-llama-ft" in error["message"]  # says what an empty suffix gives
+    ok = client.post("/v1/fine_tuning/jobs", {"model": "tiny-llama", "training_file": training_file,
+                                              "suffix": "tiny-llama-topics"}, format="json")
+    assert ok.status_code == 200

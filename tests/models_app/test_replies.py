@@ -49,3 +49,33 @@ def test_sender_gives_up_when_nobody_reads(monkeypatch):
     with ReplySender(channel) as reply, pytest.raises(ReplyGone):
         for _ in range(get_channel_layer().capacity + 1):
             reply.send("delta", text="x")
+
+
+@pytest.mark.django_db
+def test_the_worker_says_it_loads_a_model_before_the_first_reply_and_not_after(live_base_model, monkeypatch):
+    """The playground shows "Loading the model (first request)…" instead of a silent wait."""
+    from models_app.services import inference
+
+    monkeypatch.setattr(inference, "_inference_models", None)  # a fresh worker process: nothing loaded
+    config = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "temperature": 0}
+
+    def kinds() -> list[str]:
+        channel = reply_channel_new()
+        inference.chat_completion_run(model_id="tiny-llama", config=config, reply_channel=channel, tag="1:left")
+        return [m["type"] for m in asyncio.run(replies_collect(channel, timeout=5))]
+
+    first, second = kinds(), kinds()
+    assert first[:2] == ["inference.loading", "inference.start"] and first[-1] == "inference.done"
+    assert second[0] == "inference.start"  # loaded now: no loading message
+
+
+def test_pane_statuses_say_queued_loading_and_how_long_the_load_took():
+    from models_app.playground import LOADING, Pane, pane_status_html, status_for
+
+    assert status_for({"type": "inference.loading", "model": "m"}) == ("loading", LOADING)
+    assert status_for({"type": "inference.start", "cache": "miss"}, loaded_in=14.23)[1] == \
+        "Generating… (model loaded for this request in 14.2 s)"
+    assert status_for({"type": "inference.start", "cache": "hit"})[1] == "Generating… (model already loaded)"
+    html = pane_status_html(Pane("left", state="loading", status=LOADING))
+    assert "Loading the model (first request)… <span class=\"elapsed\" data-elapsed>0 s</span>" in html
+    assert "data-elapsed" not in pane_status_html(Pane("left", state="generating", status="Generating…"))

@@ -1,5 +1,7 @@
 """The model pages: list and detail with metrics and the download link."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -32,7 +34,7 @@ def test_detail_shows_metrics_hyperparameters_and_download(client, base_model):
     client.force_login(user)
     body = client.get(reverse("models:detail", args=[model.id])).content.decode()
     assert f'href="/v1/models/{model.id}/download?artifact=adapter"' in body
-    assert "<th scope=\"row\">train_loss</th><td>0.25</td>" in body and "lora_r" in body
+    assert '<th scope="row">train loss</th><td>0.2500</td>' in body and "lora_r" in body
     assert model.job.dataset.filename in body
 
 
@@ -64,7 +66,8 @@ def test_detail_shows_aliases_lineage_and_the_evaluation_side_by_side(client, ba
     body = client.get(reverse("models:detail", args=[model.id])).content.decode()
     assert 'class="badge alias">production' in body and f"{model.name}@production" in body
     assert f"Job <a href=\"/jobs/{model.job_id}/\">" in body
-    assert '<th scope="row">eval_loss</th><td>6.2000</td><td>2.1000</td><td class="ok">-4.1000</td>' in body
+    assert ('<th scope="row" title="eval_loss">validation loss</th><td>6.2000</td><td>2.1000</td>'
+            '<td class="ok">-4.1000</td>') in body
 
 
 def test_evaluation_page_shows_metrics_chart_data_and_rows(client, base_model):
@@ -72,7 +75,7 @@ def test_evaluation_page_shows_metrics_chart_data_and_rows(client, base_model):
     evaluation = _evaluation(_model(user, base_model))
     client.force_login(user)
     body = client.get(reverse("models:evaluation", args=[evaluation.id])).content.decode()
-    assert '<th scope="row">accuracy</th><td>0.0000</td><td>0.7500</td>' in body
+    assert '<th scope="row" title="accuracy">accuracy</th><td>0.000</td><td>0.750</td>' in body
     assert 'id="metrics-chart-data"' in body and "Classify: rain" in body and "weather" in body
     assert 'hx-trigger="every 2s"' not in body  # finished: no more polling
 
@@ -206,3 +209,37 @@ def test_evaluate_form_names_the_bad_field_and_starts_nothing(client, base_model
     assert "Evaluation not started: checkpoints applies to a fine-tuned model whose job saved" in \
         refused.content.decode()
     assert not Evaluation.objects.exists()
+
+
+def test_final_metrics_are_named_and_rounded_without_internal_keys(client, base_model):
+    from jobs_app.models import FineTuneJob
+
+    user = make_user()
+    model = _model(user, base_model)
+    make_metric(model.job, 24, 24, train_loss=0.123456, learning_rate=0.000125, tokens=123456, epoch=8.0,
+                time=1796186016.858, eta_seconds=0.0)
+    FineTuneJob.objects.filter(pk=model.job_id).update(metrics={
+        "device": "cpu", "devices": 1, "train_loss": 1.5, "wall_seconds": 65.4, "tokens_per_second": 1887.04,
+        "peak_memory_bytes": 812_345_678, "steps": 24})
+    client.force_login(user)
+    body = client.get(reverse("models:detail", args=[model.id])).content.decode()
+    table = re.search(r'<table class="kv" id="final-metrics">(.*?)</table>', body, re.S).group(1)
+    rows = dict(re.findall(r'<th scope="row">([^<]+)</th><td>([^<]*)</td>', table))
+    assert rows == {"train loss": "0.1235", "mean train loss (whole run)": "1.5000", "learning rate": "1.25e-04",
+                    "epoch": "8", "steps": "24", "tokens seen": "123,456", "tokens/s": "1,887",
+                    "wall time": "1 min 05 s", "peak memory": "775 MiB", "device": "CPU"}
+    for raw in ("1796186016", "eta_seconds", ">time<", ">step<", "total_steps"):
+        assert raw not in table
+
+
+def test_evaluation_page_says_all_rows_when_the_dataset_is_smaller_than_the_limit(client, base_model):
+    user = make_user()
+    model = _model(user, base_model)
+    evaluation = _evaluation(model, max_rows=100, rows_evaluated=16)
+    type(model.job.dataset).objects.filter(pk=model.job.dataset_id).update(row_count=16)
+    client.force_login(user)
+    body = client.get(reverse("models:evaluation", args=[evaluation.id])).content.decode()
+    assert "all 16 rows" in body and "first 100" not in body and "Metrics (16 rows" in body
+    type(model.job.dataset).objects.filter(pk=model.job.dataset_id).update(row_count=1234)
+    body = client.get(reverse("models:evaluation", args=[evaluation.id])).content.decode()
+    assert "the first 100 of 1,234 rows" in body

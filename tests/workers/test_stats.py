@@ -74,8 +74,24 @@ def test_sampling_spreads_over_the_file(tmp_path, tiny_model_path):
     assert lengths.rows == 10 and lengths.sampled
 
 
-def test_histogram_bins_and_scripts():
-    assert [b["count"] for b in histogram([0, 63, 64, 100000])][:3] == [2, 1, 0]
-    assert histogram([100000])[-1] == {"from": 32768, "to": None, "count": 1}
+def test_histogram_bins_fit_the_range_of_the_data():
+    bins = histogram([20, 22, 25, 31, 33, 40])  # short rows: bins of 5 tokens from 20, not one bin of 0-63
+    assert [(b["from"], b["to"], b["count"]) for b in bins] == [
+        (20, 25, 2), (25, 30, 1), (30, 35, 2), (35, 40, 0), (40, 45, 1)]
+    assert histogram([5] * 10) == [{"from": 5, "to": 6, "count": 10}]  # all alike: one bin
+    assert histogram([]) == []
+    spread = histogram(list(range(100, 301)))
+    assert spread[0]["count"] and spread[-1]["count"] and 5 <= len(spread) <= 11  # no empty bin at either end
+    assert {b["to"] - b["from"] for b in spread} == {20}
+
+
+def test_histogram_folds_a_long_tail_into_an_open_last_bin():
+    values = [100 + i % 200 for i in range(500)] + [30000]
+    bins = histogram(values)
+    assert bins[-1]["to"] is None and bins[-1]["count"] >= 1 and bins[-2]["to"] < 1000
+    assert sum(b["count"] for b in bins) == len(values) and len(bins) <= 12
+
+
+def test_scripts():
     assert (script_of("hello"), script_of("café"), script_of("東京"), script_of("مرحبا")) == (
         "ascii", "latin", "cjk", "arabic")
