@@ -47,8 +47,8 @@ from jobs_app.services.running import checkpoint_fetch, job_claim, job_run, trai
 __all__ = [
     "JobControl", "JobReporter", "alias_check", "checkpoint_fetch", "hyperparameters_param", "job_actions",
     "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
-    "job_fail", "job_format_problem", "job_heartbeat", "job_hyperparameters_resolve", "job_metrics_add", "job_pause",
-    "job_requeue", "job_resume", "job_run", "job_transition", "job_validate", "jobs_reap",
-    "jobs_release_for_shutdown", "promotion_gate_check", "train_config", "worker_register", "worker_unregister",
+    "job_fail", "job_format_problem", "job_heartbeat", "job_hyperparameters_resolve", "job_metrics_add",
+    "job_model_name", "job_pause", "job_requeue", "job_resume", "job_run", "job_suffix_check", "job_transition",
+    "job_validate", "jobs_reap", "jobs_release_for_shutdown", "promotion_gate_check", "train_config",
+    "worker_register", "worker_unregister",
 ]
-__all__ += ["job_model_name", "job_suffix_check"]  # the registry name a job's model gets

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from datasets_app.models import Dataset, TokenStats
 from datasets_app.services import token_stats_current
+from finetune_site.humane import duration_text
 from jobs_app.models import FineTuneJob
 from jobs_app.services.running import train_config
 from models_app.base_models.models import BaseModel
@@ -208,13 +209,3 @@ def estimate_describe(estimate: dict) -> str:
         text += (f"; about {duration_text(estimate['seconds'])} in all ({parts}), peak memory "
                  f"{estimate['peak_memory_bytes'] / 2**20:,.0f} MiB (from {estimate['basis'].replace('_', ' ')})")
     return text
-
-
-def duration_text(seconds: float) -> str:
-    """``42 s``, ``3 min 5 s``, ``1 h 20 min``: a duration as a person says it."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s" if seconds % 60 else f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

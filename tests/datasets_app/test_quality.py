@@ -11,7 +11,7 @@ ROWS = [{"prompt": "mail me at ann@example.com", "completion": "ok"}, {"prompt":
         {"prompt": "a b c d", "completion": "x"}]
 
 
-def test_quality_is_queued_when_ready_and_stored(django_capture_on_commit_callbacks):
+def test_quality_is_queued_when_ready_and_stored(base_model, django_capture_on_commit_callbacks):
     user = make_user()
     with django_capture_on_commit_callbacks() as callbacks:
         dataset = make_dataset(user, rows=ROWS)

@@ -13,9 +13,9 @@ from tqdm import tqdm
 from datasets_app.services import dataset_upload
 from finetune_site.errors import InvalidRequest
 from finetune_site.files import storage_is_s3
+from finetune_site.humane import duration_text
 from jobs_app import services
 from jobs_app.models import FineTuneJob
-from jobs_app.services.estimates import duration_text
 from models_app.selectors import evaluation_tables
 from workers.hyperparameters import OBJECTIVES, arguments_add, arguments_read
 
