@@ -10,21 +10,11 @@ a kind has no history; later ones learn from the earlier ones, as a user's jobs 
 """
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATA_DIR = Path(tempfile.mkdtemp(prefix="finetune-estimates-"))
-for name in ("DATABASE_URL", "REDIS_URL", "AWS_STORAGE_BUCKET_NAME"):
-    os.environ.pop(name, None)
-os.environ.update(DATA_DIR=str(DATA_DIR), DJANGO_SETTINGS_MODULE="finetune_site.settings",
-                  BASE_MODELS_DIR=str(ROOT / "data" / "base_models"), HF_HUB_OFFLINE="1")
+from embedded import DATA_DIR, EmbeddedPlatform  # first: it sets the environment Django reads
+
 STEPS_IN = 3  # the live ETA is judged once this many steps are in
 # (name, training rows, validation rows, hyperparameters): small to large, with and without validation
 JOBS = [
@@ -37,33 +27,15 @@ JOBS = [
 ]
 
 
-class Platform:
-    """The embedded default with a real worker on the default and training queues."""
+class Platform(EmbeddedPlatform):
+    """The embedded default with a real worker on the default and training queues, and a user."""
 
     def __enter__(self):
-        import django
-
-        django.setup()
-        from django.conf import settings
+        super().__enter__()
         from django.contrib.auth import get_user_model
-        from django.core.management import call_command
 
-        from finetune_site.embedded import embedded_redis_start
-
-        call_command("migrate", verbosity=0)
-        self.redis = embedded_redis_start(settings.EMBEDDED_REDIS_SOCKET)
-        self.log = open(DATA_DIR / "worker.log", "a")
-        self.worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "finetune_site", "worker", "-l",
-                                        "warning", "-Q", "default,training", "-c", "1"], cwd=ROOT,
-                                       stdout=self.log, stderr=subprocess.STDOUT)
         self.user = get_user_model().objects.create(username="bench")
         return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.worker.terminate()
-        self.worker.wait(timeout=60)
-        self.redis.terminate()
-        self.log.close()
 
     def upload(self, rows: int, seed: int, name: str):
         from django.core.files import File

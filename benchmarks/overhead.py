@@ -17,22 +17,15 @@ import itertools
 import os
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATA_DIR = Path(tempfile.mkdtemp(prefix="finetune-bench-"))
-for name in ("DATABASE_URL", "REDIS_URL", "AWS_STORAGE_BUCKET_NAME"):
-    os.environ.pop(name, None)
-os.environ.update(DATA_DIR=str(DATA_DIR), DJANGO_SETTINGS_MODULE="finetune_site.settings",
-                  BASE_MODELS_DIR=str(ROOT / "data" / "base_models"), HF_HUB_OFFLINE="1")
+from embedded import DATA_DIR, ROOT, EmbeddedPlatform  # first: it sets the environment Django reads
+
 HYPER = {"n_epochs": 3, "batch_size": 8, "learning_rate": 3e-3, "lora_r": 16, "lora_alpha": 32}
 TICK = os.sysconf("SC_CLK_TCK")
 DISTURBED = 0.03  # a run during which other processes used more of the machine's CPU is run again
@@ -140,32 +133,9 @@ class CpuSampler:
         raise ValueError(f"{when} is outside the samples of {name}")
 
 
-class Platform:
+class Platform(EmbeddedPlatform):
     """The embedded default with a real Celery worker process: jobs go through services, queue,
     worker, callbacks, events and checkpoints exactly as a user's do."""
-
-    def __enter__(self):
-        import django
-
-        django.setup()
-        from django.conf import settings
-        from django.core.management import call_command
-
-        from finetune_site.embedded import embedded_redis_start
-
-        call_command("migrate", verbosity=0)
-        self.redis = embedded_redis_start(settings.EMBEDDED_REDIS_SOCKET)
-        self.log = open(DATA_DIR / "worker.log", "a")
-        self.worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "finetune_site", "worker", "-l",
-                                        "warning", "-Q", "default,training", "-c", "1"], cwd=ROOT,
-                                       stdout=self.log, stderr=subprocess.STDOUT)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.worker.terminate()
-        self.worker.wait(timeout=60)
-        self.redis.terminate()
-        self.log.close()
 
     def upload(self, data: Path) -> None:
         from django.contrib.auth import get_user_model
