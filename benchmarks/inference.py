@@ -14,18 +14,11 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATA_DIR = Path(tempfile.mkdtemp(prefix="finetune-bench-"))
-for name in ("DATABASE_URL", "REDIS_URL", "AWS_STORAGE_BUCKET_NAME"):
-    os.environ.pop(name, None)
-os.environ.update(DATA_DIR=str(DATA_DIR), DJANGO_SETTINGS_MODULE="finetune_site.settings",
-                  BASE_MODELS_DIR=str(ROOT / "data" / "base_models"), HF_HUB_OFFLINE="1",
-                  SECRET_KEY="benchmark-only-not-a-secret", DEBUG="0", LOG_LEVEL="WARNING")
+from embedded import ROOT  # first: it sets the environment Django reads (a fresh DATA_DIR)
+
+os.environ.update(SECRET_KEY="benchmark-only-not-a-secret", DEBUG="0", LOG_LEVEL="WARNING")
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
