@@ -33,6 +33,9 @@ FORMATS = (CHAT, ALPACA, PROMPT_COMPLETION, TEXT, PREFERENCE, UNPAIRED, PROMPT_O
 # What the trainer reads once a format is normalised; preference pairs, marked answers and prompts
 # need an objective of their own (dpo/orpo/kto, kto, reinforcement).
 TRAINING_FORMAT = {CHAT: CHAT, ALPACA: CHAT, PROMPT_COMPLETION: PROMPT_COMPLETION, TEXT: TEXT}
+# The formats each objective other than supervised trains on (supervised: those of TRAINING_FORMAT).
+OBJECTIVE_FORMATS = {"dpo": (PREFERENCE,), "orpo": (PREFERENCE,), "kto": (UNPAIRED, PREFERENCE),
+                     "reinforcement": (PROMPT_ONLY,)}
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 EXAMPLE_ROW = {
     CHAT: '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}',

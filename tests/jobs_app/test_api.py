@@ -57,7 +57,7 @@ def test_missing_training_file_is_400(base_model):
 
 def test_unsupported_method_type_is_400(base_model):
     user = make_user()
-    body = {"model": "tiny-llama", "training_file": make_dataset(user).id, "method": {"type": "reinforcement"}}
+    body = {"model": "tiny-llama", "training_file": make_dataset(user).id, "method": {"type": "ppo"}}
     response = api_client(user).post("/v1/fine_tuning/jobs", body, format="json")
     assert response.status_code == 400 and response.json()["error"]["param"] == "method.type"
 
