@@ -100,7 +100,8 @@ class ColumnMapField(serializers.Field):
 
 class OptionsSerializer(serializers.Serializer):
     format = serializers.CharField(required=False, allow_blank=True,
-                                   help_text="chat | alpaca | prompt_completion | text | preference; default detected")
+                                   help_text="chat | alpaca | prompt_completion | text | preference | "
+                                             "unpaired_preference | prompt_only; default detected")
     container = serializers.CharField(required=False, allow_blank=True,
                                       help_text="jsonl | json | csv | tsv | parquet | txt | zip | gzip; default "
                                                 "from the file name")

@@ -47,6 +47,8 @@ class Dataset(models.Model):
         PROMPT_COMPLETION = "prompt_completion"
         TEXT = "text"
         PREFERENCE = "preference"
+        UNPAIRED_PREFERENCE = "unpaired_preference"
+        PROMPT_ONLY = "prompt_only"
 
     id = models.CharField(primary_key=True, max_length=40, default=new_file_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
@@ -83,7 +85,8 @@ class Dataset(models.Model):
 
     @property
     def training_format(self) -> str:
-        """What the trainer reads: Alpaca rows are normalised to chat; "" for preference pairs."""
+        """What the trainer reads: Alpaca rows are normalised to chat; "" for rows that need an objective of
+        their own (preference pairs, marked answers, prompts)."""
         return TRAINING_FORMAT.get(self.format, "")
 
     @property

@@ -39,7 +39,8 @@ def job_object(job: FineTuneJob) -> dict:
         "estimated_finish": _ts(job.estimated_finish) if job.status == FineTuneJob.Status.RUNNING else None,
         "integrations": [],
         "metadata": None,
-        "method": {"type": job.objective, job.objective: {"hyperparameters": hp}},
+        "method": {"type": job.objective, job.objective: {"hyperparameters": hp,
+                                                          **({"grader": job.grader} if job.grader else {})}},
         # extensions
         "attempt": job.attempt,
         "max_attempts": job.max_attempts,
@@ -78,12 +79,18 @@ def checkpoint_object(checkpoint: Checkpoint) -> dict:
     }
 
 
+GRADER_SCHEMA = {"type": "object", "description": (
+    "What scores each sample (OpenAI's graders): string_check, text_similarity, multi or score_model. Text "
+    "fields read {{sample.output_text}} and {{item.<field>}} (a field of the row).")}
 # The shape of ``method``: the objective, and its options as declared in workers.hyperparameters.
 METHOD_SCHEMA = {
     "type": "object",
-    "description": "The objective (``type``) and its hyperparameters; each may be \"auto\".",
+    "description": "The objective (``type``) and its hyperparameters; each may be \"auto\". Reinforcement also "
+                   "takes its grader.",
     "properties": {"type": {"type": "string", "enum": list(OBJECTIVES), "default": "supervised"},
-                   **{name: {"type": "object", "properties": {"hyperparameters": hyperparameters_schema(name)}}
+                   **{name: {"type": "object", "properties": {
+                       "hyperparameters": hyperparameters_schema(name),
+                       **({"grader": GRADER_SCHEMA} if name == FineTuneJob.Objective.REINFORCEMENT else {})}}
                       for name in OBJECTIVES}},
 }
 
@@ -112,8 +119,9 @@ class JobCreateSerializer(serializers.Serializer):
         required=False, default=False, help_text="Also evaluate every checkpoint and mark the best.")
 
 
-def _method_from(data: dict) -> tuple[str, dict]:
-    """The objective and its hyperparameters (``method.<type>``, or the deprecated top-level key)."""
+def _method_from(data: dict) -> tuple[str, dict, dict | None]:
+    """The objective, its hyperparameters (``method.<type>``, or the deprecated top-level key) and its
+    grader (reinforcement)."""
     method = data.get("method") or {}
     objective = method.get("type", FineTuneJob.Objective.SUPERVISED)
     if objective not in OBJECTIVES:
@@ -123,7 +131,11 @@ def _method_from(data: dict) -> tuple[str, dict]:
     if not isinstance(section, dict) or not isinstance(section.get("hyperparameters", {}), dict):
         raise InvalidRequest(f"method.{objective}.hyperparameters must be an object",
                              param=f"method.{objective}.hyperparameters")
-    return objective, {**(data.get("hyperparameters") or {}), **section.get("hyperparameters", {})}
+    grader = section.get("grader")
+    if grader is not None and not isinstance(grader, dict):
+        raise InvalidRequest(f"method.{objective}.grader must be an object", param=f"method.{objective}.grader",
+                             code="invalid_grader")
+    return objective, {**(data.get("hyperparameters") or {}), **section.get("hyperparameters", {})}, grader
 
 
 HYPERPARAMETER_DOCS = (
@@ -142,12 +154,13 @@ class JobsApi(APIView):
         form = JobCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        objective, hyperparameters = _method_from(data)
+        objective, hyperparameters, grader = _method_from(data)
         job = services.job_create(
             owner=request.user, training_file=data["training_file"], model=data["model"],
             validation_file=data.get("validation_file") or None, objective=objective,
             hyperparameters=hyperparameters, suffix=data.get("suffix") or "", seed=data.get("seed"),
             promotion_gate=data.get("promotion_gate"), evaluate_checkpoints=data["evaluate_checkpoints"],
+            grader=grader,
         )
         return Response(job_object(job))
 
@@ -194,3 +207,35 @@ class JobResumeApi(APIView):
     @extend_schema(request=None, responses={200: dict}, summary="Resume a paused job from its last checkpoint")
     def post(self, request, job_id: str):
         return Response(job_object(services.job_resume(job=selectors.job_get(request.user, job_id))))
+
+
+class GraderRunSerializer(serializers.Serializer):
+    grader = serializers.JSONField(help_text=GRADER_SCHEMA["description"])
+    model_sample = serializers.CharField(allow_blank=True, trim_whitespace=False,
+                                         help_text="The answer to grade, as {{sample.output_text}}.")
+    item = serializers.JSONField(required=False, default=dict, help_text="The row, as {{item.*}}.")
+
+
+class GraderRunApi(APIView):
+    @extend_schema(request=GraderRunSerializer, responses={200: dict}, summary="Grade one sample (a dry run)",
+                   description="Runs a grader on one sample and row, as a reinforcement job would, before any "
+                               "compute is spent. OpenAI's shape: the reward, and each grader's score in metadata.")
+    def post(self, request):
+        form = GraderRunSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        return Response(services.grader_run(grader=data["grader"], model_sample=data["model_sample"],
+                                            item=data["item"]))
+
+
+class GraderValidateSerializer(serializers.Serializer):
+    grader = serializers.JSONField(help_text=GRADER_SCHEMA["description"])
+
+
+class GraderValidateApi(APIView):
+    @extend_schema(request=GraderValidateSerializer, responses={200: dict}, summary="Check a grader")
+    def post(self, request):
+        form = GraderValidateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        services.grader_validate(grader=form.validated_data["grader"])
+        return Response({"grader": form.validated_data["grader"]})

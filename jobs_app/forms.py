@@ -1,12 +1,15 @@
 """Forms of the job wizard. Its option fields are generated from ``workers.hyperparameters``: the
 text a user types becomes the API's value, and the API's own checks say what is wrong."""
 
+import json
+
 from django import forms
 
 from finetune_site.errors import InvalidRequest
 from jobs_app.services import (
     hyperparameters_param,
     job_format_problem,
+    job_grader_check,
     job_hyperparameters_resolve,
     job_suffix_check,
 )
@@ -117,6 +120,10 @@ class ModelStepForm(forms.Form):
     suffix = forms.CharField(label="Model name (optional)", required=False, max_length=64,
                              help_text="The tuned model's name in the registry (name@v1, name@v2, …); left empty, "
                                        "it is the base model's name + -ft, e.g. tiny-llama-ft.")
+    grader = forms.CharField(
+        label="Grader (reinforcement only)", required=False, widget=forms.Textarea(attrs={"rows": 6}),
+        help_text='What scores each sampled answer, as OpenAI\'s graders (JSON), e.g. {"type": "string_check", '
+                  '"input": "{{sample.output_text}}", "reference": "{{item.answer}}", "operation": "eq"}.')
 
     def __init__(self, *args, base_models, dataset=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -129,6 +136,7 @@ class ModelStepForm(forms.Form):
         problem = job_format_problem(self.dataset, data["objective"]) if self.dataset and "objective" in data else ""
         if problem:
             self.add_error("objective", problem)
+        data["grader"] = self._grader(data)
         base = self.base_models.get(data.get("model"))
         if base is not None and data.get("suffix"):
             try:
@@ -136,3 +144,19 @@ class ModelStepForm(forms.Form):
             except InvalidRequest as refused:
                 self.add_error("suffix", refused.message)
         return data
+
+    def _grader(self, data: dict) -> dict:
+        """The grader as the API receives it, checked as the API checks it (empty for other objectives)."""
+        text = (data.get("grader") or "").strip()
+        try:
+            grader = json.loads(text) if text else None
+        except ValueError as error:
+            self.add_error("grader", f"is not JSON ({error}); write the grader as a JSON object")
+            return {}
+        if self.dataset is None or "objective" not in data:
+            return grader or {}
+        try:
+            return job_grader_check(grader, objective=data["objective"], dataset=self.dataset)
+        except InvalidRequest as refused:
+            self.add_error("grader", refused.message)
+            return {}

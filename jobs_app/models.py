@@ -44,6 +44,8 @@ class FineTuneJob(models.Model):
     base_model = models.ForeignKey("base_models.BaseModel", on_delete=models.PROTECT, related_name="jobs")
     objective = models.CharField(max_length=20, choices=Objective.choices, default=Objective.SUPERVISED)
     hyperparameters = models.JSONField(default=dict, help_text="Resolved: no 'auto' left.")
+    grader = models.JSONField(default=dict, blank=True, help_text="Reinforcement: what scores the samples "
+                                                                  "(workers.graders); empty otherwise.")
     suffix = models.CharField(max_length=64, blank=True)
     seed = models.IntegerField(default=42)
     promotion_gate = models.JSONField(default=dict, blank=True,

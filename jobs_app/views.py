@@ -1,3 +1,4 @@
+import json
 import logging
 
 from django.contrib import messages
@@ -156,7 +157,8 @@ def wizard_model(request):
         form = ModelStepForm(request.POST, base_models=base_models, dataset=dataset)
         texts = {name: request.POST.get(name, AUTO).strip() for name in FIELD_NAMES}  # a field not sent is auto
         state = _wizard_save(request, hyperparameters=texts, model=request.POST.get("model"),
-                             suffix=request.POST.get("suffix", ""), objective=request.POST.get("objective", ""))
+                             suffix=request.POST.get("suffix", ""), objective=request.POST.get("objective", ""),
+                             grader=request.POST.get("grader", ""))
         if form.is_valid():
             base = _base_model(form.cleaned_data["model"])
             errors = hyperparameters_errors(texts, base_model=base, rows=dataset.row_count, objective=_objective(state),
@@ -167,7 +169,8 @@ def wizard_model(request):
                 return redirect("jobs:wizard_review")
     else:
         form = ModelStepForm(initial={"model": state.get("model"), "adapter": texts.get("adapter", "lora"),
-                                      "objective": _objective(state), "suffix": state.get("suffix", "")},
+                                      "objective": _objective(state), "suffix": state.get("suffix", ""),
+                                      "grader": state.get("grader", "")},
                              base_models=base_models, dataset=dataset)
     fields = wizard_fields(texts, errors)
     return render(request, "jobs_app/wizard_model.html", {
@@ -231,7 +234,7 @@ def wizard_review(request):
         try:
             job = services.job_create(owner=request.user, training_file=dataset.id, model=base.name,
                                       validation_file=validation_id, hyperparameters=raw, objective=objective,
-                                      suffix=state.get("suffix", ""))
+                                      suffix=state.get("suffix", ""), grader=_grader(state, objective))
         except InvalidRequest as problem:
             error = problem
         else:
@@ -247,6 +250,7 @@ def wizard_review(request):
         "step": 3, "dataset": dataset, "base_model": base, "suffix": state.get("suffix", ""),
         "model_name": services.job_model_name(suffix=state.get("suffix", ""), base_model=base),
         "objective": objective, "adapter": resolved["adapter"], "options": review_rows(resolved, objective=objective),
+        "grader": json.dumps(grader) if (grader := _grader(state, objective)) else "",
         "resolved": resolved, "validation": validation,
         "estimate": services.job_estimate_draft(owner=request.user, dataset=dataset, base_model=base,
                                                 hyperparameters=resolved, validation=validation),
@@ -254,6 +258,12 @@ def wizard_review(request):
         "mask_rows": dataset_preview(dataset, rows=2),
         "error": error,
     })
+
+
+def _grader(state: dict, objective: str) -> dict | None:
+    """The grader typed in the model step (checked there), for a reinforcement job only."""
+    text = state.get("grader") or ""
+    return json.loads(text) if text.strip() and objective == FineTuneJob.Objective.REINFORCEMENT else None
 
 
 def _dry_run(dataset: Dataset, base: BaseModel, resolved: dict) -> dict | None:

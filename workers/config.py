@@ -21,8 +21,10 @@ RUN_FIELDS = (
     ("train_file", str, "local JSONL file of training rows (no default)"),
     ("output_dir", str, "local directory for checkpoints and the final adapter or model (no default)"),
     ("validation_file", str | None, "local JSONL file scored during training; default none", None),
-    ("objective", str, 'what the model learns from: "supervised" (chat, prompt/completion or text rows) '
-                       'or "dpo" (prompt/chosen/rejected pairs); default "supervised"', "supervised"),
+    ("objective", str, 'what the model learns from: "supervised" (chat, prompt/completion or text rows), '
+                       '"dpo" or "orpo" (prompt/chosen/rejected pairs), "kto" (prompt/completion/label rows or '
+                       'pairs) or "reinforcement" (prompts, graded); default "supervised"', "supervised"),
+    ("grader", str, 'the grader of "reinforcement" as JSON text (``workers.graders``); default "" (none)', ""),
     ("seed", int, "seed for initialisation and data order; default 42", 42),
     ("resume_from", str | None, "checkpoint directory to continue from; default none", None),
 )
@@ -31,6 +33,8 @@ RUN_FIELDS = (
 def _post_init(self) -> None:
     if self.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+    if (self.objective == "reinforcement") != bool(self.grader):
+        raise ValueError('a grader goes with the objective "reinforcement", and only with it')
     for option in OPTIONS:
         if option.engine:
             value = getattr(self, option.name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workers.config import TrainConfig
 from workers.events import emit_nothing
-from workers.formats import CHAT, PREFERENCE, format_detect, jsonl_rows
+from workers.formats import CHAT, PREFERENCE, PROMPT_ONLY, UNPAIRED, field_text, format_detect, jsonl_rows
 from workers.loading import tokenizer_load
 from workers.templates import render
 
@@ -90,21 +90,19 @@ def token_counts(model_path: str, train_file: str, max_length: int, template: st
 def _encode(tokenizer, row: dict, template: str) -> tuple[list[int], list[int]]:
     fmt = format_detect(row)
     if fmt == PREFERENCE:  # the prompt is read twice, both answers are scored
-        prompt, chosen, rejected = (_text(row.get(key, "")) for key in ("prompt", "chosen", "rejected"))
+        prompt, chosen, rejected = (field_text(row.get(key, "")) for key in ("prompt", "chosen", "rejected"))
         ids = [tokenizer(prompt + answer)["input_ids"] for answer in (chosen, rejected)]
         answers = [len(tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in (chosen, rejected)]
         return ids[0] + ids[1], [0] * (len(ids[0]) + len(ids[1]) - sum(answers)) + [1] * sum(answers)
+    if fmt in (UNPAIRED, PROMPT_ONLY):  # the prompt, and the one answer scored (sampled: not known before)
+        prompt = field_text(row.get("prompt", "") if fmt == UNPAIRED else row["messages"])
+        ids = tokenizer(prompt + field_text(row.get("completion", "")))["input_ids"]
+        answer = len(ids) - len(tokenizer(prompt)["input_ids"])
+        return ids, [0] * (len(ids) - answer) + [1] * answer
     if fmt == CHAT:
         row = {"messages": [{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"]]}
     rendered = render(tokenizer, row, fmt, template=template, max_length=1 << 30)
     return rendered.ids, rendered.loss_mask
-
-
-def _text(value) -> str:
-    """A preference field as text: a string, or the contents of a list of messages."""
-    if isinstance(value, list):
-        return "\n".join(m.get("content") or "" for m in value if isinstance(m, dict))
-    return value or ""
 
 
 def calibrate(config: TrainConfig, steps: int = 4) -> Throughput:

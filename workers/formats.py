@@ -5,6 +5,9 @@ assistant turn may carry ``tool_calls``). alpaca: ``{"instruction", "input"?, "o
 prompt_completion: ``{"prompt", "completion"}``. text: ``{"text"}`` (continued pre-training).
 preference: ``{"prompt"?, "chosen", "rejected"}`` or OpenAI's DPO rows
 ``{"input": {"messages"}, "preferred_output": [...], "non_preferred_output": [...]}``.
+unpaired_preference: ``{"prompt", "completion", "label": true|false}`` (one answer marked good or bad, for
+KTO). prompt_only: ``{"messages": [...]}`` with no assistant turn, plus any fields a grader reads
+(reinforcement: the model writes the answer). In a chat file, such a row is a chat row missing its answer.
 
 Checks return ``Problem`` tuples without a location; the caller adds line and row. They are on
 the hot path of a multi-GB validation, so they are plain loops over plain values.
@@ -24,9 +27,15 @@ ALPACA = "alpaca"
 PROMPT_COMPLETION = "prompt_completion"
 TEXT = "text"
 PREFERENCE = "preference"
-FORMATS = (CHAT, ALPACA, PROMPT_COMPLETION, TEXT, PREFERENCE)
-# What the trainer reads once a format is normalised; preference pairs need a preference method.
+UNPAIRED = "unpaired_preference"
+PROMPT_ONLY = "prompt_only"
+FORMATS = (CHAT, ALPACA, PROMPT_COMPLETION, TEXT, PREFERENCE, UNPAIRED, PROMPT_ONLY)
+# What the trainer reads once a format is normalised; preference pairs, marked answers and prompts
+# need an objective of their own (dpo/orpo/kto, kto, reinforcement).
 TRAINING_FORMAT = {CHAT: CHAT, ALPACA: CHAT, PROMPT_COMPLETION: PROMPT_COMPLETION, TEXT: TEXT}
+# The formats each objective other than supervised trains on (supervised: those of TRAINING_FORMAT).
+OBJECTIVE_FORMATS = {"dpo": (PREFERENCE,), "orpo": (PREFERENCE,), "kto": (UNPAIRED, PREFERENCE),
+                     "reinforcement": (PROMPT_ONLY,)}
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 EXAMPLE_ROW = {
     CHAT: '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}',
@@ -34,6 +43,8 @@ EXAMPLE_ROW = {
     PROMPT_COMPLETION: '{"prompt": "...", "completion": "..."}',
     TEXT: '{"text": "..."}',
     PREFERENCE: '{"prompt": "...", "chosen": "...", "rejected": "..."}',
+    UNPAIRED: '{"prompt": "...", "completion": "...", "label": true}',
+    PROMPT_ONLY: '{"messages": [{"role": "user", "content": "..."}], "answer": "..."}',
 }
 
 # (kind, field, message, fix, severity)
@@ -45,7 +56,13 @@ def format_detect(row: dict) -> str:
     """Which format a row is written in ("" when none is recognised)."""
     if ("chosen" in row and "rejected" in row) or ("preferred_output" in row and "non_preferred_output" in row):
         return PREFERENCE
+    if "label" in row and "completion" in row:
+        return UNPAIRED
     if "messages" in row:
+        messages = _messages(row["messages"])
+        if type(messages) is list and messages and not any(
+                type(m) is dict and m.get("role") == "assistant" for m in messages):
+            return PROMPT_ONLY
         return CHAT
     if "instruction" in row and "output" in row:
         return ALPACA
@@ -94,7 +111,7 @@ def unrecognised(row: dict, fmt: str) -> Problem:
         return ("wrong_format", "", f"not a {fmt} row (its keys: {keys})",
                 f"every row must look like {EXAMPLE_ROW[fmt]}; one file holds one format", ERROR)
     return ("unrecognised_row", "", f"unrecognised row (its keys: {keys})",
-            "write chat, alpaca, prompt/completion, text or preference rows, or map your columns "
+            "write chat, alpaca, prompt/completion, text, preference or prompt-only rows, or map your columns "
             "(column_map, e.g. question→prompt)", ERROR)
 
 
@@ -256,10 +273,36 @@ def _preference_check(row: dict, max_field: int) -> list[Problem] | tuple:
     return problems or OK
 
 
+def _unpaired_check(row: dict, max_field: int) -> list[Problem] | tuple:
+    problems = []
+    if "prompt" in row:
+        problems += _side(_messages(row["prompt"]), "prompt", max_field)
+    problems += _side(_messages(row.get("completion")), "completion", max_field)
+    if type(row.get("label")) is not bool:
+        problems.append(("bad_label", "label", "must be true (a good answer) or false (a bad one)",
+                         'write "label": true or "label": false, without quotes', ERROR))
+    return problems or OK
+
+
+def _prompt_only_check(row: dict, max_field: int) -> list[Problem] | tuple:
+    messages = _messages(row.get("messages"))
+    if type(messages) is not list or not messages:
+        return [("bad_messages", "messages", "must be a non-empty list of {role, content}",
+                 "write the conversation so far as a list of turns", ERROR)]
+    if any(type(m) is dict and m.get("role") == "assistant" for m in messages):
+        return [("has_answer", "messages", "has an assistant turn, but the file's first row has none, so the "
+                 "file holds prompts the model answers itself (reinforcement)", "leave the answer out; or, for a "
+                 "chat file, give the first row its answer", ERROR)]
+    return _turns_check(messages, "messages", max_field, need_assistant=False)
+
+
 _CHECKS: dict[str, Callable] = {
     CHAT: _chat_check, ALPACA: _alpaca_check, PROMPT_COMPLETION: _completion_check, TEXT: _text_check,
-    PREFERENCE: _preference_check,
+    PREFERENCE: _preference_check, UNPAIRED: _unpaired_check, PROMPT_ONLY: _prompt_only_check,
 }
+# Detected formats a file of another format checks as its own: a chat row without an answer is
+# a chat row missing its answer (the chat check says so), not a change of format.
+SAME_FILE = {(CHAT, PROMPT_ONLY), (PROMPT_ONLY, CHAT)}
 
 
 def row_normalise(row: dict, fmt: str) -> dict:
@@ -286,6 +329,11 @@ def _normalise(row: dict, fmt: str) -> dict:
         return {"prompt": row["prompt"], "completion": row["completion"]}
     if fmt == TEXT:
         return {"text": row["text"]}
+    if fmt == UNPAIRED:
+        normal = {"completion": _messages(row["completion"]), "label": row["label"]}
+        return {"prompt": _messages(row["prompt"]), **normal} if "prompt" in row else normal
+    if fmt == PROMPT_ONLY:  # every field stays: graders read them as {{item.<field>}}
+        return {**row, "messages": [_turn(m) for m in _messages(row["messages"])]}
     if "preferred_output" in row:
         return {"prompt": row["input"]["messages"], "chosen": row["preferred_output"],
                 "rejected": row["non_preferred_output"]}
@@ -313,12 +361,15 @@ def row_texts(row: dict, fmt: str) -> tuple[str, str]:
         return row["prompt"], row["completion"]
     if fmt == TEXT:
         return "", row["text"]
-    if fmt == PREFERENCE:
-        prompt = row.get("prompt", "")
-        if isinstance(prompt, list):
-            prompt = "\n".join(m.get("content") or "" for m in prompt if isinstance(m, dict))
-        chosen = row["chosen"]
-        if isinstance(chosen, list):
-            chosen = "\n".join(m.get("content") or "" for m in chosen if isinstance(m, dict))
-        return prompt, chosen
+    if fmt in (PREFERENCE, UNPAIRED):
+        return field_text(row.get("prompt", "")), field_text(row["chosen" if fmt == PREFERENCE else "completion"])
+    if fmt == PROMPT_ONLY:
+        return field_text(row["messages"]), ""
     return "", ""
+
+
+def field_text(value) -> str:
+    """A prompt or answer as text: a string, or the contents of a list of messages."""
+    if isinstance(value, list):
+        return "\n".join(m.get("content") or "" for m in value if isinstance(m, dict))
+    return value or ""

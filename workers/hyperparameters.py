@@ -9,9 +9,9 @@ OpenAPI schema (``hyperparameters_schema``) and the table in the README (``optio
 To add an option: add an ``Option`` here and use ``config.<name>`` where it takes effect
 (usually ``workers/training.py``); then run ``make docs`` to refresh the README's table.
 
-Words mean one thing everywhere: the **objective** is what the model learns from (``supervised``
-or ``dpo``; the API's ``method.type``), the **adapter** is which weights train (``lora``,
-``qlora`` or ``full``).
+Words mean one thing everywhere: the **objective** is what the model learns from (``supervised``,
+``dpo``, ``orpo``, ``kto`` or ``reinforcement``; the API's ``method.type``), the **adapter** is which
+weights train (``lora``, ``qlora`` or ``full``).
 """
 
 import argparse
@@ -24,7 +24,14 @@ AUTO = "auto"
 OBJECTIVES = {
     "supervised": "Supervised fine-tuning on chat, prompt/completion or text rows",
     "dpo": "Direct preference optimisation on prompt/chosen/rejected pairs",
+    "orpo": "Odds-ratio preference optimisation on prompt/chosen/rejected pairs: learns the chosen answers and "
+            "prefers them in one pass, with no reference model",
+    "kto": "Kahneman-Tversky optimisation on answers marked good or bad (prompt/completion/label rows), "
+           "or on prompt/chosen/rejected pairs",
+    "reinforcement": "Online reinforcement learning (GRPO) on prompts: the model samples answers and a grader "
+                     "scores them",
 }
+PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto")  # learn from answers someone judged
 ADAPTERS = {
     "lora": "LoRA: small adapter matrices on the frozen base",
     "qlora": "QLoRA: LoRA on a base quantized by bitsandbytes",
@@ -239,6 +246,16 @@ def _within_context(context: Context, value) -> str | None:
     return None
 
 
+def _batch_fits(context: Context, value) -> str | None:
+    if context.objective == "kto" and value < 2:
+        return "must be at least 2 for kto: its reference term compares the answers within a batch"
+    return None
+
+
+def _batch_auto(context: Context, resolved: dict, given: Mapping) -> int:
+    return max(2 if context.objective == "kto" else 1, min(8, (context.rows or 32) // 4))
+
+
 def _needs_validation(context: Context, value) -> str | None:
     if value and context.has_validation is False:
         return "evaluates on the validation file: give validation_file, or leave it at 0"
@@ -253,8 +270,9 @@ OPTIONS: tuple[Option, ...] = (
            "Quantization", "How QLoRA stores the frozen base: 4-bit NF4, double-quantized, or 8-bit.",
            adapters=("qlora",)),
     Option("n_epochs", Int(1, 100), 3, "3", "Epochs", "Passes over the training file."),
-    Option("batch_size", Int(1, 1024), lambda c, r, g: max(1, min(8, (c.rows or 32) // 4)),
-           "rows / 4, from 1 to 8", "Batch size", "Rows per optimizer step on one device."),
+    Option("batch_size", Int(1, 1024), _batch_auto, "rows / 4, from 1 (kto: 2) to 8", "Batch size",
+           "Rows per optimizer step on one device (reinforcement: prompts, each sampled num_generations times).",
+           fits=_batch_fits),
     Option("learning_rate_multiplier", Float(0, 100), _multiplier_auto,
            "1, or learning_rate / the automatic rate when learning_rate is given", "Learning-rate multiplier",
            "Scales the automatic learning rate (OpenAI's knob); give it or learning_rate, not both.",
@@ -265,7 +283,8 @@ OPTIONS: tuple[Option, ...] = (
            "full 1e-4 below 100M else 2e-5", "Learning rate", "Peak learning rate; it decays linearly to 0."),
     Option("max_length", Int(16, 1_000_000), lambda c, r, g: min(1024, c.context_length or 1024),
            "the longest row, rounded up to 64 tokens, within the model's context (1024 until the data is "
-           "counted)", "Max length", "Tokens per row; longer rows are truncated.", fits=_within_context),
+           "counted)", "Max length", "Tokens per row; longer rows are truncated.", fits=_within_context,
+           objectives=("supervised", *PREFERENCE_OBJECTIVES)),
     Option("template", Choice(TEMPLATE_LABELS), "", "the model's own chat template", "Template",
            "How chat rows become tokens; the tuned model's tokenizer carries it.", objectives=("supervised",)),
     Option("lora_r", Int(1, 1024), 16, "16", "LoRA rank", "Rank of the adapter matrices.", adapters=LORA),
@@ -276,7 +295,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("lora_target_modules", Names("all-linear"), ["all-linear"], '"all-linear"', "LoRA target modules",
            'Modules that get adapters: "all-linear", or names separated by commas.', adapters=LORA),
     Option("beta", Float(0, 10), 0.1, "0.1", "Beta",
-           "How far the tuned model may move from the reference (the KL weight).", objectives=("dpo",)),
+           "How far the tuned model may move from the reference (the KL weight).", objectives=("dpo", "kto")),
+    Option("odds_ratio_weight", Float(0, 10), 0.1, "0.1", "Odds-ratio weight",
+           "Weight of the odds-ratio term that prefers the chosen answer, next to learning it (ORPO's λ).",
+           objectives=("orpo",)),
+    Option("desirable_weight", Float(0, 100), 1.0, "1", "Desirable weight",
+           "Weight of the loss on good answers; raise it when good answers are rarer than bad ones.",
+           objectives=("kto",)),
+    Option("undesirable_weight", Float(0, 100), 1.0, "1", "Undesirable weight",
+           "Weight of the loss on bad answers; raise it when bad answers are rarer than good ones.",
+           objectives=("kto",)),
+    Option("num_generations", Int(2, 64), 4, "4", "Answers per prompt",
+           "Answers sampled per prompt; each is graded against the others of its prompt.",
+           objectives=("reinforcement",)),
+    Option("max_completion_length", Int(1, 100_000), 256, "256", "Max answer length",
+           "Tokens sampled per answer; longer answers are cut.", fits=_within_context,
+           objectives=("reinforcement",)),
+    Option("temperature", Float(0, 2), 1.0, "1", "Temperature",
+           "Sampling temperature of the answers: higher explores more.", objectives=("reinforcement",)),
     Option("logging_steps", Int(1, 100_000), 1, "1", "Logging steps", "A metric point every N optimizer steps."),
     Option("save_steps", Int(0, 1_000_000), 0, "0", "Save steps",
            "A checkpoint every N steps; 0 = one at the end of each epoch."),

@@ -1,5 +1,7 @@
-"""Supervised fine-tuning with TRL's SFTTrainer (+ PEFT LoRA)."""
+"""Fine-tuning with TRL's trainers (+ PEFT LoRA): SFTTrainer for supervised rows, DPOTrainer,
+ORPOTrainer and KTOTrainer for judged answers, GRPOTrainer for graded samples (reinforcement)."""
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -7,7 +9,7 @@ from pathlib import Path
 from workers.config import Stop, TrainConfig, TrainResult
 from workers.device import DeviceInfo, device_detect
 from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
-from workers.formats import CHAT, PREFERENCE, TEXT, format_detect, jsonl_rows
+from workers.formats import CHAT, PREFERENCE, PROMPT_ONLY, TEXT, UNPAIRED, format_detect, jsonl_rows
 from workers.loading import model_load, tokenizer_load
 from workers.templates import chat_as_completion
 
@@ -47,17 +49,44 @@ def trainer_build(config: TrainConfig, device: DeviceInfo, callback):
 
 
 def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, evaluation, callback):
-    """TRL's SFTTrainer, or its DPOTrainer for preference pairs (LoRA: the reference is the base)."""
+    """The objective's TRL trainer (LoRA: where a reference model is needed, it is the base)."""
     common = {"model": _model_load(config, device), "train_dataset": train, "eval_dataset": evaluation,
               "processing_class": tokenizer, "peft_config": _lora_config(config), "callbacks": [callback]}
+    args = _common_args(config, device, has_eval=bool(evaluation))
     if config.objective == "dpo":
-        from trl import DPOTrainer
+        from trl import DPOConfig, DPOTrainer
 
-        return DPOTrainer(args=_dpo_args(config, device, has_eval=bool(evaluation)), **common)
+        return DPOTrainer(args=DPOConfig(**args, beta=config.beta), **common)
+    if config.objective == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        return ORPOTrainer(args=ORPOConfig(**args, beta=config.odds_ratio_weight), **common)
+    if config.objective == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        return KTOTrainer(args=KTOConfig(**args, beta=config.beta, desirable_weight=config.desirable_weight,
+                                         undesirable_weight=config.undesirable_weight), **common)
+    if config.objective == "reinforcement":
+        return _grpo_trainer(config, args, common)
     from trl import SFTTrainer
 
     chat = format_detect(train[0]) == CHAT
     return SFTTrainer(args=_sft_args(config, device, chat=chat, has_eval=bool(evaluation)), **common)
+
+
+def _grpo_trainer(config: TrainConfig, args: dict, common: dict):
+    """GRPO: each step samples ``num_generations`` answers to each of ``batch_size`` prompts and rewards
+    them with the grader (``workers.graders``); no KL term, so no reference model is kept."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from workers.graders import grader_reward
+
+    args.pop("max_length")  # the prompt is kept whole; the answer is cut at max_completion_length
+    answers = config.batch_size * config.num_generations
+    args.update(per_device_train_batch_size=answers, per_device_eval_batch_size=answers)
+    grpo = GRPOConfig(**args, num_generations=config.num_generations, beta=0.0, temperature=config.temperature,
+                      max_completion_length=config.max_completion_length)
+    return GRPOTrainer(reward_funcs=grader_reward(json.loads(config.grader)), args=grpo, **common)
 
 
 def _result_finish(trainer, config, emit, callback, output, wall, *, setup: float) -> TrainResult:
@@ -124,6 +153,11 @@ def _row_clean(row: dict, template: str = "") -> dict:
     fmt = format_detect(row)
     if fmt == PREFERENCE:  # already normalised to prompt/chosen/rejected
         return {key: row[key] for key in ("prompt", "chosen", "rejected") if key in row}
+    if fmt == UNPAIRED:
+        return {key: row[key] for key in ("prompt", "completion", "label") if key in row}
+    if fmt == PROMPT_ONLY:  # the grader reads the whole row as {{item.*}}: one JSON column whatever its fields
+        return {"prompt": [{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"]],
+                "item": json.dumps(row)}
     if fmt == CHAT and template == "completion":  # no template: prompt/completion, as render does
         return chat_as_completion(row["messages"])
     if fmt == CHAT:
@@ -163,12 +197,6 @@ def _sft_args(config: TrainConfig, device: DeviceInfo, *, chat: bool, has_eval: 
     from trl import SFTConfig
 
     return SFTConfig(**_common_args(config, device, has_eval=has_eval), assistant_only_loss=chat)
-
-
-def _dpo_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool):
-    from trl import DPOConfig
-
-    return DPOConfig(**_common_args(config, device, has_eval=has_eval), beta=config.beta)
 
 
 def device_settings(device: DeviceInfo) -> dict:

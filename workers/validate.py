@@ -16,6 +16,7 @@ from workers.events import Emit, ValidationProgress, emit_nothing
 from workers.formats import (
     ALPACA,
     FORMATS,
+    SAME_FILE,
     TRAINING_FORMAT,
     format_detect,
     row_check,
@@ -39,7 +40,7 @@ class ValidateConfig:
         system's temporary directory.
     container: jsonl|json|csv|tsv|parquet|txt|zip|gzip; default "" (from the name, checked against
         the content).
-    format: chat|alpaca|prompt_completion|text|preference; default "" (the first readable row decides).
+    format: one of ``workers.formats.FORMATS``; default "" (the first readable row decides).
     column_map: (source, target) pairs renaming top-level keys or columns before anything else,
         e.g. (("question", "prompt"),); default none.
     limits: sizes beyond which a file is refused (see ``Limits``); default ``Limits()``.
@@ -67,7 +68,8 @@ class ValidationResult:
 
     ok: no hard error; the data set can be used.
     container / inner: the file's container, and what an archive holds ("" otherwise).
-    format: the rows' format; training_format: what the trainer reads ("" for preference pairs).
+    format: the rows' format; training_format: what the trainer reads ("" for preference pairs,
+        marked answers and prompts, which need an objective of their own).
     rows: rows read (good and bad); bytes: size of the file.
     normalised: True when ``output_path`` was written and holds the trainer's rows.
     report: the JSON report (counts and examples of every kind of problem, summary).
@@ -159,7 +161,7 @@ def _check_all(config, records, position, total, report: Report, state: _State, 
             if _needs_normalising(config, state.fmt):
                 state.out = open(config.output_path, "w", encoding="utf-8")
                 write = state.out.write
-        elif not config.format and format_detect(value) != fmt:
+        elif not config.format and (detected := format_detect(value)) != fmt and (fmt, detected) not in SAME_FILE:
             _add(report, unrecognised(value, fmt), line, row)
             continue
         problems = row_check(value, fmt, max_field)

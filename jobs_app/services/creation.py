@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import transaction
 
 from datasets_app.models import Dataset
+from datasets_app.selectors import dataset_rows
 from finetune_site.errors import InvalidRequest
 from jobs_app import tasks
 from jobs_app.models import FineTuneJob
@@ -13,6 +14,8 @@ from jobs_app.services.gate import promotion_gate_check
 from jobs_app.services.lifecycle import job_event_add
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_model_named
+from workers.formats import EXAMPLE_ROW, OBJECTIVE_FORMATS
+from workers.graders import GraderError, grader_check
 from workers.hyperparameters import Context, OptionError, hyperparameters_resolve
 
 UNKNOWN_ROWS = 10_000  # a file still being checked has no row count yet: size the batch as for a large one
@@ -39,8 +42,10 @@ def job_hyperparameters_resolve(given: Mapping | None, *, objective: str, base_m
 def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
                hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
                objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
-               evaluate_checkpoints: bool = False) -> FineTuneJob:
+               evaluate_checkpoints: bool = False, grader: dict | None = None) -> FineTuneJob:
     """Check the request, resolve every "auto" hyperparameter and queue file validation.
+
+    ``grader`` scores the samples of a reinforcement job (``workers.graders``), and goes with no other.
 
     With a validation file the tuned model is evaluated against its base when the job ends;
     ``promotion_gate`` then decides whether the new version gets an alias, and
@@ -61,6 +66,7 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
         problem = job_format_problem(dataset_, objective) if dataset_ else ""
         if problem:
             raise InvalidRequest(problem, param=param, code="invalid_file_format")
+    grader = job_grader_check(grader, objective=objective, dataset=dataset)
     rows = dataset.row_count if dataset.status == Dataset.Status.READY else UNKNOWN_ROWS
     resolved = job_hyperparameters_resolve(hyperparameters, objective=objective, base_model=base, rows=rows,
                                            has_validation=validation is not None)
@@ -69,7 +75,7 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
             owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
             hyperparameters=resolved, suffix=suffix or "", seed=42 if seed is None else seed,
             max_attempts=settings.JOB_MAX_ATTEMPTS, objective=objective, promotion_gate=gate,
-            evaluate_checkpoints=evaluate_checkpoints,
+            evaluate_checkpoints=evaluate_checkpoints, grader=grader,
         )
         job_event_add(job_id=job.id, message=f"Created fine-tuning job: {job.id}")
         transaction.on_commit(lambda: tasks.job_validate.delay(job.id))
@@ -80,13 +86,44 @@ def job_format_problem(dataset: Dataset, objective: str) -> str:
     """Why a ready dataset cannot train with ``objective`` ("" when it can, or is not checked yet)."""
     if dataset.status != Dataset.Status.READY:
         return ""
-    if objective == Objective.DPO and dataset.format != Dataset.Format.PREFERENCE:
-        return (f"{dataset.filename} ({dataset.id}) holds {dataset.format} rows; DPO needs preference rows "
-                '{"prompt": ..., "chosen": ..., "rejected": ...}')
-    if objective != Objective.DPO and not dataset.training_format:
-        return (f"{dataset.filename} ({dataset.id}) holds {dataset.format} rows; supervised fine-tuning "
-                'needs chat, alpaca, prompt/completion or text rows (use method {"type": "dpo"} for preference pairs)')
-    return ""
+    holds = f"{dataset.filename} ({dataset.id}) holds {dataset.format} rows"
+    if objective == Objective.SUPERVISED:
+        if dataset.training_format:
+            return ""
+        fits = [name for name, formats in OBJECTIVE_FORMATS.items() if dataset.format in formats]
+        instead = f' (use method {{"type": "{fits[0]}"}} for {dataset.format.replace("_", " ")} rows)' if fits else ""
+        return f"{holds}; supervised fine-tuning needs chat, alpaca, prompt/completion or text rows{instead}"
+    formats = OBJECTIVE_FORMATS[objective]
+    if dataset.format in formats:
+        return ""
+    return f"{holds}; {objective.upper()} needs " + " or ".join(
+        f"{fmt.replace('_', ' ')} rows {EXAMPLE_ROW[fmt]}" for fmt in formats)
+
+
+def job_grader_check(grader, *, objective: str, dataset: Dataset) -> dict:
+    """The grader of a reinforcement job, checked against the fields of the training file's first row; a
+    grader given to another objective is refused. A 400 names the grader's field that is wrong."""
+    if objective != Objective.REINFORCEMENT:
+        if grader:
+            raise InvalidRequest(f"a grader scores the samples of reinforcement; {objective} has none, leave it out",
+                                 param=f"method.{objective}.grader", code="invalid_grader")
+        return {}
+    param = f"method.{objective}.grader"
+    if not grader:
+        raise InvalidRequest('reinforcement needs a grader, e.g. {"type": "string_check", "input": '
+                             '"{{sample.output_text}}", "reference": "{{item.answer}}", "operation": "eq"}',
+                             param=param, code="invalid_grader")
+    first = dataset_rows(dataset, limit=1)
+    try:
+        grader_check(grader, item_fields=set(first[0]) if first else None, param=param, judge_models=_no_judge)
+    except GraderError as error:
+        raise InvalidRequest(error.message, param=error.param, code="invalid_grader") from error
+    return dict(grader)
+
+
+def _no_judge(model: str) -> str:
+    return (f"names {model!r}, but a judge model cannot grade training samples here yet; use string_check, "
+            "text_similarity or multi")
 
 
 def _dataset_for(owner, file_id, param: str) -> Dataset:

@@ -184,8 +184,14 @@ def job_estimate_draft(*, owner, dataset: Dataset, base_model: BaseModel, hyperp
 
 def _tokens_per_epoch(owner, dataset: Dataset, base_model: BaseModel, hp: dict) -> dict:
     """A dataset's tokens per epoch (and those carrying loss) from its stored token counts under the
-    job's tokenizer and template, truncated at max_length; a token per 4 bytes when not counted."""
-    max_length, rows = hp["max_length"], dataset.row_count
+    job's tokenizer and template, truncated at max_length; a token per 4 bytes when not counted (and, for
+    reinforcement, the answers sampled to each prompt at their longest)."""
+    rows = dataset.row_count
+    if "max_length" not in hp:
+        sampled = rows * hp["num_generations"] * hp["max_completion_length"]
+        return {"tokens": round(dataset.byte_size / 4) + sampled, "trainable": sampled, "basis": "bytes",
+                "status": "unavailable"}
+    max_length = hp["max_length"]
     stats = token_stats_current(owner=owner, dataset=dataset, base_model=base_model, template=hp.get("template", ""))
     if stats is None or stats.status != TokenStats.Status.READY or not stats.totals:
         tokens = round(rows * min(dataset.byte_size / rows / 4, max_length)) if rows else 0

@@ -170,8 +170,8 @@ def _max_length_from_data(job: FineTuneJob) -> None:
 
 def _trainable_problem(job: FineTuneJob) -> str:
     """Rows that would have no trainable token after truncation, named; "" when there are none."""
-    max_length = job.hyperparameters["max_length"]
-    stats = _job_token_stats(job, job.dataset)
+    max_length = job.hyperparameters.get("max_length")
+    stats = _job_token_stats(job, job.dataset) if max_length else None  # reinforcement samples its answers
     if stats is None:
         return ""
     summary = token_stats_summary(stats, max_length=max_length)

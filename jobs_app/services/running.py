@@ -120,6 +120,7 @@ def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
         validation_file=validation,
         output_dir=str(workdir / "output"),
         objective=job.objective,
+        grader=json.dumps(job.grader) if job.grader else "",
         seed=job.seed,
         resume_from=_resume_point(job, workdir / "resume") if resume else None,
         **options_complete(job.hyperparameters),

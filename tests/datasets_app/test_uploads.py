@@ -172,15 +172,16 @@ def test_invalid_file_shows_error_status_and_report(settings):
     settings.DATASET_INLINE_BYTES = 0
     user = make_user()
     client = api_client(user)
-    content = jsonl_bytes([{"messages": [{"role": "user", "content": "x"}]}])
+    chat = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}
+    content = jsonl_bytes([chat, {"messages": [{"role": "user", "content": "x"}]}])
     body = client.post("/v1/files", {"file": file_like(content, "t.jsonl"), "purpose": "fine-tune"},
                        format="multipart").json()
     assert body["status"] == "uploaded"
     services.dataset_validate(dataset_id=body["id"])
     file = client.get(f"/v1/files/{body['id']}").json()
-    assert file["status"] == "error" and "line 1, messages: has no assistant turn" in file["status_details"]
+    assert file["status"] == "error" and "line 2, messages: has no assistant turn" in file["status_details"]
     report = client.get(f"/v1/datasets/{body['id']}/report").json()
-    assert report["errors"][0]["kind"] == "no_assistant_turn" and report["errors"][0]["examples"][0]["line"] == 1
+    assert report["errors"][0]["kind"] == "no_assistant_turn" and report["errors"][0]["examples"][0]["line"] == 2
     again = client.post(f"/v1/datasets/{body['id']}/validate", {"format": "text"}, format="json")
     assert again.status_code == 200 and again.json()["status"] == "uploaded"
 

@@ -57,7 +57,7 @@ def test_missing_training_file_is_400(base_model):
 
 def test_unsupported_method_type_is_400(base_model):
     user = make_user()
-    body = {"model": "tiny-llama", "training_file": make_dataset(user).id, "method": {"type": "reinforcement"}}
+    body = {"model": "tiny-llama", "training_file": make_dataset(user).id, "method": {"type": "ppo"}}
     response = api_client(user).post("/v1/fine_tuning/jobs", body, format="json")
     assert response.status_code == 400 and response.json()["error"]["param"] == "method.type"
 
@@ -109,3 +109,85 @@ def test_template_is_stored_resolved_on_the_job(base_model, given, stored):
     user = make_user()
     body = _create(api_client(user), make_dataset(user).id, **given).json()
     assert body["method"]["supervised"]["hyperparameters"]["template"] == stored
+
+
+PAIRS = [{"prompt": f"Say hi {i}", "chosen": "Hi!", "rejected": "No."} for i in range(8)]
+MARKED = [{"prompt": f"Say hi {i}", "completion": "Hi!" if i % 2 else "No.", "label": bool(i % 2)} for i in range(8)]
+PROMPTS = [{"messages": [{"role": "user", "content": f"Capital of France? ({i})"}], "answer": "Paris"}
+           for i in range(4)]
+GRADER = {"type": "string_check", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+          "operation": "ilike"}
+
+
+def _method(client, dataset_id: str, objective: str, **section):
+    body = {"model": "tiny-llama", "training_file": dataset_id, "method": {"type": objective, objective: section}}
+    return client.post("/v1/fine_tuning/jobs", body, format="json")
+
+
+@pytest.mark.parametrize(("objective", "rows", "hyperparameters"), [
+    ("orpo", PAIRS, {"odds_ratio_weight": 0.2}),
+    ("kto", MARKED, {"beta": 0.2, "desirable_weight": 1.5}),
+    ("kto", PAIRS, {}),
+])
+def test_orpo_and_kto_jobs_take_their_own_options_on_their_rows(base_model, objective, rows, hyperparameters):
+    user = make_user()
+    response = _method(api_client(user), make_dataset(user, rows=rows).id, objective,
+                       hyperparameters=hyperparameters)
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    resolved = body["method"][objective]["hyperparameters"]
+    assert body["method"]["type"] == objective and hyperparameters.items() <= resolved.items()
+    assert "template" not in resolved and FineTuneJob.objects.get(pk=body["id"]).objective == objective
+
+
+@pytest.mark.parametrize(("objective", "rows", "section", "param", "words"), [
+    ("orpo", MARKED, {}, "training_file", "ORPO needs preference rows"),
+    ("kto", PROMPTS, {}, "training_file", "KTO needs unpaired preference rows"),
+    ("reinforcement", PAIRS, {"grader": GRADER}, "training_file", "REINFORCEMENT needs prompt only rows"),
+    ("orpo", PAIRS, {"hyperparameters": {"beta": 0.1}}, "method.orpo.hyperparameters.beta", "objective dpo or kto"),
+    ("kto", MARKED, {"hyperparameters": {"batch_size": 1}}, "method.kto.hyperparameters.batch_size", "at least 2"),
+    ("dpo", PAIRS, {"grader": GRADER}, "method.dpo.grader", "leave it out"),
+    ("reinforcement", PROMPTS, {}, "method.reinforcement.grader", "needs a grader"),
+    ("reinforcement", PROMPTS, {"grader": {**GRADER, "reference": "{{item.solution}}"}},
+     "method.reinforcement.grader.reference", "no field 'solution'"),
+    ("reinforcement", PROMPTS, {"grader": {**GRADER, "operation": "contains"}},
+     "method.reinforcement.grader.operation", "must be one of"),
+    ("reinforcement", PROMPTS, {"grader": {"type": "score_model", "model": "tiny-llama",
+                                           "input": [{"role": "user", "content": "{{sample.output_text}}"}]}},
+     "method.reinforcement.grader.model", "cannot grade training samples"),
+])
+def test_a_new_objective_on_the_wrong_rows_or_with_a_bad_option_or_grader_is_400(
+        base_model, objective, rows, section, param, words):
+    user = make_user()
+    response = _method(api_client(user), make_dataset(user, rows=rows).id, objective, **section)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == param and words in error["message"], error
+    assert not FineTuneJob.objects.exists()
+
+
+def test_a_reinforcement_job_stores_its_grader_in_openais_shape(base_model):
+    user = make_user()
+    response = _method(api_client(user), make_dataset(user, rows=PROMPTS).id, "reinforcement", grader=GRADER,
+                       hyperparameters={"num_generations": 2, "max_completion_length": 8})
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["method"]["reinforcement"]["grader"] == GRADER
+    assert body["method"]["reinforcement"]["hyperparameters"]["num_generations"] == 2
+    assert FineTuneJob.objects.get(pk=body["id"]).grader == GRADER
+
+
+def test_graders_run_scores_one_sample_before_any_compute():
+    client = api_client(make_user())
+    multi = {"type": "multi", "graders": {"exact": GRADER, "close": {
+        "type": "text_similarity", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+        "evaluation_metric": "fuzzy_match"}}, "calculate_output": "0.5 * exact + 0.5 * close"}
+    body = client.post("/v1/fine_tuning/alpha/graders/run",
+                       {"grader": multi, "model_sample": "paris", "item": {"answer": "Paris"}}, format="json").json()
+    assert body["sub_rewards"]["exact"] == 1.0 and 0.5 < body["reward"] < 1.0
+    assert body["metadata"]["type"] == "multi" and body["metadata"]["errors"] == []
+    bad = client.post("/v1/fine_tuning/alpha/graders/run",
+                      {"grader": GRADER, "model_sample": "x", "item": {"solution": "Paris"}}, format="json")
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "grader.reference"
+    checked = client.post("/v1/fine_tuning/alpha/graders/validate", {"grader": {**GRADER, "operation": "has"}},
+                          format="json")
+    assert checked.status_code == 400 and checked.json()["error"]["param"] == "grader.operation"

@@ -88,3 +88,21 @@ def test_dpo_job_on_preference_pairs_trains_an_adapter(base_model):
     margins = [e.data["rewards/margins"] for e in job.events.filter(type="metrics") if "rewards/margins" in e.data]
     assert len(margins) == 8 and margins[-1] > margins[0]
     assert job.result_model.artifact_files
+
+
+def test_reinforcement_job_grades_samples_and_every_metric_event_carries_the_reward(base_model):
+    user = make_user()
+    rows = [{"messages": [{"role": "user", "content": f"Classify: The team won match {i}."}], "answer": "sports"}
+            for i in range(4)]
+    grader = {"type": "text_similarity", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+              "evaluation_metric": "fuzzy_match"}
+    job = job_create(owner=user, training_file=make_dataset(user, rows=rows).id, model="tiny-llama",
+                     objective="reinforcement", grader=grader,
+                     hyperparameters={"n_epochs": 1, "batch_size": 2, "num_generations": 2,
+                                      "max_completion_length": 8})
+    FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.QUEUED)
+    job_run(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
+    steps = [e.data for e in job.events.filter(type="metrics")]
+    assert [s["step"] for s in steps] == [1, 2] and all(0 <= s["reward"] <= 1 for s in steps)

@@ -1,5 +1,6 @@
 """The job pages: list, live detail (first render), cancel and the three-step wizard."""
 
+import json
 import re
 
 import pytest
@@ -315,6 +316,27 @@ def test_wizard_refuses_an_objective_the_data_cannot_train(client, base_model, u
     client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})  # chat rows
     response = client.post(reverse("jobs:wizard_model"), _advanced(objective="dpo"))
     assert response.status_code == 200 and b"DPO needs preference rows" in response.content
+
+
+def test_wizard_starts_a_reinforcement_job_with_its_grader_and_names_a_bad_one(
+        client, base_model, user, django_capture_on_commit_callbacks):
+    rows = [{"messages": [{"role": "user", "content": f"Capital of France? ({i})"}], "answer": "Paris"}
+            for i in range(4)]
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user, rows=rows).id})
+    grader = {"type": "string_check", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+              "operation": "ilike"}
+    bad = client.post(reverse("jobs:wizard_model"), _advanced(objective="reinforcement", grader=json.dumps(
+        {**grader, "reference": "{{item.solution}}"})))
+    assert bad.status_code == 200 and "no field &#x27;solution&#x27;" in bad.content.decode()
+    step = client.post(reverse("jobs:wizard_model"), _advanced(objective="reinforcement", num_generations="2",
+                                                               grader=json.dumps(grader)))
+    assert step.status_code == 302, step.content.decode()
+    review = client.get(reverse("jobs:wizard_review")).content.decode()
+    assert 'id="grader"' in review and _option(review, "num_generations") == "2"
+    with django_capture_on_commit_callbacks():
+        client.post(reverse("jobs:wizard_review"))
+    job = FineTuneJob.objects.get(owner=user)
+    assert (job.objective, job.grader, job.hyperparameters["num_generations"]) == ("reinforcement", grader, 2)
 
 
 def test_wizard_names_an_option_given_where_it_does_not_apply(client, base_model, user):

@@ -69,3 +69,21 @@ def test_cli_gate_needs_a_number_and_a_validation_file(live_base_model, tmp_path
     with pytest.raises(CommandError, match="promotion_gate: a promotion gate compares base and tuned"):
         call_command("finetune", train, "--gate", "eval_loss:0.05", stdout=io.StringIO())
     assert not FineTuneJob.objects.exists()
+
+
+def test_cli_takes_a_reinforcement_grader_and_names_its_bad_field_as_a_flag(live_base_model, tmp_path):
+    import json
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"2 + {i}?"}], "answer": str(2 + i)})
+                            + "\n" for i in range(4)))
+    grader = {"type": "string_check", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+              "operation": "contains"}
+    with pytest.raises(CommandError, match=r"--grader \(operation\): .*must be one of eq, ne, like, ilike"):
+        call_command("finetune", str(path), "--objective", "reinforcement", "--grader", json.dumps(grader),
+                     stdout=io.StringIO())
+    (tmp_path / "grader.json").write_text(json.dumps({**grader, "operation": "eq"}))
+    with pytest.raises(CommandError, match="--num-generations: num_generations must be from 2 to 64"):
+        call_command("finetune", str(path), "--objective", "reinforcement", "--grader", f"@{tmp_path}/grader.json",
+                     "--num-generations", "1", stdout=io.StringIO())
+    assert not FineTuneJob.objects.exists()

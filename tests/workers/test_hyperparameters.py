@@ -69,6 +69,11 @@ def test_learning_rate_multiplier_scales_the_automatic_rate_and_is_never_ignored
     ({"quantization": "int8"}, "supervised", "quantization"),
     ({"adapter": "full", "lora_r": 8}, "supervised", "lora_r"),
     ({"template": "chatml"}, "dpo", "template"),
+    ({"beta": 0.2}, "orpo", "beta"),
+    ({"odds_ratio_weight": 0.2}, "dpo", "odds_ratio_weight"),
+    ({"desirable_weight": 2}, "dpo", "desirable_weight"),
+    ({"num_generations": 4}, "supervised", "num_generations"),
+    ({"max_length": 512}, "reinforcement", "max_length"),
 ])
 def test_an_option_that_does_not_apply_is_refused_by_name(given, objective, name):
     with pytest.raises(OptionError, match="applies only with") as refused:
@@ -91,6 +96,15 @@ def test_bad_values_name_the_option_and_what_is_expected(given, name, words):
     assert refused.value.name == name
 
 
+def test_kto_batches_hold_two_rows_at_least():
+    kto = Context(objective="kto", rows=4)
+    assert hyperparameters_resolve({}, kto)["batch_size"] == 2 and hyperparameters_resolve({}, SMALL)["batch_size"] == 8
+    with pytest.raises(OptionError, match="at least 2 for kto") as refused:
+        hyperparameters_resolve({"batch_size": 1}, kto)
+    assert refused.value.name == "batch_size"
+    assert hyperparameters_resolve({"batch_size": 1}, Context(objective="dpo"))["batch_size"] == 1
+
+
 def test_every_option_has_a_cli_flag_parsed_like_the_api():
     parser = argparse.ArgumentParser()
     arguments_add(parser)
@@ -106,6 +120,10 @@ def test_the_openapi_schema_lists_the_options_of_each_objective():
     assert "template" in supervised and "beta" not in supervised
     assert "beta" in dpo and "template" not in dpo
     assert supervised["n_epochs"]["oneOf"][0] == {"type": "integer", "minimum": 1, "maximum": 100}
+    reinforcement = hyperparameters_schema("reinforcement")["properties"]
+    assert {"num_generations", "max_completion_length", "temperature"} <= set(reinforcement)
+    assert "max_length" not in reinforcement and "beta" not in reinforcement
+    assert {"beta", "desirable_weight"} <= set(hyperparameters_schema("kto")["properties"])
 
 
 def test_the_readme_table_is_the_generated_one():

@@ -205,3 +205,46 @@ def test_saved_tokenizer_carries_the_chosen_template(tiny_model_path, tmp_path):
 def test_unknown_template_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="template"):
         TrainConfig(model_path="x", train_file="y", output_dir=str(tmp_path), template="vicuna")
+
+
+def _rows_write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _judged_config(tiny_model_path, tmp_path, objective: str, rows: list[dict], **overrides) -> TrainConfig:
+    return TrainConfig(model_path=str(tiny_model_path), train_file=str(_rows_write(tmp_path / "train.jsonl", rows)),
+                       output_dir=str(tmp_path / "out"), objective=objective, n_epochs=1, batch_size=2,
+                       learning_rate=3e-3, **overrides)
+
+
+def test_orpo_learns_the_chosen_answers_without_a_reference(tiny_model_path, tmp_path):
+    pairs = [{"prompt": f"Classify: The team won match {i}.", "chosen": " sports", "rejected": " food"}
+             for i in range(8)]
+    events = []
+    result = _run(_judged_config(tiny_model_path, tmp_path, "orpo", pairs, odds_ratio_weight=0.2), events)
+    logged = [e.values for e in events if isinstance(e, Metric) and "loss" in e.values]
+    assert len(logged) == result.steps == 4 and Path(result.adapter_dir, "adapter_model.safetensors").exists()
+    assert logged[-1]["nll_loss"] < logged[0]["nll_loss"] and logged[-1]["rewards/margins"] > 0
+
+
+def test_kto_trains_on_answers_marked_good_or_bad(tiny_model_path, tmp_path):
+    marked = [{"prompt": f"Classify: The team won match {i}.", "completion": " sports" if i % 2 else " food",
+               "label": bool(i % 2)} for i in range(8)]
+    events = []
+    result = _run(_judged_config(tiny_model_path, tmp_path, "kto", marked, beta=0.2), events)
+    margins = [e.values["rewards/margins"] for e in events if isinstance(e, Metric) and "rewards/margins" in e.values]
+    assert result.steps == 4 and margins[-1] > margins[0] and result.adapter_dir
+
+
+def test_reinforcement_samples_grades_and_logs_the_reward_each_step(tiny_model_path, tmp_path):
+    prompts = [{"messages": [{"role": "user", "content": f"Classify: The team won match {i}."}], "answer": "sports"}
+               for i in range(4)]
+    grader = {"type": "text_similarity", "name": "close", "input": "{{sample.output_text}}",
+              "reference": "{{item.answer}}", "evaluation_metric": "fuzzy_match"}
+    events = []
+    result = _run(_judged_config(tiny_model_path, tmp_path, "reinforcement", prompts, grader=json.dumps(grader),
+                                 num_generations=2, max_completion_length=8), events)
+    logged = [e.values for e in events if isinstance(e, Metric) and "loss" in e.values]
+    assert result.steps == 2 and len(logged) == 2 and result.adapter_dir
+    assert all(0 <= values["reward"] <= 1 and "rewards/close/mean" in values for values in logged)

@@ -94,7 +94,6 @@ def test_override_names_missing_fields(tmp_path):
 
 
 @pytest.mark.parametrize(("row", "kind", "field"), [
-    ({"messages": [{"role": "user", "content": "hi"}]}, "no_assistant_turn", "messages"),
     ({"messages": [{"role": "assistant", "content": "hi"}]}, "wrong_role_order", "messages"),
     ({"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "s"},
                    {"role": "assistant", "content": "b"}]}, "wrong_role_order", "messages[1].role"),
@@ -115,6 +114,30 @@ def test_hard_errors_name_kind_line_and_field(tmp_path, row, kind, field):
     example = _errors(result)[kind]["examples"][0]
     assert (example["line"], example["row"], example["field"]) == (1, 1, field)
     assert example["message"] and _errors(result)[kind]["fix"]
+
+
+def test_a_chat_row_missing_its_answer_is_still_named_in_a_chat_file(tmp_path):
+    result = _check(tmp_path, "t.jsonl", _lines(CHAT, {"messages": [{"role": "user", "content": "hi"}]}))
+    assert not result.ok and result.format == "chat"
+    assert _errors(result)["no_assistant_turn"]["examples"][0]["line"] == 2
+
+
+def test_prompts_without_answers_are_a_prompt_only_file_keeping_every_field(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"2 + {i}?"}], "answer": str(2 + i), "meta": {"n": i}}
+            for i in range(3)]
+    result = _check(tmp_path, "t.jsonl", _lines(*rows))
+    assert result.ok and (result.format, result.training_format) == ("prompt_only", "")
+    answered = _check(tmp_path, "u.jsonl", _lines(rows[0], CHAT))
+    assert _errors(answered)["has_answer"]["examples"][0]["line"] == 2
+
+
+def test_kto_rows_mark_one_answer_good_or_bad(tmp_path):
+    good = {"prompt": "Say hi", "completion": "Hi!", "label": True}
+    result = _check(tmp_path, "t.jsonl", _lines(good, {**good, "label": False}))
+    assert result.ok and (result.format, result.training_format) == ("unpaired_preference", "")
+    bad = _check(tmp_path, "u.jsonl", _lines(good, {**good, "label": "yes"}))
+    example = _errors(bad)["bad_label"]["examples"][0]
+    assert (example["line"], example["field"]) == (2, "label")
 
 
 def test_warnings_do_not_block(tmp_path):

@@ -1,5 +1,6 @@
 """`python manage.py finetune FILE --model tiny-llama`: upload, submit and follow one job."""
 
+import json
 import time
 from pathlib import Path
 
@@ -34,6 +35,10 @@ class Command(BaseCommand):
         parser.add_argument("--model", default="tiny-llama", help="base model name (see /v1/models)")
         parser.add_argument("--objective", default="supervised", choices=list(OBJECTIVES),
                             help="what the model learns from: " + "; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()))
+        parser.add_argument("--grader", metavar="JSON|@FILE",
+                            help='what scores the samples of --objective reinforcement (OpenAI\'s graders), as JSON '
+                                 'or @file.json, e.g. \'{"type": "string_check", "input": "{{sample.output_text}}", '
+                                 '"reference": "{{item.answer}}", "operation": "eq"}\'')
         parser.add_argument("--suffix", default="", help="a name for the fine-tuned model")
         parser.add_argument("--validation", type=Path,
                             help="a validation file: the tuned model is evaluated against its base on it")
@@ -43,11 +48,12 @@ class Command(BaseCommand):
         parser.add_argument("--user", default="admin", help="owner of the dataset and job")
         arguments_add(parser)  # --adapter, --n-epochs, --learning-rate, ...: every option of the spec
 
-    def handle(self, *args, file: Path, model, objective, suffix, user, validation, gate, **options):
+    def handle(self, *args, file: Path, model, objective, suffix, user, validation, gate, grader, **options):
         owner, _ = get_user_model().objects.get_or_create(username=user)
         hyperparameters = arguments_read(options)
         try:
-            job = self._submit(file, owner, model, objective, hyperparameters, suffix, validation, _gate(gate))
+            job = self._submit(file, owner, model, objective, hyperparameters, suffix, validation, _gate(gate),
+                               _grader(grader))
         except InvalidRequest as exc:
             raise CommandError(f"{_flag(exc.param, objective)}: {exc.message}") from exc
         self.stdout.write(f"Started {job.id} on {model}; following it (Ctrl-C to stop or cancel).")
@@ -57,12 +63,13 @@ class Command(BaseCommand):
             return self._interrupted(job)
         self._report(job)
 
-    def _submit(self, file: Path, owner, model, objective, hyperparameters, suffix, validation, gate) -> FineTuneJob:
+    def _submit(self, file: Path, owner, model, objective, hyperparameters, suffix, validation, gate,
+                grader) -> FineTuneJob:
         dataset = self._upload(file, owner)
         validation_file = self._upload(validation, owner).id if validation else None
         return services.job_create(owner=owner, training_file=dataset.id, model=model, objective=objective,
                                    hyperparameters=hyperparameters, suffix=suffix,
-                                   validation_file=validation_file, promotion_gate=gate)
+                                   validation_file=validation_file, promotion_gate=gate, grader=grader)
 
     def _upload(self, file: Path, owner):
         if not file.is_file():
@@ -125,11 +132,25 @@ class Command(BaseCommand):
 
 
 def _flag(param: str | None, objective: str) -> str:
-    """The command-line flag for an API ``param`` (``method.supervised.hyperparameters.n_epochs`` → --n-epochs)."""
+    """The command-line flag for an API ``param`` (``method.supervised.hyperparameters.n_epochs`` → --n-epochs,
+    ``method.reinforcement.grader.operation`` → --grader (operation))."""
     prefix = services.hyperparameters_param(objective) + "."
     if param and param.startswith(prefix):
         return "--" + param.removeprefix(prefix).replace("_", "-")
+    grader = f"method.{objective}.grader"
+    if param and (param == grader or param.startswith(grader + ".")):
+        return "--grader" + (f" ({param.removeprefix(grader + '.')})" if param != grader else "")
     return param or "input"
+
+
+def _grader(text: str | None) -> dict | None:
+    """--grader as JSON, or @path to a JSON file."""
+    if not text:
+        return None
+    try:
+        return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"--grader: {exc}; give the grader as JSON or @file.json") from exc
 
 
 def _gate(text: str | None) -> dict | None:
