@@ -3,6 +3,7 @@ too deep, names too long, text that is not UTF-8, unknown websocket paths, and l
 Redis flush. Each answers 400/404/409 in OpenAI's error shape under /v1 (never a 5xx) and stores nothing.
 Run on PostgreSQL, which refuses NUL in text and jsonb; SQLite would hide half of them."""
 
+import asyncio
 import json
 import re
 
@@ -123,3 +124,71 @@ def test_a_method_3000_deep_is_a_400(base_model):
     error = openai_error(api_client(user).post("/v1/fine_tuning/jobs", body, content_type="application/json"), 400)
     assert "nested more than 64 levels deep" in error["message"]
     assert not FineTuneJob.objects.exists()
+
+
+# --- websockets ----------------------------------------------------------------------------------
+
+def websocket_outcome(path: str, cookie=None) -> tuple[bool, int | None]:
+    """(accepted, close code) of a websocket handshake at ``path``, through the whole ASGI stack."""
+    from channels.testing import WebsocketCommunicator
+
+    from finetune_site.asgi import application
+    from tests.jobs_app.test_consumers import HOST, ORIGIN
+
+    async def handshake():
+        communicator = WebsocketCommunicator(application, path, headers=[h for h in (HOST, ORIGIN, cookie) if h])
+        accepted, code = await communicator.connect(timeout=5)
+        if accepted:
+            await communicator.disconnect()
+        return accepted, code
+
+    return asyncio.run(handshake())
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["/ws/nope/", "/ws/jobs/", "/ws/jobs/a\x00/", "/ws/datasets/a\x00/",
+                                  "/ws/dashboard/?x=%00", "/ws/jobs/ftjob-x/?last_seq=%00"])
+def test_a_websocket_to_an_unknown_path_or_with_a_nul_is_refused_cleanly(path):
+    from tests.jobs_app.test_consumers import session_cookie
+
+    assert websocket_outcome(path, session_cookie(make_user())) == (False, 1000)
+
+
+NUL_SESSION = (b"cookie", b'sessionid="' + b"\\000" * 40 + b'"')  # parsed, a session key of 40 NULs
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_nul_session_cookie_is_refused_at_the_front_door_too(settings):
+    from channels.testing import HttpCommunicator
+
+    from finetune_site.asgi import application
+
+    assert websocket_outcome("/ws/dashboard/", NUL_SESSION) == (False, 1000)
+    # a body over the anonymous limit makes the front door look the session up before Django runs
+    body = b"x" * (settings.MAX_ANONYMOUS_BODY_BYTES + 1)
+    response = asyncio.run(HttpCommunicator(application, "POST", "/v1/files", body=body,
+                                            headers=[NUL_SESSION, (b"content-length", str(len(body)).encode())])
+                           .get_response(timeout=10))
+    assert response["status"] == 401 and json.loads(response["body"])["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_playground_socket_ignores_json_nested_too_deep_and_stays_open():
+    from channels.testing import WebsocketCommunicator
+
+    from finetune_site.asgi import application
+    from tests.jobs_app.test_consumers import HOST, ORIGIN, session_cookie
+
+    cookie = session_cookie(make_user())
+
+    async def scenario():
+        communicator = WebsocketCommunicator(application, "/ws/playground/", headers=[HOST, ORIGIN, cookie])
+        assert (await communicator.connect())[0]
+        await communicator.send_to(text_data="[" * 100_000 + "]" * 100_000)
+        assert await communicator.receive_nothing(timeout=1)  # no answer, and no crash (that would close it)
+        await communicator.send_to(text_data=json.dumps({"prompt": "hi", "left_model": "none", "right_model": "none"}))
+        answer = await communicator.receive_from(timeout=10)
+        await communicator.disconnect()
+        return answer
+
+    assert "No such model: none" in asyncio.run(scenario())
