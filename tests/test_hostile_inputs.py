@@ -13,7 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from datasets_app.models import Dataset, DatasetUpload
 from jobs_app.models import FineTuneJob
 from tests.api import api_client
-from tests.factories import make_dataset, make_job, make_user
+from tests.factories import make_dataset, make_job, make_upload, make_user
 
 pytestmark = pytest.mark.django_db
 NUL = "\x00"
@@ -192,3 +192,61 @@ def test_the_playground_socket_ignores_json_nested_too_deep_and_stays_open():
         return answer
 
     assert "No such model: none" in asyncio.run(scenario())
+
+
+# --- lengths -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["a" * 300 + ".jsonl", "日本" * 50 + ".jsonl"])  # 306 bytes; 106 characters
+def test_an_upload_named_past_255_bytes_is_a_400_and_nothing_is_stored(name):
+    api = api_client(make_user())
+    error = openai_error(api.post("/v1/datasets/uploads", {"filename": name}, format="json"), 400)
+    assert error["param"] == "file" and "is 306 bytes long" in error["message"]
+    assert "rename it (at most 200 printable characters, fewer outside ASCII)" in error["message"]
+    error = openai_error(api.post("/v1/files", {"purpose": "fine-tune", "file": make_upload(name=name)},
+                                  format="multipart"), 400)
+    assert "rename it" in error["message"]
+    assert not DatasetUpload.objects.exists() and not Dataset.objects.exists()
+
+
+@pytest.mark.parametrize("operations, suffix", [([{"op": "dedup"}], ".v2.jsonl"),
+                                                ([{"op": "split", "validation_share": 0.25}], ".v2.validation.jsonl")])
+def test_a_version_of_a_file_named_255_characters_gets_a_name_that_fits(operations, suffix):
+    user = make_user()
+    dataset = make_dataset(user)
+    long_name = "b" * 249 + ".jsonl"  # stored before names were limited to 200 bytes
+    Dataset.objects.filter(pk=dataset.pk).update(filename=long_name)
+    response = api_client(user).post(f"/v1/datasets/{dataset.id}/prepare", {"operations": operations}, format="json")
+    assert response.status_code == 200, response.content
+    names = [version["filename"] for version in response.json()["data"]]
+    assert all(len(name) <= 255 and name.startswith("bbbb") for name in names), names
+    assert names[-1].endswith(suffix)
+
+
+# --- a file in use -------------------------------------------------------------------------------
+
+def test_deleting_a_file_an_evaluation_uses_is_a_409_and_nothing_is_lost(base_model):
+    from models_app.services import evaluation_create
+
+    user = make_user()
+    dataset = make_dataset(user)
+    evaluation = evaluation_create(owner=user, model=base_model, dataset=dataset)
+    error = openai_error(api_client(user).delete(f"/v1/files/{dataset.id}"), 409)
+    assert error["code"] == "file_in_use" and f"evaluation {evaluation.id}" in error["message"]
+    assert Dataset.objects.filter(pk=dataset.pk).exists()
+    assert api_client(user).get(f"/v1/files/{dataset.id}/content").status_code == 200
+
+
+# --- numbers that are not numbers ----------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-inf", "1e999"])
+def test_the_wizard_refuses_a_learning_rate_that_is_not_a_finite_number(client, base_model, text):
+    user = make_user()
+    client.force_login(user)
+    client.post("/jobs/new/", {"training_file": make_dataset(user).id})
+    response = client.post("/jobs/new/model/", {"model": "tiny-llama", "objective": "supervised", "adapter": "lora",
+                                                "learning_rate": text})
+    assert response.status_code == 200 and "must be a number or &quot;auto&quot;" in response.content.decode()
+    check = client.post("/jobs/new/model/check/learning_rate/", {"model": "tiny-llama", "learning_rate": text})
+    assert check.status_code == 200 and 'must be a number or' in check.content.decode()
+    assert client.get("/jobs/new/review/")["Location"] == "/jobs/new/model/"  # sent back, not a 500
+    assert not FineTuneJob.objects.exists()
