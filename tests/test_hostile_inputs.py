@@ -250,3 +250,61 @@ def test_the_wizard_refuses_a_learning_rate_that_is_not_a_finite_number(client, 
     assert check.status_code == 200 and 'must be a number or' in check.content.decode()
     assert client.get("/jobs/new/review/")["Location"] == "/jobs/new/model/"  # sent back, not a 500
     assert not FineTuneJob.objects.exists()
+
+
+# --- text that is not UTF-8 ----------------------------------------------------------------------
+
+GOOD = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello \\ud83d\\ude00"}]}'
+
+
+SURROGATES = [
+    ("train.jsonl", GOOD + "\n" + GOOD.replace("hi", "h\\ud800i") + "\n", "train.jsonl, line 2, messages[0].content"),
+    ("train.jsonl", GOOD + "\n\n" + GOOD[:-1] + ', "note": {"x\\udc00": 1}}\n', "train.jsonl, line 3, note.x\\udc00"),
+    ("train.json", "[" + GOOD + ",\n" + GOOD.replace("hello", "\\uDBFF") + "]", "train.json, line 2, "
+     "messages[1].content"),
+    ("train.csv", 'messages\n"[{""role"": ""user"", ""content"": ""\\ud800""}, {""role"": ""assistant"", '
+     '""content"": ""x""}]"\n', "train.csv, line 2, messages[0].content"),
+]
+
+
+@pytest.mark.parametrize("name, content, where", SURROGATES)
+def test_a_lone_surrogate_is_refused_at_upload_naming_file_line_and_field(name, content, where):
+    response = api_client(make_user()).post(
+        "/v1/files", {"purpose": "fine-tune", "file": make_upload(content.encode(), name)}, format="multipart")
+    error = openai_error(response, 400)
+    assert error["code"] == "invalid_file" and error["param"] == "file"
+    assert f"{where}: holds text that cannot be encoded as UTF-8: a lone UTF-16 surrogate" in error["message"]
+    assert not Dataset.objects.exists()
+
+
+@pytest.mark.parametrize("name, content, where", SURROGATES)
+def test_a_lone_surrogate_checked_by_the_worker_makes_the_file_invalid(settings, name, content, where):
+    from datasets_app.services import dataset_validate
+
+    settings.DATASET_INLINE_BYTES = 0  # the worker's check, as for a large file
+    user = make_user()
+    response = api_client(user).post(
+        "/v1/files", {"purpose": "fine-tune", "file": make_upload(content.encode(), name)}, format="multipart")
+    dataset = dataset_validate(dataset_id=response.json()["id"])
+    assert dataset.status == Dataset.Status.INVALID and not dataset.training_file
+    summary = dataset.validation_report["summary"]
+    assert f"{where}: holds text that cannot be encoded as UTF-8: a lone UTF-16 surrogate" in summary, summary
+    page = logged_in(user).get(f"/datasets/{dataset.id}/")
+    assert page.status_code == 200 and "holds text that cannot be encoded as UTF-8" in page.content.decode()
+    assert api_client(user).get(f"/v1/datasets/{dataset.id}/preview").json()["data"] == []  # not ready: no rows
+
+
+def logged_in(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_surrogate_pairs_written_as_escapes_are_fine():
+    content = (GOOD + "\n") * 3
+    response = api_client(make_user()).post("/v1/files", {"purpose": "fine-tune",
+                                                          "file": make_upload(content.encode(), "ok.jsonl")},
+                                            format="multipart")
+    assert Dataset.objects.get(pk=response.json()["id"]).status == Dataset.Status.READY
