@@ -308,3 +308,31 @@ def test_surrogate_pairs_written_as_escapes_are_fine():
                                                           "file": make_upload(content.encode(), "ok.jsonl")},
                                             format="multipart")
     assert Dataset.objects.get(pk=response.json()["id"]).status == Dataset.Status.READY
+
+
+# --- a failed token count ------------------------------------------------------------------------
+
+def test_a_failed_token_count_is_reported_with_its_error_and_polling_never_restarts_it(
+        base_model, monkeypatch, django_capture_on_commit_callbacks):
+    import workers.stats
+    from datasets_app import tasks
+    from datasets_app.models import TokenStats
+
+    def crash(config):
+        raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+    user = make_user()
+    dataset = make_dataset(user)  # ready: its count is asked for (the task is not run here)
+    monkeypatch.setattr(workers.stats, "token_lengths", crash)
+    with pytest.raises(UnicodeEncodeError):
+        tasks.dataset_stats(dataset.id, base_model.name)
+    stats = TokenStats.objects.get(owner=user)
+    assert stats.status == "failed" and stats.error.startswith("UnicodeEncodeError: 'utf-8' codec can't encode")
+    api, page = api_client(user), logged_in(user)
+    with django_capture_on_commit_callbacks() as callbacks:
+        for _ in range(3):
+            response = api.get(f"/v1/datasets/{dataset.id}/stats")
+            assert response.status_code == 200 and response.json()["status"] == "failed"
+            assert response.json()["error"] == stats.error
+            assert "Token counting failed: UnicodeEncodeError" in page.get(f"/datasets/{dataset.id}/").content.decode()
+    assert not callbacks and TokenStats.objects.get(owner=user).status == "failed"
