@@ -282,6 +282,9 @@ MAX_ANONYMOUS_BODY_BYTES = env_int("MAX_ANONYMOUS_BODY_BYTES", 2**20)
 # --- Readiness (/readyz): queues that need at least one worker answering, and how long an answer is kept ---
 READY_QUEUES = env_list("READY_QUEUES", "default,training,inference")
 READY_CACHE_SECONDS = env_int("READY_CACHE_SECONDS", 5)
+# Seconds between a live socket's heartbeats: it joins its groups again (a Redis flush or restart
+# forgets them) and sends what it missed meanwhile (finetune_site/heartbeat.py).
+LIVE_HEARTBEAT_SECONDS = env_int("LIVE_HEARTBEAT_SECONDS", 15)
 # Seconds the dashboard keeps the workers' answer to a Celery inspect broadcast.
 WORKER_STATUS_CACHE_SECONDS = env_int("WORKER_STATUS_CACHE_SECONDS", 10)
 

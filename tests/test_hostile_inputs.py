@@ -336,3 +336,108 @@ def test_a_failed_token_count_is_reported_with_its_error_and_polling_never_resta
             assert response.json()["error"] == stats.error
             assert "Token counting failed: UnicodeEncodeError" in page.get(f"/datasets/{dataset.id}/").content.decode()
     assert not callbacks and TokenStats.objects.get(owner=user).status == "failed"
+
+
+# --- live updates across a Redis flush -----------------------------------------------------------
+
+async def received_until(communicator, text: str, *, timeout: float) -> list[str]:
+    """Messages until one holds ``text``; fails after ``timeout`` seconds without it."""
+    messages = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not messages or text not in messages[-1]:
+        left = deadline - loop.time()
+        assert left > 0, f"no message with {text!r} in {timeout} s; got {len(messages)} others"
+        if await communicator.receive_nothing(timeout=min(left, 0.5)):
+            continue
+        messages.append(await communicator.receive_from())
+    return messages
+
+
+def channel_layer_flush() -> None:
+    """What a Redis restart without persistence, or a FLUSHALL, does: every group is forgotten.
+    (FLUSHDB of the test's own Redis database, which the channel layer uses.)"""
+    import redis
+    from django.conf import settings
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_job_socket_gets_the_final_state_after_a_redis_flush_without_reconnecting(live_base_model, settings):
+    from channels.db import database_sync_to_async
+
+    from jobs_app.services import job_cancel
+    from tests.factories import make_metric
+    from tests.jobs_app.test_consumers import receive_all, session_cookie, socket
+
+    settings.LIVE_HEARTBEAT_SECONDS = 1
+    user = make_user()
+    job = make_job(user, status="running")
+    make_metric(job, 1, 10)
+    cookie = session_cookie(user)
+
+    async def scenario():
+        communicator = socket(job.id, cookie)
+        assert (await communicator.connect())[0]
+        await receive_all(communicator)
+        channel_layer_flush()
+        await database_sync_to_async(make_metric)(job, 6, 10)
+        await database_sync_to_async(lambda: job_cancel(job=FineTuneJob.objects.get(pk=job.id)))()
+        messages = await received_until(communicator, 'data-status="cancelled"', timeout=10)
+        await communicator.disconnect()
+        return "".join(messages)
+
+    caught_up = asyncio.run(scenario())
+    assert "Job cancelled" in caught_up and "step <span class=\"step\">6</span>" in caught_up
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboard_socket_follows_jobs_after_a_redis_flush(live_base_model, settings):
+    from channels.db import database_sync_to_async
+
+    from jobs_app.services import job_cancel
+    from tests.finetune_site.test_consumers import socket
+    from tests.jobs_app.test_consumers import receive_all, session_cookie
+
+    settings.LIVE_HEARTBEAT_SECONDS = 1
+    user = make_user()
+    job = make_job(user, status="running")
+    cookie = session_cookie(user)
+
+    async def scenario():
+        communicator = socket(cookie)
+        assert (await communicator.connect())[0]
+        assert job.id in (await receive_all(communicator))[-1]
+        channel_layer_flush()
+        await database_sync_to_async(lambda: job_cancel(job=FineTuneJob.objects.get(pk=job.id)))()
+        await received_until(communicator, "Nothing running.", timeout=10)
+        assert await communicator.receive_nothing(timeout=2.5)  # heartbeats send nothing when nothing changed
+        await communicator.disconnect()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_socket_closes_with_1011_when_the_channel_layer_is_down_so_the_page_reconnects(
+        live_base_model, settings, monkeypatch):
+    from channels.layers import get_channel_layer
+
+    from tests.finetune_site.test_consumers import socket
+    from tests.jobs_app.test_consumers import receive_all, session_cookie
+
+    settings.LIVE_HEARTBEAT_SECONDS = 1
+    cookie = session_cookie(make_user())
+
+    async def down(*args, **kwargs):
+        raise ConnectionError("Redis is restarting")
+
+    async def scenario():
+        communicator = socket(cookie)
+        assert (await communicator.connect())[0]
+        await receive_all(communicator)
+        monkeypatch.setattr(get_channel_layer(), "group_add", down)
+        closed = await communicator.receive_output(timeout=5)
+        assert closed == {"type": "websocket.close", "code": 1011}
+
+    asyncio.run(scenario())
