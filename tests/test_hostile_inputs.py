@@ -355,12 +355,17 @@ async def received_until(communicator, text: str, *, timeout: float) -> list[str
 
 
 def channel_layer_flush() -> None:
-    """What a Redis restart without persistence, or a FLUSHALL, does: every group is forgotten.
-    (FLUSHDB of the test's own Redis database, which the channel layer uses.)"""
+    """What a Redis restart without persistence, or a FLUSHALL, does to the channel layer: every group
+    and every queued message is forgotten. Only the layer's keys (its prefix) in the test's own Redis
+    database are deleted: the Celery broker shares the database, and flushing its queue bindings would
+    lose the tasks of later tests that run a worker."""
     import redis
     from django.conf import settings
 
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    server = redis.Redis.from_url(settings.REDIS_URL)
+    keys = list(server.scan_iter(match=settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] + ":*"))
+    assert keys, "the channel layer's keys were not found: the test would flush nothing"
+    server.delete(*keys)
 
 
 @pytest.mark.django_db(transaction=True)
