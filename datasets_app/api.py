@@ -4,7 +4,7 @@ from django.conf import settings
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -12,6 +12,7 @@ from datasets_app import selectors, services
 from datasets_app.models import Dataset, DatasetUpload, TokenStats
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.pagination import cursor_page
+from finetune_site.parsers import JSONParser
 from models_app.base_models.selectors import base_model_named
 
 OPENAI_STATUS = {

@@ -5,40 +5,41 @@ and renders the page's own partials, so a lost message costs nothing but a late 
 """
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
 from datasets_app import selectors
 from datasets_app.broadcast import dataset_group
 from datasets_app.live import dataset_update_html
 from datasets_app.models import Dataset
+from finetune_site.heartbeat import HeartbeatConsumer
 
 
-class DatasetConsumer(AsyncWebsocketConsumer):
+class DatasetConsumer(HeartbeatConsumer):
     async def connect(self) -> None:
         self.dataset_id = self.scope["url_route"]["kwargs"]["dataset_id"]
         dataset = await database_sync_to_async(_dataset_for)(self.scope.get("user"), self.dataset_id)
         if dataset is None:  # not logged in, or another user's dataset: refuse before joining anything
             await self.close()
             return
-        self.joined = True
+        self.sent = ""
         # Join before reading the row: a change committed in between arrives as a message.
-        await self.channel_layer.group_add(dataset_group(self.dataset_id), self.channel_name)
+        await self.groups_join(dataset_group(self.dataset_id))
         await self.accept()
-        await self._send_current()
+        await self.catch_up()
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "joined", False):
-            await self.channel_layer.group_discard(dataset_group(self.dataset_id), self.channel_name)
+        await self.groups_leave()
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         pass  # the page sends nothing
 
     async def dataset_update(self, message: dict) -> None:
-        await self._send_current()
+        await self.catch_up()
 
-    async def _send_current(self) -> None:
+    async def catch_up(self) -> None:
+        """The dataset as it stands, unless that is what was sent last (a heartbeat with no change)."""
         html = await database_sync_to_async(_render)(self.dataset_id)
-        if html:
+        if html and html != self.sent:
+            self.sent = html
             await self.send(text_data=html)
 
 

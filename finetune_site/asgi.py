@@ -15,6 +15,7 @@ from finetune_site.front_door import (  # noqa: E402
     BodyLimits,
     SpoolingASGIHandler,
     WebsocketApiKeyAuth,
+    WebsocketNulRefusal,
     WebsocketOriginCheck,
 )
 from finetune_site.routing import websocket_urlpatterns  # noqa: E402
@@ -22,6 +23,7 @@ from finetune_site.routing import websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": BodyLimits(SpoolingASGIHandler()),
-        "websocket": WebsocketOriginCheck(AuthMiddlewareStack(WebsocketApiKeyAuth(URLRouter(websocket_urlpatterns)))),
+        "websocket": WebsocketOriginCheck(WebsocketNulRefusal(
+            AuthMiddlewareStack(WebsocketApiKeyAuth(URLRouter(websocket_urlpatterns))))),
     }
 )

@@ -6,38 +6,41 @@ the socket can only ever show that user's jobs.
 """
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
+from finetune_site.heartbeat import HeartbeatConsumer
 from finetune_site.selectors import active_jobs_for
 from jobs_app.broadcast import user_jobs_group
 
 
-class DashboardConsumer(AsyncWebsocketConsumer):
+class DashboardConsumer(HeartbeatConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close()
             return
         self.user = user
-        self.group = user_jobs_group(user.pk)
+        self.sent = ""
         # Join before the first render: a change committed in between arrives as a message.
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.groups_join(user_jobs_group(user.pk))
         await self.accept()
-        await self._send_jobs()  # a reconnect may have missed changes: start from the current list
+        await self.catch_up()  # a reconnect may have missed changes: start from the current list
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.groups_leave()
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         pass  # the page sends nothing
 
     async def jobs_update(self, message: dict) -> None:
-        await self._send_jobs()
+        await self.catch_up()
 
-    async def _send_jobs(self) -> None:
-        await self.send(text_data=await database_sync_to_async(active_jobs_html)(self.user))
+    async def catch_up(self) -> None:
+        """The current list, unless that is what was sent last (a heartbeat with no change)."""
+        html = await database_sync_to_async(active_jobs_html)(self.user)
+        if html != self.sent:
+            self.sent = html
+            await self.send(text_data=html)
 
 
 def active_jobs_html(user) -> str:

@@ -8,7 +8,8 @@ a temporary file in ``FILE_UPLOAD_TEMP_DIR`` once past ``FILE_UPLOAD_MAX_MEMORY_
 server's memory does not grow with the body (the server, uvicorn, stops reading the socket while
 the application is not reading the body).
 
-Websockets: the Origin must be this site itself (scheme, host and port, as the browser addressed
+Websockets: a handshake with a NUL character in its path, query or cookies is refused (the
+database cannot look one up); the Origin must be this site itself (scheme, host and port, as the browser addressed
 it) or one of ``CSRF_TRUSTED_ORIGINS``; a client that sends an API key as a Bearer header is
 logged in by it when it has no session.
 """
@@ -16,7 +17,7 @@ logged in by it when it has no session.
 import json
 import tempfile
 from importlib import import_module
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
@@ -31,6 +32,7 @@ from rest_framework.exceptions import Throttled
 from accounts_app.auth import api_key_user
 from accounts_app.services import ApiKeyRefused
 from finetune_site.api_errors import error_body, is_api_path
+from finetune_site.nul_guard import NUL, has_nul
 
 # Room for the multipart boundaries, part headers and small form fields around an uploaded file of
 # MAX_UPLOAD_BYTES; the upload service checks the file's own size exactly.
@@ -144,7 +146,8 @@ async def _credentials_check(scope):
         if user is not None:
             return None
     session_key = parse_cookie(_header(scope, b"cookie") or "").get(settings.SESSION_COOKIE_NAME)
-    if session_key and await database_sync_to_async(_session_user_id)(session_key) is not None:
+    if session_key and NUL not in session_key and \
+            await database_sync_to_async(_session_user_id)(session_key) is not None:
         return None
     if is_api_path(scope["path"]):
         return _refusal(scope, 401, "invalid_api_key", "You didn't provide an API key. Send it as "
@@ -237,6 +240,25 @@ class WebsocketOriginCheck:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "websocket" and not origin_allowed(scope):
+            return await WebsocketDenier()(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _has_nul(scope) -> bool:
+    cookies = parse_cookie(_header(scope, b"cookie") or "")
+    query = unquote_to_bytes(scope.get("query_string", b""))
+    return NUL in scope["path"] or NUL.encode() in query or has_nul([*cookies, *cookies.values()])
+
+
+class WebsocketNulRefusal:
+    """Refuses a websocket whose path, query or cookies hold a NUL: an id or session key with one
+    would reach PostgreSQL, which raises (the HTTP side: ``finetune_site/nul_guard.py``)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket" and _has_nul(scope):
             return await WebsocketDenier()(scope, receive, send)
         return await self.app(scope, receive, send)
 

@@ -1,6 +1,7 @@
 """Websocket routes."""
 
-from django.urls import path
+from channels.security.websocket import WebsocketDenier
+from django.urls import path, re_path
 
 from datasets_app.consumers import DatasetConsumer
 from finetune_site.consumers import DashboardConsumer
@@ -12,4 +13,6 @@ websocket_urlpatterns = [
     path("ws/jobs/<str:job_id>/", JobConsumer.as_asgi()),
     path("ws/datasets/<str:dataset_id>/", DatasetConsumer.as_asgi()),
     path("ws/playground/", PlaygroundConsumer.as_asgi()),
+    # Any other path: the handshake is refused, instead of the router raising "No route found".
+    re_path(r"", WebsocketDenier.as_asgi()),
 ]

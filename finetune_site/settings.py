@@ -81,6 +81,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "finetune_site.nul_guard.NulCharacterRefusal",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -233,6 +234,9 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["accounts_app.throttles.ApiKeyRateThrottle"],
     # JSON whatever the Accept header says: no browsable API, so errors keep OpenAI's shape for browsers too.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON too deep or holding NUL is a 400 at parse time (finetune_site/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["finetune_site.parsers.JSONParser", "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "finetune_site.negotiation.FallbackNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "finetune_site.api_errors.exception_handler",
@@ -278,6 +282,9 @@ MAX_ANONYMOUS_BODY_BYTES = env_int("MAX_ANONYMOUS_BODY_BYTES", 2**20)
 # --- Readiness (/readyz): queues that need at least one worker answering, and how long an answer is kept ---
 READY_QUEUES = env_list("READY_QUEUES", "default,training,inference")
 READY_CACHE_SECONDS = env_int("READY_CACHE_SECONDS", 5)
+# Seconds between a live socket's heartbeats: it joins its groups again (a Redis flush or restart
+# forgets them) and sends what it missed meanwhile (finetune_site/heartbeat.py).
+LIVE_HEARTBEAT_SECONDS = env_int("LIVE_HEARTBEAT_SECONDS", 15)
 # Seconds the dashboard keeps the workers' answer to a Celery inspect broadcast.
 WORKER_STATUS_CACHE_SECONDS = env_int("WORKER_STATUS_CACHE_SECONDS", 10)
 

@@ -1,5 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import BadRequest
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -96,7 +97,9 @@ def not_found(request, exception):
 
 def bad_request(request, exception):
     if is_api_path(request.path):
-        return api_error_response("The request is malformed.", status=400, code="bad_request")
+        # BadRequest carries our own words; other 400s (SuspiciousOperation) keep theirs to the log.
+        message = str(exception) if type(exception) is BadRequest else "The request is malformed."
+        return api_error_response(message, status=400, code="bad_request")
     return defaults.bad_request(request, exception)
 
 

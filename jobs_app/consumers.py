@@ -8,8 +8,8 @@ every row after the last one it sent, so a dropped or reordered message leaves n
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
+from finetune_site.heartbeat import HeartbeatConsumer
 from jobs_app import selectors
 from jobs_app.broadcast import job_group
 from jobs_app.live import job_update_html
@@ -18,7 +18,7 @@ from jobs_app.models import FineTuneJob, JobEvent
 BATCH = 500
 
 
-class JobConsumer(AsyncWebsocketConsumer):
+class JobConsumer(HeartbeatConsumer):
     async def connect(self) -> None:
         self.job_id = self.scope["url_route"]["kwargs"]["job_id"]
         job = await database_sync_to_async(_job_for)(self.scope.get("user"), self.job_id)
@@ -30,13 +30,12 @@ class JobConsumer(AsyncWebsocketConsumer):
         self.last_seq = _last_seq(self.scope.get("query_string", b""))
         # Join the group before reading the history: an event committed in between arrives as
         # a message and is skipped or read by seq, so nothing falls between the two.
-        await self.channel_layer.group_add(job_group(self.job_id), self.channel_name)
+        await self.groups_join(job_group(self.job_id))
         await self.accept()
-        await self._send_after_last()
+        await self.catch_up()
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "job"):
-            await self.channel_layer.group_discard(job_group(self.job_id), self.channel_name)
+        await self.groups_leave()
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         pass  # the page sends nothing; its last seq comes with the (re)connect URL
@@ -44,9 +43,10 @@ class JobConsumer(AsyncWebsocketConsumer):
     async def job_update(self, message: dict) -> None:
         if message.get("event", {}).get("seq", 0) <= self.last_seq:
             return  # already sent with the history
-        await self._send_after_last()
+        await self.catch_up()
 
-    async def _send_after_last(self) -> None:
+    async def catch_up(self) -> None:
+        """Every event after the last one sent, a batch at a time."""
         while True:
             html, last_seq, more = await database_sync_to_async(self._render_after)(self.last_seq)
             if html:

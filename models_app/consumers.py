@@ -39,7 +39,7 @@ class PlaygroundConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None) -> None:
         try:
             data = json.loads(text_data or "")
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             return
         if not isinstance(data, dict):
             return

@@ -335,7 +335,66 @@ def _jsonl_records(stream, limits: Limits) -> Iterator[Record]:
         if value is None or (raw.count(b"{") + raw.count(b"[") > depth and nesting(value) > depth):
             yield row, line, None, _too_deep(limits, line, row)
             continue
+        if b"\\u" in raw and _SURROGATE_ESCAPE_BYTES.search(raw):  # cheap tests first: most lines have none
+            issue = _unencodable_check(value, line, row)
+            if issue is not None:
+                yield row, line, None, issue
+                continue
         yield row, line, value, None
+
+
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff): a pair is one character, but one alone is text
+# that cannot be encoded as UTF-8, which every later step (a page, the trainer's reader) fails on.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(_SURROGATE_ESCAPE.pattern.encode())
+
+
+def unencodable_field(value) -> str | None:
+    """The field (``messages[1].content``, or a key's own path) of the first string in ``value`` that
+    cannot be encoded as UTF-8, i.e. holds a lone surrogate; None when every string can be."""
+    stack = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return path
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                key_path = f"{path}.{_readable(key)}" if path else _readable(key)
+                if isinstance(key, str) and not _encodable(key):
+                    return key_path
+                children.append((child, key_path))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(reversed([(child, f"{path}[{index}]") for index, child in enumerate(item)]))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _readable(key) -> str:
+    """A key as report text: a lone surrogate written as its escape, so the report itself can be stored."""
+    return str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unencodable_issue(field: str, line: int | None, row: int | None) -> Issue:
+    return Issue("invalid_text", "holds text that cannot be encoded as UTF-8: a lone UTF-16 surrogate "
+                 "(a \\ud800-\\udfff escape without its pair)",
+                 "write the character whole (both halves of the pair) or remove it", line=line, row=row, field=field)
+
+
+def _unencodable_check(value, line: int | None, row: int) -> Issue | None:
+    field = unencodable_field(value)
+    return None if field is None else unencodable_issue(field, line, row)
 
 
 def _too_deep(limits: Limits, line: int | None, row: int | None) -> Issue:
@@ -414,6 +473,7 @@ def _json_array_records(stream, limits: Limits) -> Iterator[Record]:
             raise ContainerError(_too_deep(limits, line, row))
         buf = state["buf"]
         too_deep = buf.count("{", pos, end) + buf.count("[", pos, end) > limits.max_depth
+        escapes = buf.find("\\u", pos, end) != -1 and _SURROGATE_ESCAPE.search(buf, pos, end) is not None
         start_line = line
         line += buf.count("\n", pos, end)
         pos = end
@@ -422,6 +482,8 @@ def _json_array_records(stream, limits: Limits) -> Iterator[Record]:
             pos = 0
         if too_deep and nesting(value) > limits.max_depth:
             yield row, start_line, None, _too_deep(limits, start_line, row)
+        elif escapes and (issue := _unencodable_check(value, start_line, row)) is not None:
+            yield row, start_line, None, issue
         else:
             yield row, start_line, value, None
 

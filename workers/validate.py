@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.containers import JSONL, ContainerError, Limits, records_open
+from workers.containers import JSONL, ContainerError, Limits, records_open, unencodable_field, unencodable_issue
 from workers.events import Emit, ValidationProgress, emit_nothing
 from workers.formats import (
     ALPACA,
@@ -170,7 +170,11 @@ def _check_all(config, records, position, total, report: Report, state: _State, 
             _add(report, problem, line, row)
             failed = failed or problem[4] == ERROR
         if write is not None and not failed and report.ok:
-            write(json.dumps(row_normalise(value, fmt), ensure_ascii=False, default=str) + "\n")
+            normal = row_normalise(value, fmt)
+            try:
+                write(json.dumps(normal, ensure_ascii=False, default=str) + "\n")
+            except UnicodeEncodeError:  # a lone surrogate decoded later, e.g. from JSON in a CSV cell
+                report.add(unencodable_issue(unencodable_field(normal) or "", line, row))
 
 
 def _needs_normalising(config: ValidateConfig, fmt: str) -> bool:

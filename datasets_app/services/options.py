@@ -15,7 +15,7 @@ from workers.report import Issue, Report
 from workers.validate import ValidateConfig, ValidationResult
 
 PURPOSES = {"fine-tune"}
-MAX_NAME = 200  # characters of a file name: room for a version's suffix (".v12.validation.jsonl") in 255
+MAX_NAME = 200  # bytes of a file name: room for a version's suffix (".v12.validation.jsonl") in 255
 SUPPORTED = ".jsonl, .json, .csv, .tsv, .parquet, .txt, or a .zip/.gz holding one of them"
 
 
@@ -67,12 +67,16 @@ def _column_ok(name) -> bool:
 
 
 def name_check(filename: str, options: dict) -> None:
-    """A name we can store and derive version names from; a type we read, or a given container."""
+    """A name we can store and derive version names from (a file system's name holds 255 bytes: a
+    name over MAX_NAME in UTF-8 is refused, counting 2 to 4 bytes for a character outside ASCII);
+    a type we read, or a given container."""
     if not filename:
         raise InvalidRequest("the file has no name; name it after what it holds, e.g. train.jsonl", param="file")
-    if len(filename) > MAX_NAME or not filename.isprintable():
-        raise InvalidRequest(f"the file name {filename[:40]!r}… is {len(filename)} characters or holds control "
-                             f"characters; rename it (at most {MAX_NAME} printable characters)", param="file")
+    size = len(filename.encode("utf-8", "replace"))
+    if size > MAX_NAME or not filename.isprintable():
+        raise InvalidRequest(f"the file name {filename[:40]!r}… is {size} bytes long or holds control characters; "
+                             f"rename it (at most {MAX_NAME} printable characters, fewer outside ASCII)",
+                             param="file")
     if not options.get("container") and not container_from_name(filename):
         raise InvalidRequest(f"{filename}: not a training file type we read; upload {SUPPORTED} "
                              "(or give container=...)", param="file", code="invalid_file_format")

@@ -25,6 +25,7 @@ from workers.report import Issue, Report
 from workers.validate import run_validation
 
 Status = Dataset.Status
+NAME_BYTES = 255  # the filename column, and a file name on most file systems
 
 
 def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
@@ -50,10 +51,9 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
                                                tokenizers=_tokenizer_paths(operations)))
         except PrepareError as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
-        stem = Path(dataset.filename).stem.split(".")[0]
         versions: list[Dataset] = []
         try:
-            _versions_store(dataset, result, stem, work_dir, versions)
+            _versions_store(dataset, result, work_dir, versions)
         except BaseException:
             for version in versions:  # all versions or none
                 files_delete(version)
@@ -77,9 +77,12 @@ def _tokenizer_paths(operations: list[dict]) -> tuple:
 
 
 def _version_filename(dataset: Dataset, part: str, number: int | None = None) -> str:
+    """``<stem>.v<number>.jsonl`` (``.validation.jsonl`` for a split's validation part), the stem cut to
+    fit NAME_BYTES: a name stored before uploads were limited to MAX_NAME can be longer."""
     stem = Path(dataset.filename).stem.split(".")[0]
     number = number or dataset.versions.count() + 2  # the parent is version 1; a split's parts share a number
-    return f"{stem}.v{number}" + (".validation.jsonl" if part == "validation" else ".jsonl")
+    suffix = f".v{number}" + (".validation.jsonl" if part == "validation" else ".jsonl")
+    return stem.encode()[: NAME_BYTES - len(suffix)].decode("utf-8", "ignore") + suffix
 
 
 def _part_marker(part: str, parts: int) -> list[dict]:
@@ -151,7 +154,7 @@ def _version_invalid(version: Dataset, message: str) -> None:
     dataset_verdict_after(failed)
 
 
-def _versions_store(dataset: Dataset, result, stem: str, work_dir: Path, versions: list) -> None:
+def _versions_store(dataset: Dataset, result, work_dir: Path, versions: list) -> None:
     number = dataset.versions.count() + 2  # the parent is version 1; a split's two parts share a number
     with transaction.atomic():
         for part, path in result.files.items():
