@@ -12,19 +12,25 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from workers.templates import TOOL_CALLS, tools_block
+
 SPECIAL_TOKENS = ["<|pad|>", "<s>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>"]
 
-# Loss only falls on what sits inside {% generation %}: the assistant's turns.
+# Loss only falls on what sits inside {% generation %}: the assistant's turns, its tool calls included.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
+    tools_block("<|system|>\n", "<|end|>\n")
+    + "{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>\n' }}"
     "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}"
+    "{% generation %}{{ message['content'] }}" + TOOL_CALLS + "{{ '<|end|>' }}{% endgeneration %}"
     "{% else %}{{ message['content'] + '<|end|>' }}{% endif %}"
     "{{ '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
+# Raised when what is built changes (v2: the template writes tools and tool calls), so a copy built
+# by an older version is rebuilt instead of used.
+BUILD_VERSION = 2
 
 _CORPUS = """
 The quick brown fox jumps over the lazy dog. A user asks a question and the assistant answers.
@@ -69,7 +75,12 @@ def tiny_model_build(path: Path, *, seed: int = 0) -> Path:
 
 
 def _is_complete(path: Path) -> bool:
-    return (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
+    if not ((path / "model.safetensors").exists() and (path / "tokenizer.json").exists()):
+        return False
+    try:
+        return json.loads((path / "finetune.json").read_text()).get("version", 1) == BUILD_VERSION
+    except (OSError, ValueError):
+        return False
 
 
 def _build_into(path: Path, seed: int) -> None:
@@ -78,7 +89,7 @@ def _build_into(path: Path, seed: int) -> None:
         tokenizer = _tokenizer_train()
         tokenizer.save_pretrained(tmp)
         _model_init(tokenizer, seed).save_pretrained(tmp, safe_serialization=True)
-        (tmp / "finetune.json").write_text(json.dumps({"built_by": "workers.tiny_model"}))
+        (tmp / "finetune.json").write_text(json.dumps({"built_by": "workers.tiny_model", "version": BUILD_VERSION}))
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
