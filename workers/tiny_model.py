@@ -133,3 +133,35 @@ def _model_init(tokenizer, seed: int):
         tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config)
+
+
+# Other families, as small: (transformers config class, context length). They share the tiny model's
+# tokenizer, so they need nothing but this machine to build.
+FAMILIES = {
+    "llama": ("LlamaConfig", 512),
+    "qwen2": ("Qwen2Config", 1024),
+    "mistral": ("MistralConfig", 768),
+    "gemma": ("GemmaConfig", 256),
+    "phi": ("PhiConfig", 640),
+}
+
+
+def tiny_family_build(path: Path, family: str, *, tokenizer_from: Path, seed: int = 0) -> Path:
+    """A random 2-layer model of ``family`` (a key of ``FAMILIES``) at ``path``, with the tokenizer
+    (and chat template) at ``tokenizer_from``; saved in bfloat16 so its dtype is visible. Returns ``path``."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    class_name, context = FAMILIES[family]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    torch.manual_seed(seed)
+    config = getattr(transformers, class_name)(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=context,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, dtype="bfloat16")
+    path = Path(path)
+    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
