@@ -6,5 +6,5 @@ app_name = "base_models"
 urlpatterns = [
     path("", views.base_model_list, name="list"),
     path("register/", views.base_model_register, name="register"),
-    path("<str:name>/", views.base_model_detail, name="detail"),
+    path("<path:name>/", views.base_model_detail, name="detail"),
 ]
