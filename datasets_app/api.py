@@ -299,7 +299,7 @@ class UploadCompleteApi(APIView):
 
 def _base_model(request, data=None):
     name = (data if data is not None else request.query_params).get("model") or settings.DATASET_STATS_MODEL
-    return base_model_named(name)
+    return base_model_named(name, user=request.user)
 
 
 def _max_length(request, base) -> int:

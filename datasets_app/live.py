@@ -11,7 +11,7 @@ from django.template.loader import render_to_string
 from datasets_app import selectors, services
 from datasets_app.forms import PrepareForm
 from datasets_app.models import Dataset, TokenStats
-from models_app.base_models.selectors import base_model_for_stats, base_models_all
+from models_app.base_models.selectors import base_model_for_stats, base_models_usable_by
 
 PREVIEW_ROWS = 20
 
@@ -54,7 +54,7 @@ def _bin_label(bin_: dict) -> str:
 
 def prepare_form_for(dataset: Dataset, data=None) -> PrepareForm:
     """The page's "prepare a new version" form, with the options that apply to this dataset."""
-    return PrepareForm(data, dataset=dataset, base_models=list(base_models_all().order_by("name")))
+    return PrepareForm(data, dataset=dataset, base_models=list(base_models_usable_by(dataset.owner).order_by("name")))
 
 
 def dataset_detail_context(dataset: Dataset, *, page: int = 1, prepare_form: PrepareForm | None = None) -> dict:

@@ -272,6 +272,11 @@ SPECTACULAR_SETTINGS = {
 
 # --- The platform ---
 BASE_MODELS_DIR = Path(env_str("BASE_MODELS_DIR", str(DATA_DIR / "base_models")))
+# Folders of the workers' shared storage a user may register a base model directory from (comma-separated).
+BASE_MODEL_DIRS = [Path(p) for p in env_list("BASE_MODEL_DIRS", str(BASE_MODELS_DIR))]
+# Where a worker unpacks uploaded base model archives (not under BASE_MODEL_DIRS: one user's upload
+# must not be registrable by another through its path).
+BASE_MODEL_UPLOADS_DIR = Path(env_str("BASE_MODEL_UPLOADS_DIR", str(DATA_DIR / "base_model_uploads")))
 WORK_DIR = DATA_DIR / "work"
 # Largest uploaded file; a request body past it (plus a small allowance for the multipart envelope)
 # is refused with a 413 before it is read.

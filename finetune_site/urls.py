@@ -6,6 +6,7 @@ from datasets_app import api as files_api
 from finetune_site import views
 from jobs_app import api as jobs_api
 from models_app import api as models_api
+from models_app.base_models import api as base_models_api
 
 handler400 = views.bad_request
 handler403 = views.permission_denied
@@ -22,6 +23,7 @@ urlpatterns = [
     path("datasets/", include("datasets_app.urls")),
     path("jobs/", include("jobs_app.urls")),
     path("models/", include("models_app.urls")),
+    path("base-models/", include("models_app.base_models.urls")),
     path("favicon.ico", views.favicon),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
@@ -58,6 +60,8 @@ urlpatterns = [
     path("v1/fine_tuning/jobs/<str:job_id>/checkpoints", jobs_api.JobCheckpointsApi.as_view(),
          name="job-checkpoints"),
     path("v1/chat/completions", models_api.ChatCompletionsApi.as_view(), name="chat-completions"),
+    path("v1/base_models", base_models_api.BaseModelsApi.as_view(), name="base-models"),
+    path("v1/base_models/<path:name>", base_models_api.BaseModelApi.as_view(), name="base-model"),
     path("v1/models", models_api.ModelsApi.as_view(), name="models"),
     path("v1/models/<path:model_id>/download", models_api.ModelDownloadApi.as_view(), name="model-download"),
     path("v1/models/<path:model_id>", models_api.ModelApi.as_view(), name="model"),

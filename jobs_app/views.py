@@ -27,7 +27,7 @@ from jobs_app.forms import (
 from jobs_app.live import job_detail_context, job_status_context
 from jobs_app.models import FineTuneJob
 from models_app.base_models.models import BaseModel
-from models_app.base_models.selectors import base_model_find, base_models_all
+from models_app.base_models.selectors import base_models_usable_by
 from workers.hyperparameters import AUTO
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,8 @@ def _wizard_dataset(request) -> Dataset | None:
     return datasets_visible_to(request.user).filter(pk=file_id).first() if file_id else None
 
 
-def _base_model(name: str | None) -> BaseModel | None:
-    return base_model_find(name) if name else None
+def _base_model(user, name: str | None) -> BaseModel | None:
+    return base_models_usable_by(user).filter(name=name).first() if name else None
 
 
 def _objective(state: dict) -> str:
@@ -149,7 +149,7 @@ def wizard_model(request):
     dataset = _wizard_dataset(request)
     if dataset is None:
         return redirect("jobs:wizard_dataset")
-    base_models = list(base_models_all())
+    base_models = list(base_models_usable_by(request.user))
     state = _wizard(request)
     texts = dict(state.get("hyperparameters") or {})
     errors: dict[str, str] = {}
@@ -160,7 +160,7 @@ def wizard_model(request):
                              suffix=request.POST.get("suffix", ""), objective=request.POST.get("objective", ""),
                              grader=request.POST.get("grader", ""))
         if form.is_valid():
-            base = _base_model(form.cleaned_data["model"])
+            base = _base_model(request.user, form.cleaned_data["model"])
             errors = hyperparameters_errors(texts, base_model=base, rows=dataset.row_count, objective=_objective(state),
                                             has_validation=bool(state.get("validation_file")))
             if not errors:
@@ -208,7 +208,7 @@ def wizard_field(request, name: str):
              **{n: request.POST[n].strip() for n in FIELD_NAMES if n in request.POST}}
     step = {key: request.POST[key] for key in ("model", "suffix", "objective") if key in request.POST}
     state = _wizard_save(request, hyperparameters=texts, **step)
-    base = _base_model(request.POST.get("model"))
+    base = _base_model(request.user, request.POST.get("model"))
     if base is None:
         error = "Choose a base model first."
     else:
@@ -223,7 +223,7 @@ def wizard_review(request):
     state = _wizard(request)
     if dataset is None or "hyperparameters" not in state:
         return redirect("jobs:wizard_dataset")
-    base = _base_model(state.get("model"))
+    base = _base_model(request.user, state.get("model"))
     if base is None:  # e.g. the model was removed since step 2
         return redirect("jobs:wizard_model")
     raw = hyperparameters_from_texts(state["hyperparameters"])

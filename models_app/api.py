@@ -20,6 +20,7 @@ from finetune_site.files import storage_is_s3
 from finetune_site.ids import new_id
 from models_app import selectors, services
 from models_app.base_models.models import BaseModel
+from models_app.base_models.selectors import base_models_usable_by
 from models_app.models import AliasChange, Evaluation, Export, FineTunedModel
 from models_app.replies import END_TYPES, reply_receive
 
@@ -78,7 +79,7 @@ def export_object(export: Export) -> dict:
 class ModelsApi(APIView):
     @extend_schema(responses={200: dict}, summary="List base models and your fine-tuned models")
     def get(self, request):
-        models = [*BaseModel.objects.all(), *selectors.fine_tuned_models_visible_to(request.user)]
+        models = [*base_models_usable_by(request.user), *selectors.fine_tuned_models_visible_to(request.user)]
         return Response({"object": "list", "data": [model_object(m) for m in models], "has_more": False})
 
 

@@ -5,6 +5,7 @@ from django.http import Http404
 
 from models_app import selectors
 from models_app.base_models.models import BaseModel
+from models_app.base_models.selectors import base_models_usable_by
 from models_app.models import FineTunedModel
 
 SIDES = ("left", "right")
@@ -13,7 +14,7 @@ SIDES = ("left", "right")
 def model_choices(user) -> list:
     """Select options: the user's fine-tuned models, then the base models."""
     tuned = [(m.id, f"{m.reference} ({m.id})") for m in selectors.fine_tuned_models_visible_to(user)[:200]]
-    base = [(m.name, m.name) for m in BaseModel.objects.all()]
+    base = [(m.name, m.name) for m in base_models_usable_by(user)]
     return [("Your fine-tuned models", tuned), ("Base models", base)] if tuned else [("Base models", base)]
 
 
@@ -72,7 +73,7 @@ def playground_initial(user, model_id: str | None) -> dict:
     if model_id:
         left = selectors.model_get(user, model_id)
     else:
-        left = selectors.fine_tuned_models_visible_to(user).first() or BaseModel.objects.first()
+        left = selectors.fine_tuned_models_visible_to(user).first() or base_models_usable_by(user).first()
     if left is None:
         return {}
     right = left.base_model if isinstance(left, FineTunedModel) else left

@@ -7,6 +7,7 @@ from django.http import Http404
 
 from jobs_app.selectors import job_last_metric
 from models_app.base_models.models import BaseModel
+from models_app.base_models.selectors import base_models_usable_by
 from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, ModelAlias
 
 
@@ -16,12 +17,12 @@ def fine_tuned_models_visible_to(user) -> QuerySet[FineTunedModel]:
 
 
 def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
-    """A base model (visible to all) or the user's fine-tuned model, else 404.
+    """A base model the user may use (shared or their own, ready) or the user's fine-tuned model, else 404.
 
     Fine-tuned models are named by id, or through the registry as ``name@alias`` (e.g.
     ``support-bot@production``) or ``name@vN``.
     """
-    found = _fine_tuned_find(user, model_id) or BaseModel.objects.filter(name=model_id).first()
+    found = _fine_tuned_find(user, model_id) or base_models_usable_by(user).filter(name=model_id).first()
     if found is None:
         raise Http404(f"No such model: {model_id}")
     return found

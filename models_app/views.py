@@ -8,7 +8,7 @@ from datasets_app.models import Dataset
 from datasets_app.selectors import dataset_get, datasets_visible_to
 from finetune_site.errors import InvalidRequest
 from models_app import selectors, services
-from models_app.base_models.models import BaseModel
+from models_app.base_models.selectors import base_models_usable_by
 from models_app.forms import SIDES, EvaluationForm, PlaygroundForm, playground_initial
 from models_app.models import Export
 from models_app.playground import Pane, status_for
@@ -18,7 +18,7 @@ from models_app.playground import Pane, status_for
 def model_list(request):
     return render(request, "models_app/model_list.html", {
         "models": selectors.fine_tuned_models_visible_to(request.user)[:200],
-        "base_models": BaseModel.objects.all(),
+        "base_models": base_models_usable_by(request.user),
         "names": selectors.registry_names(request.user),
     })
 

@@ -51,6 +51,16 @@ def tiny_model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_families(tiny_model_path, tmp_path_factory) -> dict[str, Path]:
+    """A random 2-layer model of each family in ``workers.tiny_model.FAMILIES`` (llama, qwen2, mistral,
+    gemma, phi), sharing the tiny model's tokenizer: {family: directory}, all under one folder."""
+    from workers.tiny_model import FAMILIES, tiny_family_build
+
+    root = tmp_path_factory.mktemp("families")
+    return {family: tiny_family_build(root / family, family, tokenizer_from=tiny_model_path) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
 def trained_adapter(tiny_model_path, tmp_path_factory) -> Path:
     """A LoRA adapter of the tiny model that learned the classification task (a few seconds on CPU)."""
     from workers.config import TrainConfig

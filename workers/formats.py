@@ -59,7 +59,7 @@ def format_detect(row: dict) -> str:
     if "label" in row and "completion" in row:
         return UNPAIRED
     if "messages" in row:
-        messages = _messages(row["messages"])
+        messages = json_cell(row["messages"])
         if type(messages) is list and messages and not any(
                 type(m) is dict and m.get("role") == "assistant" for m in messages):
             return PROMPT_ONLY
@@ -135,8 +135,9 @@ def _string(value, field: str, max_field: int, *, required: bool = True,
     return []
 
 
-def _messages(value):
-    """Chat turns as given; a JSON string (from a CSV cell or a Parquet column) is parsed."""
+def json_cell(value):
+    """A list as given (chat turns, tools); a JSON string of one (from a CSV cell or a Parquet column)
+    is parsed."""
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
             return json.loads(value)
@@ -146,11 +147,16 @@ def _messages(value):
 
 
 def _chat_check(row: dict, max_field: int) -> list[Problem] | tuple:
-    messages = _messages(row.get("messages"))
+    messages = json_cell(row.get("messages"))
     if type(messages) is not list or not messages:
         return [("bad_messages", "messages", "must be a non-empty list of {role, content}",
                  "write the conversation as a list of turns", ERROR)]
-    return _turns_check(messages, "messages", max_field, need_assistant=True)
+    problems = _turns_check(messages, "messages", max_field, need_assistant=True)
+    if row.get("tools") is not None:
+        bad = _tools_check(row["tools"])
+        if bad:
+            return [*bad, *problems]
+    return problems
 
 
 def _turns_check(messages: list, where: str, max_field: int, *, need_assistant: bool) -> list[Problem] | tuple:
@@ -189,9 +195,10 @@ def _turns_check(messages: list, where: str, max_field: int, *, need_assistant: 
         if role == "assistant":
             has_assistant = True
             calls = message.get("tool_calls")
-            if calls is not None and type(calls) is not list:
-                return [("bad_tool_calls", f"{where}[{index}].tool_calls", "must be a list",
-                         "write tool_calls as OpenAI does: a list of {id, type, function}", ERROR)]
+            if calls is not None:
+                bad = _tool_calls_check(calls, f"{where}[{index}].tool_calls")
+                if bad:
+                    return bad
             if content.strip():
                 assistant_text = True
             elif not calls:
@@ -219,6 +226,57 @@ def _turns_check(messages: list, where: str, max_field: int, *, need_assistant: 
             problems.append(("trailing_turn", where, "the last turn is not the assistant's, so nothing after "
                              "the last answer is learned", "end the conversation with an assistant turn", WARNING))
     return problems or OK
+
+
+def _tool_calls_check(calls, where: str) -> list[Problem]:
+    """OpenAI's shape: a list of ``{"id", "type": "function", "function": {"name", "arguments"}}``, the
+    arguments a JSON object (as a JSON string, or the object itself)."""
+    fix = 'write each call as OpenAI does: {"id": "1", "type": "function", "function": {"name": "...", ' \
+          '"arguments": "{\\"city\\": \\"Paris\\"}"}}'
+    if type(calls) is not list:
+        return [("bad_tool_calls", where, "must be a list", fix, ERROR)]
+    for number, call in enumerate(calls):
+        function = call.get("function") if type(call) is dict else None
+        if type(function) is not dict:
+            return [("bad_tool_calls", f"{where}[{number}].function", "is missing or not an object", fix, ERROR)]
+        name = function.get("name")
+        if type(name) is not str or not name.strip():
+            return [("bad_tool_calls", f"{where}[{number}].function.name", "is missing or empty",
+                     "give the name of the function the assistant calls", ERROR)]
+        if tool_arguments(function.get("arguments")) is None:
+            return [("bad_tool_arguments", f"{where}[{number}].function.arguments",
+                     "must be a JSON object (or a string holding one)",
+                     'write the arguments as JSON, e.g. "{\\"city\\": \\"Paris\\"}"', ERROR)]
+    return []
+
+
+def tool_arguments(value) -> dict | None:
+    """A tool call's arguments as an object: OpenAI sends a JSON string, chat templates read an object;
+    None when they are neither (missing arguments are an empty object)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if type(value) is dict else None
+
+
+def _tools_check(tools) -> list[Problem]:
+    """The functions a row offers the model (OpenAI's ``tools``): a list of ``{"type": "function",
+    "function": {"name", ...}}``."""
+    tools = json_cell(tools)
+    if type(tools) is not list:
+        return [("bad_tools", "tools", "must be a list of tools",
+                 'write tools as OpenAI does: [{"type": "function", "function": {"name": "...", "parameters": {...}}}]',
+                 ERROR)]
+    for number, tool in enumerate(tools):
+        function = tool.get("function") if type(tool) is dict else None
+        if type(function) is not dict or type(function.get("name")) is not str or not function["name"].strip():
+            return [("bad_tools", f"tools[{number}].function.name", "is missing or empty",
+                     "give each tool a function with a name (and its parameters)", ERROR)]
+    return []
 
 
 def _alpaca_check(row: dict, max_field: int) -> list[Problem] | tuple:
@@ -262,8 +320,8 @@ def _preference_check(row: dict, max_field: int) -> list[Problem] | tuple:
     else:
         problems = []
         if "prompt" in row:
-            problems += _side(_messages(row["prompt"]), "prompt", max_field)
-        chosen, rejected = _messages(row.get("chosen")), _messages(row.get("rejected"))
+            problems += _side(json_cell(row["prompt"]), "prompt", max_field)
+        chosen, rejected = json_cell(row.get("chosen")), json_cell(row.get("rejected"))
         names = ("chosen", "rejected")
     problems += _side(chosen, names[0], max_field)
     problems += _side(rejected, names[1], max_field)
@@ -276,8 +334,8 @@ def _preference_check(row: dict, max_field: int) -> list[Problem] | tuple:
 def _unpaired_check(row: dict, max_field: int) -> list[Problem] | tuple:
     problems = []
     if "prompt" in row:
-        problems += _side(_messages(row["prompt"]), "prompt", max_field)
-    problems += _side(_messages(row.get("completion")), "completion", max_field)
+        problems += _side(json_cell(row["prompt"]), "prompt", max_field)
+    problems += _side(json_cell(row.get("completion")), "completion", max_field)
     if type(row.get("label")) is not bool:
         problems.append(("bad_label", "label", "must be true (a good answer) or false (a bad one)",
                          'write "label": true or "label": false, without quotes', ERROR))
@@ -285,7 +343,7 @@ def _unpaired_check(row: dict, max_field: int) -> list[Problem] | tuple:
 
 
 def _prompt_only_check(row: dict, max_field: int) -> list[Problem] | tuple:
-    messages = _messages(row.get("messages"))
+    messages = json_cell(row.get("messages"))
     if type(messages) is not list or not messages:
         return [("bad_messages", "messages", "must be a non-empty list of {role, content}",
                  "write the conversation so far as a list of turns", ERROR)]
@@ -318,7 +376,10 @@ def row_normalise(row: dict, fmt: str) -> dict:
 
 def _normalise(row: dict, fmt: str) -> dict:
     if fmt == CHAT:
-        return {"messages": [_turn(m) for m in _messages(row["messages"])]}
+        normal = {"messages": [_turn(m) for m in json_cell(row["messages"])]}
+        if row.get("tools"):
+            normal["tools"] = json_cell(row["tools"])
+        return normal
     if fmt == ALPACA:
         user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
         messages = [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
@@ -330,16 +391,16 @@ def _normalise(row: dict, fmt: str) -> dict:
     if fmt == TEXT:
         return {"text": row["text"]}
     if fmt == UNPAIRED:
-        normal = {"completion": _messages(row["completion"]), "label": row["label"]}
-        return {"prompt": _messages(row["prompt"]), **normal} if "prompt" in row else normal
+        normal = {"completion": json_cell(row["completion"]), "label": row["label"]}
+        return {"prompt": json_cell(row["prompt"]), **normal} if "prompt" in row else normal
     if fmt == PROMPT_ONLY:  # every field stays: graders read them as {{item.<field>}}
-        return {**row, "messages": [_turn(m) for m in _messages(row["messages"])]}
+        return {**row, "messages": [_turn(m) for m in json_cell(row["messages"])]}
     if "preferred_output" in row:
         return {"prompt": row["input"]["messages"], "chosen": row["preferred_output"],
                 "rejected": row["non_preferred_output"]}
-    normal = {"chosen": _messages(row["chosen"]), "rejected": _messages(row["rejected"])}
+    normal = {"chosen": json_cell(row["chosen"]), "rejected": json_cell(row["rejected"])}
     if "prompt" in row:
-        normal = {"prompt": _messages(row["prompt"]), **normal}
+        normal = {"prompt": json_cell(row["prompt"]), **normal}
     return normal
 
 
@@ -351,11 +412,22 @@ def _turn(message: dict) -> dict:
     return turn
 
 
+def turn_text(message: dict) -> str:
+    """A turn's words without a template: its content, then each tool call it makes as one JSON
+    object ``{"name", "arguments"}`` a line (what the completion template trains, what quality reads)."""
+    parts = [message.get("content") or ""] if message.get("content") else []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        parts.append(json.dumps({"name": function.get("name"), "arguments": tool_arguments(function.get("arguments"))},
+                                ensure_ascii=False))
+    return "\n".join(parts)
+
+
 def row_texts(row: dict, fmt: str) -> tuple[str, str]:
     """(prompt side, target side) of a normalised row: what is read vs what is learned."""
     if fmt == CHAT:
         prompt = [m.get("content") or "" for m in row["messages"] if m["role"] != "assistant"]
-        target = [m.get("content") or "" for m in row["messages"] if m["role"] == "assistant"]
+        target = [turn_text(m) for m in row["messages"] if m["role"] == "assistant"]
         return "\n".join(prompt), "\n".join(target)
     if fmt == PROMPT_COMPLETION:
         return row["prompt"], row["completion"]

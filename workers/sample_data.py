@@ -40,3 +40,20 @@ def classification_write(path: Path, count: int = 48, *, seed: int = 0, chat: bo
     path = Path(path)
     path.write_text("".join(json.dumps(r) + "\n" for r in classification_rows(count, seed=seed, chat=chat)))
     return path
+
+
+def tool_call_row(city: str = "Paris") -> dict:
+    """A chat row in OpenAI's tool-calling shape: the tools offered, an assistant turn that only
+    calls one (arguments as a JSON string), the tool's answer, and the final reply."""
+    return {
+        "tools": [{"type": "function", "function": {
+            "name": "get_weather", "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
+        "messages": [
+            {"role": "user", "content": f"What is the weather in {city}?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                "name": "get_weather", "arguments": json.dumps({"city": city})}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            {"role": "assistant", "content": f"It is sunny in {city}."},
+        ],
+    }

@@ -12,19 +12,25 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from workers.templates import TOOL_CALLS, tools_block
+
 SPECIAL_TOKENS = ["<|pad|>", "<s>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>"]
 
-# Loss only falls on what sits inside {% generation %}: the assistant's turns.
+# Loss only falls on what sits inside {% generation %}: the assistant's turns, its tool calls included.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
+    tools_block("<|system|>\n", "<|end|>\n")
+    + "{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>\n' }}"
     "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}"
+    "{% generation %}{{ message['content'] }}" + TOOL_CALLS + "{{ '<|end|>' }}{% endgeneration %}"
     "{% else %}{{ message['content'] + '<|end|>' }}{% endif %}"
     "{{ '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
+# Raised when what is built changes (v2: the template writes tools and tool calls), so a copy built
+# by an older version is rebuilt instead of used.
+BUILD_VERSION = 2
 
 _CORPUS = """
 The quick brown fox jumps over the lazy dog. A user asks a question and the assistant answers.
@@ -69,7 +75,12 @@ def tiny_model_build(path: Path, *, seed: int = 0) -> Path:
 
 
 def _is_complete(path: Path) -> bool:
-    return (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
+    if not ((path / "model.safetensors").exists() and (path / "tokenizer.json").exists()):
+        return False
+    try:
+        return json.loads((path / "finetune.json").read_text()).get("version", 1) == BUILD_VERSION
+    except (OSError, ValueError):
+        return False
 
 
 def _build_into(path: Path, seed: int) -> None:
@@ -78,7 +89,7 @@ def _build_into(path: Path, seed: int) -> None:
         tokenizer = _tokenizer_train()
         tokenizer.save_pretrained(tmp)
         _model_init(tokenizer, seed).save_pretrained(tmp, safe_serialization=True)
-        (tmp / "finetune.json").write_text(json.dumps({"built_by": "workers.tiny_model"}))
+        (tmp / "finetune.json").write_text(json.dumps({"built_by": "workers.tiny_model", "version": BUILD_VERSION}))
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -122,3 +133,35 @@ def _model_init(tokenizer, seed: int):
         tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config)
+
+
+# Other families, as small: (transformers config class, context length). They share the tiny model's
+# tokenizer, so they need nothing but this machine to build.
+FAMILIES = {
+    "llama": ("LlamaConfig", 512),
+    "qwen2": ("Qwen2Config", 1024),
+    "mistral": ("MistralConfig", 768),
+    "gemma": ("GemmaConfig", 256),
+    "phi": ("PhiConfig", 640),
+}
+
+
+def tiny_family_build(path: Path, family: str, *, tokenizer_from: Path, seed: int = 0) -> Path:
+    """A random 2-layer model of ``family`` (a key of ``FAMILIES``) at ``path``, with the tokenizer
+    (and chat template) at ``tokenizer_from``; saved in bfloat16 so its dtype is visible. Returns ``path``."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    class_name, context = FAMILIES[family]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    torch.manual_seed(seed)
+    config = getattr(transformers, class_name)(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=context,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, dtype="bfloat16")
+    path = Path(path)
+    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

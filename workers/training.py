@@ -11,7 +11,7 @@ from workers.device import DeviceInfo, device_detect
 from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
 from workers.formats import CHAT, PREFERENCE, PROMPT_ONLY, TEXT, UNPAIRED, format_detect, jsonl_rows
 from workers.loading import model_load, tokenizer_load
-from workers.templates import chat_as_completion
+from workers.templates import chat_as_completion, chat_tokens
 
 
 def run_training(
@@ -43,8 +43,8 @@ def trainer_build(config: TrainConfig, device: DeviceInfo, callback):
     """The trainer with its rows tokenized (``trainer.train_dataset``: ``input_ids`` and ``labels``),
     the tokenizer carrying ``config.template``; what ``workers.templates.render`` shows, token for token."""
     tokenizer = tokenizer_load(config.model_path, template=config.template)
-    train = _dataset_load(config.train_file, config.template)
-    evaluation = _dataset_load(config.validation_file, config.template) if config.validation_file else None
+    train = _dataset_load(config.train_file, tokenizer, config.template)
+    evaluation = _dataset_load(config.validation_file, tokenizer, config.template) if config.validation_file else None
     return _trainer_make(config, device, tokenizer, train, evaluation, callback)
 
 
@@ -70,8 +70,7 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
         return _grpo_trainer(config, args, common)
     from trl import SFTTrainer
 
-    chat = format_detect(train[0]) == CHAT
-    return SFTTrainer(args=_sft_args(config, device, chat=chat, has_eval=bool(evaluation)), **common)
+    return SFTTrainer(args=_sft_args(config, device, has_eval=bool(evaluation)), **common)
 
 
 def _grpo_trainer(config: TrainConfig, args: dict, common: dict):
@@ -142,14 +141,16 @@ def _model_load(config: TrainConfig, device: DeviceInfo):
                       quantization=quantization, for_training=True)
 
 
-def _dataset_load(path: str, template: str = ""):
+def _dataset_load(path: str, tokenizer, template: str = ""):
     from datasets import Dataset
 
-    return Dataset.from_list([_row_clean(row, template) for row in jsonl_rows(path)])
+    return Dataset.from_list([_row_clean(row, tokenizer, template) for row in jsonl_rows(path)])
 
 
-def _row_clean(row: dict, template: str = "") -> dict:
-    """Keep only the columns the trainer reads, so rows with extra keys line up."""
+def _row_clean(row: dict, tokenizer, template: str = "") -> dict:
+    """Keep only the columns the trainer reads, so rows with extra keys line up. Chat rows arrive
+    tokenized (ids and the assistant's mask, as ``render`` shows them): turns with tool calls and a
+    row's tools would not survive a columnar dataset (each call's arguments are a different object)."""
     fmt = format_detect(row)
     if fmt == PREFERENCE:  # already normalised to prompt/chosen/rejected
         return {key: row[key] for key in ("prompt", "chosen", "rejected") if key in row}
@@ -161,8 +162,8 @@ def _row_clean(row: dict, template: str = "") -> dict:
     if fmt == CHAT and template == "completion":  # no template: prompt/completion, as render does
         return chat_as_completion(row["messages"])
     if fmt == CHAT:
-        # an assistant turn that only calls a tool has no content: train on it as empty text
-        return {"messages": [{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"]]}
+        ids, mask = chat_tokens(tokenizer, row)
+        return {"input_ids": ids, "assistant_masks": mask}
     if fmt == TEXT:  # plain text: continued pre-training on every token
         return {"text": row["text"]}
     return {"prompt": row["prompt"], "completion": row["completion"]}
@@ -193,10 +194,11 @@ def _common_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool) -> 
     }
 
 
-def _sft_args(config: TrainConfig, device: DeviceInfo, *, chat: bool, has_eval: bool):
+def _sft_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool):
     from trl import SFTConfig
 
-    return SFTConfig(**_common_args(config, device, has_eval=has_eval), assistant_only_loss=chat)
+    # chat rows come tokenized with their assistant mask, which TRL turns into labels itself
+    return SFTConfig(**_common_args(config, device, has_eval=has_eval))
 
 
 def device_settings(device: DeviceInfo) -> dict:

@@ -38,7 +38,7 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
         operations = operations_check(operations, dataset.format)
     except PrepareError as exc:
         raise InvalidRequest(str(exc), param=exc.param) from exc
-    _counting_models(operations)  # an unknown model is a 400 before anything is queued
+    _counting_models(operations, dataset.owner)  # an unknown model is a 400 before anything is queued
     if dataset.byte_size > settings.DATASET_INLINE_BYTES:
         return _prepare_queue(dataset, operations)
     fmt = dataset.training_format or dataset.format
@@ -48,7 +48,7 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
         try:
             result = run_prepare(PrepareConfig(path=str(local), format=fmt, output_dir=str(work_dir / "out"),
                                                operations=tuple(operations),
-                                               tokenizers=_tokenizer_paths(operations)))
+                                               tokenizers=_tokenizer_paths(operations, dataset.owner)))
         except PrepareError as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
         versions: list[Dataset] = []
@@ -61,19 +61,19 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
     return versions
 
 
-def _counting_models(operations: list[dict]) -> dict:
-    """The base models that count tokens for ``filter_length``, by name; an unknown one is a 400."""
+def _counting_models(operations: list[dict], owner) -> dict:
+    """The base models that count tokens for ``filter_length``, by name; one ``owner`` cannot use is a 400."""
     models = {}
     for index, op in enumerate(operations):
         name = op.get("model") if op["op"] == "filter_length" else None
         if name and name not in models:
-            models[name] = base_model_named(name, param=f"operations[{index}].model")
+            models[name] = base_model_named(name, user=owner, param=f"operations[{index}].model")
     return models
 
 
-def _tokenizer_paths(operations: list[dict]) -> tuple:
+def _tokenizer_paths(operations: list[dict], owner) -> tuple:
     """(model name, local path) of each model that counts tokens, for ``PrepareConfig.tokenizers``."""
-    return tuple((name, base_model_local_path(base)) for name, base in _counting_models(operations).items())
+    return tuple((name, base_model_local_path(base)) for name, base in _counting_models(operations, owner).items())
 
 
 def _version_filename(dataset: Dataset, part: str, number: int | None = None) -> str:
@@ -120,7 +120,7 @@ def dataset_prepare_run(*, parent_id: str, version_ids: list[str], operations: l
         try:
             result = run_prepare(PrepareConfig(path=str(local), format=parent.training_format or parent.format,
                                                output_dir=str(work_dir / "out"), operations=tuple(operations),
-                                               tokenizers=_tokenizer_paths(operations)))
+                                               tokenizers=_tokenizer_paths(operations, parent.owner)))
         except (PrepareError, InvalidRequest) as exc:  # InvalidRequest: the model was removed meanwhile
             for version in versions:
                 _version_invalid(version, str(exc))

@@ -60,7 +60,7 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     if evaluate_checkpoints and validation is None:
         raise InvalidRequest("evaluate_checkpoints scores checkpoints on the validation file: give validation_file",
                              param="evaluate_checkpoints")
-    base = base_model_named(model)
+    base = base_model_named(model, user=owner)
     job_suffix_check(suffix, base_model=base)
     for dataset_, param in ((dataset, "training_file"), (validation, "validation_file")):
         problem = job_format_problem(dataset_, objective) if dataset_ else ""

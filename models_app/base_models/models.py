@@ -1,20 +1,41 @@
+from django.conf import settings
 from django.db import models
 
 BUILTIN_PREFIX = "builtin:"
+ARCHIVE_PREFIX = "archive:"
 
 
 class BaseModel(models.Model):
-    """A model jobs start from: built in, a local path or a Hugging Face hub id."""
+    """A model jobs start from: built in, a directory on the workers' shared storage, a Hugging Face hub
+    id, or an uploaded archive. Shared (added by an operator, ``owner`` empty) or one user's own."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # registered; a worker is reading its config and tokenizer
+        READY = "ready"
+        FAILED = "failed"
 
     name = models.CharField(max_length=200, unique=True, help_text="The id callers use, e.g. tiny-llama.")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="base_models", help_text="Empty: shared by an operator with every user.")
     source = models.CharField(
-        max_length=500, help_text="builtin:NAME, an absolute local path, or a hub id like org/model."
+        max_length=500, help_text="builtin:NAME, an absolute directory, a hub id like org/model, or archive:STORED."
     )
-    family = models.CharField(max_length=50, default="llama")
+    revision = models.CharField(max_length=200, blank=True, help_text="A hub id's branch, tag or commit.")
+    # Rows an operator types in the admin are ready as typed; registrations start pending.
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    error = models.TextField(blank=True)
+    local_path = models.CharField(max_length=1000, blank=True,
+                                  help_text="Where a hub id or archive was put on the workers' storage.")
+    architecture = models.CharField(max_length=100, blank=True, help_text="config.json's architectures[0].")
+    family = models.CharField(max_length=50, default="llama", help_text="config.json's model_type.")
     chat_template = models.TextField(blank=True, help_text="Empty: the tokenizer's own template.")
     parameters = models.PositiveBigIntegerField(null=True, blank=True)
     context_length = models.PositiveIntegerField(default=2048)
+    dtype = models.CharField(max_length=20, blank=True, help_text="The weights' dtype as saved.")
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True, help_text="Size of its files on disk.")
+    license = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -26,3 +47,15 @@ class BaseModel(models.Model):
     @property
     def is_builtin(self) -> bool:
         return self.source.startswith(BUILTIN_PREFIX)
+
+    @property
+    def is_archive(self) -> bool:
+        return self.source.startswith(ARCHIVE_PREFIX)
+
+
+# The one table of legal status changes; ``base_model_transition`` is its only writer.
+BASE_MODEL_TRANSITIONS: dict[str, set[str]] = {
+    BaseModel.Status.PENDING: {BaseModel.Status.READY, BaseModel.Status.FAILED},
+    BaseModel.Status.READY: set(),
+    BaseModel.Status.FAILED: set(),
+}

@@ -1,30 +1,55 @@
-"""Reads of base models: every user sees every base model."""
+"""Reads of base models: a user sees the shared ones (no owner) and their own; jobs, chat and
+evaluations use only those that are ready."""
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
+from django.http import Http404
 
 from finetune_site.errors import InvalidRequest
 from models_app.base_models.models import BaseModel
 
 
-def base_models_all() -> QuerySet[BaseModel]:
-    return BaseModel.objects.all()
+def base_models_visible_to(user) -> QuerySet[BaseModel]:
+    """Shared base models and ``user``'s own, whatever their status (the list a user reads)."""
+    shared = Q(owner__isnull=True)
+    return BaseModel.objects.filter(shared | Q(owner=user) if getattr(user, "is_authenticated", False) else shared)
+
+
+def base_models_usable_by(user) -> QuerySet[BaseModel]:
+    """The base models ``user`` can name as ``model``: visible and ready."""
+    return base_models_visible_to(user).filter(status=BaseModel.Status.READY)
+
+
+def base_model_get(user, name: str) -> BaseModel:
+    """The base model ``name`` if ``user`` may see it, else a 404 (another user's looks absent)."""
+    base = base_models_visible_to(user).filter(name=name).first()
+    if base is None:
+        raise Http404(f"No such base model: {name}")
+    return base
 
 
 def base_model_find(name) -> BaseModel | None:
+    """The base model called ``name``, whoever owns it: for work already allowed (a task given its name)."""
     return BaseModel.objects.filter(name=name).first() if isinstance(name, str) else None
 
 
-def base_model_named(name, *, param: str = "model") -> BaseModel:
-    """The base model called ``name``, or a 400 naming ``param`` and listing the known ones."""
-    base = base_model_find(name)
+def base_model_named(name, *, user, param: str = "model") -> BaseModel:
+    """The base model called ``name`` that ``user`` may use, or a 400 naming ``param`` and listing the
+    usable ones (one that is still being read, or failed, says so)."""
+    base = base_models_visible_to(user).filter(name=name).first() if isinstance(name, str) else None
+    if base is not None and base.status != BaseModel.Status.READY:
+        reason = f": {base.error}" if base.error else ""
+        raise InvalidRequest(f"base model {name!r} is {base.status}, not ready{reason}", param=param,
+                             code="model_not_ready")
     if base is None:
-        known = ", ".join(BaseModel.objects.values_list("name", flat=True)) or "none"
+        known = ", ".join(base_models_usable_by(user).values_list("name", flat=True)) or "none"
         raise InvalidRequest(f"unknown base model {name!r}; available: {known}", param=param,
                              code="model_not_found")
     return base
 
 
 def base_model_for_stats() -> BaseModel | None:
-    """Whose tokenizer a dataset's page counts with: ``DATASET_STATS_MODEL``, else the first by name."""
-    return base_model_find(settings.DATASET_STATS_MODEL) or BaseModel.objects.order_by("name").first()
+    """Whose tokenizer a dataset's page counts with: ``DATASET_STATS_MODEL``, else the first shared one
+    by name (the page shows the counts to everyone, so never a user's own)."""
+    shared = BaseModel.objects.filter(owner__isnull=True, status=BaseModel.Status.READY)
+    return shared.filter(name=settings.DATASET_STATS_MODEL).first() or shared.order_by("name").first()

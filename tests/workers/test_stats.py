@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from workers.sample_data import tool_call_row
 from workers.stats import StatsConfig, histogram, length_summary, script_of, token_lengths
 from workers.templates import TEMPLATE_NAMES, TemplateError, render, tokenizer_prepare
 
@@ -26,6 +27,26 @@ def test_every_template_puts_loss_on_the_answer_only(tokenizer, template):
     marked = tokenizer.decode([t for t, m in zip(rendered.ids, rendered.loss_mask, strict=True) if m])
     unmarked = tokenizer.decode([t for t, m in zip(rendered.ids, rendered.loss_mask, strict=True) if not m])
     assert "weather" in marked and "Classify" in unmarked and "Classify" not in marked
+
+
+@pytest.mark.parametrize("template", [t for t in TEMPLATE_NAMES])
+def test_every_template_writes_tool_calls_and_puts_loss_on_them(tokenizer, template):
+    from workers.tiny_model import CHAT_TEMPLATE
+
+    tokenizer.chat_template = CHAT_TEMPLATE  # "" keeps the model's own (the fixture is shared)
+    tokenizer_prepare(tokenizer, template)
+    rendered = render(tokenizer, tool_call_row("Oslo"), "chat", template=template, max_length=4096)
+    marked = tokenizer.decode([t for t, m in zip(rendered.ids, rendered.loss_mask, strict=True) if m])
+    assert "get_weather" in marked and '"city": "Oslo"' in marked and "It is sunny in Oslo." in marked
+    assert "sunny\n" not in marked and "What is the weather" not in marked  # the tool's answer is read
+
+
+def test_template_that_ignores_tool_calls_is_refused(tokenizer):
+    tokenizer.chat_template = ("{% for m in messages %}{% if m['role'] == 'assistant' %}{% generation %}"
+                               "{{ m['content'] }}{% endgeneration %}{% else %}{{ m['content'] }}{% endif %}"
+                               "{% endfor %}")
+    with pytest.raises(TemplateError, match="tool calls"):
+        render(tokenizer, tool_call_row(), "chat", template="", max_length=100)
 
 
 def test_prompt_completion_and_text_loss(tokenizer):

@@ -7,7 +7,7 @@ import pytest
 
 from workers.config import TrainConfig
 from workers.events import ArtifactSaved, Metric, Progress
-from workers.sample_data import classification_rows, classification_write
+from workers.sample_data import classification_rows, classification_write, tool_call_row
 from workers.tiny_model import PARAMETERS, tiny_model_build
 
 
@@ -60,8 +60,8 @@ def test_loss_is_only_on_assistant_tokens(tiny_model_path, tmp_path):
     config = _config(tiny_model_path, tmp_path)
     tokenizer = tokenizer_load(config.model_path)
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(config.model_path),
-                         args=_sft_args(config, device_detect(), chat=True, has_eval=False),
-                         train_dataset=_dataset_load(config.train_file), processing_class=tokenizer)
+                         args=_sft_args(config, device_detect(), has_eval=False),
+                         train_dataset=_dataset_load(config.train_file, tokenizer), processing_class=tokenizer)
     row = trainer.train_dataset[0]
     labels = [t for t, label in zip(row["input_ids"], trainer.data_collator([row])["labels"][0].tolist(), strict=True)
               if label != -100]
@@ -130,9 +130,8 @@ def test_cpu_runs_in_fp32_without_checkpointing_and_gpu_uses_its_precision(tmp_p
     from workers.training import _sft_args, device_settings
 
     config = TrainConfig(model_path="m", train_file="t", output_dir=str(tmp_path))
-    cpu = _sft_args(config, DeviceInfo("cpu", 0), chat=True, has_eval=False)
+    cpu = _sft_args(config, DeviceInfo("cpu", 0), has_eval=False)
     assert (cpu.bf16, cpu.fp16, cpu.gradient_checkpointing, cpu.use_cpu) == (False, False, False, True)
-    assert cpu.assistant_only_loss is True
     ampere = device_settings(DeviceInfo("cuda", 1, ("A100",), 80 * 2**30, bf16=True, fp16=True))
     assert (ampere["bf16"], ampere["fp16"], ampere["use_cpu"]) == (True, False, False)
     turing = device_settings(DeviceInfo("cuda", 1, ("T4",), 16 * 2**30, bf16=False, fp16=True))
@@ -161,7 +160,7 @@ def _rows_for(fmt: str) -> list[dict]:
     if fmt == "text":
         return [{"text": f"The weather today brings rain number {i}."} for i in range(6)]
     rows = classification_rows(6, chat=fmt == "chat")
-    return rows + [LONG_CHAT] if fmt == "chat" else rows
+    return rows + [LONG_CHAT, tool_call_row()] if fmt == "chat" else rows
 
 
 @pytest.mark.parametrize(("fmt", "template"), [("chat", ""), ("chat", "chatml"), ("chat", "llama3"),
@@ -178,7 +177,7 @@ def test_trainer_tokenizes_rows_exactly_as_render_shows_them(tiny_model_path, tm
     rows = _rows_for(fmt)
     train = tmp_path / "rows.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    max_length = 40  # the long conversation is cut: truncation must match too
+    max_length = 40  # the long conversations are cut: truncation must match too
     config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp_path / "out"),
                          template=template, max_length=max_length)
     trainer = trainer_build(config, device_detect(), _callback_make(emit_nothing, lambda: False))
@@ -187,6 +186,26 @@ def test_trainer_tokenizes_rows_exactly_as_render_shows_them(tiny_model_path, tm
     assert any(r.truncated for r in shown) or fmt != "chat"
     trained = [(row["input_ids"], [int(label != -100) for label in row["labels"]]) for row in trainer.train_dataset]
     assert trained == [(r.ids, r.loss_mask) for r in shown if r.trainable]
+
+
+@pytest.mark.parametrize("template", ["", "chatml", "completion"])
+def test_tool_calls_are_trained_with_the_function_name_and_arguments(tiny_model_path, tmp_path, template):
+    from workers.device import device_detect
+    from workers.events import emit_nothing
+    from workers.training import _callback_make, trainer_build
+
+    train = tmp_path / "rows.jsonl"
+    train.write_text(json.dumps(tool_call_row("Lyon")) + "\n")
+    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp_path / "out"),
+                         template=template)
+    trainer = trainer_build(config, device_detect(), _callback_make(emit_nothing, lambda: False))
+    row = trainer.train_dataset[0]
+    learned = trainer.processing_class.decode([t for t, label in zip(row["input_ids"], row["labels"], strict=True)
+                                               if label != -100])
+    assert "get_weather" in learned and '"city": "Lyon"' in learned  # the call carries loss
+    assert "It is sunny in Lyon." in learned
+    if template != "completion":  # the offered tools are read, not learned
+        assert '"required"' in trainer.processing_class.decode(row["input_ids"]) and '"required"' not in learned
 
 
 def test_saved_tokenizer_carries_the_chosen_template(tiny_model_path, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from workers.containers import Limits
 from workers.events import ValidationProgress
+from workers.sample_data import tool_call_row
 from workers.validate import ValidateConfig, run_validation
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
@@ -138,6 +139,43 @@ def test_kto_rows_mark_one_answer_good_or_bad(tmp_path):
     bad = _check(tmp_path, "u.jsonl", _lines(good, {**good, "label": "yes"}))
     example = _errors(bad)["bad_label"]["examples"][0]
     assert (example["line"], example["field"]) == (2, "label")
+
+
+def _calling(call: dict) -> dict:
+    return {"messages": [{"role": "user", "content": "weather?"},
+                         {"role": "assistant", "content": None, "tool_calls": [call]},
+                         {"role": "tool", "tool_call_id": "1", "content": "sunny"},
+                         {"role": "assistant", "content": "Sunny."}]}
+
+
+@pytest.mark.parametrize(("row", "kind", "field"), [
+    (_calling({"id": "1", "type": "function", "function": {"arguments": "{}"}}),
+     "bad_tool_calls", "messages[1].tool_calls[0].function.name"),
+    (_calling({"id": "1", "type": "function"}), "bad_tool_calls", "messages[1].tool_calls[0].function"),
+    (_calling({"id": "1", "type": "function", "function": {"name": "w", "arguments": "{city: Paris"}}),
+     "bad_tool_arguments", "messages[1].tool_calls[0].function.arguments"),
+    (_calling({"id": "1", "type": "function", "function": {"name": "w", "arguments": "[1, 2]"}}),
+     "bad_tool_arguments", "messages[1].tool_calls[0].function.arguments"),
+    ({**tool_call_row(), "tools": [{"type": "function", "function": {"parameters": {}}}]},
+     "bad_tools", "tools[0].function.name"),
+    ({**tool_call_row(), "tools": "get_weather"}, "bad_tools", "tools"),
+])
+def test_bad_tool_calls_name_file_line_and_field(tmp_path, row, kind, field):
+    result = _check(tmp_path, "tools.jsonl", _lines(CHAT, row))
+    assert not result.ok
+    example = _errors(result)[kind]["examples"][0]
+    assert (example["line"], example["field"]) == (2, field)
+    assert result.summary.startswith(f"tools.jsonl, line 2, {field}: ")
+
+
+def test_tool_calling_rows_keep_their_calls_and_tools_when_normalised(tmp_path):
+    row = tool_call_row()
+    result = _check(tmp_path, "tools.json", json.dumps([row]))  # not JSONL: written out for the trainer
+    assert result.ok and result.normalised, result.summary
+    [out] = _out(tmp_path)
+    assert out["tools"] == row["tools"]
+    assert out["messages"][1]["tool_calls"] == row["messages"][1]["tool_calls"]
+    assert out["messages"][2]["tool_call_id"] == "call_1"
 
 
 def test_warnings_do_not_block(tmp_path):
