@@ -89,3 +89,12 @@ def test_job_with_a_chosen_template_trains_with_it_and_its_tokenizer_carries_it(
     assert any("template chatml" in message for message in events)
     adapter = _download_adapter(client, job.fine_tuned_model, tmp_path)
     assert AutoTokenizer.from_pretrained(adapter).chat_template == TEMPLATES["chatml"]
+
+
+def test_files_content_and_list_order_through_the_official_client(live_server):
+    client, _ = client_for(live_server)
+    first, second = upload(client, rows=classification_rows(8)), upload(client, rows=classification_rows(9))
+    assert client.files.content(first.id).read().count(b"\n") == 8
+    assert [f.id for f in client.files.list(order="asc", limit=1)] == [first.id, second.id]  # pages through
+    assert [f.id for f in client.files.list(order="desc").data] == [second.id, first.id]
+    assert client.files.list(purpose="fine-tune-results").data == []
