@@ -47,7 +47,8 @@ class FineTuneJob(models.Model):
     grader = models.JSONField(default=dict, blank=True, help_text="Reinforcement: what scores the samples "
                                                                   "(workers.graders); empty otherwise.")
     suffix = models.CharField(max_length=64, blank=True)
-    seed = models.IntegerField(default=42)
+    seed = models.IntegerField(default=42, help_text="Drawn at random when the request gives none.")
+    metadata = models.JSONField(default=dict, blank=True, help_text="The caller's key-value strings (OpenAI's).")
     promotion_gate = models.JSONField(default=dict, blank=True,
                                       help_text="{metric, min_improvement or threshold, alias}; empty: none.")
     evaluate_checkpoints = models.BooleanField(default=False, help_text="Evaluate every checkpoint, mark the best.")
@@ -64,6 +65,8 @@ class FineTuneJob(models.Model):
     wait_reason = models.CharField(max_length=300, blank=True, help_text="Why a queued job is not running.")
     error = models.JSONField(null=True, blank=True, help_text="{code, message, param} when failed.")
     trained_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    result_file = models.ForeignKey("datasets_app.Dataset", on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+", help_text="The step metrics as CSV, when the job succeeded.")
     event_seq = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

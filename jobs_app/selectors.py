@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
 from django.utils import timezone
 
@@ -14,6 +15,15 @@ def jobs_visible_to(user) -> QuerySet[FineTuneJob]:
     return FineTuneJob.objects.filter(owner=user).select_related(
         "dataset", "validation_dataset", "base_model"
     )
+
+
+def jobs_with_metadata(jobs: QuerySet[FineTuneJob], metadata: dict[str, str]) -> QuerySet[FineTuneJob]:
+    """The jobs whose metadata holds every pair of ``metadata`` (a key is taken whole, even with ``__`` in it;
+    ``contains`` would need PostgreSQL)."""
+    for index, (key, value) in enumerate(metadata.items()):
+        jobs = jobs.annotate(**{f"metadata_{index}": KeyTextTransform(key, "metadata")}).filter(
+            **{f"metadata_{index}": value})
+    return jobs
 
 
 def job_get(user, job_id: str) -> FineTuneJob:
