@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from django.conf import settings
 from django.db import transaction
 
-from datasets_app.models import Dataset
+from datasets_app.models import RESULTS_PURPOSE, Dataset
 from datasets_app.selectors import dataset_rows
 from finetune_site.errors import InvalidRequest
 from jobs_app import tasks
@@ -169,6 +169,9 @@ def _dataset_for(owner, file_id, param: str) -> Dataset:
     dataset = Dataset.objects.filter(owner=owner, pk=file_id).first()
     if dataset is None:  # another user's file is "no such file" too
         raise InvalidRequest(f"No such file: {file_id}", param=param, code="file_not_found")
+    if dataset.purpose == RESULTS_PURPOSE:
+        raise InvalidRequest(f"{file_id} ({dataset.filename}) is a job's results, not training data", param=param,
+                             code="invalid_file")
     if dataset.status == Dataset.Status.INVALID:
         first = ((dataset.validation_report or {}).get("summary") or "").split("\n")[0]
         raise InvalidRequest(f"{file_id} ({dataset.filename}) failed validation: {first}; see "

@@ -251,3 +251,24 @@ def test_integrations_are_refused_naming_integrations_unless_empty(base_model):
     assert response.status_code == 400 and error["param"] == "integrations" and "wandb" in error["message"]
     assert not FineTuneJob.objects.exists()
     assert _create_with(client, dataset.id, integrations=[]).json()["integrations"] == []
+
+
+def test_succeeded_jobs_result_file_is_listed_downloadable_and_not_training_data(base_model):
+    from jobs_app.services import job_result_file_create
+    from tests.factories import make_job, make_metric
+
+    job = make_job(status=FineTuneJob.Status.SUCCEEDED)
+    make_metric(job, 1, total_steps=1)
+    FineTuneJob.objects.filter(pk=job.pk).update(result_file=job_result_file_create(job))
+    client = api_client(job.owner)
+    body = client.get(f"/v1/fine_tuning/jobs/{job.id}").json()
+    [file_id] = body["result_files"]
+    file = client.get(f"/v1/files/{file_id}").json()
+    assert (file["purpose"], file["status"], file["filename"]) == ("fine-tune-results", "processed",
+                                                                   f"step_metrics_{job.id}.csv")
+    content = b"".join(client.get(f"/v1/files/{file_id}/content",
+                                  HTTP_ACCEPT="application/binary").streaming_content).decode()
+    assert content.splitlines()[1].startswith("1,2.0,")
+    assert api_client(make_user()).get(f"/v1/files/{file_id}/content").status_code == 404
+    response = _create_with(client, file_id)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "training_file"
