@@ -71,7 +71,7 @@ def checkpoint_object(checkpoint: Checkpoint) -> dict:
         "object": "fine_tuning.job.checkpoint",
         "id": checkpoint.id,
         "created_at": _ts(checkpoint.created_at),
-        "fine_tuned_model_checkpoint": f"{checkpoint.job_id}:ckpt-step-{checkpoint.step}",
+        "fine_tuned_model_checkpoint": checkpoint.fine_tuned_model_checkpoint,
         "fine_tuning_job_id": checkpoint.job_id,
         "step_number": checkpoint.step,
         "metrics": {"step": checkpoint.step, **checkpoint.metrics},
@@ -205,7 +205,8 @@ class JobCheckpointsApi(APIView):
     @extend_schema(responses={200: dict}, summary="List a job's checkpoints, newest first")
     def get(self, request, job_id: str):
         job = selectors.job_get(request.user, job_id)
-        return Response(cursor_page(request, job.checkpoints.all(), checkpoint_object, order=("step",)))
+        checkpoints = job.checkpoints.select_related("job__owner", "job__base_model")
+        return Response(cursor_page(request, checkpoints, checkpoint_object, order=("step",)))
 
 
 class JobPauseApi(APIView):

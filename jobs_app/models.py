@@ -1,3 +1,5 @@
+import re
+
 from django.conf import settings
 from django.db import models
 
@@ -92,6 +94,13 @@ class FineTuneJob(models.Model):
         return self.status in FINISHED
 
     @property
+    def fine_tuned_model_name(self) -> str:
+        """OpenAI's ``ft:<base model>:<org>:<suffix>:<id>``, the id of the model this job makes, known from the
+        start: its checkpoints are named after it. The org is the owner's username, made plain."""
+        org = re.sub(r"[^a-z0-9_-]+", "-", self.owner.username.lower()).strip("-") or "personal"
+        return f"ft:{self.base_model.name}:{org}:{self.suffix}:{self.id.removeprefix('ftjob-')[:8]}"
+
+    @property
     def run_seconds(self) -> float | None:
         """From the first claim to the end (queue time before it not counted)."""
         if self.started_at is None or self.finished_at is None:
@@ -165,6 +174,11 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}@{self.step}"
+
+    @property
+    def fine_tuned_model_checkpoint(self) -> str:
+        """OpenAI's name of the checkpoint as a model: the job's model id and ``:ckpt-step-<step>``."""
+        return f"{self.job.fine_tuned_model_name}:ckpt-step-{self.step}"
 
 
 class Worker(models.Model):

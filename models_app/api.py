@@ -18,6 +18,7 @@ from finetune_site.api_errors import error_body
 from finetune_site.errors import NotFound
 from finetune_site.files import storage_is_s3
 from finetune_site.ids import new_id
+from jobs_app.models import Checkpoint
 from models_app import selectors, services
 from models_app.base_models.models import BaseModel
 from models_app.models import AliasChange, Evaluation, Export, FineTunedModel
@@ -304,7 +305,8 @@ class StopField(serializers.Field):
 
 
 class ChatCompletionSerializer(serializers.Serializer):
-    model = serializers.CharField(help_text="A base model name or one of your fine-tuned model ids.")
+    model = serializers.CharField(help_text="A base model name, one of your fine-tuned model ids (or name@alias), "
+                                            "or one of your checkpoints (ftckpt-… or ft:…:ckpt-step-N).")
     messages = serializers.ListField(child=ChatMessageSerializer(), min_length=1)
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True,
                                          help_text="0 is greedy and deterministic; default 1.")
@@ -364,9 +366,9 @@ class ChatCompletionsApi(APIView):
         return response
 
 
-def _chat_model(user, model_id: str) -> BaseModel | FineTunedModel:
+def _chat_model(user, model_id: str) -> BaseModel | FineTunedModel | Checkpoint:
     try:
-        return selectors.model_get(user, model_id)
+        return selectors.chat_model_get(user, model_id)
     except Http404:
         raise NotFound(f"The model {model_id!r} does not exist or you do not have access to it.",
                        param="model", code="model_not_found") from None

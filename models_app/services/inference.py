@@ -12,6 +12,9 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from finetune_site.errors import InvalidRequest, NotFound, ServerError, Unavailable
+from jobs_app.models import Checkpoint
+from jobs_app.selectors import checkpoint_find
+from jobs_app.services import checkpoint_fetch
 from models_app import tasks
 from models_app.base_models.models import BaseModel
 from models_app.base_models.services import base_model_local_path
@@ -27,7 +30,7 @@ NO_INFERENCE_WORKER = ("no inference worker answered within {seconds}s: start on
                        "(celery -A finetune_site worker -Q inference -c 1), or retry if it is busy")
 
 
-def chat_completion_queue(*, model: BaseModel | FineTunedModel, config: dict, reply_channel: str,
+def chat_completion_queue(*, model: BaseModel | FineTunedModel | Checkpoint, config: dict, reply_channel: str,
                           tag: str = "") -> None:
     """Ask the inference worker for a chat reply of ``model``, sent to ``reply_channel`` as it comes.
 
@@ -38,7 +41,7 @@ def chat_completion_queue(*, model: BaseModel | FineTunedModel, config: dict, re
                                             expires=settings.INFERENCE_TIMEOUT_SECONDS)
 
 
-def chat_completion_start(*, model: BaseModel | FineTunedModel, config: dict) -> tuple[str, dict]:
+def chat_completion_start(*, model: BaseModel | FineTunedModel | Checkpoint, config: dict) -> tuple[str, dict]:
     """Queue a chat reply and wait until the worker starts it: ``(reply channel, start message)``.
 
     Raises ``Unavailable`` when no inference worker answers in time, and the worker's error
@@ -138,8 +141,9 @@ def _inference_model_get(model_id: str, on_load=None):
 
     if _inference_models is None:
         _inference_models = ModelCache(size=settings.INFERENCE_MODELS_KEPT)
-    tuned = FineTunedModel.objects.select_related("base_model").filter(pk=model_id).first()
-    base = tuned.base_model if tuned else BaseModel.objects.filter(name=model_id).first()
+    tuned = (FineTunedModel.objects.select_related("base_model").filter(pk=model_id).first()
+             or checkpoint_find(model_id))
+    base = _base_of(tuned) if tuned else BaseModel.objects.filter(name=model_id).first()
     if base is None:
         raise _ModelGone(model_id)
     base_path = base_model_local_path(base)
@@ -149,19 +153,31 @@ def _inference_model_get(model_id: str, on_load=None):
     return _inference_models.get(base_path, adapter)
 
 
-def _inference_dir(model: FineTunedModel) -> str:
+def _base_of(tuned: FineTunedModel | Checkpoint) -> BaseModel:
+    return tuned.job.base_model if isinstance(tuned, Checkpoint) else tuned.base_model
+
+
+def _inference_dir(model: FineTunedModel | Checkpoint) -> str:
     return str(Path(settings.WORK_DIR) / "inference" / model.id.replace(":", "_"))
 
 
-def _inference_files(model: FineTunedModel) -> Path:
-    """The model's adapter (or full weights) on local disk, fetched from storage on first use."""
+def _weights_fetch(model: FineTunedModel | Checkpoint, target: Path) -> None:
+    if isinstance(model, FineTunedModel):
+        model_files_fetch(model, target)
+    elif checkpoint_fetch(checkpoint=model, target=target, weights_only=True) is None:
+        raise _ModelGone(model.id)  # its files were never completely stored
+
+
+def _inference_files(model: FineTunedModel | Checkpoint) -> Path:
+    """The model's (or checkpoint's) adapter or full weights on local disk, fetched from storage on first
+    use."""
     target = Path(_inference_dir(model))
     if (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".fetch-"))
     try:
-        model_files_fetch(model, staging)
+        _weights_fetch(model, staging)
         (staging / ".complete").touch()
         shutil.rmtree(target, ignore_errors=True)  # an earlier fetch that did not complete
         os.replace(staging, target)  # appears whole, or not at all

@@ -115,3 +115,35 @@ def test_registry_reference_names_the_version_it_points_at(base_model, trained_a
     stranger = api_client(make_user()).post(URL, {"model": f"{mine.name}@v{mine.version}", "messages": HELLO},
                                             format="json")
     assert stranger.status_code == 404
+
+
+def _checkpoint(job, step: int = 3):
+    from jobs_app.models import Checkpoint
+
+    return Checkpoint.objects.create(job=job, step=step, storage_path=f"jobs/{job.id}/checkpoints/step-{step}")
+
+
+def test_fine_tuned_model_is_named_in_openais_shape_with_the_owners_org(base_model, trained_adapter):
+    from jobs_app.services import job_create
+    from tests.factories import make_dataset
+
+    owner = make_user("Acme Labs.1")
+    job = job_create(owner=owner, training_file=make_dataset(owner).id, model="tiny-llama", suffix="bot")
+    model = fine_tuned_model_create(job=job, adapter_dir=trained_adapter)
+    assert model.id == f"ft:tiny-llama:acme-labs-1:bot:{job.id[6:14]}" == job.fine_tuned_model_name
+    body = api_client(owner).get(f"/v1/fine_tuning/jobs/{job.id}/checkpoints").json()
+    assert body["data"] == []
+    checkpoint = _checkpoint(job)
+    [listed] = api_client(owner).get(f"/v1/fine_tuning/jobs/{job.id}/checkpoints").json()["data"]
+    assert listed["fine_tuned_model_checkpoint"] == f"{model.id}:ckpt-step-3" == checkpoint.fine_tuned_model_checkpoint
+
+
+def test_a_checkpoint_by_id_or_name_is_a_chat_model_for_its_owner_only(base_model, queued):
+    job = make_job()
+    checkpoint = _checkpoint(job)
+    for model in (checkpoint.id, checkpoint.fine_tuned_model_checkpoint, f"{job.id}:ckpt-step-3"):
+        response = api_client(job.owner).post(URL, {"model": model, "messages": HELLO}, format="json")
+        assert response.status_code == 503 and queued[-1]["model"] == checkpoint, response.content
+    for model, user in ((checkpoint.id, make_user()), (f"{job.fine_tuned_model_name}:ckpt-step-4", job.owner)):
+        response = api_client(user).post(URL, {"model": model, "messages": HELLO}, format="json")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
