@@ -5,7 +5,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from asgiref.sync import async_to_sync
@@ -26,6 +26,7 @@ from models_app.services.artifacts import model_files_fetch
 log = logging.getLogger(__name__)
 
 
+MAX_CHOICES = 8  # ``n``: each choice is generated in turn
 NO_INFERENCE_WORKER = ("no inference worker answered within {seconds}s: start one on the `inference` queue "
                        "(celery -A finetune_site worker -Q inference -c 1), or retry if it is busy")
 
@@ -105,17 +106,22 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
     from workers.inference import ContextLengthExceeded, GenerateConfig, generate
 
     with ReplySender(reply_channel, tag) as reply:
+        config = dict(config)
+        choices = config.pop("n", 1)
         try:
-            generate_config = GenerateConfig(**config)
+            configs = _choice_configs(GenerateConfig(**config), choices)
         except (TypeError, ValueError, KeyError) as exc:
             reply.send("error", message=f"invalid request: {exc}", code="invalid_request", param=None)
             return
         try:
             loaded, hit = _inference_model_get(model_id, on_load=lambda: reply.send("loading", model=model_id))
-            result = generate(loaded, generate_config, lambda text: reply.send("delta", text=text),
-                              on_start=lambda tokens: reply.send("start", cache="hit" if hit else "miss",
-                                                                 prompt_tokens=tokens))
-            reply.send("done", **asdict(result))
+            def start(tokens: int) -> None:
+                reply.send("start", cache="hit" if hit else "miss", prompt_tokens=tokens)
+
+            results = [generate(loaded, choice, lambda text, index=index: reply.send("delta", text=text, index=index),
+                                on_start=start if index == 0 else None)
+                       for index, choice in enumerate(configs)]
+            reply.send("done", **_done_fields(results))
         except ReplyGone:
             log.info("nobody reads %s any more; stopped generating", reply_channel)
         except ContextLengthExceeded as exc:
@@ -127,6 +133,22 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
             log.exception("chat completion with %s failed", model_id)
             reply.send("error", message=f"the model could not generate: {type(exc).__name__}: {exc}",
                        code="inference_failed", param=None)
+
+
+def _choice_configs(config, choices: int) -> list:
+    """One config per choice (``n``); a given seed is varied per choice, so the choices differ yet repeat."""
+    if not 1 <= choices <= MAX_CHOICES:
+        raise ValueError(f"n must be from 1 to {MAX_CHOICES}")
+    if config.seed is None:
+        return [config] * choices
+    return [replace(config, seed=config.seed + index) for index in range(choices)]
+
+
+def _done_fields(results: list) -> dict:
+    """The ``done`` message: the first choice's fields (what a single reply reads), every choice, and the
+    usage of them all."""
+    return {**asdict(results[0]), "choices": [asdict(r) for r in results],
+            "completion_tokens": sum(r.completion_tokens for r in results)}
 
 
 class _ModelGone(Exception):

@@ -111,3 +111,22 @@ def test_the_worker_answers_with_a_checkpoints_weights_named_as_openai_names_it(
     assert messages[-1]["type"] == "inference.done", messages[-1]
     fetched = tmp_path / "work" / "inference" / checkpoint.id
     assert (fetched / "adapter_config.json").exists() and not (fetched / "optimizer.pt").exists()
+
+
+@pytest.mark.django_db
+def test_the_worker_generates_n_choices_each_streamed_under_its_index(live_base_model):
+    from models_app.services import inference
+
+    config = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 1.5, "seed": 3,
+              "n": 3, "logprobs": True}
+    channel = reply_channel_new()
+    inference.chat_completion_run(model_id="tiny-llama", config=config, reply_channel=channel)
+    messages = asyncio.run(replies_collect(channel, timeout=10))
+    done = messages[-1]
+    assert done["type"] == "inference.done" and len(done["choices"]) == 3
+    for index, choice in enumerate(done["choices"]):
+        streamed = "".join(m["text"] for m in messages if m["type"] == "inference.delta" and m["index"] == index)
+        assert streamed == choice["text"] and len(choice["logprobs"]) == choice["completion_tokens"]
+    assert done["completion_tokens"] == sum(c["completion_tokens"] for c in done["choices"])
+    assert len({c["text"] for c in done["choices"]}) > 1  # each choice its own seed
+    assert [m["type"] for m in messages].count("inference.start") == 1
