@@ -98,3 +98,18 @@ def test_files_content_and_list_order_through_the_official_client(live_server):
     assert [f.id for f in client.files.list(order="asc", limit=1)] == [first.id, second.id]  # pages through
     assert [f.id for f in client.files.list(order="desc").data] == [second.id, first.id]
     assert client.files.list(purpose="fine-tune-results").data == []
+
+
+def test_job_metadata_seed_and_integrations_through_the_official_client(live_server, live_base_model):
+    import openai
+
+    client, _ = client_for(live_server)
+    file = upload(client, rows=classification_rows(8))
+    tagged = client.fine_tuning.jobs.create(model="tiny-llama", training_file=file.id, metadata={"team": "support"})
+    plain = client.fine_tuning.jobs.create(model="tiny-llama", training_file=file.id, seed=11)
+    assert tagged.metadata == {"team": "support"} and plain.seed == 11 and tagged.seed is not None
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "support"})] == [tagged.id]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.fine_tuning.jobs.create(model="tiny-llama", training_file=file.id,
+                                       integrations=[{"type": "wandb", "wandb": {"project": "p"}}])
+    assert refused.value.body["param"] == "integrations"
