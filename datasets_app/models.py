@@ -4,6 +4,9 @@ from django.db import models
 from finetune_site.ids import new_id
 from workers.formats import TRAINING_FORMAT
 
+# The purpose of files the platform writes for a user (a job's step metrics): never training data.
+RESULTS_PURPOSE = "fine-tune-results"
+
 
 def new_file_id() -> str:
     return new_id("file")

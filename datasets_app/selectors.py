@@ -8,7 +8,7 @@ from itertools import islice
 from django.db.models import QuerySet
 from django.http import Http404
 
-from datasets_app.models import Dataset, DatasetUpload
+from datasets_app.models import RESULTS_PURPOSE, Dataset, DatasetUpload
 from models_app.base_models.services import base_model_local_path
 
 
@@ -17,8 +17,9 @@ def datasets_visible_to(user) -> QuerySet[Dataset]:
 
 
 def datasets_listed(user) -> QuerySet[Dataset]:
-    """The list page's rows: with the original a duplicate repeats and the parent of a version."""
-    return datasets_visible_to(user).select_related("duplicate_of", "parent")
+    """The list page's rows (training data: not jobs' result files), with the original a duplicate repeats
+    and the parent of a version."""
+    return datasets_visible_to(user).exclude(purpose=RESULTS_PURPOSE).select_related("duplicate_of", "parent")
 
 
 def dataset_get(user, file_id: str) -> Dataset:

@@ -1,6 +1,6 @@
 """The fine-tuning jobs API, shaped after OpenAI's."""
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -27,7 +27,7 @@ def job_object(job: FineTuneJob) -> dict:
         "finished_at": _ts(job.finished_at),
         "fine_tuned_model": model.id if model else None,
         "organization_id": f"user-{job.owner_id}",
-        "result_files": [],
+        "result_files": [job.result_file_id] if job.result_file_id else [],
         "status": job.status,
         "validation_file": job.validation_dataset_id,
         "training_file": job.dataset_id,
@@ -38,7 +38,7 @@ def job_object(job: FineTuneJob) -> dict:
         "seed": job.seed,
         "estimated_finish": _ts(job.estimated_finish) if job.status == FineTuneJob.Status.RUNNING else None,
         "integrations": [],
-        "metadata": None,
+        "metadata": job.metadata or None,
         "method": {"type": job.objective, job.objective: {"hyperparameters": hp,
                                                           **({"grader": job.grader} if job.grader else {})}},
         # extensions
@@ -71,7 +71,7 @@ def checkpoint_object(checkpoint: Checkpoint) -> dict:
         "object": "fine_tuning.job.checkpoint",
         "id": checkpoint.id,
         "created_at": _ts(checkpoint.created_at),
-        "fine_tuned_model_checkpoint": f"{checkpoint.job_id}:ckpt-step-{checkpoint.step}",
+        "fine_tuned_model_checkpoint": checkpoint.fine_tuned_model_checkpoint,
         "fine_tuning_job_id": checkpoint.job_id,
         "step_number": checkpoint.step,
         "metrics": {"step": checkpoint.step, **checkpoint.metrics},
@@ -108,8 +108,11 @@ class JobCreateSerializer(serializers.Serializer):
     method = MethodField(required=False)
     suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
-    integrations = serializers.ListField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False, allow_null=True)
+    integrations = serializers.ListField(required=False, allow_null=True,
+                                         help_text="Refused (400) unless empty: no tracker is reported to yet.")
+    metadata = serializers.JSONField(required=False, allow_null=True,
+                                     help_text="Up to 16 string values, e.g. {\"team\": \"support\"}; "
+                                               "filter jobs.list by them (?metadata[team]=support).")
     promotion_gate = serializers.JSONField(
         required=False, allow_null=True,
         help_text='Promote the tuned model only if it beats its base on the validation file, e.g. '
@@ -160,13 +163,22 @@ class JobsApi(APIView):
             validation_file=data.get("validation_file") or None, objective=objective,
             hyperparameters=hyperparameters, suffix=data.get("suffix") or "", seed=data.get("seed"),
             promotion_gate=data.get("promotion_gate"), evaluate_checkpoints=data["evaluate_checkpoints"],
-            grader=grader,
+            grader=grader, metadata=data.get("metadata"), integrations=data.get("integrations"),
         )
         return Response(job_object(job))
 
-    @extend_schema(responses={200: dict}, summary="List your fine-tuning jobs, newest first")
+    @extend_schema(parameters=[OpenApiParameter("metadata[key]", str, description="Only jobs whose metadata has "
+                                                "this value at key (repeat for several keys)")],
+                   responses={200: dict}, summary="List your fine-tuning jobs, newest first")
     def get(self, request):
-        return Response(cursor_page(request, selectors.jobs_visible_to(request.user), job_object))
+        jobs = selectors.jobs_with_metadata(selectors.jobs_visible_to(request.user), _metadata_filter(request))
+        return Response(cursor_page(request, jobs, job_object))
+
+
+def _metadata_filter(request) -> dict:
+    """``?metadata[key]=value`` pairs (as the openai client sends ``metadata={...}``)."""
+    return {name[len("metadata["):-1]: value for name, value in request.query_params.items()
+            if name.startswith("metadata[") and name.endswith("]")}
 
 
 class JobApi(APIView):
@@ -193,7 +205,8 @@ class JobCheckpointsApi(APIView):
     @extend_schema(responses={200: dict}, summary="List a job's checkpoints, newest first")
     def get(self, request, job_id: str):
         job = selectors.job_get(request.user, job_id)
-        return Response(cursor_page(request, job.checkpoints.all(), checkpoint_object, order=("step",)))
+        checkpoints = job.checkpoints.select_related("job__owner", "job__base_model")
+        return Response(cursor_page(request, checkpoints, checkpoint_object, order=("step",)))
 
 
 class JobPauseApi(APIView):

@@ -1,3 +1,5 @@
+import re
+
 from django.conf import settings
 from django.db import models
 
@@ -47,7 +49,8 @@ class FineTuneJob(models.Model):
     grader = models.JSONField(default=dict, blank=True, help_text="Reinforcement: what scores the samples "
                                                                   "(workers.graders); empty otherwise.")
     suffix = models.CharField(max_length=64, blank=True)
-    seed = models.IntegerField(default=42)
+    seed = models.IntegerField(default=42, help_text="Drawn at random when the request gives none.")
+    metadata = models.JSONField(default=dict, blank=True, help_text="The caller's key-value strings (OpenAI's).")
     promotion_gate = models.JSONField(default=dict, blank=True,
                                       help_text="{metric, min_improvement or threshold, alias}; empty: none.")
     evaluate_checkpoints = models.BooleanField(default=False, help_text="Evaluate every checkpoint, mark the best.")
@@ -64,6 +67,8 @@ class FineTuneJob(models.Model):
     wait_reason = models.CharField(max_length=300, blank=True, help_text="Why a queued job is not running.")
     error = models.JSONField(null=True, blank=True, help_text="{code, message, param} when failed.")
     trained_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    result_file = models.ForeignKey("datasets_app.Dataset", on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+", help_text="The step metrics as CSV, when the job succeeded.")
     event_seq = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -87,6 +92,13 @@ class FineTuneJob(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def fine_tuned_model_name(self) -> str:
+        """OpenAI's ``ft:<base model>:<org>:<suffix>:<id>``, the id of the model this job makes, known from the
+        start: its checkpoints are named after it. The org is the owner's username, made plain."""
+        org = re.sub(r"[^a-z0-9_-]+", "-", self.owner.username.lower()).strip("-") or "personal"
+        return f"ft:{self.base_model.name}:{org}:{self.suffix}:{self.id.removeprefix('ftjob-')[:8]}"
 
     @property
     def run_seconds(self) -> float | None:
@@ -162,6 +174,11 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}@{self.step}"
+
+    @property
+    def fine_tuned_model_checkpoint(self) -> str:
+        """OpenAI's name of the checkpoint as a model: the job's model id and ``:ckpt-step-<step>``."""
+        return f"{self.job.fine_tuned_model_name}:ckpt-step-{self.step}"
 
 
 class Worker(models.Model):

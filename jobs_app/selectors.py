@@ -4,10 +4,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
 from django.utils import timezone
 
-from jobs_app.models import FineTuneJob, JobEvent
+from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
 
 
 def jobs_visible_to(user) -> QuerySet[FineTuneJob]:
@@ -16,12 +17,42 @@ def jobs_visible_to(user) -> QuerySet[FineTuneJob]:
     )
 
 
+def jobs_with_metadata(jobs: QuerySet[FineTuneJob], metadata: dict[str, str]) -> QuerySet[FineTuneJob]:
+    """The jobs whose metadata holds every pair of ``metadata`` (a key is taken whole, even with ``__`` in it;
+    ``contains`` would need PostgreSQL)."""
+    for index, (key, value) in enumerate(metadata.items()):
+        jobs = jobs.annotate(**{f"metadata_{index}": KeyTextTransform(key, "metadata")}).filter(
+            **{f"metadata_{index}": value})
+    return jobs
+
+
 def job_get(user, job_id: str) -> FineTuneJob:
     """The user's job, or 404 (another user's job does not exist for them)."""
     job = jobs_visible_to(user).filter(pk=job_id).first()
     if job is None:
         raise Http404(f"No such fine-tuning job: {job_id}")
     return job
+
+
+CHECKPOINT_STEP = ":ckpt-step-"
+
+
+def checkpoint_find(reference: str, *, owner=None) -> Checkpoint | None:
+    """A checkpoint named as a model: its id (``ftckpt-…``) or its ``fine_tuned_model_checkpoint`` name
+    (``ft:<base>:<org>:<suffix>:<id>:ckpt-step-<step>``, or ``<job id>:ckpt-step-<step>`` as named before);
+    ``owner``'s only, when given."""
+    checkpoints = Checkpoint.objects.select_related("job__owner", "job__base_model")
+    if owner is not None:
+        checkpoints = checkpoints.filter(job__owner=owner)
+    if reference.startswith("ftckpt-"):
+        return checkpoints.filter(pk=reference).first()
+    model, _, step = reference.rpartition(CHECKPOINT_STEP)
+    if not model or not step.isdigit():
+        return None
+    if model.startswith("ftjob-"):
+        return checkpoints.filter(job_id=model, step=int(step)).first()
+    candidates = checkpoints.filter(step=int(step), job__id__startswith="ftjob-" + model.rpartition(":")[2])
+    return next((c for c in candidates[:10] if c.job.fine_tuned_model_name == model), None)
 
 
 ACTIVE = (FineTuneJob.Status.VALIDATING_FILES, FineTuneJob.Status.QUEUED, FineTuneJob.Status.RUNNING)

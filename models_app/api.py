@@ -18,11 +18,13 @@ from finetune_site.api_errors import error_body
 from finetune_site.errors import NotFound
 from finetune_site.files import storage_is_s3
 from finetune_site.ids import new_id
+from jobs_app.models import Checkpoint
 from models_app import selectors, services
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_models_usable_by
 from models_app.models import AliasChange, Evaluation, Export, FineTunedModel
 from models_app.replies import END_TYPES, reply_receive
+from models_app.services.inference import MAX_CHOICES
 
 
 def model_object(model: BaseModel | FineTunedModel) -> dict:
@@ -261,6 +263,12 @@ class ModelEvaluationsApi(APIView):
 # --- chat completions ------------------------------------------------------------------------
 
 MAX_COMPLETION_TOKENS = 2048
+# Passed on to the inference worker as given (workers.inference.GenerateConfig; n: one reply per choice).
+GENERATE_PARAMS = ("temperature", "top_p", "seed", "stop", "n", "presence_penalty", "frequency_penalty", "logprobs",
+                   "top_logprobs")
+# OpenAI's parameters this platform cannot honour: refused when given, never ignored.
+UNSUPPORTED_PARAMS = ("logit_bias", "tools", "tool_choice", "functions", "function_call", "audio", "modalities",
+                      "prediction", "web_search_options")
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {
@@ -305,7 +313,8 @@ class StopField(serializers.Field):
 
 
 class ChatCompletionSerializer(serializers.Serializer):
-    model = serializers.CharField(help_text="A base model name or one of your fine-tuned model ids.")
+    model = serializers.CharField(help_text="A base model name, one of your fine-tuned model ids (or name@alias), "
+                                            "or one of your checkpoints (ftckpt-… or ft:…:ckpt-step-N).")
     messages = serializers.ListField(child=ChatMessageSerializer(), min_length=1)
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True,
                                          help_text="0 is greedy and deterministic; default 1.")
@@ -318,13 +327,40 @@ class ChatCompletionSerializer(serializers.Serializer):
     stream_options = serializers.DictField(required=False, allow_null=True)
     seed = serializers.IntegerField(min_value=-(2**63), max_value=2**63 - 1, required=False, allow_null=True)
     stop = StopField(required=False, allow_null=True)
-    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1,
-                                 error_messages={"max_value": "only n=1 is supported"})
+    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_CHOICES,
+                                 help_text=f"Choices to generate, 1 to {MAX_CHOICES} (one after another).")
+    presence_penalty = serializers.FloatField(min_value=-2, max_value=2, required=False, allow_null=True,
+                                              help_text="OpenAI's: lowers the logit of every token already in "
+                                                        "the reply by this much.")
+    frequency_penalty = serializers.FloatField(min_value=-2, max_value=2, required=False, allow_null=True,
+                                               help_text="OpenAI's: lowers a token's logit by this much for "
+                                                         "each time the reply already has it.")
+    logprobs = serializers.BooleanField(required=False, allow_null=True)
+    top_logprobs = serializers.IntegerField(min_value=0, max_value=20, required=False, allow_null=True)
+    response_format = serializers.JSONField(required=False, allow_null=True,
+                                            help_text='Only {"type": "text"}: replies cannot be held to JSON '
+                                                      "here yet, so json_object and json_schema are refused.")
 
     def validate_top_p(self, value):
         if value is not None and value <= 0:
             raise serializers.ValidationError("top_p must be greater than 0")
         return value
+
+    def validate_response_format(self, value):
+        kind = value.get("type") if isinstance(value, dict) else None
+        if value is not None and kind != "text":
+            raise serializers.ValidationError(
+                f"response_format {kind or value!r} is not supported: this platform cannot hold a reply to JSON "
+                'yet; leave response_format out (or {"type": "text"}) and ask for JSON in the messages')
+        return value
+
+    def validate(self, data):
+        for name in UNSUPPORTED_PARAMS:
+            if self.initial_data.get(name) not in (None, [], {}):
+                raise serializers.ValidationError({name: f"{name} is not supported by this platform; leave it out"})
+        if data.get("top_logprobs") and not data.get("logprobs"):
+            raise serializers.ValidationError({"top_logprobs": "top_logprobs needs logprobs: true"})
+        return data
 
     def generate_config(self) -> dict:
         """``workers.inference.GenerateConfig``'s fields (JSON-ready) from the validated body."""
@@ -332,10 +368,9 @@ class ChatCompletionSerializer(serializers.Serializer):
         config = {"messages": [{"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
                                for m in data["messages"]]}
         max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
-        for name, value in (("max_tokens", max_tokens), ("temperature", data.get("temperature")),
-                            ("top_p", data.get("top_p")), ("seed", data.get("seed")), ("stop", data.get("stop"))):
-            if value is not None:
-                config[name] = value
+        config.update({name: data[name] for name in GENERATE_PARAMS if data.get(name) is not None})
+        if max_tokens is not None:
+            config["max_tokens"] = max_tokens
         return config
 
 
@@ -365,9 +400,9 @@ class ChatCompletionsApi(APIView):
         return response
 
 
-def _chat_model(user, model_id: str) -> BaseModel | FineTunedModel:
+def _chat_model(user, model_id: str) -> BaseModel | FineTunedModel | Checkpoint:
     try:
-        return selectors.model_get(user, model_id)
+        return selectors.chat_model_get(user, model_id)
     except Http404:
         raise NotFound(f"The model {model_id!r} does not exist or you do not have access to it.",
                        param="model", code="model_not_found") from None
@@ -384,17 +419,20 @@ class _Completion:
 
     def completion(self, done: dict) -> dict:
         return {**self._head("chat.completion"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": done["text"]},
-                             "finish_reason": done["finish_reason"], "logprobs": None}],
+                "choices": [{"index": index, "message": {"role": "assistant", "content": choice["text"]},
+                             "finish_reason": choice["finish_reason"], "logprobs": _logprobs(choice)}
+                            for index, choice in enumerate(done.get("choices") or [done])],
                 "usage": self._usage(done)}
 
     def events(self, message: dict, include_usage: bool) -> list[bytes]:
-        """The server-sent events for one worker message."""
+        """The server-sent events for one worker message (a choice's logprobs come with its last chunk)."""
         kind = message["type"]
         if kind == "inference.delta":
-            return [self._event(self._chunk({"content": message["text"]}))]
+            return [self._event(self._chunk({"content": message["text"]}, index=message.get("index", 0)))]
         if kind == "inference.done":
-            events = [self._event(self._chunk({}, finish_reason=message["finish_reason"]))]
+            events = [self._event(self._chunk({}, finish_reason=choice["finish_reason"], index=index,
+                                              logprobs=_logprobs(choice)))
+                      for index, choice in enumerate(message.get("choices") or [message])]
             if include_usage:
                 events.append(self._event({**self._head("chat.completion.chunk"), "choices": [],
                                            "usage": self._usage(message)}))
@@ -416,9 +454,10 @@ class _Completion:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
                 "system_fingerprint": None}
 
-    def _chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
+    def _chunk(self, delta: dict, finish_reason: str | None = None, index: int = 0, logprobs: dict | None = None,
+               ) -> dict:
         return {**self._head("chat.completion.chunk"),
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}]}
 
     def _usage(self, done: dict) -> dict:
         return {"prompt_tokens": done["prompt_tokens"], "completion_tokens": done["completion_tokens"],
@@ -427,6 +466,10 @@ class _Completion:
     @staticmethod
     def _event(data: dict) -> bytes:
         return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _logprobs(choice: dict) -> dict | None:
+    return {"content": choice["logprobs"], "refusal": None} if choice.get("logprobs") is not None else None
 
 
 async def _events_async(channel: str, chunk: _Completion, include_usage: bool):

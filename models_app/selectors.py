@@ -5,7 +5,8 @@ import re
 from django.db.models import QuerySet
 from django.http import Http404
 
-from jobs_app.selectors import job_last_metric
+from jobs_app.models import Checkpoint
+from jobs_app.selectors import checkpoint_find, job_last_metric
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_models_usable_by
 from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, ModelAlias
@@ -28,8 +29,21 @@ def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
     return found
 
 
-def model_public_id(model: BaseModel | FineTunedModel) -> str:
-    """The id callers name ``model`` by: a base model's name, a fine-tuned model's id."""
+def chat_model_get(user, model_id: str) -> BaseModel | FineTunedModel | Checkpoint:
+    """What chat can answer with: a model (``model_get``) or one of the user's checkpoints, by id
+    (``ftckpt-…``) or by name (``ft:…:ckpt-step-N``); else 404."""
+    found = _fine_tuned_find(user, model_id) or BaseModel.objects.filter(name=model_id).first()
+    found = found or checkpoint_find(model_id, owner=user)
+    if found is None:
+        raise Http404(f"No such model: {model_id}")
+    return found
+
+
+def model_public_id(model: BaseModel | FineTunedModel | Checkpoint) -> str:
+    """The id callers name ``model`` by: a base model's name, a fine-tuned model's id, a checkpoint's
+    ``fine_tuned_model_checkpoint``."""
+    if isinstance(model, Checkpoint):
+        return model.fine_tuned_model_checkpoint
     return model.name if isinstance(model, BaseModel) else model.id
 
 

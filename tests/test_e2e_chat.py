@@ -115,3 +115,24 @@ def test_rollback_moves_the_alias_and_chat_follows_it(live_server, live_base_mod
     rolled = client.post("/registry/names/topics/rollback", body={"alias": "production"}, cast_to=object)
     assert rolled["aliases"] == {"production": versions[0].id}
     assert ask() == (versions[0].id, answer["content"])
+
+
+def test_choices_logprobs_and_penalties_through_the_official_client(live_server, live_base_model, inference_worker):
+    client, _ = client_for(live_server)
+    reply = client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=1.2, seed=5, n=2,
+                                           max_tokens=6, logprobs=True, top_logprobs=2, frequency_penalty=1,
+                                           presence_penalty=0.5)
+    assert [c.index for c in reply.choices] == [0, 1]
+    for choice in reply.choices:
+        assert len(choice.logprobs.content) == 6 or choice.finish_reason == "stop"
+        assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in choice.logprobs.content)
+    assert reply.usage.completion_tokens == sum(len(c.logprobs.content) for c in reply.choices)
+
+    chunks = list(client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=1.2, seed=5,
+                                                 n=2, max_tokens=6, stream=True, logprobs=True))
+    for choice in reply.choices:
+        pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices[0].index == choice.index]
+        assert "".join(pieces) == choice.message.content  # the same seeds: the same choices
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="tiny-llama", messages=QUESTION, response_format={"type": "json_object"})
+    assert refused.value.body["param"] == "response_format"

@@ -89,3 +89,27 @@ def test_job_with_a_chosen_template_trains_with_it_and_its_tokenizer_carries_it(
     assert any("template chatml" in message for message in events)
     adapter = _download_adapter(client, job.fine_tuned_model, tmp_path)
     assert AutoTokenizer.from_pretrained(adapter).chat_template == TEMPLATES["chatml"]
+
+
+def test_files_content_and_list_order_through_the_official_client(live_server):
+    client, _ = client_for(live_server)
+    first, second = upload(client, rows=classification_rows(8)), upload(client, rows=classification_rows(9))
+    assert client.files.content(first.id).read().count(b"\n") == 8
+    assert [f.id for f in client.files.list(order="asc", limit=1)] == [first.id, second.id]  # pages through
+    assert [f.id for f in client.files.list(order="desc").data] == [second.id, first.id]
+    assert client.files.list(purpose="fine-tune-results").data == []
+
+
+def test_job_metadata_seed_and_integrations_through_the_official_client(live_server, live_base_model):
+    import openai
+
+    client, _ = client_for(live_server)
+    file = upload(client, rows=classification_rows(8))
+    tagged = client.fine_tuning.jobs.create(model="tiny-llama", training_file=file.id, metadata={"team": "support"})
+    plain = client.fine_tuning.jobs.create(model="tiny-llama", training_file=file.id, seed=11)
+    assert tagged.metadata == {"team": "support"} and plain.seed == 11 and tagged.seed is not None
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "support"})] == [tagged.id]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.fine_tuning.jobs.create(model="tiny-llama", training_file=file.id,
+                                       integrations=[{"type": "wandb", "wandb": {"project": "p"}}])
+    assert refused.value.body["param"] == "integrations"

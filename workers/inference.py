@@ -20,6 +20,7 @@ from workers.loading import model_load, tokenizer_load
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 4
+MAX_TOP_LOGPROBS = 20
 # Below this many parameters a CPU forward pass is a few small matrix products: splitting each
 # over threads costs more in synchronisation than it saves (10-30x slower on a busy machine).
 SINGLE_THREAD_PARAMETERS = 100_000_000
@@ -40,6 +41,14 @@ class GenerateConfig:
         draws a fresh seed; default None.
     stop: up to 4 strings; the reply ends before the first of them (which is not returned);
         default none.
+    presence_penalty: -2 to 2, subtracted from the logit of every token the reply already has
+        (OpenAI's formula); default 0.
+    frequency_penalty: -2 to 2, times how often the reply already has the token, subtracted from its
+        logit (OpenAI's formula); default 0.
+    logprobs: return each generated token's log probability (before temperature and top-p);
+        default False.
+    top_logprobs: 0 to 20 most likely tokens returned at each position with their log
+        probabilities; needs ``logprobs``; default 0.
     """
 
     messages: tuple[dict, ...]
@@ -48,6 +57,10 @@ class GenerateConfig:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "messages", tuple({"role": m["role"], "content": m["content"]}
@@ -66,6 +79,10 @@ class GenerateConfig:
             raise ValueError("top_p must be greater than 0 and at most 1")
         if len(self.stop) > MAX_STOP_STRINGS:
             raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
+        if not (-2 <= self.presence_penalty <= 2 and -2 <= self.frequency_penalty <= 2):
+            raise ValueError("presence_penalty and frequency_penalty must be between -2 and 2")
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS or (self.top_logprobs and not self.logprobs):
+            raise ValueError(f"top_logprobs must be 0 to {MAX_TOP_LOGPROBS}, and needs logprobs")
 
 
 @dataclass(frozen=True)
@@ -76,12 +93,15 @@ class GenerateResult:
     finish_reason: "stop" (end of turn or a stop string) or "length" (``max_tokens`` reached).
     prompt_tokens: tokens of the rendered conversation.
     completion_tokens: tokens generated, the end-of-turn token included.
+    logprobs: with ``config.logprobs``, one entry per generated token in OpenAI's shape
+        (``{token, logprob, bytes, top_logprobs}``); else None.
     """
 
     text: str
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list[dict] | None = None
 
 
 class ContextLengthExceeded(ValueError):
@@ -195,10 +215,16 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
     sampler = torch.Generator().manual_seed(config.seed if config.seed is not None else random.getrandbits(63))
     stream = _TextStream(loaded.tokenizer, config.stop, on_text or (lambda text: None))
     finish, count = "length", 0
+    counts: dict[int, int] = {}
+    logprobs: list[dict] | None = [] if config.logprobs else None
     with torch.inference_mode():
         out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True)
         while count < config.max_tokens:
-            token = _next_token(out.logits[0, -1], config, sampler)
+            logits = _penalised(out.logits[0, -1].float().cpu(), counts, config)
+            token = _next_token(logits, config, sampler)
+            if logprobs is not None:
+                logprobs.append(_logprob_entry(loaded.tokenizer, logits, token, config.top_logprobs))
+            counts[token] = counts.get(token, 0) + 1
             count += 1
             if token in loaded.eos_token_ids or stream.add(token):
                 finish = "stop"
@@ -207,13 +233,42 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
                 out = loaded.model(input_ids=torch.tensor([[token]], device=loaded.device),
                                    past_key_values=out.past_key_values, use_cache=True)
     stream.finish()
-    return GenerateResult(text=stream.text, finish_reason=finish, prompt_tokens=len(ids), completion_tokens=count)
+    return GenerateResult(text=stream.text, finish_reason=finish, prompt_tokens=len(ids), completion_tokens=count,
+                          logprobs=logprobs)
+
+
+def _penalised(logits, counts: dict[int, int], config: GenerateConfig):
+    """OpenAI's penalties: ``logit -= count * frequency_penalty + (count > 0) * presence_penalty`` for every
+    token the reply already has."""
+    if not counts or not (config.presence_penalty or config.frequency_penalty):
+        return logits
+    import torch
+
+    tokens = torch.tensor(list(counts))
+    times = torch.tensor(list(counts.values()), dtype=logits.dtype)
+    logits = logits.clone()
+    logits[tokens] -= times * config.frequency_penalty + config.presence_penalty
+    return logits
+
+
+def _logprob_entry(tokenizer, logits, token: int, top: int) -> dict:
+    """One generated token in OpenAI's logprobs shape, with the ``top`` most likely tokens at its place."""
+    import torch
+
+    logprobs = torch.log_softmax(logits, dim=-1)
+
+    def entry(token_id: int) -> dict:
+        text = tokenizer.decode([token_id])
+        return {"token": text, "logprob": float(logprobs[token_id]), "bytes": list(text.encode())}
+
+    best = torch.topk(logprobs, top).indices.tolist() if top else []
+    return {**entry(token), "top_logprobs": [entry(t) for t in best]}
 
 
 def _next_token(logits, config: GenerateConfig, sampler) -> int:
     import torch
 
-    logits = logits.float().cpu()  # sample on the CPU: one seeded generator, whatever the device
+    # logits are on the CPU (_penalised's caller moved them): one seeded generator, whatever the device
     if config.temperature == 0:
         return int(logits.argmax())
     probs = torch.softmax(logits / config.temperature, dim=-1)

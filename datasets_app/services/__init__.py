@@ -6,11 +6,13 @@
 - ``stats``: token statistics per tokenizer and template (``TokenStats``)
 - ``versions``: prepared versions (dedup, mask, filter, convert, split) with lineage
 - ``quality``: the quality report
+- ``results``: files the platform writes for a user (a job's step metrics)
 - ``files``: temporary space, hashing and deleting stored files
 """
 
 from datasets_app.services.options import column_map_parse, dataset_options_clean
 from datasets_app.services.quality import dataset_quality, dataset_quality_fail, dataset_quality_request
+from datasets_app.services.results import result_file_create
 from datasets_app.services.stats import (
     token_stats_check,
     token_stats_compute,
@@ -40,11 +42,10 @@ from datasets_app.services.validation import (
 from datasets_app.services.versions import dataset_prepare, dataset_prepare_run
 
 __all__ = [
-    "column_map_parse", "dataset_actions", "dataset_delete", "dataset_fail", "dataset_options_clean", "dataset_prepare",
-    "dataset_prepare_run", "dataset_quality", "dataset_quality_fail", "dataset_quality_request",
-    "dataset_revalidate", "dataset_sample_create",
-    "dataset_store", "dataset_transition", "dataset_upload", "dataset_validate",
-    "dataset_verdict_after", "token_stats_check", "token_stats_compute", "token_stats_current", "token_stats_ensure",
-    "token_stats_request", "token_stats_summary", "upload_cancel", "upload_chunk_append", "upload_complete",
-    "upload_create",
+    "column_map_parse", "dataset_actions", "dataset_delete", "dataset_fail",
+    "dataset_options_clean", "dataset_prepare", "dataset_prepare_run", "dataset_quality", "dataset_quality_fail",
+    "dataset_quality_request", "dataset_revalidate", "dataset_sample_create", "dataset_store", "dataset_transition",
+    "dataset_upload", "dataset_validate", "dataset_verdict_after", "result_file_create", "token_stats_check",
+    "token_stats_compute", "token_stats_current", "token_stats_ensure", "token_stats_request", "token_stats_summary",
+    "upload_cancel", "upload_chunk_append", "upload_complete", "upload_create",
 ]

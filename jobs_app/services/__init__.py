@@ -8,6 +8,7 @@
 - ``preflight``: the file, template and row checks before a job is queued (``job_validate``)
 - ``estimates``: tokens, steps, time and memory before a run
 - ``running``: claiming a job, building the engine's config, finishing or retrying the attempt
+- ``results``: a succeeded job's step metrics as a CSV file (its ``result_files``)
 - ``leases``: heartbeats, the reaper, workers' devices
 - ``engine``: the engine's ``emit`` (``JobReporter``) and ``should_stop`` (``JobControl``)
 """
@@ -45,6 +46,7 @@ from jobs_app.services.lifecycle import (
     job_transition,
 )
 from jobs_app.services.preflight import job_validate
+from jobs_app.services.results import job_result_file_create
 from jobs_app.services.running import checkpoint_fetch, job_claim, job_run, train_config
 
 __all__ = [
@@ -52,7 +54,7 @@ __all__ = [
     "hyperparameters_param", "job_actions",
     "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
     "job_fail", "job_format_problem", "job_grader_check", "job_heartbeat", "job_hyperparameters_resolve",
-    "job_metrics_add",
+    "job_metrics_add", "job_result_file_create",
     "job_model_name", "job_pause", "job_requeue", "job_resume", "job_run", "job_suffix_check", "job_transition",
     "job_validate", "jobs_reap", "jobs_release_for_shutdown", "promotion_gate_check", "train_config",
     "worker_register", "worker_unregister",

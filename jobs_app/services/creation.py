@@ -1,11 +1,12 @@
 """Creating a job: check the request, resolve every "auto" option, queue the file checks."""
 
+import secrets
 from collections.abc import Mapping
 
 from django.conf import settings
 from django.db import transaction
 
-from datasets_app.models import Dataset
+from datasets_app.models import RESULTS_PURPOSE, Dataset
 from datasets_app.selectors import dataset_rows
 from finetune_site.errors import InvalidRequest
 from jobs_app import tasks
@@ -42,8 +43,13 @@ def job_hyperparameters_resolve(given: Mapping | None, *, objective: str, base_m
 def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
                hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
                objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
-               evaluate_checkpoints: bool = False, grader: dict | None = None) -> FineTuneJob:
+               evaluate_checkpoints: bool = False, grader: dict | None = None, metadata: dict | None = None,
+               integrations: list | None = None) -> FineTuneJob:
     """Check the request, resolve every "auto" hyperparameter and queue file validation.
+
+    ``seed`` is drawn at random when not given, and stored either way (a run can be repeated).
+    ``metadata`` is kept as given (OpenAI's limits); ``integrations`` (Weights & Biases, ...) are
+    refused: this platform reports to none yet, and a tracker silently left out would mislead.
 
     ``grader`` scores the samples of a reinforcement job (``workers.graders``), and goes with no other.
 
@@ -54,6 +60,8 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     if objective not in Objective.values:
         raise InvalidRequest(f"method.type {objective!r} is not supported; use one of {', '.join(Objective.values)}",
                              param="method.type")
+    job_integrations_check(integrations)
+    metadata = job_metadata_check(metadata)
     dataset = _dataset_for(owner, training_file, "training_file")
     validation = _dataset_for(owner, validation_file, "validation_file") if validation_file else None
     gate = promotion_gate_check(promotion_gate, has_validation=validation is not None)
@@ -73,13 +81,42 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     with transaction.atomic():
         job = FineTuneJob.objects.create(
             owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
-            hyperparameters=resolved, suffix=suffix or "", seed=42 if seed is None else seed,
+            hyperparameters=resolved, suffix=suffix or "",
+            seed=secrets.randbelow(SEED_MAX + 1) if seed is None else seed, metadata=metadata,
             max_attempts=settings.JOB_MAX_ATTEMPTS, objective=objective, promotion_gate=gate,
             evaluate_checkpoints=evaluate_checkpoints, grader=grader,
         )
         job_event_add(job_id=job.id, message=f"Created fine-tuning job: {job.id}")
         transaction.on_commit(lambda: tasks.job_validate.delay(job.id))
     return job
+
+
+SEED_MAX = 2**31 - 1
+METADATA_MAX_KEYS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 16, 64, 512
+
+
+def job_metadata_check(metadata) -> dict:
+    """OpenAI's metadata: up to 16 string values under keys of up to 64 characters (values up to 512)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or len(metadata) > METADATA_MAX_KEYS:
+        raise InvalidRequest(f"metadata must be an object of at most {METADATA_MAX_KEYS} keys", param="metadata")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not 0 < len(key) <= METADATA_KEY_MAX:
+            raise InvalidRequest(f"metadata keys must be 1 to {METADATA_KEY_MAX} characters", param="metadata")
+        if not isinstance(value, str) or len(value) > METADATA_VALUE_MAX:
+            raise InvalidRequest(f"metadata.{key} must be a string of at most {METADATA_VALUE_MAX} characters",
+                                 param=f"metadata.{key}")
+    return dict(metadata)
+
+
+def job_integrations_check(integrations) -> None:
+    """Integrations are refused, not ignored: no tracker (Weights & Biases, ...) is reported to yet."""
+    if integrations:
+        kinds = sorted({str(i.get("type")) for i in integrations if isinstance(i, dict)}) or ["?"]
+        raise InvalidRequest(f"integrations ({', '.join(kinds)}) are not supported on this platform yet: leave "
+                             "integrations out; follow the run through the job's events and metrics instead",
+                             param="integrations", code="integrations_not_supported")
 
 
 def job_format_problem(dataset: Dataset, objective: str) -> str:
@@ -132,6 +169,9 @@ def _dataset_for(owner, file_id, param: str) -> Dataset:
     dataset = Dataset.objects.filter(owner=owner, pk=file_id).first()
     if dataset is None:  # another user's file is "no such file" too
         raise InvalidRequest(f"No such file: {file_id}", param=param, code="file_not_found")
+    if dataset.purpose == RESULTS_PURPOSE:
+        raise InvalidRequest(f"{file_id} ({dataset.filename}) is a job's results, not training data", param=param,
+                             code="invalid_file")
     if dataset.status == Dataset.Status.INVALID:
         first = ((dataset.validation_report or {}).get("summary") or "").split("\n")[0]
         raise InvalidRequest(f"{file_id} ({dataset.filename}) failed validation: {first}; see "

@@ -172,6 +172,9 @@ class JobReporter:
             return None  # the trainer's closing summary; the final transition reports it
         data = {"step": event.step, "total_steps": event.total_steps, "time": round(ended, 3)}
         data.update({_metric_name(k): v for k, v in values.items()})
+        for ours, openai_name in OPENAI_METRIC_NAMES:
+            if ours in data:
+                data[openai_name] = data[ours]
         parts = [f"{k.replace('_', ' ')}={v:.4g}" for k, v in data.items()
                  if k in ("train_loss", "valid_loss", "learning_rate")]
         if eta is not None:
@@ -192,6 +195,11 @@ class JobReporter:
 
 
 _METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
+# OpenAI's names for the trainer's other values, stored next to the trainer's own. The validation pass
+# reads the whole validation file, so its values are OpenAI's full_valid_* too.
+OPENAI_METRIC_NAMES = (("mean_token_accuracy", "train_mean_token_accuracy"),
+                       ("eval_mean_token_accuracy", "valid_mean_token_accuracy"), ("valid_loss", "full_valid_loss"),
+                       ("valid_mean_token_accuracy", "full_valid_mean_token_accuracy"))
 # Events are stored at most this late, in one transaction per batch: each batch costs the busy
 # CPU ~3 ms (benchmarks/overhead.py), and a progress bar moving once a second looks live.
 BATCH_SECONDS = 1.0

@@ -17,6 +17,7 @@ from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Worker
 from jobs_app.services.engine import MANIFEST, JobControl, JobReporter
 from jobs_app.services.leases import Heartbeat
 from jobs_app.services.lifecycle import job_event_add, job_fail, job_metrics_add, job_requeue, job_transition
+from jobs_app.services.results import job_result_file_create
 from jobs_app.signals import job_succeeded
 from models_app.base_models.services import base_model_local_path
 from workers.hyperparameters import options_complete
@@ -201,6 +202,7 @@ def _job_succeed(job: FineTuneJob, result, *, trained_at: float) -> None:
                        message=f"Job succeeded: {result.steps:,} steps, {result.trained_tokens:,} tokens, "
                                f"{result.tokens_per_second:,.0f} tokens/s, "
                                f"peak memory {result.peak_memory_bytes / 2**20:,.0f} MiB")
+        FineTuneJob.objects.filter(pk=job.pk).update(result_file=job_result_file_create(job))
         job.refresh_from_db()
         # In the same transaction: the registry stores the weights as a model version (and queues
         # its evaluation); if that fails the job is not marked succeeded and its attempt is retried.

@@ -5,13 +5,16 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from finetune_site.errors import InvalidRequest, NotFound, ServerError, Unavailable
+from jobs_app.models import Checkpoint
+from jobs_app.selectors import checkpoint_find
+from jobs_app.services import checkpoint_fetch
 from models_app import tasks
 from models_app.base_models.models import BaseModel
 from models_app.base_models.services import base_model_local_path
@@ -23,11 +26,12 @@ from models_app.services.artifacts import model_files_fetch
 log = logging.getLogger(__name__)
 
 
+MAX_CHOICES = 8  # ``n``: each choice is generated in turn
 NO_INFERENCE_WORKER = ("no inference worker answered within {seconds}s: start one on the `inference` queue "
                        "(celery -A finetune_site worker -Q inference -c 1), or retry if it is busy")
 
 
-def chat_completion_queue(*, model: BaseModel | FineTunedModel, config: dict, reply_channel: str,
+def chat_completion_queue(*, model: BaseModel | FineTunedModel | Checkpoint, config: dict, reply_channel: str,
                           tag: str = "") -> None:
     """Ask the inference worker for a chat reply of ``model``, sent to ``reply_channel`` as it comes.
 
@@ -38,7 +42,7 @@ def chat_completion_queue(*, model: BaseModel | FineTunedModel, config: dict, re
                                             expires=settings.INFERENCE_TIMEOUT_SECONDS)
 
 
-def chat_completion_start(*, model: BaseModel | FineTunedModel, config: dict) -> tuple[str, dict]:
+def chat_completion_start(*, model: BaseModel | FineTunedModel | Checkpoint, config: dict) -> tuple[str, dict]:
     """Queue a chat reply and wait until the worker starts it: ``(reply channel, start message)``.
 
     Raises ``Unavailable`` when no inference worker answers in time, and the worker's error
@@ -102,17 +106,22 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
     from workers.inference import ContextLengthExceeded, GenerateConfig, generate
 
     with ReplySender(reply_channel, tag) as reply:
+        config = dict(config)
+        choices = config.pop("n", 1)
         try:
-            generate_config = GenerateConfig(**config)
+            configs = _choice_configs(GenerateConfig(**config), choices)
         except (TypeError, ValueError, KeyError) as exc:
             reply.send("error", message=f"invalid request: {exc}", code="invalid_request", param=None)
             return
         try:
             loaded, hit = _inference_model_get(model_id, on_load=lambda: reply.send("loading", model=model_id))
-            result = generate(loaded, generate_config, lambda text: reply.send("delta", text=text),
-                              on_start=lambda tokens: reply.send("start", cache="hit" if hit else "miss",
-                                                                 prompt_tokens=tokens))
-            reply.send("done", **asdict(result))
+            def start(tokens: int) -> None:
+                reply.send("start", cache="hit" if hit else "miss", prompt_tokens=tokens)
+
+            results = [generate(loaded, choice, lambda text, index=index: reply.send("delta", text=text, index=index),
+                                on_start=start if index == 0 else None)
+                       for index, choice in enumerate(configs)]
+            reply.send("done", **_done_fields(results))
         except ReplyGone:
             log.info("nobody reads %s any more; stopped generating", reply_channel)
         except ContextLengthExceeded as exc:
@@ -124,6 +133,22 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
             log.exception("chat completion with %s failed", model_id)
             reply.send("error", message=f"the model could not generate: {type(exc).__name__}: {exc}",
                        code="inference_failed", param=None)
+
+
+def _choice_configs(config, choices: int) -> list:
+    """One config per choice (``n``); a given seed is varied per choice, so the choices differ yet repeat."""
+    if not 1 <= choices <= MAX_CHOICES:
+        raise ValueError(f"n must be from 1 to {MAX_CHOICES}")
+    if config.seed is None:
+        return [config] * choices
+    return [replace(config, seed=config.seed + index) for index in range(choices)]
+
+
+def _done_fields(results: list) -> dict:
+    """The ``done`` message: the first choice's fields (what a single reply reads), every choice, and the
+    usage of them all."""
+    return {**asdict(results[0]), "choices": [asdict(r) for r in results],
+            "completion_tokens": sum(r.completion_tokens for r in results)}
 
 
 class _ModelGone(Exception):
@@ -138,8 +163,9 @@ def _inference_model_get(model_id: str, on_load=None):
 
     if _inference_models is None:
         _inference_models = ModelCache(size=settings.INFERENCE_MODELS_KEPT)
-    tuned = FineTunedModel.objects.select_related("base_model").filter(pk=model_id).first()
-    base = tuned.base_model if tuned else BaseModel.objects.filter(name=model_id).first()
+    tuned = (FineTunedModel.objects.select_related("base_model").filter(pk=model_id).first()
+             or checkpoint_find(model_id))
+    base = _base_of(tuned) if tuned else BaseModel.objects.filter(name=model_id).first()
     if base is None:
         raise _ModelGone(model_id)
     base_path = base_model_local_path(base)
@@ -149,19 +175,31 @@ def _inference_model_get(model_id: str, on_load=None):
     return _inference_models.get(base_path, adapter)
 
 
-def _inference_dir(model: FineTunedModel) -> str:
+def _base_of(tuned: FineTunedModel | Checkpoint) -> BaseModel:
+    return tuned.job.base_model if isinstance(tuned, Checkpoint) else tuned.base_model
+
+
+def _inference_dir(model: FineTunedModel | Checkpoint) -> str:
     return str(Path(settings.WORK_DIR) / "inference" / model.id.replace(":", "_"))
 
 
-def _inference_files(model: FineTunedModel) -> Path:
-    """The model's adapter (or full weights) on local disk, fetched from storage on first use."""
+def _weights_fetch(model: FineTunedModel | Checkpoint, target: Path) -> None:
+    if isinstance(model, FineTunedModel):
+        model_files_fetch(model, target)
+    elif checkpoint_fetch(checkpoint=model, target=target, weights_only=True) is None:
+        raise _ModelGone(model.id)  # its files were never completely stored
+
+
+def _inference_files(model: FineTunedModel | Checkpoint) -> Path:
+    """The model's (or checkpoint's) adapter or full weights on local disk, fetched from storage on first
+    use."""
     target = Path(_inference_dir(model))
     if (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".fetch-"))
     try:
-        model_files_fetch(model, staging)
+        _weights_fetch(model, staging)
         (staging / ".complete").touch()
         shutil.rmtree(target, ignore_errors=True)  # an earlier fetch that did not complete
         os.replace(staging, target)  # appears whole, or not at all

@@ -8,7 +8,6 @@ from django.utils import timezone
 
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_delete_all, storage_put_dir, storage_put_file
-from finetune_site.ids import new_id
 from jobs_app.services import alias_check, job_model_name
 from models_app.models import AliasChange, FineTunedModel, ModelAlias
 from models_app.services.artifacts import zip_write
@@ -17,7 +16,7 @@ from models_app.services.artifacts import zip_write
 def fine_tuned_model_create(*, job, adapter_dir: Path) -> FineTunedModel:
     """Store the adapter files of ``job`` and register the model that owns them."""
     suffix = job.suffix or ""
-    model_id = f"ft:{job.base_model.name}:{suffix}:{new_id('m', 8)[2:]}"
+    model_id = job.fine_tuned_model_name
     prefix = f"models/{model_id.replace(':', '_')}/adapter"
     names = storage_put_dir(adapter_dir, prefix)
     with tempfile.TemporaryDirectory() as tmp:

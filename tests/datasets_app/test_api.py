@@ -78,10 +78,35 @@ def test_list_pages_newest_first():
     assert [f["id"] for f in rest["data"]] == [ids[0]] and not rest["has_more"]
 
 
+def test_list_pages_oldest_first_with_order_asc_and_filters_by_purpose():
+    user = make_user()
+    ids = [make_dataset(user).id for _ in range(3)]
+    client = api_client(user)
+    first = client.get("/v1/files?limit=2&order=asc").json()
+    assert [f["id"] for f in first["data"]] == ids[:2] and first["has_more"]
+    rest = client.get(f"/v1/files?limit=2&order=asc&after={first['last_id']}").json()
+    assert [f["id"] for f in rest["data"]] == [ids[2]] and not rest["has_more"]
+    assert client.get("/v1/files?purpose=fine-tune-results").json()["data"] == []
+
+
+def test_list_order_other_than_asc_or_desc_is_a_400_naming_order():
+    response = api_client(make_user()).get("/v1/files?order=sideways")
+    assert response.status_code == 400 and response.json()["error"]["param"] == "order"
+
+
 def test_content_returns_the_uploaded_bytes():
     user = make_user()
     dataset = make_dataset(user)
     response = api_client(user).get(f"/v1/files/{dataset.id}/content")
+    assert b"".join(response.streaming_content) == Path(dataset.file.path).read_bytes()
+
+
+def test_content_is_served_to_the_openai_clients_accept_header():
+    """``client.files.content`` asks for ``application/binary``: the bytes come, not a 406."""
+    user = make_user()
+    dataset = make_dataset(user)
+    response = api_client(user).get(f"/v1/files/{dataset.id}/content", HTTP_ACCEPT="application/binary")
+    assert response.status_code == 200
     assert b"".join(response.streaming_content) == Path(dataset.file.path).read_bytes()
 
 

@@ -191,3 +191,84 @@ def test_graders_run_scores_one_sample_before_any_compute():
     checked = client.post("/v1/fine_tuning/alpha/graders/validate", {"grader": {**GRADER, "operation": "has"}},
                           format="json")
     assert checked.status_code == 400 and checked.json()["error"]["param"] == "grader.operation"
+
+
+def _create_with(client, dataset_id: str, **fields):
+    return client.post("/v1/fine_tuning/jobs", {"model": "tiny-llama", "training_file": dataset_id, **fields},
+                       format="json")
+
+
+def test_metadata_is_stored_returned_and_filters_the_list(base_model):
+    user = make_user()
+    dataset = make_dataset(user)
+    client = api_client(user)
+    support = _create_with(client, dataset.id, metadata={"team": "support", "run": "a__b"}).json()
+    sales = _create_with(client, dataset.id, metadata={"team": "sales"}).json()
+    plain = _create_with(client, dataset.id).json()
+    assert support["metadata"] == {"team": "support", "run": "a__b"} and plain["metadata"] is None
+    assert client.get(f"/v1/fine_tuning/jobs/{sales['id']}").json()["metadata"] == {"team": "sales"}
+
+    def listed(query: str) -> list[str]:
+        return [j["id"] for j in client.get(f"/v1/fine_tuning/jobs?{query}").json()["data"]]
+
+    assert listed("metadata[team]=support") == [support["id"]]
+    assert listed("metadata[team]=support&metadata[run]=a__b") == [support["id"]]
+    assert listed("metadata[team]=sales&metadata[run]=a__b") == []
+    assert listed("") == [plain["id"], sales["id"], support["id"]]
+
+
+@pytest.mark.parametrize(("metadata", "param"), [
+    ({"team": 3}, "metadata.team"),
+    ({"k": "v" * 513}, "metadata.k"),
+    ({f"k{i}": "v" for i in range(17)}, "metadata"),
+    ({"k" * 65: "v"}, "metadata"),
+    (["team"], "metadata"),
+])
+def test_bad_metadata_is_a_400_naming_it(base_model, metadata, param):
+    user = make_user()
+    response = _create_with(api_client(user), make_dataset(user).id, metadata=metadata)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+    assert not FineTuneJob.objects.exists()
+
+
+def test_seed_is_random_when_absent_stored_and_returned(base_model):
+    user = make_user()
+    dataset = make_dataset(user)
+    client = api_client(user)
+    seeds = [_create_with(client, dataset.id).json()["seed"] for _ in range(3)]
+    assert len(set(seeds)) == 3 and all(0 <= seed < 2**31 for seed in seeds)
+    given = _create_with(client, dataset.id, seed=7).json()
+    assert given["seed"] == 7 and FineTuneJob.objects.get(pk=given["id"]).seed == 7
+
+
+def test_integrations_are_refused_naming_integrations_unless_empty(base_model):
+    user = make_user()
+    dataset = make_dataset(user)
+    client = api_client(user)
+    wandb = [{"type": "wandb", "wandb": {"project": "p"}}]
+    response = _create_with(client, dataset.id, integrations=wandb)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "integrations" and "wandb" in error["message"]
+    assert not FineTuneJob.objects.exists()
+    assert _create_with(client, dataset.id, integrations=[]).json()["integrations"] == []
+
+
+def test_succeeded_jobs_result_file_is_listed_downloadable_and_not_training_data(base_model):
+    from jobs_app.services import job_result_file_create
+    from tests.factories import make_job, make_metric
+
+    job = make_job(status=FineTuneJob.Status.SUCCEEDED)
+    make_metric(job, 1, total_steps=1)
+    FineTuneJob.objects.filter(pk=job.pk).update(result_file=job_result_file_create(job))
+    client = api_client(job.owner)
+    body = client.get(f"/v1/fine_tuning/jobs/{job.id}").json()
+    [file_id] = body["result_files"]
+    file = client.get(f"/v1/files/{file_id}").json()
+    assert (file["purpose"], file["status"], file["filename"]) == ("fine-tune-results", "processed",
+                                                                   f"step_metrics_{job.id}.csv")
+    content = b"".join(client.get(f"/v1/files/{file_id}/content",
+                                  HTTP_ACCEPT="application/binary").streaming_content).decode()
+    assert content.splitlines()[1].startswith("1,2.0,")
+    assert api_client(make_user()).get(f"/v1/files/{file_id}/content").status_code == 404
+    response = _create_with(client, file_id)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "training_file"

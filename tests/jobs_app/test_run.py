@@ -63,6 +63,14 @@ def test_validation_file_gives_eval_loss_events_and_final_metrics(base_model):
     evals = [e.data for e in job.events.filter(type="metrics") if "valid_loss" in e.data]
     assert [e["step"] for e in evals] == [2, 4, 6, 8]
     assert all(e["valid_loss"] > 0 for e in evals)
+    # OpenAI's names next to ours: the validation pass reads the whole file (full_valid_*)
+    assert all(e["full_valid_loss"] == e["valid_loss"] for e in evals)
+    assert all(0 <= e["valid_mean_token_accuracy"] == e["full_valid_mean_token_accuracy"] <= 1 for e in evals)
+    trains = [e.data for e in job.events.filter(type="metrics") if "train_loss" in e.data]
+    assert all(e["train_mean_token_accuracy"] == e["mean_token_accuracy"] for e in trains)
+    header, *rows = job.result_file.file.read().decode().splitlines()
+    assert header.startswith("step,train_loss,valid_loss,train_mean_token_accuracy,valid_mean_token_accuracy")
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, 9))
     assert job.metrics["tokens_per_second"] > 0 and job.metrics["peak_memory_bytes"] > 2**20
     assert job.metrics["wall_seconds"] > 0 and job.trained_tokens > 0
 

@@ -332,3 +332,19 @@ def test_checkpoint_fetch_for_evaluation_leaves_the_optimizer_state_out(base_mod
     assert sorted(p.name for p in weights.iterdir()) == ["adapter_model.safetensors", "manifest.json"]
     whole = checkpoint_fetch(checkpoint=checkpoint, target=tmp_path / "all")
     assert len(list(whole.iterdir())) == 4
+
+
+def test_result_file_holds_one_csv_row_per_step_owned_by_the_jobs_owner(base_model):
+    from tests.factories import make_metric
+
+    job = make_job()
+    for step in (1, 2):
+        make_metric(job, step, total_steps=2, mean_token_accuracy=0.5, train_mean_token_accuracy=0.5)
+    make_metric(job, 2, total_steps=2, valid_loss=0.7, full_valid_loss=0.7)  # the validation pass at step 2
+    result = services.job_result_file_create(job)
+    assert (result.owner, result.purpose, result.status, result.row_count) == (job.owner, "fine-tune-results",
+                                                                                 "ready", 2)
+    header, first, second = result.file.read().decode().splitlines()
+    assert header == ("step,train_loss,valid_loss,train_mean_token_accuracy,valid_mean_token_accuracy,"
+                      "full_valid_loss,full_valid_mean_token_accuracy,learning_rate,tokens,reward")
+    assert first == "1,2.0,,0.5,,,,0.001,100," and second == "2,1.0,0.7,0.5,,0.7,,0.001,200,"

@@ -43,7 +43,15 @@ def queued(monkeypatch):
     ({"model": "tiny-llama", "messages": HELLO, "max_tokens": 5000}, "max_tokens"),
     ({"model": "tiny-llama", "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"model": "tiny-llama", "messages": HELLO, "stop": 3}, "stop"),
-    ({"model": "tiny-llama", "messages": HELLO, "n": 2}, "n"),
+    ({"model": "tiny-llama", "messages": HELLO, "n": 9}, "n"),
+    ({"model": "tiny-llama", "messages": HELLO, "presence_penalty": 2.5}, "presence_penalty"),
+    ({"model": "tiny-llama", "messages": HELLO, "frequency_penalty": -3}, "frequency_penalty"),
+    ({"model": "tiny-llama", "messages": HELLO, "top_logprobs": 2}, "top_logprobs"),
+    ({"model": "tiny-llama", "messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ({"model": "tiny-llama", "messages": HELLO, "response_format": {"type": "json_object"}}, "response_format"),
+    ({"model": "tiny-llama", "messages": HELLO, "response_format": {"type": "json_schema"}}, "response_format"),
+    ({"model": "tiny-llama", "messages": HELLO, "logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"model": "tiny-llama", "messages": HELLO, "tools": [{"type": "function"}]}, "tools"),
     ({"model": "tiny-llama", "messages": HELLO, "seed": "x"}, "seed"),
     ({"model": "tiny-llama", "messages": HELLO, "stream": "maybe"}, "stream"),
 ])
@@ -115,3 +123,50 @@ def test_registry_reference_names_the_version_it_points_at(base_model, trained_a
     stranger = api_client(make_user()).post(URL, {"model": f"{mine.name}@v{mine.version}", "messages": HELLO},
                                             format="json")
     assert stranger.status_code == 404
+
+
+def _checkpoint(job, step: int = 3):
+    from jobs_app.models import Checkpoint
+
+    return Checkpoint.objects.create(job=job, step=step, storage_path=f"jobs/{job.id}/checkpoints/step-{step}")
+
+
+def test_fine_tuned_model_is_named_in_openais_shape_with_the_owners_org(base_model, trained_adapter):
+    from jobs_app.services import job_create
+    from tests.factories import make_dataset
+
+    owner = make_user("Acme Labs.1")
+    job = job_create(owner=owner, training_file=make_dataset(owner).id, model="tiny-llama", suffix="bot")
+    model = fine_tuned_model_create(job=job, adapter_dir=trained_adapter)
+    assert model.id == f"ft:tiny-llama:acme-labs-1:bot:{job.id[6:14]}" == job.fine_tuned_model_name
+    body = api_client(owner).get(f"/v1/fine_tuning/jobs/{job.id}/checkpoints").json()
+    assert body["data"] == []
+    checkpoint = _checkpoint(job)
+    [listed] = api_client(owner).get(f"/v1/fine_tuning/jobs/{job.id}/checkpoints").json()["data"]
+    assert listed["fine_tuned_model_checkpoint"] == f"{model.id}:ckpt-step-3" == checkpoint.fine_tuned_model_checkpoint
+
+
+def test_a_checkpoint_by_id_or_name_is_a_chat_model_for_its_owner_only(base_model, queued):
+    job = make_job()
+    checkpoint = _checkpoint(job)
+    for model in (checkpoint.id, checkpoint.fine_tuned_model_checkpoint, f"{job.id}:ckpt-step-3"):
+        response = api_client(job.owner).post(URL, {"model": model, "messages": HELLO}, format="json")
+        assert response.status_code == 503 and queued[-1]["model"] == checkpoint, response.content
+    for model, user in ((checkpoint.id, make_user()), (f"{job.fine_tuned_model_name}:ckpt-step-4", job.owner)):
+        response = api_client(user).post(URL, {"model": model, "messages": HELLO}, format="json")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+
+
+def test_choices_penalties_and_logprobs_reach_the_worker_and_plain_text_format_is_accepted(base_model, queued):
+    body = {"model": "tiny-llama", "messages": HELLO, "n": 3, "presence_penalty": 0.5, "frequency_penalty": -1,
+            "logprobs": True, "top_logprobs": 2, "response_format": {"type": "text"}, "logit_bias": None}
+    response = api_client(make_user()).post(URL, body, format="json")
+    assert response.status_code == 503, response.content
+    assert queued[0]["config"] == {"messages": HELLO, "n": 3, "presence_penalty": 0.5, "frequency_penalty": -1.0,
+                                   "logprobs": True, "top_logprobs": 2}
+
+
+def test_json_response_format_is_refused_saying_why(base_model, queued):
+    body = {"model": "tiny-llama", "messages": HELLO, "response_format": {"type": "json_object"}}
+    error = api_client(make_user()).post(URL, body, format="json").json()["error"]
+    assert "response_format 'json_object' is not supported" in error["message"]

@@ -79,3 +79,54 @@ def test_pane_statuses_say_queued_loading_and_how_long_the_load_took():
     html = pane_status_html(Pane("left", state="loading", status=LOADING))
     assert "Loading the model (first request)… <span class=\"elapsed\" data-elapsed>0 s</span>" in html
     assert "data-elapsed" not in pane_status_html(Pane("left", state="generating", status="Generating…"))
+
+
+@pytest.mark.django_db
+def test_the_worker_answers_with_a_checkpoints_weights_named_as_openai_names_it(live_base_model, trained_adapter,
+                                                                                monkeypatch, tmp_path, settings):
+    import json
+    import shutil
+
+    from finetune_site.files import storage_put_dir
+    from jobs_app.models import Checkpoint
+    from models_app.selectors import model_public_id
+    from models_app.services import inference
+    from tests.factories import make_job
+
+    settings.WORK_DIR = str(tmp_path / "work")
+    monkeypatch.setattr(inference, "_inference_models", None)
+    job = make_job()
+    directory = shutil.copytree(trained_adapter, tmp_path / "checkpoint-2")
+    (directory / "optimizer.pt").write_bytes(b"not needed to answer")
+    files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+    (directory / "manifest.json").write_text(json.dumps({"step": 2, "files": files}))
+    prefix = f"jobs/{job.id}/checkpoints/step-2"
+    storage_put_dir(directory, prefix, last="manifest.json")
+    checkpoint = Checkpoint.objects.create(job=job, step=2, storage_path=prefix)
+
+    channel = reply_channel_new()
+    config = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "temperature": 0}
+    inference.chat_completion_run(model_id=model_public_id(checkpoint), config=config, reply_channel=channel)
+    messages = asyncio.run(replies_collect(channel, timeout=5))
+    assert messages[-1]["type"] == "inference.done", messages[-1]
+    fetched = tmp_path / "work" / "inference" / checkpoint.id
+    assert (fetched / "adapter_config.json").exists() and not (fetched / "optimizer.pt").exists()
+
+
+@pytest.mark.django_db
+def test_the_worker_generates_n_choices_each_streamed_under_its_index(live_base_model):
+    from models_app.services import inference
+
+    config = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 1.5, "seed": 3,
+              "n": 3, "logprobs": True}
+    channel = reply_channel_new()
+    inference.chat_completion_run(model_id="tiny-llama", config=config, reply_channel=channel)
+    messages = asyncio.run(replies_collect(channel, timeout=10))
+    done = messages[-1]
+    assert done["type"] == "inference.done" and len(done["choices"]) == 3
+    for index, choice in enumerate(done["choices"]):
+        streamed = "".join(m["text"] for m in messages if m["type"] == "inference.delta" and m["index"] == index)
+        assert streamed == choice["text"] and len(choice["logprobs"]) == choice["completion_tokens"]
+    assert done["completion_tokens"] == sum(c["completion_tokens"] for c in done["choices"])
+    assert len({c["text"] for c in done["choices"]}) > 1  # each choice its own seed
+    assert [m["type"] for m in messages].count("inference.start") == 1

@@ -92,7 +92,9 @@ def test_prompt_longer_than_the_context_is_refused_before_generating(base):
 
 
 def test_config_rejects_bad_values():
-    for bad in ({"temperature": 3}, {"top_p": 0}, {"max_tokens": 0}, {"stop": ("a", "b", "c", "d", "e")}):
+    for bad in ({"temperature": 3}, {"top_p": 0}, {"max_tokens": 0}, {"stop": ("a", "b", "c", "d", "e")},
+                {"presence_penalty": 2.5}, {"frequency_penalty": -3}, {"top_logprobs": 2},
+                {"logprobs": True, "top_logprobs": 21}):
         with pytest.raises(ValueError):
             GenerateConfig(messages=HELLO, **bad)
     with pytest.raises(ValueError, match="role"):
@@ -115,3 +117,32 @@ def test_cache_returns_the_loaded_model_and_drops_the_least_recently_used():
     cache.get("base", "adapter-b")  # drops adapter-a
     assert len(cache) == 2 and cache.get("base")[1] and not cache.get("base", "adapter-a")[1]
     assert loads == [("base", None), ("base", "adapter-a"), ("base", "adapter-b"), ("base", "adapter-a")]
+
+
+def test_penalties_lower_the_logits_of_tokens_already_in_the_reply_by_openais_formula():
+    import torch
+
+    from workers.inference import _penalised
+
+    config = GenerateConfig(messages=HELLO, presence_penalty=0.5, frequency_penalty=1.0)
+    logits = _penalised(torch.zeros(8), {3: 2, 5: 1}, config)
+    assert logits.tolist() == [0, 0, 0, -2.5, 0, -1.5, 0, 0]
+
+
+def test_a_strong_frequency_penalty_changes_a_repetitive_greedy_reply(base):
+    plain = generate(base, GenerateConfig(messages=HELLO, temperature=0, max_tokens=24))
+    penalised = generate(base, GenerateConfig(messages=HELLO, temperature=0, max_tokens=24, frequency_penalty=2,
+                                              presence_penalty=2))
+    assert penalised.text != plain.text
+
+
+def test_logprobs_come_for_every_token_with_the_most_likely_ones(base):
+    result = generate(base, GenerateConfig(messages=HELLO, temperature=0, max_tokens=6, logprobs=True,
+                                           top_logprobs=3))
+    assert len(result.logprobs) == result.completion_tokens == 6
+    for entry in result.logprobs:
+        assert entry["logprob"] <= 0 and entry["bytes"] == list(entry["token"].encode())
+        assert len(entry["top_logprobs"]) == 3
+        assert entry["top_logprobs"][0]["logprob"] == entry["logprob"]  # greedy: the chosen one is the top one
+    assert "".join(e["token"] for e in result.logprobs).strip() == result.text.strip()
+    assert generate(base, GenerateConfig(messages=HELLO, temperature=0, max_tokens=2)).logprobs is None
