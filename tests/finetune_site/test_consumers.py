@@ -71,9 +71,12 @@ def test_dashboard_socket_refuses_anonymous_and_foreign_origin(live_base_model):
     cookie = session_cookie(make_user())
 
     async def scenario():
-        assert not (await socket(None).connect())[0]
+        anonymous = socket(None)
+        assert not (await anonymous.connect())[0]
         foreign = socket(cookie, origin=(b"origin", b"http://evil.example"))
         assert not (await foreign.connect())[0]
+        for refused in (anonymous, foreign):  # await each consumer, so no task outlives the test
+            await refused.disconnect()
 
     asyncio.run(scenario())
 

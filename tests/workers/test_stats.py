@@ -10,10 +10,18 @@ from workers.templates import TEMPLATE_NAMES, TemplateError, render, tokenizer_p
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_model_path):
+def loaded_tokenizer(tiny_model_path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_path)
+
+
+@pytest.fixture
+def tokenizer(loaded_tokenizer):
+    """The module's tokenizer with the model's own chat template back, whatever a test set before."""
+    own = loaded_tokenizer.chat_template
+    yield loaded_tokenizer
+    loaded_tokenizer.chat_template = own
 
 
 CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Classify: rain"},
@@ -31,9 +39,7 @@ def test_every_template_puts_loss_on_the_answer_only(tokenizer, template):
 
 @pytest.mark.parametrize("template", [t for t in TEMPLATE_NAMES])
 def test_every_template_writes_tool_calls_and_puts_loss_on_them(tokenizer, template):
-    from workers.tiny_model import CHAT_TEMPLATE
 
-    tokenizer.chat_template = CHAT_TEMPLATE  # "" keeps the model's own (the fixture is shared)
     tokenizer_prepare(tokenizer, template)
     rendered = render(tokenizer, tool_call_row("Oslo"), "chat", template=template, max_length=4096)
     marked = tokenizer.decode([t for t, m in zip(rendered.ids, rendered.loss_mask, strict=True) if m])
