@@ -81,7 +81,9 @@ class TrainResult:
     Where the time went (seconds), for estimates of the next run: setup_seconds before the first
     step (loading, tokenizing); eval_seconds over ``evals`` passes on the validation file and
     save_seconds over ``saves`` checkpoints, both inside wall_seconds; final_save_seconds writing
-    the adapter or model after the loop. step_tokens_per_second: throughput of the steps alone.
+    the adapter or model after the loop. step_tokens_per_second: throughput of the steps alone;
+    step_seconds: the time of one of those steps (0: unknown), the pace where tokens do not set it
+    (reinforcement samples its answers) or are not counted.
     """
 
     adapter_dir: str
@@ -101,3 +103,4 @@ class TrainResult:
     saves: int = 0
     final_save_seconds: float = 0.0
     step_tokens_per_second: float = 0.0
+    step_seconds: float = 0.0

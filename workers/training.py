@@ -58,9 +58,9 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
 
         return DPOTrainer(args=DPOConfig(**args, beta=config.beta), **common)
     if config.objective == "orpo":
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+        from trl.experimental.orpo import ORPOConfig
 
-        return ORPOTrainer(args=ORPOConfig(**args, beta=config.odds_ratio_weight), **common)
+        return _orpo_trainer_class()(args=ORPOConfig(**args, beta=config.odds_ratio_weight), **common)
     if config.objective == "kto":
         from trl import KTOConfig, KTOTrainer
 
@@ -72,6 +72,22 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
 
     chat = format_detect(train[0]) == CHAT
     return SFTTrainer(args=_sft_args(config, device, chat=chat, has_eval=bool(evaluation)), **common)
+
+
+def _orpo_trainer_class():
+    """ORPOTrainer counting the tokens it reads. Its batches hold ``chosen_input_ids`` and
+    ``rejected_input_ids``, not ``input_ids``, so the Trainer counts none (``num_input_tokens_seen``
+    stays 0) and a run's pace could not be measured. Both sequences count (prompt and answer each,
+    without padding), as ``workers.estimate.token_counts`` counts a pair."""
+    from trl.experimental.orpo import ORPOTrainer
+
+    class CountingORPOTrainer(ORPOTrainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            seen = sum(inputs[f"{side}_attention_mask"].sum() for side in ("chosen", "rejected"))
+            self.state.num_input_tokens_seen += int(self.accelerator.gather(seen.reshape(1)).sum().item())
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return CountingORPOTrainer
 
 
 def _grpo_trainer(config: TrainConfig, args: dict, common: dict):
@@ -120,6 +136,8 @@ def _result_finish(trainer, config, emit, callback, output, wall, *, setup: floa
         final_save_seconds=round(time.perf_counter() - saving, 3),
         step_tokens_per_second=(callback.steady_tokens / callback.steady_seconds if callback.steady_seconds
                                 else tokens / wall if wall else 0.0),
+        step_seconds=round(callback.steady_seconds / callback.steady_steps if callback.steady_steps
+                           else wall / state.global_step if state.global_step else 0.0, 4),
     )
 
 
@@ -240,7 +258,7 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
         evals = saves = 0
         # the steps after this run's first (which warms up): their time and tokens give the pace
         first_step_end = steady_seconds = 0.0
-        first_tokens = steady_tokens = 0
+        first_tokens = steady_tokens = steady_steps = 0
 
         def _since_mark(self) -> float:
             now = time.perf_counter()
@@ -253,6 +271,7 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
                 self.first_step_end, self.first_tokens = self.mark, tokens
             else:
                 self.steady_seconds += spent
+                self.steady_steps += 1
                 self.steady_tokens = tokens - self.first_tokens
             emit(Progress(state.global_step, state.max_steps, tokens))
             asked = should_stop()

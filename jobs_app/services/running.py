@@ -215,7 +215,7 @@ def _paces(job: FineTuneJob, result) -> dict:
     """Where this run's time went, for the next estimates (see ``estimates.past_throughput``)."""
     paces = {"setup_seconds": result.setup_seconds, "step_tokens_per_second": round(result.step_tokens_per_second, 1),
              "eval_seconds": result.eval_seconds, "evals": result.evals, "save_seconds": result.save_seconds,
-             "saves": result.saves}
+             "saves": result.saves, "step_seconds": result.step_seconds}
     validation_tokens = (job.estimate or {}).get("validation_tokens")
     if result.eval_seconds and validation_tokens:
         paces["eval_tokens_per_second"] = round(validation_tokens * result.evals / result.eval_seconds, 1)
