@@ -224,7 +224,8 @@ class GraderRunApi(APIView):
         form = GraderRunSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        return Response(services.grader_run(grader=data["grader"], model_sample=data["model_sample"],
+        return Response(services.grader_run(owner=request.user, grader=data["grader"],
+                                            model_sample=data["model_sample"],
                                             item=data["item"]))
 
 
@@ -237,5 +238,5 @@ class GraderValidateApi(APIView):
     def post(self, request):
         form = GraderValidateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        services.grader_validate(grader=form.validated_data["grader"])
+        services.grader_validate(owner=request.user, grader=form.validated_data["grader"])
         return Response({"grader": form.validated_data["grader"]})

@@ -21,7 +21,7 @@ def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
     Fine-tuned models are named by id, or through the registry as ``name@alias`` (e.g.
     ``support-bot@production``) or ``name@vN``.
     """
-    found = _fine_tuned_find(user, model_id) or BaseModel.objects.filter(name=model_id).first()
+    found = fine_tuned_model_find(user, model_id) or BaseModel.objects.filter(name=model_id).first()
     if found is None:
         raise Http404(f"No such model: {model_id}")
     return found
@@ -33,13 +33,14 @@ def model_public_id(model: BaseModel | FineTunedModel) -> str:
 
 
 def fine_tuned_model_get(user, model_id: str) -> FineTunedModel:
-    found = _fine_tuned_find(user, model_id)
+    found = fine_tuned_model_find(user, model_id)
     if found is None:
         raise Http404(f"No such fine-tuned model: {model_id}")
     return found
 
 
-def _fine_tuned_find(user, reference: str) -> FineTunedModel | None:
+def fine_tuned_model_find(user, reference: str) -> FineTunedModel | None:
+    """The user's fine-tuned model named by id, ``name@vN`` or ``name@alias``; None when there is none."""
     models = fine_tuned_models_visible_to(user)
     found = models.filter(pk=reference).first()
     if found or "@" not in reference:

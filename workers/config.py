@@ -25,6 +25,8 @@ RUN_FIELDS = (
                        '"dpo" or "orpo" (prompt/chosen/rejected pairs), "kto" (prompt/completion/label rows or '
                        'pairs) or "reinforcement" (prompts, graded); default "supervised"', "supervised"),
     ("grader", str, 'the grader of "reinforcement" as JSON text (``workers.graders``); default "" (none)', ""),
+    ("judges", str, 'the local files of the judge models a score_model grader names, as JSON text: '
+                    '{"<name>": ["<base model dir>", "<adapter or full model dir>" or null]}; default "" (none)', ""),
     ("seed", int, "seed for initialisation and data order; default 42", 42),
     ("resume_from", str | None, "checkpoint directory to continue from; default none", None),
 )
@@ -35,6 +37,8 @@ def _post_init(self) -> None:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
     if (self.objective == "reinforcement") != bool(self.grader):
         raise ValueError('a grader goes with the objective "reinforcement", and only with it')
+    if self.judges and not self.grader:
+        raise ValueError("judges go with a grader that names them")
     for option in OPTIONS:
         if option.engine:
             value = getattr(self, option.name)

@@ -102,7 +102,17 @@ def _grpo_trainer(config: TrainConfig, args: dict, common: dict):
     args.update(per_device_train_batch_size=answers, per_device_eval_batch_size=answers)
     grpo = GRPOConfig(**args, num_generations=config.num_generations, beta=0.0, temperature=config.temperature,
                       max_completion_length=config.max_completion_length)
-    return GRPOTrainer(reward_funcs=grader_reward(json.loads(config.grader)), args=grpo, **common)
+    return GRPOTrainer(reward_funcs=grader_reward(json.loads(config.grader), judge=_judge(config)), args=grpo,
+                       **common)
+
+
+def _judge(config: TrainConfig):
+    """The judge of the grader's score_model graders (``workers.judge``), None when it names none."""
+    if not config.judges:
+        return None
+    from workers.judge import judge_make
+
+    return judge_make({name: tuple(files) for name, files in json.loads(config.judges).items()})
 
 
 def _result_finish(trainer, config, emit, callback, output, wall, *, setup: float) -> TrainResult:

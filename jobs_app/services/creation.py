@@ -11,6 +11,7 @@ from finetune_site.errors import InvalidRequest
 from jobs_app import tasks
 from jobs_app.models import FineTuneJob
 from jobs_app.services.gate import promotion_gate_check
+from jobs_app.services.judges import judge_problem
 from jobs_app.services.lifecycle import job_event_add
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_model_named
@@ -101,8 +102,9 @@ def job_format_problem(dataset: Dataset, objective: str) -> str:
 
 
 def job_grader_check(grader, *, objective: str, dataset: Dataset) -> dict:
-    """The grader of a reinforcement job, checked against the fields of the training file's first row; a
-    grader given to another objective is refused. A 400 names the grader's field that is wrong."""
+    """The grader of a reinforcement job, checked against the fields of the training file's first row, its
+    judge models against what the file's owner may use; a grader given to another objective is refused. A
+    400 names the grader's field that is wrong."""
     if objective != Objective.REINFORCEMENT:
         if grader:
             raise InvalidRequest(f"a grader scores the samples of reinforcement; {objective} has none, leave it out",
@@ -115,15 +117,11 @@ def job_grader_check(grader, *, objective: str, dataset: Dataset) -> dict:
                              param=param, code="invalid_grader")
     first = dataset_rows(dataset, limit=1)
     try:
-        grader_check(grader, item_fields=set(first[0]) if first else None, param=param, judge_models=_no_judge)
+        grader_check(grader, item_fields=set(first[0]) if first else None, param=param,
+                     judge_models=judge_problem(dataset.owner))
     except GraderError as error:
         raise InvalidRequest(error.message, param=error.param, code="invalid_grader") from error
     return dict(grader)
-
-
-def _no_judge(model: str) -> str:
-    return (f"names {model!r}, but a judge model cannot grade training samples here yet; use string_check, "
-            "text_similarity or multi")
 
 
 def _dataset_for(owner, file_id, param: str) -> Dataset:

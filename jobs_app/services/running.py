@@ -15,10 +15,12 @@ from finetune_site.errors import Conflict
 from finetune_site.files import storage_fetch
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Worker
 from jobs_app.services.engine import MANIFEST, JobControl, JobReporter
+from jobs_app.services.judges import judges_local
 from jobs_app.services.leases import Heartbeat
 from jobs_app.services.lifecycle import job_event_add, job_fail, job_metrics_add, job_requeue, job_transition
 from jobs_app.signals import job_succeeded
 from models_app.base_models.services import base_model_local_path
+from workers.graders import judge_names
 from workers.hyperparameters import options_complete
 from workers.loading import ModelLoadError
 
@@ -121,6 +123,7 @@ def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
         output_dir=str(workdir / "output"),
         objective=job.objective,
         grader=json.dumps(job.grader) if job.grader else "",
+        judges=json.dumps(judges_local(job.owner, job.grader)) if job.grader and judge_names(job.grader) else "",
         seed=job.seed,
         resume_from=_resume_point(job, workdir / "resume") if resume else None,
         **options_complete(job.hyperparameters),

@@ -145,7 +145,7 @@ def _inference_model_get(model_id: str, on_load=None):
     base_path = base_model_local_path(base)
     if on_load is not None and not _inference_models.holds(base_path, _inference_dir(tuned) if tuned else None):
         on_load()
-    adapter = str(_inference_files(tuned)) if tuned else None
+    adapter = str(model_local_files(tuned)) if tuned else None
     return _inference_models.get(base_path, adapter)
 
 
@@ -153,7 +153,7 @@ def _inference_dir(model: FineTunedModel) -> str:
     return str(Path(settings.WORK_DIR) / "inference" / model.id.replace(":", "_"))
 
 
-def _inference_files(model: FineTunedModel) -> Path:
+def model_local_files(model: FineTunedModel) -> Path:
     """The model's adapter (or full weights) on local disk, fetched from storage on first use."""
     target = Path(_inference_dir(model))
     if (target / ".complete").exists():
