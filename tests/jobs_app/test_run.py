@@ -5,7 +5,7 @@ import pytest
 from jobs_app.models import FineTuneJob
 from jobs_app.services import job_create, job_run
 from models_app.base_models.models import BaseModel
-from tests.factories import make_dataset, make_user
+from tests.factories import make_dataset, make_job, make_user
 from workers.tiny_model import PARAMETERS
 
 pytestmark = pytest.mark.django_db(transaction=True)  # job_run writes events from a second thread
@@ -106,3 +106,23 @@ def test_reinforcement_job_grades_samples_and_every_metric_event_carries_the_rew
     assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
     steps = [e.data for e in job.events.filter(type="metrics")]
     assert [s["step"] for s in steps] == [1, 2] and all(0 <= s["reward"] <= 1 for s in steps)
+
+
+def test_reinforcement_job_is_rewarded_by_the_owners_tuned_judge_model(base_model, judge_adapter):
+    from models_app.services import fine_tuned_model_create
+
+    user = make_user()
+    judge = fine_tuned_model_create(job=make_job(user), adapter_dir=judge_adapter)  # it answers "7" to anything
+    rows = [{"messages": [{"role": "user", "content": f"Classify: The team won match {i}."}]} for i in range(4)]
+    grader = {"type": "score_model", "name": "judge", "model": f"{judge.name}@v{judge.version}", "range": [0, 10],
+              "input": [{"role": "user", "content": "Score this answer from 0 to 10: {{sample.output_text}}"}]}
+    job = job_create(owner=user, training_file=make_dataset(user, rows=rows).id, model="tiny-llama",
+                     objective="reinforcement", grader=grader,
+                     hyperparameters={"n_epochs": 1, "batch_size": 2, "num_generations": 2,
+                                      "max_completion_length": 4})
+    FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.QUEUED)
+    job_run(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
+    steps = [e.data for e in job.events.filter(type="metrics")]
+    assert [s["step"] for s in steps] == [1, 2] and all(s["rewards/judge/mean"] == 7.0 for s in steps), steps
