@@ -169,6 +169,13 @@ def test_a_new_objective_on_the_wrong_rows_or_with_a_bad_option_or_grader_is_400
     assert not FineTuneJob.objects.exists()
 
 
+def test_a_kto_file_of_good_answers_only_is_refused_naming_the_file(base_model):
+    from finetune_site.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match=r"^all-good\.jsonl: every answer is marked good .*KTO needs both"):
+        make_dataset(make_user(), rows=[{**row, "label": True} for row in MARKED], name="all-good.jsonl")
+
+
 def test_a_reinforcement_job_stores_its_grader_in_openais_shape(base_model):
     user = make_user()
     response = _method(api_client(user), make_dataset(user, rows=PROMPTS).id, "reinforcement", grader=GRADER,
