@@ -4,7 +4,7 @@ from dataclasses import dataclass, field, make_dataclass
 from enum import StrEnum
 from typing import Any
 
-from workers.hyperparameters import BY_NAME, OBJECTIVES, OPTIONS, engine_defaults
+from workers.hyperparameters import BY_NAME, GRADED_OBJECTIVES, OBJECTIVES, OPTIONS, engine_defaults
 
 
 class Stop(StrEnum):
@@ -23,8 +23,10 @@ RUN_FIELDS = (
     ("validation_file", str | None, "local JSONL file scored during training; default none", None),
     ("objective", str, 'what the model learns from: "supervised" (chat, prompt/completion or text rows), '
                        '"dpo" or "orpo" (prompt/chosen/rejected pairs), "kto" (prompt/completion/label rows or '
-                       'pairs) or "reinforcement" (prompts, graded); default "supervised"', "supervised"),
-    ("grader", str, 'the grader of "reinforcement" as JSON text (``workers.graders``); default "" (none)', ""),
+                       'pairs), "reinforcement" (prompts, graded) or "rlaif" (prompts, ranked by the grader, '
+                       'then DPO); default "supervised"', "supervised"),
+    ("grader", str, 'the grader of "reinforcement" and "rlaif" as JSON text (``workers.graders``); default "" (none)',
+     ""),
     ("judges", str, 'the local files of the judge models a score_model grader names, as JSON text: '
                     '{"<name>": ["<base model dir>", "<adapter or full model dir>" or null]}; default "" (none)', ""),
     ("seed", int, "seed for initialisation and data order; default 42", 42),
@@ -35,8 +37,8 @@ RUN_FIELDS = (
 def _post_init(self) -> None:
     if self.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
-    if (self.objective == "reinforcement") != bool(self.grader):
-        raise ValueError('a grader goes with the objective "reinforcement", and only with it')
+    if (self.objective in GRADED_OBJECTIVES) != bool(self.grader):
+        raise ValueError('a grader goes with the objectives "reinforcement" and "rlaif", and only with them')
     if self.judges and not self.grader:
         raise ValueError("judges go with a grader that names them")
     for option in OPTIONS:

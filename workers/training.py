@@ -26,6 +26,10 @@ def run_training(
     """
     import trl  # noqa: F401  (imported once per process: not part of a run's setup time)
 
+    if config.objective == "rlaif":  # sampling and judging first, then DPO on the pairs
+        from workers.rlaif import run_rlaif
+
+        return run_rlaif(config, emit, should_stop)
     begun = time.perf_counter()
     device = device_detect()
     emit(LogLine(f"Training on {device.describe()} with {config.adapter}"
