@@ -96,12 +96,14 @@ def evaluation_get(user, evaluation_id: str) -> Evaluation:
 
 
 def model_lineage(model: FineTunedModel) -> dict:
-    """Where a version came from and what was made of it: dataset versions → job → checkpoint →
-    version → exports (and the evaluations of it)."""
+    """Where a version came from and what was made of it: dataset versions (and an RLAIF job's judged
+    pairs) → job → checkpoint → version → exports (and the evaluations of it)."""
     job = model.job
     return {
         "dataset": _dataset_lineage(job.dataset),
         "validation_dataset": _dataset_lineage(job.validation_dataset) if job.validation_dataset else None,
+        # rlaif: the pairs its judge ranked (a version of the prompts above), which DPO trained on
+        "preference_dataset": _dataset_lineage(job.preference_dataset) if job.preference_dataset else None,
         "job": {"id": job.id, "status": job.status, "objective": job.objective, "base_model": job.base_model.name,
                 "hyperparameters": job.hyperparameters, "seed": job.seed, "attempts": job.attempt,
                 "trained_tokens": job.trained_tokens},
