@@ -95,5 +95,6 @@ def run_rlaif(config: TrainConfig, emit: Emit, should_stop: Callable[[], Stop | 
         raise ValueError("the grader scored every answer of every prompt the same: no preference pair to learn "
                          "from; sample more answers (num_generations), raise the temperature or change the rubric")
     emit(ArtifactSaved(kind="preferences", path=str(target), metrics=ranking.as_dict()))
-    return run_training(replace(config, objective="dpo", grader="", judges="", train_file=str(target)), emit,
-                        should_stop)
+    # a validation file holds prompts, which DPO cannot score: the pairs alone train
+    return run_training(replace(config, objective="dpo", grader="", judges="", train_file=str(target),
+                                validation_file=None), emit, should_stop)

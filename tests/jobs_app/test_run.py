@@ -5,7 +5,7 @@ import json
 import pytest
 
 from jobs_app.models import FineTuneJob
-from jobs_app.services import job_create, job_run
+from jobs_app.services import job_create, job_run, job_validate
 from models_app.base_models.models import BaseModel
 from tests.factories import make_dataset, make_job, make_user
 from workers.tiny_model import PARAMETERS
@@ -144,7 +144,10 @@ def test_rlaif_job_stores_the_judged_pairs_as_a_version_of_its_prompts_then_trai
     job = job_create(owner=user, training_file=prompts.id, model="tiny-llama", objective="rlaif", grader=grader,
                      hyperparameters={"n_epochs": 1, "batch_size": 2, "num_generations": 3,
                                       "max_completion_length": 4})
-    FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.QUEUED)
+    job_validate(job_id=job.id)  # checked and estimated as any job (the estimate samples and judges a few rows)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.QUEUED, job.error
+    assert job.estimate["basis"] == "calibration" and job.estimate["seconds"] > 0
     job_run(job_id=job.id)
     job.refresh_from_db()
     assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
