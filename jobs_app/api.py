@@ -9,7 +9,13 @@ from finetune_site.errors import InvalidRequest
 from finetune_site.pagination import cursor_page
 from jobs_app import selectors, services
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
-from workers.hyperparameters import OBJECTIVES, OPENAI_NAMES, hyperparameters_schema, options_markdown
+from workers.hyperparameters import (
+    GRADED_OBJECTIVES,
+    OBJECTIVES,
+    OPENAI_NAMES,
+    hyperparameters_schema,
+    options_markdown,
+)
 
 
 def _ts(value) -> int | None:
@@ -43,6 +49,7 @@ def job_object(job: FineTuneJob) -> dict:
                                                           **({"grader": job.grader} if job.grader else {})}},
         # extensions
         "attempt": job.attempt,
+        "preference_file": job.preference_dataset_id,  # rlaif: the judged pairs DPO trained on
         "max_attempts": job.max_attempts,
         "started_at": _ts(job.started_at),
         "metrics": job.metrics,
@@ -85,12 +92,12 @@ GRADER_SCHEMA = {"type": "object", "description": (
 # The shape of ``method``: the objective, and its options as declared in workers.hyperparameters.
 METHOD_SCHEMA = {
     "type": "object",
-    "description": "The objective (``type``) and its hyperparameters; each may be \"auto\". Reinforcement also "
-                   "takes its grader.",
+    "description": "The objective (``type``) and its hyperparameters; each may be \"auto\". Reinforcement and "
+                   "rlaif also take their grader.",
     "properties": {"type": {"type": "string", "enum": list(OBJECTIVES), "default": "supervised"},
                    **{name: {"type": "object", "properties": {
                        "hyperparameters": hyperparameters_schema(name),
-                       **({"grader": GRADER_SCHEMA} if name == FineTuneJob.Objective.REINFORCEMENT else {})}}
+                       **({"grader": GRADER_SCHEMA} if name in GRADED_OBJECTIVES else {})}}
                       for name in OBJECTIVES}},
 }
 
@@ -237,7 +244,8 @@ class GraderRunApi(APIView):
         form = GraderRunSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        return Response(services.grader_run(grader=data["grader"], model_sample=data["model_sample"],
+        return Response(services.grader_run(owner=request.user, grader=data["grader"],
+                                            model_sample=data["model_sample"],
                                             item=data["item"]))
 
 
@@ -250,5 +258,5 @@ class GraderValidateApi(APIView):
     def post(self, request):
         form = GraderValidateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        services.grader_validate(grader=form.validated_data["grader"])
+        services.grader_validate(owner=request.user, grader=form.validated_data["grader"])
         return Response({"grader": form.validated_data["grader"]})

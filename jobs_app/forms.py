@@ -121,9 +121,11 @@ class ModelStepForm(forms.Form):
                              help_text="The tuned model's name in the registry (name@v1, name@v2, …); left empty, "
                                        "it is the base model's name + -ft, e.g. tiny-llama-ft.")
     grader = forms.CharField(
-        label="Grader (reinforcement only)", required=False, widget=forms.Textarea(attrs={"rows": 6}),
+        label="Grader (reinforcement and rlaif only)", required=False, widget=forms.Textarea(attrs={"rows": 6}),
         help_text='What scores each sampled answer, as OpenAI\'s graders (JSON), e.g. {"type": "string_check", '
-                  '"input": "{{sample.output_text}}", "reference": "{{item.answer}}", "operation": "eq"}.')
+                  '"input": "{{sample.output_text}}", "reference": "{{item.answer}}", "operation": "eq"}; for '
+                  'rlaif, a score_model judge (a base model or one of your tuned models) with your rubric as its '
+                  'input ranks the answers.')
 
     def __init__(self, *args, base_models, dataset=None, **kwargs):
         super().__init__(*args, **kwargs)

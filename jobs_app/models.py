@@ -46,8 +46,11 @@ class FineTuneJob(models.Model):
     base_model = models.ForeignKey("base_models.BaseModel", on_delete=models.PROTECT, related_name="jobs")
     objective = models.CharField(max_length=20, choices=Objective.choices, default=Objective.SUPERVISED)
     hyperparameters = models.JSONField(default=dict, help_text="Resolved: no 'auto' left.")
-    grader = models.JSONField(default=dict, blank=True, help_text="Reinforcement: what scores the samples "
+    grader = models.JSONField(default=dict, blank=True, help_text="Reinforcement and RLAIF: what scores the samples "
                                                                   "(workers.graders); empty otherwise.")
+    preference_dataset = models.ForeignKey(
+        "datasets_app.Dataset", on_delete=models.SET_NULL, null=True, blank=True, related_name="judged_by_jobs",
+        help_text="RLAIF: the preference pairs the judge ranked, a version of the prompts; DPO trained on it.")
     suffix = models.CharField(max_length=64, blank=True)
     seed = models.IntegerField(default=42, help_text="Drawn at random when the request gives none.")
     metadata = models.JSONField(default=dict, blank=True, help_text="The caller's key-value strings (OpenAI's).")

@@ -28,7 +28,7 @@ from jobs_app.live import job_detail_context, job_status_context
 from jobs_app.models import FineTuneJob
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_models_usable_by
-from workers.hyperparameters import AUTO
+from workers.hyperparameters import AUTO, GRADED_OBJECTIVES
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 50
@@ -253,7 +253,8 @@ def wizard_review(request):
         "grader": json.dumps(grader) if (grader := _grader(state, objective)) else "",
         "resolved": resolved, "validation": validation,
         "estimate": services.job_estimate_draft(owner=request.user, dataset=dataset, base_model=base,
-                                                hyperparameters=resolved, validation=validation),
+                                                hyperparameters=resolved, validation=validation,
+                                                objective=objective),
         "dry_run": _dry_run(dataset, base, resolved),
         "mask_rows": dataset_preview(dataset, rows=2),
         "error": error,
@@ -263,7 +264,7 @@ def wizard_review(request):
 def _grader(state: dict, objective: str) -> dict | None:
     """The grader typed in the model step (checked there), for a reinforcement job only."""
     text = state.get("grader") or ""
-    return json.loads(text) if text.strip() and objective == FineTuneJob.Objective.REINFORCEMENT else None
+    return json.loads(text) if text.strip() and objective in GRADED_OBJECTIVES else None
 
 
 def _dry_run(dataset: Dataset, base: BaseModel, resolved: dict) -> dict | None:

@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
-from jobs_app.services import job_event_add
-from models_app.services import evaluation_for_job, fine_tuned_model_create
+from jobs_app.services import JudgeModel, job_event_add
+from models_app.base_models.services import base_model_local_path
+from models_app.selectors import fine_tuned_model_find
+from models_app.services import evaluation_for_job, fine_tuned_model_create, model_local_files
 
 
 def model_from_succeeded_job(sender, *, job, output_dir: Path, **kwargs) -> None:
@@ -13,3 +15,12 @@ def model_from_succeeded_job(sender, *, job, output_dir: Path, **kwargs) -> None
     if evaluation_for_job(model=model):
         job_event_add(job_id=job.id, message=f"Evaluating {model.reference} against {job.base_model.name} "
                                              "on the validation file")
+
+
+def judge_of(owner, name: str) -> JudgeModel | None:
+    """The jobs' judge resolver (``jobs_app.services.judges``): ``owner``'s tuned model ``name`` (id,
+    ``name@vN`` or ``name@alias``) with its files fetched on first use, or None."""
+    model = fine_tuned_model_find(owner, name)
+    if model is None:
+        return None
+    return JudgeModel(name=name, files=lambda: (base_model_local_path(model.base_model), str(model_local_files(model))))

@@ -23,7 +23,7 @@ def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
     Fine-tuned models are named by id, or through the registry as ``name@alias`` (e.g.
     ``support-bot@production``) or ``name@vN``.
     """
-    found = _fine_tuned_find(user, model_id) or base_models_usable_by(user).filter(name=model_id).first()
+    found = fine_tuned_model_find(user, model_id) or base_models_usable_by(user).filter(name=model_id).first()
     if found is None:
         raise Http404(f"No such model: {model_id}")
     return found
@@ -32,11 +32,8 @@ def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
 def chat_model_get(user, model_id: str) -> BaseModel | FineTunedModel | Checkpoint:
     """What chat can answer with: a model (``model_get``) or one of the user's checkpoints, by id
     (``ftckpt-…``) or by name (``ft:…:ckpt-step-N``); else 404."""
-    found = _fine_tuned_find(user, model_id) or BaseModel.objects.filter(name=model_id).first()
-    found = found or checkpoint_find(model_id, owner=user)
-    if found is None:
-        raise Http404(f"No such model: {model_id}")
-    return found
+    found = checkpoint_find(model_id, owner=user)
+    return found or model_get(user, model_id)
 
 
 def model_public_id(model: BaseModel | FineTunedModel | Checkpoint) -> str:
@@ -48,13 +45,14 @@ def model_public_id(model: BaseModel | FineTunedModel | Checkpoint) -> str:
 
 
 def fine_tuned_model_get(user, model_id: str) -> FineTunedModel:
-    found = _fine_tuned_find(user, model_id)
+    found = fine_tuned_model_find(user, model_id)
     if found is None:
         raise Http404(f"No such fine-tuned model: {model_id}")
     return found
 
 
-def _fine_tuned_find(user, reference: str) -> FineTunedModel | None:
+def fine_tuned_model_find(user, reference: str) -> FineTunedModel | None:
+    """The user's fine-tuned model named by id, ``name@vN`` or ``name@alias``; None when there is none."""
     models = fine_tuned_models_visible_to(user)
     found = models.filter(pk=reference).first()
     if found or "@" not in reference:
@@ -110,12 +108,14 @@ def evaluation_get(user, evaluation_id: str) -> Evaluation:
 
 
 def model_lineage(model: FineTunedModel) -> dict:
-    """Where a version came from and what was made of it: dataset versions → job → checkpoint →
-    version → exports (and the evaluations of it)."""
+    """Where a version came from and what was made of it: dataset versions (and an RLAIF job's judged
+    pairs) → job → checkpoint → version → exports (and the evaluations of it)."""
     job = model.job
     return {
         "dataset": _dataset_lineage(job.dataset),
         "validation_dataset": _dataset_lineage(job.validation_dataset) if job.validation_dataset else None,
+        # rlaif: the pairs its judge ranked (a version of the prompts above), which DPO trained on
+        "preference_dataset": _dataset_lineage(job.preference_dataset) if job.preference_dataset else None,
         "job": {"id": job.id, "status": job.status, "objective": job.objective, "base_model": job.base_model.name,
                 "hyperparameters": job.hyperparameters, "seed": job.seed, "attempts": job.attempt,
                 "trained_tokens": job.trained_tokens},

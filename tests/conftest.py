@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -69,6 +70,24 @@ def trained_adapter(tiny_model_path, tmp_path_factory) -> Path:
 
     tmp = tmp_path_factory.mktemp("trained")
     train = classification_write(tmp / "train.jsonl", 24)
+    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp / "out"),
+                         n_epochs=6, learning_rate=3e-3)
+    return Path(run_training(config, lambda event: None).adapter_dir)
+
+
+@pytest.fixture(scope="session")
+def judge_adapter(tiny_model_path, tmp_path_factory) -> Path:
+    """A LoRA adapter of the tiny model that answers every question with the score "7": a judge whose
+    number is known (the random base answers words)."""
+    from workers.config import TrainConfig
+    from workers.sample_data import classification_rows
+    from workers.training import run_training
+
+    tmp = tmp_path_factory.mktemp("judge")
+    asks = [f"Score this answer from 0 to 10: {row['messages'][0]['content']}" for row in classification_rows(16)]
+    rows = [{"messages": [{"role": "user", "content": ask}, {"role": "assistant", "content": "7"}]} for ask in asks]
+    train = tmp / "train.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp / "out"),
                          n_epochs=6, learning_rate=3e-3)
     return Path(run_training(config, lambda event: None).adapter_dir)

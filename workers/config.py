@@ -4,7 +4,7 @@ from dataclasses import dataclass, field, make_dataclass
 from enum import StrEnum
 from typing import Any
 
-from workers.hyperparameters import BY_NAME, OBJECTIVES, OPTIONS, engine_defaults
+from workers.hyperparameters import BY_NAME, GRADED_OBJECTIVES, OBJECTIVES, OPTIONS, engine_defaults
 
 
 class Stop(StrEnum):
@@ -23,8 +23,12 @@ RUN_FIELDS = (
     ("validation_file", str | None, "local JSONL file scored during training; default none", None),
     ("objective", str, 'what the model learns from: "supervised" (chat, prompt/completion or text rows), '
                        '"dpo" or "orpo" (prompt/chosen/rejected pairs), "kto" (prompt/completion/label rows or '
-                       'pairs) or "reinforcement" (prompts, graded); default "supervised"', "supervised"),
-    ("grader", str, 'the grader of "reinforcement" as JSON text (``workers.graders``); default "" (none)', ""),
+                       'pairs), "reinforcement" (prompts, graded) or "rlaif" (prompts, ranked by the grader, '
+                       'then DPO); default "supervised"', "supervised"),
+    ("grader", str, 'the grader of "reinforcement" and "rlaif" as JSON text (``workers.graders``); default "" (none)',
+     ""),
+    ("judges", str, 'the local files of the judge models a score_model grader names, as JSON text: '
+                    '{"<name>": ["<base model dir>", "<adapter or full model dir>" or null]}; default "" (none)', ""),
     ("seed", int, "seed for initialisation and data order; default 42", 42),
     ("resume_from", str | None, "checkpoint directory to continue from; default none", None),
 )
@@ -33,8 +37,10 @@ RUN_FIELDS = (
 def _post_init(self) -> None:
     if self.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
-    if (self.objective == "reinforcement") != bool(self.grader):
-        raise ValueError('a grader goes with the objective "reinforcement", and only with it')
+    if (self.objective in GRADED_OBJECTIVES) != bool(self.grader):
+        raise ValueError('a grader goes with the objectives "reinforcement" and "rlaif", and only with them')
+    if self.judges and not self.grader:
+        raise ValueError("judges go with a grader that names them")
     for option in OPTIONS:
         if option.engine:
             value = getattr(self, option.name)
@@ -81,7 +87,9 @@ class TrainResult:
     Where the time went (seconds), for estimates of the next run: setup_seconds before the first
     step (loading, tokenizing); eval_seconds over ``evals`` passes on the validation file and
     save_seconds over ``saves`` checkpoints, both inside wall_seconds; final_save_seconds writing
-    the adapter or model after the loop. step_tokens_per_second: throughput of the steps alone.
+    the adapter or model after the loop. step_tokens_per_second: throughput of the steps alone;
+    step_seconds: the time of one of those steps (0: unknown), the pace where tokens do not set it
+    (reinforcement samples its answers) or are not counted.
     """
 
     adapter_dir: str
@@ -101,3 +109,4 @@ class TrainResult:
     saves: int = 0
     final_save_seconds: float = 0.0
     step_tokens_per_second: float = 0.0
+    step_seconds: float = 0.0

@@ -30,7 +30,8 @@ class Throughput:
     tokens_per_second: training steps alone. peak_memory_bytes: the largest seen. setup_seconds:
     loading and tokenizing before the first step. eval_tokens_per_second: a pass over the
     validation file (None: unknown, taken as 3× the training speed: a forward pass without the
-    backward). save_seconds: one checkpoint.
+    backward). save_seconds: one checkpoint. step_seconds: one training step (0: unknown), the
+    pace when tokens do not give one (none counted, or a schedule ``by_steps``).
     """
 
     tokens_per_second: float
@@ -38,6 +39,10 @@ class Throughput:
     setup_seconds: float = 0.0
     eval_tokens_per_second: float | None = None
     save_seconds: float = 0.0
+    step_seconds: float = 0.0
+
+    def __bool__(self) -> bool:  # a measurement without a pace estimates nothing
+        return bool(self.tokens_per_second or self.step_seconds)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,9 @@ class Schedule:
     eval_steps: int = 0  # 0: a pass at the end of each epoch
     save_steps: int = 0  # 0: a checkpoint at the end of each epoch
     validation_tokens: int = 0  # per pass; 0: no validation file
+    # reinforcement: a step's time goes to sampling answers (num_generations per prompt, up to
+    # max_completion_length tokens), not to the prompt's tokens, so steps set the pace
+    by_steps: bool = False
 
     def steps(self, rows: int) -> int:
         return math.ceil(rows / self.batch_size) * self.n_epochs
@@ -133,16 +141,22 @@ def throughput_of(result, *, eval_tokens: int) -> Throughput:
         tokens_per_second=result.step_tokens_per_second or result.tokens_per_second,
         peak_memory_bytes=result.peak_memory_bytes, setup_seconds=result.setup_seconds,
         eval_tokens_per_second=eval_tokens * result.evals / result.eval_seconds if result.eval_seconds else None,
-        save_seconds=result.save_seconds / result.saves if result.saves else 0.0)
+        save_seconds=result.save_seconds / result.saves if result.saves else 0.0, step_seconds=result.step_seconds)
 
 
 def estimate(counts: TokenCounts, throughput: Throughput, schedule: Schedule) -> Estimate:
-    """Combine what the data needs with how fast this model trains, part by part."""
+    """Combine what the data needs with how fast this model trains, part by part: the training steps
+    at the measured token pace, or at the measured step pace where tokens do not set it (a schedule
+    ``by_steps``, or a run that counted no tokens). ValueError for a throughput with neither pace."""
     tokens = counts.tokens * schedule.n_epochs
     steps = schedule.steps(counts.rows)
-    speed = throughput.tokens_per_second or 1.0
-    eval_speed = throughput.eval_tokens_per_second or 3 * speed
-    parts = {"setup": throughput.setup_seconds, "training": tokens / speed,
+    if not throughput:
+        raise ValueError("the throughput has no pace: neither tokens per second nor seconds per step")
+    by_steps = throughput.step_seconds and (schedule.by_steps or not throughput.tokens_per_second)
+    training = steps * throughput.step_seconds if by_steps else tokens / throughput.tokens_per_second
+    # a validation pass is forward only: ~3× the training pace, in tokens or per step's worth of rows
+    eval_speed = throughput.eval_tokens_per_second or 3 * (tokens / training if training else 0) or 1.0
+    parts = {"setup": throughput.setup_seconds, "training": training,
              "validation": schedule.evals(steps) * schedule.validation_tokens / eval_speed,
              "checkpoints": schedule.saves(steps) * throughput.save_seconds}
     parts = {name: round(seconds, 1) for name, seconds in parts.items()}

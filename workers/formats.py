@@ -35,7 +35,7 @@ FORMATS = (CHAT, ALPACA, PROMPT_COMPLETION, TEXT, PREFERENCE, UNPAIRED, PROMPT_O
 TRAINING_FORMAT = {CHAT: CHAT, ALPACA: CHAT, PROMPT_COMPLETION: PROMPT_COMPLETION, TEXT: TEXT}
 # The formats each objective other than supervised trains on (supervised: those of TRAINING_FORMAT).
 OBJECTIVE_FORMATS = {"dpo": (PREFERENCE,), "orpo": (PREFERENCE,), "kto": (UNPAIRED, PREFERENCE),
-                     "reinforcement": (PROMPT_ONLY,)}
+                     "reinforcement": (PROMPT_ONLY,), "rlaif": (PROMPT_ONLY,)}
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 EXAMPLE_ROW = {
     CHAT: '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}',

@@ -13,7 +13,8 @@ the model wrote, ``{{item.<field>}}`` (``{{item.a.b}}`` for nested objects) a fi
   floor, ceil, sqrt, exp, log), or by ``weights`` (a weighted sum).
 - ``score_model``: a judge model reads ``input`` (chat messages, templates filled) and answers
   with a number, clipped to ``range`` (default [0, 1]). The judge is a function the caller gives
-  (``judge(model, messages) -> text``); the platform resolves ``model`` to one of its models.
+  (``judge(model, messages, sampling_params) -> text``, e.g. ``workers.judge.judge_make``); the platform
+  resolves ``model`` to one of its models.
 
 ``grader_check`` refuses a grader that does not parse, naming the field (``grader.operation``);
 ``grade`` scores one answer; ``grader_reward`` is the reward function GRPOTrainer calls.
@@ -42,7 +43,10 @@ FUNCTIONS: dict[str, Callable] = {"min": min, "max": max, "abs": abs, "floor": m
 OPERATORS: dict[type, Callable] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
                                    ast.Div: operator.truediv, ast.Pow: operator.pow,
                                    ast.USub: operator.neg, ast.UAdd: operator.pos}
-Judge = Callable[[str, list[dict]], str]  # (model, messages) → the judge's answer
+# what a judge's answer may be sampled with (default: greedy, workers.judge.DEFAULT_ANSWER_TOKENS tokens)
+SAMPLING_LIMITS = {"temperature": (0, 2, int | float), "top_p": (0, 1, int | float),
+                   "max_completion_tokens": (1, 4096, int)}
+Judge = Callable[[str, list[dict], Mapping], str]  # (model, messages, sampling_params) → the judge's answer
 
 
 class GraderError(ValueError):
@@ -195,8 +199,14 @@ def _score_model_check(grader: Mapping, param: str, fields, judge_models) -> Non
         raise GraderError(f"{param}.range", f"must be [low, high] with low < high, not {grader.get('range')}")
     _number_check(grader, "pass_threshold", param, required=False)
     params = grader.get("sampling_params", {})
-    if not isinstance(params, Mapping) or set(params) - {"temperature", "max_completion_tokens", "top_p"}:
+    if not isinstance(params, Mapping) or set(params) - set(SAMPLING_LIMITS):
         raise GraderError(f"{param}.sampling_params", "may hold temperature, top_p and max_completion_tokens")
+    for name, (low, high, kind) in SAMPLING_LIMITS.items():
+        value = params.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high
+                                  or (name == "top_p" and value == 0)):
+            raise GraderError(f"{param}.sampling_params.{name}", f"must be a number from {low} to {high}"
+                              + (", above 0" if name == "top_p" else ""))
     if judge_models is not None and (problem := judge_models(grader["model"])):
         raise GraderError(f"{param}.model", problem)
 
@@ -340,12 +350,19 @@ def _score_model(grader, sample, item, judge, scores, errors) -> float:
         raise ValueError("no judge model is available here")
     messages = [{"role": "system" if m["role"] == "developer" else m["role"],
                  "content": template_render(m["content"], sample=sample, item=item)} for m in grader["input"]]
-    answer = judge(grader["model"], messages)
+    answer = judge(grader["model"], messages, grader.get("sampling_params") or {})
     found = SCORE.search(answer or "")
     if found is None:
         raise ValueError(f"the judge answered {answer[:80]!r}, with no number in it")
     low, high = _range(grader, "grader")
     return min(high, max(low, float(found.group())))
+
+
+def judge_names(grader: Mapping) -> set[str]:
+    """The judge models a checked grader names (its ``score_model`` graders, inside a multi too)."""
+    if grader.get("type") == "score_model":
+        return {grader["model"]}
+    return set().union(*(judge_names(sub) for sub in (grader.get("graders") or {}).values()))
 
 
 _SCORERS: dict[str, Callable] = {"string_check": _string_check, "text_similarity": _text_similarity,

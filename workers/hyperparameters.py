@@ -10,7 +10,7 @@ To add an option: add an ``Option`` here and use ``config.<name>`` where it take
 (usually ``workers/training.py``); then run ``make docs`` to refresh the README's table.
 
 Words mean one thing everywhere: the **objective** is what the model learns from (``supervised``,
-``dpo``, ``orpo``, ``kto`` or ``reinforcement``; the API's ``method.type``), the **adapter** is which
+``dpo``, ``orpo``, ``kto``, ``reinforcement`` or ``rlaif``; the API's ``method.type``), the **adapter** is which
 weights train (``lora``, ``qlora`` or ``full``).
 """
 
@@ -30,7 +30,11 @@ OBJECTIVES = {
            "or on prompt/chosen/rejected pairs",
     "reinforcement": "Online reinforcement learning (GRPO) on prompts: the model samples answers and a grader "
                      "scores them",
+    "rlaif": "Reinforcement learning from AI feedback on prompts: the model samples answers, a grader (a judge "
+             "model with a written rubric) ranks them, the best and worst of each prompt are stored as a new "
+             "preference file, then DPO trains on it",
 }
+GRADED_OBJECTIVES = ("reinforcement", "rlaif")  # sample answers and grade them
 PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto")  # learn from answers someone judged
 ADAPTERS = {
     "lora": "LoRA: small adapter matrices on the frozen base",
@@ -284,7 +288,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_length", Int(16, 1_000_000), lambda c, r, g: min(1024, c.context_length or 1024),
            "the longest row, rounded up to 64 tokens, within the model's context (1024 until the data is "
            "counted)", "Max length", "Tokens per row; longer rows are truncated.", fits=_within_context,
-           objectives=("supervised", *PREFERENCE_OBJECTIVES)),
+           objectives=("supervised", *PREFERENCE_OBJECTIVES, "rlaif")),
     Option("template", Choice(TEMPLATE_LABELS), "", "the model's own chat template", "Template",
            "How chat rows become tokens; the tuned model's tokenizer carries it.", objectives=("supervised",)),
     Option("lora_r", Int(1, 1024), 16, "16", "LoRA rank", "Rank of the adapter matrices.", adapters=LORA),
@@ -295,7 +299,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("lora_target_modules", Names("all-linear"), ["all-linear"], '"all-linear"', "LoRA target modules",
            'Modules that get adapters: "all-linear", or names separated by commas.', adapters=LORA),
     Option("beta", Float(0, 10), 0.1, "0.1", "Beta",
-           "How far the tuned model may move from the reference (the KL weight).", objectives=("dpo", "kto")),
+           "How far the tuned model may move from the reference (the KL weight).", objectives=("dpo", "kto", "rlaif")),
     Option("odds_ratio_weight", Float(0, 10), 0.1, "0.1", "Odds-ratio weight",
            "Weight of the odds-ratio term that prefers the chosen answer, next to learning it (ORPO's λ).",
            objectives=("orpo",)),
@@ -307,12 +311,12 @@ OPTIONS: tuple[Option, ...] = (
            objectives=("kto",)),
     Option("num_generations", Int(2, 64), 4, "4", "Answers per prompt",
            "Answers sampled per prompt; each is graded against the others of its prompt.",
-           objectives=("reinforcement",)),
+           objectives=GRADED_OBJECTIVES),
     Option("max_completion_length", Int(1, 100_000), 256, "256", "Max answer length",
            "Tokens sampled per answer; longer answers are cut.", fits=_within_context,
-           objectives=("reinforcement",)),
+           objectives=GRADED_OBJECTIVES),
     Option("temperature", Float(0, 2), 1.0, "1", "Temperature",
-           "Sampling temperature of the answers: higher explores more.", objectives=("reinforcement",)),
+           "Sampling temperature of the answers: higher explores more.", objectives=GRADED_OBJECTIVES),
     Option("logging_steps", Int(1, 100_000), 1, "1", "Logging steps", "A metric point every N optimizer steps."),
     Option("save_steps", Int(0, 1_000_000), 0, "0", "Save steps",
            "A checkpoint every N steps; 0 = one at the end of each epoch."),

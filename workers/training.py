@@ -26,6 +26,10 @@ def run_training(
     """
     import trl  # noqa: F401  (imported once per process: not part of a run's setup time)
 
+    if config.objective == "rlaif":  # sampling and judging first, then DPO on the pairs
+        from workers.rlaif import run_rlaif
+
+        return run_rlaif(config, emit, should_stop)
     begun = time.perf_counter()
     device = device_detect()
     emit(LogLine(f"Training on {device.describe()} with {config.adapter}"
@@ -58,9 +62,9 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
 
         return DPOTrainer(args=DPOConfig(**args, beta=config.beta), **common)
     if config.objective == "orpo":
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+        from trl.experimental.orpo import ORPOConfig
 
-        return ORPOTrainer(args=ORPOConfig(**args, beta=config.odds_ratio_weight), **common)
+        return _orpo_trainer_class()(args=ORPOConfig(**args, beta=config.odds_ratio_weight), **common)
     if config.objective == "kto":
         from trl import KTOConfig, KTOTrainer
 
@@ -71,6 +75,22 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
     from trl import SFTTrainer
 
     return SFTTrainer(args=_sft_args(config, device, has_eval=bool(evaluation)), **common)
+
+
+def _orpo_trainer_class():
+    """ORPOTrainer counting the tokens it reads. Its batches hold ``chosen_input_ids`` and
+    ``rejected_input_ids``, not ``input_ids``, so the Trainer counts none (``num_input_tokens_seen``
+    stays 0) and a run's pace could not be measured. Both sequences count (prompt and answer each,
+    without padding), as ``workers.estimate.token_counts`` counts a pair."""
+    from trl.experimental.orpo import ORPOTrainer
+
+    class CountingORPOTrainer(ORPOTrainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            seen = sum(inputs[f"{side}_attention_mask"].sum() for side in ("chosen", "rejected"))
+            self.state.num_input_tokens_seen += int(self.accelerator.gather(seen.reshape(1)).sum().item())
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return CountingORPOTrainer
 
 
 def _grpo_trainer(config: TrainConfig, args: dict, common: dict):
@@ -85,7 +105,17 @@ def _grpo_trainer(config: TrainConfig, args: dict, common: dict):
     args.update(per_device_train_batch_size=answers, per_device_eval_batch_size=answers)
     grpo = GRPOConfig(**args, num_generations=config.num_generations, beta=0.0, temperature=config.temperature,
                       max_completion_length=config.max_completion_length)
-    return GRPOTrainer(reward_funcs=grader_reward(json.loads(config.grader)), args=grpo, **common)
+    return GRPOTrainer(reward_funcs=grader_reward(json.loads(config.grader), judge=_judge(config)), args=grpo,
+                       **common)
+
+
+def _judge(config: TrainConfig):
+    """The judge of the grader's score_model graders (``workers.judge``), None when it names none."""
+    if not config.judges:
+        return None
+    from workers.judge import judge_make
+
+    return judge_make({name: tuple(files) for name, files in json.loads(config.judges).items()})
 
 
 def _result_finish(trainer, config, emit, callback, output, wall, *, setup: float) -> TrainResult:
@@ -119,6 +149,8 @@ def _result_finish(trainer, config, emit, callback, output, wall, *, setup: floa
         final_save_seconds=round(time.perf_counter() - saving, 3),
         step_tokens_per_second=(callback.steady_tokens / callback.steady_seconds if callback.steady_seconds
                                 else tokens / wall if wall else 0.0),
+        step_seconds=round(callback.steady_seconds / callback.steady_steps if callback.steady_steps
+                           else wall / state.global_step if state.global_step else 0.0, 4),
     )
 
 
@@ -242,7 +274,7 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
         evals = saves = 0
         # the steps after this run's first (which warms up): their time and tokens give the pace
         first_step_end = steady_seconds = 0.0
-        first_tokens = steady_tokens = 0
+        first_tokens = steady_tokens = steady_steps = 0
 
         def _since_mark(self) -> float:
             now = time.perf_counter()
@@ -255,6 +287,7 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
                 self.first_step_end, self.first_tokens = self.mark, tokens
             else:
                 self.steady_seconds += spent
+                self.steady_steps += 1
                 self.steady_tokens = tokens - self.first_tokens
             emit(Progress(state.global_step, state.max_steps, tokens))
             asked = should_stop()

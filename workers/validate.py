@@ -18,6 +18,7 @@ from workers.formats import (
     FORMATS,
     SAME_FILE,
     TRAINING_FORMAT,
+    UNPAIRED,
     format_detect,
     row_check,
     row_normalise,
@@ -111,6 +112,8 @@ def run_validation(config: ValidateConfig, emit: Emit = emit_nothing) -> Validat
         report.add(Issue("no_rows", "the file has no rows", "upload one row per line (or per array element)"))
     if state.rows and not state.fmt and report.ok:
         report.add(Issue("unrecognised_row", "no row has a known format", "see the formats in the README"))
+    if state.fmt == UNPAIRED and report.ok and len(state.labels) < 2:
+        report.add(_one_sided(state.labels))
     fmt = state.fmt
     result = ValidationResult(
         ok=report.ok, container=container, inner=inner, format=fmt, training_format=TRAINING_FORMAT.get(fmt, ""),
@@ -129,6 +132,7 @@ class _State:
     column_map: dict
     rows: int = 0
     out: object = None
+    labels: set = field(default_factory=set)  # of the marked answers (unpaired preference rows)
 
 
 def _check_all(config, records, position, total, report: Report, state: _State, emit: Emit) -> None:
@@ -169,12 +173,22 @@ def _check_all(config, records, position, total, report: Report, state: _State, 
         for problem in problems:
             _add(report, problem, line, row)
             failed = failed or problem[4] == ERROR
+        if fmt == UNPAIRED and not failed:
+            state.labels.add(value["label"])
         if write is not None and not failed and report.ok:
             normal = row_normalise(value, fmt)
             try:
                 write(json.dumps(normal, ensure_ascii=False, default=str) + "\n")
             except UnicodeEncodeError:  # a lone surrogate decoded later, e.g. from JSON in a CSV cell
                 report.add(unencodable_issue(unencodable_field(normal) or "", line, row))
+
+
+def _one_sided(labels: set) -> Issue:
+    """KTO learns from the contrast between good and bad answers: a file of one kind teaches nothing."""
+    kind = "good (label true)" if True in labels else "bad (label false)"
+    other = "false" if True in labels else "true"
+    return Issue("one_sided_labels", f"every answer is marked {kind}; KTO needs both good and bad answers",
+                 f'add rows with "label": {other}, or train the good answers with supervised fine-tuning')
 
 
 def _needs_normalising(config: ValidateConfig, fmt: str) -> bool:

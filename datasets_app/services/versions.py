@@ -146,6 +146,25 @@ def dataset_prepare_run(*, parent_id: str, version_ids: list[str], operations: l
                 dataset_verdict_after(done)
 
 
+def dataset_version_add(*, parent: Dataset, local: Path, operations: list[dict]) -> Dataset:
+    """A version of ``parent`` made elsewhere (an RLAIF job's preference pairs, sampled from its prompts
+    and ranked by its judge): the file at ``local`` checked and stored, ``operations`` saying what made it."""
+    with tempfile.TemporaryDirectory(dir=tmp_dir()) as work:
+        return _version_store(parent, local, filename=_version_filename(parent, "train"), operations=operations,
+                              work_dir=Path(work), param="file")
+
+
+def _version_store(parent: Dataset, path: Path, *, filename: str, operations: list[dict], work_dir: Path,
+                   param: str) -> Dataset:
+    checked = run_validation(validate_config(path, filename, {}, work_dir))
+    if not checked.ok:
+        raise InvalidRequest(f"the rows of {filename} are not usable: {checked.summary}", param=param,
+                             code="invalid_result")
+    return dataset_store(owner=parent.owner, local=path, filename=filename, purpose=parent.purpose,
+                         sha256=sha256_of(path), size=path.stat().st_size, options={}, result=checked,
+                         work_dir=work_dir, parent=parent, operations=operations)
+
+
 def _version_invalid(version: Dataset, message: str) -> None:
     report = Report(version.filename)
     report.add(Issue("prepare_failed", message, "change the operations and prepare again"))
@@ -161,16 +180,8 @@ def _versions_store(dataset: Dataset, result, work_dir: Path, versions: list) ->
             if not result.rows.get(part):
                 raise InvalidRequest(f"the operations leave no {part} rows", param="operations",
                                      code="invalid_result")
-            filename = _version_filename(dataset, part, number)
             part_dir = work_dir / part
             part_dir.mkdir()
-            checked = run_validation(validate_config(Path(path), filename, {}, part_dir))
-            if not checked.ok:
-                raise InvalidRequest(f"the prepared {part} rows are not usable: {checked.summary}",
-                                     param="operations", code="invalid_result")
-            versions.append(dataset_store(
-                owner=dataset.owner, local=Path(path), filename=filename, purpose=dataset.purpose,
-                sha256=sha256_of(Path(path)), size=Path(path).stat().st_size, options={}, result=checked,
-                work_dir=part_dir, parent=dataset,
-                operations=[*result.applied, *_part_marker(part, len(result.files))],
-            ))
+            versions.append(_version_store(
+                dataset, Path(path), filename=_version_filename(dataset, part, number), work_dir=part_dir,
+                operations=[*result.applied, *_part_marker(part, len(result.files))], param="operations"))

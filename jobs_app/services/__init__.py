@@ -3,6 +3,8 @@
 
 - ``creation``: checking a request and resolving its options (``job_create``)
 - ``graders``: checking a grader and running it on one sample, before any compute
+- ``judged``: an RLAIF job's judged pairs, stored as a version of its prompts
+- ``judges``: the judge models of score_model graders (tuned ones resolved by a hook models_app registers)
 - ``gate``: a job's promotion gate and alias names
 - ``lifecycle``: status transitions, events, cancel / pause / resume and which of them a job allows
 - ``preflight``: the file, template and row checks before a job is queued (``job_validate``)
@@ -26,6 +28,8 @@ from jobs_app.services.engine import JobControl, JobReporter
 from jobs_app.services.estimates import job_estimate, job_estimate_draft
 from jobs_app.services.gate import alias_check, promotion_gate_check
 from jobs_app.services.graders import grader_run, grader_validate
+from jobs_app.services.judged import job_preferences_store
+from jobs_app.services.judges import JudgeModel, judge_find, judge_resolver_register, judges_local
 from jobs_app.services.leases import (
     job_heartbeat,
     jobs_reap,
@@ -50,12 +54,13 @@ from jobs_app.services.results import job_result_file_create
 from jobs_app.services.running import checkpoint_fetch, job_claim, job_run, train_config
 
 __all__ = [
-    "JobControl", "JobReporter", "alias_check", "checkpoint_fetch", "grader_run", "grader_validate",
+    "JobControl", "JobReporter", "JudgeModel", "alias_check", "checkpoint_fetch", "grader_run", "grader_validate",
     "hyperparameters_param", "job_actions",
     "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
     "job_fail", "job_format_problem", "job_grader_check", "job_heartbeat", "job_hyperparameters_resolve",
-    "job_metrics_add", "job_result_file_create",
-    "job_model_name", "job_pause", "job_requeue", "job_resume", "job_run", "job_suffix_check", "job_transition",
-    "job_validate", "jobs_reap", "jobs_release_for_shutdown", "promotion_gate_check", "train_config",
+    "job_metrics_add", "job_model_name", "job_pause", "job_preferences_store", "job_requeue",
+    "job_result_file_create", "job_resume", "job_run", "job_suffix_check", "job_transition", "job_validate",
+    "jobs_reap", "jobs_release_for_shutdown", "judge_find", "judge_resolver_register", "judges_local",
+    "promotion_gate_check", "train_config",
     "worker_register", "worker_unregister",
 ]

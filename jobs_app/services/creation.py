@@ -12,12 +12,13 @@ from finetune_site.errors import InvalidRequest
 from jobs_app import tasks
 from jobs_app.models import FineTuneJob
 from jobs_app.services.gate import promotion_gate_check
+from jobs_app.services.judges import judge_problem
 from jobs_app.services.lifecycle import job_event_add
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_model_named
 from workers.formats import EXAMPLE_ROW, OBJECTIVE_FORMATS
 from workers.graders import GraderError, grader_check
-from workers.hyperparameters import Context, OptionError, hyperparameters_resolve
+from workers.hyperparameters import GRADED_OBJECTIVES, Context, OptionError, hyperparameters_resolve
 
 UNKNOWN_ROWS = 10_000  # a file still being checked has no row count yet: size the batch as for a large one
 Objective = FineTuneJob.Objective
@@ -138,29 +139,26 @@ def job_format_problem(dataset: Dataset, objective: str) -> str:
 
 
 def job_grader_check(grader, *, objective: str, dataset: Dataset) -> dict:
-    """The grader of a reinforcement job, checked against the fields of the training file's first row; a
-    grader given to another objective is refused. A 400 names the grader's field that is wrong."""
-    if objective != Objective.REINFORCEMENT:
+    """The grader of a reinforcement job, checked against the fields of the training file's first row, its
+    judge models against what the file's owner may use; a grader given to another objective is refused. A
+    400 names the grader's field that is wrong."""
+    if objective not in GRADED_OBJECTIVES:
         if grader:
-            raise InvalidRequest(f"a grader scores the samples of reinforcement; {objective} has none, leave it out",
-                                 param=f"method.{objective}.grader", code="invalid_grader")
+            raise InvalidRequest(f"a grader scores the samples of reinforcement and rlaif; {objective} has none, "
+                                 "leave it out", param=f"method.{objective}.grader", code="invalid_grader")
         return {}
     param = f"method.{objective}.grader"
     if not grader:
-        raise InvalidRequest('reinforcement needs a grader, e.g. {"type": "string_check", "input": '
+        raise InvalidRequest(f'{objective} needs a grader, e.g. {{"type": "string_check", "input": '
                              '"{{sample.output_text}}", "reference": "{{item.answer}}", "operation": "eq"}',
                              param=param, code="invalid_grader")
     first = dataset_rows(dataset, limit=1)
     try:
-        grader_check(grader, item_fields=set(first[0]) if first else None, param=param, judge_models=_no_judge)
+        grader_check(grader, item_fields=set(first[0]) if first else None, param=param,
+                     judge_models=judge_problem(dataset.owner))
     except GraderError as error:
         raise InvalidRequest(error.message, param=error.param, code="invalid_grader") from error
     return dict(grader)
-
-
-def _no_judge(model: str) -> str:
-    return (f"names {model!r}, but a judge model cannot grade training samples here yet; use string_check, "
-            "text_similarity or multi")
 
 
 def _dataset_for(owner, file_id, param: str) -> Dataset:

@@ -17,6 +17,7 @@ from finetune_site.errors import Conflict
 from finetune_site.files import storage_put_dir
 from jobs_app.broadcast import job_listen
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
+from jobs_app.services.judged import job_preferences_store
 from jobs_app.services.lifecycle import job_event_add, job_events_add
 from workers.events import ArtifactSaved, LogLine, Metric, Progress
 
@@ -151,6 +152,8 @@ class JobReporter:
                               expect_attempt=self.job.attempt)
             elif isinstance(group, ArtifactSaved) and group.kind == "checkpoint":
                 self._checkpoint(group)
+            elif isinstance(group, ArtifactSaved) and group.kind == "preferences":
+                job_preferences_store(job=self.job, path=Path(group.path), ranking=group.metrics)
         except Conflict:
             self.stale = True  # another attempt owns the job: this one records nothing more
         except Exception:

@@ -32,7 +32,7 @@ FINISHING_SECONDS = 1.0  # storing an adapter and registering it, before any run
 def job_estimate(*, job: FineTuneJob) -> dict:
     """Tokens and steps from the data (tokenized as the trainer will); the time of every part and
     the peak memory from past runs of the same base model and adapter, or a short measurement."""
-    from workers.estimate import Schedule, calibrate, estimate, token_counts
+    from workers.estimate import calibrate, estimate, token_counts
 
     hp = job.hyperparameters
     workdir = Path(settings.WORK_DIR) / job.id / "estimate"
@@ -44,15 +44,14 @@ def job_estimate(*, job: FineTuneJob) -> dict:
                           if config.validation_file else None)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not load the tokenizer of {job.base_model.source!r}: {exc}") from exc
-        throughput, basis = past_throughput(job.base_model, hp["adapter"]), "past_runs"
+        throughput, basis = past_throughput(job.base_model, hp, objective=job.objective), "past_runs"
         small = (job.base_model.parameters or 10**12) < CALIBRATE_BELOW_PARAMETERS
         if throughput is None and small:
             throughput, basis = _quietly(calibrate, config), "calibration"
         evaluation = _evaluation_seconds(job, validation.rows if validation else 0, config=config, measure=small)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    schedule = Schedule(n_epochs=hp["n_epochs"], batch_size=hp["batch_size"], eval_steps=hp.get("eval_steps", 0),
-                        save_steps=hp.get("save_steps", 0), validation_tokens=validation.tokens if validation else 0)
+    schedule = _schedule(hp, job.objective, validation.tokens if validation else 0)
     result = {"tokens_per_epoch": counts.tokens, "trainable_tokens_per_epoch": counts.trainable,
               "truncated_rows": counts.truncated_rows, "validation_tokens": schedule.validation_tokens,
               "basis": basis if throughput else "none"}
@@ -66,7 +65,8 @@ def job_estimate(*, job: FineTuneJob) -> dict:
     if evaluation is not None:
         parts["evaluation"] = evaluation
     return {**result, "tokens": e.tokens, "steps": e.steps, "peak_memory_bytes": e.peak_memory_bytes,
-            "tokens_per_second": round(throughput.tokens_per_second, 1), "parts": parts,
+            "tokens_per_second": round(throughput.tokens_per_second, 1),
+            "step_seconds": round(throughput.step_seconds, 3), "parts": parts,
             "seconds": round(sum(parts.values()), 1), "evals": schedule.evals(e.steps),
             "saves": schedule.saves(e.steps)}
 
@@ -80,27 +80,52 @@ def _quietly(measure, *args, **kwargs):
         return None
 
 
+def _schedule(hp: dict, objective: str, validation_tokens: int):
+    from workers.estimate import Schedule
+
+    return Schedule(n_epochs=hp["n_epochs"], batch_size=hp["batch_size"], eval_steps=hp.get("eval_steps", 0),
+                    save_steps=hp.get("save_steps", 0), validation_tokens=validation_tokens,
+                    by_steps=objective == FineTuneJob.Objective.REINFORCEMENT)
+
+
+def _past_runs(base_model: BaseModel, adapter: str, objective: str | None = None) -> list[tuple[dict, dict]]:
+    """(metrics, hyperparameters) of the last finished runs of this model and adapter (and objective)."""
+    runs = FineTuneJob.objects.filter(base_model=base_model, status=FineTuneJob.Status.SUCCEEDED,
+                                      hyperparameters__adapter=adapter)
+    if objective is not None:
+        runs = runs.filter(objective=objective)
+    return list(runs.exclude(metrics={}).order_by("-finished_at").values_list("metrics", "hyperparameters")[:PAST_RUNS])
+
+
 def _past_metrics(base_model: BaseModel, adapter: str) -> list[dict]:
-    return list(FineTuneJob.objects.filter(base_model=base_model, status=FineTuneJob.Status.SUCCEEDED,
-                                           hyperparameters__adapter=adapter)
-                .exclude(metrics={}).order_by("-finished_at").values_list("metrics", flat=True)[:PAST_RUNS])
+    return [metrics for metrics, _ in _past_runs(base_model, adapter)]
 
 
-def past_throughput(base_model: BaseModel, adapter: str):
-    """The median paces and the largest peak memory of the last finished runs of this model and adapter."""
+def _answers_per_step(hp: dict) -> int:
+    """What a step's time grows with: its rows, or for reinforcement the answers it samples."""
+    return hp.get("batch_size", 1) * hp.get("num_generations", 1)
+
+
+def past_throughput(base_model: BaseModel, hp: dict, *, objective: str):
+    """The median paces and the largest peak memory of the last finished runs of this model, adapter and
+    objective (each objective reads its rows its own way: DPO scores two answers against a reference,
+    reinforcement samples). The step pace is scaled from their steps to this job's (rows or sampled
+    answers per step). None without a run that measured a pace."""
     from workers.estimate import Throughput
 
-    past = _past_metrics(base_model, adapter)
-    speeds = [m.get("step_tokens_per_second") or m.get("tokens_per_second") for m in past]
-    if not any(speeds):
+    past = _past_runs(base_model, hp["adapter"], objective)
+    speeds = [m.get("step_tokens_per_second") or m.get("tokens_per_second") for m, _ in past]
+    per_answer = [m["step_seconds"] / _answers_per_step(h) for m, h in past if m.get("step_seconds")]
+    if not any(speeds) and not per_answer:
         return None
-    saves = [m["save_seconds"] / m["saves"] for m in past if m.get("saves")]
-    eval_speeds = [m["eval_tokens_per_second"] for m in past if m.get("eval_tokens_per_second")]
-    return Throughput(tokens_per_second=statistics.median(s for s in speeds if s),
-                      peak_memory_bytes=max(m.get("peak_memory_bytes", 0) for m in past),
-                      setup_seconds=_median(m.get("setup_seconds") for m in past),
+    saves = [m["save_seconds"] / m["saves"] for m, _ in past if m.get("saves")]
+    eval_speeds = [m["eval_tokens_per_second"] for m, _ in past if m.get("eval_tokens_per_second")]
+    return Throughput(tokens_per_second=statistics.median(s for s in speeds if s) if any(speeds) else 0.0,
+                      peak_memory_bytes=max(m.get("peak_memory_bytes", 0) for m, _ in past),
+                      setup_seconds=_median(m.get("setup_seconds") for m, _ in past),
                       eval_tokens_per_second=statistics.median(eval_speeds) if eval_speeds else None,
-                      save_seconds=statistics.median(saves) if saves else 0.0)
+                      save_seconds=statistics.median(saves) if saves else 0.0,
+                      step_seconds=statistics.median(per_answer) * _answers_per_step(hp) if per_answer else 0.0)
 
 
 def _median(values) -> float:
@@ -143,7 +168,8 @@ def _past_row_seconds(base_model: BaseModel, answer: int) -> float | None:
 
 
 def job_estimate_draft(*, owner, dataset: Dataset, base_model: BaseModel, hyperparameters: dict,
-                       validation: Dataset | None = None, evaluate_checkpoints: bool = False) -> dict:
+                       validation: Dataset | None = None, evaluate_checkpoints: bool = False,
+                       objective: str = FineTuneJob.Objective.SUPERVISED) -> dict:
     """The wizard's estimate for a job not created yet, from what is stored (a read: nothing is
     queued). Tokens come from the datasets' token statistics when they are counted (asked for when
     the wizard's model step is posted), a token per 4 bytes until then; the time of each part from
@@ -152,20 +178,19 @@ def job_estimate_draft(*, owner, dataset: Dataset, base_model: BaseModel, hyperp
     ``seconds``, ``parts`` and ``peak_memory_bytes`` are None without such runs: the live page
     measures them from the first steps. ``tokens_basis`` says where the token count came from.
     """
-    from workers.estimate import Schedule, TokenCounts, estimate
+    from workers.estimate import TokenCounts, estimate
 
     hp = hyperparameters
     counted = _tokens_per_epoch(owner, dataset, base_model, hp)
     checked = _tokens_per_epoch(owner, validation, base_model, hp) if validation else None
-    schedule = Schedule(n_epochs=hp["n_epochs"], batch_size=hp["batch_size"], eval_steps=hp.get("eval_steps", 0),
-                        save_steps=hp.get("save_steps", 0), validation_tokens=checked["tokens"] if checked else 0)
+    schedule = _schedule(hp, objective, checked["tokens"] if checked else 0)
     steps = schedule.steps(dataset.row_count)
     result = {"rows": dataset.row_count, "steps_per_epoch": steps // hp["n_epochs"], "steps": steps,
               "tokens_basis": counted["basis"], "stats_status": counted["status"],
               "tokens_per_epoch": counted["tokens"], "tokens": counted["tokens"] * hp["n_epochs"],
               "trainable_tokens": counted["trainable"] * hp["n_epochs"] if counted["trainable"] is not None else None,
               "avg_tokens_per_row": round(counted["tokens"] / dataset.row_count) if dataset.row_count else 0}
-    throughput = past_throughput(base_model, hp["adapter"])
+    throughput = past_throughput(base_model, hp, objective=objective)
     if throughput is None:
         return {**result, "seconds": None, "parts": None, "peak_memory_bytes": None, "tokens_per_second": None,
                 "basis": "none"}
@@ -179,7 +204,8 @@ def job_estimate_draft(*, owner, dataset: Dataset, base_model: BaseModel, hyperp
     known = [seconds for seconds in parts.values() if seconds is not None]
     return {**result, "parts": parts, "seconds": round(sum(known), 1), "basis": "past_runs",
             "peak_memory_bytes": throughput.peak_memory_bytes or None,
-            "tokens_per_second": round(throughput.tokens_per_second, 1)}
+            "tokens_per_second": round(throughput.tokens_per_second, 1),
+            "step_seconds": round(throughput.step_seconds, 3)}
 
 
 def _tokens_per_epoch(owner, dataset: Dataset, base_model: BaseModel, hp: dict) -> dict:

@@ -15,11 +15,13 @@ from finetune_site.errors import Conflict
 from finetune_site.files import storage_fetch
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Worker
 from jobs_app.services.engine import MANIFEST, JobControl, JobReporter
+from jobs_app.services.judges import judges_local
 from jobs_app.services.leases import Heartbeat
 from jobs_app.services.lifecycle import job_event_add, job_fail, job_metrics_add, job_requeue, job_transition
 from jobs_app.services.results import job_result_file_create
 from jobs_app.signals import job_succeeded
 from models_app.base_models.services import base_model_local_path
+from workers.graders import judge_names
 from workers.hyperparameters import options_complete
 from workers.loading import ModelLoadError
 
@@ -122,6 +124,7 @@ def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
         output_dir=str(workdir / "output"),
         objective=job.objective,
         grader=json.dumps(job.grader) if job.grader else "",
+        judges=json.dumps(judges_local(job.owner, job.grader)) if job.grader and judge_names(job.grader) else "",
         seed=job.seed,
         resume_from=_resume_point(job, workdir / "resume") if resume else None,
         **options_complete(job.hyperparameters),
@@ -217,7 +220,7 @@ def _paces(job: FineTuneJob, result) -> dict:
     """Where this run's time went, for the next estimates (see ``estimates.past_throughput``)."""
     paces = {"setup_seconds": result.setup_seconds, "step_tokens_per_second": round(result.step_tokens_per_second, 1),
              "eval_seconds": result.eval_seconds, "evals": result.evals, "save_seconds": result.save_seconds,
-             "saves": result.saves}
+             "saves": result.saves, "step_seconds": result.step_seconds}
     validation_tokens = (job.estimate or {}).get("validation_tokens")
     if result.eval_seconds and validation_tokens:
         paces["eval_tokens_per_second"] = round(validation_tokens * result.evals / result.eval_seconds, 1)

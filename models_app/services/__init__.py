@@ -17,6 +17,7 @@ from models_app.services.inference import (
     chat_completion_queue,
     chat_completion_run,
     chat_completion_start,
+    model_local_files,
 )
 from models_app.services.registry import (
     alias_rollback,
@@ -32,5 +33,5 @@ __all__ = [
     "chat_completion_queue", "chat_completion_run", "chat_completion_start", "evaluation_create",
     "evaluation_for_job", "evaluation_run", "export_create", "export_run", "fine_tuned_model_create",
     "fine_tuned_model_delete", "model_actions", "model_archive", "model_artifact_get", "model_artifact_name",
-    "model_files_fetch", "model_promote",
+    "model_files_fetch", "model_local_files", "model_promote",
 ]

@@ -171,7 +171,7 @@ def _inference_model_get(model_id: str, on_load=None):
     base_path = base_model_local_path(base)
     if on_load is not None and not _inference_models.holds(base_path, _inference_dir(tuned) if tuned else None):
         on_load()
-    adapter = str(_inference_files(tuned)) if tuned else None
+    adapter = str(model_local_files(tuned)) if tuned else None
     return _inference_models.get(base_path, adapter)
 
 
@@ -190,7 +190,7 @@ def _weights_fetch(model: FineTunedModel | Checkpoint, target: Path) -> None:
         raise _ModelGone(model.id)  # its files were never completely stored
 
 
-def _inference_files(model: FineTunedModel | Checkpoint) -> Path:
+def model_local_files(model: FineTunedModel | Checkpoint) -> Path:
     """The model's (or checkpoint's) adapter or full weights on local disk, fetched from storage on first
     use."""
     target = Path(_inference_dir(model))

@@ -152,9 +152,13 @@ def test_orpo_and_kto_jobs_take_their_own_options_on_their_rows(base_model, obje
      "method.reinforcement.grader.reference", "no field 'solution'"),
     ("reinforcement", PROMPTS, {"grader": {**GRADER, "operation": "contains"}},
      "method.reinforcement.grader.operation", "must be one of"),
-    ("reinforcement", PROMPTS, {"grader": {"type": "score_model", "model": "tiny-llama",
+    ("reinforcement", PROMPTS, {"grader": {"type": "score_model", "model": "no-such-judge",
                                            "input": [{"role": "user", "content": "{{sample.output_text}}"}]}},
-     "method.reinforcement.grader.model", "cannot grade training samples"),
+     "method.reinforcement.grader.model", "'no-such-judge', which is not a model you can use"),
+    ("reinforcement", PROMPTS, {"grader": {"type": "multi", "weights": {"judge": 1}, "graders": {"judge": {
+        "type": "score_model", "model": "tiny-llama", "sampling_params": {"temperature": 9},
+        "input": [{"role": "user", "content": "{{sample.output_text}}"}]}}}},
+     "method.reinforcement.grader.graders.judge.sampling_params.temperature", "from 0 to 2"),
 ])
 def test_a_new_objective_on_the_wrong_rows_or_with_a_bad_option_or_grader_is_400(
         base_model, objective, rows, section, param, words):
@@ -163,6 +167,13 @@ def test_a_new_objective_on_the_wrong_rows_or_with_a_bad_option_or_grader_is_400
     error = response.json()["error"]
     assert response.status_code == 400 and error["param"] == param and words in error["message"], error
     assert not FineTuneJob.objects.exists()
+
+
+def test_a_kto_file_of_good_answers_only_is_refused_naming_the_file(base_model):
+    from finetune_site.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match=r"^all-good\.jsonl: every answer is marked good .*KTO needs both"):
+        make_dataset(make_user(), rows=[{**row, "label": True} for row in MARKED], name="all-good.jsonl")
 
 
 def test_a_reinforcement_job_stores_its_grader_in_openais_shape(base_model):
@@ -272,3 +283,54 @@ def test_succeeded_jobs_result_file_is_listed_downloadable_and_not_training_data
     assert api_client(make_user()).get(f"/v1/files/{file_id}/content").status_code == 404
     response = _create_with(client, file_id)
     assert response.status_code == 400 and response.json()["error"]["param"] == "training_file"
+
+
+JUDGE = {"type": "score_model", "name": "judge", "range": [0, 10],
+         "input": [{"role": "system", "content": "Score the answer to {{item.messages}} from 0 to 10."},
+                   {"role": "user", "content": "{{sample.output_text}}"}]}
+
+
+def _tuned(owner, adapter):
+    from models_app.services import fine_tuned_model_create
+    from tests.factories import make_job
+
+    return fine_tuned_model_create(job=make_job(owner), adapter_dir=adapter)
+
+
+def test_a_score_model_judge_is_a_base_model_or_a_tuned_model_of_the_user_and_no_one_elses(
+        base_model, untrained_adapter):
+    user, other = make_user(), make_user()
+    mine, theirs = _tuned(user, untrained_adapter), _tuned(other, untrained_adapter)
+    client = api_client(user)
+    dataset = make_dataset(user, rows=PROMPTS)
+    for model in ("tiny-llama", mine.id, f"{mine.name}@v{mine.version}"):
+        response = _method(client, dataset.id, "reinforcement", grader={**JUDGE, "model": model})
+        assert response.status_code == 200, response.json()
+    before = FineTuneJob.objects.count()
+    for model in (theirs.id, "gpt-4o"):  # (their "name@v1" is the user's own name@v1: names are per owner)
+        response = _method(client, dataset.id, "reinforcement", grader={**JUDGE, "model": model})
+        error = response.json()["error"]
+        assert response.status_code == 400 and error["param"] == "method.reinforcement.grader.model", error
+        assert repr(model) in error["message"]
+        checked = client.post("/v1/fine_tuning/alpha/graders/validate", {"grader": {**JUDGE, "model": model}},
+                              format="json")
+        assert checked.status_code == 400 and checked.json()["error"]["param"] == "grader.model"
+    assert FineTuneJob.objects.count() == before
+
+
+def test_graders_run_asks_the_users_tuned_judge_and_reads_its_number(base_model, judge_adapter):
+    user = make_user()
+    judge = _tuned(user, judge_adapter)  # it answers "7" to any question
+    client = api_client(user)
+    body = client.post("/v1/fine_tuning/alpha/graders/run", {
+        "grader": {**JUDGE, "model": judge.id}, "model_sample": "sports",
+        "item": {"messages": [{"role": "user", "content": "Classify: the team won"}]}}, format="json").json()
+    assert body["reward"] == 7.0 and body["metadata"]["errors"] == [], body
+    halved = client.post("/v1/fine_tuning/alpha/graders/run", {
+        "grader": {"type": "multi", "graders": {"judge": {**JUDGE, "model": judge.id, "range": [0, 5]}},
+                   "calculate_output": "judge / 5"}, "model_sample": "sports", "item": {"messages": []}},
+        format="json").json()
+    assert halved["reward"] == 1.0 and halved["sub_rewards"]["judge"] == 5.0
+    unseen = api_client(make_user()).post("/v1/fine_tuning/alpha/graders/run", {
+        "grader": {**JUDGE, "model": judge.id}, "model_sample": "x", "item": {"messages": []}}, format="json")
+    assert unseen.status_code == 400 and unseen.json()["error"]["param"] == "grader.model"

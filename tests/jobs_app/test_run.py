@@ -1,11 +1,13 @@
 """job_run in-process (no broker): base models from a local path or a hub id."""
 
+import json
+
 import pytest
 
 from jobs_app.models import FineTuneJob
-from jobs_app.services import job_create, job_run
+from jobs_app.services import job_create, job_run, job_validate
 from models_app.base_models.models import BaseModel
-from tests.factories import make_dataset, make_user
+from tests.factories import make_dataset, make_job, make_user
 from workers.tiny_model import PARAMETERS
 
 pytestmark = pytest.mark.django_db(transaction=True)  # job_run writes events from a second thread
@@ -114,3 +116,62 @@ def test_reinforcement_job_grades_samples_and_every_metric_event_carries_the_rew
     assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
     steps = [e.data for e in job.events.filter(type="metrics")]
     assert [s["step"] for s in steps] == [1, 2] and all(0 <= s["reward"] <= 1 for s in steps)
+
+
+def test_reinforcement_job_is_rewarded_by_the_owners_tuned_judge_model(base_model, judge_adapter):
+    from models_app.services import fine_tuned_model_create
+
+    user = make_user()
+    judge = fine_tuned_model_create(job=make_job(user), adapter_dir=judge_adapter)  # it answers "7" to anything
+    rows = [{"messages": [{"role": "user", "content": f"Classify: The team won match {i}."}]} for i in range(4)]
+    grader = {"type": "score_model", "name": "judge", "model": f"{judge.name}@v{judge.version}", "range": [0, 10],
+              "input": [{"role": "user", "content": "Score this answer from 0 to 10: {{sample.output_text}}"}]}
+    job = job_create(owner=user, training_file=make_dataset(user, rows=rows).id, model="tiny-llama",
+                     objective="reinforcement", grader=grader,
+                     hyperparameters={"n_epochs": 1, "batch_size": 2, "num_generations": 2,
+                                      "max_completion_length": 4})
+    FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.QUEUED)
+    job_run(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
+    steps = [e.data for e in job.events.filter(type="metrics")]
+    assert [s["step"] for s in steps] == [1, 2] and all(s["rewards/judge/mean"] == 7.0 for s in steps), steps
+
+
+def test_rlaif_job_stores_the_judged_pairs_as_a_version_of_its_prompts_then_trains_on_them(base_model):
+    from models_app.models import FineTunedModel
+    from models_app.selectors import model_lineage
+    from tests.api import api_client
+
+    user = make_user()
+    rows = [{"messages": [{"role": "user", "content": f"Classify: The team won match {i}."}]} for i in range(6)]
+    prompts = make_dataset(user, rows=rows, name="prompts.jsonl")
+    # a continuous score: the answers of a prompt (almost) never tie
+    grader = {"type": "text_similarity", "name": "close", "input": "{{sample.output_text}}", "reference": "the end",
+              "evaluation_metric": "fuzzy_match"}
+    job = job_create(owner=user, training_file=prompts.id, model="tiny-llama", objective="rlaif", grader=grader,
+                     hyperparameters={"n_epochs": 1, "batch_size": 2, "num_generations": 3,
+                                      "max_completion_length": 4})
+    job_validate(job_id=job.id)  # checked and estimated as any job (the estimate samples and judges a few rows)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.QUEUED, job.error
+    assert job.estimate["basis"] == "calibration" and job.estimate["seconds"] > 0
+    job_run(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
+    pairs = job.preference_dataset
+    assert pairs.parent_id == prompts.id and pairs.owner == user and pairs.status == "ready"
+    assert pairs.format == "preference" and pairs.filename == "prompts.v2.jsonl"
+    [made] = pairs.operations
+    assert made["op"] == "rlaif" and made["job"] == job.id and made["policy"] == "tiny-llama"
+    assert made["grader"] == grader and made["pairs"] == pairs.row_count > 0 and made["prompts"] == 6
+    assert job.events.filter(data__preference_file=pairs.id).exists()
+    client = api_client(user)
+    content = b"".join(client.get(f"/v1/files/{pairs.id}/content").streaming_content)
+    downloaded = [json.loads(line) for line in content.splitlines()]
+    assert len(downloaded) == pairs.row_count and {"prompt", "chosen", "rejected"} <= set(downloaded[0])
+    assert client.get(f"/v1/fine_tuning/jobs/{job.id}").json()["preference_file"] == pairs.id
+    lineage = model_lineage(FineTunedModel.objects.get(job=job))
+    assert lineage["preference_dataset"]["id"] == pairs.id
+    assert lineage["preference_dataset"]["parents"][0]["id"] == prompts.id == lineage["dataset"]["id"]
+    assert api_client(make_user()).get(f"/v1/files/{pairs.id}/content").status_code == 404

@@ -190,6 +190,26 @@ def test_draft_estimate_uses_token_stats_and_past_runs_of_the_model_and_adapter(
     assert estimate["seconds"] == pytest.approx(sum(estimate["parts"].values()))
 
 
+def test_draft_estimate_of_reinforcement_paces_by_the_steps_of_past_reinforcement_runs(base_model):
+    """Sampling sets a reinforcement step's time: past reinforcement runs give seconds per sampled answer,
+    scaled to this job's answers per step; supervised runs of the same model say nothing about it."""
+    from jobs_app.services import job_estimate_draft
+
+    dataset = make_dataset()  # 16 rows
+    past = make_job(status="succeeded")
+    FineTuneJob.objects.filter(pk=past.pk).update(
+        objective="reinforcement", hyperparameters={**past.hyperparameters, "batch_size": 2, "num_generations": 4},
+        metrics={"step_tokens_per_second": 50.0, "step_seconds": 4.0, "peak_memory_bytes": 7})  # 0.5 s an answer
+    supervised = make_job(status="succeeded")
+    FineTuneJob.objects.filter(pk=supervised.pk).update(metrics={"step_tokens_per_second": 9000.0,
+                                                                "step_seconds": 0.01, "peak_memory_bytes": 1})
+    hp = {"n_epochs": 1, "batch_size": 4, "num_generations": 2, "max_completion_length": 8, "adapter": "lora"}
+    estimate = job_estimate_draft(owner=dataset.owner, dataset=dataset, base_model=base_model, hyperparameters=hp,
+                                  objective="reinforcement")
+    assert estimate["steps"] == 4 and estimate["step_seconds"] == 4.0  # 8 answers a step at 0.5 s
+    assert estimate["parts"]["training"] == 16.0 and estimate["peak_memory_bytes"] == 7
+
+
 # --- the template: checked before any compute ---
 
 def _model_without_chat_template(tiny_model_path, tmp_path):

@@ -57,7 +57,7 @@ def test_multi_combines_named_graders_by_formula_or_weights():
 def test_score_model_parses_the_judges_number_within_its_range():
     judge_said = []
 
-    def judge(model, messages):
+    def judge(model, messages, sampling_params):
         judge_said.append((model, messages))
         return "Score: 7.5 out of 10"
 
@@ -68,7 +68,7 @@ def test_score_model_parses_the_judges_number_within_its_range():
     assert grade(grader, sample="Paris!", item=ANSWER, judge=judge).reward == 5.0  # clipped to the range
     assert judge_said == [("tiny-llama", [{"role": "system", "content": "Rate against Paris."},
                                           {"role": "user", "content": "Paris!"}])]
-    mute = grade(grader, sample="x", item=ANSWER, judge=lambda model, messages: "no idea")
+    mute = grade(grader, sample="x", item=ANSWER, judge=lambda model, messages, params: "no idea")
     assert mute.reward == 0.0 and "no number" in mute.errors[0]
 
 

@@ -267,3 +267,52 @@ def test_reinforcement_samples_grades_and_logs_the_reward_each_step(tiny_model_p
     logged = [e.values for e in events if isinstance(e, Metric) and "loss" in e.values]
     assert result.steps == 2 and len(logged) == 2 and result.adapter_dir
     assert all(0 <= values["reward"] <= 1 and "rewards/close/mean" in values for values in logged)
+
+
+JUDGED_ROWS = {
+    **{objective: [{"prompt": f"Classify: The team won match {i}.", "chosen": " sports", "rejected": " food"}
+                   for i in range(8)] for objective in ("dpo", "orpo")},
+    "kto": [{"prompt": f"Classify: The team won match {i}.", "completion": " sports" if i % 2 else " food",
+             "label": bool(i % 2)} for i in range(8)],
+    "reinforcement": [{"messages": [{"role": "user", "content": f"Classify: The team won match {i}."}],
+                       "answer": "sports"} for i in range(6)],
+}
+EXACT = {"type": "string_check", "input": "{{sample.output_text}}", "reference": "{{item.answer}}", "operation": "eq"}
+
+
+@pytest.mark.parametrize("objective", ["dpo", "orpo", "kto", "reinforcement"])
+def test_each_objective_measures_a_pace_that_estimates_its_own_run(tiny_model_path, tmp_path, objective):
+    """ORPO's trainer counts no tokens by itself: without our count its pace was 0 and the estimate
+    fell back to 1 token/s. Every objective's run must measure a pace whose estimate of that same run's
+    steps is of the right size (tokens counted as the trainer reads them; reinforcement by steps)."""
+    from workers.estimate import Schedule, estimate, throughput_of, token_counts
+
+    extra = {"grader": json.dumps(EXACT), "num_generations": 2, "max_completion_length": 8} \
+        if objective == "reinforcement" else {}
+    config = _judged_config(tiny_model_path, tmp_path, objective, JUDGED_ROWS[objective], **extra)
+    result = _run(config, [])
+    assert result.trained_tokens > 0 and result.step_tokens_per_second > 0 and result.step_seconds > 0
+    throughput = throughput_of(result, eval_tokens=0)
+    counts = token_counts(config.model_path, config.train_file, config.max_length)
+    schedule = Schedule(n_epochs=1, batch_size=config.batch_size, by_steps=objective == "reinforcement")
+    planned = estimate(counts, throughput, schedule)
+    steps_took = result.step_seconds * result.steps
+    assert planned.steps == result.steps
+    assert steps_took / 3 < planned.parts["training"] < steps_took * 3, (planned.parts, steps_took)
+
+
+def test_estimate_paces_by_steps_when_tokens_give_none_and_refuses_no_pace():
+    from workers.estimate import Schedule, Throughput, TokenCounts, estimate
+
+    counts = TokenCounts(rows=16, tokens=1600, trainable=400, truncated_rows=0)
+    schedule = Schedule(n_epochs=2, batch_size=4)
+    by_tokens = estimate(counts, Throughput(tokens_per_second=100.0, peak_memory_bytes=1, step_seconds=9.0), schedule)
+    assert by_tokens.parts["training"] == 32.0  # 3200 tokens at 100/s
+    untimed_tokens = estimate(counts, Throughput(tokens_per_second=0.0, peak_memory_bytes=1, step_seconds=0.5),
+                              schedule)
+    assert untimed_tokens.parts["training"] == 4.0  # 8 steps at 0.5 s, never 3200 s at "1 token/s"
+    sampled = estimate(counts, Throughput(tokens_per_second=100.0, peak_memory_bytes=1, step_seconds=2.0),
+                       Schedule(n_epochs=2, batch_size=4, by_steps=True))
+    assert sampled.parts["training"] == 16.0
+    with pytest.raises(ValueError, match="no pace"):
+        estimate(counts, Throughput(tokens_per_second=0.0, peak_memory_bytes=1), schedule)

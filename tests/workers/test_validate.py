@@ -178,6 +178,15 @@ def test_tool_calling_rows_keep_their_calls_and_tools_when_normalised(tmp_path):
     assert out["messages"][2]["tool_call_id"] == "call_1"
 
 
+@pytest.mark.parametrize(("label", "words"), [(True, "every answer is marked good"),
+                                               (False, "every answer is marked bad")])
+def test_marked_answers_of_one_kind_only_are_refused_naming_the_file(tmp_path, label, words):
+    row = {"prompt": "Say hi", "completion": "Hi!", "label": label}
+    result = _check(tmp_path, "one-sided.jsonl", _lines(row, {**row, "prompt": "Say bye"}))
+    assert not result.ok and "one_sided_labels" in _errors(result)
+    assert result.summary.startswith("one-sided.jsonl") and words in result.summary, result.summary
+
+
 def test_warnings_do_not_block(tmp_path):
     row = {"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "b"},
                         {"role": "user", "content": "more?"}]}

@@ -36,9 +36,9 @@ class Command(BaseCommand):
         parser.add_argument("--objective", default="supervised", choices=list(OBJECTIVES),
                             help="what the model learns from: " + "; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()))
         parser.add_argument("--grader", metavar="JSON|@FILE",
-                            help='what scores the samples of --objective reinforcement (OpenAI\'s graders), as JSON '
-                                 'or @file.json, e.g. \'{"type": "string_check", "input": "{{sample.output_text}}", '
-                                 '"reference": "{{item.answer}}", "operation": "eq"}\'')
+                            help='what scores the samples of --objective reinforcement or rlaif (OpenAI\'s '
+                                 'graders), as JSON or @file.json, e.g. \'{"type": "string_check", "input": '
+                                 '"{{sample.output_text}}", "reference": "{{item.answer}}", "operation": "eq"}\'')
         parser.add_argument("--suffix", default="", help="a name for the fine-tuned model")
         parser.add_argument("--validation", type=Path,
                             help="a validation file: the tuned model is evaluated against its base on it")
