@@ -178,7 +178,7 @@ class Platform(EmbeddedPlatform):
 def _job(user, dataset, hyper):
     from jobs_app.services import job_create
 
-    return job_create(owner=user, training_file=dataset.id, model="tiny-llama", hyperparameters=hyper)
+    return job_create(owner=user, training_file=dataset.id, model="tiny-llama", hyperparameters=hyper, seed=42)
 
 
 def _first_step_latency(job) -> float:

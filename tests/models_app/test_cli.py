@@ -87,3 +87,13 @@ def test_cli_takes_a_reinforcement_grader_and_names_its_bad_field_as_a_flag(live
         call_command("finetune", str(path), "--objective", "reinforcement", "--grader", f"@{tmp_path}/grader.json",
                      "--num-generations", "1", stdout=io.StringIO())
     assert not FineTuneJob.objects.exists()
+
+
+def test_cli_runs_repeat_with_seed_42_unless_another_is_given(live_base_model, tmp_path, monkeypatch):
+    """The README's numbers come from the CLI: its job must not get the API's random seed."""
+    monkeypatch.setattr("models_app.management.commands.finetune._follow", lambda job, out: job)
+    monkeypatch.setattr(Command, "_report", lambda self, job: None)
+    train = str(classification_write(tmp_path / "t.jsonl", 4))
+    call_command("finetune", train, stdout=io.StringIO())
+    call_command("finetune", train, "--seed", "7", stdout=io.StringIO())
+    assert list(FineTuneJob.objects.order_by("created_at").values_list("seed", flat=True)) == [42, 7]

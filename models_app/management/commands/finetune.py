@@ -46,14 +46,18 @@ class Command(BaseCommand):
                             help="promote to production only if METRIC improves on the base by this share, "
                                  "e.g. eval_loss:0.05 (needs --validation)")
         parser.add_argument("--user", default="admin", help="owner of the dataset and job")
+        parser.add_argument("--seed", type=int, default=42,
+                            help="the run's seed, 42 unless given, so the same command gives the same model "
+                                 "(the API draws one when absent, as OpenAI's does)")
         arguments_add(parser)  # --adapter, --n-epochs, --learning-rate, ...: every option of the spec
 
-    def handle(self, *args, file: Path, model, objective, suffix, user, validation, gate, grader, **options):
+    def handle(self, *args, file: Path, model, objective, suffix, user, validation, gate, grader, seed,
+               **options):
         owner, _ = get_user_model().objects.get_or_create(username=user)
         hyperparameters = arguments_read(options)
         try:
             job = self._submit(file, owner, model, objective, hyperparameters, suffix, validation, _gate(gate),
-                               _grader(grader))
+                               _grader(grader), seed)
         except InvalidRequest as exc:
             raise CommandError(f"{_flag(exc.param, objective)}: {exc.message}") from exc
         self.stdout.write(f"Started {job.id} on {model}; following it (Ctrl-C to stop or cancel).")
@@ -64,12 +68,12 @@ class Command(BaseCommand):
         self._report(job)
 
     def _submit(self, file: Path, owner, model, objective, hyperparameters, suffix, validation, gate,
-                grader) -> FineTuneJob:
+                grader, seed: int) -> FineTuneJob:
         dataset = self._upload(file, owner)
         validation_file = self._upload(validation, owner).id if validation else None
         return services.job_create(owner=owner, training_file=dataset.id, model=model, objective=objective,
                                    hyperparameters=hyperparameters, suffix=suffix,
-                                   validation_file=validation_file, promotion_gate=gate, grader=grader)
+                                   validation_file=validation_file, promotion_gate=gate, grader=grader, seed=seed)
 
     def _upload(self, file: Path, owner):
         if not file.is_file():
