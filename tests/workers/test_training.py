@@ -373,3 +373,14 @@ def test_estimate_paces_by_steps_when_tokens_give_none_and_refuses_no_pace():
     assert sampled.parts["training"] == 16.0
     with pytest.raises(ValueError, match="no pace"):
         estimate(counts, Throughput(tokens_per_second=0.0, peak_memory_bytes=1), schedule)
+
+
+def test_gradient_accumulation_steps_as_the_schedule_counts_them(tiny_model_path, tmp_path):
+    from workers.estimate import Schedule
+
+    events = []
+    config = _config(tiny_model_path, tmp_path, n_epochs=1, batch_size=4, gradient_accumulation_steps=4)
+    result = _run(config, events)  # 24 rows: 6 batches, an optimizer step every 4 (the last after 2)
+    schedule = Schedule(n_epochs=1, batch_size=4, gradient_accumulation_steps=4)
+    assert result.steps == result.total_steps == schedule.steps(24) == 2
+    assert Schedule(n_epochs=3, batch_size=4).steps(24) == 18
