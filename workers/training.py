@@ -183,7 +183,7 @@ def _model_load(config: TrainConfig, device: DeviceInfo):
 
     quantization = config.quantization if config.adapter == "qlora" else None
     return model_load(config.model_path, dtype=torch.bfloat16 if device.bf16 else torch.float32,
-                      quantization=quantization, for_training=True)
+                      quantization=quantization, for_training=True, checkpointing=config.gradient_checkpointing)
 
 
 def _dataset_load(path: str, tokenizer, template: str = ""):
