@@ -87,10 +87,11 @@ def hyperparameters_errors(texts: dict[str, str], *, base_model, rows: int, obje
 
 
 def review_rows(resolved: dict, *, objective: str) -> list[dict]:
-    """The resolved options that apply to the job, as a person reads them, and whether each was auto."""
+    """The resolved options that apply to the job, as a person reads them, whether each was auto and
+    the rule that chose it (``why``)."""
     auto = set(resolved.get("auto_resolved", []))
     return [{"name": option.name, "label": option.label, "value": option.display(resolved[option.name]),
-             "auto": option.name in auto}
+             "auto": option.name in auto, "why": option.auto_doc}
             for option in options_applying(objective, resolved["adapter"]) if option.name in resolved]
 
 

@@ -69,9 +69,12 @@ class Schedule:
     # reinforcement: a step's time goes to sampling answers (num_generations per prompt, up to
     # max_completion_length tokens), not to the prompt's tokens, so steps set the pace
     by_steps: bool = False
+    gradient_accumulation_steps: int = 1  # batches per optimizer step
 
     def steps(self, rows: int) -> int:
-        return math.ceil(rows / self.batch_size) * self.n_epochs
+        """Optimizer steps, as the Trainer counts them: an epoch's last batches step even when fewer
+        than ``gradient_accumulation_steps`` are left."""
+        return math.ceil(math.ceil(rows / self.batch_size) / self.gradient_accumulation_steps) * self.n_epochs
 
     def evals(self, steps: int) -> int:
         if not self.validation_tokens:
@@ -120,7 +123,7 @@ def calibrate(config: TrainConfig, steps: int = 4) -> Throughput:
 
     from workers.training import run_training
 
-    rows = steps * config.batch_size
+    rows = steps * config.batch_size * config.gradient_accumulation_steps
     with tempfile.TemporaryDirectory(prefix="calibrate-") as tmp:
         sample = Path(tmp) / "sample.jsonl"
         with open(sample, "w") as handle:

@@ -66,6 +66,8 @@ class Context:
     context_length: int | None = None  # of the base model, tokens
     rows: int | None = None  # of the training file
     has_validation: bool | None = None
+    peak_memory_bytes: int | None = None  # the job's memory estimate (the largest peak of past runs), bytes
+    device_memory_bytes: int | None = None  # of one training device (a GPU); None on CPU or unknown
 
 
 # --- kinds: how a value is checked, parsed from text, documented ------------------------------
@@ -136,11 +138,34 @@ class Choice:
     def parse(self, text: str):
         return text
 
+    def label(self, value) -> str:
+        return self.labels.get(value, str(value))
+
     def describe(self) -> str:
         return " · ".join(f"`{v}`" if v else '`""`' for v in self.labels)
 
     def schema(self) -> dict:
         return {"type": "string", "enum": list(self.labels)}
+
+
+@dataclass(frozen=True)
+class Bool(Choice):
+    """true or false; typed as the words ``true`` and ``false`` (the keys of ``labels``)."""
+
+    def problem(self, value) -> str | None:
+        return None if isinstance(value, bool) else 'must be true, false or "auto"'
+
+    def parse(self, text: str):
+        return {"true": True, "false": False}.get(text.lower(), text)
+
+    def label(self, value) -> str:
+        return self.labels.get(str(value).lower(), str(value))
+
+    def describe(self) -> str:
+        return "`true` · `false`"
+
+    def schema(self) -> dict:
+        return {"type": "boolean"}
 
 
 @dataclass(frozen=True)
@@ -171,7 +196,7 @@ def _name_ok(value) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable() and " " not in value
 
 
-Kind = Int | Float | Choice | Names
+Kind = Int | Float | Choice | Bool | Names
 Rule = Callable[[Context, dict, Mapping], Any]  # (context, resolved so far, given) → value
 
 
@@ -223,7 +248,7 @@ class Option:
     def display(self, value) -> str:
         """The value as a person reads it."""
         if isinstance(self.kind, Choice):
-            return self.kind.labels.get(value, str(value))
+            return self.kind.label(value)
         if isinstance(value, list | tuple):
             return ", ".join(value)
         if isinstance(value, float):
@@ -260,6 +285,17 @@ def _batch_auto(context: Context, resolved: dict, given: Mapping) -> int:
     return max(2 if context.objective == "kto" else 1, min(8, (context.rows or 32) // 4))
 
 
+def _checkpointing_auto(context: Context, resolved: dict, given: Mapping) -> bool:
+    # recomputing activations costs ~25% of a step (on CPU for small models): only to fit
+    known = context.peak_memory_bytes and context.device_memory_bytes
+    return bool(known and context.peak_memory_bytes > context.device_memory_bytes)
+
+
+def _padding_free_auto(context: Context, resolved: dict, given: Mapping) -> bool:
+    # rows joined into one sequence without padding (~70% more tokens/s on CPU); one row per batch has none
+    return resolved["batch_size"] > 1
+
+
 def _needs_validation(context: Context, value) -> str | None:
     if value and context.has_validation is False:
         return "evaluates on the validation file: give validation_file, or leave it at 0"
@@ -267,6 +303,7 @@ def _needs_validation(context: Context, value) -> str | None:
 
 
 LORA = ("lora", "qlora")
+SWITCH = Bool({"true": "on", "false": "off"})
 OPTIONS: tuple[Option, ...] = (
     Option("adapter", Choice({k: v.split(":")[0] for k, v in ADAPTERS.items()}), "lora", '"lora"', "Adapter",
            "Which weights train: LoRA adapters, LoRA on a quantized base, or every weight."),
@@ -277,6 +314,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", Int(1, 1024), _batch_auto, "rows / 4, from 1 (kto: 2) to 8", "Batch size",
            "Rows per optimizer step on one device (reinforcement: prompts, each sampled num_generations times).",
            fits=_batch_fits),
+    Option("gradient_accumulation_steps", Int(1, 1024), 1, "1", "Gradient accumulation",
+           "Batches summed into one optimizer step: an effective batch of batch_size × this × devices, in the "
+           "memory of one batch."),
     Option("learning_rate_multiplier", Float(0, 100), _multiplier_auto,
            "1, or learning_rate / the automatic rate when learning_rate is given", "Learning-rate multiplier",
            "Scales the automatic learning rate (OpenAI's knob); give it or learning_rate, not both.",
@@ -317,6 +357,12 @@ OPTIONS: tuple[Option, ...] = (
            objectives=GRADED_OBJECTIVES),
     Option("temperature", Float(0, 2), 1.0, "1", "Temperature",
            "Sampling temperature of the answers: higher explores more.", objectives=GRADED_OBJECTIVES),
+    Option("gradient_checkpointing", SWITCH, _checkpointing_auto,
+           "on only when the memory estimate (the largest peak of past runs) exceeds one device's memory",
+           "Gradient checkpointing", "Recomputes activations in the backward pass: less memory, ~25% slower steps."),
+    Option("padding_free", SWITCH, _padding_free_auto, "on when batch_size is above 1", "Padding-free batching",
+           "Joins a batch's rows into one sequence without padding (each row still attends only to itself).",
+           objectives=("supervised",)),
     Option("logging_steps", Int(1, 100_000), 1, "1", "Logging steps", "A metric point every N optimizer steps."),
     Option("save_steps", Int(0, 1_000_000), 0, "0", "Save steps",
            "A checkpoint every N steps; 0 = one at the end of each epoch."),

@@ -58,7 +58,7 @@ def tokenizer_load(model_path: str, *, adapter_path: str | None = None,
 
 def model_load(base_path: str, *, adapter_path: str | None = None, merged: bool = False,
                dtype: "torch.dtype | None" = None, quantization: str | None = None,
-               for_training: bool = False) -> "torch.nn.Module":
+               for_training: bool = False, checkpointing: bool = False) -> "torch.nn.Module":
     """The model at ``base_path`` with the adapter at ``adapter_path`` applied, or the whole model there.
 
     adapter_path: a PEFT adapter, a whole model directory or a ``.gguf`` file (see the module
@@ -68,8 +68,9 @@ def model_load(base_path: str, *, adapter_path: str | None = None, merged: bool 
     quantization: QLoRA's bitsandbytes settings: "nf4" (4-bit NormalFloat, double quantized,
         computing in ``dtype``) or "int8" (8-bit weights); default None, unquantized.
     for_training: for a trainer (which sets the mode): an adapter trainable, a quantized model
-        prepared for k-bit training (with gradient checkpointing on a GPU only: it costs time and
-        saves memory); default False, the model in eval mode.
+        prepared for k-bit training; default False, the model in eval mode.
+    checkpointing: a quantized model prepared with gradient checkpointing (the job's
+        ``gradient_checkpointing``: it costs time and saves memory); default False.
     """
     import torch
 
@@ -92,7 +93,7 @@ def model_load(base_path: str, *, adapter_path: str | None = None, merged: bool 
     if quantization and for_training:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=torch.cuda.is_available())
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     return model if for_training else model.eval()
 
 

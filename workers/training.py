@@ -74,7 +74,20 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
         return _grpo_trainer(config, args, common)
     from trl import SFTTrainer
 
-    return SFTTrainer(args=_sft_args(config, device, has_eval=bool(evaluation)), **common)
+    trainer = SFTTrainer(args=_sft_args(config, device, has_eval=bool(evaluation)), **common)
+    if config.padding_free:  # TRL leaves truncation to us there (max_length=None)
+        trainer.train_dataset = _truncated(trainer.train_dataset, config.max_length)
+        if trainer.eval_dataset is not None:
+            trainer.eval_dataset = _truncated(trainer.eval_dataset, config.max_length)
+    return trainer
+
+
+def _truncated(dataset, max_length: int):
+    """Prepared rows (``input_ids``, ``labels``) cut at ``max_length`` and those left with no loss
+    dropped, as SFTTrainer does when it is given ``max_length``."""
+    dataset = dataset.map(lambda row: {"input_ids": row["input_ids"][:max_length],
+                                       "labels": row["labels"][:max_length]})
+    return dataset.filter(lambda row: any(label != -100 for label in row["labels"]))
 
 
 def _orpo_trainer_class():
@@ -170,7 +183,7 @@ def _model_load(config: TrainConfig, device: DeviceInfo):
 
     quantization = config.quantization if config.adapter == "qlora" else None
     return model_load(config.model_path, dtype=torch.bfloat16 if device.bf16 else torch.float32,
-                      quantization=quantization, for_training=True)
+                      quantization=quantization, for_training=True, checkpointing=config.gradient_checkpointing)
 
 
 def _dataset_load(path: str, tokenizer, template: str = ""):
@@ -208,6 +221,7 @@ def _common_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool) -> 
         "num_train_epochs": config.n_epochs,
         "per_device_train_batch_size": config.batch_size,
         "per_device_eval_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "learning_rate": config.learning_rate,
         "max_length": config.max_length,
         "seed": config.seed,
@@ -218,6 +232,8 @@ def _common_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool) -> 
         "eval_strategy": ("steps" if config.eval_steps else "epoch") if has_eval else "no",
         "eval_steps": config.eval_steps or None,
         **device_settings(device),
+        # explicit for every objective: TRL's configs would otherwise turn it on (SFTConfig defaults it on)
+        "activation_checkpointing": config.gradient_checkpointing,
         "include_num_input_tokens_seen": "non_padding",
         "dataloader_pin_memory": device.kind == "cuda",
         "report_to": "none",
@@ -229,8 +245,14 @@ def _common_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool) -> 
 def _sft_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool):
     from trl import SFTConfig
 
-    # chat rows come tokenized with their assistant mask, which TRL turns into labels itself
-    return SFTConfig(**_common_args(config, device, has_eval=has_eval))
+    # chat rows come tokenized with their assistant mask, which TRL turns into labels itself.
+    # padding_free: a batch's rows become one sequence, each row's positions restarting at 0, from which
+    # transformers masks attention per row (flash attention's varlen kernels on GPU, a block mask otherwise).
+    # TRL refuses max_length there without packing: the rows are truncated once the trainer has them.
+    args = _common_args(config, device, has_eval=has_eval)
+    if config.padding_free:
+        args.update(padding_free=True, max_length=None)
+    return SFTConfig(**args)
 
 
 def device_settings(device: DeviceInfo) -> dict:
@@ -240,8 +262,6 @@ def device_settings(device: DeviceInfo) -> dict:
         "bf16": device.bf16,
         "fp16": device.kind == "cuda" and not device.bf16,
         "use_cpu": device.kind == "cpu",
-        # Costs ~25% on CPU for small models; worth it only for memory on a GPU.
-        "activation_checkpointing": False,
     }
 
 

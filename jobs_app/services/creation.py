@@ -10,7 +10,7 @@ from datasets_app.models import RESULTS_PURPOSE, Dataset
 from datasets_app.selectors import dataset_rows
 from finetune_site.errors import InvalidRequest
 from jobs_app import tasks
-from jobs_app.models import FineTuneJob
+from jobs_app.models import FineTuneJob, Worker
 from jobs_app.services.gate import promotion_gate_check
 from jobs_app.services.judges import judge_problem
 from jobs_app.services.lifecycle import job_event_add
@@ -20,6 +20,7 @@ from workers.formats import EXAMPLE_ROW, OBJECTIVE_FORMATS
 from workers.graders import GraderError, grader_check
 from workers.hyperparameters import GRADED_OBJECTIVES, Context, OptionError, hyperparameters_resolve
 
+PAST_RUNS = 5  # the runs a memory estimate reads, as the time estimate does
 UNKNOWN_ROWS = 10_000  # a file still being checked has no row count yet: size the batch as for a large one
 Objective = FineTuneJob.Objective
 
@@ -32,13 +33,33 @@ def hyperparameters_param(objective: str, name: str = "") -> str:
 def job_hyperparameters_resolve(given: Mapping | None, *, objective: str, base_model: BaseModel, rows: int | None,
                                 has_validation: bool | None) -> dict:
     """The job's options, checked and resolved (``workers.hyperparameters``); a 400 names the option."""
+    peak, device = job_memory_known(base_model=base_model, adapter=(given or {}).get("adapter", "lora"),
+                                    objective=objective)
     context = Context(objective=objective, parameters=base_model.parameters,
-                      context_length=base_model.context_length, rows=rows, has_validation=has_validation)
+                      context_length=base_model.context_length, rows=rows, has_validation=has_validation,
+                      peak_memory_bytes=peak, device_memory_bytes=device)
     try:
         return hyperparameters_resolve(given, context)
     except OptionError as error:
         raise InvalidRequest(error.message, param=hyperparameters_param(objective, error.name),
                              code="invalid_hyperparameter") from error
+
+
+def job_memory_known(*, base_model: BaseModel, adapter: str, objective: str) -> tuple[int | None, int | None]:
+    """(the memory estimate, one GPU's memory) for the "auto" memory savers; None where unknown.
+
+    The estimate is the largest peak of the last finished runs of this model, adapter and objective
+    trained without gradient checkpointing (a run with it measured the saver, not the need); the GPU is
+    the largest a registered worker advertised (CPU workers advertise none: RAM is not a hard limit).
+    """
+    runs = (FineTuneJob.objects.filter(base_model=base_model, objective=objective, status=FineTuneJob.Status.SUCCEEDED,
+                                       hyperparameters__adapter=adapter).exclude(metrics={})
+            .order_by("-finished_at").values_list("metrics", "hyperparameters"))
+    runs = [metrics for metrics, hp in runs if not hp.get("gradient_checkpointing")][:PAST_RUNS]
+    peak = max((m.get("peak_memory_bytes") or 0 for m in runs), default=0)
+    gpus = [d.get("memory_bytes") or 0 for d in Worker.objects.values_list("devices", flat=True)
+            if d.get("kind") == "cuda"]
+    return peak or None, max(gpus, default=0) or None
 
 
 def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,

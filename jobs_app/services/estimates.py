@@ -85,7 +85,8 @@ def _schedule(hp: dict, objective: str, validation_tokens: int):
 
     return Schedule(n_epochs=hp["n_epochs"], batch_size=hp["batch_size"], eval_steps=hp.get("eval_steps", 0),
                     save_steps=hp.get("save_steps", 0), validation_tokens=validation_tokens,
-                    by_steps=objective == FineTuneJob.Objective.REINFORCEMENT)
+                    by_steps=objective == FineTuneJob.Objective.REINFORCEMENT,
+                    gradient_accumulation_steps=hp.get("gradient_accumulation_steps", 1))
 
 
 def _past_runs(base_model: BaseModel, adapter: str, objective: str | None = None) -> list[tuple[dict, dict]]:

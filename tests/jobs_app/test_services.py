@@ -146,6 +146,23 @@ def test_given_max_length_is_kept(base_model, tiny_model_path):
     assert job.hyperparameters["max_length"] == 512 and "max_length" not in job.hyperparameters["auto_resolved"]
 
 
+def test_auto_gradient_checkpointing_turns_on_only_when_past_peaks_exceed_the_gpu(base_model):
+    from jobs_app.models import Worker
+
+    first = make_job()
+    assert first.hyperparameters["gradient_checkpointing"] is False  # CPU workers only, no history
+    assert first.hyperparameters["padding_free"] is True and first.hyperparameters["gradient_accumulation_steps"] == 1
+    FineTuneJob.objects.filter(pk=first.pk).update(status=Status.SUCCEEDED, metrics={"peak_memory_bytes": 20 * 2**30})
+    Worker.objects.create(name="gpu-1", devices={"kind": "cuda", "count": 1, "memory_bytes": 16 * 2**30})
+    job = make_job()
+    assert job.hyperparameters["gradient_checkpointing"] is True
+    assert "gradient_checkpointing" in job.hyperparameters["auto_resolved"]
+    given = make_job(hyperparameters={"gradient_checkpointing": False})
+    assert given.hyperparameters["gradient_checkpointing"] is False
+    Worker.objects.filter(name="gpu-1").update(devices={"kind": "cuda", "count": 1, "memory_bytes": 80 * 2**30})
+    assert make_job().hyperparameters["gradient_checkpointing"] is False
+
+
 # --- the wizard's estimate for a job not created yet ---
 
 HP = {"n_epochs": 3, "batch_size": 4, "max_length": 64, "adapter": "lora"}

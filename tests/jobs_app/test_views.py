@@ -171,6 +171,8 @@ def test_wizard_walks_three_steps_and_starts_the_job(client, base_model, user, d
     assert response["Location"] == reverse("jobs:wizard_review")
     review = client.get(reverse("jobs:wizard_review")).content.decode()
     assert _option(review, "n_epochs") == "2" and _option(review, "lora_r") == "16 (auto)"
+    assert _option(review, "gradient_checkpointing") == "off (auto)"  # the estimate knows no GPU to overflow
+    assert _option(review, "padding_free") == "on (auto)" and 'title="auto: on when batch_size is above 1"' in review
     assert "<strong>8 steps</strong> (4 per epoch × 2)" in review  # 16 rows / batch 4 × 2 epochs
     assert "unknown until the first steps" in review  # no past run of tiny-llama lora yet
     assert 'id="estimate-rough"' in review  # tokens counted by a worker meanwhile

@@ -74,6 +74,8 @@ def test_learning_rate_multiplier_scales_the_automatic_rate_and_is_never_ignored
     ({"desirable_weight": 2}, "dpo", "desirable_weight"),
     ({"num_generations": 4}, "supervised", "num_generations"),
     ({"max_length": 512}, "reinforcement", "max_length"),
+    ({"padding_free": True}, "dpo", "padding_free"),
+    ({"padding_free": False}, "reinforcement", "padding_free"),
 ])
 def test_an_option_that_does_not_apply_is_refused_by_name(given, objective, name):
     with pytest.raises(OptionError, match="applies only with") as refused:
@@ -89,6 +91,9 @@ def test_an_option_that_does_not_apply_is_refused_by_name(given, objective, name
     ({"max_length": 4096}, "max_length", "context of 2048"),
     ({"eval_steps": 10}, "eval_steps", "validation_file"),
     ({"tempo": 1}, "tempo", "not a hyperparameter"),
+    ({"gradient_checkpointing": "yes"}, "gradient_checkpointing", "true, false"),
+    ({"padding_free": 1}, "padding_free", "true, false"),
+    ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps", "from 1 to 1024"),
 ])
 def test_bad_values_name_the_option_and_what_is_expected(given, name, words):
     with pytest.raises(OptionError, match=words) as refused:
@@ -105,14 +110,34 @@ def test_kto_batches_hold_two_rows_at_least():
     assert hyperparameters_resolve({"batch_size": 1}, Context(objective="dpo"))["batch_size"] == 1
 
 
+def test_memory_savers_resolve_from_the_estimate_and_the_batch():
+    on_cpu = hyperparameters_resolve({}, SMALL)  # the estimate knows no device it could overflow
+    assert (on_cpu["gradient_checkpointing"], on_cpu["padding_free"], on_cpu["gradient_accumulation_steps"]) \
+        == (False, True, 1)
+    gib = 2**30
+    too_big = dataclasses.replace(SMALL, peak_memory_bytes=20 * gib, device_memory_bytes=16 * gib)
+    assert hyperparameters_resolve({}, too_big)["gradient_checkpointing"] is True
+    fits = dataclasses.replace(too_big, device_memory_bytes=80 * gib)
+    assert hyperparameters_resolve({}, fits)["gradient_checkpointing"] is False
+    assert hyperparameters_resolve({"gradient_checkpointing": False}, too_big)["gradient_checkpointing"] is False
+    assert hyperparameters_resolve({"batch_size": 1}, SMALL)["padding_free"] is False  # one row: nothing to save
+    dpo = hyperparameters_resolve({"gradient_accumulation_steps": 4}, Context(objective="dpo"))
+    assert "padding_free" not in dpo and dpo["gradient_accumulation_steps"] == 4
+    assert "gradient_checkpointing" in dpo
+    schema = hyperparameters_schema("supervised")["properties"]["padding_free"]
+    assert schema["oneOf"][0] == {"type": "boolean"}
+    assert BY_NAME["padding_free"].display(True) == "on" and BY_NAME["gradient_checkpointing"].display(False) == "off"
+
+
 def test_every_option_has_a_cli_flag_parsed_like_the_api():
     parser = argparse.ArgumentParser()
     arguments_add(parser)
     values = vars(parser.parse_args(["--n-epochs", "4", "--adapter", "qlora", "--lora-target-modules", "q,v",
-                                     "--learning-rate", "auto"]))
+                                     "--learning-rate", "auto", "--padding-free", "false",
+                                     "--gradient-checkpointing", "true"]))
     assert {option.name for option in OPTIONS} <= set(values)
     assert arguments_read(values) == {"n_epochs": 4, "adapter": "qlora", "lora_target_modules": ["q", "v"],
-                                      "learning_rate": "auto"}
+                                      "learning_rate": "auto", "padding_free": False, "gradient_checkpointing": True}
 
 
 def test_the_openapi_schema_lists_the_options_of_each_objective():

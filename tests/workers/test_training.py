@@ -188,6 +188,63 @@ def test_trainer_tokenizes_rows_exactly_as_render_shows_them(tiny_model_path, tm
     assert trained == [(r.ids, r.loss_mask) for r in shown if r.trainable]
 
 
+@pytest.mark.parametrize(("template", "max_length"), [("", 40), ("chatml", 120)])  # the long chat is cut
+def test_padding_free_batches_carry_the_loss_mask_render_shows(tiny_model_path, tmp_path, template, max_length):
+    """The collator joins a batch's rows into one sequence; cut at each row's start (position 0), every
+    row's labels are its render's loss mask (a row's first token is never a target either way), and the
+    loss equals the padded batch's: each row attends only to itself."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from workers.device import device_detect
+    from workers.events import emit_nothing
+    from workers.templates import render, tokenizer_prepare
+    from workers.training import _callback_make, trainer_build
+
+    rows = [LONG_CHAT, *classification_rows(2, chat=True)]
+    train = tmp_path / "rows.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    built = {}
+    for padding_free in (True, False):
+        config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), template=template,
+                             output_dir=str(tmp_path / f"out-{padding_free}"), max_length=max_length, batch_size=3,
+                             padding_free=padding_free)
+        built[padding_free] = trainer_build(config, device_detect(), _callback_make(emit_nothing, lambda: False))
+    trainer = built[True]
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    starts = [*(batch["position_ids"][0] == 0).nonzero().flatten().tolist(), batch["input_ids"].shape[1]]
+    tokenizer = tokenizer_prepare(AutoTokenizer.from_pretrained(tiny_model_path), template)
+    shown = [render(tokenizer, row, "chat", template=template, max_length=max_length) for row in rows]
+    assert any(r.truncated for r in shown)
+    for row, start, end in zip(shown, starts[:-1], starts[1:], strict=True):
+        assert batch["input_ids"][0, start:end].tolist() == row.ids
+        assert [int(label != -100) for label in batch["labels"][0, start:end]] == [0, *row.loss_mask[1:]]
+    padded = built[False].data_collator([built[False].train_dataset[i] for i in range(len(rows))])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        joined, apart = (model(**{k: v for k, v in b.items() if k in ("input_ids", "labels", "position_ids",
+                                                                          "attention_mask")}).loss
+                         for b in (batch, padded))
+    assert torch.isclose(joined, apart, rtol=1e-4)
+
+
+def test_savers_reach_every_objective_trainer_config(tmp_path):
+    from workers.device import DeviceInfo
+    from workers.training import _common_args, _sft_args
+
+    cpu = DeviceInfo("cpu", 0)
+    config = TrainConfig(model_path="m", train_file="t", output_dir=str(tmp_path), gradient_accumulation_steps=4,
+                         gradient_checkpointing=True, padding_free=False)
+    common = _common_args(config, cpu, has_eval=False)
+    assert (common["activation_checkpointing"], common["gradient_accumulation_steps"]) == (True, 4)
+    sft = _sft_args(config, cpu, has_eval=False)
+    assert (sft.gradient_checkpointing, sft.gradient_accumulation_steps, sft.padding_free) == (True, 4, False)
+    assert sft.max_length == config.max_length
+    free = _sft_args(TrainConfig(model_path="m", train_file="t", output_dir=str(tmp_path)), cpu, has_eval=False)
+    assert (free.padding_free, free.max_length, free.gradient_checkpointing) == (True, None, False)
+
+
 @pytest.mark.parametrize("template", ["", "chatml", "completion"])
 def test_tool_calls_are_trained_with_the_function_name_and_arguments(tiny_model_path, tmp_path, template):
     from workers.device import device_detect
@@ -316,3 +373,14 @@ def test_estimate_paces_by_steps_when_tokens_give_none_and_refuses_no_pace():
     assert sampled.parts["training"] == 16.0
     with pytest.raises(ValueError, match="no pace"):
         estimate(counts, Throughput(tokens_per_second=0.0, peak_memory_bytes=1), schedule)
+
+
+def test_gradient_accumulation_steps_as_the_schedule_counts_them(tiny_model_path, tmp_path):
+    from workers.estimate import Schedule
+
+    events = []
+    config = _config(tiny_model_path, tmp_path, n_epochs=1, batch_size=4, gradient_accumulation_steps=4)
+    result = _run(config, events)  # 24 rows: 6 batches, an optimizer step every 4 (the last after 2)
+    schedule = Schedule(n_epochs=1, batch_size=4, gradient_accumulation_steps=4)
+    assert result.steps == result.total_steps == schedule.steps(24) == 2
+    assert Schedule(n_epochs=3, batch_size=4).steps(24) == 18
