@@ -54,7 +54,9 @@ def test_bad_file_checked_by_the_worker_becomes_error(live_server, live_base_mod
     api = requests.Session()
     api.headers["Authorization"] = f"Bearer {client.api_key}"
     base = live_server.url + "/v1/datasets/uploads"
-    content = b'{"messages": [{"role": "user", "content": "hi"}]}\n'
+    # a chat file whose second row has no answer (a file of such rows alone would be prompts for RL)
+    content = (b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+               b'{"messages": [{"role": "user", "content": "hi"}]}\n')
     upload = api.post(base, json={"filename": "t.jsonl"}).json()
     api.put(f"{base}/{upload['id']}/chunk?offset=0", data=content, headers={"Content-Type": "application/octet-stream"})
     file_id = api.post(f"{base}/{upload['id']}/complete", json={}).json()["dataset"]["id"]

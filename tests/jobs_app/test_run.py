@@ -138,10 +138,14 @@ def test_reinforcement_job_is_rewarded_by_the_owners_tuned_judge_model(base_mode
     assert [s["step"] for s in steps] == [1, 2] and all(s["rewards/judge/mean"] == 7.0 for s in steps), steps
 
 
-def test_rlaif_job_stores_the_judged_pairs_as_a_version_of_its_prompts_then_trains_on_them(base_model):
+def test_rlaif_job_stores_the_judged_pairs_as_a_version_of_its_prompts_then_trains_on_them(base_model, monkeypatch):
+    from jobs_app import tasks
     from models_app.models import FineTunedModel
     from models_app.selectors import model_lineage
     from tests.api import api_client
+
+    for task in (tasks.job_validate, tasks.job_run):  # run here, step by step: nothing reaches a live worker
+        monkeypatch.setattr(task, "delay", lambda *args, **kwargs: None)
 
     user = make_user()
     rows = [{"messages": [{"role": "user", "content": f"Classify: The team won match {i}."}]} for i in range(6)]
