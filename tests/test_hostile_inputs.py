@@ -12,6 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from datasets_app.models import Dataset, DatasetUpload
 from jobs_app.models import FineTuneJob
+from models_app.base_models.models import BaseModel
 from tests.api import api_client
 from tests.factories import make_dataset, make_job, make_upload, make_user
 
@@ -87,16 +88,21 @@ def test_a_nul_in_a_cookie_or_a_page_form_is_a_400(client):
     ("/v1/datasets/{dataset}/prepare", {"operations": [{"op": "filter_length", "max_tokens": 10,
                                                         "model": "tiny-llama" + NUL}]}, "model"),
     ("/v1/datasets/uploads", {"filename": "train.jsonl", "column_map": {"q": "prompt" + NUL}}, "column_map"),
+    ("/v1/base_models", {"name": "mine" + NUL, "source": "org/name"}, "name"),
 ])
 def test_a_nul_inside_a_json_body_is_a_400_and_nothing_is_stored(base_model, path, body, param):
     user = make_user()
     dataset = make_dataset(user)
-    before = (FineTuneJob.objects.count(), Dataset.objects.count(), DatasetUpload.objects.count())
+    def stored():
+        return (FineTuneJob.objects.count(), Dataset.objects.count(), DatasetUpload.objects.count(),
+                BaseModel.objects.count())
+
+    before = stored()
     text = json.dumps(body).replace("{dataset}", dataset.id)
     response = api_client(user).post(path.replace("{dataset}", dataset.id), text, content_type="application/json")
     error = openai_error(response, 400)
     assert error["code"] == "parse_error" and "NUL character (\\u0000)" in error["message"], param
-    assert (FineTuneJob.objects.count(), Dataset.objects.count(), DatasetUpload.objects.count()) == before
+    assert stored() == before
     dataset.refresh_from_db()
     assert dataset.options == {}
 

@@ -2,10 +2,11 @@
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from finetune_site.parsers import JSONParser
 from models_app.base_models import selectors, services
 from models_app.base_models.models import BaseModel
 
