@@ -117,18 +117,25 @@ def base_model_transition(*, base_model: BaseModel, to: str, **fields) -> BaseMo
     return status_transition(BaseModel, base_model.pk, to, rules=BASE_MODEL_TRANSITIONS, **fields)
 
 
-def base_model_describe(*, base_model_id: int) -> BaseModel:
+def base_model_describe(*, base_model_id: int) -> BaseModel | None:
     """On a worker: fetch a pending base model's files and record what they say; ready, or failed with
-    the reason (a hub id with no network, a directory that is not a model, ...)."""
+    the reason (a hub id with no network, a directory that is not a model, ...). One no longer pending
+    (deleted, or described by an earlier delivery) is left alone; an unexpected error fails it, then
+    propagates for the worker's log."""
     from workers.loading import ModelLoadError
     from workers.model_files import model_describe
 
-    base = BaseModel.objects.get(pk=base_model_id)
+    base = BaseModel.objects.filter(pk=base_model_id).first()
+    if base is None or base.status != BaseModel.Status.PENDING:
+        return None
     try:
         path = base_model_local_path(base, fetch=True)
         info = model_describe(path)
     except ModelLoadError as exc:
         return base_model_fail(base_model=base, message=str(exc))
+    except Exception as exc:
+        base_model_fail(base_model=base, message=f"{type(exc).__name__}: {exc}")
+        raise
     local = path if path != base.source else ""
     return base_model_transition(
         base_model=base, to=BaseModel.Status.READY, local_path=local, architecture=info.architecture,
