@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
+from django.core.management.base import CommandError
+from django.test import TransactionTestCase
 
 from models_app.base_models.services import base_model_builtin_ensure
 from tests.e2e import ARTIFACTS, ROOT, WebServer, wait_for
@@ -107,6 +109,9 @@ def untrained_adapter(tiny_model_path, tmp_path_factory) -> Path:
     return target
 
 
+LIVE_POOLS: list["WorkerPool"] = []
+
+
 class WorkerPool:
     """One real Celery worker process at a time, restarted when a test needs other settings."""
 
@@ -116,6 +121,8 @@ class WorkerPool:
         self.queues = queues
         self.process: subprocess.Popen | None = None
         self.extra: dict | None = None
+        self.node = ""
+        LIVE_POOLS.append(self)
 
     def ensure(self, extra: dict | None = None) -> subprocess.Popen:
         extra = extra or {}
@@ -141,9 +148,28 @@ class WorkerPool:
         def ready():
             assert self.process.poll() is None, "the Celery worker exited; see tests/artifacts"
             replies = app.control.ping(timeout=0.5)
-            return any(name.startswith(f"{self.name}-{os.getpid()}@") for reply in replies for name in reply)
+            nodes = [name for reply in replies for name in reply if name.startswith(f"{self.name}-{os.getpid()}@")]
+            self.node = nodes[0] if nodes else ""
+            return bool(nodes)
 
         wait_for(ready, timeout=60, what="the Celery worker")
+
+    def settle(self, timeout: float = 30) -> None:
+        """Wait until the worker runs and holds no task, so emptying the tables after a test cannot
+        deadlock with a job the test left running; a worker still busy after ``timeout`` is stopped
+        and the next test that needs one starts it afresh."""
+        from finetune_site.celery import app
+
+        if not (self.process and self.process.poll() is None):
+            return
+        inspect = app.control.inspect(destination=[self.node], timeout=2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            active, reserved = inspect.active() or {}, inspect.reserved() or {}
+            if self.node in active and not active[self.node] and not reserved.get(self.node):
+                return
+            time.sleep(0.2)
+        self.stop()
 
     def kill(self) -> None:
         """Kill the worker and its pool children at once, as a dead machine would."""
@@ -158,6 +184,24 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.process = None
+
+
+def _settle_then_flush(test_case) -> None:
+    """A transactional test ends by emptying every table (TRUNCATE). First let the live workers
+    finish what the test left them, then retry once if a worker's write still deadlocks with it."""
+    for pool in LIVE_POOLS:
+        pool.settle()
+    try:
+        _flush(test_case)
+    except CommandError as error:
+        if "deadlock detected" not in str(error.__cause__):
+            raise
+        time.sleep(1)
+        _flush(test_case)
+
+
+_flush = TransactionTestCase._fixture_teardown
+TransactionTestCase._fixture_teardown = _settle_then_flush
 
 
 def _test_database_url(django_db_blocker) -> str:
