@@ -59,8 +59,9 @@ class Platform(EmbeddedPlatform):
         job.refresh_from_db()
         eta, eta_at = _wait_for(lambda: _eta_after(job, STEPS_IN))
         finished_at = _wait_for(lambda: _finished_at(job))
+        job.refresh_from_db()
         return {"estimate": job.estimate, "actual": finished_at - queued_at, "phases": _phases(job, finished_at),
-                "eta": eta, "eta_actual": finished_at - eta_at}
+                "eta": eta, "eta_actual": finished_at - eta_at, "measured": job.metrics}
 
 
 def _wait_for(probe, timeout: float = 1800):
@@ -146,6 +147,19 @@ def _print(name: str, result: dict) -> None:
     for part, seconds in phases.items():
         guess = foreseen.get(part)
         print(f"    {part:<10} actual {seconds:6.1f} s" + (f", estimated {guess:6.1f} s" if guess is not None else ""))
+    _print_each(estimate, result["measured"])
+
+
+def _print_each(estimate: dict, measured: dict) -> None:
+    """A step, a validation pass and a checkpoint: the estimate's cost of each against the run's."""
+    parts, steps = estimate.get("parts") or {}, estimate.get("steps") or 0
+    for label, part, count, seconds, done in (
+            ("step", "training", steps, measured.get("step_seconds"), 1),
+            ("pass", "validation", estimate.get("evals"), measured.get("eval_seconds"), measured.get("evals")),
+            ("save", "checkpoints", estimate.get("saves"), measured.get("save_seconds"), measured.get("saves"))):
+        if count and done and seconds is not None and parts.get(part) is not None:
+            print(f"    each {label:<5} actual {seconds / done:6.3f} s x {done}, "
+                  f"estimated {parts[part] / count:6.3f} s x {count}")
 
 
 def _summary(results: list) -> None:
