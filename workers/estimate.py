@@ -77,12 +77,15 @@ class Schedule:
         return math.ceil(math.ceil(rows / self.batch_size) / self.gradient_accumulation_steps) * self.n_epochs
 
     def evals(self, steps: int) -> int:
+        """Validation passes: every ``eval_steps`` and one after the last step when it is off the beat
+        (the Trainer's rule), or one an epoch."""
         if not self.validation_tokens:
             return 0
-        return steps // self.eval_steps if self.eval_steps else self.n_epochs
+        return math.ceil(steps / self.eval_steps) if self.eval_steps else self.n_epochs
 
     def saves(self, steps: int) -> int:
-        return steps // self.save_steps if self.save_steps else self.n_epochs
+        """Checkpoints, counted as ``evals`` counts passes."""
+        return math.ceil(steps / self.save_steps) if self.save_steps else self.n_epochs
 
 
 def token_counts(model_path: str, train_file: str, max_length: int, template: str = "") -> TokenCounts:
