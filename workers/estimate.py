@@ -189,3 +189,47 @@ def evaluation_pace(model_path: str, data_file: str, *, max_new_tokens: int, row
         return ended[0] - started if ended else 0.0, 0.0
     row = (ended[-1] - ended[0]) / (len(ended) - 1)
     return max(0.0, ended[0] - started - row), row
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a model's training memory depends on besides its parameter count (from config.json)."""
+
+    hidden_size: int
+    layers: int
+    intermediate_size: int
+    vocab_size: int
+
+
+GIB = 2**30
+# Bytes a weight takes: QLoRA's NF4 with its double-quantized scales, int8, half precision, fp32.
+WEIGHT_BYTES = {"nf4": 0.5625, "int8": 1.0, "half": 2.0, "fp32": 4.0}
+# Training a CUDA model reserves more than its tensors: the CUDA context, the allocator's caching
+# and fragmentation. A rule of thumb, not a measurement.
+CUDA_OVERHEAD_BYTES, CUDA_OVERHEAD_SHARE = GIB // 2, 0.10
+
+
+def memory_need(*, parameters: int, shape: Shape, adapter: str, quantization: str, batch_size: int,
+                max_length: int, checkpointing: bool, half_precision: bool, lora_r: int = 16, shards: int = 1) -> int:
+    """Bytes one GPU needs to train: weights, gradients and AdamW's two moments of what trains (split
+    over ``shards`` ranks when sharded), activations of a batch of ``batch_size`` rows of ``max_length``
+    tokens (per layer unless ``checkpointing`` keeps only each layer's input), the logits, and the
+    CUDA overhead. An upper bound in the manner of the usual rules (weights x 4 for full AdamW, ~10h+4i
+    stored values per token and layer): it decides whether to refuse, never a measured figure."""
+    weight = WEIGHT_BYTES[quantization if adapter == "qlora" else "half" if half_precision else "fp32"]
+    value = 2.0 if half_precision else 4.0
+    if adapter == "full":
+        states = parameters * value * 4  # weights, gradients, two moments
+    else:
+        h, i = shape.hidden_size, shape.intermediate_size
+        trainable = lora_r * shape.layers * (11 * h + 3 * i)  # every linear layer's in + out, all-linear
+        states = parameters * weight + trainable * 4 * 4  # adapters stay fp32: weights, gradients, moments
+    tokens = batch_size * max_length
+    per_layer = shape.hidden_size * 10 + shape.intermediate_size * 4
+    if checkpointing:
+        activations = tokens * value * (shape.layers * shape.hidden_size + per_layer)
+    else:
+        activations = tokens * value * shape.layers * per_layer
+    logits = tokens * shape.vocab_size * 4 * 3  # fp32 logits, their gradient and the loss's softmax
+    need = states / shards + activations + logits
+    return int(need * (1 + CUDA_OVERHEAD_SHARE) + CUDA_OVERHEAD_BYTES)

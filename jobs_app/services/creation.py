@@ -11,6 +11,7 @@ from datasets_app.selectors import dataset_rows
 from finetune_site.errors import InvalidRequest
 from jobs_app import tasks
 from jobs_app.models import FineTuneJob, Worker
+from jobs_app.services.fit import job_fit_check
 from jobs_app.services.gate import promotion_gate_check
 from jobs_app.services.judges import judge_problem
 from jobs_app.services.lifecycle import job_event_add
@@ -100,6 +101,7 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     rows = dataset.row_count if dataset.status == Dataset.Status.READY else UNKNOWN_ROWS
     resolved = job_hyperparameters_resolve(hyperparameters, objective=objective, base_model=base, rows=rows,
                                            has_validation=validation is not None)
+    resolved = job_fit_check(resolved, base_model=base, param=hyperparameters_param(objective))
     with transaction.atomic():
         job = FineTuneJob.objects.create(
             owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
