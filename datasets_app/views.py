@@ -1,6 +1,8 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
+from django.http import FileResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -68,6 +70,16 @@ def dataset_stats_request(request, file_id: str):
     except (Conflict, InvalidRequest) as refused:
         messages.error(request, refused.message)
     return redirect("datasets:detail", file_id=dataset.id)
+
+
+@login_required
+def dataset_thumbnail(request, file_id: str, index: int):
+    """A vision dataset's thumbnail for its report page (the owner's only)."""
+    dataset = selectors.dataset_get(request.user, file_id)
+    name = selectors.dataset_thumbnail_name(dataset, index)
+    response = FileResponse(default_storage.open(name, "rb"), content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 @require_POST
