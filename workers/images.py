@@ -268,12 +268,16 @@ def _images_read(path: Path, kind: str, config: ImageConfig, wanted: dict[str, s
                              f"{size_text(config.max_image_bytes)} (DATASET_VISION_MAX_IMAGE_BYTES)", field=entry.name))
             continue
         try:
-            data = stream.read(config.max_image_bytes + 1)
+            data = _read_at_most(stream, config.max_image_bytes)
         except ContainerError:
             raise
         except Exception as exc:  # a damaged member: report it and go on with the others
             report.add(Issue("broken_archive", f"cannot be read from the archive ({exc})",
                              "re-create the archive", field=entry.name))
+            continue
+        if data is None:  # its header understated its size
+            report.add(Issue("image_too_large", f"the image file is larger than {size_text(config.max_image_bytes)}",
+                             "resize it (DATASET_VISION_MAX_IMAGE_BYTES)", field=entry.name))
             continue
         image = _decode(data, entry.name, label, config, report, Image)
         if image is None:
@@ -288,6 +292,17 @@ def _images_read(path: Path, kind: str, config: ImageConfig, wanted: dict[str, s
             thumbnail.save(out / file, "JPEG", quality=80)
             state["thumbnails"].append({"label": label, "image": entry.name, "file": file})
         emit(ValidationProgress(bytes_done=done, bytes_total=total, rows=len(state["images"])))
+
+
+def _read_at_most(stream, limit: int) -> bytes | None:
+    """The member's bytes, or None past ``limit`` (read in blocks: ``read(limit)`` would reserve it all)."""
+    blocks, size = [], 0
+    while block := stream.read(MiB):
+        size += len(block)
+        if size > limit:
+            return None
+        blocks.append(block)
+    return b"".join(blocks)
 
 
 def _decode(data: bytes, name: str, label: str, config: ImageConfig, report: Report, Image):
