@@ -153,9 +153,3 @@ def test_jobs_refuse_a_vision_dataset(user):
     dataset = make_vision_dataset(user)
     with pytest.raises(InvalidRequest, match="is a vision dataset"):
         job_create(owner=user, training_file=dataset.id, model="tiny-llama", hyperparameters={})
-
-
-def test_another_users_vision_dataset_and_thumbnails_are_404(client, user):
-    theirs = make_vision_dataset()
-    assert client.get(reverse("datasets:detail", args=[theirs.id])).status_code == 404
-    assert client.get(reverse("datasets:thumbnail", args=[theirs.id, 0])).status_code == 404
