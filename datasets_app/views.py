@@ -36,10 +36,12 @@ def dataset_upload(request):
         if upload is None:
             raise InvalidRequest("Choose a training file to upload.", param="file")
         dataset = services.dataset_upload(owner=request.user, upload=upload,
+                                          purpose=request.POST.get("purpose") or "fine-tune",
                                           options={"format": request.POST.get("format", "")})
     except InvalidRequest as error:
         context = {"upload_error": error.message, "upload_formats": UPLOAD_FORMATS,
-                   "upload_text": request.POST.get("format") == "text"}
+                   "upload_text": request.POST.get("format") == "text",
+                   "upload_vision": request.POST.get("purpose") == "vision"}
         if request.htmx:
             return render(request, "datasets_app/partials/upload_form.html", context, status=400)
         page = Paginator(selectors.datasets_listed(request.user), PAGE_SIZE).get_page(1)

@@ -123,6 +123,18 @@ def test_split_makes_a_stratified_version_checked_again(django_capture_on_commit
     assert version.file.name != parent.file.name and version.file.read() == parent.file.read()
 
 
+def test_upload_page_takes_an_image_archive(client, user):
+    response = client.post(reverse("datasets:upload"), {"purpose": "vision", "file": SimpleUploadedFile(
+        "pets.tar", archive_bytes(image_set({"cats": 2, "dogs": 2}), "tar"))})
+    dataset = Dataset.objects.get(owner=user)
+    assert response["Location"] == reverse("datasets:detail", args=[dataset.id])
+    assert (dataset.purpose, dataset.status) == ("vision", "uploaded")
+    refused = client.post(reverse("datasets:upload"), {"purpose": "vision", "file": SimpleUploadedFile(
+        "cat.png", image_bytes())})
+    assert refused.status_code == 400 and "upload a .zip, .tar, .tar.gz or .tgz" in refused.content.decode()
+    assert 'id="upload-vision" checked' in refused.content.decode()
+
+
 def test_split_of_a_vision_dataset_takes_only_a_split(user):
     parent = make_vision_dataset(user)
     response = api_client(user).post(f"/v1/datasets/{parent.id}/prepare", {"operations": [{"op": "dedup"}]},
