@@ -160,6 +160,14 @@ def test_deleting_a_vision_dataset_removes_its_thumbnails(user, django_capture_o
     assert names and not any(default_storage.exists(name) for name in names)
 
 
+def test_text_checks_are_refused_for_a_vision_dataset(user):
+    dataset = make_vision_dataset(user)
+    client = api_client(user)
+    quality = client.post(f"/v1/datasets/{dataset.id}/quality", {}, format="json")
+    assert quality.status_code == 400 and "vision dataset" in quality.json()["error"]["message"]
+    assert client.get(f"/v1/datasets/{dataset.id}/stats?model=tiny-llama").status_code in (400, 409)
+
+
 def test_jobs_refuse_a_vision_dataset(user):
     base_model_builtin_ensure()
     dataset = make_vision_dataset(user)
