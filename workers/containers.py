@@ -625,6 +625,15 @@ def _parquet_records(path: Path, limits: Limits) -> Iterator[Record]:
 
 # --- archives of many files (image data sets) ----------------------------------------------------
 
+def stream_records(stream, container: str, limits: Limits) -> Iterator[Record]:
+    """The rows of a JSONL or CSV stream already open (a labels file inside an archive)."""
+    if container == JSONL:
+        return _jsonl_records(stream, limits)
+    if container == CSV:
+        return _csv_records(stream, limits, ",")
+    raise ValueError(f"stream_records reads JSONL or CSV, not {container}")
+
+
 TAR = "tar"
 MANY_FILES_SUFFIXES = {".zip": ZIP, ".tar": TAR, ".tar.gz": TAR, ".tgz": TAR}
 

@@ -29,12 +29,11 @@ from workers.containers import (
     JSONL,
     ContainerError,
     Limits,
-    _csv_records,
-    _jsonl_records,
     archive_entries,
     archive_kind,
     archive_read,
     size_text,
+    stream_records,
 )
 from workers.events import Emit, ValidationProgress, emit_nothing
 from workers.report import WARNING, Issue, Report
@@ -215,10 +214,20 @@ def _labels_read(path: Path, kind: str, config: ImageConfig, name: str,
     container = LABEL_SUFFIXES[PurePosixPath(name).suffix.lower()]
     labels: dict[str, str] = {}
     lines: dict[str, int] = {}
+    try:
+        _labels_rows(path, kind, config, name, container, report, labels, lines)
+    except ContainerError as exc:  # the labels file cannot be read further: name it
+        issue = exc.issue
+        _fatal(report, Issue(issue.kind, issue.message, issue.fix, line=issue.line, field=name))
+    if not report.ok:
+        raise _Fatal
+    return labels, lines
+
+
+def _labels_rows(path: Path, kind: str, config: ImageConfig, name: str, container: str, report: Report,
+                 labels: dict[str, str], lines: dict[str, int]) -> None:
     for _, stream in archive_read(path, kind, config.limits, lambda member: member == name):
-        records = (_csv_records(stream, config.limits, ",") if container == CSV
-                   else _jsonl_records(stream, config.limits))
-        for _row, line, value, issue in records:
+        for _row, line, value, issue in stream_records(stream, container, config.limits):
             if issue is not None:
                 report.add(Issue(issue.kind, issue.message, issue.fix, line=line,
                                  field=name))
@@ -247,9 +256,6 @@ def _labels_read(path: Path, kind: str, config: ImageConfig, name: str,
             else:
                 labels[image] = label
                 lines[image] = line
-    if not report.ok:
-        raise _Fatal
-    return labels, lines
 
 
 def _images_read(path: Path, kind: str, config: ImageConfig, wanted: dict[str, str], entries: list, report: Report,
@@ -431,12 +437,17 @@ def _duplicates_report(images: list[_Image], report: Report, stats: dict, config
 def duplicate_groups(hashes: list[int], distance: int) -> list[list[int]]:
     """Indexes of hashes within ``distance`` bits of each other, grouped (groups of two or more).
 
-    The 64 bits are cut into ``distance + 1`` bands: two hashes that differ in at most ``distance``
-    bits agree on at least one band, so only hashes sharing a band are compared.
+    Equal hashes are grouped first (many copies of one picture cost nothing more); then the 64 bits
+    are cut into ``distance + 1`` bands: two hashes that differ in at most ``distance`` bits agree on
+    at least one band, so only distinct hashes sharing a band are compared.
     """
+    same: dict[int, list[int]] = defaultdict(list)
+    for index, value in enumerate(hashes):
+        same[value].append(index)
+    values = list(same)
     bands = distance + 1
     width = -(-HASH_BITS // bands)
-    parent = list(range(len(hashes)))
+    parent = list(range(len(values)))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -446,17 +457,17 @@ def duplicate_groups(hashes: list[int], distance: int) -> list[list[int]]:
 
     for band in range(bands):
         buckets: dict[int, list[int]] = defaultdict(list)
-        for index, value in enumerate(hashes):
-            buckets[(value >> (band * width)) & ((1 << width) - 1)].append(index)
+        for position, value in enumerate(values):
+            buckets[(value >> (band * width)) & ((1 << width) - 1)].append(position)
         for bucket in buckets.values():
             for a_pos, a in enumerate(bucket):
                 for b in bucket[a_pos + 1:]:
-                    if find(a) != find(b) and (hashes[a] ^ hashes[b]).bit_count() <= distance:
+                    if find(a) != find(b) and (values[a] ^ values[b]).bit_count() <= distance:
                         parent[find(a)] = find(b)
     groups: dict[int, list[int]] = defaultdict(list)
-    for index in range(len(hashes)):
-        groups[find(index)].append(index)
-    return [g for g in groups.values() if len(g) > 1]
+    for position, value in enumerate(values):
+        groups[find(position)].extend(same[value])
+    return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
 def _stats(images: list[_Image], labels_file: str, config: ImageConfig) -> dict:
