@@ -168,8 +168,9 @@ def test_text_checks_are_refused_for_a_vision_dataset(user):
     assert client.get(f"/v1/datasets/{dataset.id}/stats?model=tiny-llama").status_code in (400, 409)
 
 
-def test_jobs_refuse_a_vision_dataset(user):
+def test_jobs_refuse_a_vision_dataset_and_the_wizard_does_not_offer_it(client, user):
     base_model_builtin_ensure()
     dataset = make_vision_dataset(user)
     with pytest.raises(InvalidRequest, match="is a vision dataset"):
         job_create(owner=user, training_file=dataset.id, model="tiny-llama", hyperparameters={})
+    assert dataset.id not in client.get(reverse("jobs:wizard_dataset")).content.decode()
