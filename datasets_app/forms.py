@@ -99,3 +99,21 @@ class PrepareForm(forms.Form):
             return
         # "operations[2].near_threshold must be …" reads, next to its field, as "must be …"
         self.add_error(field, re.sub(r"^operations\[\d+\]\.?\w*:?\s*", "", error.message) or error.message)
+
+
+class ImageSplitForm(forms.Form):
+    """The page's form to split a vision dataset: a stratified train/validation version, as
+    ``POST /v1/datasets/<id>/prepare`` with ``[{"op": "split", ...}]``."""
+
+    validation_share = forms.FloatField(label="Validation share", min_value=0.05, max_value=0.5, initial=0.2,
+                                        help_text="of each class's images, e.g. 0.2")
+    seed = forms.IntegerField(label="Seed", min_value=0, initial=42)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        self.operations = [{"op": "split", "validation_share": data.get("validation_share"),
+                            "seed": data.get("seed")}] if not self.errors else []
+        return data
+
+    def service_error(self, error: InvalidRequest) -> None:
+        self.add_error(None, error.message)

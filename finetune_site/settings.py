@@ -317,6 +317,11 @@ DATASET_UPLOAD_CHUNK_MAX = env_int("DATASET_UPLOAD_CHUNK_MAX", 64 * 2**20)
 DATASET_STATS_MODEL = env_str("DATASET_STATS_MODEL", "tiny-llama")
 # Estimated Jaccard similarity (word 3-grams, MinHash) from which two rows are near-duplicates.
 DATASET_NEAR_DUPLICATE_THRESHOLD = float(env_str("DATASET_NEAR_DUPLICATE_THRESHOLD", "0.85"))
+# Vision datasets (purpose=vision: a ZIP or tar of class folders): files in one archive, pixels one
+# image may declare (beyond: refused as a decompression bomb; Pillow's own default) and bytes of one image.
+DATASET_VISION_MAX_FILES = env_int("DATASET_VISION_MAX_FILES", 100_000)
+DATASET_VISION_MAX_PIXELS = env_int("DATASET_VISION_MAX_PIXELS", 89_478_485)
+DATASET_VISION_MAX_IMAGE_BYTES = env_int("DATASET_VISION_MAX_IMAGE_BYTES", 64 * 2**20)
 
 LOGGING = {
     "version": 1,

@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
-from datasets_app.models import Dataset
+from datasets_app.models import VISION_PURPOSE, Dataset
 from datasets_app.selectors import dataset_dry_run, dataset_preview, dataset_rows, datasets_visible_to
 from datasets_app.services import token_stats_request
 from finetune_site.errors import Conflict, InvalidRequest
@@ -110,7 +110,8 @@ def _wizard_save(request, **values) -> dict:
 
 
 def _ready_datasets(user):
-    return datasets_visible_to(user).filter(status=Dataset.Status.READY).only(
+    # vision datasets are trained by the vision strategies, not by these language-model jobs
+    return datasets_visible_to(user).filter(status=Dataset.Status.READY).exclude(purpose=VISION_PURPOSE).only(
         "id", "filename", "row_count", "byte_size", "created_at")
 
 

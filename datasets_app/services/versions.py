@@ -13,6 +13,7 @@ from django.utils import timezone
 from datasets_app import tasks
 from datasets_app.models import Dataset
 from datasets_app.services.files import files_delete, sha256_of, tmp_dir
+from datasets_app.services.images import dataset_images_split
 from datasets_app.services.options import validate_config
 from datasets_app.services.uploads import dataset_store
 from datasets_app.services.validation import dataset_transition, dataset_verdict_after
@@ -31,6 +32,8 @@ NAME_BYTES = 255  # the filename column, and a file name on most file systems
 def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
     """Make new versions of a ready dataset (the original is only read): one, or train + validation
     for a split. Each records its parent and the operations applied, with what they did."""
+    if dataset.is_vision:
+        return dataset_images_split(dataset=dataset, operations=operations)
     if dataset.status != Status.READY:
         raise Conflict(f"{dataset.id} is {dataset.status}; only a ready dataset can be prepared", param="file_id",
                        code="dataset_not_ready")

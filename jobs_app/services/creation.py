@@ -193,6 +193,9 @@ def _dataset_for(owner, file_id, param: str) -> Dataset:
     if dataset.purpose == RESULTS_PURPOSE:
         raise InvalidRequest(f"{file_id} ({dataset.filename}) is a job's results, not training data", param=param,
                              code="invalid_file")
+    if dataset.is_vision:
+        raise InvalidRequest(f"{file_id} ({dataset.filename}) is a vision dataset (images); language model jobs "
+                             "train on text rows", param=param, code="invalid_file")
     if dataset.status == Dataset.Status.INVALID:
         first = ((dataset.validation_report or {}).get("summary") or "").split("\n")[0]
         raise InvalidRequest(f"{file_id} ({dataset.filename}) failed validation: {first}; see "
