@@ -1,5 +1,5 @@
-"""New versions of a ready dataset (dedup, mask, filter, convert, map, split): the parent is only
-read; each version records its parent and the operations that made it."""
+"""New versions of a ready dataset (clean, chunk, language, quality, dedup, mask, filter, convert, map,
+split): the parent is only read; each version records its parent and the operations that made it."""
 
 import tempfile
 from pathlib import Path
@@ -20,7 +20,7 @@ from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_fetch
 from models_app.base_models.selectors import base_model_named
 from models_app.base_models.services import base_model_local_path
-from workers.prepare import PrepareConfig, PrepareError, operations_check, run_prepare
+from workers.prepare import TOKEN_COUNTING, PrepareConfig, PrepareError, operations_check, run_prepare
 from workers.report import Issue, Report
 from workers.validate import run_validation
 
@@ -62,10 +62,11 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
 
 
 def _counting_models(operations: list[dict], owner) -> dict:
-    """The base models that count tokens for ``filter_length``, by name; one ``owner`` cannot use is a 400."""
+    """The base models that count tokens (``filter_length``, ``chunk``), by name; one ``owner`` cannot use is a
+    400."""
     models = {}
     for index, op in enumerate(operations):
-        name = op.get("model") if op["op"] == "filter_length" else None
+        name = op.get("model") if op["op"] in TOKEN_COUNTING else None
         if name and name not in models:
             models[name] = base_model_named(name, user=owner, param=f"operations[{index}].model")
     return models
