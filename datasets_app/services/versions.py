@@ -1,6 +1,7 @@
 """New versions of a ready dataset (clean, chunk, language, quality, dedup, mask, filter, convert, map,
 split): the parent is only read; each version records its parent and the operations that made it."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -153,6 +154,27 @@ def dataset_version_add(*, parent: Dataset, local: Path, operations: list[dict])
     with tempfile.TemporaryDirectory(dir=tmp_dir()) as work:
         return _version_store(parent, local, filename=_version_filename(parent, "train"), operations=operations,
                               work_dir=Path(work), param="file")
+
+
+def dataset_rows_create(*, owner, rows: list[dict], filename: str, operations: list[dict],
+                        purpose: str = "fine-tune") -> Dataset:
+    """A new dataset (version 1 of its own line) from ``rows`` made elsewhere (stored chat completions),
+    ``operations`` saying where they came from: its lineage, as a prepared version's operations are."""
+    if not rows:
+        raise InvalidRequest("no rows to make a dataset of", param="completion_ids", code="invalid_result")
+    with tempfile.TemporaryDirectory(dir=tmp_dir()) as work:
+        work_dir = Path(work)
+        local = work_dir / "rows.jsonl"
+        with open(local, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        checked = run_validation(validate_config(local, filename, {}, work_dir))
+        if not checked.ok:
+            raise InvalidRequest(f"the rows of {filename} are not usable: {checked.summary}", param="completion_ids",
+                                 code="invalid_result")
+        return dataset_store(owner=owner, local=local, filename=filename, purpose=purpose, sha256=sha256_of(local),
+                             size=local.stat().st_size, options={}, result=checked, work_dir=work_dir,
+                             operations=operations)
 
 
 def _version_store(parent: Dataset, path: Path, *, filename: str, operations: list[dict], work_dir: Path,
