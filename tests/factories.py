@@ -62,3 +62,20 @@ def make_metric(job, step: int, total_steps: int = 10, **values):
             "tokens": 100 * step, **values}
     return job_event_add(job_id=job.id, type="metrics", data=data,
                          message=f"Step {step}/{total_steps}: train loss={data['train_loss']:.4g}")
+
+
+def make_stored_completion(owner=None, *, messages: list[dict] | None = None, answer: str = "Paris.",
+                           metadata: dict | None = None, created: int | None = None):
+    """A chat completion kept with ``store: true``, as the API keeps it after tiny-llama answered."""
+    import time
+
+    from finetune_site.ids import new_id
+    from models_app.services import completion_store
+
+    response = {"id": new_id("chatcmpl", 24), "created": created or int(time.time()),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
+                             "logprobs": None}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
+    return completion_store(owner=owner or make_user(), model=base_model_builtin_ensure(), response=response,
+                            messages=messages or [{"role": "user", "content": "The capital of France?"}],
+                            request={"temperature": 0}, metadata=metadata or {})

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from datasets_app.models import Dataset
@@ -55,7 +56,7 @@ def completion_retention_days(owner) -> int:
 
 def completion_settings_update(*, owner, retention_days) -> CompletionSettings:
     """Set ``owner``'s retention; completions already stored get the new expiry too (counted from their
-    creation), so shortening it removes the old ones at the next purge."""
+    creation, an imported one's as exported), so shortening it removes the old ones at the next purge."""
     if isinstance(retention_days, bool) or not isinstance(retention_days, int) or not 0 <= retention_days <= 36500:
         raise InvalidRequest("retention_days must be a whole number of days from 0 (keep for ever) to 36500",
                              param="retention_days")
@@ -65,9 +66,7 @@ def completion_settings_update(*, owner, retention_days) -> CompletionSettings:
         if retention_days == 0:
             stored.update(expires_at=None)
         else:
-            for completion in stored.only("id", "created_at"):
-                StoredCompletion.objects.filter(pk=completion.pk).update(
-                    expires_at=completion.created_at + timedelta(days=retention_days))
+            stored.update(expires_at=F("created_at") + timedelta(days=retention_days))
     return found
 
 
@@ -205,8 +204,9 @@ def completions_import(*, owner, lines) -> list[StoredCompletion]:
                 continue
             created = fields.pop("created") or timezone.now()
             wanted = fields.pop("id")
+            # kept for the retention from the import on: an export is often older than the retention
             completion = StoredCompletion(owner=owner, source=StoredCompletion.Source.IMPORTED, created_at=created,
-                                          expires_at=_expiry(owner, created), **fields)
+                                          expires_at=_expiry(owner, timezone.now()), **fields)
             completion.id = wanted if wanted and not StoredCompletion.objects.filter(pk=wanted).exists() \
                 else new_id("chatcmpl", 24)
             try:
