@@ -435,6 +435,7 @@ class ChatCompletionsApi(APIView):
         OpenApiParameter("created_after", int, description="unix seconds, inclusive"),
         OpenApiParameter("created_before", int, description="unix seconds, exclusive"),
         OpenApiParameter("after", str), OpenApiParameter("limit", int), OpenApiParameter("order", str)],
+        operation_id="chat_completions_list",
         summary="List your stored chat completions (store: true, or imported), newest first (order=asc: oldest)")
     def get(self, request):
         found = selectors.stored_completions_filtered(request.user, **completion_filters(request.query_params))
@@ -491,11 +492,13 @@ class StoredCompletionMetadataSerializer(serializers.Serializer):
 
 
 class StoredCompletionApi(APIView):
-    @extend_schema(responses={200: dict}, summary="Retrieve a stored chat completion")
+    @extend_schema(responses={200: dict}, operation_id="chat_completions_retrieve",
+                   summary="Retrieve a stored chat completion")
     def get(self, request, completion_id: str):
         return Response(stored_completion_object(_stored(request, completion_id)))
 
     @extend_schema(request=StoredCompletionMetadataSerializer, responses={200: dict},
+                   operation_id="chat_completions_update",
                    summary="Replace a stored chat completion's metadata (OpenAI's update)")
     def post(self, request, completion_id: str):
         completion = _stored(request, completion_id)
