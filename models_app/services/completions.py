@@ -18,6 +18,7 @@ from datasets_app.models import Dataset
 from datasets_app.services import dataset_rows_create
 from finetune_site.errors import InvalidRequest, NotFound
 from finetune_site.ids import new_id
+from finetune_site.parsers import json_problem
 from jobs_app.models import Checkpoint
 from models_app.base_models.models import BaseModel
 from models_app.models import CompletionSettings, FineTunedModel, StoredCompletion
@@ -192,8 +193,11 @@ def completions_import(*, owner, lines) -> list[StoredCompletion]:
                                  code="invalid_file")
         try:
             row = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidRequest(f"line {number}: not JSON", param="file", code="invalid_file") from None
+        problem = json_problem(row)  # PostgreSQL refuses a NUL in jsonb: a 400 here, not a 500 at the save
+        if problem:
+            raise InvalidRequest(f"line {number}: {problem}", param="file", code="invalid_file")
         parsed.append(_import_row(row, number))
     if not parsed:
         raise InvalidRequest("the file has no conversations", param="file", code="empty_file")

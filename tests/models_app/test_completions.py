@@ -194,6 +194,7 @@ def test_import_of_an_openai_export_becomes_a_dataset_the_same_way(base_model):
     ([{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, "oops"],
      "line 2: a row must be a JSON object"),
     ([{"messages": [{"role": "robot", "content": "q"}, {"role": "assistant", "content": "a"}]}], "messages[0]"),
+    ([{"messages": [{"role": "user", "content": "q\u0000"}, {"role": "assistant", "content": "a"}]}], "NUL"),
 ])
 def test_bad_import_is_a_400_naming_the_line_and_stores_nothing(base_model, rows, message):
     response = api_client(make_user()).post(f"{URL}/import", {"file": _export(rows)}, format="multipart")
