@@ -270,6 +270,7 @@ def test_prepare_form_cleans_chunks_and_shows_each_operation_with_its_version(cl
     assert version.operations[0]["unicode"] == "nfkc" and version.row_count > 2
     version_page = client.get(response["Location"]).content.decode()
     assert "clean v1 (1 changed)" in version_page and "quality v1" in version_page
+    assert '<td class="quality">1.00</td>' in version_page  # each previewed row's score
     assert f"chunk v1 (1 changed) (+{version.row_count - 2} chunks)" in version_page
 
 
