@@ -9,7 +9,7 @@ import re
 import unicodedata
 
 UNICODE_FORMS = ("nfc", "nfkc")
-_KEEP_KEYS = ("role", "tool_call_id", "source", "name", "id", "type")
+_KEEP_KEYS = ("role", "tool_call_id", "source", "name", "id", "type", "arguments", "tools")  # not prose
 # C0/C1 controls and DEL, but not tab, line feed or carriage return (whitespace handles those)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SPACES = re.compile(r"[^\S\n]+")  # any whitespace but a line break, NBSP and friends included
@@ -44,7 +44,7 @@ def text_clean(text: str, *, unicode: str | None = "nfc", control_chars: bool = 
 
 
 def row_clean(row: dict, **options) -> dict:
-    """Every string of ``row`` cleaned with ``text_clean(**options)``; roles, ids and sources kept."""
+    """Every string of ``row`` cleaned with ``text_clean(**options)``; roles, ids, sources and tool calls kept."""
 
     def walk(value):
         if isinstance(value, str):
