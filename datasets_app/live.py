@@ -13,6 +13,7 @@ from datasets_app import selectors, services
 from datasets_app.forms import ImageSplitForm, PrepareForm
 from datasets_app.models import Dataset, TokenStats
 from models_app.base_models.selectors import base_model_for_stats, base_models_usable_by
+from workers.quality import row_quality
 
 PREVIEW_ROWS = 20
 
@@ -98,10 +99,13 @@ def dataset_detail_context(dataset: Dataset, *, page: int = 1,
     offset = (page - 1) * PREVIEW_ROWS
     stats = dataset_page_stats(dataset)
     preview = selectors.dataset_rows(dataset, offset=offset, limit=PREVIEW_ROWS)
+    fmt = dataset.training_format or dataset.format
     return {
         "dataset": dataset,
         "actions": services.dataset_actions(dataset),
         "preview": preview,
+        # the same score the ``quality`` operation filters by, for the rows on show
+        "preview_scored": [(row, row_quality(row, fmt)) for row in preview],
         "preview_offset": offset,
         "preview_end": offset + len(preview),
         "preview_page": page,

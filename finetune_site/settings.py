@@ -297,6 +297,8 @@ WORKER_STATUS_CACHE_SECONDS = env_int("WORKER_STATUS_CACHE_SECONDS", 10)
 # Seconds a request waits for the inference worker to start answering (and between two pieces
 # of a reply) before it gives up with a 503.
 INFERENCE_TIMEOUT_SECONDS = env_int("INFERENCE_TIMEOUT_SECONDS", 120)
+# days a chat completion stored with `store: true` is kept, unless its owner sets otherwise (0: for ever)
+STORED_COMPLETIONS_RETENTION_DAYS = env_int("STORED_COMPLETIONS_RETENTION_DAYS", 30)
 # Models an inference worker keeps loaded (least recently used goes first).
 INFERENCE_MODELS_KEPT = env_int("INFERENCE_MODELS_KEPT", 2)
 
@@ -341,4 +343,5 @@ EVAL_MAX_ROWS = env_int("EVAL_MAX_ROWS", 100)  # validation rows scored (from th
 EVAL_MAX_NEW_TOKENS = env_int("EVAL_MAX_NEW_TOKENS", 32)  # greedy tokens generated per row
 CELERY_BEAT_SCHEDULE = {
     "jobs-reap": {"task": "jobs_app.tasks.jobs_reap", "schedule": float(env_int("REAPER_SECONDS", 30))},
+    "stored-completions-purge": {"task": "models_app.tasks.stored_completions_purge", "schedule": 3600.0},
 }

@@ -1,6 +1,14 @@
 from django.contrib import admin
 
-from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, ModelAlias
+from models_app.models import (
+    AliasChange,
+    CompletionSettings,
+    Evaluation,
+    Export,
+    FineTunedModel,
+    ModelAlias,
+    StoredCompletion,
+)
 
 
 @admin.register(FineTunedModel)
@@ -41,3 +49,18 @@ class ExportAdmin(admin.ModelAdmin):
     list_display = ("id", "model", "kind", "quantization", "status", "size_bytes", "created_at")
     list_filter = ("kind", "status")
     readonly_fields = ("status", "progress", "storage_path", "size_bytes", "verification", "error", "finished_at")
+
+
+@admin.register(StoredCompletion)
+class StoredCompletionAdmin(admin.ModelAdmin):
+    list_display = ("id", "owner", "model", "model_version", "rating", "source", "created_at", "expires_at")
+    list_filter = ("source", "rating")
+    search_fields = ("id", "model", "model_version", "owner__username")
+    # what was served stays as served: the owner rates and corrects through the data loop's services
+    readonly_fields = ("id", "owner", "model", "model_version", "messages", "choices", "usage", "request", "source",
+                       "datasets", "created_at")
+
+
+@admin.register(CompletionSettings)
+class CompletionSettingsAdmin(admin.ModelAdmin):
+    list_display = ("owner", "retention_days")

@@ -188,3 +188,61 @@ EVALUATION_TRANSITIONS: dict[str, set[str]] = {
     Evaluation.Status.SUCCEEDED: set(),
     Evaluation.Status.FAILED: set(),
 }
+
+
+class StoredCompletion(models.Model):
+    """A chat completion kept for the data loop: what was asked, what was answered, by which model
+    version; rated or corrected by its owner, and made into datasets (the ``datasets`` it went into are
+    its lineage). Served with ``store: true`` or imported from an OpenAI-format export."""
+
+    class Source(models.TextChoices):
+        SERVED = "served"
+        IMPORTED = "imported"
+
+    class Rating(models.IntegerChoices):
+        DOWN = -1, "down"
+        UP = 1, "up"
+
+    id = models.CharField(primary_key=True, max_length=64, editable=False, help_text="chatcmpl-…")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stored_completions")
+    model = models.CharField(max_length=255, help_text="The model id the caller named (as answered).")
+    model_version = models.CharField(max_length=255, blank=True,
+                                     help_text="The version that answered: name@vN, a checkpoint or a base model.")
+    messages = models.JSONField(help_text="The request's messages, as the model read them.")
+    choices = models.JSONField(default=list, help_text="The answers: [{index, message, finish_reason}].")
+    usage = models.JSONField(default=dict, blank=True)
+    request = models.JSONField(default=dict, blank=True, help_text="Sampling settings of the request.")
+    metadata = models.JSONField(default=dict, blank=True, help_text="OpenAI's metadata: string keys and values.")
+    rating = models.SmallIntegerField(choices=Rating.choices, null=True, blank=True)
+    correction = models.TextField(blank=True, help_text="The owner's better answer; wins in a dataset.")
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.SERVED)
+    datasets = models.ManyToManyField("datasets_app.Dataset", blank=True, related_name="+",
+                                      help_text="Datasets made from this completion.")
+    created_at = models.DateTimeField(db_index=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True,
+                                      help_text="Deleted after this (the owner's retention setting).")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["owner", "created_at"]), models.Index(fields=["owner", "model"])]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def answer(self) -> str:
+        """The first choice's text, as served."""
+        return ((self.choices[0].get("message") or {}).get("content") or "") if self.choices else ""
+
+    @property
+    def final_answer(self) -> str:
+        """What a dataset learns: the correction when there is one, else the answer."""
+        return self.correction or self.answer
+
+
+class CompletionSettings(models.Model):
+    """An owner's data-loop settings (the owner is the project here): how long stored completions are kept."""
+
+    owner = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                 related_name="completion_settings")
+    retention_days = models.PositiveIntegerField(help_text="Days a stored completion is kept; 0 keeps it for ever.")

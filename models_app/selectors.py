@@ -1,15 +1,18 @@
 """Reads of models shared by views and the API."""
 
 import re
+from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
+from django.utils import timezone
 
 from jobs_app.models import Checkpoint
 from jobs_app.selectors import checkpoint_find, job_last_metric
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_models_usable_by
-from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, ModelAlias
+from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, ModelAlias, StoredCompletion
 
 
 def fine_tuned_models_visible_to(user) -> QuerySet[FineTunedModel]:
@@ -194,3 +197,46 @@ def evaluation_tables(evaluation) -> dict:
         {"label": t, "data": [round(evaluation.metrics[t].get(m, 0) * scale.get(m, 1), 4) for m in shown]}
         for t in targets if not t.startswith("checkpoint-")]}
     return {"targets": targets, "table": table, "chart": chart}
+
+
+def stored_completions_visible_to(user) -> QuerySet[StoredCompletion]:
+    """``user``'s stored completions still within their retention (an expired one awaits the purge)."""
+    return StoredCompletion.objects.filter(owner=user).exclude(expires_at__lte=timezone.now())
+
+
+def stored_completion_get(user, completion_id: str) -> StoredCompletion:
+    found = stored_completions_visible_to(user).filter(pk=completion_id).first()
+    if found is None:
+        raise Http404(f"No such stored completion: {completion_id}")
+    return found
+
+
+COMPLETION_RATINGS = ("up", "down", "rated", "unrated", "corrected")
+
+
+def stored_completions_filtered(user, *, model: str = "", metadata: dict | None = None, rating: str = "",
+                                created_after: datetime | None = None, created_before: datetime | None = None,
+                                ) -> QuerySet[StoredCompletion]:
+    """``user``'s stored completions by model (the id asked for, or the version that answered), metadata
+    (every key=value given), rating (``COMPLETION_RATINGS``) and creation time (after ≤ created < before)."""
+    found = stored_completions_visible_to(user)
+    if model:
+        found = found.filter(Q(model=model) | Q(model_version=model))
+    for index, (key, value) in enumerate((metadata or {}).items()):
+        # KeyTextTransform takes the key whole: one with "__" in it is not read as a path
+        found = found.alias(**{f"_meta{index}": KeyTextTransform(key, "metadata")}).filter(**{f"_meta{index}": value})
+    if rating == "up":
+        found = found.filter(rating=StoredCompletion.Rating.UP)
+    elif rating == "down":
+        found = found.filter(rating=StoredCompletion.Rating.DOWN)
+    elif rating == "rated":
+        found = found.filter(rating__isnull=False)
+    elif rating == "unrated":
+        found = found.filter(rating__isnull=True)
+    elif rating == "corrected":
+        found = found.exclude(correction="")
+    if created_after is not None:
+        found = found.filter(created_at__gte=created_after)
+    if created_before is not None:
+        found = found.filter(created_at__lt=created_before)
+    return found

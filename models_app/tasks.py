@@ -25,3 +25,9 @@ def evaluation_run(evaluation_id: str) -> None:
 @shared_task(name="models_app.tasks.chat_completion_run", acks_late=False, ignore_result=True)
 def chat_completion_run(model_id: str, config: dict, reply_channel: str, tag: str = "") -> None:
     services.chat_completion_run(model_id=model_id, config=config, reply_channel=reply_channel, tag=tag)
+
+
+@shared_task(name="models_app.tasks.stored_completions_purge", ignore_result=True)
+def stored_completions_purge() -> None:
+    """Hourly (beat): delete stored completions past their owner's retention."""
+    services.stored_completions_purge()

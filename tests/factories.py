@@ -118,3 +118,20 @@ def make_vision_dataset(owner=None, *, files: dict[str, bytes] | None = None, na
     dataset = dataset_upload(owner=owner, upload=SimpleUploadedFile(name, content, content_type="application/zip"),
                              purpose="vision")
     return dataset_validate(dataset_id=dataset.id) or dataset
+
+
+def make_stored_completion(owner=None, *, messages: list[dict] | None = None, answer: str = "Paris.",
+                           metadata: dict | None = None, created: int | None = None):
+    """A chat completion kept with ``store: true``, as the API keeps it after tiny-llama answered."""
+    import time
+
+    from finetune_site.ids import new_id
+    from models_app.services import completion_store
+
+    response = {"id": new_id("chatcmpl", 24), "created": created or int(time.time()),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
+                             "logprobs": None}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
+    return completion_store(owner=owner or make_user(), model=base_model_builtin_ensure(), response=response,
+                            messages=messages or [{"role": "user", "content": "The capital of France?"}],
+                            request={"temperature": 0}, metadata=metadata or {})

@@ -136,3 +136,18 @@ def test_choices_logprobs_and_penalties_through_the_official_client(live_server,
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model="tiny-llama", messages=QUESTION, response_format={"type": "json_object"})
     assert refused.value.body["param"] == "response_format"
+
+
+def test_stored_completions_through_the_official_client(live_server, live_base_model, inference_worker):
+    client, _ = client_for(live_server)
+    plain = client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0, max_tokens=4)
+    kept = client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0, max_tokens=4,
+                                          store=True, metadata={"app": "e2e"})
+    listed = client.chat.completions.list(metadata={"app": "e2e"}, model="tiny-llama")
+    assert [c.id for c in listed.data] == [kept.id] and plain.id != kept.id
+    stored = client.chat.completions.retrieve(kept.id)
+    assert stored.choices[0].message.content == kept.choices[0].message.content and stored.metadata == {"app": "e2e"}
+    messages = client.chat.completions.messages.list(kept.id)
+    assert [(m.role, m.content) for m in messages.data] == [("user", QUESTION[0]["content"])]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.retrieve(plain.id)  # not stored: store is off by default

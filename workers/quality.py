@@ -304,3 +304,40 @@ def _overlap(config: QualityConfig, train_rows: dict[bytes, int], train_prompts:
             examples.append({"validation_row": number, "train_row": train_row or train_prompt,
                              "same": "row" if train_row else "prompt"})
     return {"validation_rows": checked, "same_rows": same_rows, "same_prompts": same_prompts, "examples": examples}
+
+
+# --- a quality score per row ------------------------------------------------------------------------
+
+def text_quality(text: str) -> float:
+    """How much ``text`` reads like prose worth training on, 0..1 (1: no problem found), from the
+    heuristics of Gopher's and C4's filters: very short texts, few letters among the characters,
+    odd mean word length, repeated lines and repeated word 3-grams each lower it."""
+    words = re.findall(r"\w+", text)
+    if not words:
+        return 0.0
+    score = 1.0
+    if len(words) < 3:
+        score *= 0.5
+    visible = [c for c in text if not c.isspace()]
+    letters = sum(c.isalpha() for c in visible) / len(visible)
+    if letters < 0.6:
+        score *= letters / 0.6
+    mean_length = sum(map(len, words)) / len(words)
+    if not 2 <= mean_length <= 12:
+        score *= 0.5
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1:
+        score *= len(set(lines)) / len(lines)
+    lowered = [w.lower() for w in words]
+    grams = [tuple(lowered[i:i + 3]) for i in range(len(lowered) - 2)]
+    if len(grams) > 1:
+        score *= 0.25 + 0.75 * len(set(grams)) / len(grams)
+    return round(score, 3)
+
+
+def row_quality(row: dict, fmt: str) -> float:
+    """``text_quality`` of a row's text; 0 for a row with an empty turn (an answer that says nothing)."""
+    if _empty_turns(row, fmt):
+        return 0.0
+    prompt, answer = row_texts(row, fmt)
+    return text_quality("\n".join(part for part in (prompt, answer) if part))

@@ -1,6 +1,7 @@
-"""New versions of a ready dataset (dedup, mask, filter, convert, map, split): the parent is only
-read; each version records its parent and the operations that made it."""
+"""New versions of a ready dataset (clean, chunk, language, quality, dedup, mask, filter, convert, map,
+split): the parent is only read; each version records its parent and the operations that made it."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_fetch
 from models_app.base_models.selectors import base_model_named
 from models_app.base_models.services import base_model_local_path
-from workers.prepare import PrepareConfig, PrepareError, operations_check, run_prepare
+from workers.prepare import TOKEN_COUNTING, PrepareConfig, PrepareError, operations_check, run_prepare
 from workers.report import Issue, Report
 from workers.validate import run_validation
 
@@ -65,10 +66,11 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
 
 
 def _counting_models(operations: list[dict], owner) -> dict:
-    """The base models that count tokens for ``filter_length``, by name; one ``owner`` cannot use is a 400."""
+    """The base models that count tokens (``filter_length``, ``chunk``), by name; one ``owner`` cannot use is a
+    400."""
     models = {}
     for index, op in enumerate(operations):
-        name = op.get("model") if op["op"] == "filter_length" else None
+        name = op.get("model") if op["op"] in TOKEN_COUNTING else None
         if name and name not in models:
             models[name] = base_model_named(name, user=owner, param=f"operations[{index}].model")
     return models
@@ -155,6 +157,27 @@ def dataset_version_add(*, parent: Dataset, local: Path, operations: list[dict])
     with tempfile.TemporaryDirectory(dir=tmp_dir()) as work:
         return _version_store(parent, local, filename=_version_filename(parent, "train"), operations=operations,
                               work_dir=Path(work), param="file")
+
+
+def dataset_rows_create(*, owner, rows: list[dict], filename: str, operations: list[dict],
+                        purpose: str = "fine-tune") -> Dataset:
+    """A new dataset (version 1 of its own line) from ``rows`` made elsewhere (stored chat completions),
+    ``operations`` saying where they came from: its lineage, as a prepared version's operations are."""
+    if not rows:
+        raise InvalidRequest("no rows to make a dataset of", param="completion_ids", code="invalid_result")
+    with tempfile.TemporaryDirectory(dir=tmp_dir()) as work:
+        work_dir = Path(work)
+        local = work_dir / "rows.jsonl"
+        with open(local, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        checked = run_validation(validate_config(local, filename, {}, work_dir))
+        if not checked.ok:
+            raise InvalidRequest(f"the rows of {filename} are not usable: {checked.summary}", param="completion_ids",
+                                 code="invalid_result")
+        return dataset_store(owner=owner, local=local, filename=filename, purpose=purpose, sha256=sha256_of(local),
+                             size=local.stat().st_size, options={}, result=checked, work_dir=work_dir,
+                             operations=operations)
 
 
 def _version_store(parent: Dataset, path: Path, *, filename: str, operations: list[dict], work_dir: Path,
