@@ -55,7 +55,7 @@ def _claim_seconds() -> float:
 def _delivery_claim(delivery_id: int) -> WebhookDelivery | None:
     now = timezone.now()
     with transaction.atomic():
-        row = (WebhookDelivery.objects.select_for_update(skip_locked=True).select_related("endpoint")
+        row = (WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",)).select_related("endpoint")
                .filter(pk=delivery_id, status=Status.PENDING, next_attempt_at__lte=now).first())
         if row is None:
             return None  # sent, given up, not due yet, or being claimed by another sender right now
