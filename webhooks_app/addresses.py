@@ -84,10 +84,11 @@ def url_reach_check(url: str, *, allow_private: bool, timeout: float) -> None:
 
 
 class _Guarded:
-    allow_private = False
-
-    def _create_connection(self, address, timeout, source_address=None):
-        return guarded_connect(address[0], address[1], timeout=timeout, allow_private=self.allow_private)
+    def __init__(self, *args, allow_private: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # http.client sets this per instance in __init__ (socket.create_connection): replace it after
+        self._create_connection = lambda address, timeout, source_address=None: guarded_connect(
+            address[0], address[1], timeout=timeout, allow_private=allow_private)
 
 
 class GuardedHTTPConnection(_Guarded, http.client.HTTPConnection):
@@ -104,8 +105,7 @@ def post_json(url: str, body: bytes, headers: dict[str, str], *, timeout: float,
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     kind = GuardedHTTPSConnection if scheme == "https" else GuardedHTTPConnection
-    connection = kind(host, port, timeout=timeout)
-    connection.allow_private = allow_private
+    connection = kind(host, port, timeout=timeout, allow_private=allow_private)
     try:
         connection.request("POST", path, body=body,
                            headers={"Content-Type": "application/json", "User-Agent": "finetune-webhooks/1",
