@@ -95,3 +95,16 @@ def test_promotion_is_an_event(base_model):
                                    "alias": "production", "previous": None, "action": "promote"}
     model_promote(model=model, alias="production")  # already there: no change, no event
     assert WebhookDelivery.objects.filter(event_type="model.promoted").count() == 1
+
+
+def test_an_evaluations_end_is_an_event(base_model, tiny_model_path):
+    from models_app.services import evaluation_create, evaluation_run
+
+    user = make_user()
+    dataset = make_dataset(user)
+    _endpoint(user, ["evaluation.finished"])
+    evaluation = evaluation_create(owner=user, model=base_model, dataset=dataset, max_rows=2, max_new_tokens=2)
+    assert not WebhookDelivery.objects.exists()  # created is not finished
+    evaluation_run(evaluation_id=evaluation.id)
+    row = WebhookDelivery.objects.get(event_type="evaluation.finished")
+    assert row.payload["data"]["id"] == evaluation.id and row.payload["data"]["status"] == "succeeded"
