@@ -5,6 +5,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from finetune_site.errors import InvalidRequest
 from finetune_site.pagination import cursor_page
 from webhooks_app import selectors, services
 from webhooks_app.models import EVENT_TYPES, WebhookDelivery, WebhookEndpoint
@@ -74,6 +75,9 @@ class WebhookDeliveriesApi(APIView):
     @extend_schema(responses={200: dict}, summary="List an endpoint's deliveries, newest first")
     def get(self, request, webhook_id: str):
         endpoint = selectors.endpoint_get(request.user, webhook_id)
+        after = request.query_params.get("after")
+        if after is not None and not after.isdigit():  # delivery ids are numbers
+            raise InvalidRequest(f"after: no such delivery {after!r}", param="after")
         return Response(cursor_page(request, selectors.deliveries_of(endpoint), delivery_object))
 
 

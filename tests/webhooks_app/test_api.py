@@ -65,6 +65,8 @@ def test_deliveries_list_the_endpoints_events(private_allowed, receiver, base_mo
     assert delivery["event_type"] == "fine_tuning.job.cancelled" and delivery["status"] == "pending"
     assert delivery["payload"]["data"]["id"] == job.id and delivery["payload"]["id"] == delivery["event_id"]
     assert api_client(make_user()).get(f"/v1/webhooks/{endpoint['id']}/deliveries").status_code == 404
+    bad_cursor = client.get(f"/v1/webhooks/{endpoint['id']}/deliveries?after=abc")
+    assert bad_cursor.status_code == 400 and bad_cursor.json()["error"]["param"] == "after"
 
 
 def test_send_test_queues_a_test_delivery(private_allowed, receiver):
