@@ -17,8 +17,8 @@ from webhooks_app.services import deliveries_sweep, webhook_create
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 JOB_ENDS = ["fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"]
 # The worker's settings: receivers on 127.0.0.1, and a short send timeout so a claim held by a dead
-# worker comes due again in seconds (2 × 3 s + 5 s).
-WORKER_ENV = {"WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "1", "WEBHOOK_TIMEOUT_SECONDS": "3",
+# worker comes due again in seconds (2 × 5 s + 5 s).
+WORKER_ENV = {"WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "1", "WEBHOOK_TIMEOUT_SECONDS": "5",
               "WEBHOOK_RETRY_BASE_SECONDS": "1"}
 
 
