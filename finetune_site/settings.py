@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "datasets_app",
     "jobs_app",
     "models_app",
+    "webhooks_app",
 ]
 
 MIDDLEWARE = [
@@ -341,7 +342,28 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
 # --- Evaluation at the end of a job with a validation file ---
 EVAL_MAX_ROWS = env_int("EVAL_MAX_ROWS", 100)  # validation rows scored (from the top of the file)
 EVAL_MAX_NEW_TOKENS = env_int("EVAL_MAX_NEW_TOKENS", 32)  # greedy tokens generated per row
+# --- Webhooks and notifications (README "Webhooks") ---
+# Private, loopback and link-local addresses are refused as webhook and Slack URLs (SSRF) unless this is on.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)  # connect and answer, per send
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)  # then the delivery is failed
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 5)  # wait after try n: base * 2^(n-1)
+WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 3600)  # longest wait between tries
+# Email notifications: Django's email backend. With no EMAIL_HOST, mails are written to the log.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
+                        else "django.core.mail.backends.console.EmailBackend")
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "finetune@localhost")
+
 CELERY_BEAT_SCHEDULE = {
     "jobs-reap": {"task": "jobs_app.tasks.jobs_reap", "schedule": float(env_int("REAPER_SECONDS", 30))},
     "stored-completions-purge": {"task": "models_app.tasks.stored_completions_purge", "schedule": 3600.0},
+    # Sends the webhook deliveries that are due: retries, and sends lost with a dead worker or broker.
+    "webhooks-sweep": {"task": "webhooks_app.tasks.deliveries_sweep",
+                       "schedule": float(env_int("WEBHOOK_SWEEP_SECONDS", 15))},
 }

@@ -17,7 +17,7 @@ from datasets_app.services.images import dataset_images_check
 from datasets_app.services.options import dataset_options_clean, text_intent_result, validate_config
 from datasets_app.services.quality import dataset_quality_request
 from datasets_app.services.stats import token_stats_ensure
-from datasets_app.signals import dataset_checked
+from datasets_app.signals import dataset_checked, dataset_verdict
 from finetune_site.errors import Conflict
 from finetune_site.files import storage_delete_all, storage_fetch, storage_is_s3
 from finetune_site.status import status_transition
@@ -55,7 +55,10 @@ def validation_fields(result: ValidationResult) -> dict:
 
 def dataset_verdict_after(dataset: Dataset) -> None:
     """Once the verdict is committed: waiting jobs hear of it; a ready dataset gets its quality
-    checks and the token counts its page shows (computed on the write path, never by a GET)."""
+    checks and the token counts its page shows (computed on the write path, never by a GET).
+
+    Called inside the transaction that stores the verdict: ``dataset_verdict`` receivers write in it."""
+    dataset_verdict.send(sender=Dataset, dataset=dataset)
     if dataset.status == Status.READY and not dataset.is_vision:  # the text checks: no rows of text in images
         dataset_quality_request(dataset=dataset)
         token_stats_ensure(dataset=dataset)
@@ -134,11 +137,12 @@ def dataset_fail(*, dataset_id: str, message: str) -> None:
     report.add(Issue("internal_error", f"the check stopped unexpectedly ({message[:500]})",
                      "validate it again (POST /v1/datasets/{id}/validate); if it fails again, report it"))
     try:
-        failed = dataset_transition(dataset_id=dataset_id, to=Status.INVALID, validation_report=report.as_dict(),
-                                    validated_at=timezone.now())
+        with transaction.atomic():
+            failed = dataset_transition(dataset_id=dataset_id, to=Status.INVALID,
+                                        validation_report=report.as_dict(), validated_at=timezone.now())
+            dataset_verdict_after(failed)
     except (Conflict, Dataset.DoesNotExist):
         return
-    dataset_verdict_after(failed)
 
 
 def dataset_revalidate(*, dataset: Dataset, options: dict) -> Dataset:

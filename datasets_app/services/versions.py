@@ -194,9 +194,10 @@ def _version_store(parent: Dataset, path: Path, *, filename: str, operations: li
 def _version_invalid(version: Dataset, message: str) -> None:
     report = Report(version.filename)
     report.add(Issue("prepare_failed", message, "change the operations and prepare again"))
-    failed = dataset_transition(dataset_id=version.id, to=Status.INVALID, validation_report=report.as_dict(),
-                                progress=1.0, validated_at=timezone.now())
-    dataset_verdict_after(failed)
+    with transaction.atomic():
+        failed = dataset_transition(dataset_id=version.id, to=Status.INVALID, validation_report=report.as_dict(),
+                                    progress=1.0, validated_at=timezone.now())
+        dataset_verdict_after(failed)
 
 
 def _versions_store(dataset: Dataset, result, work_dir: Path, versions: list) -> None:

@@ -13,6 +13,7 @@ from finetune_site.status import status_allows, status_transition
 from jobs_app import tasks
 from jobs_app.broadcast import job_publish
 from jobs_app.models import ALLOWED_TRANSITIONS, FineTuneJob, JobEvent
+from jobs_app.signals import job_transitioned
 
 Status = FineTuneJob.Status
 
@@ -29,10 +30,19 @@ def job_transition(*, job_id: str, to: str, expect_attempt: int | None = None, m
             raise Conflict(f"job {job_id} attempt {expect_attempt} is stale (now {job.attempt})",
                            code="stale_attempt")
 
+    previous = {}
+
+    def fence_and_remember(job: FineTuneJob) -> None:
+        fence(job)
+        previous["status"] = job.status
+
     with transaction.atomic():
-        job = status_transition(FineTuneJob, job_id, to, rules=ALLOWED_TRANSITIONS, check=fence, **fields)
+        job = status_transition(FineTuneJob, job_id, to, rules=ALLOWED_TRANSITIONS, check=fence_and_remember,
+                                **fields)
         job_event_add(job_id=job_id, message=message or f"Job {to.replace('_', ' ')}", level=level,
                       data={"status": to, "attempt": job.attempt, **(data or {})})
+        # in the transaction: what apps above write about it (a webhook's outbox row) commits with it
+        job_transitioned.send(sender=FineTuneJob, job=job, previous=previous["status"])
     return job
 
 

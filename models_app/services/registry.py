@@ -11,6 +11,7 @@ from finetune_site.files import storage_delete_all, storage_put_dir, storage_put
 from jobs_app.services import alias_check, job_model_name
 from models_app.models import AliasChange, FineTunedModel, ModelAlias
 from models_app.services.artifacts import zip_write
+from models_app.signals import model_promoted
 
 
 def fine_tuned_model_create(*, job, adapter_dir: Path) -> FineTunedModel:
@@ -75,6 +76,7 @@ def model_promote(*, model: FineTunedModel, alias: str = "production", action: s
                                                          defaults={"model": model})
         AliasChange.objects.create(owner=model.owner, name=model.name, alias=alias, model=model,
                                    previous=previous, action=action)
+        model_promoted.send(sender=ModelAlias, alias=current, previous=previous, action=action)
     return current
 
 
