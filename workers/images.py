@@ -36,6 +36,7 @@ from workers.containers import (
     stream_records,
 )
 from workers.events import Emit, ValidationProgress, emit_nothing
+from workers.grouping import Groups
 from workers.report import WARNING, Issue, Report
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -447,14 +448,7 @@ def duplicate_groups(hashes: list[int], distance: int) -> list[list[int]]:
     values = list(same)
     bands = distance + 1
     width = -(-HASH_BITS // bands)
-    parent = list(range(len(values)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    found = Groups(len(values))
     for band in range(bands):
         buckets: dict[int, list[int]] = defaultdict(list)
         for position, value in enumerate(values):
@@ -462,12 +456,10 @@ def duplicate_groups(hashes: list[int], distance: int) -> list[list[int]]:
         for bucket in buckets.values():
             for a_pos, a in enumerate(bucket):
                 for b in bucket[a_pos + 1:]:
-                    if find(a) != find(b) and (values[a] ^ values[b]).bit_count() <= distance:
-                        parent[find(a)] = find(b)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for position, value in enumerate(values):
-        groups[find(position)].extend(same[value])
-    return [sorted(g) for g in groups.values() if len(g) > 1]
+                    if not found.together(a, b) and (values[a] ^ values[b]).bit_count() <= distance:
+                        found.join(a, b)
+    groups = [[index for position in group for index in same[values[position]]] for group in found.members()]
+    return [sorted(g) for g in groups if len(g) > 1]
 
 
 def _stats(images: list[_Image], labels_file: str, config: ImageConfig) -> dict:

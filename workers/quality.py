@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from workers.events import Emit, ValidationProgress, emit_nothing
 from workers.formats import CHAT, PROMPT_COMPLETION, jsonl_rows, row_texts
+from workers.grouping import Groups
 
 MERSENNE = (1 << 61) - 1
 
@@ -172,14 +173,7 @@ def near_duplicate_groups(signatures: list, *, bands: int, threshold: float) -> 
     if not signatures:
         return []
     width = len(signatures[0]) // bands
-    parent = list(range(len(signatures)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    found = Groups(len(signatures))
     for band in range(bands):
         buckets: dict[bytes, list[int]] = defaultdict(list)
         for index, signature in enumerate(signatures):
@@ -187,13 +181,10 @@ def near_duplicate_groups(signatures: list, *, bands: int, threshold: float) -> 
         for members in buckets.values():
             first = members[0]
             for other in members[1:]:
-                if find(first) != find(other) and \
+                if not found.together(first, other) and \
                         (signatures[first] == signatures[other]).mean() >= threshold:
-                    parent[find(other)] = find(first)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for index in range(len(signatures)):
-        groups[find(index)].append(index)
-    return sorted((g for g in groups.values() if len(g) > 1), key=len, reverse=True)
+                    found.join(other, first)
+    return sorted((g for g in found.members() if len(g) > 1), key=len, reverse=True)
 
 
 # --- the pass ----------------------------------------------------------------------------------------
