@@ -270,25 +270,29 @@ def _common_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool) -> 
         "report_to": "none",
         "disable_tqdm": True,
         "save_only_model": False,
-        **sharding_settings(config),
+        **sharding_settings(config, device),
     }
 
 
-def sharding_settings(config: TrainConfig) -> dict:
+def sharding_settings(config: TrainConfig, device: DeviceInfo) -> dict:
     """Trainer settings of ``config.sharding`` (the ranks come from torchrun, ``workers.distributed``).
 
     fsdp: FSDP2 (torch's ``fully_shard``) through accelerate, each decoder layer a unit; it runs on
     CPU over gloo as on GPUs. Checkpoints are sharded (each rank writes its part of the weights and
     optimizer state; ``resume_from`` reads them back on as many ranks); the final save gathers the
     whole model (``_result_finish``). zero2/zero3: DeepSpeed's ZeRO through the Trainer, its batch
-    sizes and learning rate taken from the Trainer's ("auto"); the option's check refuses them
-    where deepspeed is not installed.
+    sizes and precision taken from the Trainer's ("auto"), on CUDA only (ValueError elsewhere); the
+    option's check refuses them where deepspeed is not installed. Not exercised by the tests here
+    (no deepspeed, no GPU on the machines they run on).
     """
     if config.sharding == "fsdp":
         return {"fsdp": True, "fsdp_config": {"version": 2, "reshard_after_forward": True,
                                               "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
                                               "state_dict_type": "SHARDED_STATE_DICT"}}
     if config.sharding in ("zero2", "zero3"):
+        if device.kind != "cuda":
+            raise ValueError(f'sharding "{config.sharding}" (DeepSpeed) trains on CUDA workers only; this worker '
+                             f'has {device.describe()}: use "fsdp"')
         stage = int(config.sharding[-1])
         zero = {"stage": stage, **({"stage3_gather_16bit_weights_on_model_save": True} if stage == 3 else {})}
         return {"deepspeed": {"zero_optimization": zero, "train_micro_batch_size_per_gpu": "auto",
