@@ -100,11 +100,6 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     rows = dataset.row_count if dataset.status == Dataset.Status.READY else UNKNOWN_ROWS
     resolved = job_hyperparameters_resolve(hyperparameters, objective=objective, base_model=base, rows=rows,
                                            has_validation=validation is not None)
-    if evaluate_checkpoints and resolved.get("sharding") == "fsdp" and resolved["adapter"] != "full":
-        # LoRA's FSDP checkpoints hold the adapter's parts per rank: enough to resume, not to load as a model
-        raise InvalidRequest("evaluate_checkpoints cannot score the checkpoints of LoRA sharded with FSDP (each "
-                             'holds only its ranks\' parts of the adapter); leave it out, or use sharding "none"',
-                             param="evaluate_checkpoints")
     with transaction.atomic():
         job = FineTuneJob.objects.create(
             owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,

@@ -68,16 +68,6 @@ def test_sharding_is_stored_resolved_next_to_devices(base_model):
     assert auto["sharding"] == "none" and "sharding" in auto["auto_resolved"]  # no memory estimate says it must
 
 
-def test_checkpoint_evaluation_of_sharded_lora_is_400_and_creates_nothing(base_model):
-    user = make_user()
-    body = {"model": "tiny-llama", "training_file": make_dataset(user).id, "validation_file": make_dataset(user).id,
-            "evaluate_checkpoints": True, "method": {"type": "supervised", "supervised": {
-                "hyperparameters": {"devices": 2, "sharding": "fsdp"}}}}
-    response = api_client(user).post("/v1/fine_tuning/jobs", body, format="json")
-    assert response.status_code == 400 and response.json()["error"]["param"] == "evaluate_checkpoints"
-    assert not FineTuneJob.objects.exists()
-
-
 def test_missing_training_file_is_400(base_model):
     response = api_client(make_user()).post("/v1/fine_tuning/jobs", {"model": "tiny-llama"}, format="json")
     assert response.status_code == 400 and response.json()["error"]["param"] == "training_file"
