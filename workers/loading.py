@@ -115,8 +115,7 @@ def _kind(path: Path | str) -> str:
 
 def _sharded_weights_read(model, folder: Path) -> None:
     """Read the parts of a sharded checkpoint (torch.distributed.checkpoint, under the key "model")
-    into ``model``'s weights, in this one process. Every weight must be there: LoRA trained with FSDP
-    checkpoints only its adapter's parts (enough to resume from, not a model to load)."""
+    into ``model``'s weights, in this one process. Every weight must be there."""
     import torch.distributed.checkpoint as dcp
 
     state = {"model": model.state_dict()}
@@ -125,8 +124,7 @@ def _sharded_weights_read(model, folder: Path) -> None:
         missing = [name for name in state["model"] if f"model.{name}" not in saved]
         if missing:
             raise ModelLoadError(f"the checkpoint {str(folder.parent)!r} holds {len(saved)} sharded weights, not the "
-                                 f"whole model ({missing[0]} is not there): a LoRA run sharded with FSDP checkpoints "
-                                 "only its adapter's parts, to resume from; use the job's final model")
+                                 f"whole model ({missing[0]} is not there)")
         dcp.load(state, checkpoint_id=str(folder))
     except (OSError, RuntimeError, ValueError) as exc:
         raise ModelLoadError(_failure("sharded checkpoint", str(folder), exc)) from exc

@@ -398,11 +398,13 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
             self.eval_seconds += self._since_mark()
             self.evals += 1
 
-        def on_save(self, args, state, control, **kwargs):
+        def on_save(self, args, state, control, model=None, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if args.fsdp and _is_adapter(model):
+                _sharded_adapter_write(model, path)
             _ranks_wait()  # every rank's part is written before the checkpoint is announced (and stored)
             self.save_seconds += self._since_mark()
             self.saves += 1
-            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             metrics = _last_metrics(state.log_history)
             emit(ArtifactSaved(kind="checkpoint", path=str(path), step=state.global_step, metrics=metrics))
 
@@ -421,6 +423,25 @@ def _parameters_per_rank(model) -> tuple[int, ...]:
     counts: list = [None] * dist.get_world_size()
     dist.all_gather_object(counts, held)
     return tuple(counts)
+
+
+def _is_adapter(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def _sharded_adapter_write(model, path: Path) -> None:
+    """The adapter of an FSDP checkpoint as PEFT saves it, so the checkpoint loads as a model
+    (inference, evaluation): the FSDP checkpoint holds the adapter's weights in one part per rank.
+    Only the trainable (adapter) weights are gathered, to rank 0; every rank calls it (a collective)."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    weights = get_model_state_dict(model, options=options)
+    if dist.get_rank() == 0:
+        model.save_pretrained(str(path), state_dict=weights)
 
 
 def _ranks_wait() -> None:

@@ -11,7 +11,7 @@ import pytest
 from workers.config import TrainConfig
 from workers.distributed import run_distributed
 from workers.events import ArtifactSaved, LogLine, Metric, Progress
-from workers.loading import ModelLoadError, model_load
+from workers.loading import model_load
 from workers.sample_data import classification_write
 from workers.tiny_model import PARAMETERS
 
@@ -67,15 +67,11 @@ def test_fsdp_gives_each_rank_half_of_the_weights_and_saves_the_whole_model(tiny
     tuned = model_load(str(tiny_model_path), adapter_path=result.adapter_dir, merged=True).state_dict()
     assert {name: t.shape for name, t in tuned.items()} == {name: t.shape for name, t in base.items()}
     assert any(not tuned[name].equal(base[name]) for name in base)
-    # the last checkpoint holds its weights in one part per rank; full fine-tuning's loads as a model
-    # (inference, evaluation), LoRA's holds only the adapter's parts (to resume) and says so
+    # the last checkpoint holds its weights in one part per rank (to resume from) and loads as a model too
+    # (inference, evaluation): full fine-tuning's parts are read in one process, LoRA's adapter is gathered
     checkpoint = [e.path for e in events if isinstance(e, ArtifactSaved) and e.kind == "checkpoint"][-1]
     assert len(list(Path(checkpoint, "pytorch_model_fsdp_0").glob("*.distcp"))) == 2
-    if adapter == "lora":
-        with pytest.raises(ModelLoadError, match="only its adapter's parts"):
-            model_load(str(tiny_model_path), adapter_path=checkpoint)
-        return
-    saved = model_load(str(tiny_model_path), adapter_path=checkpoint).state_dict()
+    saved = model_load(str(tiny_model_path), adapter_path=checkpoint, merged=True).state_dict()
     assert all(saved[name].equal(tuned[name]) for name in tuned)  # taken at the last step
 
 
