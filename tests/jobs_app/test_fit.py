@@ -72,3 +72,13 @@ def test_memory_need_follows_what_saves_memory():
     assert need(adapter="full", checkpointing=True, shards=8) < need(adapter="full", checkpointing=True) / 2
     assert 50 < need(adapter="full", checkpointing=True) < 80  # 7B in bf16 with AdamW: ~8 bytes a weight
     assert 8 < need(adapter="qlora", checkpointing=True) < 16
+
+
+def test_a_full_fine_tune_that_fits_when_sharded_says_so_and_fits_once_sharded(seven_b):
+    Worker.objects.create(name="gpu-8x40", devices={"kind": "cuda", "count": 8, "memory_bytes": 40 * GIB,
+                                                    "bf16": True})
+    user = make_user()
+    with pytest.raises(InvalidRequest, match='"devices": 8 with "sharding": "fsdp"'):
+        _create(user, adapter="full", gradient_checkpointing=True, **LONG)
+    job = _create(user, adapter="full", gradient_checkpointing=True, devices=8, sharding="fsdp", **LONG)
+    assert (job.hyperparameters["devices"], job.hyperparameters["sharding"]) == (8, "fsdp")
