@@ -13,13 +13,14 @@ def model_usage_record(*, model: FineTunedModel, prompt_tokens: int, completion_
                        latency_ms: float) -> None:
     """Count one chat request of ``model``: its totals, and a sample (latency, tokens) for the percentiles."""
     with transaction.atomic():
-        usage, _ = ModelUsage.objects.get_or_create(model=model)
-        ModelUsage.objects.filter(pk=usage.pk).update(
-            requests=F("requests") + 1, prompt_tokens=F("prompt_tokens") + prompt_tokens,
-            completion_tokens=F("completion_tokens") + completion_tokens, last_request_at=timezone.now())
-        sample = UsageSample.objects.create(model=model, latency_ms=latency_ms, prompt_tokens=prompt_tokens,
-                                            completion_tokens=completion_tokens)
-    if sample.id % PRUNE_EVERY == 0:
+        ModelUsage.objects.get_or_create(model=model)
+        counted = ModelUsage.objects.filter(model=model)
+        counted.update(requests=F("requests") + 1, prompt_tokens=F("prompt_tokens") + prompt_tokens,
+                       completion_tokens=F("completion_tokens") + completion_tokens, last_request_at=timezone.now())
+        UsageSample.objects.create(model=model, latency_ms=latency_ms, prompt_tokens=prompt_tokens,
+                                   completion_tokens=completion_tokens)
+        requests = counted.values_list("requests", flat=True).get()
+    if requests % PRUNE_EVERY == 0:
         _samples_trim(model)
 
 
