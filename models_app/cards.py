@@ -21,7 +21,10 @@ EVALUATIONS_SHOWN = 3  # the newest succeeded evaluations in a generated card
 def model_card_generate(model: FineTunedModel, *, evaluations=None) -> str:
     """The generated card of ``model``: base model, training data (rows, sha256), objective, adapter and
     hyperparameters, evaluations, intended use and limitations. ``evaluations``: the succeeded
-    evaluations to show (default: the model's newest); a model not saved yet passes ``()``."""
+    evaluations to show (default: the model's newest); a model not saved yet passes ``()``.
+
+    Tables have no column alignment: markdown-it writes it as ``style`` attributes, which the
+    Content-Security-Policy refuses."""
     job, base = model.job, model.base_model
     datasets = [("training", job.dataset), ("validation", job.validation_dataset),
                 ("preference pairs (judged)", job.preference_dataset)]
@@ -31,7 +34,7 @@ def model_card_generate(model: FineTunedModel, *, evaluations=None) -> str:
         "## Base model", "",
         f"`{base.name}`" + (f" ({base.family})" if base.family else "") + ".", "",
         "## Training data", "",
-        "| Role | File | Rows | SHA-256 |", "| --- | --- | ---: | --- |",
+        "| Role | File | Rows | SHA-256 |", "| --- | --- | --- | --- |",
         *(f"| {role} | {_cell(d.filename)} (`{d.id}`) | {d.row_count:,} | `{d.sha256 or '-'}` |"
           for role, d in datasets if d is not None), "",
         "## Training", "",
@@ -66,7 +69,7 @@ def model_card_evaluations(model: FineTunedModel, *, evaluations=None) -> str:
         targets = tables["targets"]
         lines += [f"On `{_cell(evaluation.dataset.filename)}` ({evaluation.rows_evaluated:,} rows, "
                   f"{evaluation.get_kind_display()}, `{evaluation.id}`):", "",
-                  "| Metric | " + " | ".join(targets) + " | Change |", "| --- |" + " ---: |" * (len(targets) + 1),
+                  "| Metric | " + " | ".join(targets) + " | Change |", "| --- |" + " --- |" * (len(targets) + 1),
                   *(f"| {row['label']} | " + " | ".join(row["texts"]) + f" | {row['delta_text'] or '-'} |"
                     for row in tables["table"]), ""]
     if len(lines) == 3:
