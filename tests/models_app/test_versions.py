@@ -158,3 +158,24 @@ def test_registry_page_lists_semantic_versions(line, alice, client):
     client.force_login(alice)
     page = client.get("/models/registry/bot/").content.decode()
     assert ">2.0.0</a>" in page and ">1.4.3</a>" in page
+
+
+def test_migration_gives_existing_versions_the_semver_the_rule_gives(base_model, alice, adapter):
+    import importlib
+
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    made = [_version(alice, adapter), _version(alice, adapter, hyperparameters={"n_epochs": 2}),
+            _version(alice, adapter, dataset=make_dataset(alice, rows=classification_rows(20, seed=3))),
+            _version(alice, adapter, objective="dpo"), _version(alice, adapter, objective="dpo")]
+    other = fine_tuned_model_create(job=make_job(alice, suffix="other"), adapter_dir=adapter)
+    for model in [*made, other]:  # as before migration 0009: no semantic versions yet (apart, to stay unique)
+        FineTunedModel.objects.filter(pk=model.pk).update(major=0, minor=0, patch=model.version)
+    migration = importlib.import_module("models_app.migrations.0009_semver_card_usage")
+    state = MigrationExecutor(connection).loader.project_state(("models_app", "0009_semver_card_usage"))
+    with connection.schema_editor() as editor:
+        migration.semver_assign(state.apps, editor)
+    assert [FineTunedModel.objects.get(pk=m.pk).semver for m in made] == ["1.0.0", "1.0.1", "1.1.0", "2.0.0",
+                                                                          "2.0.1"]
+    assert FineTunedModel.objects.get(pk=other.pk).semver == "1.0.0"

@@ -17,7 +17,8 @@ def _model(owner, base_model):
     version = FineTunedModel.objects.filter(owner=owner, name="tiny-llama").count() + 1
     return FineTunedModel.objects.create(id=f"ft:tiny-llama::{job.id[-6:]}", owner=job.owner, job=job,
                                          base_model=base_model, name="tiny-llama", adapter="lora", version=version,
-                                         patch=version - 1, adapter_path="models/x/adapter", artifact_files=["models/x/adapter.zip"])
+                                         patch=version - 1, adapter_path="models/x/adapter",
+                                         artifact_files=["models/x/adapter.zip"])
 
 
 def test_list_shows_own_models_and_base_models(client, base_model):
