@@ -361,7 +361,8 @@ class StopField(serializers.Field):
 
 
 class ChatCompletionSerializer(serializers.Serializer):
-    model = serializers.CharField(help_text="A base model name, one of your fine-tuned model ids (or name@alias), "
+    model = serializers.CharField(help_text="A base model name, one of your fine-tuned model ids (or name@alias, "
+                                            "name@1.4.0, name@^1), "
                                             "or one of your checkpoints (ftckpt-… or ft:…:ckpt-step-N).")
     messages = serializers.ListField(child=ChatMessageSerializer(), min_length=1)
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True,

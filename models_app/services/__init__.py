@@ -10,7 +10,7 @@
 """
 
 from models_app.services.artifacts import ARTIFACTS, model_artifact_get, model_artifact_name, model_files_fetch
-from models_app.services.cards import model_card_edit, model_card_evaluations_refresh
+from models_app.services.cards import model_card_edit, model_card_evaluations_refresh, model_card_readme_store
 from models_app.services.evaluations import evaluation_create, evaluation_for_job, evaluation_run
 from models_app.services.exports import export_create, export_run
 from models_app.services.inference import (
@@ -40,6 +40,7 @@ __all__ = [
     "chat_completion_queue", "chat_completion_run", "chat_completion_start", "evaluation_create",
     "evaluation_for_job", "evaluation_run", "export_create", "export_run", "fine_tuned_model_create",
     "fine_tuned_model_delete", "model_actions", "model_archive", "model_artifact_get", "model_artifact_name",
-    "model_card_edit", "model_card_evaluations_refresh", "model_files_fetch", "model_local_files", "model_promote",
+    "model_card_edit", "model_card_evaluations_refresh", "model_card_readme_store",
+    "model_files_fetch", "model_local_files", "model_promote",
     "model_usage_record", "registry_version_check", "version_bump", "version_next",
 ]

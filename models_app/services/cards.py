@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from finetune_site.errors import InvalidRequest
 from finetune_site.files import storage_fetch, storage_put_file
+from models_app import tasks
 from models_app.cards import (
     CARD_MAX_CHARS,
     model_card_evaluations,
@@ -29,7 +30,8 @@ def model_card_edit(*, model: FineTunedModel, card) -> FineTunedModel:
         raise InvalidRequest(f"card must be at most {CARD_MAX_CHARS:,} characters", param="card")
     model.card, model.card_edited_at = card.replace("\r\n", "\n"), timezone.now()
     model.save(update_fields=["card", "card_edited_at"])
-    transaction.on_commit(lambda: _adapter_readme_store(model))
+    # Rewriting the zip reads and writes the whole adapter (or full model): a task, not the request.
+    transaction.on_commit(lambda: tasks.model_card_readme_store.delay(model.id))
     return model
 
 
@@ -42,9 +44,12 @@ def model_card_evaluations_refresh(*, model: FineTunedModel) -> None:
         model.card = refreshed
 
 
-def _adapter_readme_store(model: FineTunedModel) -> None:
-    name = f"{model.adapter_path}.zip"
-    if name not in model.artifact_files:
+def model_card_readme_store(*, model_id: str) -> None:
+    """Make the adapter zip's README.md the card as it is now (edits may come faster than this runs:
+    the newest wins)."""
+    model = FineTunedModel.objects.filter(pk=model_id).first()
+    name = f"{model.adapter_path}.zip" if model else ""
+    if model is None or name not in model.artifact_files:
         return
     with tempfile.TemporaryDirectory() as tmp:
         old = storage_fetch(name, Path(tmp) / "old.zip")

@@ -7,7 +7,14 @@ import zipfile
 import pytest
 
 from models_app.cards import EVALUATIONS_END, EVALUATIONS_START
-from models_app.services import evaluation_create, evaluation_run, export_create, export_run, fine_tuned_model_create
+from models_app.services import (
+    evaluation_create,
+    evaluation_run,
+    export_create,
+    export_run,
+    fine_tuned_model_create,
+    model_card_readme_store,
+)
 from tests.api import api_client
 from tests.factories import make_dataset, make_job, make_user
 from workers.sample_data import classification_rows
@@ -110,8 +117,10 @@ def test_adapter_download_carries_the_card_and_follows_an_edit(model, django_cap
 
     names, readme = download()
     assert "adapter/adapter_model.safetensors" in names and readme == model.card
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         client.put(_card_url(model), {"card": "# Edited card\n"}, format="json")
+    assert len(callbacks) == 1  # the zip is rewritten by a task
+    model_card_readme_store(model_id=model.id)  # what the task runs
     names, readme = download()
     assert readme == "# Edited card\n" and "adapter/adapter_model.safetensors" in names
 
