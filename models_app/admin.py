@@ -5,12 +5,14 @@ from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, M
 
 @admin.register(FineTunedModel)
 class FineTunedModelAdmin(admin.ModelAdmin):
-    list_display = ("id", "owner", "name", "version", "base_model", "adapter", "job", "archived_at", "created_at")
+    list_display = ("id", "owner", "name", "semver", "version", "base_model", "adapter", "job", "archived_at",
+                    "created_at")
     list_filter = ("adapter", "base_model")
     search_fields = ("id", "name", "owner__username", "job__id")
     # archived_at and aliases change through the registry's services (model_archive, model_promote)
+    # versions are given by the bump rule (models_app.services.registry.version_next) and never change
     readonly_fields = ("id", "job", "adapter", "adapter_path", "artifact_files", "archived_at", "promotion",
-                       "created_at")
+                       "version", "major", "minor", "patch", "card_edited_at", "created_at")
 
 
 @admin.register(Evaluation)
