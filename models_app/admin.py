@@ -10,9 +10,10 @@ class FineTunedModelAdmin(admin.ModelAdmin):
     list_filter = ("adapter", "base_model")
     search_fields = ("id", "name", "owner__username", "job__id")
     # archived_at and aliases change through the registry's services (model_archive, model_promote)
-    # versions are given by the bump rule (models_app.services.registry.version_next) and never change
+    # versions are given by the bump rule (services.registry.version_next) and never change; the card is edited
+    # through services.model_card_edit, which keeps the adapter zip's README in step
     readonly_fields = ("id", "job", "adapter", "adapter_path", "artifact_files", "archived_at", "promotion",
-                       "version", "major", "minor", "patch", "card_edited_at", "created_at")
+                       "version", "major", "minor", "patch", "card", "card_edited_at", "created_at")
 
 
 @admin.register(Evaluation)
