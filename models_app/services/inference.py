@@ -125,8 +125,9 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
                                 on_start=start if index == 0 else None)
                        for index, choice in enumerate(configs)]
             done = _done_fields(results)
-            reply.send("done", **done)
+            # Counted before the reply ends, so a caller that reads the usage next finds this request.
             _usage_record(model_id, done, seconds=time.monotonic() - started)
+            reply.send("done", **done)
         except ReplyGone:
             log.info("nobody reads %s any more; stopped generating", reply_channel)
         except ContextLengthExceeded as exc:
