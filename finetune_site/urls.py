@@ -85,6 +85,8 @@ urlpatterns = [
     path("v1/registry/models/<path:model_id>/unarchive", models_api.ModelUnarchiveApi.as_view(),
          name="model-unarchive"),
     path("v1/registry/models/<path:model_id>/lineage", models_api.ModelLineageApi.as_view(), name="model-lineage"),
+    path("v1/registry/models/<path:model_id>/card", models_api.ModelCardApi.as_view(), name="model-card"),
+    path("v1/registry/models/<path:model_id>/usage", models_api.ModelUsageApi.as_view(), name="model-usage"),
     path("v1/registry/names", models_api.RegistryNamesApi.as_view(), name="registry-names"),
     path("v1/registry/names/<str:name>", models_api.RegistryNameApi.as_view(), name="registry-name"),
     path("v1/registry/names/<str:name>/rollback", models_api.AliasRollbackApi.as_view(), name="registry-rollback"),

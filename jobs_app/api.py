@@ -57,6 +57,7 @@ def job_object(job: FineTuneJob) -> dict:
         "wait_reason": job.wait_reason or None,
         "promotion_gate": job.promotion_gate or None,
         "evaluate_checkpoints": job.evaluate_checkpoints,
+        "version": job.version or None,  # the registry version asked for; None: by the bump rule
     }
 
 
@@ -114,6 +115,9 @@ class JobCreateSerializer(serializers.Serializer):
     hyperparameters = serializers.DictField(required=False, help_text="Deprecated: use method.")
     method = MethodField(required=False)
     suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
+    version = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=32,
+                                    help_text="The registry version of the model the job makes (1.4.0), greater "
+                                              "than its name's newest; default: bumped by rule.")
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
     integrations = serializers.ListField(required=False, allow_null=True,
                                          help_text="Refused (400) unless empty: no tracker is reported to yet.")
@@ -171,6 +175,7 @@ class JobsApi(APIView):
             hyperparameters=hyperparameters, suffix=data.get("suffix") or "", seed=data.get("seed"),
             promotion_gate=data.get("promotion_gate"), evaluate_checkpoints=data["evaluate_checkpoints"],
             grader=grader, metadata=data.get("metadata"), integrations=data.get("integrations"),
+            version=data.get("version") or "",
         )
         return Response(job_object(job))
 

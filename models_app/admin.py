@@ -13,12 +13,15 @@ from models_app.models import (
 
 @admin.register(FineTunedModel)
 class FineTunedModelAdmin(admin.ModelAdmin):
-    list_display = ("id", "owner", "name", "version", "base_model", "adapter", "job", "archived_at", "created_at")
+    list_display = ("id", "owner", "name", "semver", "version", "base_model", "adapter", "job", "archived_at",
+                    "created_at")
     list_filter = ("adapter", "base_model")
     search_fields = ("id", "name", "owner__username", "job__id")
     # archived_at and aliases change through the registry's services (model_archive, model_promote)
+    # versions are given by the bump rule (services.registry.version_next) and never change; the card is edited
+    # through services.model_card_edit, which keeps the adapter zip's README in step
     readonly_fields = ("id", "job", "adapter", "adapter_path", "artifact_files", "archived_at", "promotion",
-                       "created_at")
+                       "version", "major", "minor", "patch", "card", "card_edited_at", "created_at")
 
 
 @admin.register(Evaluation)

@@ -23,10 +23,12 @@ from finetune_site.errors import InvalidRequest, NotFound
 from finetune_site.files import storage_is_s3
 from finetune_site.ids import new_id
 from finetune_site.pagination import cursor_page
+from finetune_site.semver import semver_parse
 from jobs_app.models import Checkpoint
 from models_app import selectors, services
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_models_usable_by
+from models_app.cards import model_card_text
 from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, StoredCompletion
 from models_app.replies import END_TYPES, reply_receive
 from models_app.services.inference import MAX_CHOICES
@@ -43,7 +45,7 @@ def model_object(model: BaseModel | FineTunedModel) -> dict:
         "artifacts": ["adapter", *sorted({e.artifact for e in model.exports.all()
                                           if e.status == Export.Status.VERIFIED} - {"adapter"})],
         # registry extensions
-        "name": model.name, "version": model.version, "reference": model.reference,
+        "name": model.name, "version": model.semver, "version_number": model.version, "reference": model.reference,
         "aliases": sorted(a.alias for a in model.aliases.all()), "archived": model.archived_at is not None,
         "promotion": model.promotion or None,
     }
@@ -152,7 +154,15 @@ class AliasSerializer(serializers.Serializer):
 
 class RollbackSerializer(serializers.Serializer):
     alias = serializers.CharField(default="production", max_length=50)
-    version = serializers.IntegerField(required=False, min_value=1)
+    version = serializers.CharField(required=False, max_length=32,
+                                    help_text="The version to move to: 1.4.0, or the N of name@vN.")
+
+    def validate_version(self, value: str) -> str | int:
+        if value.isdigit() and int(value) >= 1:
+            return int(value)
+        if semver_parse(value) is None:
+            raise serializers.ValidationError("version must be a version like 1.4.0 (or the N of name@vN)")
+        return value
 
 
 def _name_object(user, name: str) -> dict:
@@ -213,6 +223,43 @@ class ModelUnarchiveApi(ModelArchiveApi):
     archived = False
 
 
+class CardSerializer(serializers.Serializer):
+    card = serializers.CharField(allow_blank=True, trim_whitespace=False,
+                                 help_text="The whole model card, Markdown.")
+
+
+def card_object(model: FineTunedModel) -> dict:
+    return {"object": "model.card", "model": model.id, "version": model.semver, "card": model_card_text(model),
+            "edited_at": int(model.card_edited_at.timestamp()) if model.card_edited_at else None}
+
+
+class ModelCardApi(APIView):
+    @extend_schema(responses={200: dict}, summary="A version's model card (Markdown)")
+    def get(self, request, model_id: str):
+        return Response(card_object(selectors.fine_tuned_model_get(request.user, model_id)))
+
+    @extend_schema(request=CardSerializer, responses={200: dict},
+                   summary="Replace a version's model card; its exports from now on carry it as README.md")
+    def put(self, request, model_id: str):
+        model = selectors.fine_tuned_model_get(request.user, model_id)
+        data = CardSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(card_object(services.model_card_edit(model=model, card=data.validated_data["card"])))
+
+    patch = put  # the card is one field: a partial update is the whole update
+
+
+class ModelUsageApi(APIView):
+    @extend_schema(responses={200: dict}, summary="A version's chat usage: requests, tokens in and out, "
+                                                  "p50/p95 latency (ms) from the inference worker")
+    def get(self, request, model_id: str):
+        model = selectors.fine_tuned_model_get(request.user, model_id)
+        usage = selectors.model_usage(model)
+        last = usage.pop("last_request_at")
+        return Response({"object": "model.usage", "model": model.id, "version": model.semver, **usage,
+                         "last_request_at": int(last.timestamp()) if last else None})
+
+
 class ModelLineageApi(APIView):
     @extend_schema(responses={200: dict}, summary="Dataset versions → job → checkpoint → version → exports")
     def get(self, request, model_id: str):
@@ -224,7 +271,8 @@ class ModelLineageApi(APIView):
 
 
 class EvaluationCreateSerializer(serializers.Serializer):
-    model = serializers.CharField(help_text="A base model, a fine-tuned model id, or name@alias / name@vN.")
+    model = serializers.CharField(help_text="A base model, a fine-tuned model id, or name@alias / name@1.4.0 / "
+                                            "name@1.4 / name@^1 / name@vN.")
     file = serializers.CharField(help_text="A ready dataset (file id) to evaluate on.")
     max_rows = serializers.IntegerField(default=100)
     max_new_tokens = serializers.IntegerField(default=32)
@@ -318,7 +366,8 @@ class StopField(serializers.Field):
 
 
 class ChatCompletionSerializer(serializers.Serializer):
-    model = serializers.CharField(help_text="A base model name, one of your fine-tuned model ids (or name@alias), "
+    model = serializers.CharField(help_text="A base model name, one of your fine-tuned model ids (or name@alias, "
+                                            "name@1.4.0, name@^1), "
                                             "or one of your checkpoints (ftckpt-… or ft:…:ckpt-step-N).")
     messages = serializers.ListField(child=ChatMessageSerializer(), min_length=1)
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True,

@@ -20,6 +20,11 @@ def evaluation_run(evaluation_id: str) -> None:
     services.evaluation_run(evaluation_id=evaluation_id)
 
 
+@shared_task(name="models_app.tasks.model_card_readme_store")
+def model_card_readme_store(model_id: str) -> None:
+    services.model_card_readme_store(model_id=model_id)
+
+
 # Replies are only useful while someone waits for them: a task lost with its worker is not
 # redone (acks early), and no result row is written per request.
 @shared_task(name="models_app.tasks.chat_completion_run", acks_late=False, ignore_result=True)

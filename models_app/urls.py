@@ -18,6 +18,7 @@ urlpatterns = [
     path("<path:model_id>/archive/", views.model_archive, name="archive"),
     path("<path:model_id>/export/", views.model_export, name="export"),
     path("<path:model_id>/delete/", views.model_delete, name="delete"),
+    path("<path:model_id>/card/", views.model_card_edit, name="card"),
     path("<path:model_id>/evaluate/", views.model_evaluate, name="evaluate"),
     path("<path:model_id>/", views.model_detail, name="detail"),
 ]

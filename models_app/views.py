@@ -9,6 +9,7 @@ from datasets_app.selectors import dataset_get, datasets_visible_to
 from finetune_site.errors import InvalidRequest
 from models_app import selectors, services
 from models_app.base_models.selectors import base_models_usable_by
+from models_app.cards import model_card_html, model_card_text
 from models_app.forms import SIDES, CompletionFilterForm, EvaluationForm, PlaygroundForm, playground_initial
 from models_app.models import Export
 from models_app.playground import Pane, status_for
@@ -27,8 +28,12 @@ def model_list(request):
 def model_detail(request, model_id: str):
     model = selectors.fine_tuned_model_get(request.user, model_id)
     evaluations = list(model.evaluations.select_related("dataset")[:20])
+    card = model_card_text(model)
     return render(request, "models_app/model_detail.html", {
         "model": model,
+        "card": card,
+        "card_html": model_card_html(card),
+        "usage": selectors.model_usage(model),
         "job": model.job,
         "final_metrics": selectors.model_final_metrics(model),
         "download_url": reverse("model-download", args=[model.id]) + "?artifact=adapter",
@@ -49,7 +54,7 @@ def registry_detail(request, name: str):
     rows = [{"model": v, "aliases": sorted(a.alias for a in v.aliases.all()), "metrics": _auto_metrics(v)}
             for v in versions]
     aliases = sorted({alias for row in rows for alias in row["aliases"]})
-    chart = {"labels": [f"v{r['model'].version}" for r in reversed(rows)],
+    chart = {"labels": [r["model"].semver for r in reversed(rows)],
              "tuned": [r["metrics"].get("tuned", {}).get("eval_loss") for r in reversed(rows)],
              "base": [r["metrics"].get("base", {}).get("eval_loss") for r in reversed(rows)]}
     return render(request, "models_app/registry_detail.html", {
@@ -112,6 +117,14 @@ def model_export(request, model_id: str):
 
 @require_POST
 @login_required
+def model_card_edit(request, model_id: str):
+    card = request.POST.get("card", "")
+    return _act(request, model_id, lambda m: services.model_card_edit(model=m, card=card),
+                "Model card of {model.reference} saved")
+
+
+@require_POST
+@login_required
 def model_delete(request, model_id: str):
     model = selectors.fine_tuned_model_get(request.user, model_id)
     try:
@@ -148,7 +161,7 @@ def registry_rollback(request, name: str):
     alias = request.POST.get("alias", "production")
     try:
         moved = services.alias_rollback(owner=request.user, name=name, alias=alias)
-        messages.success(request, f"{name}@{alias} rolled back to v{moved.model.version}")
+        messages.success(request, f"{name}@{alias} rolled back to {moved.model.semver}")
     except InvalidRequest as refused:
         messages.error(request, refused.message)
     return redirect("models:registry", name=name)

@@ -35,13 +35,14 @@ def make_dataset(owner=None, *, rows: list[dict] | None = None, name: str = "tra
     return dataset_upload(owner=owner, upload=make_upload(content, name))
 
 
-def make_job(owner=None, *, dataset=None, status: str | None = None, hyperparameters=None) -> FineTuneJob:
-    """A job created through the service; ``status`` forces a state without running it."""
+def make_job(owner=None, *, dataset=None, status: str | None = None, hyperparameters=None, **fields) -> FineTuneJob:
+    """A job created through the service; ``status`` forces a state without running it. Other keyword
+    arguments (``suffix``, ``version``, ...) go to ``job_create``."""
     base_model_builtin_ensure()
     owner = owner or (dataset.owner if dataset else make_user())
     dataset = dataset or make_dataset(owner)
     job = job_create(owner=owner, training_file=dataset.id, model="tiny-llama",
-                     hyperparameters=hyperparameters or {})
+                     hyperparameters=hyperparameters or {}, **fields)
     if status:
         FineTuneJob.objects.filter(pk=job.pk).update(status=status)
         job.refresh_from_db()

@@ -55,6 +55,10 @@ def test_fine_tuned_model_answers_its_task_and_is_404_for_another_user(live_serv
     reply = raw.parse()
     assert reply.model == tuned_model.id
     assert (reply.choices[0].message.content.strip(), reply.choices[0].finish_reason) == (answer["content"], "stop")
+    usage = client.get(f"/registry/models/{tuned_model.id}/usage", cast_to=object)  # counted by the worker
+    assert (usage["requests"], usage["prompt_tokens"], usage["completion_tokens"]) == (
+        1, reply.usage.prompt_tokens, reply.usage.completion_tokens)
+    assert usage["latency_ms"]["p50"] > 0
 
     stranger, _ = client_for(live_server)
     with pytest.raises(openai.NotFoundError) as refused:

@@ -7,9 +7,12 @@
 - ``inference``: chat replies through the inference worker
 - ``completions``: the data loop: stored chat completions, their ratings and corrections, imports, and
   datasets made of them
+- ``cards``: model card edits and the evaluation section refreshed as evaluations finish
+- ``usage``: per-version chat usage, recorded by the inference worker
 """
 
 from models_app.services.artifacts import ARTIFACTS, model_artifact_get, model_artifact_name, model_files_fetch
+from models_app.services.cards import model_card_edit, model_card_evaluations_refresh, model_card_readme_store
 from models_app.services.completions import (
     completion_retention_days,
     completion_row,
@@ -41,7 +44,11 @@ from models_app.services.registry import (
     model_actions,
     model_archive,
     model_promote,
+    registry_version_check,
+    version_bump,
+    version_next,
 )
+from models_app.services.usage import model_usage_record
 
 __all__ = [
     "completion_retention_days", "completion_row", "completion_settings_update", "completion_store",
@@ -51,5 +58,7 @@ __all__ = [
     "chat_completion_queue", "chat_completion_run", "chat_completion_start", "evaluation_create",
     "evaluation_for_job", "evaluation_run", "export_create", "export_run", "fine_tuned_model_create",
     "fine_tuned_model_delete", "model_actions", "model_archive", "model_artifact_get", "model_artifact_name",
+    "model_card_edit", "model_card_evaluations_refresh", "model_card_readme_store",
     "model_files_fetch", "model_local_files", "model_promote",
+    "model_usage_record", "registry_version_check", "version_bump", "version_next",
 ]

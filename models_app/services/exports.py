@@ -15,6 +15,7 @@ from finetune_site.ids import new_id
 from finetune_site.status import status_transition
 from models_app import tasks
 from models_app.base_models.services import base_model_local_path
+from models_app.cards import model_card_text
 from models_app.models import EXPORT_TRANSITIONS, Export, FineTunedModel
 from models_app.services.artifacts import model_files_fetch, zip_write
 from workers.export import GGUF_MODEL_TYPES  # light: the engine imports torch only when it runs
@@ -97,7 +98,8 @@ def _export_engine_run(export: Export, workdir: Path):
     model = export.model
     source = model_files_fetch(model, workdir / "source")
     config = ExportConfig(base_model_path=base_model_local_path(model.base_model), adapter_path=str(source),
-                          output_dir=str(workdir / "out"), kind=export.kind, quantization=export.quantization)
+                          output_dir=str(workdir / "out"), kind=export.kind, quantization=export.quantization,
+                          model_card=model_card_text(model))
 
     def emit(event) -> None:
         if isinstance(event, Progress):

@@ -126,7 +126,7 @@ def test_succeeded_job_links_its_model_evaluation_playground_and_download(client
     model, evaluation = _result_model(job)
     body = client.get(reverse("jobs:detail", args=[job.id])).content.decode()
     nav = re.search(r'<nav class="next-steps" id="job-next".*?</nav>', body, re.S).group(0)
-    assert f'id="next-model" href="/models/{model.id}/">topics@v1</a>' in nav
+    assert f'id="next-model" href="/models/{model.id}/">topics@1.0.0</a>' in nav
     assert f'id="next-evaluation" href="/models/evaluations/{evaluation.id}/">Evaluation (running)</a>' in nav
     assert 'id="next-playground" href="/models/playground/?model=ft%3Atiny-llama%3A%3A' in nav
     assert f'id="next-download" href="/v1/models/{model.id}/download?artifact=adapter">Download the adapter' in nav

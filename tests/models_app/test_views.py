@@ -20,7 +20,8 @@ def _model(owner, base_model):
     version = FineTunedModel.objects.filter(owner=owner, name="tiny-llama").count() + 1
     return FineTunedModel.objects.create(id=f"ft:tiny-llama::{job.id[-6:]}", owner=job.owner, job=job,
                                          base_model=base_model, name="tiny-llama", adapter="lora", version=version,
-                                         adapter_path="models/x/adapter", artifact_files=["models/x/adapter.zip"])
+                                         patch=version - 1, adapter_path="models/x/adapter",
+                                         artifact_files=["models/x/adapter.zip"])
 
 
 def test_list_shows_own_models_and_base_models(client, base_model):
@@ -101,9 +102,9 @@ def test_registry_page_lists_versions_and_rolls_an_alias_back(client, base_model
         model_promote(model=model, alias="production")
     client.force_login(user)
     page = client.get(reverse("models:registry", args=["tiny-llama"])).content.decode()
-    assert "v1" in page and "v2" in page and "Roll back production" in page
+    assert ">1.0.0</a>" in page and ">1.0.1</a>" in page and "Roll back production" in page
     response = client.post(reverse("models:rollback", args=["tiny-llama"]), {"alias": "production"}, follow=True)
-    assert "tiny-llama@production rolled back to v1" in response.content.decode()
+    assert "tiny-llama@production rolled back to 1.0.0" in response.content.decode()
     assert first.aliases.filter(alias="production").exists()
 
 
