@@ -75,9 +75,9 @@ def worker_metrics_serve(*, port: int, addr: str = "0.0.0.0"):
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        registry.register(GPUS)
     else:
         registry = WORKER_REGISTRY
-    registry.register(GpuCollector())
     try:
         server, _ = start_http_server(port, addr=addr, registry=registry)
     except OSError as error:  # another worker on this host has the port: work on, without metrics
@@ -174,3 +174,7 @@ def gpu_row(line: str) -> dict | None:
                 "utilization": float(utilization) / 100 if utilization.replace(".", "", 1).isdigit() else None}
     except ValueError:
         return None
+
+
+GPUS = GpuCollector()
+WORKER_REGISTRY.register(GPUS)
