@@ -131,8 +131,11 @@ class GpuCollector:
     """Memory and utilisation of each NVIDIA GPU, from ``nvidia-smi`` (never from CUDA: initialising CUDA in
     the worker's main process would break CUDA in the children it forks later). Nothing without one."""
 
+    def __init__(self, query=None) -> None:
+        self.query = query or gpu_query  # what lists the GPUs: nvidia-smi unless told otherwise
+
     def collect(self):
-        rows = gpu_query()
+        rows = self.query()
         if not rows:
             return
         used = GaugeMetricFamily("finetune_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu", "name"])
