@@ -9,10 +9,14 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from datasets_app.models import Dataset
 from finetune_site.celery import app as celery_app
+from finetune_site.request_id import request_id_reset, request_id_set
 from finetune_site.worker_metrics import gpu_row, worker_metrics_serve
+from jobs_app import tasks
 from tests.conftest import _test_database_url
 from tests.e2e import ROOT, free_port, wait_for
+from tests.factories import make_job
 
 
 @celery_app.task(name="tests.worker_metrics.boom")
@@ -73,9 +77,14 @@ def test_gpu_rows_are_read_from_nvidia_smi_csv():
 
 
 @pytest.mark.e2e
-def test_a_prefork_worker_adds_up_its_childrens_tasks(transactional_db, django_db_blocker, tmp_path):
+def test_a_prefork_worker_adds_up_its_childrens_tasks_and_keeps_the_request_id(live_base_model, django_db_blocker,
+                                                                                tmp_path):
     """The real thing: `celery worker` with two pool processes; tasks run in the children, the main
-    process serves their sum (multiprocess mode)."""
+    process serves their sum (multiprocess mode). A task queued under a request id writes its events
+    under that id in the worker."""
+    job = make_job()
+    # Its file not yet checked: the validation task only notes that it waits (an event), quickly.
+    Dataset.objects.filter(pk=job.dataset_id).update(status=Dataset.Status.UPLOADED)
     port = free_port()
     queue = f"metrics-{port}"
     env = {**os.environ, "WORKER_METRICS_PORT": str(port), "DATABASE_URL": _test_database_url(django_db_blocker)}
@@ -89,13 +98,29 @@ def test_a_prefork_worker_adds_up_its_childrens_tasks(transactional_db, django_d
         wait_for(lambda: _answers(url), timeout=90, what="the worker's metrics port")
         for _ in range(4):
             celery_app.send_task("jobs_app.tasks.jobs_reap", queue=queue)
-        done = wait_for(lambda: sample(scrape(url), "finetune_celery_tasks_total", task="jobs_app.tasks.jobs_reap",
-                                       state="succeeded") == 4 and scrape(url), timeout=60, what="4 tasks counted")
+        token = request_id_set("prefork-abc")
+        try:
+            tasks.job_validate.apply_async(args=[job.id], queue=queue)
+        finally:
+            request_id_reset(token)
+        wait_for(lambda: job.events.filter(message__startswith="Waiting for").exists(), timeout=60,
+                 what="the worker's event")
+        done = wait_for(lambda: _counted(scrape(url)), timeout=60, what="5 tasks counted")
     finally:
         worker.terminate()
         worker.wait(timeout=30)
     assert sample(done, "finetune_celery_task_duration_seconds_count", task="jobs_app.tasks.jobs_reap") == 4
     assert sample(done, "finetune_celery_tasks_active", task="jobs_app.tasks.jobs_reap") == 0
+    assert sample(done, "finetune_celery_tasks_total", task="jobs_app.tasks.job_validate", state="succeeded") == 1
+    assert job.events.get(message__startswith="Waiting for").request_id == "prefork-abc"
+    assert job.events.get(seq=1).request_id == ""  # created outside any request
+
+
+def _counted(samples: dict) -> dict | None:
+    """The samples once the 4 reaps and the validation have been counted as succeeded."""
+    reaped = sample(samples, "finetune_celery_tasks_total", task="jobs_app.tasks.jobs_reap", state="succeeded")
+    validated = sample(samples, "finetune_celery_tasks_total", task="jobs_app.tasks.job_validate", state="succeeded")
+    return samples if (reaped, validated) == (4, 1) else None
 
 
 def _answers(url: str) -> bool:
