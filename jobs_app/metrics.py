@@ -7,7 +7,8 @@ process answers, and nothing is lost when a process restarts.
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -56,9 +57,14 @@ class JobsCollector(Collector):
                                     labels=["queue", "status"])
         oldest = GaugeMetricFamily("finetune_jobs_oldest_wait_seconds", "How long the longest-waiting job of a "
                                    "queue has waited (0 when none waits).", labels=["queue", "status"])
+        # Since when a queued job waits: its last move to queued (an event), not queued_at, which the reaper
+        # moves on each time it sends the job's message again.
+        queued_since = Coalesce(Max("events__created_at", filter=Q(events__data__status=Status.QUEUED)), "queued_at")
         for status, queue in job_queues().items():
-            since = "queued_at" if status == Status.QUEUED else "created_at"
-            row = FineTuneJob.objects.filter(status=status).aggregate(n=Count("pk"), first=Min(since))
+            since = queued_since if status == Status.QUEUED else F("created_at")
+            jobs = FineTuneJob.objects.filter(status=status)
+            row = {"n": jobs.count(),
+                   "first": jobs.annotate(since=since).aggregate(first=Min("since"))["first"]}
             waiting.add_metric([queue, status], row["n"])
             oldest.add_metric([queue, status], max((now - row["first"]).total_seconds(), 0) if row["first"] else 0)
         yield waiting

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from finetune_site.celery import app as celery_app
 from jobs_app.models import FineTuneJob, Worker
+from jobs_app.services import job_transition
 from tests.api import api_client
 from tests.factories import make_job, make_user
 
@@ -45,8 +46,10 @@ def test_metrics_count_jobs_by_status_waits_per_queue_run_times_and_workers(clie
     make_job(owner)  # validating_files: waits for the default queue
     queued_long = make_job(owner, status=Status.QUEUED)
     FineTuneJob.objects.filter(pk=queued_long.pk).update(queued_at=timezone.now() - timedelta(minutes=10))
-    queued_now = make_job(owner, status=Status.QUEUED)
-    FineTuneJob.objects.filter(pk=queued_now.pk).update(queued_at=timezone.now())
+    # Queued 20 minutes ago; the reaper has sent its message again since, moving queued_at to now.
+    requeued = make_job(owner)
+    job_transition(job_id=requeued.id, to=Status.QUEUED, queued_at=timezone.now())
+    requeued.events.filter(data__status=Status.QUEUED).update(created_at=timezone.now() - timedelta(minutes=20))
     running = make_job(owner, status=Status.RUNNING)
     FineTuneJob.objects.filter(pk=running.pk).update(lease_owner="celery@gpu-1")
     _finish(make_job(owner), Status.SUCCEEDED, minutes=3, tokens_per_second=800.0)
@@ -65,7 +68,7 @@ def test_metrics_count_jobs_by_status_waits_per_queue_run_times_and_workers(clie
     assert value(families, "finetune_jobs", status="cancelled") == 0
     assert value(families, "finetune_jobs_waiting", queue="training", status="queued") == 2
     assert value(families, "finetune_jobs_waiting", queue="default", status="validating_files") == 1
-    assert 599 <= value(families, "finetune_jobs_oldest_wait_seconds", queue="training") < 660
+    assert 1199 <= value(families, "finetune_jobs_oldest_wait_seconds", queue="training") < 1260
     assert 0 <= value(families, "finetune_jobs_oldest_wait_seconds", queue="default") < 60
 
     assert value(families, "finetune_job_run_seconds_count", status="succeeded") == 2
