@@ -117,3 +117,23 @@ def test_a_task_queued_outside_a_request_gets_an_id_of_its_own(base_model):
     assert len(seen) == 1 and len(seen[0]) == 32
     assert request_id_get() == ""  # forgotten after the task
     assert not JobEvent.objects.exists()
+
+
+def test_the_training_events_written_from_the_reporters_thread_keep_the_tasks_id(live_base_model):
+    """The engine's events are written by a thread of their own; they carry the id the task runs under."""
+    from finetune_site.request_id import request_id_reset, request_id_set
+    from jobs_app.services import JobReporter
+    from tests.factories import make_job
+    from workers.events import LogLine, Metric
+
+    job = make_job(status=FineTuneJob.Status.RUNNING)
+    token = request_id_set("train-42")
+    try:
+        reporter = JobReporter(job)
+        reporter(LogLine(message="Loading the base model"))
+        reporter(Metric(step=1, total_steps=4, values={"loss": 1.5}))
+        reporter.close()
+    finally:
+        request_id_reset(token)
+    written = job.events.filter(seq__gt=1)
+    assert written.count() == 2 and set(written.values_list("request_id", flat=True)) == {"train-42"}
