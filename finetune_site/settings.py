@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 from finetune_site.env import env_bool, env_int, env_list, env_rate, env_str, secret_key_file
 
@@ -28,8 +29,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-# The probes speak plain HTTP to the container: a redirect to https would fail them.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# The probes and Prometheus speak plain HTTP to the container: a redirect to https would fail them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
@@ -81,6 +82,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id is set for everything after it, and the timing covers every middleware.
+    "finetune_site.request_id.RequestIdMiddleware",
+    "finetune_site.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "finetune_site.nul_guard.NulCharacterRefusal",
     "csp.middleware.CSPMiddleware",
@@ -326,13 +330,33 @@ DATASET_VISION_MAX_FILES = env_int("DATASET_VISION_MAX_FILES", 100_000)
 DATASET_VISION_MAX_PIXELS = env_int("DATASET_VISION_MAX_PIXELS", 89_478_485)
 DATASET_VISION_MAX_IMAGE_BYTES = env_int("DATASET_VISION_MAX_IMAGE_BYTES", 64 * 2**20)
 
+# plain: the message only, for people at a terminal; json: one JSON object a line (time, level, logger,
+# message, request_id and any extra fields), for a log collector. Every record carries the request id.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: write plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "finetune_site.request_id.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Monitoring (README: Monitoring) ---
+# /metrics wants "Authorization: Bearer <METRICS_TOKEN>"; unset, it answers only clients on this host.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# A Celery worker serves its own metrics (tasks, GPUs) on this port; 0: it serves none.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 
 # --- Job lifecycle: the database decides, Celery only delivers ---
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 120)  # no heartbeat for this long: the worker is gone

@@ -29,6 +29,7 @@ urlpatterns = [
     path("favicon.ico", views.favicon),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its script as a file: the page needs no inline script (CSP).

@@ -154,6 +154,8 @@ class JobEvent(models.Model):
     type = models.CharField(max_length=10, choices=Type.choices, default=Type.MESSAGE)
     message = models.TextField()
     data = models.JSONField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, default="", help_text="The request (X-Request-ID) "
+                                  "on whose behalf it was written, carried into the tasks that request queued.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,6 +1,7 @@
 """The bridge between a job and the engine: ``JobReporter`` is the engine's ``emit`` (events become
 JobEvent and Checkpoint rows), ``JobControl`` its ``should_stop`` (answered from the job's row)."""
 
+import contextvars
 import json
 import logging
 import math
@@ -96,7 +97,9 @@ class JobReporter:
         self.stale = False
         self.batched_at = 0.0
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._drain, daemon=True, name=f"events-{job.id}")
+        # The writer runs in the task's context: its rows carry the request id the task runs under.
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._drain,), daemon=True,
+                                       name=f"events-{job.id}")
         self.thread.start()
 
     def __call__(self, event) -> None:

@@ -9,6 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from finetune_site.errors import Conflict
+from finetune_site.request_id import request_id_get
 from finetune_site.status import status_allows, status_transition
 from jobs_app import tasks
 from jobs_app.broadcast import job_publish
@@ -66,9 +67,11 @@ def job_events_add(*, job_id: str, events: list[dict], expect_attempt: int | Non
         if not rows.update(event_seq=F("event_seq") + len(events)):
             raise Conflict(f"job {job_id} attempt {expect_attempt} is stale or gone", code="stale_attempt")
         last = FineTuneJob.objects.values_list("event_seq", flat=True).get(pk=job_id)
+        request_id = request_id_get()  # one id finds the request, its tasks and the events they wrote
         created = JobEvent.objects.bulk_create([
             JobEvent(job_id=job_id, seq=last - len(events) + index, type=e.get("type", JobEvent.Type.MESSAGE),
-                     level=e.get("level", JobEvent.Level.INFO), message=e["message"], data=e.get("data"))
+                     level=e.get("level", JobEvent.Level.INFO), message=e["message"], data=e.get("data"),
+                     request_id=request_id)
             for index, e in enumerate(events, start=1)])
         newest = created[-1]  # subscribers read every row after the last one they have
         job_publish(job_id, {"event": {"seq": newest.seq, "type": newest.type, "level": newest.level,
