@@ -25,6 +25,8 @@ from models_app.base_models.selectors import base_models_usable_by
 from models_app.models import AliasChange, Evaluation, Export, FineTunedModel
 from models_app.replies import END_TYPES, reply_receive
 from models_app.services.inference import MAX_CHOICES
+from workers.formats import tool_calls_check, tools_check
+from workers.inference import RESPONSE_FORMATS
 
 
 def model_object(model: BaseModel | FineTunedModel) -> dict:
@@ -267,8 +269,9 @@ MAX_COMPLETION_TOKENS = 2048
 GENERATE_PARAMS = ("temperature", "top_p", "seed", "stop", "n", "presence_penalty", "frequency_penalty", "logprobs",
                    "top_logprobs")
 # OpenAI's parameters this platform cannot honour: refused when given, never ignored.
-UNSUPPORTED_PARAMS = ("logit_bias", "tools", "tool_choice", "functions", "function_call", "audio", "modalities",
-                      "prediction", "web_search_options")
+UNSUPPORTED_PARAMS = ("logit_bias", "functions", "function_call", "audio", "modalities", "prediction",
+                      "web_search_options", "parallel_tool_calls")
+TOOL_CHOICES = ("auto", "none")
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {
@@ -292,9 +295,24 @@ class MessageContentField(serializers.Field):
 
 
 class ChatMessageSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant"], error_messages={
-        "invalid_choice": "role must be one of system, user, assistant (developer counts as system)"})
-    content = MessageContentField()
+    role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant", "tool"], error_messages={
+        "invalid_choice": "role must be one of system, user, assistant, tool (developer counts as system)"})
+    content = MessageContentField(allow_null=True)
+    tool_calls = serializers.JSONField(required=False, allow_null=True,
+                                       help_text="An assistant turn's calls, in OpenAI's shape (its content may "
+                                                 "then be null).")
+    tool_call_id = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                         help_text="A tool turn: the call it answers.")
+
+    def validate(self, data):
+        if data.get("tool_calls") is not None:
+            if data["role"] != "assistant":
+                raise serializers.ValidationError({"tool_calls": "only an assistant turn has tool_calls"})
+            _problem_raise(tool_calls_check(data["tool_calls"], "tool_calls"))
+        if data.get("content") is None and not (data["role"] == "assistant" and data.get("tool_calls")):
+            raise serializers.ValidationError({"content": "content may be null only in an assistant turn that "
+                                                          "has tool_calls"})
+        return data
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}],
@@ -337,9 +355,16 @@ class ChatCompletionSerializer(serializers.Serializer):
                                                          "each time the reply already has it.")
     logprobs = serializers.BooleanField(required=False, allow_null=True)
     top_logprobs = serializers.IntegerField(min_value=0, max_value=20, required=False, allow_null=True)
+    tools = serializers.JSONField(required=False, allow_null=True,
+                                  help_text='Functions the model may call: [{"type": "function", "function": '
+                                            '{"name", "description", "parameters"}}], written into the prompt as '
+                                            "training writes them; calls come back as message.tool_calls.")
+    tool_choice = serializers.JSONField(required=False, allow_null=True,
+                                        help_text='"auto" (the default) or "none" (the tools are not offered).')
     response_format = serializers.JSONField(required=False, allow_null=True,
-                                            help_text='Only {"type": "text"}: replies cannot be held to JSON '
-                                                      "here yet, so json_object and json_schema are refused.")
+                                            help_text='{"type": "text"} (the default) or {"type": "json_object"}: '
+                                                      "decoding is held to one JSON object, closed before "
+                                                      "max_tokens; json_schema is refused.")
 
     def validate_top_p(self, value):
         if value is not None and value <= 0:
@@ -347,17 +372,45 @@ class ChatCompletionSerializer(serializers.Serializer):
         return value
 
     def validate_response_format(self, value):
+        if value is None:
+            return None
         kind = value.get("type") if isinstance(value, dict) else None
-        if value is not None and kind != "text":
+        if kind not in RESPONSE_FORMATS:
+            raise serializers.ValidationError({"type": (
+                f"response_format type {kind or value!r} is not supported: use \"text\" or \"json_object\" "
+                "(one JSON object, any keys); json_schema is not enforced here, so it is refused")})
+        return kind
+
+    def validate_tool_choice(self, value):
+        if value is not None and value not in TOOL_CHOICES:
             raise serializers.ValidationError(
-                f"response_format {kind or value!r} is not supported: this platform cannot hold a reply to JSON "
-                'yet; leave response_format out (or {"type": "text"}) and ask for JSON in the messages')
+                f"tool_choice {value!r} is not supported: use \"auto\" (the model decides) or \"none\"; "
+                "forcing a call (\"required\" or a named function) is not possible here yet")
         return value
 
     def validate(self, data):
         for name in UNSUPPORTED_PARAMS:
             if self.initial_data.get(name) not in (None, [], {}):
                 raise serializers.ValidationError({name: f"{name} is not supported by this platform; leave it out"})
+        if data.get("tools") is not None:  # the check training files get: the same rules, one place
+            _problem_raise(tools_check(data["tools"]))
+        if data.get("response_format") == "json_object":
+            if data.get("stop"):
+                raise serializers.ValidationError({"stop": "stop strings would cut the JSON object: leave stop out "
+                                                           "with response_format json_object"})
+            if data.get("tools") and data.get("tool_choice") != "none":
+                raise serializers.ValidationError({"response_format": "a reply held to JSON cannot call tools: "
+                                                                     'leave tools out or set tool_choice "none"'})
+        if data.get("tools") and data.get("tool_choice") != "none" and data.get("stream"):
+            raise serializers.ValidationError({"stream": "stream is not supported with tools: a call is known only "
+                                                         "once its block is whole; leave stream out (or set "
+                                                         'tool_choice "none")'})
+        history = [m["role"] for m in data["messages"]]
+        for index, message in enumerate(data["messages"]):
+            if message["role"] == "tool" and not (index and (history[index - 1] == "tool" or
+                                                             data["messages"][index - 1].get("tool_calls"))):
+                raise serializers.ValidationError({"messages": {index: {"role": "a tool turn must follow an "
+                                                                        "assistant turn with tool_calls"}}})
         if data.get("top_logprobs") and not data.get("logprobs"):
             raise serializers.ValidationError({"top_logprobs": "top_logprobs needs logprobs: true"})
         return data
@@ -365,8 +418,13 @@ class ChatCompletionSerializer(serializers.Serializer):
     def generate_config(self) -> dict:
         """``workers.inference.GenerateConfig``'s fields (JSON-ready) from the validated body."""
         data = self.validated_data
-        config = {"messages": [{"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
+        config = {"messages": [{**{key: m[key] for key in ("tool_calls", "tool_call_id") if m.get(key)},
+                                "role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
                                for m in data["messages"]]}
+        if data.get("tools") and data.get("tool_choice") != "none":
+            config["tools"] = data["tools"]
+        if data.get("response_format") == "json_object":
+            config["response_format"] = "json_object"
         max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
         config.update({name: data[name] for name in GENERATE_PARAMS if data.get(name) is not None})
         if max_tokens is not None:
@@ -400,6 +458,14 @@ class ChatCompletionsApi(APIView):
         return response
 
 
+def _problem_raise(problems: list) -> None:
+    """A 400 for the first problem the training-file checks (``workers.formats``) found, its place
+    (``tools[0].function.name``) as API params read (``tools.0.function.name``)."""
+    if problems:
+        _kind, where, message, fix, _severity = problems[0]
+        raise serializers.ValidationError({where.replace("[", ".").replace("]", ""): f"{message}; {fix}"})
+
+
 def _chat_model(user, model_id: str) -> BaseModel | FineTunedModel | Checkpoint:
     try:
         return selectors.chat_model_get(user, model_id)
@@ -419,8 +485,8 @@ class _Completion:
 
     def completion(self, done: dict) -> dict:
         return {**self._head("chat.completion"),
-                "choices": [{"index": index, "message": {"role": "assistant", "content": choice["text"]},
-                             "finish_reason": choice["finish_reason"], "logprobs": _logprobs(choice)}
+                "choices": [{"index": index, "message": _message(choice), "finish_reason": choice["finish_reason"],
+                             "logprobs": _logprobs(choice)}
                             for index, choice in enumerate(done.get("choices") or [done])],
                 "usage": self._usage(done)}
 
@@ -466,6 +532,14 @@ class _Completion:
     @staticmethod
     def _event(data: dict) -> bytes:
         return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _message(choice: dict) -> dict:
+    """OpenAI's assistant message: a reply that called tools has them, and its other text (or null)."""
+    calls = choice.get("tool_calls")
+    if not calls:
+        return {"role": "assistant", "content": choice["text"]}
+    return {"role": "assistant", "content": choice["text"] or None, "tool_calls": calls}
 
 
 def _logprobs(choice: dict) -> dict | None:
