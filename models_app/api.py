@@ -297,7 +297,7 @@ class MessageContentField(serializers.Field):
 class ChatMessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant", "tool"], error_messages={
         "invalid_choice": "role must be one of system, user, assistant, tool (developer counts as system)"})
-    content = MessageContentField(allow_null=True)
+    content = MessageContentField(allow_null=True, required=False)
     tool_calls = serializers.JSONField(required=False, allow_null=True,
                                        help_text="An assistant turn's calls, in OpenAI's shape (its content may "
                                                  "then be null).")
@@ -419,8 +419,8 @@ class ChatCompletionSerializer(serializers.Serializer):
         """``workers.inference.GenerateConfig``'s fields (JSON-ready) from the validated body."""
         data = self.validated_data
         config = {"messages": [{**{key: m[key] for key in ("tool_calls", "tool_call_id") if m.get(key)},
-                                "role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
-                               for m in data["messages"]]}
+                                "role": "system" if m["role"] == "developer" else m["role"],
+                                "content": m.get("content")} for m in data["messages"]]}
         if data.get("tools") and data.get("tool_choice") != "none":
             config["tools"] = data["tools"]
         if data.get("response_format") == "json_object":
