@@ -72,7 +72,8 @@ def alias_change_object(change: AliasChange) -> dict:
 def export_object(export: Export) -> dict:
     finished = int(export.finished_at.timestamp()) if export.finished_at else None
     return {
-        "id": export.id, "object": "model.export", "model": export.model_id, "kind": export.kind,
+        "id": export.id, "object": "model.export", "model": export.source_id, "checkpoint": export.checkpoint_id,
+        "kind": export.kind,
         "quantization": export.quantization, "status": export.status, "progress": export.progress,
         "error": export.error or None, "artifact": export.artifact, "bytes": export.size_bytes,
         "verification": export.verification, "created_at": int(export.created_at.timestamp()),
@@ -104,7 +105,7 @@ class ModelDownloadApi(APIView):
                    summary="Download the adapter or a verified export: a zip or a .gguf file "
                            "(a redirect to a short-lived URL on S3)")
     def get(self, request, model_id: str):
-        model = selectors.fine_tuned_model_get(request.user, model_id)
+        model = selectors.export_source_get(request.user, model_id)
         name, filename = services.model_artifact_get(model=model,
                                                      artifact=request.query_params.get("artifact", "adapter"))
         if storage_is_s3():
@@ -118,16 +119,17 @@ class ExportCreateSerializer(serializers.Serializer):
 
 
 class ModelExportsApi(APIView):
-    @extend_schema(responses={200: dict}, summary="List a fine-tuned model's exports")
+    @extend_schema(responses={200: dict}, summary="List a fine-tuned model's (or a checkpoint's) exports")
     def get(self, request, model_id: str):
-        model = selectors.fine_tuned_model_get(request.user, model_id)
+        model = selectors.export_source_get(request.user, model_id)
         return Response({"object": "list", "data": [export_object(e) for e in model.exports.all()],
                          "has_more": False})
 
     @extend_schema(request=ExportCreateSerializer, responses={201: dict},
-                   summary="Export a fine-tuned model (adapter, merged or gguf); verified before it is offered")
+                   summary="Export a fine-tuned model or one of its checkpoints (ftckpt-… or ft:…:ckpt-step-N) as "
+                           "an adapter, merged or gguf; verified before it is offered")
     def post(self, request, model_id: str):
-        model = selectors.fine_tuned_model_get(request.user, model_id)
+        model = selectors.export_source_get(request.user, model_id)
         data = ExportCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         export = services.export_create(model=model, **data.validated_data)
