@@ -395,7 +395,7 @@ class ChatCompletionSerializer(serializers.Serializer):
             if self.initial_data.get(name) not in (None, [], {}):
                 raise serializers.ValidationError({name: f"{name} is not supported by this platform; leave it out"})
         if data.get("tools") is not None:  # the check training files get: the same rules, one place
-            _problem_raise(tools_check(data["tools"]))
+            _problem_raise(tools_check(data["tools"] if isinstance(data["tools"], list) else {}))
         if data.get("response_format") == "json_object":
             if data.get("stop"):
                 raise serializers.ValidationError({"stop": "stop strings would cut the JSON object: leave stop out "

@@ -1,5 +1,7 @@
 """POST /v1/chat/completions before any worker is asked: validation, model access, what is queued."""
 
+import json
+
 import pytest
 
 from models_app.services import fine_tuned_model_create
@@ -58,6 +60,7 @@ def queued(monkeypatch):
     ({"model": "tiny-llama", "messages": HELLO, "logit_bias": {"50256": -100}}, "logit_bias"),
     ({"model": "tiny-llama", "messages": HELLO, "tools": [{"type": "function"}]}, "tools.0.function.name"),
     ({"model": "tiny-llama", "messages": HELLO, "tools": {"name": "f"}}, "tools"),
+    ({"model": "tiny-llama", "messages": HELLO, "tools": json.dumps(TOOLS)}, "tools"),
     ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
     ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS,
       "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice"),
