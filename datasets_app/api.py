@@ -123,7 +123,8 @@ class FilesApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request=FileUploadSerializer, responses={200: dict},
-                   summary="Upload a training file (JSONL, JSON, CSV/TSV, Parquet, text, or a ZIP/.gz of one)")
+                   summary="Upload a training file (JSONL, JSON, CSV/TSV, Parquet, text, or a ZIP/.gz of one), or with "
+                           "purpose=vision a ZIP/tar of class folders of images")
     def post(self, request):
         form = FileUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)

@@ -7,11 +7,13 @@ out of band when the worker reports progress, a verdict or finished token statis
 import math
 
 from django.template.loader import render_to_string
+from django.urls import reverse
 
 from datasets_app import selectors, services
-from datasets_app.forms import PrepareForm
+from datasets_app.forms import ImageSplitForm, PrepareForm
 from datasets_app.models import Dataset, TokenStats
 from models_app.base_models.selectors import base_model_for_stats, base_models_usable_by
+from workers.quality import row_quality
 
 PREVIEW_ROWS = 20
 
@@ -52,21 +54,58 @@ def _bin_label(bin_: dict) -> str:
     return f"{bin_['from']:,}" if last == bin_["from"] else f"{bin_['from']:,}–{last:,}"
 
 
-def prepare_form_for(dataset: Dataset, data=None) -> PrepareForm:
+def prepare_form_for(dataset: Dataset, data=None) -> PrepareForm | ImageSplitForm:
     """The page's "prepare a new version" form, with the options that apply to this dataset."""
+    if dataset.is_vision:
+        return ImageSplitForm(data)
     return PrepareForm(data, dataset=dataset, base_models=list(base_models_usable_by(dataset.owner).order_by("name")))
 
 
-def dataset_detail_context(dataset: Dataset, *, page: int = 1, prepare_form: PrepareForm | None = None) -> dict:
+CHART_WIDTH = 360  # pixels of the longest bar of the class chart
+CHART_ROW = 22
+
+
+def dataset_images_page(dataset: Dataset) -> dict:
+    """A vision dataset's report: the class chart's bars (an SVG drawn here: no script needed), the
+    thumbnails per class (served to the owner by ``datasets:thumbnail``) and the problems."""
+    stats = dataset.stats or {}
+    classes = stats.get("classes", [])
+    largest = max((c["count"] for c in classes), default=0) or 1
+    bars = [{**c, "y": index * CHART_ROW, "text_y": index * CHART_ROW + 15,
+             "width": max(1, round(c["count"] * CHART_WIDTH / largest)),
+             "validation_width": round(c.get("validation", 0) * CHART_WIDTH / largest)}
+            for index, c in enumerate(classes)]
+    for bar in bars:
+        bar["count_x"] = 150 + bar["width"] + 6
+    grid: dict[str, list] = {c["label"]: [] for c in classes}
+    for index, thumbnail in enumerate(stats.get("thumbnails", [])):
+        grid.setdefault(thumbnail["label"], []).append(
+            {"image": thumbnail["image"], "url": reverse("datasets:thumbnail", args=[dataset.id, index])})
+    report = dataset.validation_report or {}
+    return {"bars": bars, "chart_height": len(bars) * CHART_ROW, "chart_width": 150 + CHART_WIDTH + 60,
+            "grid": [{"label": label, "thumbnails": items} for label, items in grid.items()],
+            "images_stats": stats, "problems": report.get("errors", []), "warnings": report.get("warnings", [])}
+
+
+def dataset_detail_context(dataset: Dataset, *, page: int = 1,
+                           prepare_form: PrepareForm | ImageSplitForm | None = None) -> dict:
+    if dataset.is_vision:
+        return {"dataset": dataset, "actions": services.dataset_actions(dataset),
+                "versions": selectors.dataset_versions(dataset),
+                "prepare_form": prepare_form or prepare_form_for(dataset), "live": not dataset.is_final,
+                **dataset_images_page(dataset)}
     pages = max(1, math.ceil(dataset.row_count / PREVIEW_ROWS)) if dataset.status == Dataset.Status.READY else 1
     page = min(max(1, page), pages)
     offset = (page - 1) * PREVIEW_ROWS
     stats = dataset_page_stats(dataset)
     preview = selectors.dataset_rows(dataset, offset=offset, limit=PREVIEW_ROWS)
+    fmt = dataset.training_format or dataset.format
     return {
         "dataset": dataset,
         "actions": services.dataset_actions(dataset),
         "preview": preview,
+        # the same score the ``quality`` operation filters by, for the rows on show
+        "preview_scored": [(row, row_quality(row, fmt)) for row in preview],
         "preview_offset": offset,
         "preview_end": offset + len(preview),
         "preview_page": page,

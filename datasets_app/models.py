@@ -6,6 +6,8 @@ from workers.formats import TRAINING_FORMAT
 
 # The purpose of files the platform writes for a user (a job's step metrics): never training data.
 RESULTS_PURPOSE = "fine-tune-results"
+# The purpose of an archive of labelled images (class folders, or a labels file): checked by workers.images.
+VISION_PURPOSE = "vision"
 
 
 def new_file_id() -> str:
@@ -52,6 +54,7 @@ class Dataset(models.Model):
         PREFERENCE = "preference"
         UNPAIRED_PREFERENCE = "unpaired_preference"
         PROMPT_ONLY = "prompt_only"
+        IMAGE_CLASSIFICATION = "image_classification"
 
     id = models.CharField(primary_key=True, max_length=40, default=new_file_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
@@ -96,6 +99,10 @@ class Dataset(models.Model):
     def training_file_name(self) -> str:
         """The stored file the trainer reads."""
         return self.training_file.name or self.file.name
+
+    @property
+    def is_vision(self) -> bool:
+        return self.purpose == VISION_PURPOSE
 
     @property
     def is_final(self) -> bool:

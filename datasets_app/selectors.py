@@ -38,6 +38,14 @@ def upload_get(user, upload_id: str) -> DatasetUpload:
     return upload
 
 
+def dataset_thumbnail_name(dataset: Dataset, index: int) -> str:
+    """The storage name of a vision dataset's ``index``-th thumbnail, or 404."""
+    thumbnails = (dataset.stats or {}).get("thumbnails", []) if dataset.is_vision else []
+    if not 0 <= index < len(thumbnails) or not thumbnails[index].get("name"):
+        raise Http404(f"No such thumbnail: {index}")
+    return thumbnails[index]["name"]
+
+
 def dataset_rows(dataset: Dataset, *, offset: int = 0, limit: int = 20) -> list[dict]:
     """Rows ``offset`` to ``offset + limit`` as the trainer reads them (streamed, never loaded whole)."""
     if dataset.status != Dataset.Status.READY:

@@ -9,4 +9,5 @@ urlpatterns = [
     path("<str:file_id>/", views.dataset_detail, name="detail"),
     path("<str:file_id>/stats/", views.dataset_stats_request, name="stats"),
     path("<str:file_id>/prepare/", views.dataset_prepare, name="prepare"),
+    path("<str:file_id>/thumbnails/<int:index>.jpg", views.dataset_thumbnail, name="thumbnail"),
 ]

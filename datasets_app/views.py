@@ -1,6 +1,8 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
+from django.http import FileResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -34,10 +36,12 @@ def dataset_upload(request):
         if upload is None:
             raise InvalidRequest("Choose a training file to upload.", param="file")
         dataset = services.dataset_upload(owner=request.user, upload=upload,
+                                          purpose=request.POST.get("purpose") or "fine-tune",
                                           options={"format": request.POST.get("format", "")})
     except InvalidRequest as error:
         context = {"upload_error": error.message, "upload_formats": UPLOAD_FORMATS,
-                   "upload_text": request.POST.get("format") == "text"}
+                   "upload_text": request.POST.get("format") == "text",
+                   "upload_vision": request.POST.get("purpose") == "vision"}
         if request.htmx:
             return render(request, "datasets_app/partials/upload_form.html", context, status=400)
         page = Paginator(selectors.datasets_listed(request.user), PAGE_SIZE).get_page(1)
@@ -68,6 +72,16 @@ def dataset_stats_request(request, file_id: str):
     except (Conflict, InvalidRequest) as refused:
         messages.error(request, refused.message)
     return redirect("datasets:detail", file_id=dataset.id)
+
+
+@login_required
+def dataset_thumbnail(request, file_id: str, index: int):
+    """A vision dataset's thumbnail for its report page (the owner's only)."""
+    dataset = selectors.dataset_get(request.user, file_id)
+    name = selectors.dataset_thumbnail_name(dataset, index)
+    response = FileResponse(default_storage.open(name, "rb"), content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 @require_POST

@@ -8,6 +8,9 @@ from celery.signals import worker_ready
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 
+# Imported for their signal receivers: request ids ride along in task headers, workers count their tasks.
+from finetune_site import request_id, worker_metrics  # noqa: E402, F401
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finetune_site.settings")
 
 app = Celery("finetune_site")

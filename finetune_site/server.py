@@ -5,7 +5,8 @@ not being read), where daphne buffers each whole body in memory first. One modul
 so that ``make web``, ``manage.py launch`` and the tests start the same server.
 
 Environment: ``WEB_CONCURRENCY`` (processes, default 1) and ``FORWARDED_ALLOW_IPS`` (the proxies
-whose X-Forwarded-For/-Proto are believed, default 127.0.0.1) are read by uvicorn itself.
+whose X-Forwarded-For/-Proto are believed, default 127.0.0.1) are read by uvicorn itself; ``LOG_FORMAT=json``
+sends uvicorn's own log lines through Django's JSON handler.
 """
 
 import argparse
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> None:
         timeout_keep_alive=5,
         # On SIGTERM open requests (a streamed chat reply) get this long to finish.
         timeout_graceful_shutdown=20,
+        # Django's middleware writes each request's access line, with its route, duration and request id.
+        access_log=False,
+        # LOG_FORMAT=json: uvicorn's own lines go through Django's JSON handler too (uvicorn's config is plain).
+        **({"log_config": None} if os.environ.get("LOG_FORMAT", "").strip().lower() == "json" else {}),
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 from finetune_site.env import env_bool, env_int, env_list, env_rate, env_str, secret_key_file
 
@@ -28,8 +29,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-# The probes speak plain HTTP to the container: a redirect to https would fail them.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# The probes and Prometheus speak plain HTTP to the container: a redirect to https would fail them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
@@ -77,9 +78,13 @@ INSTALLED_APPS = [
     "datasets_app",
     "jobs_app",
     "models_app",
+    "webhooks_app",
 ]
 
 MIDDLEWARE = [
+    # First: the request id is set for everything after it, and the timing covers every middleware.
+    "finetune_site.request_id.RequestIdMiddleware",
+    "finetune_site.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "finetune_site.nul_guard.NulCharacterRefusal",
     "csp.middleware.CSPMiddleware",
@@ -297,6 +302,8 @@ WORKER_STATUS_CACHE_SECONDS = env_int("WORKER_STATUS_CACHE_SECONDS", 10)
 # Seconds a request waits for the inference worker to start answering (and between two pieces
 # of a reply) before it gives up with a 503.
 INFERENCE_TIMEOUT_SECONDS = env_int("INFERENCE_TIMEOUT_SECONDS", 120)
+# days a chat completion stored with `store: true` is kept, unless its owner sets otherwise (0: for ever)
+STORED_COMPLETIONS_RETENTION_DAYS = env_int("STORED_COMPLETIONS_RETENTION_DAYS", 30)
 # Models an inference worker keeps loaded (least recently used goes first).
 INFERENCE_MODELS_KEPT = env_int("INFERENCE_MODELS_KEPT", 2)
 
@@ -317,14 +324,39 @@ DATASET_UPLOAD_CHUNK_MAX = env_int("DATASET_UPLOAD_CHUNK_MAX", 64 * 2**20)
 DATASET_STATS_MODEL = env_str("DATASET_STATS_MODEL", "tiny-llama")
 # Estimated Jaccard similarity (word 3-grams, MinHash) from which two rows are near-duplicates.
 DATASET_NEAR_DUPLICATE_THRESHOLD = float(env_str("DATASET_NEAR_DUPLICATE_THRESHOLD", "0.85"))
+# Vision datasets (purpose=vision: a ZIP or tar of class folders): files in one archive, pixels one
+# image may declare (beyond: refused as a decompression bomb; Pillow's own default) and bytes of one image.
+DATASET_VISION_MAX_FILES = env_int("DATASET_VISION_MAX_FILES", 100_000)
+DATASET_VISION_MAX_PIXELS = env_int("DATASET_VISION_MAX_PIXELS", 89_478_485)
+DATASET_VISION_MAX_IMAGE_BYTES = env_int("DATASET_VISION_MAX_IMAGE_BYTES", 64 * 2**20)
 
+# plain: the message only, for people at a terminal; json: one JSON object a line (time, level, logger,
+# message, request_id and any extra fields), for a log collector. Every record carries the request id.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: write plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "finetune_site.request_id.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Monitoring (README: Monitoring) ---
+# /metrics wants "Authorization: Bearer <METRICS_TOKEN>"; unset, it answers only clients on this host.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# A Celery worker serves its own metrics (tasks, GPUs) on this port; 0: it serves none.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 
 # --- Job lifecycle: the database decides, Celery only delivers ---
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 120)  # no heartbeat for this long: the worker is gone
@@ -334,6 +366,28 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
 # --- Evaluation at the end of a job with a validation file ---
 EVAL_MAX_ROWS = env_int("EVAL_MAX_ROWS", 100)  # validation rows scored (from the top of the file)
 EVAL_MAX_NEW_TOKENS = env_int("EVAL_MAX_NEW_TOKENS", 32)  # greedy tokens generated per row
+# --- Webhooks and notifications (README "Webhooks") ---
+# Private, loopback and link-local addresses are refused as webhook and Slack URLs (SSRF) unless this is on.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)  # connect and answer, per send
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)  # then the delivery is failed
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 5)  # wait after try n: base * 2^(n-1)
+WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 3600)  # longest wait between tries
+# Email notifications: Django's email backend. With no EMAIL_HOST, mails are written to the log.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
+                        else "django.core.mail.backends.console.EmailBackend")
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "finetune@localhost")
+
 CELERY_BEAT_SCHEDULE = {
     "jobs-reap": {"task": "jobs_app.tasks.jobs_reap", "schedule": float(env_int("REAPER_SECONDS", 30))},
+    "stored-completions-purge": {"task": "models_app.tasks.stored_completions_purge", "schedule": 3600.0},
+    # Sends the webhook deliveries that are due: retries, and sends lost with a dead worker or broker.
+    "webhooks-sweep": {"task": "webhooks_app.tasks.deliveries_sweep",
+                       "schedule": float(env_int("WEBHOOK_SWEEP_SECONDS", 15))},
 }

@@ -7,6 +7,7 @@ from finetune_site import views
 from jobs_app import api as jobs_api
 from models_app import api as models_api
 from models_app.base_models import api as base_models_api
+from webhooks_app import api as webhooks_api
 
 handler400 = views.bad_request
 handler403 = views.permission_denied
@@ -24,9 +25,11 @@ urlpatterns = [
     path("jobs/", include("jobs_app.urls")),
     path("models/", include("models_app.urls")),
     path("base-models/", include("models_app.base_models.urls")),
+    path("webhooks/", include("webhooks_app.urls")),
     path("favicon.ico", views.favicon),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its script as a file: the page needs no inline script (CSP).
@@ -60,6 +63,16 @@ urlpatterns = [
     path("v1/fine_tuning/jobs/<str:job_id>/checkpoints", jobs_api.JobCheckpointsApi.as_view(),
          name="job-checkpoints"),
     path("v1/chat/completions", models_api.ChatCompletionsApi.as_view(), name="chat-completions"),
+    # before the stored completion's id: these names are not ids (which start with chatcmpl-)
+    path("v1/chat/completions/datasets", models_api.CompletionsDatasetApi.as_view(), name="completions-dataset"),
+    path("v1/chat/completions/import", models_api.CompletionsImportApi.as_view(), name="completions-import"),
+    path("v1/chat/completions/settings", models_api.CompletionSettingsApi.as_view(), name="completions-settings"),
+    path("v1/chat/completions/<str:completion_id>", models_api.StoredCompletionApi.as_view(),
+         name="stored-completion"),
+    path("v1/chat/completions/<str:completion_id>/messages", models_api.StoredCompletionMessagesApi.as_view(),
+         name="stored-completion-messages"),
+    path("v1/chat/completions/<str:completion_id>/feedback", models_api.StoredCompletionFeedbackApi.as_view(),
+         name="stored-completion-feedback"),
     path("v1/base_models", base_models_api.BaseModelsApi.as_view(), name="base-models"),
     path("v1/base_models/<path:name>", base_models_api.BaseModelApi.as_view(), name="base-model"),
     path("v1/models", models_api.ModelsApi.as_view(), name="models"),
@@ -73,10 +86,17 @@ urlpatterns = [
     path("v1/registry/models/<path:model_id>/unarchive", models_api.ModelUnarchiveApi.as_view(),
          name="model-unarchive"),
     path("v1/registry/models/<path:model_id>/lineage", models_api.ModelLineageApi.as_view(), name="model-lineage"),
+    path("v1/registry/models/<path:model_id>/card", models_api.ModelCardApi.as_view(), name="model-card"),
+    path("v1/registry/models/<path:model_id>/usage", models_api.ModelUsageApi.as_view(), name="model-usage"),
     path("v1/registry/names", models_api.RegistryNamesApi.as_view(), name="registry-names"),
     path("v1/registry/names/<str:name>", models_api.RegistryNameApi.as_view(), name="registry-name"),
     path("v1/registry/names/<str:name>/rollback", models_api.AliasRollbackApi.as_view(), name="registry-rollback"),
     path("v1/registry/evaluations", models_api.EvaluationsApi.as_view(), name="evaluations"),
     path("v1/registry/evaluations/<str:evaluation_id>", models_api.EvaluationApi.as_view(), name="evaluation"),
     path("v1/registry/exports/<str:export_id>", models_api.ExportApi.as_view(), name="export"),
+    path("v1/webhooks", webhooks_api.WebhooksApi.as_view(), name="webhooks"),
+    path("v1/webhooks/<str:webhook_id>", webhooks_api.WebhookApi.as_view(), name="webhook"),
+    path("v1/webhooks/<str:webhook_id>/deliveries", webhooks_api.WebhookDeliveriesApi.as_view(),
+         name="webhook-deliveries"),
+    path("v1/webhooks/<str:webhook_id>/test", webhooks_api.WebhookTestApi.as_view(), name="webhook-test"),
 ]

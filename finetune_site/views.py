@@ -8,12 +8,15 @@ from django.utils.http import urlencode
 from django.views import defaults
 from django.views.decorators.cache import cache_control, never_cache
 from django.views.decorators.http import require_POST
+from prometheus_client import CollectorRegistry
 
 from datasets_app.selectors import datasets_visible_to
 from datasets_app.services import dataset_sample_create
 from finetune_site import health, selectors
 from finetune_site.api_errors import api_error_response, is_api_path
 from finetune_site.errors import InvalidRequest
+from finetune_site.metrics import BrokerQueuesCollector, metrics_allowed, metrics_response
+from jobs_app.metrics import JobsCollector
 from jobs_app.models import FineTuneJob
 from jobs_app.views import wizard_prefill
 from models_app.base_models.selectors import base_model_for_stats
@@ -86,6 +89,21 @@ def readyz(request):
     """Readiness: database, Redis, storage and a worker per queue; 503 naming what is down."""
     result = health.readiness()
     return JsonResponse(result, status=200 if result["ok"] else 503)
+
+
+# Read at scrape time from the database and the broker: the same numbers from every web process.
+SHARED_METRICS = CollectorRegistry(auto_describe=False)
+SHARED_METRICS.register(JobsCollector())
+SHARED_METRICS.register(BrokerQueuesCollector())
+
+
+@never_cache
+def metrics(request):
+    """Prometheus metrics: this process's (HTTP latency) and the database's (jobs, queues, workers)."""
+    if not metrics_allowed(request):
+        return HttpResponse("Set METRICS_TOKEN and send it as 'Authorization: Bearer <token>' (README: Monitoring).\n",
+                            status=403, content_type="text/plain")
+    return metrics_response(SHARED_METRICS)
 
 
 def not_found(request, exception):

@@ -1,5 +1,6 @@
 """The fine-tuning jobs API, shaped after OpenAI's."""
 
+from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -9,6 +10,7 @@ from finetune_site.errors import InvalidRequest
 from finetune_site.pagination import cursor_page
 from jobs_app import selectors, services
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
+from jobs_app.sse import job_events_stream, last_event_seq
 from workers.hyperparameters import (
     GRADED_OBJECTIVES,
     OBJECTIVES,
@@ -57,6 +59,7 @@ def job_object(job: FineTuneJob) -> dict:
         "wait_reason": job.wait_reason or None,
         "promotion_gate": job.promotion_gate or None,
         "evaluate_checkpoints": job.evaluate_checkpoints,
+        "version": job.version or None,  # the registry version asked for; None: by the bump rule
     }
 
 
@@ -70,6 +73,7 @@ def event_object(event: JobEvent) -> dict:
         "data": event.data,
         "type": event.type,
         "seq": event.seq,
+        "request_id": event.request_id or None,  # extension: the X-Request-ID it was written for
     }
 
 
@@ -114,6 +118,9 @@ class JobCreateSerializer(serializers.Serializer):
     hyperparameters = serializers.DictField(required=False, help_text="Deprecated: use method.")
     method = MethodField(required=False)
     suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
+    version = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=32,
+                                    help_text="The registry version of the model the job makes (1.4.0), greater "
+                                              "than its name's newest; default: bumped by rule.")
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
     integrations = serializers.ListField(required=False, allow_null=True,
                                          help_text="Refused (400) unless empty: no tracker is reported to yet.")
@@ -171,6 +178,7 @@ class JobsApi(APIView):
             hyperparameters=hyperparameters, suffix=data.get("suffix") or "", seed=data.get("seed"),
             promotion_gate=data.get("promotion_gate"), evaluate_checkpoints=data["evaluate_checkpoints"],
             grader=grader, metadata=data.get("metadata"), integrations=data.get("integrations"),
+            version=data.get("version") or "",
         )
         return Response(job_object(job))
 
@@ -202,9 +210,20 @@ class JobCancelApi(APIView):
 
 
 class JobEventsApi(APIView):
-    @extend_schema(responses={200: dict}, summary="List a job's events, newest first")
+    @extend_schema(parameters=[OpenApiParameter("stream", bool, description=(
+        "true: Server-Sent Events (text/event-stream) instead of a page: each event as `id: <seq>` and "
+        "`data: <event JSON>`, oldest first, as they are written; send `Last-Event-ID` to resume after one. "
+        "After the job finishes and its last event, `event: end` closes the stream."))],
+        responses={200: dict}, summary="List a job's events, newest first (or stream them)")
     def get(self, request, job_id: str):
         job = selectors.job_get(request.user, job_id)
+        if request.query_params.get("stream", "").lower() in {"true", "1"}:
+            after = last_event_seq(request.headers.get("Last-Event-ID"))
+            response = StreamingHttpResponse(job_events_stream(job.id, after=after, render=event_object),
+                                             content_type="text/event-stream")
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+            return response
         return Response(cursor_page(request, job.events.all(), event_object, order=("seq",)))
 
 

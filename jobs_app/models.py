@@ -52,6 +52,8 @@ class FineTuneJob(models.Model):
         "datasets_app.Dataset", on_delete=models.SET_NULL, null=True, blank=True, related_name="judged_by_jobs",
         help_text="RLAIF: the preference pairs the judge ranked, a version of the prompts; DPO trained on it.")
     suffix = models.CharField(max_length=64, blank=True)
+    version = models.CharField(max_length=32, blank=True,
+                               help_text="The registry version the model must get (1.4.0); empty: by the bump rule.")
     seed = models.IntegerField(default=42, help_text="Drawn at random when the request gives none.")
     metadata = models.JSONField(default=dict, blank=True, help_text="The caller's key-value strings (OpenAI's).")
     promotion_gate = models.JSONField(default=dict, blank=True,
@@ -152,6 +154,8 @@ class JobEvent(models.Model):
     type = models.CharField(max_length=10, choices=Type.choices, default=Type.MESSAGE)
     message = models.TextField()
     data = models.JSONField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, default="", help_text="The request (X-Request-ID) "
+                                  "on whose behalf it was written, carried into the tasks that request queued.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

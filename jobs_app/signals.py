@@ -5,3 +5,7 @@ from django.dispatch import Signal
 # A job's training finished and it is marked succeeded (sent inside that transaction): kwargs
 # ``job`` and ``output_dir``, the local directory of the adapter or full model it produced.
 job_succeeded = Signal()
+
+# A job's status changed (every change, sent inside the transaction that stores it, so a receiver's
+# writes commit or roll back with it): kwargs ``job`` (the saved row) and ``previous`` (its status before).
+job_transitioned = Signal()

@@ -8,6 +8,7 @@ urlpatterns = [
     path("new/", views.wizard_dataset, name="wizard_dataset"),
     path("new/model/", views.wizard_model, name="wizard_model"),
     path("new/model/check/<str:name>/", views.wizard_field, name="wizard_field"),
+    path("new/model/grader/", views.wizard_grader_try, name="wizard_grader_try"),
     path("new/review/", views.wizard_review, name="wizard_review"),
     path("<str:job_id>/", views.job_detail, name="detail"),
     path("<str:job_id>/cancel/", views.job_cancel, name="cancel"),

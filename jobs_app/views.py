@@ -9,8 +9,8 @@ from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
-from datasets_app.models import Dataset
-from datasets_app.selectors import dataset_dry_run, dataset_preview, datasets_visible_to
+from datasets_app.models import VISION_PURPOSE, Dataset
+from datasets_app.selectors import dataset_dry_run, dataset_preview, dataset_rows, datasets_visible_to
 from datasets_app.services import token_stats_request
 from finetune_site.errors import Conflict, InvalidRequest
 from jobs_app import selectors, services
@@ -31,6 +31,7 @@ from models_app.base_models.selectors import base_models_usable_by
 from workers.hyperparameters import AUTO, GRADED_OBJECTIVES
 
 log = logging.getLogger(__name__)
+GRADER_TRY_ROWS = 3  # the wizard's grader dry run
 PAGE_SIZE = 50
 WIZARD = "job_wizard"
 
@@ -109,7 +110,8 @@ def _wizard_save(request, **values) -> dict:
 
 
 def _ready_datasets(user):
-    return datasets_visible_to(user).filter(status=Dataset.Status.READY).only(
+    # vision datasets are trained by the vision strategies, not by these language-model jobs
+    return datasets_visible_to(user).filter(status=Dataset.Status.READY).exclude(purpose=VISION_PURPOSE).only(
         "id", "filename", "row_count", "byte_size", "created_at")
 
 
@@ -177,6 +179,7 @@ def wizard_model(request):
         "form": form, "step": 2, "dataset": dataset, "fields": fields,
         "open_advanced": any(f["value"] not in ("", "auto") or f["error"] for f in fields),
         "adapter_error": errors.get("adapter", ""), "form_error": errors.get("__all__", ""),
+        "grader_try_rows": GRADER_TRY_ROWS,
     })
 
 
@@ -215,6 +218,29 @@ def wizard_field(request, name: str):
         error = hyperparameter_error(name, text, base_model=base, rows=dataset.row_count if dataset else 0,
                                      objective=_objective(state), has_validation=bool(state.get("validation_file")))
     return render(request, "jobs_app/partials/field_error.html", {"name": name, "error": error})
+
+
+@login_required
+@require_POST
+def wizard_grader_try(request):
+    """The grader typed in the model step, run on the first rows of the training file with a sample
+    answer (the API's dry run, ``grader_run``): the rewards a job would give, before any compute."""
+    dataset = _wizard_dataset(request)
+    sample = request.POST.get("grader_sample", "")
+    results, error = [], ""
+    try:
+        grader = json.loads(request.POST.get("grader") or "null")
+        if not isinstance(grader, dict):
+            raise InvalidRequest("Write the grader as a JSON object first.", param="grader")
+        for index, row in enumerate(dataset_rows(dataset, limit=GRADER_TRY_ROWS) if dataset else [], start=1):
+            report = services.grader_run(owner=request.user, grader=grader, model_sample=sample, item=row)
+            results.append({"row": index, "reward": report["reward"], "errors": report["metadata"]["errors"]})
+    except json.JSONDecodeError as exc:
+        error = f"The grader is not JSON ({exc})."
+    except InvalidRequest as refused:
+        error = f"{refused.param}: {refused.message}" if refused.param else refused.message
+    return render(request, "jobs_app/partials/grader_try.html", {"results": results, "error": error,
+                                                                 "sample": sample})
 
 
 @login_required

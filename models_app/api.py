@@ -1,28 +1,35 @@
 """The Models API (OpenAI-shaped), chat completions and artifact downloads."""
 
 import json
+import re
 import time
+from datetime import UTC, datetime
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.handlers.asgi import ASGIRequest
 from django.http import FileResponse, Http404, HttpResponseRedirect, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from datasets_app.api import dataset_object
 from datasets_app.selectors import dataset_get
 from finetune_site.api_errors import error_body
-from finetune_site.errors import NotFound
+from finetune_site.errors import InvalidRequest, NotFound
 from finetune_site.files import storage_is_s3
 from finetune_site.ids import new_id
+from finetune_site.pagination import cursor_page
+from finetune_site.semver import semver_parse
 from jobs_app.models import Checkpoint
 from models_app import selectors, services
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_models_usable_by
-from models_app.models import AliasChange, Evaluation, Export, FineTunedModel
+from models_app.cards import model_card_text
+from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, StoredCompletion
 from models_app.replies import END_TYPES, reply_receive
 from models_app.services.inference import MAX_CHOICES
 from workers.formats import tool_calls_check, tools_check
@@ -40,7 +47,7 @@ def model_object(model: BaseModel | FineTunedModel) -> dict:
         "artifacts": ["adapter", *sorted({e.artifact for e in model.exports.all()
                                           if e.status == Export.Status.VERIFIED} - {"adapter"})],
         # registry extensions
-        "name": model.name, "version": model.version, "reference": model.reference,
+        "name": model.name, "version": model.semver, "version_number": model.version, "reference": model.reference,
         "aliases": sorted(a.alias for a in model.aliases.all()), "archived": model.archived_at is not None,
         "promotion": model.promotion or None,
     }
@@ -151,7 +158,15 @@ class AliasSerializer(serializers.Serializer):
 
 class RollbackSerializer(serializers.Serializer):
     alias = serializers.CharField(default="production", max_length=50)
-    version = serializers.IntegerField(required=False, min_value=1)
+    version = serializers.CharField(required=False, max_length=32,
+                                    help_text="The version to move to: 1.4.0, or the N of name@vN.")
+
+    def validate_version(self, value: str) -> str | int:
+        if value.isdigit() and int(value) >= 1:
+            return int(value)
+        if semver_parse(value) is None:
+            raise serializers.ValidationError("version must be a version like 1.4.0 (or the N of name@vN)")
+        return value
 
 
 def _name_object(user, name: str) -> dict:
@@ -212,6 +227,43 @@ class ModelUnarchiveApi(ModelArchiveApi):
     archived = False
 
 
+class CardSerializer(serializers.Serializer):
+    card = serializers.CharField(allow_blank=True, trim_whitespace=False,
+                                 help_text="The whole model card, Markdown.")
+
+
+def card_object(model: FineTunedModel) -> dict:
+    return {"object": "model.card", "model": model.id, "version": model.semver, "card": model_card_text(model),
+            "edited_at": int(model.card_edited_at.timestamp()) if model.card_edited_at else None}
+
+
+class ModelCardApi(APIView):
+    @extend_schema(responses={200: dict}, summary="A version's model card (Markdown)")
+    def get(self, request, model_id: str):
+        return Response(card_object(selectors.fine_tuned_model_get(request.user, model_id)))
+
+    @extend_schema(request=CardSerializer, responses={200: dict},
+                   summary="Replace a version's model card; its exports from now on carry it as README.md")
+    def put(self, request, model_id: str):
+        model = selectors.fine_tuned_model_get(request.user, model_id)
+        data = CardSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(card_object(services.model_card_edit(model=model, card=data.validated_data["card"])))
+
+    patch = put  # the card is one field: a partial update is the whole update
+
+
+class ModelUsageApi(APIView):
+    @extend_schema(responses={200: dict}, summary="A version's chat usage: requests, tokens in and out, "
+                                                  "p50/p95 latency (ms) from the inference worker")
+    def get(self, request, model_id: str):
+        model = selectors.fine_tuned_model_get(request.user, model_id)
+        usage = selectors.model_usage(model)
+        last = usage.pop("last_request_at")
+        return Response({"object": "model.usage", "model": model.id, "version": model.semver, **usage,
+                         "last_request_at": int(last.timestamp()) if last else None})
+
+
 class ModelLineageApi(APIView):
     @extend_schema(responses={200: dict}, summary="Dataset versions → job → checkpoint → version → exports")
     def get(self, request, model_id: str):
@@ -223,7 +275,8 @@ class ModelLineageApi(APIView):
 
 
 class EvaluationCreateSerializer(serializers.Serializer):
-    model = serializers.CharField(help_text="A base model, a fine-tuned model id, or name@alias / name@vN.")
+    model = serializers.CharField(help_text="A base model, a fine-tuned model id, or name@alias / name@1.4.0 / "
+                                            "name@1.4 / name@^1 / name@vN.")
     file = serializers.CharField(help_text="A ready dataset (file id) to evaluate on.")
     max_rows = serializers.IntegerField(default=100)
     max_new_tokens = serializers.IntegerField(default=32)
@@ -333,7 +386,8 @@ class StopField(serializers.Field):
 
 
 class ChatCompletionSerializer(serializers.Serializer):
-    model = serializers.CharField(help_text="A base model name, one of your fine-tuned model ids (or name@alias), "
+    model = serializers.CharField(help_text="A base model name, one of your fine-tuned model ids (or name@alias, "
+                                            "name@1.4.0, name@^1), "
                                             "or one of your checkpoints (ftckpt-… or ft:…:ckpt-step-N).")
     messages = serializers.ListField(child=ChatMessageSerializer(), min_length=1)
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True,
@@ -363,6 +417,12 @@ class ChatCompletionSerializer(serializers.Serializer):
                                             "training writes them; calls come back as message.tool_calls.")
     tool_choice = serializers.JSONField(required=False, allow_null=True,
                                         help_text='"auto" (the default) or "none" (the tools are not offered).')
+    store = serializers.BooleanField(required=False, default=False,
+                                     help_text="OpenAI's: keep the request, the answer and the model version for "
+                                               "the data loop (GET /v1/chat/completions); off by default.")
+    metadata = serializers.JSONField(required=False, allow_null=True,
+                                     help_text="Up to 16 string key-value pairs kept with a stored completion "
+                                               "(filter the list by them: metadata[key]=value).")
     response_format = serializers.JSONField(required=False, allow_null=True,
                                             help_text='{"type": "text"} (the default) or {"type": "json_object"}: '
                                                       "decoding is held to one JSON object, closed before "
@@ -389,6 +449,12 @@ class ChatCompletionSerializer(serializers.Serializer):
                 f"tool_choice {value!r} is not supported: use \"auto\" (the model decides) or \"none\"; "
                 "forcing a call (\"required\" or a named function) is not possible here yet")
         return value
+
+    def validate_metadata(self, value):
+        try:
+            return services.metadata_check(value)
+        except InvalidRequest as exc:
+            raise serializers.ValidationError(exc.message) from None
 
     def validate(self, data):
         for name in UNSUPPORTED_PARAMS:
@@ -443,11 +509,22 @@ class ChatCompletionsApi(APIView):
         body = ChatCompletionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         model = _chat_model(request.user, body.validated_data["model"])
-        channel, start = services.chat_completion_start(model=model, config=body.generate_config())
+        config = body.generate_config()
+        channel, start = services.chat_completion_start(model=model, config=config)
         chunk = _Completion(selectors.model_public_id(model), start["prompt_tokens"])
+        if body.validated_data["store"]:
+            request_settings = {k: v for k, v in config.items() if k != "messages"}
+
+            def store(done: dict) -> None:
+                services.completion_store(owner=request.user, model=model, response=chunk.completion(done),
+                                          messages=config["messages"], request=request_settings,
+                                          metadata=body.validated_data.get("metadata") or {})
+            chunk.on_done = store
         headers = {"X-Model-Cache": start["cache"]}
         if not body.validated_data["stream"]:
             done = services.chat_completion_finish(reply_channel=channel)
+            if chunk.on_done:
+                chunk.on_done(done)
             return Response(chunk.completion(done), headers=headers)
         include_usage = bool((body.validated_data.get("stream_options") or {}).get("include_usage"))
         # Under daphne (ASGI) the body must be an async iterator to stream: Django reads a sync one
@@ -458,6 +535,177 @@ class ChatCompletionsApi(APIView):
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # no proxy buffering (nginx)
         return response
+
+    @extend_schema(responses={200: dict}, parameters=[
+        OpenApiParameter("model", str, description="the model id asked for, or the version that answered"),
+        OpenApiParameter("metadata[key]", str, description="only completions whose metadata has key=value "
+                                                             "(repeat for several keys)"),
+        OpenApiParameter("rating", str, enum=list(selectors.COMPLETION_RATINGS)),
+        OpenApiParameter("created_after", int, description="unix seconds, inclusive"),
+        OpenApiParameter("created_before", int, description="unix seconds, exclusive"),
+        OpenApiParameter("after", str), OpenApiParameter("limit", int), OpenApiParameter("order", str)],
+        operation_id="chat_completions_list",
+        summary="List your stored chat completions (store: true, or imported), newest first (order=asc: oldest)")
+    def get(self, request):
+        found = selectors.stored_completions_filtered(request.user, **completion_filters(request.query_params))
+        return Response(cursor_page(request, found, stored_completion_object))
+
+
+METADATA_PARAM = re.compile(r"^metadata\[(.+)\]$")
+
+
+def completion_filters(params) -> dict:
+    """``stored_completions_filtered``'s keyword arguments from query parameters (the API's and the page's)."""
+    rating = params.get("rating") or ""
+    if rating and rating not in selectors.COMPLETION_RATINGS:
+        raise InvalidRequest(f"rating must be one of {', '.join(selectors.COMPLETION_RATINGS)}", param="rating")
+    times = {}
+    for name in ("created_after", "created_before"):
+        raw = params.get(name)
+        if raw:
+            if not raw.isdigit():
+                raise InvalidRequest(f"{name} must be unix seconds", param=name)
+            times[name] = datetime.fromtimestamp(int(raw), tz=UTC)
+    metadata = {match.group(1): params.get(key) for key in params if (match := METADATA_PARAM.match(key))}
+    return {"model": params.get("model") or "", "metadata": metadata, "rating": rating, **times}
+
+
+RATING_NAMES = {1: "up", -1: "down", None: None}
+
+
+def stored_completion_object(completion: StoredCompletion) -> dict:
+    """OpenAI's stored chat.completion, with the data loop's fields."""
+    return {
+        "object": "chat.completion", "id": completion.id, "created": int(completion.created_at.timestamp()),
+        "model": completion.model, "choices": completion.choices, "usage": completion.usage or None,
+        "metadata": completion.metadata, "request_id": None, "service_tier": None, "system_fingerprint": None,
+        # extensions
+        "model_version": completion.model_version, "source": completion.source,
+        "rating": RATING_NAMES[completion.rating], "correction": completion.correction or None,
+        "request": completion.request,
+        "datasets": sorted(d.pk for d in completion.datasets.all()),
+        "expires_at": int(completion.expires_at.timestamp()) if completion.expires_at else None,
+    }
+
+
+def _stored(request, completion_id: str) -> StoredCompletion:
+    try:
+        return selectors.stored_completion_get(request.user, completion_id)
+    except Http404:
+        raise NotFound(f"No stored chat completion {completion_id!r} (it does not exist, expired or is not "
+                       "yours).", param="completion_id", code="completion_not_found") from None
+
+
+class StoredCompletionMetadataSerializer(serializers.Serializer):
+    metadata = serializers.JSONField(allow_null=True)
+
+
+class StoredCompletionApi(APIView):
+    @extend_schema(responses={200: dict}, operation_id="chat_completions_retrieve",
+                   summary="Retrieve a stored chat completion")
+    def get(self, request, completion_id: str):
+        return Response(stored_completion_object(_stored(request, completion_id)))
+
+    @extend_schema(request=StoredCompletionMetadataSerializer, responses={200: dict},
+                   operation_id="chat_completions_update",
+                   summary="Replace a stored chat completion's metadata (OpenAI's update)")
+    def post(self, request, completion_id: str):
+        completion = _stored(request, completion_id)
+        body = StoredCompletionMetadataSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        completion = services.stored_completion_metadata_update(completion=completion,
+                                                                metadata=body.validated_data["metadata"])
+        return Response(stored_completion_object(completion))
+
+    @extend_schema(responses={200: dict}, summary="Delete a stored chat completion")
+    def delete(self, request, completion_id: str):
+        completion = _stored(request, completion_id)
+        services.stored_completion_delete(completion=completion)
+        return Response({"object": "chat.completion.deleted", "id": completion_id, "deleted": True})
+
+
+class StoredCompletionMessagesApi(APIView):
+    @extend_schema(responses={200: dict}, summary="The messages of a stored chat completion's request")
+    def get(self, request, completion_id: str):
+        completion = _stored(request, completion_id)
+        data = [{"id": f"{completion.id}-{index}", **message} for index, message in enumerate(completion.messages)]
+        return Response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                         "last_id": data[-1]["id"] if data else None, "has_more": False})
+
+
+class StoredCompletionFeedbackSerializer(serializers.Serializer):
+    rating = serializers.ChoiceField(choices=["up", "down"], required=False, allow_null=True)
+    correction = serializers.CharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False)
+
+
+class StoredCompletionFeedbackApi(APIView):
+    @extend_schema(request=StoredCompletionFeedbackSerializer, responses={200: dict},
+                   summary="Rate a stored answer (up, down, null clears) and/or correct it (a correction wins in "
+                           "datasets made from it)")
+    def post(self, request, completion_id: str):
+        completion = _stored(request, completion_id)
+        body = StoredCompletionFeedbackSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        completion = services.stored_completion_feedback(completion=completion, **body.validated_data)
+        return Response(stored_completion_object(completion))
+
+
+class CompletionsDatasetSerializer(serializers.Serializer):
+    completion_ids = serializers.ListField(child=serializers.CharField(), min_length=1,
+                                           help_text="The stored completions to use, in the rows' order.")
+    filename = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class CompletionsDatasetApi(APIView):
+    @extend_schema(request=CompletionsDatasetSerializer, responses={200: dict},
+                   summary="Make a new dataset of chat rows from stored completions (corrected answers win), with "
+                           "lineage to them; ready for a job or a preparation")
+    def post(self, request):
+        body = CompletionsDatasetSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        dataset = services.completions_dataset_create(owner=request.user, **body.validated_data)
+        return Response(dataset_object(dataset))
+
+
+class CompletionsImportSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="JSONL: chat.completion objects with their request's messages, or "
+                                           "{messages} chat rows ending with the assistant's answer.")
+
+
+class CompletionsImportApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request=CompletionsImportSerializer, responses={200: dict},
+                   summary="Import conversations from an OpenAI-format export as stored completions")
+    def post(self, request):
+        body = CompletionsImportSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        upload = body.validated_data["file"]
+        if upload.size > settings.MAX_UPLOAD_BYTES:
+            raise InvalidRequest(f"larger than the {settings.MAX_UPLOAD_BYTES} byte limit", param="file",
+                                 code="file_too_large")
+        made = services.completions_import(owner=request.user, lines=upload.open("rb"))
+        return Response({"object": "list", "data": [stored_completion_object(c) for c in made],
+                         "imported": len(made)})
+
+
+class CompletionSettingsSerializer(serializers.Serializer):
+    retention_days = serializers.IntegerField(help_text="Days stored completions are kept; 0 keeps them for ever.")
+
+
+class CompletionSettingsApi(APIView):
+    @extend_schema(responses={200: dict}, summary="Your data-loop settings: how long stored completions are kept")
+    def get(self, request):
+        return Response({"object": "chat.completion.settings",
+                         "retention_days": services.completion_retention_days(request.user)})
+
+    @extend_schema(request=CompletionSettingsSerializer, responses={200: dict},
+                   summary="Set how long stored completions are kept (applies to those stored already)")
+    def post(self, request):
+        body = CompletionSettingsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        found = services.completion_settings_update(owner=request.user, **body.validated_data)
+        return Response({"object": "chat.completion.settings", "retention_days": found.retention_days})
 
 
 def _problem_raise(problems: list) -> None:
@@ -480,6 +728,7 @@ class _Completion:
     """OpenAI's chat.completion object and stream chunks for one reply."""
 
     def __init__(self, model_id: str, prompt_tokens: int) -> None:
+        self.on_done = None  # called with the worker's done message (store: true keeps the completion)
         self.id = new_id("chatcmpl", 24)
         self.created = int(time.time())
         self.model = model_id
@@ -556,6 +805,8 @@ async def _events_async(channel: str, chunk: _Completion, include_usage: bool):
         except TimeoutError:
             yield chunk.timeout_event()
             return
+        if message["type"] == "inference.done" and chunk.on_done:
+            await sync_to_async(chunk.on_done)(message)
         for event in chunk.events(message, include_usage):
             yield event
         if message["type"] in END_TYPES:
@@ -570,6 +821,8 @@ def _events_sync(channel: str, chunk: _Completion, include_usage: bool):
         except TimeoutError:
             yield chunk.timeout_event()
             return
+        if message["type"] == "inference.done" and chunk.on_done:
+            chunk.on_done(message)
         yield from chunk.events(message, include_usage)
         if message["type"] in END_TYPES:
             return

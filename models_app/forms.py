@@ -1,4 +1,7 @@
-"""The playground's form: one prompt, two models, the same sampling settings for both."""
+"""The playground's form (one prompt, two models, the same sampling settings for both), the evaluation form
+and the stored completions page's filters."""
+
+import datetime
 
 from django import forms
 from django.http import Http404
@@ -91,3 +94,38 @@ class EvaluationForm(forms.Form):
     def error_text(self) -> str:
         """Every field error in one line, each with its field's label."""
         return "; ".join(f"{self.fields[name].label}: {' '.join(errors)}" for name, errors in self.errors.items())
+
+
+class CompletionFilterForm(forms.Form):
+    """The stored completions page's filters; ``filters()`` are ``stored_completions_filtered``'s arguments
+    (the API takes the same as query parameters: model, metadata[key], rating, created_after/before)."""
+
+    model = forms.CharField(required=False, label="Model")
+    metadata = forms.CharField(required=False, label="Metadata", help_text="key=value, several separated by commas")
+    rating = forms.ChoiceField(required=False, label="Rating", choices=[
+        ("", "any"), *((r, r) for r in selectors.COMPLETION_RATINGS)])
+    created_after = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    created_before = forms.DateField(required=False, label="Until (inclusive)",
+                                     widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean_metadata(self) -> dict:
+        pairs = {}
+        for part in (self.cleaned_data.get("metadata") or "").split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise forms.ValidationError("write key=value pairs, separated by commas")
+            pairs[key.strip()] = value.strip()
+        return pairs
+
+    def filters(self) -> dict:
+        data = self.cleaned_data if self.is_valid() else {}
+        day = datetime.timedelta(days=1)
+
+        def start(value, plus=datetime.timedelta(0)):
+            return datetime.datetime.combine(value + plus, datetime.time(), tzinfo=datetime.UTC) if value else None
+
+        return {"model": data.get("model") or "", "metadata": data.get("metadata") or {},
+                "rating": data.get("rating") or "", "created_after": start(data.get("created_after")),
+                "created_before": start(data.get("created_before"), day)}

@@ -16,7 +16,12 @@ class FineTunedModel(models.Model):
     adapter = models.CharField(max_length=20, help_text="lora, qlora or full (workers.hyperparameters).")
     adapter_path = models.CharField(max_length=500, help_text="Storage prefix of the adapter files.")
     artifact_files = models.JSONField(default=list, help_text="Storage names under adapter_path.")
-    version = models.PositiveIntegerField(default=1, help_text="1, 2, 3, ... per owner and name.")
+    version = models.PositiveIntegerField(default=1, help_text="1, 2, 3, ... per owner and name: the order made.")
+    major = models.PositiveIntegerField(default=1, help_text="Semantic version (major.minor.patch), bumped by rule.")
+    minor = models.PositiveIntegerField(default=0)
+    patch = models.PositiveIntegerField(default=0)
+    card = models.TextField(blank=True, help_text="The model card (Markdown): generated, then editable.")
+    card_edited_at = models.DateTimeField(null=True, blank=True, help_text="When a person last edited the card.")
     checkpoint = models.ForeignKey("jobs_app.Checkpoint", on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+", help_text="The job's last checkpoint before these weights.")
     promotion = models.JSONField(default=dict, blank=True,
@@ -26,15 +31,49 @@ class FineTunedModel(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [models.UniqueConstraint(fields=["owner", "name", "version"], name="model_version_unique")]
+        constraints = [models.UniqueConstraint(fields=["owner", "name", "version"], name="model_version_unique"),
+                       models.UniqueConstraint(fields=["owner", "name", "major", "minor", "patch"],
+                                               name="model_semver_unique")]
 
     def __str__(self) -> str:
         return self.id
 
     @property
+    def semver(self) -> str:
+        """``1.4.0``: the version the API and pages show."""
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+    @property
     def reference(self) -> str:
-        """``name@vN``: how callers name this version in the registry and the API."""
-        return f"{self.name}@v{self.version}"
+        """``name@1.4.0``: how callers name this version in the registry and the API (``name@vN`` works too)."""
+        return f"{self.name}@{self.semver}"
+
+
+class ModelUsage(models.Model):
+    """Chat totals of one version, counted by the inference worker as each reply finishes."""
+
+    model = models.OneToOneField(FineTunedModel, on_delete=models.CASCADE, primary_key=True, related_name="usage")
+    requests = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    last_request_at = models.DateTimeField(null=True, blank=True)
+
+
+class UsageSample(models.Model):
+    """One chat request of a version: its latency and tokens. Only the newest ``USAGE_SAMPLES_KEPT`` per
+    version are kept (the percentiles' window); the totals live in ``ModelUsage``."""
+
+    model = models.ForeignKey(FineTunedModel, on_delete=models.CASCADE, related_name="usage_samples")
+    latency_ms = models.FloatField(help_text="From the worker taking the request to the whole reply.")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["model", "-id"])]
+
+
+USAGE_SAMPLES_KEPT = 1000
 
 
 class ModelAlias(models.Model):
@@ -205,3 +244,61 @@ EVALUATION_TRANSITIONS: dict[str, set[str]] = {
     Evaluation.Status.SUCCEEDED: set(),
     Evaluation.Status.FAILED: set(),
 }
+
+
+class StoredCompletion(models.Model):
+    """A chat completion kept for the data loop: what was asked, what was answered, by which model
+    version; rated or corrected by its owner, and made into datasets (the ``datasets`` it went into are
+    its lineage). Served with ``store: true`` or imported from an OpenAI-format export."""
+
+    class Source(models.TextChoices):
+        SERVED = "served"
+        IMPORTED = "imported"
+
+    class Rating(models.IntegerChoices):
+        DOWN = -1, "down"
+        UP = 1, "up"
+
+    id = models.CharField(primary_key=True, max_length=64, editable=False, help_text="chatcmpl-…")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stored_completions")
+    model = models.CharField(max_length=255, help_text="The model id the caller named (as answered).")
+    model_version = models.CharField(max_length=255, blank=True,
+                                     help_text="The version that answered: name@vN, a checkpoint or a base model.")
+    messages = models.JSONField(help_text="The request's messages, as the model read them.")
+    choices = models.JSONField(default=list, help_text="The answers: [{index, message, finish_reason}].")
+    usage = models.JSONField(default=dict, blank=True)
+    request = models.JSONField(default=dict, blank=True, help_text="Sampling settings of the request.")
+    metadata = models.JSONField(default=dict, blank=True, help_text="OpenAI's metadata: string keys and values.")
+    rating = models.SmallIntegerField(choices=Rating.choices, null=True, blank=True)
+    correction = models.TextField(blank=True, help_text="The owner's better answer; wins in a dataset.")
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.SERVED)
+    datasets = models.ManyToManyField("datasets_app.Dataset", blank=True, related_name="+",
+                                      help_text="Datasets made from this completion.")
+    created_at = models.DateTimeField(db_index=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True,
+                                      help_text="Deleted after this (the owner's retention setting).")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["owner", "created_at"]), models.Index(fields=["owner", "model"])]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def answer(self) -> str:
+        """The first choice's text, as served."""
+        return ((self.choices[0].get("message") or {}).get("content") or "") if self.choices else ""
+
+    @property
+    def final_answer(self) -> str:
+        """What a dataset learns: the correction when there is one, else the answer."""
+        return self.correction or self.answer
+
+
+class CompletionSettings(models.Model):
+    """An owner's data-loop settings (the owner is the project here): how long stored completions are kept."""
+
+    owner = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                 related_name="completion_settings")
+    retention_days = models.PositiveIntegerField(help_text="Days a stored completion is kept; 0 keeps it for ever.")

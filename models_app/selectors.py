@@ -1,15 +1,30 @@
 """Reads of models shared by views and the API."""
 
+import math
 import re
+from datetime import datetime
 
 from django.db.models import Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
+from django.utils import timezone
 
+from finetune_site.semver import semver_parse
 from jobs_app.models import Checkpoint
 from jobs_app.selectors import checkpoint_find, job_last_metric
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_models_usable_by
-from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, ModelAlias
+from models_app.models import (
+    USAGE_SAMPLES_KEPT,
+    AliasChange,
+    Evaluation,
+    Export,
+    FineTunedModel,
+    ModelAlias,
+    ModelUsage,
+    StoredCompletion,
+    UsageSample,
+)
 
 
 def fine_tuned_models_visible_to(user) -> QuerySet[FineTunedModel]:
@@ -21,7 +36,8 @@ def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
     """A base model the user may use (shared or their own, ready) or the user's fine-tuned model, else 404.
 
     Fine-tuned models are named by id, or through the registry as ``name@alias`` (e.g.
-    ``support-bot@production``) or ``name@vN``.
+    ``support-bot@production``), ``name@1.4.0``, ``name@1.4``, ``name@^1`` or ``name@vN``
+    (``fine_tuned_model_find``).
     """
     found = fine_tuned_model_find(user, model_id) or base_models_usable_by(user).filter(name=model_id).first()
     if found is None:
@@ -52,7 +68,10 @@ def fine_tuned_model_get(user, model_id: str) -> FineTunedModel:
 
 
 def fine_tuned_model_find(user, reference: str) -> FineTunedModel | None:
-    """The user's fine-tuned model named by id, ``name@vN`` or ``name@alias``; None when there is none."""
+    """The user's fine-tuned model named by id or through the registry, else None: ``name@1.4.0`` (that
+    version), ``name@1.4`` (the newest 1.4.x), ``name@^1`` or ``name@1`` (the newest 1.x.y; ``^1.4``:
+    the newest 1.x.y from 1.4.0 on), ``name@vN`` (the N-th made) or ``name@alias``. Ranges skip archived
+    versions; exact versions do not."""
     models = fine_tuned_models_visible_to(user)
     found = models.filter(pk=reference).first()
     if found or "@" not in reference:
@@ -60,7 +79,51 @@ def fine_tuned_model_find(user, reference: str) -> FineTunedModel | None:
     name, tag = reference.rsplit("@", 1)
     if re.fullmatch(r"v\d+", tag):
         return models.filter(name=name, version=int(tag[1:])).first()
+    if semver_parse(tag):
+        major, minor, patch = semver_parse(tag)
+        return models.filter(name=name, major=major, minor=minor, patch=patch).first()
+    match = VERSION_RANGE.fullmatch(tag)
+    if match:
+        return _version_range_newest(models.filter(name=name, archived_at__isnull=True), match)
     return models.filter(aliases__name=name, aliases__alias=tag, aliases__owner=user).first()
+
+
+# ``1.4`` (any patch of 1.4), ``1`` or ``^1`` (any 1.x.y), ``^1.4`` and ``^1.4.2`` (1.x.y from there on).
+VERSION_RANGE = re.compile(r"(?P<caret>\^)?(?P<major>0|[1-9]\d{0,8})(?:\.(?P<minor>0|[1-9]\d{0,8})"
+                           r"(?:\.(?P<patch>0|[1-9]\d{0,8}))?)?")
+
+
+def _version_range_newest(versions: QuerySet[FineTunedModel], match: re.Match) -> FineTunedModel | None:
+    major, minor, patch = (int(match[part]) if match[part] else None for part in ("major", "minor", "patch"))
+    versions = versions.filter(major=major)
+    if match["caret"]:
+        floor = Q(minor__gt=minor or 0) | Q(minor=minor or 0, patch__gte=patch or 0)
+        versions = versions.filter(floor)
+    elif minor is not None:  # 1.4 (1.4.2 without a caret is exact, handled before)
+        versions = versions.filter(minor=minor)
+    return versions.order_by("-major", "-minor", "-patch").first()
+
+
+def model_usage(model: FineTunedModel) -> dict:
+    """Chat usage of a version: requests, tokens in and out (all time), and p50/p95 latency in
+    milliseconds over the newest requests kept (``USAGE_SAMPLES_KEPT``)."""
+    usage = ModelUsage.objects.filter(model=model).first()
+    latencies = sorted(UsageSample.objects.filter(model=model).order_by("-id")
+                       .values_list("latency_ms", flat=True)[:USAGE_SAMPLES_KEPT])
+    return {"requests": usage.requests if usage else 0,
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+            "latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
+                           "samples": len(latencies)},
+            "last_request_at": usage.last_request_at if usage else None}
+
+
+def _percentile(values: list[float], percent: int) -> float | None:
+    """The nearest-rank percentile of sorted ``values`` (a value that was measured), rounded to 0.1 ms."""
+    if not values:
+        return None
+    rank = max(1, math.ceil(percent / 100 * len(values)))
+    return round(values[rank - 1], 1)
 
 
 def model_final_metrics(model: FineTunedModel) -> dict:
@@ -121,7 +184,7 @@ def model_lineage(model: FineTunedModel) -> dict:
                 "trained_tokens": job.trained_tokens},
         "checkpoint": _checkpoint_lineage(model.checkpoint),
         "best_checkpoint": _checkpoint_lineage(job.checkpoints.filter(is_best=True).first()),
-        "version": {"id": model.id, "name": model.name, "version": model.version,
+        "version": {"id": model.id, "name": model.name, "version": model.semver, "version_number": model.version,
                     "aliases": sorted(a.alias for a in model.aliases.all()),
                     "archived": model.archived_at is not None, "promotion": model.promotion or None},
         "exports": [{"id": e.id, "artifact": e.artifact, "status": e.status} for e in model.exports.all()],
@@ -201,3 +264,46 @@ def evaluation_tables(evaluation) -> dict:
         {"label": t, "data": [round(evaluation.metrics[t].get(m, 0) * scale.get(m, 1), 4) for m in shown]}
         for t in targets if not t.startswith("checkpoint-")]}
     return {"targets": targets, "table": table, "chart": chart}
+
+
+def stored_completions_visible_to(user) -> QuerySet[StoredCompletion]:
+    """``user``'s stored completions still within their retention (an expired one awaits the purge)."""
+    return StoredCompletion.objects.filter(owner=user).exclude(expires_at__lte=timezone.now())
+
+
+def stored_completion_get(user, completion_id: str) -> StoredCompletion:
+    found = stored_completions_visible_to(user).filter(pk=completion_id).first()
+    if found is None:
+        raise Http404(f"No such stored completion: {completion_id}")
+    return found
+
+
+COMPLETION_RATINGS = ("up", "down", "rated", "unrated", "corrected")
+
+
+def stored_completions_filtered(user, *, model: str = "", metadata: dict | None = None, rating: str = "",
+                                created_after: datetime | None = None, created_before: datetime | None = None,
+                                ) -> QuerySet[StoredCompletion]:
+    """``user``'s stored completions by model (the id asked for, or the version that answered), metadata
+    (every key=value given), rating (``COMPLETION_RATINGS``) and creation time (after ≤ created < before)."""
+    found = stored_completions_visible_to(user)
+    if model:
+        found = found.filter(Q(model=model) | Q(model_version=model))
+    for index, (key, value) in enumerate((metadata or {}).items()):
+        # KeyTextTransform takes the key whole: one with "__" in it is not read as a path
+        found = found.alias(**{f"_meta{index}": KeyTextTransform(key, "metadata")}).filter(**{f"_meta{index}": value})
+    if rating == "up":
+        found = found.filter(rating=StoredCompletion.Rating.UP)
+    elif rating == "down":
+        found = found.filter(rating=StoredCompletion.Rating.DOWN)
+    elif rating == "rated":
+        found = found.filter(rating__isnull=False)
+    elif rating == "unrated":
+        found = found.filter(rating__isnull=True)
+    elif rating == "corrected":
+        found = found.exclude(correction="")
+    if created_after is not None:
+        found = found.filter(created_at__gte=created_after)
+    if created_before is not None:
+        found = found.filter(created_at__lt=created_before)
+    return found

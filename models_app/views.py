@@ -9,7 +9,8 @@ from datasets_app.selectors import dataset_get, datasets_visible_to
 from finetune_site.errors import InvalidRequest
 from models_app import selectors, services
 from models_app.base_models.selectors import base_models_usable_by
-from models_app.forms import SIDES, EvaluationForm, PlaygroundForm, playground_initial
+from models_app.cards import model_card_html, model_card_text
+from models_app.forms import SIDES, CompletionFilterForm, EvaluationForm, PlaygroundForm, playground_initial
 from models_app.models import Export
 from models_app.playground import Pane, status_for
 
@@ -27,8 +28,12 @@ def model_list(request):
 def model_detail(request, model_id: str):
     model = selectors.fine_tuned_model_get(request.user, model_id)
     evaluations = list(model.evaluations.select_related("dataset")[:20])
+    card = model_card_text(model)
     return render(request, "models_app/model_detail.html", {
         "model": model,
+        "card": card,
+        "card_html": model_card_html(card),
+        "usage": selectors.model_usage(model),
         "job": model.job,
         "final_metrics": selectors.model_final_metrics(model),
         "download_url": reverse("model-download", args=[model.id]) + "?artifact=adapter",
@@ -49,7 +54,7 @@ def registry_detail(request, name: str):
     rows = [{"model": v, "aliases": sorted(a.alias for a in v.aliases.all()), "metrics": _auto_metrics(v)}
             for v in versions]
     aliases = sorted({alias for row in rows for alias in row["aliases"]})
-    chart = {"labels": [f"v{r['model'].version}" for r in reversed(rows)],
+    chart = {"labels": [r["model"].semver for r in reversed(rows)],
              "tuned": [r["metrics"].get("tuned", {}).get("eval_loss") for r in reversed(rows)],
              "base": [r["metrics"].get("base", {}).get("eval_loss") for r in reversed(rows)]}
     return render(request, "models_app/registry_detail.html", {
@@ -112,6 +117,14 @@ def model_export(request, model_id: str):
 
 @require_POST
 @login_required
+def model_card_edit(request, model_id: str):
+    card = request.POST.get("card", "")
+    return _act(request, model_id, lambda m: services.model_card_edit(model=m, card=card),
+                "Model card of {model.reference} saved")
+
+
+@require_POST
+@login_required
 def model_delete(request, model_id: str):
     model = selectors.fine_tuned_model_get(request.user, model_id)
     try:
@@ -148,7 +161,7 @@ def registry_rollback(request, name: str):
     alias = request.POST.get("alias", "production")
     try:
         moved = services.alias_rollback(owner=request.user, name=name, alias=alias)
-        messages.success(request, f"{name}@{alias} rolled back to v{moved.model.version}")
+        messages.success(request, f"{name}@{alias} rolled back to {moved.model.semver}")
     except InvalidRequest as refused:
         messages.error(request, refused.message)
     return redirect("models:registry", name=name)
@@ -180,3 +193,86 @@ def _playground_run(form: PlaygroundForm) -> list[Pane]:
             pane.state, pane.status = "error", f"Error: {exc.message}"
         panes.append(pane)
     return panes
+
+
+# --- the data loop: stored chat completions ---------------------------------------------------------
+
+COMPLETIONS_SHOWN = 200
+
+
+@login_required
+def completion_list(request):
+    form = CompletionFilterForm(request.GET or None)
+    found = selectors.stored_completions_filtered(request.user, **(form.filters() if request.GET else {}))
+    return render(request, "models_app/completion_list.html", {
+        "form": form,
+        "completions": list(found.order_by("-created_at", "-id").prefetch_related("datasets")[:COMPLETIONS_SHOWN]),
+        "total": found.count(),
+        "shown": COMPLETIONS_SHOWN,
+        "models": sorted(set(selectors.stored_completions_visible_to(request.user).values_list("model", flat=True))),
+        "retention_days": services.completion_retention_days(request.user),
+    })
+
+
+@require_POST
+@login_required
+def completion_feedback(request, completion_id: str):
+    completion = selectors.stored_completion_get(request.user, completion_id)
+    changes = {}
+    if "rating" in request.POST:
+        changes["rating"] = request.POST["rating"] or None
+    if "correction" in request.POST:
+        changes["correction"] = request.POST["correction"]
+    error = None
+    try:
+        completion = services.stored_completion_feedback(completion=completion, **changes)
+    except InvalidRequest as refused:
+        error = refused.message
+    if request.htmx:
+        return render(request, "models_app/partials/completion_row.html", {"completion": completion, "error": error},
+                      status=400 if error else 200)
+    if error:
+        messages.error(request, error)
+    return redirect(reverse("models:completions") + f"#{completion.id}")
+
+
+@require_POST
+@login_required
+def completions_dataset(request):
+    try:
+        dataset = services.completions_dataset_create(owner=request.user,
+                                                      completion_ids=request.POST.getlist("completion"),
+                                                      filename=request.POST.get("filename", ""))
+    except InvalidRequest as refused:
+        messages.error(request, f"No dataset made: {refused.message}")
+        return redirect("models:completions")
+    messages.success(request, f"{dataset.filename}: {dataset.row_count} conversations")
+    return redirect("datasets:detail", file_id=dataset.id)
+
+
+@require_POST
+@login_required
+def completions_import(request):
+    upload = request.FILES.get("file")
+    try:
+        if upload is None:
+            raise InvalidRequest("choose a JSONL file to import", param="file")
+        made = services.completions_import(owner=request.user, lines=upload.open("rb"))
+    except InvalidRequest as refused:
+        messages.error(request, f"Nothing imported: {refused.message}")
+    else:
+        messages.success(request, f"Imported {len(made)} conversations")
+    return redirect("models:completions")
+
+
+@require_POST
+@login_required
+def completion_settings(request):
+    raw = request.POST.get("retention_days", "")
+    try:
+        services.completion_settings_update(owner=request.user, retention_days=int(raw) if raw.isdigit() else raw)
+    except InvalidRequest as refused:
+        messages.error(request, refused.message)
+    else:
+        messages.success(request, "Retention saved")
+    return redirect("models:completions")

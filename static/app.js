@@ -202,6 +202,8 @@
     var request = { filename: file.name, bytes: file.size };
     var text = document.getElementById("upload-text");
     if (text && text.checked) request.format = "text";  // the answer to "is this pretraining text?"
+    var vision = document.getElementById("upload-vision");
+    if (vision && vision.checked) request.purpose = "vision";  // an archive of labelled images
     var created = await call(form, "POST", UPLOADS, JSON.stringify(request), "application/json");
     if (window.localStorage) localStorage.setItem(resumeKey(file), created.id);
     return created;

@@ -35,13 +35,14 @@ def make_dataset(owner=None, *, rows: list[dict] | None = None, name: str = "tra
     return dataset_upload(owner=owner, upload=make_upload(content, name))
 
 
-def make_job(owner=None, *, dataset=None, status: str | None = None, hyperparameters=None) -> FineTuneJob:
-    """A job created through the service; ``status`` forces a state without running it."""
+def make_job(owner=None, *, dataset=None, status: str | None = None, hyperparameters=None, **fields) -> FineTuneJob:
+    """A job created through the service; ``status`` forces a state without running it. Other keyword
+    arguments (``suffix``, ``version``, ...) go to ``job_create``."""
     base_model_builtin_ensure()
     owner = owner or (dataset.owner if dataset else make_user())
     dataset = dataset or make_dataset(owner)
     job = job_create(owner=owner, training_file=dataset.id, model="tiny-llama",
-                     hyperparameters=hyperparameters or {})
+                     hyperparameters=hyperparameters or {}, **fields)
     if status:
         FineTuneJob.objects.filter(pk=job.pk).update(status=status)
         job.refresh_from_db()
@@ -62,3 +63,76 @@ def make_metric(job, step: int, total_steps: int = 10, **values):
             "tokens": 100 * step, **values}
     return job_event_add(job_id=job.id, type="metrics", data=data,
                          message=f"Step {step}/{total_steps}: train loss={data['train_loss']:.4g}")
+
+
+CLASS_COLOURS = {"cats": (220, 60, 40), "dogs": (40, 160, 60), "birds": (40, 80, 220)}
+
+
+def image_bytes(label: str = "cats", seed: int = 0, *, size: tuple[int, int] = (32, 32), fmt: str = "PNG") -> bytes:
+    """A small picture: a random 8×8 block pattern (so every seed hashes differently) with the class's
+    coloured disc on it."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    blocks = Image.frombytes("RGB", (8, 8), random.Random(f"{label}-{seed}").randbytes(8 * 8 * 3))
+    image = blocks.resize(size, Image.Resampling.NEAREST)
+    ImageDraw.Draw(image).ellipse((size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2),
+                                  fill=CLASS_COLOURS.get(label, (128, 128, 128)))
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+def image_set(classes: dict[str, int] | None = None, *, root: str = "") -> dict[str, bytes]:
+    """``{path: bytes}`` of class folders of distinct images: 12 cats, 10 dogs and 8 birds by default."""
+    classes = classes or {"cats": 12, "dogs": 10, "birds": 8}
+    return {f"{root}{label}/{index:03d}.png": image_bytes(label, index)
+            for label, count in classes.items() for index in range(count)}
+
+
+def archive_bytes(files: dict[str, bytes], kind: str = "zip") -> bytes:
+    """A ZIP (or a tar / tar.gz with ``kind="tar"``/``"tar.gz"``) of ``files``."""
+    import tarfile
+    import zipfile
+
+    out = io.BytesIO()
+    if kind == "zip":
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in files.items():
+                archive.writestr(name, data)
+    else:
+        with tarfile.open(fileobj=out, mode="w:gz" if kind == "tar.gz" else "w") as archive:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def make_vision_dataset(owner=None, *, files: dict[str, bytes] | None = None, name: str = "images.zip"):
+    """A vision dataset uploaded and checked (what the queued task does), 3 classes by default."""
+    from datasets_app.services import dataset_validate
+
+    owner = owner or make_user()
+    content = archive_bytes(files if files is not None else image_set())
+    dataset = dataset_upload(owner=owner, upload=SimpleUploadedFile(name, content, content_type="application/zip"),
+                             purpose="vision")
+    return dataset_validate(dataset_id=dataset.id) or dataset
+
+
+def make_stored_completion(owner=None, *, messages: list[dict] | None = None, answer: str = "Paris.",
+                           metadata: dict | None = None, created: int | None = None):
+    """A chat completion kept with ``store: true``, as the API keeps it after tiny-llama answered."""
+    import time
+
+    from finetune_site.ids import new_id
+    from models_app.services import completion_store
+
+    response = {"id": new_id("chatcmpl", 24), "created": created or int(time.time()),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
+                             "logprobs": None}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
+    return completion_store(owner=owner or make_user(), model=base_model_builtin_ensure(), response=response,
+                            messages=messages or [{"role": "user", "content": "The capital of France?"}],
+                            request={"temperature": 0}, metadata=metadata or {})

@@ -116,7 +116,7 @@ def test_log_follows_jump_button_finished_links_and_numbers(web_server, live_bas
             model, evaluation = in_thread(lambda: succeed(job))
             expect(page.locator("#job-status [data-status]")).to_have_text("Succeeded")
             expect(page.locator("#next-model")).to_have_attribute("href", f"/models/{model.id}/")
-            expect(page.locator("#next-model")).to_have_text("topics@v1")
+            expect(page.locator("#next-model")).to_have_text("topics@1.0.0")
             expect(page.locator("#next-evaluation")).to_have_attribute("href", f"/models/evaluations/{evaluation.id}/")
             expect(page.locator("#next-playground")).to_have_attribute(
                 "href", re.compile(r"^/models/playground/\?model=ft%3Atiny-llama%3Atopics%3A"))

@@ -57,6 +57,10 @@ def test_fine_tuned_model_answers_its_task_and_is_404_for_another_user(live_serv
     reply = raw.parse()
     assert reply.model == tuned_model.id
     assert (reply.choices[0].message.content.strip(), reply.choices[0].finish_reason) == (answer["content"], "stop")
+    usage = client.get(f"/registry/models/{tuned_model.id}/usage", cast_to=object)  # counted by the worker
+    assert (usage["requests"], usage["prompt_tokens"], usage["completion_tokens"]) == (
+        1, reply.usage.prompt_tokens, reply.usage.completion_tokens)
+    assert usage["latency_ms"]["p50"] > 0
 
     stranger, _ = client_for(live_server)
     with pytest.raises(openai.NotFoundError) as refused:
@@ -177,3 +181,18 @@ def test_tuned_model_calls_the_tool_it_learned_and_answers_its_result(live_serve
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model=model.id, messages=row["messages"][:1], tools=row["tools"], stream=True)
     assert refused.value.body["param"] == "stream"
+
+
+def test_stored_completions_through_the_official_client(live_server, live_base_model, inference_worker):
+    client, _ = client_for(live_server)
+    plain = client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0, max_tokens=4)
+    kept = client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0, max_tokens=4,
+                                          store=True, metadata={"app": "e2e"})
+    listed = client.chat.completions.list(metadata={"app": "e2e"}, model="tiny-llama")
+    assert [c.id for c in listed.data] == [kept.id] and plain.id != kept.id
+    stored = client.chat.completions.retrieve(kept.id)
+    assert stored.choices[0].message.content == kept.choices[0].message.content and stored.metadata == {"app": "e2e"}
+    messages = client.chat.completions.messages.list(kept.id)
+    assert [(m.role, m.content) for m in messages.data] == [("user", QUESTION[0]["content"])]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.retrieve(plain.id)  # not stored: store is off by default

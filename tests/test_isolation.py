@@ -80,3 +80,15 @@ def test_owner_sees_own_objects(alice_objects):
     assert alice.get(f"/v1/fine_tuning/jobs/{alice_objects['job']}").status_code == 200
     response = alice.get(f"/v1/models/{alice_objects['model']}/download?artifact=adapter")
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+
+
+@pytest.mark.parametrize("url", ["/datasets/{file}/", "/datasets/{file}/thumbnails/0.jpg", "/v1/datasets/{file}/report",
+                                 "/v1/files/{file}/content"])
+def test_other_users_vision_dataset_and_its_thumbnails_are_404(client, url):
+    from tests.factories import make_vision_dataset
+
+    alice = make_vision_dataset(make_user("alice"))
+    client.force_login(make_user("bob"))
+    assert client.get(url.format(file=alice.id)).status_code == 404
+    client.force_login(alice.owner)
+    assert client.get(url.format(file=alice.id)).status_code == 200

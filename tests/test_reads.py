@@ -45,7 +45,8 @@ def _api(w) -> list[str]:
             f"/v1/datasets/{d}/preview", f"/v1/datasets/{d}/stats", f"/v1/datasets/{d}/quality",
             f"/v1/datasets/{d}/dry-run", f"/v1/datasets/{d}/versions", "/v1/fine_tuning/jobs",
             f"/v1/fine_tuning/jobs/{j}", f"/v1/fine_tuning/jobs/{j}/events", f"/v1/fine_tuning/jobs/{j}/checkpoints",
-            "/v1/models", f"/v1/models/{m}", f"/v1/registry/models/{m}/lineage", "/v1/registry/names",
+            "/v1/models", f"/v1/models/{m}", f"/v1/registry/models/{m}/lineage", f"/v1/registry/models/{m}/card",
+            f"/v1/registry/models/{m}/usage", "/v1/registry/names",
             "/v1/registry/names/x", "/v1/registry/evaluations", f"/v1/registry/evaluations/{e}"]
 
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field, make_dataclass
 from enum import StrEnum
 from typing import Any
 
-from workers.hyperparameters import BY_NAME, GRADED_OBJECTIVES, OBJECTIVES, OPTIONS, engine_defaults
+from workers.hyperparameters import BY_NAME, GRADED_OBJECTIVES, OBJECTIVES, OPTIONS, OptionError, engine_defaults
 
 
 class Stop(StrEnum):
@@ -48,6 +48,10 @@ def _post_init(self) -> None:
             checked = option.check(value)
             # lists become tuples: the config stays hashable and equal after a JSON round trip
             object.__setattr__(self, option.name, tuple(checked) if isinstance(checked, list) else checked)
+    for option in OPTIONS:
+        problem = option.engine and option.agrees and option.agrees(self.__dict__, getattr(self, option.name))
+        if problem:
+            raise OptionError(option.name, problem)
 
 
 def _doc() -> str:
@@ -89,7 +93,8 @@ class TrainResult:
     save_seconds over ``saves`` checkpoints, both inside wall_seconds; final_save_seconds writing
     the adapter or model after the loop. step_tokens_per_second: throughput of the steps alone;
     step_seconds: the time of one of those steps (0: unknown), the pace where tokens do not set it
-    (reinforcement samples its answers) or are not counted.
+    (reinforcement samples its answers) or are not counted. rank_parameters: the parameter elements
+    each rank held (one entry per process; with sharding each holds its part).
     """
 
     adapter_dir: str
@@ -110,3 +115,4 @@ class TrainResult:
     final_save_seconds: float = 0.0
     step_tokens_per_second: float = 0.0
     step_seconds: float = 0.0
+    rank_parameters: tuple[int, ...] = ()

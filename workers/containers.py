@@ -14,6 +14,8 @@ import io
 import json
 import re
 import shutil
+import stat
+import tarfile
 import tempfile
 import zipfile
 import zlib
@@ -247,6 +249,20 @@ class _Bounded(io.RawIOBase):
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
+def archive_path_check(name: str, kind: str) -> None:
+    """Refuse a member path that points outside the archive (absolute, ``..``, a drive, backslashes)."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or name.startswith(("/", "\\")) or ".." in parts or _DRIVE.match(name) or "\\" in name:
+        raise _fail("unsafe_archive_path", f"the {kind} holds an unsafe path {name!r} (it points outside "
+                    "the archive)", f"re-create the {kind} from the files themselves, with relative paths")
+
+
+def archive_path_skipped(name: str) -> bool:
+    """Whether a member is an archiver's by-product (``__MACOSX/``, a hidden file), not data."""
+    path = PurePosixPath(name)
+    return path.parts[0] == "__MACOSX" or path.name.startswith(".")
+
+
 def _zip_member(handle, path: Path, limits: Limits) -> tuple[str, io.BufferedReader]:
     try:
         archive = zipfile.ZipFile(handle)
@@ -260,11 +276,8 @@ def _zip_member(handle, path: Path, limits: Limits) -> tuple[str, io.BufferedRea
     members = []
     for entry in entries:
         name = entry.filename
-        parts = PurePosixPath(name.replace("\\", "/")).parts
-        if name.startswith(("/", "\\")) or ".." in parts or _DRIVE.match(name) or "\\" in name:
-            raise _fail("unsafe_archive_path", f"the ZIP holds an unsafe path {name!r} (it points outside "
-                        "the archive)", "re-create the ZIP from the files themselves, with relative paths")
-        if entry.is_dir() or parts[0] == "__MACOSX" or PurePosixPath(name).name.startswith("."):
+        archive_path_check(name, "ZIP")
+        if entry.is_dir() or archive_path_skipped(name):
             continue
         members.append(entry)
     if len(members) != 1:
@@ -608,3 +621,175 @@ def _parquet_records(path: Path, limits: Limits) -> Iterator[Record]:
                 row += 1
                 yield row, None, value, None
         del table
+
+
+# --- archives of many files (image data sets) ----------------------------------------------------
+
+def stream_records(stream, container: str, limits: Limits) -> Iterator[Record]:
+    """The rows of a JSONL or CSV stream already open (a labels file inside an archive)."""
+    if container == JSONL:
+        return _jsonl_records(stream, limits)
+    if container == CSV:
+        return _csv_records(stream, limits, ",")
+    raise ValueError(f"stream_records reads JSONL or CSV, not {container}")
+
+
+TAR = "tar"
+MANY_FILES_SUFFIXES = {".zip": ZIP, ".tar": TAR, ".tar.gz": TAR, ".tgz": TAR}
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """One regular file of an archive: its path inside it, and its declared (uncompressed) size."""
+
+    name: str
+    size: int
+
+
+def archive_kind(name: str, head: bytes) -> str:
+    """ZIP or TAR for an archive of many files, from its name (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``),
+    which its first bytes must match; ``ContainerError`` otherwise."""
+    lower = name.lower()
+    kind = next((k for suffix, k in MANY_FILES_SUFFIXES.items() if lower.endswith(suffix)), "")
+    if not kind:
+        raise _fail("unsupported_extension", f"{PurePosixPath(name).suffix or 'no extension'} is not an archive we "
+                    "read", "upload a .zip, .tar, .tar.gz or .tgz of class folders")
+    looks_zip = head.startswith((b"PK\x03\x04", b"PK\x05\x06"))
+    looks_tar = head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar"
+    if (kind == ZIP and not looks_zip) or (kind == TAR and not looks_tar):
+        raise _fail("wrong_extension", f"named {PurePosixPath(name).suffix} but the content is not "
+                    f"{'a ZIP' if kind == ZIP else 'a tar'} archive (it starts with {_preview(head)})",
+                    "check that this is the archive you meant, or re-create it")
+    return kind
+
+
+def archive_entries(path: Path, kind: str, limits: Limits) -> list[ArchiveEntry]:
+    """The regular files of a ZIP or tar, checked before any is read: the entry count, the declared
+    sizes (in all, and against the compressed size), paths pointing outside the archive, links and
+    device files, encryption. Folders, ``__MACOSX/`` and hidden files are left out.
+    A tar is read as a stream (gzip-compressed or not), its headers only."""
+    compressed = max(Path(path).stat().st_size, 1)
+    entries: list[ArchiveEntry] = []
+    total = 0
+    with _many_open(path, kind, limits) as members:
+        for count, (info, _) in enumerate(members, start=1):
+            if count > limits.max_archive_entries:
+                raise _fail("archive_entries", f"the archive holds more than {limits.max_archive_entries} entries",
+                            "split it into smaller archives; the limit is DATASET_VISION_MAX_FILES")
+            name, size, kind_of = info
+            archive_path_check(name, kind.upper())
+            if kind_of == "link":
+                raise _fail("archive_link", f"{name} is a link (links are refused: they can point outside the "
+                            "archive)", "archive the files themselves, not links to them")
+            if kind_of == "special":
+                raise _fail("archive_special_file", f"{name} is not a regular file (a device or a pipe)",
+                            "archive only the images and the labels file")
+            if kind_of == "encrypted":
+                raise _fail("encrypted_archive", f"{name} is encrypted", "upload it without a password")
+            if kind_of == "dir" or archive_path_skipped(name):
+                continue
+            total += size
+            if total > limits.max_uncompressed_bytes:
+                raise _fail("archive_too_large", f"the archive expands to more than "
+                            f"{size_text(limits.max_uncompressed_bytes)}", "split it into smaller archives; "
+                            "the limit is DATASET_MAX_UNCOMPRESSED_BYTES")
+            entries.append(ArchiveEntry(name, size))
+    if total > MiB and total > compressed * limits.max_ratio:
+        raise _fail("archive_ratio", f"the archive expands more than {limits.max_ratio} times its size "
+                    "(a zip bomb?)", "upload it uncompressed if it is genuine; the limit is "
+                    "DATASET_MAX_COMPRESSION_RATIO")
+    return entries
+
+
+def archive_read(path: Path, kind: str, limits: Limits,
+                 wanted: Callable[[str], bool]) -> Iterator[tuple[ArchiveEntry, io.BufferedReader]]:
+    """The files ``wanted`` accepts (call ``archive_entries`` first), in archive order, each as a
+    decompressing stream bounded by the archive limits; only one is open at a time, and a stream is
+    no longer readable once the next one is yielded."""
+    with _many_open(path, kind, limits) as members:
+        for (name, size, kind_of), opener in members:
+            if kind_of != "file" or archive_path_skipped(name) or not wanted(name):
+                continue
+            stream = opener()
+            try:
+                yield ArchiveEntry(name, size), stream
+            finally:
+                stream.close()
+
+
+class _many_open:
+    """Iterate ``((name, size, kind), opener)`` over a ZIP's or tar's entries; ``kind`` is file, dir,
+    link, special or encrypted; ``opener()`` returns the file's bounded stream."""
+
+    def __init__(self, path: Path, kind: str, limits: Limits) -> None:
+        self.path, self.kind, self.limits = Path(path), kind, limits
+        self.handle = None
+
+    def __enter__(self):
+        self.handle = open(self.path, "rb")
+        try:
+            return self._zip() if self.kind == ZIP else self._tar()
+        except BaseException:
+            self.handle.close()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+    def _zip(self):
+        try:
+            archive = zipfile.ZipFile(self.handle)
+            infos = archive.infolist()
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise _fail("broken_archive", f"not a readable ZIP archive ({exc})",
+                        "re-create the ZIP; the file may be truncated") from exc
+        if len(infos) > self.limits.max_archive_entries:  # counted before walking a huge directory
+            raise _fail("archive_entries", f"the ZIP holds {len(infos)} entries (at most "
+                        f"{self.limits.max_archive_entries})", "split it into smaller archives; the limit is "
+                        "DATASET_VISION_MAX_FILES")
+
+        def entries():
+            for info in infos:
+                mode = info.external_attr >> 16
+                kind = ("dir" if info.is_dir() else "link" if stat.S_ISLNK(mode)
+                        else "special" if mode and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR)
+                        else "encrypted" if info.flag_bits & 0x1 else "file")
+                yield (info.filename, info.file_size, kind), lambda info=info: self._zip_stream(archive, info)
+
+        return entries()
+
+    def _zip_stream(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.BufferedReader:
+        if info.file_size > MiB and info.file_size > max(info.compress_size, 1) * self.limits.max_ratio:
+            raise _fail("archive_ratio", f"{info.filename} expands {info.file_size // max(info.compress_size, 1)}"
+                        " times its size (a zip bomb?)", "upload it uncompressed if it is genuine")
+        try:
+            raw = archive.open(info)
+        except (NotImplementedError, zipfile.BadZipFile, RuntimeError) as exc:
+            raise _fail("broken_archive", f"cannot open {info.filename} in the ZIP ({exc})",
+                        "re-create the ZIP with ordinary (deflate) compression") from exc
+        return io.BufferedReader(_Bounded(raw, self.limits, max(info.compress_size, 1)), CHUNK)
+
+    def _tar(self):
+        head = self.handle.read(2)
+        self.handle.seek(0)
+        source = gzip.GzipFile(fileobj=self.handle) if head == b"\x1f\x8b" else self.handle
+        # The whole stream is bounded: a gzip bomb stops at the limits, whatever the headers declare.
+        bounded = io.BufferedReader(_Bounded(source, self.limits, self.path.stat().st_size), CHUNK)
+        try:
+            archive = tarfile.open(fileobj=bounded, mode="r|")
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise _fail("broken_archive", f"not a readable tar archive ({exc})",
+                        "re-create the archive; the file may be truncated") from exc
+
+        def entries():
+            try:
+                for info in archive:
+                    kind = ("dir" if info.isdir() else "link" if info.issym() or info.islnk()
+                            else "file" if info.isfile() else "special")
+                    yield (info.name, info.size, kind), lambda info=info: io.BufferedReader(
+                        archive.extractfile(info), CHUNK)
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+                raise _fail("broken_archive", f"the tar archive is damaged ({exc})",
+                            "re-create the archive; the file may be truncated") from exc
+
+        return entries()

@@ -43,7 +43,8 @@ def run_distributed(config: TrainConfig, emit: Emit,
     _relay(out / "events.jsonl", offset, emit)
     if process.returncode != 0 or not (out / "result.json").exists():
         raise RuntimeError(f"torchrun with {processes} processes exited with {process.returncode}")
-    return TrainResult(**json.loads((out / "result.json").read_text()))
+    result = json.loads((out / "result.json").read_text())
+    return TrainResult(**{**result, "rank_parameters": tuple(result.get("rank_parameters", ()))})
 
 
 def _relay(path: Path, offset: int, emit: Emit) -> int:

@@ -77,12 +77,15 @@ class Schedule:
         return math.ceil(math.ceil(rows / self.batch_size) / self.gradient_accumulation_steps) * self.n_epochs
 
     def evals(self, steps: int) -> int:
+        """Validation passes: every ``eval_steps`` and one after the last step when it is off the beat
+        (the Trainer's rule), or one an epoch."""
         if not self.validation_tokens:
             return 0
-        return steps // self.eval_steps if self.eval_steps else self.n_epochs
+        return math.ceil(steps / self.eval_steps) if self.eval_steps else self.n_epochs
 
     def saves(self, steps: int) -> int:
-        return steps // self.save_steps if self.save_steps else self.n_epochs
+        """Checkpoints, counted as ``evals`` counts passes."""
+        return math.ceil(steps / self.save_steps) if self.save_steps else self.n_epochs
 
 
 def token_counts(model_path: str, train_file: str, max_length: int, template: str = "") -> TokenCounts:
@@ -133,7 +136,7 @@ def calibrate(config: TrainConfig, steps: int = 4) -> Throughput:
                 handle.write(json.dumps(row) + "\n")
         probe = TrainConfig(**{**config.__dict__, "train_file": str(sample), "output_dir": tmp, "n_epochs": 1,
                                "validation_file": str(sample), "save_steps": 0, "eval_steps": 0,
-                               "resume_from": None, "devices": 1})
+                               "resume_from": None, "devices": 1, "sharding": "none"})
         result = run_training(probe, emit_nothing)
     return throughput_of(result, eval_tokens=result.trained_tokens)
 
@@ -186,3 +189,47 @@ def evaluation_pace(model_path: str, data_file: str, *, max_new_tokens: int, row
         return ended[0] - started if ended else 0.0, 0.0
     row = (ended[-1] - ended[0]) / (len(ended) - 1)
     return max(0.0, ended[0] - started - row), row
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a model's training memory depends on besides its parameter count (from config.json)."""
+
+    hidden_size: int
+    layers: int
+    intermediate_size: int
+    vocab_size: int
+
+
+GIB = 2**30
+# Bytes a weight takes: QLoRA's NF4 with its double-quantized scales, int8, half precision, fp32.
+WEIGHT_BYTES = {"nf4": 0.5625, "int8": 1.0, "half": 2.0, "fp32": 4.0}
+# Training a CUDA model reserves more than its tensors: the CUDA context, the allocator's caching
+# and fragmentation. A rule of thumb, not a measurement.
+CUDA_OVERHEAD_BYTES, CUDA_OVERHEAD_SHARE = GIB // 2, 0.10
+
+
+def memory_need(*, parameters: int, shape: Shape, adapter: str, quantization: str, batch_size: int,
+                max_length: int, checkpointing: bool, half_precision: bool, lora_r: int = 16, shards: int = 1) -> int:
+    """Bytes one GPU needs to train: weights, gradients and AdamW's two moments of what trains (split
+    over ``shards`` ranks when sharded), activations of a batch of ``batch_size`` rows of ``max_length``
+    tokens (per layer unless ``checkpointing`` keeps only each layer's input), the logits, and the
+    CUDA overhead. An upper bound in the manner of the usual rules (weights x 4 for full AdamW, ~10h+4i
+    stored values per token and layer): it decides whether to refuse, never a measured figure."""
+    weight = WEIGHT_BYTES[quantization if adapter == "qlora" else "half" if half_precision else "fp32"]
+    value = 2.0 if half_precision else 4.0
+    if adapter == "full":
+        states = parameters * value * 4  # weights, gradients, two moments
+    else:
+        h, i = shape.hidden_size, shape.intermediate_size
+        trainable = lora_r * shape.layers * (11 * h + 3 * i)  # every linear layer's in + out, all-linear
+        states = parameters * weight + trainable * 4 * 4  # adapters stay fp32: weights, gradients, moments
+    tokens = batch_size * max_length
+    per_layer = shape.hidden_size * 10 + shape.intermediate_size * 4
+    if checkpointing:
+        activations = tokens * value * (shape.layers * shape.hidden_size + per_layer)
+    else:
+        activations = tokens * value * shape.layers * per_layer
+    logits = tokens * shape.vocab_size * 4 * 3  # fp32 logits, their gradient and the loss's softmax
+    need = states / shards + activations + logits
+    return int(need * (1 + CUDA_OVERHEAD_SHARE) + CUDA_OVERHEAD_BYTES)

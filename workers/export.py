@@ -46,6 +46,8 @@ class ExportConfig:
     logits_tolerance: largest absolute difference allowed between the source's and the
         export's next-token logits at the first step, per quantization (lossless exports
         must also match token for token); default f32 1e-3, f16 5e-2, q8_0 2.5e-1.
+    model_card: the model card (Markdown), written as README.md into an adapter or merged
+        export and as ``general.description`` into a GGUF file; default "" (none).
     """
 
     base_model_path: str
@@ -57,6 +59,7 @@ class ExportConfig:
     max_new_tokens: int = 8
     lossy_prefix_tokens: int = 1
     logits_tolerance: dict = field(default_factory=lambda: {"f32": 1e-3, "f16": 5e-2, "q8_0": 2.5e-1})
+    model_card: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -225,14 +228,22 @@ def _greedy(model, input_ids: list[int], max_new_tokens: int) -> dict:
 
 def _write(config: ExportConfig, source, tokenizer, output: Path) -> Path:
     if config.kind == "adapter":
-        return _adapter_write(config, output / "adapter")
+        return _card_write(config, _adapter_write(config, output / "adapter"))
     merged = _merged(config, source)
     if config.kind == "merged":
         target = output / "merged"
         merged.save_pretrained(target, safe_serialization=True)
         tokenizer.save_pretrained(target)
-        return target
-    return gguf_write(merged, tokenizer, output / f"model-{config.quantization}.gguf", config.quantization)
+        return _card_write(config, target)
+    return gguf_write(merged, tokenizer, output / f"model-{config.quantization}.gguf", config.quantization,
+                      description=config.model_card)
+
+
+def _card_write(config: ExportConfig, target: Path) -> Path:
+    """The model card as README.md (what the Hugging Face Hub shows) in an exported directory."""
+    if config.model_card:
+        (target / "README.md").write_text(config.model_card, encoding="utf-8")
+    return target
 
 
 def _adapter_write(config: ExportConfig, target: Path) -> Path:
@@ -254,12 +265,13 @@ def _merged(config: ExportConfig, source):
 # --- GGUF ----------------------------------------------------------------------------------
 
 
-def gguf_write(model, tokenizer, target: Path, quantization: str) -> Path:
+def gguf_write(model, tokenizer, target: Path, quantization: str, *, description: str = "") -> Path:
     """Write a Llama-family ``model`` and its byte-level BPE ``tokenizer`` as one GGUF file.
 
     Follows llama.cpp's ``convert_hf_to_gguf.py`` for "llama": tensor names, the Q/K
     permutation for its rotary layout, and the tokenizer as ``gpt2`` (byte-level BPE)
-    metadata with merges, special token ids and the chat template.
+    metadata with merges, special token ids and the chat template. ``description`` (the model
+    card) goes into ``general.description``: a single file has no room for a README.
     """
     import gguf
     import numpy as np
@@ -276,6 +288,8 @@ def gguf_write(model, tokenizer, target: Path, quantization: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(target), "llama")
     _gguf_metadata(writer, cfg, quantization)
+    if description:
+        writer.add_description(description)
     _gguf_tokenizer(writer, tokenizer, tokenizer_model)
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
     for name, tensor in model.state_dict().items():

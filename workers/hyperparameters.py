@@ -209,6 +209,8 @@ class Option:
     elsewhere it is refused when given and left out of the job. engine: a ``TrainConfig``
     field (False for options the platform turns into others before training). fits: a check
     against the context (e.g. the model's context length), returning the problem or None.
+    agrees: a check of a given value against the options resolved before it (e.g. ``sharding``
+    against ``devices``), returning the problem or None.
     """
 
     name: str
@@ -221,6 +223,7 @@ class Option:
     adapters: tuple[str, ...] = tuple(ADAPTERS)
     engine: bool = True
     fits: Callable[[Context, Any], str | None] | None = None
+    agrees: Callable[[dict, Any], str | None] | None = None
 
     def applies(self, objective: str, adapter: str) -> bool:
         return objective in self.objectives and adapter in self.adapters
@@ -302,6 +305,33 @@ def _needs_validation(context: Context, value) -> str | None:
     return None
 
 
+SHARDINGS = {"none": "none (each device holds the whole model)", "fsdp": "FSDP (fully_shard)",
+             "zero2": "DeepSpeed ZeRO-2", "zero3": "DeepSpeed ZeRO-3"}
+DEEPSPEED_SHARDINGS = ("zero2", "zero3")
+
+
+def _sharding_auto(context: Context, resolved: dict, given: Mapping) -> str:
+    # sharding costs collectives every step: only when the model would not fit one device otherwise
+    known = context.peak_memory_bytes and context.device_memory_bytes
+    return "fsdp" if resolved["devices"] > 1 and known and context.peak_memory_bytes > context.device_memory_bytes \
+        else "none"
+
+
+def _sharding_fits(context: Context, value) -> str | None:
+    import importlib.util
+
+    if value in DEEPSPEED_SHARDINGS and importlib.util.find_spec("deepspeed") is None:
+        return (f'"{value}" needs the deepspeed package, which is not installed here; use "fsdp" (it shards the '
+                'same way as zero3, with torch alone)')
+    return None
+
+
+def _sharding_agrees(resolved: dict, value) -> str | None:
+    if value != "none" and resolved["devices"] == 1:
+        return f'"{value}" splits the model across devices: set devices above 1, or sharding to "none"'
+    return None
+
+
 LORA = ("lora", "qlora")
 SWITCH = Bool({"true": "on", "false": "off"})
 OPTIONS: tuple[Option, ...] = (
@@ -370,6 +400,13 @@ OPTIONS: tuple[Option, ...] = (
            "Loss on the validation file every N steps; 0 = at the end of each epoch.", fits=_needs_validation),
     Option("devices", Int(1, 64), 1, "1", "Devices",
            "Training processes: one per GPU, or CPU processes over gloo (torchrun)."),
+    Option("sharding", Choice(SHARDINGS), _sharding_auto,
+           '"fsdp" when devices is above 1 and the memory estimate (the largest peak of past runs) exceeds one '
+           'device\'s memory, else "none"', "Sharding",
+           "How devices above 1 split the weights, gradients and optimizer state: none (each holds all), FSDP "
+           "(torch's fully_shard; CPU over gloo too), DeepSpeed ZeRO-2 or ZeRO-3 (CUDA workers with the deepspeed "
+           "package only; refused where it is not installed). QLoRA's quantized base is not sharded.",
+           adapters=("lora", "full"), fits=_sharding_fits, agrees=_sharding_agrees),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 OPENAI_NAMES = ("n_epochs", "batch_size", "learning_rate_multiplier")  # what OpenAI's job object shows
@@ -393,6 +430,10 @@ def hyperparameters_resolve(given: Mapping | None, context: Context = Context())
         applies = option.applies(context.objective, adapter)
         if option.name in checked and not applies:
             raise OptionError(option.name, _where(option))
+        if applies and option.name in checked and option.agrees:
+            problem = option.agrees(resolved, checked[option.name])
+            if problem:
+                raise OptionError(option.name, problem)
         if applies:
             value = checked[option.name] if option.name in checked else option.auto_value(context, resolved, checked)
             resolved[option.name] = value

@@ -6,7 +6,9 @@ here. What a fine-tuning output (``adapter_path``) holds is told by its files:
 - a PEFT adapter (``adapter_config.json``): applied to the base model;
 - a whole model (``config.json`` and no ``adapter_config.json``: full fine-tuning or a merged
   export): loaded on its own, the base model is not read;
-- a ``.gguf`` file: loaded on its own through transformers' GGUF reader.
+- a ``.gguf`` file: loaded on its own through transformers' GGUF reader;
+- a sharded checkpoint of full fine-tuning (``pytorch_model_fsdp_0/``, one part per rank, as FSDP
+  writes it): the base model with those weights read into it, in one process.
 
 The tokenizer saved with the fine-tuning output wins over the base model's: it carries the chat
 template the model was trained with. What cannot be loaded raises ``ModelLoadError`` naming it.
@@ -22,7 +24,8 @@ if TYPE_CHECKING:  # torch and transformers load only when a model does
     import torch
     from transformers import PreTrainedTokenizerBase
 
-ADAPTER, FULL, GGUF = "adapter", "full", "gguf"
+ADAPTER, FULL, GGUF, SHARDED = "adapter", "full", "gguf", "sharded"
+FSDP_WEIGHTS = "pytorch_model_fsdp_0"  # accelerate's folder of a sharded checkpoint's weights
 
 
 class ModelLoadError(Exception):
@@ -81,6 +84,8 @@ def model_load(base_path: str, *, adapter_path: str | None = None, merged: bool 
         model = _pretrained(adapter_path, "model", options)
     else:
         model = _pretrained(base_path, "base model", options)
+    if kind == SHARDED:
+        _sharded_weights_read(model, Path(adapter_path) / FSDP_WEIGHTS)
     if kind == ADAPTER:
         from peft import PeftModel
 
@@ -103,7 +108,27 @@ def _kind(path: Path | str) -> str:
         return GGUF
     if (path / "config.json").exists() and not (path / "adapter_config.json").exists():
         return FULL
+    if (path / FSDP_WEIGHTS).is_dir() and not (path / "adapter_config.json").exists():
+        return SHARDED
     return ADAPTER
+
+
+def _sharded_weights_read(model, folder: Path) -> None:
+    """Read the parts of a sharded checkpoint (torch.distributed.checkpoint, under the key "model")
+    into ``model``'s weights, in this one process. Every weight must be there."""
+    import torch.distributed.checkpoint as dcp
+
+    state = {"model": model.state_dict()}
+    try:
+        saved = set(dcp.FileSystemReader(str(folder)).read_metadata().state_dict_metadata)
+        missing = [name for name in state["model"] if f"model.{name}" not in saved]
+        if missing:
+            raise ModelLoadError(f"the checkpoint {str(folder.parent)!r} holds {len(saved)} sharded weights, not the "
+                                 f"whole model ({missing[0]} is not there)")
+        dcp.load(state, checkpoint_id=str(folder))
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ModelLoadError(_failure("sharded checkpoint", str(folder), exc)) from exc
+    model.load_state_dict(state["model"])
 
 
 def _has_tokenizer(path: str) -> bool:

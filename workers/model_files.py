@@ -12,7 +12,7 @@ import re
 import shutil
 import tarfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from workers.loading import ModelLoadError
@@ -35,6 +35,8 @@ class ModelInfo:
     dtype: the weights' dtype as saved ("bfloat16", "float32", ...); "" when the config does not say.
     size_bytes: size of the directory's files on disk.
     license: the model card's ``license:`` (or the first line of a LICENSE file); "" when absent.
+    shape: what training memory depends on (``workers.estimate.Shape`` fields: hidden_size, layers,
+        intermediate_size, vocab_size); {} when the config does not say.
     """
 
     architecture: str
@@ -45,6 +47,7 @@ class ModelInfo:
     dtype: str
     size_bytes: int
     license: str
+    shape: dict = field(default_factory=dict)
 
 
 def model_describe(path: str) -> ModelInfo:
@@ -66,7 +69,17 @@ def model_describe(path: str) -> ModelInfo:
         dtype=_dtype(config),
         size_bytes=sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
         license=_license(root),
+        shape=model_shape(config),
     )
+
+
+def model_shape(config) -> dict:
+    """The sizes ``workers.estimate.memory_need`` reads from a transformers config; {} if one is missing."""
+    text = getattr(config, "get_text_config", lambda: config)()
+    values = {"hidden_size": getattr(text, "hidden_size", None), "layers": getattr(text, "num_hidden_layers", None),
+              "intermediate_size": getattr(text, "intermediate_size", None),
+              "vocab_size": getattr(text, "vocab_size", None)}
+    return values if all(isinstance(v, int) and v > 0 for v in values.values()) else {}
 
 
 def _config_load(root: Path):

@@ -11,12 +11,25 @@ Operations, applied in the order given, to normalised rows:
   ``"model"`` (a base model's name; its tokenizer comes in ``PrepareConfig.tokenizers``) and
   ``"template"`` (default ``""``, the model's own): counted in tokens, the row rendered exactly as
   the trainer will (``workers.templates.render``, before truncation).
+- ``{"op": "clean", "unicode": "nfc" | "nfkc" | null, "control_chars": true, "whitespace": true,
+  "mojibake": true}``: repair mojibake (ftfy), normalise Unicode, drop control characters and tidy
+  whitespace in every text of a row (``workers.cleaning``).
+- ``{"op": "chunk", "model": "tiny-llama", "max_tokens": 512, "overlap_tokens": 64}``: cut each
+  plain-text row longer than ``max_tokens`` (counted by the model's tokenizer, without special
+  tokens) into rows on sentence boundaries, consecutive ones sharing up to ``overlap_tokens`` of
+  whole sentences (``workers.chunking``); for pretraining-style data, so text rows only.
+- ``{"op": "language", "keep": ["en"], "min_confidence": 0.5}``: keep rows detected (py3langid, offline)
+  as one of ``keep`` with at least that confidence; the lineage counts the languages seen.
+- ``{"op": "quality", "min_score": 0.0}``: score every row 0..1 (``workers.quality.row_quality``) and
+  drop those below ``min_score``; the lineage keeps the scores' histogram (tenths) and mean.
 - ``{"op": "split", "validation_share": 0.1, "seed": 42, "stratify": "source"}``: write a second
   file of validation rows; stratified by the ``source`` key when rows carry one (seeded, exact
   per source).
 
 ``run_prepare(config, emit) -> PrepareResult`` streams the rows (two passes when near-duplicates
-or a split need to see every row first) and counts what each operation did.
+or a split need to see every row first) and counts what each operation did. Each operation carries
+the ``version`` of its implementation (``OPERATION_VERSIONS``), recorded in the lineage, so a version
+made by an older implementation can be told apart.
 """
 
 import json
@@ -26,8 +39,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.chunking import text_chunks
+from workers.cleaning import UNICODE_FORMS, row_clean
 from workers.events import Emit, ValidationProgress, emit_nothing
 from workers.formats import CHAT, PREFERENCE, PROMPT_COMPLETION, TEXT, format_detect, jsonl_rows
+from workers.language import language_codes, language_detect
 from workers.loading import tokenizer_load
 from workers.quality import (
     PII_KINDS,
@@ -35,11 +51,16 @@ from workers.quality import (
     near_duplicate_groups,
     row_digest,
     row_mask,
+    row_quality,
     shingles,
 )
 from workers.templates import TEMPLATE_NAMES, TemplateError, render
 
-OPERATIONS = ("map_columns", "convert", "dedup", "mask_pii", "filter_length", "split")
+OPERATIONS = ("map_columns", "convert", "clean", "dedup", "mask_pii", "language", "quality", "filter_length", "chunk",
+              "split")
+# bump an operation's number when its output for the same rows and options changes
+OPERATION_VERSIONS = {name: 1 for name in OPERATIONS}
+TOKEN_COUNTING = ("filter_length", "chunk")  # the operations that name a base model for its tokenizer
 CONVERSIONS = (CHAT, PROMPT_COMPLETION, TEXT)
 
 
@@ -91,6 +112,7 @@ def operations_check(operations, fmt: str) -> list[dict]:
             raise PrepareError(f"{where}.op must be one of {', '.join(OPERATIONS)}", f"{where}.op")
         op = dict(operation)
         name = op["op"]
+        op["version"] = OPERATION_VERSIONS[name]
         if name == "map_columns":
             mapping = op.get("column_map")
             if not isinstance(mapping, dict) or not mapping or not all(
@@ -113,6 +135,17 @@ def operations_check(operations, fmt: str) -> list[dict]:
                 raise PrepareError(f"{where}.kinds must be some of {', '.join(PII_KINDS)}", f"{where}.kinds")
         elif name == "filter_length":
             _length_check(op, where, current)
+        elif name == "clean":
+            _clean_check(op, where)
+        elif name == "chunk":
+            _chunk_check(op, where, current)
+        elif name == "language":
+            _language_check(op, where)
+        elif name == "quality":
+            op.setdefault("min_score", 0.0)
+            if isinstance(op["min_score"], bool) or not isinstance(op["min_score"], int | float) \
+                    or not 0 <= op["min_score"] <= 1:
+                raise PrepareError(f"{where}.min_score must be from 0 to 1", f"{where}.min_score")
         elif name == "split":
             op.setdefault("seed", 42)
             op.setdefault("stratify", "source")
@@ -150,6 +183,48 @@ def _length_check(op: dict, where: str, fmt: str) -> None:
             raise PrepareError(f"{where}.{key} must be a whole number", f"{where}.{key}")
 
 
+def _clean_check(op: dict, where: str) -> None:
+    op.setdefault("unicode", "nfc")
+    if op["unicode"] not in (*UNICODE_FORMS, None):
+        raise PrepareError(f"{where}.unicode must be one of {', '.join(UNICODE_FORMS)} or null", f"{where}.unicode")
+    for key in ("control_chars", "whitespace", "mojibake"):
+        op.setdefault(key, True)
+        if not isinstance(op[key], bool):
+            raise PrepareError(f"{where}.{key} must be true or false", f"{where}.{key}")
+    if not op["unicode"] and not any(op[key] for key in ("control_chars", "whitespace", "mojibake")):
+        raise PrepareError(f"{where}: clean has nothing to do; turn on at least one step", f"{where}.op")
+
+
+def _chunk_check(op: dict, where: str, fmt: str) -> None:
+    op.setdefault("overlap_tokens", 0)
+    if fmt != TEXT:
+        raise PrepareError(f"{where}: chunk cuts plain-text documents; convert the rows to text first", f"{where}.op")
+    if not isinstance(op.get("model"), str) or not op["model"]:
+        raise PrepareError(f"{where}.model must name the base model whose tokenizer counts the tokens",
+                           f"{where}.model")
+    size = op.get("max_tokens")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise PrepareError(f"{where}.max_tokens must be a whole number of at least 8", f"{where}.max_tokens")
+    overlap = op["overlap_tokens"]
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < size:
+        raise PrepareError(f"{where}.overlap_tokens must be a whole number from 0 to below max_tokens",
+                           f"{where}.overlap_tokens")
+
+
+def _language_check(op: dict, where: str) -> None:
+    op.setdefault("min_confidence", 0.5)
+    keep = op.get("keep")
+    if isinstance(keep, str):
+        keep = op["keep"] = [keep]
+    known = set(language_codes())
+    if not isinstance(keep, list) or not keep or not all(isinstance(c, str) and c in known for c in keep):
+        raise PrepareError(f"{where}.keep must list ISO 639-1 language codes, such as [\"en\", \"de\"]",
+                           f"{where}.keep")
+    confidence = op["min_confidence"]
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 <= confidence <= 1:
+        raise PrepareError(f"{where}.min_confidence must be from 0 to 1", f"{where}.min_confidence")
+
+
 class _TokenCounter:
     """Tokens of a row as the trainer will see them, one tokenizer loaded per (model, template)."""
 
@@ -157,14 +232,23 @@ class _TokenCounter:
         self.paths = paths
         self.loaded: dict[tuple[str, str], object] = {}
 
-    def __call__(self, op: dict, row: dict, fmt: str, number: int) -> int:
-        key = (op["model"], op["template"])
+    def tokenizer(self, model: str, template: str = ""):
+        key = (model, template)
         if key not in self.loaded:
-            if op["model"] not in self.paths:
-                raise PrepareError(f"no tokenizer given for model {op['model']!r}", "operations")
-            self.loaded[key] = tokenizer_load(self.paths[op["model"]], template=op["template"])
+            if model not in self.paths:
+                raise PrepareError(f"no tokenizer given for model {model!r}", "operations")
+            self.loaded[key] = tokenizer_load(self.paths[model], template=template)
+        return self.loaded[key]
+
+    def text_counter(self, model: str):
+        """Tokens of a plain text, no special tokens: what a chunk adds to a packed sequence."""
+        tokenizer = self.tokenizer(model)
+        return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def __call__(self, op: dict, row: dict, fmt: str, number: int) -> int:
+        tokenizer = self.tokenizer(op["model"], op["template"])
         try:
-            return render(self.loaded[key], row, fmt, template=op["template"], max_length=1 << 30).total_tokens
+            return render(tokenizer, row, fmt, template=op["template"], max_length=1 << 30).total_tokens
         except TemplateError as exc:
             raise PrepareError(f"row {number} cannot be counted with {op['model']}: {exc}",
                                f"operations[{op['index']}].template") from exc
@@ -187,19 +271,28 @@ def run_prepare(config: PrepareConfig, emit: Emit = emit_nothing) -> PrepareResu
         seen: set[bytes] = set()
         for count in counts:  # this generator runs twice when a split must see every row first
             count.update(rows_removed=0, rows_changed=0)
-            count.pop("pieces_masked", None)
+            for key in _TALLIES:
+                count.pop(key, None)
         kept = 0
         for number, row in enumerate(jsonl_rows(config.path), start=1):
             fmt = config.format  # each row starts from the parent's format
+            rows = [row]  # a chunked document becomes several rows
             for op, count in zip(stream_ops, counts, strict=False):
-                row, fmt = _apply(op, count, row, fmt, seen, number, drop_near, tokens)
-                if row is None:
+                if op["op"] == "chunk":
+                    rows = [piece for each in rows for piece in _chunk(op, count, each, tokens)]
+                    continue
+                after, new_fmt = [], fmt
+                for each in rows:
+                    each, new_fmt = _apply(op, count, each, fmt, seen, number, drop_near, tokens)
+                    if each is not None:
+                        after.append(each)
+                rows, fmt = after, new_fmt
+                if not rows:
                     break
-            if row is None:
-                continue
-            kept += 1
-            result.format = fmt
-            yield kept, row
+            for each in rows:
+                kept += 1
+                result.format = fmt
+                yield kept, each
             if number % 5000 == 0:
                 emit(ValidationProgress(number, 0, number))
 
@@ -219,6 +312,10 @@ def run_prepare(config: PrepareConfig, emit: Emit = emit_nothing) -> PrepareResu
     result.rows = written if split else {"train": written["train"]}
     if split:
         counts[-1].update({"train_rows": written["train"], "validation_rows": written["validation"]})
+    for count in counts:
+        if "_score_sum" in count:
+            scored = sum(count["score_histogram"])
+            count["mean_score"] = round(count.pop("_score_sum") / scored, 3) if scored else None
     result.applied = counts
     return result
 
@@ -265,6 +362,22 @@ def _near_rows(path: str, fmt: str, op: dict) -> set[int]:
     return drop
 
 
+_TALLIES = ("pieces_masked", "rows_added", "languages", "score_histogram", "_score_sum", "mean_score")
+
+
+def _chunk(op: dict, count: dict, row: dict, tokens) -> list[dict]:
+    """A text row as rows of at most ``max_tokens``; the other keys (a ``source``) go with every piece."""
+    pieces = text_chunks(row["text"], tokens.text_counter(op["model"]), max_tokens=op["max_tokens"],
+                         overlap_tokens=op["overlap_tokens"])
+    if not pieces:
+        count["rows_removed"] += 1
+        return []
+    if len(pieces) > 1 or pieces[0] != row["text"]:
+        count["rows_changed"] += 1
+    count["rows_added"] = count.get("rows_added", 0) + len(pieces) - 1
+    return [{**row, "text": piece} for piece in pieces]
+
+
 def _apply(op: dict, count: dict, row: dict, fmt: str, seen: set, number: int, drop_near: set, tokens):
     name = op["op"]
     if name == "map_columns":
@@ -297,6 +410,28 @@ def _apply(op: dict, count: dict, row: dict, fmt: str, seen: set, number: int, d
             count["rows_changed"] += 1
             count["pieces_masked"] = count.get("pieces_masked", 0) + found
         return masked, fmt
+    if name == "clean":
+        cleaned = row_clean(row, unicode=op["unicode"], control_chars=op["control_chars"],
+                            whitespace=op["whitespace"], mojibake=op["mojibake"])
+        count["rows_changed"] += cleaned != row
+        return cleaned, fmt
+    if name == "language":
+        code, confidence = language_detect(_text(row))
+        languages = count.setdefault("languages", {})
+        languages[code] = languages.get(code, 0) + 1
+        if code not in op["keep"] or confidence < op["min_confidence"]:
+            count["rows_removed"] += 1
+            return None, fmt
+        return row, fmt
+    if name == "quality":
+        score = row_quality(row, fmt)
+        histogram = count.setdefault("score_histogram", [0] * 10)
+        histogram[min(int(score * 10), 9)] += 1
+        count["_score_sum"] = count.get("_score_sum", 0.0) + score
+        if score < op["min_score"]:
+            count["rows_removed"] += 1
+            return None, fmt
+        return row, fmt
     if name == "filter_length":
         if _outside(len(_text(row)), op["min_chars"], op["max_chars"]) or (
                 "model" in op and _outside(tokens(op, row, fmt, number), op["min_tokens"], op["max_tokens"])):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from workers.events import Emit, ValidationProgress, emit_nothing
 from workers.formats import CHAT, PROMPT_COMPLETION, jsonl_rows, row_texts
+from workers.grouping import Groups
 
 MERSENNE = (1 << 61) - 1
 
@@ -172,14 +173,7 @@ def near_duplicate_groups(signatures: list, *, bands: int, threshold: float) -> 
     if not signatures:
         return []
     width = len(signatures[0]) // bands
-    parent = list(range(len(signatures)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    found = Groups(len(signatures))
     for band in range(bands):
         buckets: dict[bytes, list[int]] = defaultdict(list)
         for index, signature in enumerate(signatures):
@@ -187,13 +181,10 @@ def near_duplicate_groups(signatures: list, *, bands: int, threshold: float) -> 
         for members in buckets.values():
             first = members[0]
             for other in members[1:]:
-                if find(first) != find(other) and \
+                if not found.together(first, other) and \
                         (signatures[first] == signatures[other]).mean() >= threshold:
-                    parent[find(other)] = find(first)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for index in range(len(signatures)):
-        groups[find(index)].append(index)
-    return sorted((g for g in groups.values() if len(g) > 1), key=len, reverse=True)
+                    found.join(other, first)
+    return sorted((g for g in found.members() if len(g) > 1), key=len, reverse=True)
 
 
 # --- the pass ----------------------------------------------------------------------------------------
@@ -304,3 +295,40 @@ def _overlap(config: QualityConfig, train_rows: dict[bytes, int], train_prompts:
             examples.append({"validation_row": number, "train_row": train_row or train_prompt,
                              "same": "row" if train_row else "prompt"})
     return {"validation_rows": checked, "same_rows": same_rows, "same_prompts": same_prompts, "examples": examples}
+
+
+# --- a quality score per row ------------------------------------------------------------------------
+
+def text_quality(text: str) -> float:
+    """How much ``text`` reads like prose worth training on, 0..1 (1: no problem found), from the
+    heuristics of Gopher's and C4's filters: very short texts, few letters among the characters,
+    odd mean word length, repeated lines and repeated word 3-grams each lower it."""
+    words = re.findall(r"\w+", text)
+    if not words:
+        return 0.0
+    score = 1.0
+    if len(words) < 3:
+        score *= 0.5
+    visible = [c for c in text if not c.isspace()]
+    letters = sum(c.isalpha() for c in visible) / len(visible)
+    if letters < 0.6:
+        score *= letters / 0.6
+    mean_length = sum(map(len, words)) / len(words)
+    if not 2 <= mean_length <= 12:
+        score *= 0.5
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1:
+        score *= len(set(lines)) / len(lines)
+    lowered = [w.lower() for w in words]
+    grams = [tuple(lowered[i:i + 3]) for i in range(len(lowered) - 2)]
+    if len(grams) > 1:
+        score *= 0.25 + 0.75 * len(set(grams)) / len(grams)
+    return round(score, 3)
+
+
+def row_quality(row: dict, fmt: str) -> float:
+    """``text_quality`` of a row's text; 0 for a row with an empty turn (an answer that says nothing)."""
+    if _empty_turns(row, fmt):
+        return 0.0
+    prompt, answer = row_texts(row, fmt)
+    return text_quality("\n".join(part for part in (prompt, answer) if part))

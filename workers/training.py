@@ -57,29 +57,57 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
     common = {"model": _model_load(config, device), "train_dataset": train, "eval_dataset": evaluation,
               "processing_class": tokenizer, "peft_config": _lora_config(config), "callbacks": [callback]}
     args = _common_args(config, device, has_eval=bool(evaluation))
+    sharded = _fsdp_on_cpu if config.sharding == "fsdp" and device.kind == "cpu" else (lambda cls: cls)
     if config.objective == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        return DPOTrainer(args=DPOConfig(**args, beta=config.beta), **common)
+        return sharded(DPOTrainer)(args=DPOConfig(**args, beta=config.beta), **common)
     if config.objective == "orpo":
         from trl.experimental.orpo import ORPOConfig
 
-        return _orpo_trainer_class()(args=ORPOConfig(**args, beta=config.odds_ratio_weight), **common)
+        return sharded(_orpo_trainer_class())(args=ORPOConfig(**args, beta=config.odds_ratio_weight), **common)
     if config.objective == "kto":
         from trl import KTOConfig, KTOTrainer
 
-        return KTOTrainer(args=KTOConfig(**args, beta=config.beta, desirable_weight=config.desirable_weight,
-                                         undesirable_weight=config.undesirable_weight), **common)
+        return sharded(KTOTrainer)(args=KTOConfig(**args, beta=config.beta, desirable_weight=config.desirable_weight,
+                                                  undesirable_weight=config.undesirable_weight), **common)
     if config.objective == "reinforcement":
-        return _grpo_trainer(config, args, common)
+        return _grpo_trainer(config, args, common, sharded)
     from trl import SFTTrainer
 
-    trainer = SFTTrainer(args=_sft_args(config, device, has_eval=bool(evaluation)), **common)
+    trainer = sharded(SFTTrainer)(args=_sft_args(config, device, has_eval=bool(evaluation)), **common)
     if config.padding_free:  # TRL leaves truncation to us there (max_length=None)
         trainer.train_dataset = _truncated(trainer.train_dataset, config.max_length)
         if trainer.eval_dataset is not None:
             trainer.eval_dataset = _truncated(trainer.eval_dataset, config.max_length)
     return trainer
+
+
+def _fsdp_on_cpu(trainer_class):
+    """``trainer_class`` sharding with FSDP on CPU processes (gloo) too.
+
+    accelerate turns its FSDP plugin on only for GPU-like devices: with CPU ranks (MULTI_CPU) it
+    drops the plugin and wraps the model in DDP (``AcceleratorState.__init__``, accelerate 1.15).
+    FSDP2's ``fully_shard`` itself runs over gloo, so right after the Trainer makes its accelerator
+    (before any model, optimizer or reference model is prepared) the state is switched to FSDP with
+    the plugin the Trainer built from ``fsdp_config``; everything after takes accelerate's FSDP path.
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    class CpuSharded(trainer_class):
+        def create_accelerator_and_postprocess(self):
+            super().create_accelerator_and_postprocess()
+            state = self.accelerator.state
+            if self.args.fsdp_plugin_args is not None and getattr(state, "fsdp_plugin", None) is None:
+                state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+                state.distributed_type = DistributedType.FSDP
+                # as accelerate does on GPUs: every later AcceleratorState() copies the type from here
+                PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+                self.is_fsdp_enabled = True
+
+    CpuSharded.__name__ = CpuSharded.__qualname__ = trainer_class.__name__
+    return CpuSharded
 
 
 def _truncated(dataset, max_length: int):
@@ -106,7 +134,7 @@ def _orpo_trainer_class():
     return CountingORPOTrainer
 
 
-def _grpo_trainer(config: TrainConfig, args: dict, common: dict):
+def _grpo_trainer(config: TrainConfig, args: dict, common: dict, sharded=lambda cls: cls):
     """GRPO: each step samples ``num_generations`` answers to each of ``batch_size`` prompts and rewards
     them with the grader (``workers.graders``); no KL term, so no reference model is kept."""
     from trl import GRPOConfig, GRPOTrainer
@@ -118,7 +146,7 @@ def _grpo_trainer(config: TrainConfig, args: dict, common: dict):
     args.update(per_device_train_batch_size=answers, per_device_eval_batch_size=answers)
     grpo = GRPOConfig(**args, num_generations=config.num_generations, beta=0.0, temperature=config.temperature,
                       max_completion_length=config.max_completion_length)
-    return GRPOTrainer(reward_funcs=grader_reward(json.loads(config.grader), judge=_judge(config)), args=grpo,
+    return sharded(GRPOTrainer)(reward_funcs=grader_reward(json.loads(config.grader), judge=_judge(config)), args=grpo,
                        **common)
 
 
@@ -138,6 +166,8 @@ def _result_finish(trainer, config, emit, callback, output, wall, *, setup: floa
     saving = time.perf_counter()
     if not callback.stopped:
         adapter_dir = str(Path(config.output_dir) / "adapter")
+        if getattr(trainer, "is_fsdp_enabled", False):  # the whole model, gathered, not one file per rank
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
         trainer.save_model(adapter_dir)
         trainer.processing_class.save_pretrained(adapter_dir)
         emit(ArtifactSaved(kind="model" if config.adapter == "full" else "adapter", path=adapter_dir,
@@ -162,6 +192,7 @@ def _result_finish(trainer, config, emit, callback, output, wall, *, setup: floa
         final_save_seconds=round(time.perf_counter() - saving, 3),
         step_tokens_per_second=(callback.steady_tokens / callback.steady_seconds if callback.steady_seconds
                                 else tokens / wall if wall else 0.0),
+        rank_parameters=callback.rank_parameters,
         step_seconds=round(callback.steady_seconds / callback.steady_steps if callback.steady_steps
                            else wall / state.global_step if state.global_step else 0.0, 4),
     )
@@ -239,7 +270,35 @@ def _common_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool) -> 
         "report_to": "none",
         "disable_tqdm": True,
         "save_only_model": False,
+        **sharding_settings(config, device),
     }
+
+
+def sharding_settings(config: TrainConfig, device: DeviceInfo) -> dict:
+    """Trainer settings of ``config.sharding`` (the ranks come from torchrun, ``workers.distributed``).
+
+    fsdp: FSDP2 (torch's ``fully_shard``) through accelerate, each decoder layer a unit; it runs on
+    CPU over gloo as on GPUs. Checkpoints are sharded (each rank writes its part of the weights and
+    optimizer state; ``resume_from`` reads them back on as many ranks); the final save gathers the
+    whole model (``_result_finish``). zero2/zero3: DeepSpeed's ZeRO through the Trainer, its batch
+    sizes and precision taken from the Trainer's ("auto"), on CUDA only (ValueError elsewhere); the
+    option's check refuses them where deepspeed is not installed. Not exercised by the tests here
+    (no deepspeed, no GPU on the machines they run on).
+    """
+    if config.sharding == "fsdp":
+        return {"fsdp": True, "fsdp_config": {"version": 2, "reshard_after_forward": True,
+                                              "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                              "state_dict_type": "SHARDED_STATE_DICT"}}
+    if config.sharding in ("zero2", "zero3"):
+        if device.kind != "cuda":
+            raise ValueError(f'sharding "{config.sharding}" (DeepSpeed) trains on CUDA workers only; this worker '
+                             f'has {device.describe()}: use "fsdp"')
+        stage = int(config.sharding[-1])
+        zero = {"stage": stage, **({"stage3_gather_16bit_weights_on_model_save": True} if stage == 3 else {})}
+        return {"deepspeed": {"zero_optimization": zero, "train_micro_batch_size_per_gpu": "auto",
+                              "train_batch_size": "auto", "gradient_accumulation_steps": "auto",
+                              "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}}}
+    return {}
 
 
 def _sft_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool):
@@ -292,6 +351,7 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
         mark = started = 0.0  # when the last step, validation pass or save ended; when the loop began
         eval_seconds = save_seconds = 0.0
         evals = saves = 0
+        rank_parameters: tuple[int, ...] = ()  # parameter elements each rank holds (sharded: its part)
         # the steps after this run's first (which warms up): their time and tokens give the pace
         first_step_end = steady_seconds = 0.0
         first_tokens = steady_tokens = steady_steps = 0
@@ -300,6 +360,12 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
             now = time.perf_counter()
             spent, self.mark = now - self.mark, now
             return spent
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.rank_parameters = _parameters_per_rank(model)
+            if len(self.rank_parameters) > 1:
+                held = " / ".join(f"{count:,}" for count in self.rank_parameters)
+                emit(LogLine(f"Parameters held per rank: {held}"))
 
         def on_step_end(self, args, state, control, **kwargs):
             spent, tokens = self._since_mark(), int(state.num_input_tokens_seen or 0)
@@ -332,14 +398,57 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
             self.eval_seconds += self._since_mark()
             self.evals += 1
 
-        def on_save(self, args, state, control, **kwargs):
+        def on_save(self, args, state, control, model=None, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if args.fsdp and _is_adapter(model):
+                _sharded_adapter_write(model, path)
+            _ranks_wait()  # every rank's part is written before the checkpoint is announced (and stored)
             self.save_seconds += self._since_mark()
             self.saves += 1
-            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             metrics = _last_metrics(state.log_history)
             emit(ArtifactSaved(kind="checkpoint", path=str(path), step=state.global_step, metrics=metrics))
 
     return Reporter()
+
+
+def _parameters_per_rank(model) -> tuple[int, ...]:
+    """The parameter elements each rank holds in memory: a sharded parameter (a DTensor) counts only
+    its local part. One entry per rank, gathered from all (a collective: every rank calls it)."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+
+    held = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in model.parameters()) if model else 0
+    if not (dist.is_available() and dist.is_initialized()):
+        return (held,)
+    counts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(counts, held)
+    return tuple(counts)
+
+
+def _is_adapter(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def _sharded_adapter_write(model, path: Path) -> None:
+    """The adapter of an FSDP checkpoint as PEFT saves it, so the checkpoint loads as a model
+    (inference, evaluation): the FSDP checkpoint holds the adapter's weights in one part per rank.
+    Only the trainable (adapter) weights are gathered, to rank 0; every rank calls it (a collective)."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    weights = get_model_state_dict(model, options=options)
+    if dist.get_rank() == 0:
+        model.save_pretrained(str(path), state_dict=weights)
+
+
+def _ranks_wait() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _last_metrics(history: list[dict]) -> dict:

@@ -5,7 +5,7 @@
 - ``validation``: checking a stored dataset; the one writer of ``Dataset.status``
 - ``stats``: token statistics per tokenizer and template (``TokenStats``)
 - ``versions``: prepared versions (dedup, mask, filter, convert, split) with lineage, and versions made
-  elsewhere (an RLAIF job's judged pairs)
+  elsewhere (an RLAIF job's judged pairs); datasets made of rows from elsewhere (stored chat completions)
 - ``quality``: the quality report
 - ``results``: files the platform writes for a user (a job's step metrics)
 - ``files``: temporary space, hashing and deleting stored files
@@ -40,12 +40,18 @@ from datasets_app.services.validation import (
     dataset_validate,
     dataset_verdict_after,
 )
-from datasets_app.services.versions import dataset_prepare, dataset_prepare_run, dataset_version_add
+from datasets_app.services.versions import (
+    dataset_prepare,
+    dataset_prepare_run,
+    dataset_rows_create,
+    dataset_version_add,
+)
 
 __all__ = [
     "column_map_parse", "dataset_actions", "dataset_delete", "dataset_fail", "dataset_options_clean",
     "dataset_prepare", "dataset_prepare_run", "dataset_quality", "dataset_quality_fail", "dataset_quality_request",
-    "dataset_revalidate", "dataset_sample_create", "dataset_store", "dataset_transition", "dataset_upload",
+    "dataset_revalidate", "dataset_rows_create", "dataset_sample_create", "dataset_store", "dataset_transition",
+    "dataset_upload",
     "dataset_validate", "dataset_verdict_after", "dataset_version_add", "result_file_create", "token_stats_check",
     "token_stats_compute", "token_stats_current", "token_stats_ensure", "token_stats_request", "token_stats_summary",
     "upload_cancel", "upload_chunk_append", "upload_complete", "upload_create",

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 
 from datasets_app.models import Dataset
 from finetune_site.files import CHUNK
@@ -28,9 +29,11 @@ def sha256_of(path: Path) -> str:
 
 
 def files_delete(dataset: Dataset) -> None:
-    for field in (dataset.file, dataset.training_file):
-        if field.name:
-            try:
-                field.delete(save=False)
-            except Exception:  # storage hiccup: an orphan file is better than a hidden original error
-                log.warning("could not delete %s", field.name, exc_info=True)
+    names = [field.name for field in (dataset.file, dataset.training_file) if field.name]
+    # a vision dataset's thumbnails (see services.images)
+    names += [t["name"] for t in (dataset.stats or {}).get("thumbnails", []) if isinstance(t, dict) and t.get("name")]
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:  # storage hiccup: an orphan file is better than a hidden original error
+            log.warning("could not delete %s", name, exc_info=True)

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from django.conf import settings
 
+from datasets_app.models import VISION_PURPOSE
 from finetune_site.errors import InvalidRequest
-from workers.containers import CONTAINERS, GZIP, TXT, Limits, container_from_name
+from workers.containers import CONTAINERS, GZIP, MANY_FILES_SUFFIXES, TXT, Limits, container_from_name
 from workers.formats import FORMATS, TEXT
 from workers.report import Issue, Report
 from workers.validate import ValidateConfig, ValidationResult
 
-PURPOSES = {"fine-tune"}
+PURPOSES = {"fine-tune", VISION_PURPOSE}
 MAX_NAME = 200  # bytes of a file name: room for a version's suffix (".v12.validation.jsonl") in 255
 SUPPORTED = ".jsonl, .json, .csv, .tsv, .parquet, .txt, or a .zip/.gz holding one of them"
 
@@ -66,10 +67,10 @@ def _column_ok(name) -> bool:
     return isinstance(name, str) and bool(name.strip()) and len(name) <= MAX_NAME and name.isprintable()
 
 
-def name_check(filename: str, options: dict) -> None:
+def name_check(filename: str, options: dict, purpose: str = "fine-tune") -> None:
     """A name we can store and derive version names from (a file system's name holds 255 bytes: a
     name over MAX_NAME in UTF-8 is refused, counting 2 to 4 bytes for a character outside ASCII);
-    a type we read, or a given container."""
+    a type we read, or a given container (for images: an archive)."""
     if not filename:
         raise InvalidRequest("the file has no name; name it after what it holds, e.g. train.jsonl", param="file")
     size = len(filename.encode("utf-8", "replace"))
@@ -77,6 +78,12 @@ def name_check(filename: str, options: dict) -> None:
         raise InvalidRequest(f"the file name {filename[:40]!r}… is {size} bytes long or holds control characters; "
                              f"rename it (at most {MAX_NAME} printable characters, fewer outside ASCII)",
                              param="file")
+    if purpose == VISION_PURPOSE:
+        if not filename.lower().endswith(tuple(MANY_FILES_SUFFIXES)):
+            raise InvalidRequest(f"{filename}: images are uploaded as an archive; upload a .zip, .tar, .tar.gz or "
+                                 ".tgz of class folders (cats/1.jpg, dogs/1.jpg) or of images with a labels.csv",
+                                 param="file", code="invalid_file_format")
+        return
     if not options.get("container") and not container_from_name(filename):
         raise InvalidRequest(f"{filename}: not a training file type we read; upload {SUPPORTED} "
                              "(or give container=...)", param="file", code="invalid_file_format")
@@ -93,9 +100,11 @@ def _plain_text(container: str, inner: str = "") -> bool:
     return TXT in (container, inner)
 
 
-def text_intent_check(filename: str, options: dict) -> None:
+def text_intent_check(filename: str, options: dict, purpose: str = "fine-tune") -> None:
     """A file named or declared plain text (.txt, .txt.gz, container=txt) is taken as pretraining text
     only with ``format=text``: prose is never silently turned into a training set."""
+    if purpose == VISION_PURPOSE:
+        return
     container = options.get("container") or container_from_name(filename)
     inner = container_from_name(filename[: -len(".gz")]) if container == GZIP and filename.lower().endswith(".gz") \
         else ""
@@ -125,6 +134,18 @@ def read_limits() -> Limits:
         max_depth=settings.DATASET_MAX_DEPTH, max_uncompressed_bytes=settings.DATASET_MAX_UNCOMPRESSED_BYTES,
         max_ratio=settings.DATASET_MAX_COMPRESSION_RATIO, max_row_group_bytes=settings.DATASET_MAX_ROW_GROUP_BYTES,
     )
+
+
+def image_config(path: Path, filename: str, work_dir: Path, *, split: dict | None = None):
+    """What ``workers.images`` checks a vision archive with: the archive limits and the vision settings;
+    ``split`` (a split operation) assigns train/validation per image."""
+    from workers.images import ImageConfig
+
+    limits = replace(read_limits(), max_archive_entries=settings.DATASET_VISION_MAX_FILES)
+    return ImageConfig(path=str(path), filename=filename, output_dir=str(work_dir / "out"), limits=limits,
+                       max_pixels=settings.DATASET_VISION_MAX_PIXELS,
+                       max_image_bytes=settings.DATASET_VISION_MAX_IMAGE_BYTES,
+                       validation_share=(split or {}).get("validation_share", 0.0), seed=(split or {}).get("seed", 42))
 
 
 def validate_config(path: Path, filename: str, options: dict, work_dir: Path) -> ValidateConfig:

@@ -29,6 +29,9 @@ def dataset_quality_request(*, dataset: Dataset, validation: Dataset | None = No
     if dataset.status != Status.READY:
         raise Conflict(f"{dataset.id} is {dataset.status}; quality checks need a ready dataset", param="file_id",
                        code="dataset_not_ready")
+    if dataset.is_vision:  # its duplicates (perceptual hashes) are in the validation report
+        raise InvalidRequest(f"{dataset.id} is a vision dataset: its duplicates and balance are in its report "
+                             f"(GET /v1/datasets/{dataset.id}/report)", param="file_id", code="vision_dataset")
     if validation is not None and validation.status != Status.READY:
         raise InvalidRequest(f"{validation.id} is {validation.status}, not ready", param="validation_file")
     if near_threshold is not None and not 0.1 <= near_threshold <= 1.0:

@@ -17,7 +17,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from datasets_app import tasks
-from datasets_app.models import UPLOAD_TRANSITIONS, Dataset, DatasetUpload
+from datasets_app.models import UPLOAD_TRANSITIONS, VISION_PURPOSE, Dataset, DatasetUpload
 from datasets_app.services.files import files_delete, tmp_dir
 from datasets_app.services.options import (
     dataset_options_clean,
@@ -48,8 +48,8 @@ def dataset_upload(*, owner, upload: UploadedFile, purpose: str = "fine-tune", o
     purpose_check(purpose)
     options = dataset_options_clean(**(options or {}))
     filename = Path(upload.name or "").name
-    name_check(filename, options)
-    text_intent_check(filename, options)
+    name_check(filename, options, purpose)
+    text_intent_check(filename, options, purpose)
     with tempfile.TemporaryDirectory(dir=tmp_dir()) as work:
         work_dir = Path(work)
         local = work_dir / "upload"
@@ -58,7 +58,8 @@ def dataset_upload(*, owner, upload: UploadedFile, purpose: str = "fine-tune", o
         if size == 0:
             raise InvalidRequest(f"{filename}: the file is empty", param="file", code="empty_file")
         result = None
-        if size <= settings.DATASET_INLINE_BYTES:
+        # An image archive is always checked by the task: decoding every image, and storing thumbnails
+        if size <= settings.DATASET_INLINE_BYTES and purpose != VISION_PURPOSE:
             result = text_intent_result(run_validation(validate_config(local, filename, options, work_dir)),
                                         filename, options)
             if not result.ok:
@@ -134,8 +135,8 @@ def upload_create(*, owner, filename: str, purpose: str = "fine-tune", options: 
     purpose_check(purpose)
     options = dataset_options_clean(**(options or {}))
     filename = Path(filename or "").name
-    name_check(filename, options)
-    text_intent_check(filename, options)
+    name_check(filename, options, purpose)
+    text_intent_check(filename, options, purpose)
     if bytes is not None and not 0 < bytes <= settings.MAX_UPLOAD_BYTES:
         raise InvalidRequest(f"bytes must be from 1 to {settings.MAX_UPLOAD_BYTES}", param="bytes")
     sha256 = (sha256 or "").lower()

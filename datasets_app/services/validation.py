@@ -13,12 +13,13 @@ from django.utils import timezone
 from datasets_app import tasks
 from datasets_app.broadcast import dataset_publish
 from datasets_app.models import DATASET_TRANSITIONS, Dataset
+from datasets_app.services.images import dataset_images_check
 from datasets_app.services.options import dataset_options_clean, text_intent_result, validate_config
 from datasets_app.services.quality import dataset_quality_request
 from datasets_app.services.stats import token_stats_ensure
-from datasets_app.signals import dataset_checked
+from datasets_app.signals import dataset_checked, dataset_verdict
 from finetune_site.errors import Conflict
-from finetune_site.files import storage_fetch, storage_is_s3
+from finetune_site.files import storage_delete_all, storage_fetch, storage_is_s3
 from finetune_site.status import status_transition
 from workers.events import ValidationProgress
 from workers.report import Issue, Report
@@ -39,7 +40,9 @@ def dataset_transition(*, dataset_id: str, to: str, **fields) -> Dataset:
 def dataset_actions(dataset: Dataset) -> dict[str, bool]:
     """What a dataset allows now (what its page offers)."""
     ready = dataset.status == Status.READY
-    return {"fine_tune": ready, "prepare": ready, "count_tokens": ready and bool(dataset.training_format),
+    # vision datasets are checked, split and reported; training on them comes with the vision strategies
+    return {"fine_tune": ready and not dataset.is_vision, "prepare": ready,
+            "count_tokens": ready and bool(dataset.training_format),
             "revalidate": Status.UPLOADED in DATASET_TRANSITIONS[dataset.status]}
 
 
@@ -52,8 +55,11 @@ def validation_fields(result: ValidationResult) -> dict:
 
 def dataset_verdict_after(dataset: Dataset) -> None:
     """Once the verdict is committed: waiting jobs hear of it; a ready dataset gets its quality
-    checks and the token counts its page shows (computed on the write path, never by a GET)."""
-    if dataset.status == Status.READY:
+    checks and the token counts its page shows (computed on the write path, never by a GET).
+
+    Called inside the transaction that stores the verdict: ``dataset_verdict`` receivers write in it."""
+    dataset_verdict.send(sender=Dataset, dataset=dataset)
+    if dataset.status == Status.READY and not dataset.is_vision:  # the text checks: no rows of text in images
         dataset_quality_request(dataset=dataset)
         token_stats_ensure(dataset=dataset)
     transaction.on_commit(lambda: dataset_checked.send(sender=Dataset, dataset_id=dataset.id))
@@ -74,6 +80,8 @@ def dataset_validate(*, dataset_id: str) -> Dataset | None:
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
         local = _local_path(dataset, work_dir)
+        if dataset.is_vision:
+            return _images_validate(dataset, local, work_dir)
         result = text_intent_result(run_validation(validate_config(local, dataset.filename, dataset.options, work_dir),
                                                    _ProgressWriter(dataset.id)), dataset.filename, dataset.options)
         training_name = ""
@@ -84,6 +92,22 @@ def dataset_validate(*, dataset_id: str) -> Dataset | None:
         return _validation_finish(dataset, result, training_name)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _images_validate(dataset: Dataset, local: Path, work_dir: Path) -> Dataset | None:
+    _, fields = dataset_images_check(dataset=dataset, local=local, work_dir=work_dir, emit=_ProgressWriter(dataset.id))
+    stored = [t["name"] for t in fields["stats"]["thumbnails"]] + [fields.get("training_file", "")]
+    with transaction.atomic():
+        current = Dataset.objects.select_for_update().filter(pk=dataset.id).first()
+        if current is None or current.status != Status.VALIDATING:  # deleted or reset meanwhile
+            transaction.on_commit(lambda: storage_delete_all([name for name in stored if name]))
+            return None
+        earlier = [t["name"] for t in (current.stats or {}).get("thumbnails", []) if t.get("name")]
+        finished = dataset_transition(dataset_id=dataset.id, to=fields.pop("status"), **fields)
+        dataset_verdict_after(finished)
+        if earlier:  # checked again (revalidated): the earlier check's thumbnails go
+            transaction.on_commit(lambda: storage_delete_all(earlier))
+    return finished
 
 
 def _local_path(dataset: Dataset, work_dir: Path) -> Path:
@@ -113,11 +137,12 @@ def dataset_fail(*, dataset_id: str, message: str) -> None:
     report.add(Issue("internal_error", f"the check stopped unexpectedly ({message[:500]})",
                      "validate it again (POST /v1/datasets/{id}/validate); if it fails again, report it"))
     try:
-        failed = dataset_transition(dataset_id=dataset_id, to=Status.INVALID, validation_report=report.as_dict(),
-                                    validated_at=timezone.now())
+        with transaction.atomic():
+            failed = dataset_transition(dataset_id=dataset_id, to=Status.INVALID,
+                                        validation_report=report.as_dict(), validated_at=timezone.now())
+            dataset_verdict_after(failed)
     except (Conflict, Dataset.DoesNotExist):
         return
-    dataset_verdict_after(failed)
 
 
 def dataset_revalidate(*, dataset: Dataset, options: dict) -> Dataset:

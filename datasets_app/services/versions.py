@@ -1,6 +1,7 @@
-"""New versions of a ready dataset (dedup, mask, filter, convert, map, split): the parent is only
-read; each version records its parent and the operations that made it."""
+"""New versions of a ready dataset (clean, chunk, language, quality, dedup, mask, filter, convert, map,
+split): the parent is only read; each version records its parent and the operations that made it."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from django.utils import timezone
 from datasets_app import tasks
 from datasets_app.models import Dataset
 from datasets_app.services.files import files_delete, sha256_of, tmp_dir
+from datasets_app.services.images import dataset_images_split
 from datasets_app.services.options import validate_config
 from datasets_app.services.uploads import dataset_store
 from datasets_app.services.validation import dataset_transition, dataset_verdict_after
@@ -20,7 +22,7 @@ from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_fetch
 from models_app.base_models.selectors import base_model_named
 from models_app.base_models.services import base_model_local_path
-from workers.prepare import PrepareConfig, PrepareError, operations_check, run_prepare
+from workers.prepare import TOKEN_COUNTING, PrepareConfig, PrepareError, operations_check, run_prepare
 from workers.report import Issue, Report
 from workers.validate import run_validation
 
@@ -31,6 +33,8 @@ NAME_BYTES = 255  # the filename column, and a file name on most file systems
 def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
     """Make new versions of a ready dataset (the original is only read): one, or train + validation
     for a split. Each records its parent and the operations applied, with what they did."""
+    if dataset.is_vision:
+        return dataset_images_split(dataset=dataset, operations=operations)
     if dataset.status != Status.READY:
         raise Conflict(f"{dataset.id} is {dataset.status}; only a ready dataset can be prepared", param="file_id",
                        code="dataset_not_ready")
@@ -62,10 +66,11 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
 
 
 def _counting_models(operations: list[dict], owner) -> dict:
-    """The base models that count tokens for ``filter_length``, by name; one ``owner`` cannot use is a 400."""
+    """The base models that count tokens (``filter_length``, ``chunk``), by name; one ``owner`` cannot use is a
+    400."""
     models = {}
     for index, op in enumerate(operations):
-        name = op.get("model") if op["op"] == "filter_length" else None
+        name = op.get("model") if op["op"] in TOKEN_COUNTING else None
         if name and name not in models:
             models[name] = base_model_named(name, user=owner, param=f"operations[{index}].model")
     return models
@@ -154,6 +159,27 @@ def dataset_version_add(*, parent: Dataset, local: Path, operations: list[dict])
                               work_dir=Path(work), param="file")
 
 
+def dataset_rows_create(*, owner, rows: list[dict], filename: str, operations: list[dict],
+                        purpose: str = "fine-tune") -> Dataset:
+    """A new dataset (version 1 of its own line) from ``rows`` made elsewhere (stored chat completions),
+    ``operations`` saying where they came from: its lineage, as a prepared version's operations are."""
+    if not rows:
+        raise InvalidRequest("no rows to make a dataset of", param="completion_ids", code="invalid_result")
+    with tempfile.TemporaryDirectory(dir=tmp_dir()) as work:
+        work_dir = Path(work)
+        local = work_dir / "rows.jsonl"
+        with open(local, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        checked = run_validation(validate_config(local, filename, {}, work_dir))
+        if not checked.ok:
+            raise InvalidRequest(f"the rows of {filename} are not usable: {checked.summary}", param="completion_ids",
+                                 code="invalid_result")
+        return dataset_store(owner=owner, local=local, filename=filename, purpose=purpose, sha256=sha256_of(local),
+                             size=local.stat().st_size, options={}, result=checked, work_dir=work_dir,
+                             operations=operations)
+
+
 def _version_store(parent: Dataset, path: Path, *, filename: str, operations: list[dict], work_dir: Path,
                    param: str) -> Dataset:
     checked = run_validation(validate_config(path, filename, {}, work_dir))
@@ -168,9 +194,10 @@ def _version_store(parent: Dataset, path: Path, *, filename: str, operations: li
 def _version_invalid(version: Dataset, message: str) -> None:
     report = Report(version.filename)
     report.add(Issue("prepare_failed", message, "change the operations and prepare again"))
-    failed = dataset_transition(dataset_id=version.id, to=Status.INVALID, validation_report=report.as_dict(),
-                                progress=1.0, validated_at=timezone.now())
-    dataset_verdict_after(failed)
+    with transaction.atomic():
+        failed = dataset_transition(dataset_id=version.id, to=Status.INVALID, validation_report=report.as_dict(),
+                                    progress=1.0, validated_at=timezone.now())
+        dataset_verdict_after(failed)
 
 
 def _versions_store(dataset: Dataset, result, work_dir: Path, versions: list) -> None:

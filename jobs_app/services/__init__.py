@@ -23,6 +23,8 @@ from jobs_app.services.creation import (
     job_hyperparameters_resolve,
     job_model_name,
     job_suffix_check,
+    job_version_check,
+    job_version_check_register,
 )
 from jobs_app.services.engine import JobControl, JobReporter
 from jobs_app.services.estimates import job_estimate, job_estimate_draft
@@ -60,6 +62,7 @@ __all__ = [
     "job_fail", "job_format_problem", "job_grader_check", "job_heartbeat", "job_hyperparameters_resolve",
     "job_metrics_add", "job_model_name", "job_pause", "job_preferences_store", "job_requeue",
     "job_result_file_create", "job_resume", "job_run", "job_suffix_check", "job_transition", "job_validate",
+    "job_version_check", "job_version_check_register",
     "jobs_reap", "jobs_release_for_shutdown", "judge_find", "judge_resolver_register", "judges_local",
     "promotion_gate_check", "train_config",
     "worker_register", "worker_unregister",

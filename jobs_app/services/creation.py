@@ -1,7 +1,7 @@
 """Creating a job: check the request, resolve every "auto" option, queue the file checks."""
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from django.conf import settings
 from django.db import transaction
@@ -9,8 +9,10 @@ from django.db import transaction
 from datasets_app.models import RESULTS_PURPOSE, Dataset
 from datasets_app.selectors import dataset_rows
 from finetune_site.errors import InvalidRequest
+from finetune_site.semver import Semver, semver_parse
 from jobs_app import tasks
 from jobs_app.models import FineTuneJob, Worker
+from jobs_app.services.fit import job_fit_check
 from jobs_app.services.gate import promotion_gate_check
 from jobs_app.services.judges import judge_problem
 from jobs_app.services.lifecycle import job_event_add
@@ -66,7 +68,7 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
                hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
                objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
                evaluate_checkpoints: bool = False, grader: dict | None = None, metadata: dict | None = None,
-               integrations: list | None = None) -> FineTuneJob:
+               integrations: list | None = None, version: str = "") -> FineTuneJob:
     """Check the request, resolve every "auto" hyperparameter and queue file validation.
 
     ``seed`` is drawn at random when not given, and stored either way (a run can be repeated).
@@ -78,6 +80,9 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     With a validation file the tuned model is evaluated against its base when the job ends;
     ``promotion_gate`` then decides whether the new version gets an alias, and
     ``evaluate_checkpoints`` scores every checkpoint too and marks the best.
+
+    ``version`` (``1.4.0``) overrides the registry's bump rule for the model the job makes; it must be
+    greater than the newest version of the model's name (``job_version_check``).
     """
     if objective not in Objective.values:
         raise InvalidRequest(f"method.type {objective!r} is not supported; use one of {', '.join(Objective.values)}",
@@ -92,6 +97,7 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
                              param="evaluate_checkpoints")
     base = base_model_named(model, user=owner)
     job_suffix_check(suffix, base_model=base)
+    job_version_check(version, owner=owner, name=job_model_name(suffix=suffix, base_model=base))
     for dataset_, param in ((dataset, "training_file"), (validation, "validation_file")):
         problem = job_format_problem(dataset_, objective) if dataset_ else ""
         if problem:
@@ -100,10 +106,11 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     rows = dataset.row_count if dataset.status == Dataset.Status.READY else UNKNOWN_ROWS
     resolved = job_hyperparameters_resolve(hyperparameters, objective=objective, base_model=base, rows=rows,
                                            has_validation=validation is not None)
+    resolved = job_fit_check(resolved, base_model=base, param=hyperparameters_param(objective))
     with transaction.atomic():
         job = FineTuneJob.objects.create(
             owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
-            hyperparameters=resolved, suffix=suffix or "",
+            hyperparameters=resolved, suffix=suffix or "", version=version or "",
             seed=secrets.randbelow(SEED_MAX + 1) if seed is None else seed, metadata=metadata,
             max_attempts=settings.JOB_MAX_ATTEMPTS, objective=objective, promotion_gate=gate,
             evaluate_checkpoints=evaluate_checkpoints, grader=grader,
@@ -191,11 +198,36 @@ def _dataset_for(owner, file_id, param: str) -> Dataset:
     if dataset.purpose == RESULTS_PURPOSE:
         raise InvalidRequest(f"{file_id} ({dataset.filename}) is a job's results, not training data", param=param,
                              code="invalid_file")
+    if dataset.is_vision:
+        raise InvalidRequest(f"{file_id} ({dataset.filename}) is a vision dataset (images); language model jobs "
+                             "train on text rows", param=param, code="invalid_file")
     if dataset.status == Dataset.Status.INVALID:
         first = ((dataset.validation_report or {}).get("summary") or "").split("\n")[0]
         raise InvalidRequest(f"{file_id} ({dataset.filename}) failed validation: {first}; see "
                              f"GET /v1/datasets/{file_id}/report", param=param, code="invalid_file")
     return dataset
+
+
+VersionCheck = Callable[[object, str, Semver], None]  # (owner, model name, version) → raises InvalidRequest
+_version_checks: list[VersionCheck] = []
+
+
+def job_version_check_register(check: VersionCheck) -> None:
+    """Let the registry (``models_app``, above this app) refuse a requested version that is not new."""
+    if check not in _version_checks:
+        _version_checks.append(check)
+
+
+def job_version_check(version: str, *, owner, name: str) -> None:
+    """A requested registry version is a plain semantic version (``1.4.0``) that the registry accepts."""
+    if not version:
+        return
+    parsed = semver_parse(version)
+    if parsed is None:
+        raise InvalidRequest(f"version must be a semantic version like 1.4.0, not {version!r}", param="version",
+                             code="invalid_version")
+    for check in _version_checks:
+        check(owner, name, parsed)
 
 
 def job_suffix_check(suffix: str, *, base_model: BaseModel) -> None:

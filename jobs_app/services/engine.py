@@ -1,6 +1,7 @@
 """The bridge between a job and the engine: ``JobReporter`` is the engine's ``emit`` (events become
 JobEvent and Checkpoint rows), ``JobControl`` its ``should_stop`` (answered from the job's row)."""
 
+import contextvars
 import json
 import logging
 import math
@@ -96,13 +97,15 @@ class JobReporter:
         self.stale = False
         self.batched_at = 0.0
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._drain, daemon=True, name=f"events-{job.id}")
+        # The writer runs in the task's context: its rows carry the request id the task runs under.
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._drain,), daemon=True,
+                                       name=f"events-{job.id}")
         self.thread.start()
 
     def __call__(self, event) -> None:
         now = time.monotonic()  # pace and time are taken when the step ends, not when it is written
         if isinstance(event, Progress):
-            self.clock.step_ended(now)
+            self.clock.step_ended(now, event.step)
         elif isinstance(event, Metric):
             if "eval_loss" in event.values:
                 self.clock.eval_ended(now)
@@ -249,6 +252,7 @@ class EtaClock:
         self.save_each = parts.get("checkpoints", 0) / self.saves if self.saves else 0.0
         self.after = parts.get("finishing", 0) + parts.get("evaluation", 0)
         self.mark: float | None = None  # when the last step, pass or checkpoint ended
+        self.first_step: int | None = None  # the first step this attempt logged (later after a resume)
         self.timed = {"step": [0.0, 0], "eval": [0.0, 0], "save": [0.0, 0]}
 
     def _timed(self, kind: str, now: float) -> None:
@@ -257,7 +261,9 @@ class EtaClock:
             self.timed[kind][1] += 1
         self.mark = now
 
-    def step_ended(self, now: float) -> None:
+    def step_ended(self, now: float, step: int = 1) -> None:
+        if self.first_step is None:
+            self.first_step = step
         self._timed("step", now)
 
     def eval_ended(self, now: float) -> None:
@@ -274,8 +280,13 @@ class EtaClock:
         seconds, steps = self.timed["step"]
         if steps < self.SETTLED_STEPS or not total_steps:
             return None
-        done = (step - 1) / total_steps  # a pass or checkpoint at this step comes after its log line
         left = (total_steps - step) * seconds / steps
-        left += (self.evals - math.floor(self.evals * done)) * self._each("eval", self.eval_each)
-        left += (self.saves - math.floor(self.saves * done)) * self._each("save", self.save_each)
+        left += self._ahead("eval", self.evals, total_steps) * self._each("eval", self.eval_each)
+        left += self._ahead("save", self.saves, total_steps) * self._each("save", self.save_each)
         return round(max(0.0, left + self.after), 1)
+
+    def _ahead(self, kind: str, planned: int, total_steps: int) -> int:
+        """Passes or checkpoints still to come: those this attempt has not seen end, less the share
+        an earlier attempt made before the step this one resumed at."""
+        before = math.floor(planned * ((self.first_step or 1) - 1) / total_steps)
+        return max(0, planned - before - self.timed[kind][1])

@@ -9,10 +9,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from finetune_site.errors import Conflict
+from finetune_site.request_id import request_id_get
 from finetune_site.status import status_allows, status_transition
 from jobs_app import tasks
 from jobs_app.broadcast import job_publish
 from jobs_app.models import ALLOWED_TRANSITIONS, FineTuneJob, JobEvent
+from jobs_app.signals import job_transitioned
 
 Status = FineTuneJob.Status
 
@@ -29,10 +31,19 @@ def job_transition(*, job_id: str, to: str, expect_attempt: int | None = None, m
             raise Conflict(f"job {job_id} attempt {expect_attempt} is stale (now {job.attempt})",
                            code="stale_attempt")
 
+    previous = {}
+
+    def fence_and_remember(job: FineTuneJob) -> None:
+        fence(job)
+        previous["status"] = job.status
+
     with transaction.atomic():
-        job = status_transition(FineTuneJob, job_id, to, rules=ALLOWED_TRANSITIONS, check=fence, **fields)
+        job = status_transition(FineTuneJob, job_id, to, rules=ALLOWED_TRANSITIONS, check=fence_and_remember,
+                                **fields)
         job_event_add(job_id=job_id, message=message or f"Job {to.replace('_', ' ')}", level=level,
                       data={"status": to, "attempt": job.attempt, **(data or {})})
+        # in the transaction: what apps above write about it (a webhook's outbox row) commits with it
+        job_transitioned.send(sender=FineTuneJob, job=job, previous=previous["status"])
     return job
 
 
@@ -56,9 +67,11 @@ def job_events_add(*, job_id: str, events: list[dict], expect_attempt: int | Non
         if not rows.update(event_seq=F("event_seq") + len(events)):
             raise Conflict(f"job {job_id} attempt {expect_attempt} is stale or gone", code="stale_attempt")
         last = FineTuneJob.objects.values_list("event_seq", flat=True).get(pk=job_id)
+        request_id = request_id_get()  # one id finds the request, its tasks and the events they wrote
         created = JobEvent.objects.bulk_create([
             JobEvent(job_id=job_id, seq=last - len(events) + index, type=e.get("type", JobEvent.Type.MESSAGE),
-                     level=e.get("level", JobEvent.Level.INFO), message=e["message"], data=e.get("data"))
+                     level=e.get("level", JobEvent.Level.INFO), message=e["message"], data=e.get("data"),
+                     request_id=request_id)
             for index, e in enumerate(events, start=1)])
         newest = created[-1]  # subscribers read every row after the last one they have
         job_publish(job_id, {"event": {"seq": newest.seq, "type": newest.type, "level": newest.level,

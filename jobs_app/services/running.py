@@ -28,7 +28,7 @@ from workers.loading import ModelLoadError
 log = logging.getLogger(__name__)
 Status = FineTuneJob.Status
 # What a checkpoint holds besides the weights: needed to resume training, not to use the model.
-TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state", "trainer_state.json", "training_args.bin")
+TRAINING_STATE = ("optimizer.pt", "optimizer_", "scheduler.pt", "rng_state", "trainer_state.json", "training_args.bin")
 
 
 def job_run(*, job_id: str, worker: str = "") -> None:

@@ -12,4 +12,4 @@ class BaseModelAdmin(admin.ModelAdmin):
     list_filter = ("status", "family")
     search_fields = ("name", "source")
     readonly_fields = ("status", "error", "local_path", "architecture", "family", "parameters", "context_length",
-                       "dtype", "size_bytes", "license", "created_at", "checked_at")
+                       "dtype", "size_bytes", "license", "shape", "created_at", "checked_at")

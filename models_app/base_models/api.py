@@ -29,6 +29,7 @@ def base_model_object(base: BaseModel) -> dict:
         "dtype": base.dtype or None,
         "size_bytes": base.size_bytes,
         "license": base.license or None,
+        "shape": base.shape or None,
         "created_at": int(base.created_at.timestamp()),
         "checked_at": int(base.checked_at.timestamp()) if base.checked_at else None,
     }

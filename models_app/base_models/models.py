@@ -34,6 +34,8 @@ class BaseModel(models.Model):
     dtype = models.CharField(max_length=20, blank=True, help_text="The weights' dtype as saved.")
     size_bytes = models.PositiveBigIntegerField(null=True, blank=True, help_text="Size of its files on disk.")
     license = models.CharField(max_length=200, blank=True)
+    shape = models.JSONField(default=dict, blank=True,
+                             help_text="hidden_size, layers, intermediate_size, vocab_size (memory estimates).")
     created_at = models.DateTimeField(auto_now_add=True)
     checked_at = models.DateTimeField(null=True, blank=True)
 

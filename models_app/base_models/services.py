@@ -42,6 +42,8 @@ def base_model_builtin_ensure() -> BaseModel:
             "chat_template": CHAT_TEMPLATE,
             "context_length": CONFIG["max_position_embeddings"],
             "parameters": PARAMETERS,
+            "shape": {"hidden_size": CONFIG["hidden_size"], "layers": CONFIG["num_hidden_layers"],
+                      "intermediate_size": CONFIG["intermediate_size"], "vocab_size": CONFIG["vocab_size"]},
         },
     )
     return model
@@ -141,7 +143,7 @@ def base_model_describe(*, base_model_id: int) -> BaseModel | None:
         base_model=base, to=BaseModel.Status.READY, local_path=local, architecture=info.architecture,
         family=info.family, parameters=info.parameters, context_length=info.context_length,
         chat_template=info.chat_template, dtype=info.dtype, size_bytes=info.size_bytes, license=info.license,
-        error="", checked_at=timezone.now())
+        shape=info.shape, error="", checked_at=timezone.now())
 
 
 def base_model_fail(*, base_model: BaseModel, message: str) -> BaseModel:

@@ -36,10 +36,27 @@ def model_artifact_get(*, model: FineTunedModel | Checkpoint, artifact: str) -> 
                    f"POST /v1/registry/models/{name}/exports", param="artifact", code="export_not_verified")
 
 
-def zip_write(directory: Path, target: Path, folder: str = "adapter") -> Path:
+def zip_write(directory: Path, target: Path, folder: str = "adapter", readme: str | None = None) -> Path:
+    """Zip ``directory`` under ``folder/``; ``readme`` (the model card) becomes ``folder/README.md``."""
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-            archive.write(path, f"{folder}/" + path.relative_to(directory).as_posix())
+            name = path.relative_to(directory).as_posix()
+            if readme is None or name != "README.md":
+                archive.write(path, f"{folder}/{name}")
+        if readme is not None:
+            archive.writestr(f"{folder}/README.md", readme)
+    return target
+
+
+def zip_readme_replace(source: Path, target: Path, readme: str) -> Path:
+    """A copy of the zip ``source`` whose ``<folder>/README.md`` is ``readme`` (the edited model card)."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as new:
+        entries = old.infolist()
+        folder = entries[0].filename.split("/", 1)[0] if entries else "adapter"
+        for entry in entries:
+            if entry.filename != f"{folder}/README.md":
+                new.writestr(entry, old.read(entry))
+        new.writestr(f"{folder}/README.md", readme)
     return target
 
 

@@ -21,7 +21,9 @@ from models_app.base_models.models import BaseModel
 from models_app.base_models.services import base_model_local_path
 from models_app.models import EVALUATION_TRANSITIONS, Evaluation, FineTunedModel
 from models_app.services.artifacts import model_files_fetch
+from models_app.services.cards import model_card_evaluations_refresh
 from models_app.services.registry import model_promote
+from models_app.signals import evaluation_finished
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,9 @@ def _evaluation_finish(evaluation: Evaluation, *, status: str, error: str = "", 
         if evaluation.model and evaluation.kind == Evaluation.Kind.AUTO:
             _gate_apply(evaluation)
             _pace_record(evaluation)
+        evaluation_finished.send(sender=Evaluation, evaluation=evaluation)
+        if evaluation.model and status == Evaluation.Status.SUCCEEDED:
+            model_card_evaluations_refresh(model=evaluation.model)
 
 
 def _pace_record(evaluation: Evaluation) -> None:

@@ -18,6 +18,7 @@ from jobs_app.models import Checkpoint
 from jobs_app.services import checkpoint_fetch
 from models_app import tasks
 from models_app.base_models.services import base_model_local_path
+from models_app.cards import model_card_text
 from models_app.models import EXPORT_TRANSITIONS, Export, FineTunedModel
 from models_app.services.artifacts import model_files_fetch, zip_write
 from workers.export import GGUF_MODEL_TYPES  # light: the engine imports torch only when it runs
@@ -123,7 +124,8 @@ def _export_engine_run(export: Export, workdir: Path):
 
     source = _source_fetch(export.source, workdir / "source")
     config = ExportConfig(base_model_path=base_model_local_path(_source_base(export.source)), adapter_path=str(source),
-                          output_dir=str(workdir / "out"), kind=export.kind, quantization=export.quantization)
+                          output_dir=str(workdir / "out"), kind=export.kind, quantization=export.quantization,
+                          model_card=model_card_text(export.model) if export.model else "")
 
     def emit(event) -> None:
         if isinstance(event, Progress):

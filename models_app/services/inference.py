@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from models_app.models import FineTunedModel
 from models_app.replies import ReplyGone, ReplySender, replies_collect, reply_channel_new, reply_receive
 from models_app.selectors import model_public_id
 from models_app.services.artifacts import model_files_fetch
+from models_app.services.usage import model_usage_record
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
     """
     from workers.inference import ContextLengthExceeded, GenerateConfig, TemplateCannotWrite, generate
 
+    started = time.monotonic()
     with ReplySender(reply_channel, tag) as reply:
         config = dict(config)
         choices = config.pop("n", 1)
@@ -121,7 +124,10 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
             results = [generate(loaded, choice, lambda text, index=index: reply.send("delta", text=text, index=index),
                                 on_start=start if index == 0 else None)
                        for index, choice in enumerate(configs)]
-            reply.send("done", **_done_fields(results))
+            done = _done_fields(results)
+            # Counted before the reply ends, so a caller that reads the usage next finds this request.
+            _usage_record(model_id, done, seconds=time.monotonic() - started)
+            reply.send("done", **done)
         except ReplyGone:
             log.info("nobody reads %s any more; stopped generating", reply_channel)
         except ContextLengthExceeded as exc:
@@ -135,6 +141,17 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
             log.exception("chat completion with %s failed", model_id)
             reply.send("error", message=f"the model could not generate: {type(exc).__name__}: {exc}",
                        code="inference_failed", param=None)
+
+
+def _usage_record(model_id: str, done: dict, *, seconds: float) -> None:
+    """Count a finished reply of a fine-tuned model for its version's usage; never fails the reply."""
+    try:
+        model = FineTunedModel.objects.filter(pk=model_id).first()
+        if model is not None:
+            model_usage_record(model=model, prompt_tokens=done["prompt_tokens"],
+                               completion_tokens=done["completion_tokens"], latency_ms=seconds * 1000)
+    except Exception:
+        log.exception("could not record the usage of %s", model_id)
 
 
 def _choice_configs(config, choices: int) -> list:

@@ -8,44 +8,95 @@ from django.utils import timezone
 
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_delete_all, storage_put_dir, storage_put_file
-from jobs_app.services import alias_check, job_model_name
+from finetune_site.semver import Semver, semver_parse, semver_text
+from jobs_app.services import alias_check, job_event_add, job_model_name
+from models_app.cards import model_card_generate
 from models_app.models import AliasChange, FineTunedModel, ModelAlias
 from models_app.services.artifacts import zip_write
+from models_app.signals import model_promoted
 
 
 def fine_tuned_model_create(*, job, adapter_dir: Path) -> FineTunedModel:
-    """Store the adapter files of ``job`` and register the model that owns them."""
+    """Store the adapter files of ``job`` and register the model that owns them, with its semantic version
+    (``version_next``) and its generated model card (also ``README.md`` in the adapter zip)."""
     suffix = job.suffix or ""
     model_id = job.fine_tuned_model_name
     prefix = f"models/{model_id.replace(':', '_')}/adapter"
     names = storage_put_dir(adapter_dir, prefix)
-    with tempfile.TemporaryDirectory() as tmp:
-        names.append(storage_put_file(zip_write(adapter_dir, Path(tmp) / "adapter.zip"), f"{prefix}.zip"))
     name = job_model_name(suffix=suffix, base_model=job.base_model)  # never a base model's name
     try:
         with transaction.atomic():
-            return FineTunedModel.objects.create(
+            # Locks the name's versions so two jobs finishing together cannot both take the same number;
+            # the very first version of a name is guarded by the unique constraints instead.
+            versions = list(FineTunedModel.objects.select_for_update(of=("self",)).filter(owner=job.owner, name=name)
+                            .select_related("job__dataset"))
+            model = FineTunedModel(
                 id=model_id,
                 owner=job.owner,
                 job=job,
                 base_model=job.base_model,
                 name=name,
-                version=_version_next(job.owner, name),
+                version=max((v.version for v in versions), default=0) + 1,
                 checkpoint=job.checkpoints.order_by("-step").first(),
                 adapter=job.hyperparameters["adapter"],
                 adapter_path=prefix,
-                artifact_files=names,
             )
+            model.major, model.minor, model.patch = version_next(job=job, versions=versions)
+            model.card = model_card_generate(model, evaluations=())
+            with tempfile.TemporaryDirectory() as tmp:
+                archive = zip_write(adapter_dir, Path(tmp) / "adapter.zip", readme=model.card)
+                names.append(storage_put_file(archive, f"{prefix}.zip"))
+            model.artifact_files = names
+            model.save(force_insert=True)
+            return model
     except Exception:
         storage_delete_all(names)
         raise
 
 
-def _version_next(owner, name: str) -> int:
-    # Locks the name's versions so two jobs finishing together cannot both take the same number;
-    # the very first version of a name is guarded by the unique constraint instead.
-    versions = FineTunedModel.objects.select_for_update().filter(owner=owner, name=name)
-    return max(versions.values_list("version", flat=True), default=0) + 1
+def version_signature(job) -> dict:
+    """What the bump rule compares between two versions' jobs (a copy lives in migration 0009)."""
+    return {"base_model": job.base_model_id, "objective": job.objective,
+            "data": job.dataset.sha256 or job.dataset_id, "hyperparameters": job.hyperparameters}
+
+
+def version_bump(previous: dict, current: dict) -> str:
+    """``major`` when the base model or the objective changed, ``minor`` when the training data did,
+    else ``patch`` (hyperparameters only, or a retrain of the same)."""
+    if previous["base_model"] != current["base_model"] or previous["objective"] != current["objective"]:
+        return "major"
+    return "minor" if previous["data"] != current["data"] else "patch"
+
+
+def version_next(*, job, versions: list[FineTunedModel]) -> Semver:
+    """The semantic version of the model ``job`` makes, given the name's existing ``versions``: 1.0.0 first;
+    then the version the job asked for when it is still greater than the newest, else the newest bumped
+    by ``version_bump`` against the latest made."""
+    if not versions:
+        return semver_parse(job.version) or (1, 0, 0)
+    top = max((v.major, v.minor, v.patch) for v in versions)
+    asked = semver_parse(job.version)
+    if asked and asked > top:
+        return asked
+    latest = max(versions, key=lambda v: v.version)
+    major, minor, patch = top
+    bumped = {"major": (major + 1, 0, 0), "minor": (major, minor + 1, 0), "patch": (major, minor, patch + 1)}[
+        version_bump(version_signature(latest.job), version_signature(job))]
+    if asked:  # another version of the name took a greater number since the job was created
+        job_event_add(job_id=job.id, level="warn",
+                      message=f"Version {semver_text(asked)} is no longer newer than {semver_text(top)}; "
+                              f"the model is {semver_text(bumped)} by the bump rule")
+    return bumped
+
+
+def registry_version_check(owner, name: str, version: Semver) -> None:
+    """A version a job asks for must be greater than every version of the name (registered in
+    ``ModelsAppConfig.ready`` as the jobs' ``job_version_check``)."""
+    versions = FineTunedModel.objects.filter(owner=owner, name=name).values_list("major", "minor", "patch")
+    top = max(versions, default=None)
+    if top is not None and version <= tuple(top):
+        raise InvalidRequest(f"version {semver_text(version)} must be greater than {name}'s newest, "
+                             f"{semver_text(tuple(top))}", param="version", code="version_not_newer")
 
 
 def fine_tuned_model_delete(*, model: FineTunedModel) -> None:
@@ -75,11 +126,13 @@ def model_promote(*, model: FineTunedModel, alias: str = "production", action: s
                                                          defaults={"model": model})
         AliasChange.objects.create(owner=model.owner, name=model.name, alias=alias, model=model,
                                    previous=previous, action=action)
+        model_promoted.send(sender=ModelAlias, alias=current, previous=previous, action=action)
     return current
 
 
-def alias_rollback(*, owner, name: str, alias: str, version: int | None = None) -> ModelAlias:
-    """Move ``alias`` back: to ``version``, or to the newest earlier version it pointed at before."""
+def alias_rollback(*, owner, name: str, alias: str, version: int | str | None = None) -> ModelAlias:
+    """Move ``alias`` back: to ``version`` (``1.4.0``, or N of ``name@vN``), or to the newest earlier
+    version it pointed at before."""
     current = ModelAlias.objects.filter(owner=owner, name=name, alias=alias).select_related("model").first()
     if current is None:
         raise InvalidRequest(f"{name} has no alias {alias!r}", param="alias", code="alias_not_found")
@@ -87,10 +140,12 @@ def alias_rollback(*, owner, name: str, alias: str, version: int | None = None) 
     return model_promote(model=target, alias=alias, action="rollback")
 
 
-def _rollback_target(current: ModelAlias, version: int | None) -> FineTunedModel:
+def _rollback_target(current: ModelAlias, version: int | str | None) -> FineTunedModel:
     versions = FineTunedModel.objects.filter(owner=current.owner, name=current.name, archived_at__isnull=True)
     if version is not None:
-        target = versions.filter(version=version).first()
+        semver = semver_parse(version)
+        target = (versions.filter(major=semver[0], minor=semver[1], patch=semver[2]) if semver
+                  else versions.filter(version=version)).first()
         if target is None:
             raise InvalidRequest(f"{current.name} has no unarchived version {version}", param="version")
         return target

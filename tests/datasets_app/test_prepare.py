@@ -130,3 +130,36 @@ def test_filter_by_tokens_with_an_unknown_model_is_400(base_model):
     assert response.status_code == 400 and (error["param"], error["code"]) == ("operations[1].model", "model_not_found")
     assert "gpt-9" in error["message"] and "tiny-llama" in error["message"]
     assert list(Dataset.objects.all()) == [parent]
+
+
+def test_clean_language_quality_and_chunk_through_the_api_record_versioned_lineage(base_model):
+    user = make_user()
+    story = " ".join(f"Chapter {n} of the story tells what happened on day {n}." for n in range(12))
+    rows = [{"text": "The caf\u00c3\u00a9  menu offers\x07 coffee\r\n\r\n\r\n\r\nand  cake to every guest."},
+            {"text": "Das ist ein deutscher Satz über das Wetter in Berlin."},
+            {"text": story}]
+    parent = make_dataset(user, rows=rows, name="corpus.jsonl")
+    client = api_client(user)
+    operations = [{"op": "clean"}, {"op": "language", "keep": ["en"], "min_confidence": 0.3},
+                  {"op": "quality"}, {"op": "chunk", "model": "tiny-llama", "max_tokens": 100, "overlap_tokens": 40}]
+    response = client.post(f"/v1/datasets/{parent.id}/prepare", {"operations": operations}, format="json")
+    assert response.status_code == 200, response.content
+    version = response.json()["data"][0]
+    applied = client.get(f"/v1/datasets/{version['id']}/versions").json()["data"][-1]["operations"]
+    assert [(op["op"], op["version"]) for op in applied] == [("clean", 1), ("language", 1), ("quality", 1),
+                                                             ("chunk", 1)]
+    assert applied[0]["rows_changed"] == 1 and applied[1]["rows_removed"] == 1 and applied[1]["languages"]["de"] == 1
+    assert sum(applied[2]["score_histogram"]) == 2 and applied[3]["rows_added"] == version["rows"] - 2
+    kept = [row["text"] for row in client.get(f"/v1/datasets/{version['id']}/preview?limit=50").json()["data"]]
+    assert kept[0] == "The café menu offers coffee\n\nand cake to every guest."
+    assert len(kept) > 3 and all(text.startswith("Chapter") and text.endswith(".") and text in story
+                                 for text in kept[1:])
+
+
+def test_chunk_of_chat_rows_is_400_naming_the_operation(base_model):
+    user = make_user()
+    parent = make_dataset(user)
+    response = api_client(user).post(f"/v1/datasets/{parent.id}/prepare", {"operations": [
+        {"op": "chunk", "model": "tiny-llama", "max_tokens": 64}]}, format="json")
+    assert response.status_code == 400 and response.json()["error"]["param"] == "operations[0].op"
+    assert "convert the rows to text first" in response.json()["error"]["message"]

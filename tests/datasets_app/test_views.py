@@ -253,3 +253,31 @@ def test_prepare_form_offers_only_the_options_that_apply(client, base_model, use
     page = client.get(reverse("datasets:detail", args=[chat.id])).content.decode()
     convert = re.search(r'<select name="convert".*?</select>', page, re.S).group(0)
     assert 'value="chat"' not in convert and 'value="prompt_completion"' in convert and 'name="max_tokens"' in page
+
+
+def test_prepare_form_cleans_chunks_and_shows_each_operation_with_its_version(client, user):
+    base_model_builtin_ensure()
+    story = " ".join(f"Chapter {n} of the story tells what happened on day {n}." for n in range(12))
+    dataset = make_dataset(user, rows=[{"text": "A  short\x07 note."}, {"text": story}])
+    page = client.get(reverse("datasets:detail", args=[dataset.id])).content.decode()
+    assert 'name="clean_text"' in page and 'name="chunk_max_tokens"' in page and 'name="language_keep"' in page
+    response = _prepare(client, dataset, clean_text="on", clean_unicode="nfkc", clean_mojibake="on",
+                        clean_control="on", clean_whitespace="on", quality="on", min_score="0",
+                        chunk="on", chunk_max_tokens="100", chunk_overlap="0", token_model="tiny-llama")
+    assert response.status_code == 302, response.content.decode()
+    version = Dataset.objects.get(parent=dataset)
+    assert [op["op"] for op in version.operations] == ["clean", "quality", "chunk"]
+    assert version.operations[0]["unicode"] == "nfkc" and version.row_count > 2
+    version_page = client.get(response["Location"]).content.decode()
+    assert "clean v1 (1 changed)" in version_page and "quality v1" in version_page
+    assert '<td class="quality">1.00</td>' in version_page  # each previewed row's score
+    assert f"chunk v1 (1 changed) (+{version.row_count - 2} chunks)" in version_page
+
+
+def test_prepare_form_puts_a_bad_language_code_next_to_its_field(client, user):
+    dataset = make_dataset(user)
+    response = _prepare(client, dataset, language="on", language_keep="en, klingon")
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert re.search(r'id="error-language_keep" role="alert">must list ISO 639-1 language codes', body)
+    assert not Dataset.objects.filter(parent=dataset).exists()

@@ -1,5 +1,7 @@
 """Creating jobs: every bad input is a 400 naming its param, and no job is created."""
 
+import importlib.util
+
 import pytest
 
 from jobs_app.models import FineTuneJob
@@ -37,6 +39,13 @@ def test_create_resolves_auto_hyperparameters_and_returns_openai_job(base_model)
     ("tiny-llama", {"adapter": "qlora", "quantization": "int4"}, "method.supervised.hyperparameters.quantization",
      "nf4"),
     ("tiny-llama", {"devices": 0}, "method.supervised.hyperparameters.devices", "from 1 to 64"),
+    ("tiny-llama", {"sharding": "fsdp"}, "method.supervised.hyperparameters.sharding", "set devices above 1"),
+    ("tiny-llama", {"sharding": "fsdp", "devices": 1}, "method.supervised.hyperparameters.sharding",
+     "set devices above 1"),
+    pytest.param("tiny-llama", {"sharding": "zero2", "devices": 2}, "method.supervised.hyperparameters.sharding",
+                 "needs the deepspeed package", marks=pytest.mark.skipif(
+                     importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")),
+    ("tiny-llama", {"sharding": "ddp", "devices": 2}, "method.supervised.hyperparameters.sharding", '"fsdp"'),
     ("tiny-llama", {"max_length": 4096}, "method.supervised.hyperparameters.max_length", "context of 2048"),
     ("tiny-llama", {"warp_speed": 9}, "method.supervised.hyperparameters.warp_speed", "is not a hyperparameter"),
     ("tiny-llama", {"template": "vicuna"}, "method.supervised.hyperparameters.template", '"chatml", "llama3"'),
@@ -48,6 +57,15 @@ def test_bad_job_input_is_400_with_param_and_creates_nothing(base_model, model, 
     error = response.json()["error"]
     assert error["param"] == param and text in error["message"]
     assert not FineTuneJob.objects.exists()
+
+
+def test_sharding_is_stored_resolved_next_to_devices(base_model):
+    user = make_user()
+    client = api_client(user)
+    given = _create(client, make_dataset(user).id, devices=2, sharding="fsdp").json()
+    assert given["method"]["supervised"]["hyperparameters"]["sharding"] == "fsdp"
+    auto = _create(client, make_dataset(user).id, devices=2).json()["method"]["supervised"]["hyperparameters"]
+    assert auto["sharding"] == "none" and "sharding" in auto["auto_resolved"]  # no memory estimate says it must
 
 
 def test_missing_training_file_is_400(base_model):

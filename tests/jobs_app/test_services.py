@@ -84,6 +84,13 @@ def test_validation_queues_a_good_job_for_training(base_model, django_capture_on
     assert job.status == Status.QUEUED and len(callbacks) >= 1
 
 
+def test_validation_measures_a_sharded_job_in_one_process(base_model, tiny_model_path):
+    job = make_job(hyperparameters={"n_epochs": 1, "batch_size": 4, "devices": 2, "sharding": "fsdp"})
+    job_validate(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED and job.estimate["basis"] == "calibration" and job.estimate["seconds"] > 0
+
+
 def test_validation_estimates_tokens_steps_time_and_memory(base_model, tiny_model_path):
     job = make_job(hyperparameters={"n_epochs": 3, "batch_size": 4})
     job_validate(job_id=job.id)

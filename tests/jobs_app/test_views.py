@@ -126,7 +126,7 @@ def test_succeeded_job_links_its_model_evaluation_playground_and_download(client
     model, evaluation = _result_model(job)
     body = client.get(reverse("jobs:detail", args=[job.id])).content.decode()
     nav = re.search(r'<nav class="next-steps" id="job-next".*?</nav>', body, re.S).group(0)
-    assert f'id="next-model" href="/models/{model.id}/">topics@v1</a>' in nav
+    assert f'id="next-model" href="/models/{model.id}/">topics@1.0.0</a>' in nav
     assert f'id="next-evaluation" href="/models/evaluations/{evaluation.id}/">Evaluation (running)</a>' in nav
     assert 'id="next-playground" href="/models/playground/?model=ft%3Atiny-llama%3A%3A' in nav
     assert f'id="next-download" href="/v1/models/{model.id}/download?artifact=adapter">Download the adapter' in nav
@@ -378,3 +378,23 @@ def test_wizard_refuses_a_base_models_name_as_the_model_name_next_to_the_field(c
     client.post(reverse("jobs:wizard_model"), _advanced(suffix=""))
     review = client.get(reverse("jobs:wizard_review")).content.decode()
     assert re.search(r'<dd id="model-name">tiny-llama-ft ', review)
+
+
+def test_wizard_grades_a_sample_answer_on_the_first_rows_before_any_compute(client, base_model, user):
+    rows = [{"messages": [{"role": "user", "content": f"Capital of France? ({i})"}],
+             "answer": "Paris" if i != 1 else "Lyon"} for i in range(5)]
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user, rows=rows).id})
+    grader = {"type": "string_check", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+              "operation": "eq", "name": "exact"}
+    page = client.get(reverse("jobs:wizard_model")).content.decode()
+    assert 'id="grader-try-button"' in page and "first 3 rows" in page
+    tried = client.post(reverse("jobs:wizard_grader_try"), {"grader": json.dumps(grader), "grader_sample": "Paris"},
+                        HTTP_HX_REQUEST="true").content.decode()
+    rewards = re.findall(r'<td class="num">([0-9.]+)</td>', tried)
+    assert rewards == ["1.000", "0.000", "1.000"], tried  # row 2's answer is Lyon
+    assert FineTuneJob.objects.count() == 0
+    unknown = client.post(reverse("jobs:wizard_grader_try"), {
+        "grader": json.dumps({**grader, "reference": "{{item.solution}}"}), "grader_sample": "Paris"}).content.decode()
+    assert 'role="alert"' in unknown and "grader.reference" in unknown and "solution" in unknown
+    not_json = client.post(reverse("jobs:wizard_grader_try"), {"grader": "{type: string", "grader_sample": ""})
+    assert "The grader is not JSON" in not_json.content.decode()

@@ -33,7 +33,8 @@ def versions(base_model, alice, tmp_path):
 
 def test_models_of_one_name_get_increasing_versions(versions, alice, tmp_path):
     assert [m.version for m in versions] == [1, 2, 3]
-    assert versions[2].reference == "bot@v3"
+    assert [m.semver for m in versions] == ["1.0.0", "1.0.1", "1.0.2"]  # the same data and settings: patches
+    assert versions[2].reference == "bot@1.0.2"
     other = _version(alice, tmp_path / "adapter", suffix="other")
     assert other.version == 1
 
@@ -71,7 +72,8 @@ def test_api_promote_rollback_and_history(versions, alice):
     body = client.post("/v1/registry/names/bot/rollback", {"alias": "production"}, format="json").json()
     assert body["aliases"] == {"production": versions[0].id}
     assert [c["action"] for c in body["history"]] == ["rollback", "promote", "promote"]
-    assert [v["version"] for v in body["versions"]] == [3, 2, 1]
+    assert [(v["version"], v["version_number"]) for v in body["versions"]] == [("1.0.2", 3), ("1.0.1", 2),
+                                                                               ("1.0.0", 1)]
     names = client.get("/v1/registry/names").json()["data"]
     assert names == [{"object": "registry.model", "name": "bot", "versions": 3, "latest": versions[2].id,
                       "aliases": {"production": versions[0].id}}]
@@ -100,8 +102,8 @@ def test_lineage_links_dataset_job_checkpoint_version_and_exports(versions, alic
     body = client.get(f"/v1/registry/models/{model.id}/lineage").json()
     assert body["dataset"]["id"] == model.job.dataset_id and body["dataset"]["parents"] == []
     assert body["job"]["id"] == model.job_id
-    assert body["version"] == {"id": model.id, "name": "bot", "version": 1, "aliases": [], "archived": False,
-                               "promotion": None}
+    assert body["version"] == {"id": model.id, "name": "bot", "version": "1.0.0", "version_number": 1,
+                               "aliases": [], "archived": False, "promotion": None}
     assert body["exports"] == [] and body["checkpoint"] is None
 
 
@@ -137,7 +139,8 @@ def test_a_model_without_a_suffix_is_named_after_its_base_with_ft_never_the_base
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
     first, second = _version(alice, adapter, suffix=""), _version(alice, adapter, suffix="")
-    assert (first.name, first.reference, second.reference) == ("tiny-llama-ft", "tiny-llama-ft@v1", "tiny-llama-ft@v2")
+    assert (first.name, first.reference, second.reference) == ("tiny-llama-ft", "tiny-llama-ft@1.0.0",
+                                                                   "tiny-llama-ft@1.0.1")
     legacy = _version(alice, adapter, suffix="tiny-llama")  # a suffix from before the rule: still not the base's name
     assert legacy.name == "tiny-llama-ft" and legacy.version == 3
     assert model_get(alice, "tiny-llama").name == "tiny-llama" and model_get(alice, "tiny-llama") != legacy

@@ -5,8 +5,11 @@ import re
 import pytest
 from django.urls import reverse
 
-from models_app.models import FineTunedModel
-from tests.factories import make_job, make_metric, make_user
+from datasets_app.models import Dataset
+from datasets_app.selectors import dataset_rows
+from models_app.models import FineTunedModel, StoredCompletion
+from models_app.services import completion_row
+from tests.factories import make_job, make_metric, make_stored_completion, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +20,8 @@ def _model(owner, base_model):
     version = FineTunedModel.objects.filter(owner=owner, name="tiny-llama").count() + 1
     return FineTunedModel.objects.create(id=f"ft:tiny-llama::{job.id[-6:]}", owner=job.owner, job=job,
                                          base_model=base_model, name="tiny-llama", adapter="lora", version=version,
-                                         adapter_path="models/x/adapter", artifact_files=["models/x/adapter.zip"])
+                                         patch=version - 1, adapter_path="models/x/adapter",
+                                         artifact_files=["models/x/adapter.zip"])
 
 
 def test_list_shows_own_models_and_base_models(client, base_model):
@@ -98,9 +102,9 @@ def test_registry_page_lists_versions_and_rolls_an_alias_back(client, base_model
         model_promote(model=model, alias="production")
     client.force_login(user)
     page = client.get(reverse("models:registry", args=["tiny-llama"])).content.decode()
-    assert "v1" in page and "v2" in page and "Roll back production" in page
+    assert ">1.0.0</a>" in page and ">1.0.1</a>" in page and "Roll back production" in page
     response = client.post(reverse("models:rollback", args=["tiny-llama"]), {"alias": "production"}, follow=True)
-    assert "tiny-llama@production rolled back to v1" in response.content.decode()
+    assert "tiny-llama@production rolled back to 1.0.0" in response.content.decode()
     assert first.aliases.filter(alias="production").exists()
 
 
@@ -243,3 +247,62 @@ def test_evaluation_page_says_all_rows_when_the_dataset_is_smaller_than_the_limi
     type(model.job.dataset).objects.filter(pk=model.job.dataset_id).update(row_count=1234)
     body = client.get(reverse("models:evaluation", args=[evaluation.id])).content.decode()
     assert "the first 100 of 1,234 rows" in body
+
+
+# --- stored completions: the data loop's page ---
+
+
+def test_completions_page_lists_own_completions_filters_rates_and_corrects(client):
+    user = make_user()
+    client.force_login(user)
+    mine = make_stored_completion(user, answer="Lyon.", metadata={"app": "support"})
+    other = make_stored_completion(user, answer="Berlin.", metadata={"app": "sales"})
+    theirs = make_stored_completion(make_user(), answer="Not yours.")
+    page = client.get(reverse("models:completions")).content.decode()
+    assert "Lyon." in page and "Berlin." in page and "Not yours." not in page and 'id="make-dataset"' in page
+    filtered = client.get(reverse("models:completions"), {"metadata": "app=support"}).content.decode()
+    assert "Lyon." in filtered and "Berlin." not in filtered
+    url = reverse("models:completion_feedback", args=[mine.id])
+    row = client.post(url, {"rating": "down"}, HTTP_HX_REQUEST="true")
+    assert row.status_code == 200
+    assert f'<tr id="{mine.id}"' in row.content.decode() and 'value="down" aria-pressed="true"' in row.content.decode()
+    corrected = client.post(url, {"correction": "Paris."}, HTTP_HX_REQUEST="true").content.decode()
+    assert "<ins>Paris.</ins>" in corrected and "<del>Lyon.</del>" in corrected
+    mine.refresh_from_db()
+    assert (mine.rating, mine.correction) == (-1, "Paris.")
+    assert client.post(reverse("models:completion_feedback", args=[theirs.id]), {"rating": "up"}).status_code == 404
+    assert other.rating is None
+
+
+def test_make_a_dataset_button_turns_the_selection_into_a_dataset_with_lineage(client):
+    user = make_user()
+    client.force_login(user)
+    first = make_stored_completion(user, answer="Paris.")
+    second = make_stored_completion(user, answer="Rome.")
+    make_stored_completion(user, answer="Not selected.")
+    response = client.post(reverse("models:completions_dataset"), {"completion": [first.id, second.id],
+                                                                    "filename": "capitals"})
+    dataset = Dataset.objects.get(owner=user)
+    assert response.status_code == 302 and response["Location"] == reverse("datasets:detail", args=[dataset.id])
+    assert (dataset.status, dataset.format, dataset.row_count, dataset.filename) == ("ready", "chat", 2,
+                                                                                    "capitals.jsonl")
+    detail = client.get(response["Location"]).content.decode()
+    assert "from_completions v1" in detail  # the lineage on the dataset page
+    assert dataset_rows(dataset, limit=10) == [completion_row(first), completion_row(second)]
+    page = client.get(reverse("models:completions")).content.decode()
+    assert page.count(reverse("datasets:detail", args=[dataset.id])) == 2  # each used completion links it
+    nothing = client.post(reverse("models:completions_dataset"), {})
+    assert nothing.status_code == 302 and Dataset.objects.filter(owner=user).count() == 1
+
+
+def test_import_form_and_retention_form(client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    user = make_user()
+    client.force_login(user)
+    rows = b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}\n'
+    client.post(reverse("models:completions_import"), {"file": SimpleUploadedFile("export.jsonl", rows)})
+    assert StoredCompletion.objects.get(owner=user).answer == "Hello!"
+    client.post(reverse("models:completions_settings"), {"retention_days": "7"})
+    page = client.get(reverse("models:completions")).content.decode()
+    assert 'name="retention_days" value="7"' in page and "Hello!" in page

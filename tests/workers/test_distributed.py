@@ -1,12 +1,19 @@
-"""torchrun with two CPU processes (gloo): the data is split across ranks, rank 0 reports."""
+"""torchrun with two CPU processes (gloo): the data is split across ranks, rank 0 reports; with
+``sharding="fsdp"`` each rank holds half of the weights, and a sharded checkpoint resumes."""
 
 import json
+import os
+import signal
 from pathlib import Path
+
+import pytest
 
 from workers.config import TrainConfig
 from workers.distributed import run_distributed
-from workers.events import ArtifactSaved, Metric
+from workers.events import ArtifactSaved, LogLine, Metric, Progress
+from workers.loading import model_load
 from workers.sample_data import classification_write
+from workers.tiny_model import PARAMETERS
 
 
 def test_two_processes_split_the_batches_and_save_one_adapter(tiny_model_path, tmp_path):
@@ -20,6 +27,8 @@ def test_two_processes_split_the_batches_and_save_one_adapter(tiny_model_path, t
     assert (result.steps, result.total_steps) == (6, 6)
     assert [e.step for e in events if isinstance(e, Metric) and "loss" in e.values] == [1, 2, 3, 4, 5, 6]
     assert [e.step for e in events if isinstance(e, ArtifactSaved) and e.kind == "checkpoint"] == [3, 6]
+    # not sharded: each rank holds the whole model (base and adapter)
+    assert result.rank_parameters[0] == result.rank_parameters[1] > PARAMETERS
     assert Path(result.adapter_dir, "adapter_model.safetensors").exists()
     # the config crossed to the ranks as JSON and came back whole: only the named modules were adapted
     adapted = json.loads(Path(result.adapter_dir, "adapter_config.json").read_text())["target_modules"]
@@ -32,3 +41,80 @@ def test_stop_request_reaches_every_rank(tiny_model_path, tmp_path):
                          n_epochs=50, batch_size=4, devices=2)
     result = run_distributed(config, lambda event: None, should_stop=lambda: True)
     assert result.stopped and result.steps < 150 and result.adapter_dir == ""
+
+
+def _losses(events) -> dict[int, float]:
+    return {e.step: e.values["loss"] for e in events if isinstance(e, Metric) and "loss" in e.values}
+
+
+@pytest.mark.parametrize("adapter", ["lora", "full"])
+def test_fsdp_gives_each_rank_half_of_the_weights_and_saves_the_whole_model(tiny_model_path, tmp_path, adapter):
+    train = classification_write(tmp_path / "train.jsonl", 16)
+    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp_path / "out"),
+                         adapter=adapter, n_epochs=1, batch_size=2, learning_rate=3e-3, devices=2, sharding="fsdp")
+    events = []
+    result = run_distributed(config, events.append)
+    held = result.rank_parameters
+    assert len(held) == 2 and sum(held) >= PARAMETERS  # the base's weights (and LoRA's), split, not copied
+    assert all(0.4 < part / sum(held) < 0.6 for part in held), held
+    if adapter == "full":
+        assert sum(held) == PARAMETERS
+    assert any(isinstance(e, LogLine) and e.message.startswith("Parameters held per rank: ") for e in events)
+    losses = _losses(events)
+    assert list(losses) == [1, 2, 3, 4] and losses[4] < losses[1]
+    # the final save gathers the shards: an ordinary model (or adapter) that loads whole and has learned
+    base = model_load(str(tiny_model_path)).state_dict()
+    tuned = model_load(str(tiny_model_path), adapter_path=result.adapter_dir, merged=True).state_dict()
+    assert {name: t.shape for name, t in tuned.items()} == {name: t.shape for name, t in base.items()}
+    assert any(not tuned[name].equal(base[name]) for name in base)
+    # the last checkpoint holds its weights in one part per rank (to resume from) and loads as a model too
+    # (inference, evaluation): full fine-tuning's parts are read in one process, LoRA's adapter is gathered
+    checkpoint = [e.path for e in events if isinstance(e, ArtifactSaved) and e.kind == "checkpoint"][-1]
+    assert len(list(Path(checkpoint, "pytorch_model_fsdp_0").glob("*.distcp"))) == 2
+    saved = model_load(str(tiny_model_path), adapter_path=checkpoint, merged=True).state_dict()
+    assert all(saved[name].equal(tuned[name]) for name in tuned)  # taken at the last step
+
+
+def _rank_pids(config_path: Path) -> list[int]:
+    """The training processes torchrun started for ``config_path`` (not torchrun itself)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            command = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
+        except (NotADirectoryError, FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+        if str(config_path).encode() in command and b"torch.distributed.run" not in command:
+            pids.append(int(entry))
+    return pids
+
+
+def test_sharded_checkpoint_resumes_after_one_rank_is_killed(tiny_model_path, tmp_path):
+    train = classification_write(tmp_path / "train.jsonl", 16)
+    options = dict(model_path=str(tiny_model_path), train_file=str(train), n_epochs=2, batch_size=2,
+                   learning_rate=3e-3, lora_target_modules=["q_proj", "v_proj"], devices=2, sharding="fsdp",
+                   save_steps=2)
+    config = TrainConfig(output_dir=str(tmp_path / "first"), **options)
+    first: list = []
+
+    def kill_a_rank_after_the_first_checkpoint(event) -> None:
+        first.append(event)
+        if isinstance(event, ArtifactSaved) and event.step == 2:
+            os.kill(max(_rank_pids(tmp_path / "first" / "config.json")), signal.SIGKILL)
+
+    with pytest.raises(RuntimeError, match="exited"):
+        run_distributed(config, kill_a_rank_after_the_first_checkpoint)
+    saved = [e for e in first if isinstance(e, ArtifactSaved)]  # announced once every rank wrote its part
+    assert saved and saved[-1].kind == "checkpoint" and saved[-1].step < 8
+    step, checkpoint = saved[-1].step, Path(saved[-1].path)
+    assert len(list((checkpoint / "pytorch_model_fsdp_0").glob("*.distcp"))) == 2  # one part per rank
+
+    second: list = []
+    result = run_distributed(TrainConfig(output_dir=str(tmp_path / "second"), resume_from=str(checkpoint), **options),
+                             second.append)
+    assert (result.steps, result.total_steps) == (8, 8) and not result.stopped
+    assert [e.step for e in second if isinstance(e, Progress)][0] == step + 1  # on from the checkpoint
+    # as the platform keeps them (later steps of the lost attempt are discarded): each step once
+    kept = [s for s in _losses(first) if s <= step]
+    assert kept + list(_losses(second)) == list(range(1, 9))
+    # the weights came back: the loss goes on from where it was, not from the base's
+    assert _losses(second)[step + 1] < _losses(first)[1] - 0.2

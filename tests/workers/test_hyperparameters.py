@@ -168,3 +168,28 @@ def test_an_option_name_lives_only_in_the_spec_the_code_that_uses_it_and_generat
                    and "migrations" not in path.parts and "lora_dropout" in path.read_text())
     assert named == ["workers/hyperparameters.py", "workers/training.py"]
     assert BY_NAME["lora_dropout"].help
+
+
+def test_sharding_auto_shards_only_a_model_that_does_not_fit_one_device():
+    over = Context(peak_memory_bytes=90 << 30, device_memory_bytes=80 << 30)
+    assert hyperparameters_resolve({"devices": 2}, over)["sharding"] == "fsdp"
+    assert hyperparameters_resolve({"devices": 1}, over)["sharding"] == "none"  # nothing to shard across
+    assert hyperparameters_resolve({"devices": 2}, Context(peak_memory_bytes=9 << 30,
+                                                           device_memory_bytes=80 << 30))["sharding"] == "none"
+    assert hyperparameters_resolve({"devices": 2}, SMALL)["sharding"] == "none"  # no estimate: nothing forces it
+    assert hyperparameters_resolve({"devices": 2, "sharding": "fsdp"}, SMALL)["sharding"] == "fsdp"
+
+
+def test_sharding_on_one_device_is_refused_by_the_api_and_the_engine():
+    with pytest.raises(OptionError, match="set devices above 1") as caught:
+        hyperparameters_resolve({"sharding": "fsdp"}, SMALL)
+    assert caught.value.name == "sharding"
+    with pytest.raises(ValueError, match="set devices above 1"):
+        TrainConfig(model_path="m", train_file="t", output_dir="o", sharding="fsdp")
+    assert TrainConfig(model_path="m", train_file="t", output_dir="o", sharding="fsdp", devices=2).sharding == "fsdp"
+
+
+def test_sharding_leaves_qlora_alone():
+    with pytest.raises(OptionError, match="adapter lora or full"):
+        hyperparameters_resolve({"adapter": "qlora", "devices": 2, "sharding": "fsdp"}, SMALL)
+    assert "sharding" not in hyperparameters_resolve({"adapter": "qlora", "devices": 2}, SMALL)

@@ -384,3 +384,18 @@ def test_gradient_accumulation_steps_as_the_schedule_counts_them(tiny_model_path
     schedule = Schedule(n_epochs=1, batch_size=4, gradient_accumulation_steps=4)
     assert result.steps == result.total_steps == schedule.steps(24) == 2
     assert Schedule(n_epochs=3, batch_size=4).steps(24) == 18
+
+
+def test_schedule_counts_the_passes_and_checkpoints_the_trainer_makes(tiny_model_path, tmp_path):
+    """Every eval_steps and save_steps, plus one at the end when the last step is not on the beat:
+    the estimate and the live ETA count the same passes and checkpoints as the run."""
+    from workers.estimate import Schedule
+
+    validation = classification_write(tmp_path / "valid.jsonl", 4, seed=1)
+    config = _config(tiny_model_path, tmp_path, n_epochs=1, batch_size=4, eval_steps=4, save_steps=4,
+                     validation_file=str(validation))
+    result = _run(config, [])  # 24 rows: 6 steps; passes and checkpoints after steps 4 and 6
+    schedule = Schedule(n_epochs=1, batch_size=4, eval_steps=4, save_steps=4, validation_tokens=1)
+    assert (result.evals, result.saves) == (schedule.evals(6), schedule.saves(6)) == (2, 2)
+    assert (Schedule(n_epochs=1, batch_size=4, eval_steps=3, save_steps=3, validation_tokens=1).evals(6),
+            Schedule(n_epochs=1, batch_size=4, eval_steps=3, save_steps=3).saves(6)) == (2, 2)

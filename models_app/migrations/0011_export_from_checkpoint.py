@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('jobs_app', '0012_merge_metadata_and_rlaif'),
-        ('models_app', '0008_evaluation_started_at'),
+        ('models_app', '0010_merge_0009_semver_card_usage_0009_stored_completions'),
     ]
 
     operations = [
