@@ -325,7 +325,7 @@ GENERATE_PARAMS = ("temperature", "top_p", "seed", "stop", "n", "presence_penalt
                    "top_logprobs")
 # OpenAI's parameters this platform cannot honour: refused when given, never ignored.
 UNSUPPORTED_PARAMS = ("logit_bias", "functions", "function_call", "audio", "modalities", "prediction",
-                      "web_search_options", "parallel_tool_calls")
+                      "web_search_options")
 TOOL_CHOICES = ("auto", "none")
 
 
@@ -460,6 +460,9 @@ class ChatCompletionSerializer(serializers.Serializer):
         for name in UNSUPPORTED_PARAMS:
             if self.initial_data.get(name) not in (None, [], {}):
                 raise serializers.ValidationError({name: f"{name} is not supported by this platform; leave it out"})
+        if self.initial_data.get("parallel_tool_calls") not in (None, True):
+            raise serializers.ValidationError({"parallel_tool_calls": "a reply may always hold several calls here; "
+                                                                      "parallel_tool_calls false cannot be honoured"})
         if data.get("tools") is not None:  # the check training files get: the same rules, one place
             _problem_raise(tools_check(data["tools"] if isinstance(data["tools"], list) else {}))
         if data.get("response_format") == "json_object":

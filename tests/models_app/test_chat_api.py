@@ -66,6 +66,7 @@ def queued(monkeypatch):
       "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice"),
     ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS, "stream": True}, "stream"),
     ({"model": "tiny-llama", "messages": HELLO, "functions": [{"name": "f"}]}, "functions"),
+    ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS, "parallel_tool_calls": False}, "parallel_tool_calls"),
     ({"model": "tiny-llama", "messages": [*HELLO, {"role": "tool", "content": "sunny"}]}, "messages.1.role"),
     ({"model": "tiny-llama", "messages": [{"role": "user", "content": None}]}, "messages.0.content"),
     ({"model": "tiny-llama", "messages": [*HELLO, {"role": "assistant", "content": None, "tool_calls": [
@@ -201,7 +202,7 @@ def test_tools_and_a_tool_calling_history_reach_the_worker_and_tool_choice_none_
     history = row["messages"][:3]  # the question, the assistant's call (content null), the tool's answer
     client = api_client(make_user())
     assert client.post(URL, {"model": "tiny-llama", "messages": history, "tools": row["tools"],
-                             "tool_choice": "auto"}, format="json").status_code == 503
+                             "tool_choice": "auto", "parallel_tool_calls": True}, format="json").status_code == 503
     assert queued[-1]["config"] == {"messages": history, "tools": row["tools"]}
     assert client.post(URL, {"model": "tiny-llama", "messages": history, "tools": row["tools"], "tool_choice": "none",
                              "stream": True}, format="json").status_code == 503
