@@ -178,9 +178,14 @@ def test_tuned_model_calls_the_tool_it_learned_and_answers_its_result(live_serve
     unoffered = client.chat.completions.create(model=model.id, messages=row["messages"][:1], tools=row["tools"],
                                                tool_choice="none", temperature=0, max_tokens=100)
     assert unoffered.choices[0].message.tool_calls is None  # tools neither offered nor read
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(model=model.id, messages=row["messages"][:1], tools=row["tools"], stream=True)
-    assert refused.value.body["param"] == "stream"
+    chunks = list(client.chat.completions.create(model=model.id, messages=row["messages"][:1], tools=row["tools"],
+                                                 temperature=0, max_tokens=100, stream=True))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert not any(d.content for d in deltas)  # the call's text is never streamed as content
+    [streamed] = [call for d in deltas for call in d.tool_calls or ()]
+    assert (streamed.index, streamed.type, streamed.function.name, json.loads(streamed.function.arguments)) == (
+        0, "function", "get_weather", {"city": "Paris"})
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
 
 def test_stored_completions_through_the_official_client(live_server, live_base_model, inference_worker):

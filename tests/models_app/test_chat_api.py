@@ -64,7 +64,6 @@ def queued(monkeypatch):
     ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
     ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS,
       "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice"),
-    ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS, "stream": True}, "stream"),
     ({"model": "tiny-llama", "messages": HELLO, "functions": [{"name": "f"}]}, "functions"),
     ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS, "parallel_tool_calls": False}, "parallel_tool_calls"),
     ({"model": "tiny-llama", "messages": [*HELLO, {"role": "tool", "content": "sunny"}]}, "messages.1.role"),
