@@ -32,6 +32,8 @@ from models_app.cards import model_card_text
 from models_app.models import AliasChange, Evaluation, Export, FineTunedModel, StoredCompletion
 from models_app.replies import END_TYPES, reply_receive
 from models_app.services.inference import MAX_CHOICES
+from workers.formats import tool_calls_check, tools_check
+from workers.inference import RESPONSE_FORMATS
 
 
 def model_object(model: BaseModel | FineTunedModel) -> dict:
@@ -77,7 +79,8 @@ def alias_change_object(change: AliasChange) -> dict:
 def export_object(export: Export) -> dict:
     finished = int(export.finished_at.timestamp()) if export.finished_at else None
     return {
-        "id": export.id, "object": "model.export", "model": export.model_id, "kind": export.kind,
+        "id": export.id, "object": "model.export", "model": export.source_id, "checkpoint": export.checkpoint_id,
+        "kind": export.kind,
         "quantization": export.quantization, "status": export.status, "progress": export.progress,
         "error": export.error or None, "artifact": export.artifact, "bytes": export.size_bytes,
         "verification": export.verification, "created_at": int(export.created_at.timestamp()),
@@ -109,7 +112,7 @@ class ModelDownloadApi(APIView):
                    summary="Download the adapter or a verified export: a zip or a .gguf file "
                            "(a redirect to a short-lived URL on S3)")
     def get(self, request, model_id: str):
-        model = selectors.fine_tuned_model_get(request.user, model_id)
+        model = selectors.export_source_get(request.user, model_id)
         name, filename = services.model_artifact_get(model=model,
                                                      artifact=request.query_params.get("artifact", "adapter"))
         if storage_is_s3():
@@ -123,16 +126,17 @@ class ExportCreateSerializer(serializers.Serializer):
 
 
 class ModelExportsApi(APIView):
-    @extend_schema(responses={200: dict}, summary="List a fine-tuned model's exports")
+    @extend_schema(responses={200: dict}, summary="List a fine-tuned model's (or a checkpoint's) exports")
     def get(self, request, model_id: str):
-        model = selectors.fine_tuned_model_get(request.user, model_id)
+        model = selectors.export_source_get(request.user, model_id)
         return Response({"object": "list", "data": [export_object(e) for e in model.exports.all()],
                          "has_more": False})
 
     @extend_schema(request=ExportCreateSerializer, responses={201: dict},
-                   summary="Export a fine-tuned model (adapter, merged or gguf); verified before it is offered")
+                   summary="Export a fine-tuned model or one of its checkpoints (ftckpt-… or ft:…:ckpt-step-N) as "
+                           "an adapter, merged or gguf; verified before it is offered")
     def post(self, request, model_id: str):
-        model = selectors.fine_tuned_model_get(request.user, model_id)
+        model = selectors.export_source_get(request.user, model_id)
         data = ExportCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         export = services.export_create(model=model, **data.validated_data)
@@ -320,8 +324,9 @@ MAX_COMPLETION_TOKENS = 2048
 GENERATE_PARAMS = ("temperature", "top_p", "seed", "stop", "n", "presence_penalty", "frequency_penalty", "logprobs",
                    "top_logprobs")
 # OpenAI's parameters this platform cannot honour: refused when given, never ignored.
-UNSUPPORTED_PARAMS = ("logit_bias", "tools", "tool_choice", "functions", "function_call", "audio", "modalities",
-                      "prediction", "web_search_options")
+UNSUPPORTED_PARAMS = ("logit_bias", "functions", "function_call", "audio", "modalities", "prediction",
+                      "web_search_options")
+TOOL_CHOICES = ("auto", "none")
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {
@@ -345,9 +350,24 @@ class MessageContentField(serializers.Field):
 
 
 class ChatMessageSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant"], error_messages={
-        "invalid_choice": "role must be one of system, user, assistant (developer counts as system)"})
-    content = MessageContentField()
+    role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant", "tool"], error_messages={
+        "invalid_choice": "role must be one of system, user, assistant, tool (developer counts as system)"})
+    content = MessageContentField(allow_null=True, required=False)
+    tool_calls = serializers.JSONField(required=False, allow_null=True,
+                                       help_text="An assistant turn's calls, in OpenAI's shape (its content may "
+                                                 "then be null).")
+    tool_call_id = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                         help_text="A tool turn: the call it answers.")
+
+    def validate(self, data):
+        if data.get("tool_calls") is not None:
+            if data["role"] != "assistant":
+                raise serializers.ValidationError({"tool_calls": "only an assistant turn has tool_calls"})
+            _problem_raise(tool_calls_check(data["tool_calls"], "tool_calls"))
+        if data.get("content") is None and not (data["role"] == "assistant" and data.get("tool_calls")):
+            raise serializers.ValidationError({"content": "content may be null only in an assistant turn that "
+                                                          "has tool_calls"})
+        return data
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}],
@@ -391,6 +411,12 @@ class ChatCompletionSerializer(serializers.Serializer):
                                                          "each time the reply already has it.")
     logprobs = serializers.BooleanField(required=False, allow_null=True)
     top_logprobs = serializers.IntegerField(min_value=0, max_value=20, required=False, allow_null=True)
+    tools = serializers.JSONField(required=False, allow_null=True,
+                                  help_text='Functions the model may call: [{"type": "function", "function": '
+                                            '{"name", "description", "parameters"}}], written into the prompt as '
+                                            "training writes them; calls come back as message.tool_calls.")
+    tool_choice = serializers.JSONField(required=False, allow_null=True,
+                                        help_text='"auto" (the default) or "none" (the tools are not offered).')
     store = serializers.BooleanField(required=False, default=False,
                                      help_text="OpenAI's: keep the request, the answer and the model version for "
                                                "the data loop (GET /v1/chat/completions); off by default.")
@@ -398,8 +424,9 @@ class ChatCompletionSerializer(serializers.Serializer):
                                      help_text="Up to 16 string key-value pairs kept with a stored completion "
                                                "(filter the list by them: metadata[key]=value).")
     response_format = serializers.JSONField(required=False, allow_null=True,
-                                            help_text='Only {"type": "text"}: replies cannot be held to JSON '
-                                                      "here yet, so json_object and json_schema are refused.")
+                                            help_text='{"type": "text"} (the default) or {"type": "json_object"}: '
+                                                      "decoding is held to one JSON object, closed before "
+                                                      "max_tokens; json_schema is refused.")
 
     def validate_top_p(self, value):
         if value is not None and value <= 0:
@@ -407,11 +434,20 @@ class ChatCompletionSerializer(serializers.Serializer):
         return value
 
     def validate_response_format(self, value):
+        if value is None:
+            return None
         kind = value.get("type") if isinstance(value, dict) else None
-        if value is not None and kind != "text":
+        if kind not in RESPONSE_FORMATS:
+            raise serializers.ValidationError({"type": (
+                f"response_format type {kind or value!r} is not supported: use \"text\" or \"json_object\" "
+                "(one JSON object, any keys); json_schema is not enforced here, so it is refused")})
+        return kind
+
+    def validate_tool_choice(self, value):
+        if value is not None and value not in TOOL_CHOICES:
             raise serializers.ValidationError(
-                f"response_format {kind or value!r} is not supported: this platform cannot hold a reply to JSON "
-                'yet; leave response_format out (or {"type": "text"}) and ask for JSON in the messages')
+                f"tool_choice {value!r} is not supported: use \"auto\" (the model decides) or \"none\"; "
+                "forcing a call (\"required\" or a named function) is not possible here yet")
         return value
 
     def validate_metadata(self, value):
@@ -424,6 +460,24 @@ class ChatCompletionSerializer(serializers.Serializer):
         for name in UNSUPPORTED_PARAMS:
             if self.initial_data.get(name) not in (None, [], {}):
                 raise serializers.ValidationError({name: f"{name} is not supported by this platform; leave it out"})
+        if self.initial_data.get("parallel_tool_calls") not in (None, True):
+            raise serializers.ValidationError({"parallel_tool_calls": "a reply may always hold several calls here; "
+                                                                      "parallel_tool_calls false cannot be honoured"})
+        if data.get("tools") is not None:  # the check training files get: the same rules, one place
+            _problem_raise(tools_check(data["tools"] if isinstance(data["tools"], list) else {}))
+        if data.get("response_format") == "json_object":
+            if data.get("stop"):
+                raise serializers.ValidationError({"stop": "stop strings would cut the JSON object: leave stop out "
+                                                           "with response_format json_object"})
+            if data.get("tools") and data.get("tool_choice") != "none":
+                raise serializers.ValidationError({"response_format": "a reply held to JSON cannot call tools: "
+                                                                     'leave tools out or set tool_choice "none"'})
+        history = [m["role"] for m in data["messages"]]
+        for index, message in enumerate(data["messages"]):
+            if message["role"] == "tool" and not (index and (history[index - 1] == "tool" or
+                                                             data["messages"][index - 1].get("tool_calls"))):
+                raise serializers.ValidationError({"messages": {index: {"role": "a tool turn must follow an "
+                                                                        "assistant turn with tool_calls"}}})
         if data.get("top_logprobs") and not data.get("logprobs"):
             raise serializers.ValidationError({"top_logprobs": "top_logprobs needs logprobs: true"})
         return data
@@ -431,8 +485,13 @@ class ChatCompletionSerializer(serializers.Serializer):
     def generate_config(self) -> dict:
         """``workers.inference.GenerateConfig``'s fields (JSON-ready) from the validated body."""
         data = self.validated_data
-        config = {"messages": [{"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
-                               for m in data["messages"]]}
+        config = {"messages": [{**{key: m[key] for key in ("tool_calls", "tool_call_id") if m.get(key)},
+                                "role": "system" if m["role"] == "developer" else m["role"],
+                                "content": m.get("content")} for m in data["messages"]]}
+        if data.get("tools") and data.get("tool_choice") != "none":
+            config["tools"] = data["tools"]
+        if data.get("response_format") == "json_object":
+            config["response_format"] = "json_object"
         max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
         config.update({name: data[name] for name in GENERATE_PARAMS if data.get(name) is not None})
         if max_tokens is not None:
@@ -451,7 +510,7 @@ class ChatCompletionsApi(APIView):
         model = _chat_model(request.user, body.validated_data["model"])
         config = body.generate_config()
         channel, start = services.chat_completion_start(model=model, config=config)
-        chunk = _Completion(selectors.model_public_id(model), start["prompt_tokens"])
+        chunk = _Completion(selectors.model_public_id(model), start["prompt_tokens"], tools=bool(config.get("tools")))
         if body.validated_data["store"]:
             request_settings = {k: v for k, v in config.items() if k != "messages"}
 
@@ -648,6 +707,14 @@ class CompletionSettingsApi(APIView):
         return Response({"object": "chat.completion.settings", "retention_days": found.retention_days})
 
 
+def _problem_raise(problems: list) -> None:
+    """A 400 for the first problem the training-file checks (``workers.formats``) found, its place
+    (``tools[0].function.name``) as API params read (``tools.0.function.name``)."""
+    if problems:
+        _kind, where, message, fix, _severity = problems[0]
+        raise serializers.ValidationError({where.replace("[", ".").replace("]", ""): f"{message}; {fix}"})
+
+
 def _chat_model(user, model_id: str) -> BaseModel | FineTunedModel | Checkpoint:
     try:
         return selectors.chat_model_get(user, model_id)
@@ -659,8 +726,11 @@ def _chat_model(user, model_id: str) -> BaseModel | FineTunedModel | Checkpoint:
 class _Completion:
     """OpenAI's chat.completion object and stream chunks for one reply."""
 
-    def __init__(self, model_id: str, prompt_tokens: int) -> None:
+    def __init__(self, model_id: str, prompt_tokens: int, *, tools: bool = False) -> None:
         self.on_done = None  # called with the worker's done message (store: true keeps the completion)
+        # With tools offered a stream cannot tell text from a call until the call's block is whole: the
+        # reply is held back and sent at its end, its text then its calls, as OpenAI's deltas.
+        self.whole_at_end = tools
         self.id = new_id("chatcmpl", 24)
         self.created = int(time.time())
         self.model = model_id
@@ -668,8 +738,8 @@ class _Completion:
 
     def completion(self, done: dict) -> dict:
         return {**self._head("chat.completion"),
-                "choices": [{"index": index, "message": {"role": "assistant", "content": choice["text"]},
-                             "finish_reason": choice["finish_reason"], "logprobs": _logprobs(choice)}
+                "choices": [{"index": index, "message": _message(choice), "finish_reason": choice["finish_reason"],
+                             "logprobs": _logprobs(choice)}
                             for index, choice in enumerate(done.get("choices") or [done])],
                 "usage": self._usage(done)}
 
@@ -677,11 +747,16 @@ class _Completion:
         """The server-sent events for one worker message (a choice's logprobs come with its last chunk)."""
         kind = message["type"]
         if kind == "inference.delta":
+            if self.whole_at_end:
+                return []
             return [self._event(self._chunk({"content": message["text"]}, index=message.get("index", 0)))]
         if kind == "inference.done":
-            events = [self._event(self._chunk({}, finish_reason=choice["finish_reason"], index=index,
-                                              logprobs=_logprobs(choice)))
-                      for index, choice in enumerate(message.get("choices") or [message])]
+            events = []
+            for index, choice in enumerate(message.get("choices") or [message]):
+                if self.whole_at_end:
+                    events += self._whole_events(choice, index)
+                events.append(self._event(self._chunk({}, finish_reason=choice["finish_reason"], index=index,
+                                                      logprobs=_logprobs(choice))))
             if include_usage:
                 events.append(self._event({**self._head("chat.completion.chunk"), "choices": [],
                                            "usage": self._usage(message)}))
@@ -690,6 +765,14 @@ class _Completion:
             error = services.chat_completion_error(message)
             return [self._event(error_body(error.message, param=error.param, code=error.code, type_="server_error"))]
         return []
+
+    def _whole_events(self, choice: dict, index: int) -> list[bytes]:
+        """A held-back choice as deltas: its text, then each call (``index`` numbers them, as OpenAI's do)."""
+        events = [self._event(self._chunk({"content": choice["text"]}, index=index))] if choice["text"] else []
+        if choice.get("tool_calls"):
+            calls = [{"index": number, **call} for number, call in enumerate(choice["tool_calls"])]
+            events.append(self._event(self._chunk({"tool_calls": calls}, index=index)))
+        return events
 
     def first_event(self) -> bytes:
         return self._event(self._chunk({"role": "assistant", "content": ""}))
@@ -715,6 +798,14 @@ class _Completion:
     @staticmethod
     def _event(data: dict) -> bytes:
         return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _message(choice: dict) -> dict:
+    """OpenAI's assistant message: a reply that called tools has them, and its other text (or null)."""
+    calls = choice.get("tool_calls")
+    if not calls:
+        return {"role": "assistant", "content": choice["text"]}
+    return {"role": "assistant", "content": choice["text"] or None, "tool_calls": calls}
 
 
 def _logprobs(choice: dict) -> dict | None:

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from jobs_app.models import Checkpoint
 from models_app.base_models.models import BaseModel
 
 
@@ -128,8 +129,11 @@ class Export(models.Model):
         FAILED = "failed"
 
     id = models.CharField(primary_key=True, max_length=40, editable=False)
-    model = models.ForeignKey(FineTunedModel, on_delete=models.CASCADE, related_name="exports",
-                              help_text="The exported model; its owner owns the export.")
+    model = models.ForeignKey(FineTunedModel, on_delete=models.CASCADE, related_name="exports", null=True,
+                              blank=True, help_text="The exported model; its owner owns the export.")
+    checkpoint = models.ForeignKey("jobs_app.Checkpoint", on_delete=models.CASCADE, related_name="exports",
+                                   null=True, blank=True,
+                                   help_text="Or the exported checkpoint of a job; its job's owner owns the export.")
     kind = models.CharField(max_length=20, choices=Kind.choices)
     quantization = models.CharField(max_length=10, choices=Quantization.choices, default=Quantization.F32)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
@@ -145,9 +149,22 @@ class Export(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(
+            condition=models.Q(model__isnull=False, checkpoint__isnull=True)
+            | models.Q(model__isnull=True, checkpoint__isnull=False), name="export_has_one_source")]
 
     def __str__(self) -> str:
         return self.id
+
+    @property
+    def source(self) -> "FineTunedModel | Checkpoint":
+        """What was exported: the fine-tuned model or the checkpoint."""
+        return self.model or self.checkpoint
+
+    @property
+    def source_id(self) -> str:
+        """The source as callers name it: the model id, or the checkpoint's ``fine_tuned_model_checkpoint``."""
+        return self.model_id or self.checkpoint.fine_tuned_model_checkpoint
 
     @property
     def artifact(self) -> str:
@@ -156,7 +173,7 @@ class Export(models.Model):
 
     @property
     def filename(self) -> str:
-        stem = f"{self.model_id.replace(':', '_')}-{self.artifact}"
+        stem = f"{self.source_id.replace(':', '_')}-{self.artifact}"
         return f"{stem}.gguf" if self.kind == self.Kind.GGUF else f"{stem}.zip"
 
 

@@ -211,7 +211,14 @@ def _checkpoint_lineage(checkpoint) -> dict | None:
 
 
 def exports_visible_to(user) -> QuerySet[Export]:
-    return Export.objects.filter(model__owner=user).select_related("model")
+    return (Export.objects.filter(Q(model__owner=user) | Q(checkpoint__job__owner=user))
+            .select_related("model", "checkpoint__job__base_model"))
+
+
+def export_source_get(user, model_id: str) -> FineTunedModel | Checkpoint:
+    """What can be exported: one of the user's fine-tuned models (``fine_tuned_model_get``) or checkpoints,
+    named as chat names them (``ftckpt-…`` or ``ft:…:ckpt-step-N``); else 404."""
+    return checkpoint_find(model_id, owner=user) or fine_tuned_model_get(user, model_id)
 
 
 def export_get(user, export_id: str) -> Export:

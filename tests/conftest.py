@@ -78,6 +78,30 @@ def trained_adapter(tiny_model_path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tool_calling_model(tiny_model_path, tmp_path_factory) -> Path:
+    """The tiny model fully fine-tuned on one conversation in OpenAI's tool-calling shape
+    (``workers.sample_data.tool_call_row``): asked the weather in Paris with ``get_weather`` offered,
+    it calls ``get_weather({"city": "Paris"})``; given the tool's answer, it says "It is sunny in Paris."."""
+    import torch
+
+    from workers.config import TrainConfig
+    from workers.sample_data import tool_call_row
+    from workers.training import run_training
+
+    tmp = tmp_path_factory.mktemp("tools")
+    train = tmp / "train.jsonl"
+    train.write_text(4 * (json.dumps(tool_call_row("Paris")) + "\n"))
+    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp / "out"),
+                         adapter="full", n_epochs=20, batch_size=1, learning_rate=1e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 3M-parameter model: more threads only wait on each other (20x slower on a busy box)
+    try:
+        return Path(run_training(config, lambda event: None).adapter_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
 def judge_adapter(tiny_model_path, tmp_path_factory) -> Path:
     """A LoRA adapter of the tiny model that answers every question with the score "7": a judge whose
     number is known (the random base answers words)."""

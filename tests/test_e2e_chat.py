@@ -1,5 +1,7 @@
 """Chat completions through the official openai client, a live server and a real inference worker."""
 
+import json
+
 import openai
 import pytest
 
@@ -7,7 +9,7 @@ from models_app.services import fine_tuned_model_create
 from tests.api import api_key_for
 from tests.e2e import client_for
 from tests.factories import make_job, make_user
-from workers.sample_data import classification_rows
+from workers.sample_data import classification_rows, tool_call_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -137,9 +139,53 @@ def test_choices_logprobs_and_penalties_through_the_official_client(live_server,
     for choice in reply.choices:
         pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices[0].index == choice.index]
         assert "".join(pieces) == choice.message.content  # the same seeds: the same choices
+
+
+def test_json_object_reply_parses_and_json_schema_is_refused(live_server, live_base_model, inference_worker):
+    client, _ = client_for(live_server)
+    for seed in (1, 2):  # the random model: anything it writes is held to one object
+        reply = client.chat.completions.create(model="tiny-llama", messages=QUESTION, seed=seed, max_tokens=32,
+                                               response_format={"type": "json_object"})
+        assert isinstance(json.loads(reply.choices[0].message.content), dict)
+        assert reply.choices[0].finish_reason == "stop"
     with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(model="tiny-llama", messages=QUESTION, response_format={"type": "json_object"})
-    assert refused.value.body["param"] == "response_format"
+        client.chat.completions.create(model="tiny-llama", messages=QUESTION, response_format={
+            "type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}})
+    assert refused.value.body["param"] == "response_format.type"
+
+
+def test_tuned_model_calls_the_tool_it_learned_and_answers_its_result(live_server, live_base_model,
+                                                                      tool_calling_model, inference_worker):
+    model = fine_tuned_model_create(job=make_job(make_user(), hyperparameters={"adapter": "full"}),
+                                    adapter_dir=tool_calling_model)
+    client, _ = client_for(live_server, model.owner)
+    row = tool_call_row("Paris")
+    reply = client.chat.completions.create(model=model.id, messages=row["messages"][:1], tools=row["tools"],
+                                           tool_choice="auto", temperature=0, max_tokens=100)
+    choice = reply.choices[0]
+    assert (choice.finish_reason, choice.message.content) == ("tool_calls", None)
+    [call] = choice.message.tool_calls
+    assert call.id.startswith("call_") and call.type == "function"
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
+
+    history = [*row["messages"][:1], choice.message.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    answer = client.chat.completions.create(model=model.id, messages=history, tools=row["tools"], temperature=0,
+                                            max_tokens=20)
+    assert (answer.choices[0].message.content, answer.choices[0].finish_reason) == ("It is sunny in Paris.", "stop")
+    assert answer.choices[0].message.tool_calls is None
+
+    unoffered = client.chat.completions.create(model=model.id, messages=row["messages"][:1], tools=row["tools"],
+                                               tool_choice="none", temperature=0, max_tokens=100)
+    assert unoffered.choices[0].message.tool_calls is None  # tools neither offered nor read
+    chunks = list(client.chat.completions.create(model=model.id, messages=row["messages"][:1], tools=row["tools"],
+                                                 temperature=0, max_tokens=100, stream=True))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert not any(d.content for d in deltas)  # the call's text is never streamed as content
+    [streamed] = [call for d in deltas for call in d.tool_calls or ()]
+    assert (streamed.index, streamed.type, streamed.function.name, json.loads(streamed.function.arguments)) == (
+        0, "function", "get_weather", {"city": "Paris"})
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
 
 def test_stored_completions_through_the_official_client(live_server, live_base_model, inference_worker):

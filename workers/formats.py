@@ -153,7 +153,7 @@ def _chat_check(row: dict, max_field: int) -> list[Problem] | tuple:
                  "write the conversation as a list of turns", ERROR)]
     problems = _turns_check(messages, "messages", max_field, need_assistant=True)
     if row.get("tools") is not None:
-        bad = _tools_check(row["tools"])
+        bad = tools_check(row["tools"])
         if bad:
             return [*bad, *problems]
     return problems
@@ -196,7 +196,7 @@ def _turns_check(messages: list, where: str, max_field: int, *, need_assistant: 
             has_assistant = True
             calls = message.get("tool_calls")
             if calls is not None:
-                bad = _tool_calls_check(calls, f"{where}[{index}].tool_calls")
+                bad = tool_calls_check(calls, f"{where}[{index}].tool_calls")
                 if bad:
                     return bad
             if content.strip():
@@ -228,7 +228,7 @@ def _turns_check(messages: list, where: str, max_field: int, *, need_assistant: 
     return problems or OK
 
 
-def _tool_calls_check(calls, where: str) -> list[Problem]:
+def tool_calls_check(calls, where: str) -> list[Problem]:
     """OpenAI's shape: a list of ``{"id", "type": "function", "function": {"name", "arguments"}}``, the
     arguments a JSON object (as a JSON string, or the object itself)."""
     fix = 'write each call as OpenAI does: {"id": "1", "type": "function", "function": {"name": "...", ' \
@@ -263,7 +263,7 @@ def tool_arguments(value) -> dict | None:
     return value if type(value) is dict else None
 
 
-def _tools_check(tools) -> list[Problem]:
+def tools_check(tools) -> list[Problem]:
     """The functions a row offers the model (OpenAI's ``tools``): a list of ``{"type": "function",
     "function": {"name", ...}}``."""
     tools = json_cell(tools)

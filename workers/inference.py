@@ -8,19 +8,34 @@ soon as it is known: multi-byte characters split over several byte-level tokens 
 whole, and text that may begin a stop string is held back until it is known not to.
 """
 
+import json
 import os
 import random
+import re
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from workers.device import device_detect
+from workers.formats import tool_calls_check, tools_check
+from workers.json_prefix import JSON_START, json_closing, json_done, json_feed
 from workers.loading import model_load, tokenizer_load
+from workers.templates import chat_inputs
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+# What a turn may carry besides role and content: an assistant's calls, a tool turn's answer to one.
+TURN_KEYS = ("tool_calls", "tool_call_id", "name")
+# How the templates write a call (workers.templates.TOOL_CALLS): a JSON object between these tags.
+TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 MAX_STOP_STRINGS = 4
 MAX_TOP_LOGPROBS = 20
+RESPONSE_FORMATS = ("text", "json_object")
+# json_object: tokens tried, most likely first, before the next one is chosen among those that keep
+# the reply JSON (sampling draws among at most JSON_CHOICES of them; greedy takes the first).
+JSON_SCAN = 2048
+JSON_CHOICES = 32
 # Below this many parameters a CPU forward pass is a few small matrix products: splitting each
 # over threads costs more in synchronisation than it saves (10-30x slower on a busy machine).
 SINGLE_THREAD_PARAMETERS = 100_000_000
@@ -31,7 +46,9 @@ class GenerateConfig:
     """One chat completion.
 
     messages: the conversation so far, a sequence of ``{"role", "content"}`` dicts with roles
-        system, user or assistant; the reply continues it (no default).
+        system, user, assistant or tool; an assistant turn may carry OpenAI's ``tool_calls`` (its
+        content then may be None) and a tool turn its ``tool_call_id``; the reply continues it
+        (no default).
     max_tokens: most tokens the reply may have; default 64.
     temperature: how random sampling is, 0 to 2; 0 is greedy (the most likely token every
         time), so equal requests give equal replies; default 1.0.
@@ -49,6 +66,13 @@ class GenerateConfig:
         default False.
     top_logprobs: 0 to 20 most likely tokens returned at each position with their log
         probabilities; needs ``logprobs``; default 0.
+    tools: functions the model may call, OpenAI's ``[{"type": "function", "function": {"name", ...}}]``;
+        written into the prompt as training writes them, and ``<tool_call>{"name", "arguments"}</tool_call>``
+        blocks in the reply come back as ``GenerateResult.tool_calls``; default none.
+    response_format: "text", or "json_object": every token keeps the reply the beginning of one JSON
+        object (``workers.json_prefix``), drawn among the allowed tokens among the most likely ones,
+        and the object is closed before ``max_tokens`` runs out (a ``max_tokens`` too small for
+        ``{}`` ends with "length"); the reply ends when the object does; default "text".
     """
 
     messages: tuple[dict, ...]
@@ -61,10 +85,12 @@ class GenerateConfig:
     frequency_penalty: float = 0.0
     logprobs: bool = False
     top_logprobs: int = 0
+    tools: tuple[dict, ...] = ()
+    response_format: str = "text"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "messages", tuple({"role": m["role"], "content": m["content"]}
-                                                   for m in self.messages))
+        object.__setattr__(self, "messages", tuple(_turn(m) for m in self.messages))
+        object.__setattr__(self, "tools", tuple(self.tools or ()))
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         object.__setattr__(self, "stop", tuple(s for s in stop if s))
         if not self.messages:
@@ -83,6 +109,25 @@ class GenerateConfig:
             raise ValueError("presence_penalty and frequency_penalty must be between -2 and 2")
         if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS or (self.top_logprobs and not self.logprobs):
             raise ValueError(f"top_logprobs must be 0 to {MAX_TOP_LOGPROBS}, and needs logprobs")
+        if self.response_format not in RESPONSE_FORMATS:
+            raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
+        if self.response_format == "json_object" and self.stop:
+            raise ValueError("stop strings would cut the JSON object; leave them out with json_object")
+        problems = tools_check(list(self.tools)) if self.tools else []
+        for index, message in enumerate(self.messages):
+            if "tool_calls" in message:
+                problems += tool_calls_check(message["tool_calls"], f"messages[{index}].tool_calls")
+        if problems:
+            _kind, where, message, _fix, _severity = problems[0]
+            raise ValueError(f"{where} {message}")
+
+
+def _turn(message: dict) -> dict:
+    """A turn as templates read it: role, text content (an assistant turn that only calls has none)."""
+    turn = {"role": message["role"], "content": message.get("content")}
+    if turn["content"] is None and message["role"] == "assistant" and message.get("tool_calls"):
+        turn["content"] = ""
+    return {**turn, **{key: message[key] for key in TURN_KEYS if message.get(key) is not None}}
 
 
 @dataclass(frozen=True)
@@ -90,7 +135,8 @@ class GenerateResult:
     """A finished reply.
 
     text: the reply (the deltas given to ``on_text``, joined).
-    finish_reason: "stop" (end of turn or a stop string) or "length" (``max_tokens`` reached).
+    finish_reason: "stop" (end of turn or a stop string), "length" (``max_tokens`` reached) or
+        "tool_calls" (the reply called tools).
     prompt_tokens: tokens of the rendered conversation.
     completion_tokens: tokens generated, the end-of-turn token included.
     logprobs: with ``config.logprobs``, one entry per generated token in OpenAI's shape
@@ -102,10 +148,22 @@ class GenerateResult:
     prompt_tokens: int
     completion_tokens: int
     logprobs: list[dict] | None = None
+    tool_calls: list[dict] | None = None
 
 
 class ContextLengthExceeded(ValueError):
     """The conversation plus ``max_tokens`` does not fit the model's context."""
+
+
+class TemplateCannotWrite(ValueError):
+    """The model's chat template would drop what the request holds (the tools, or tool calls).
+
+    param: the request field it concerns ("tools" or "messages").
+    """
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass
@@ -182,11 +240,20 @@ class ModelCache:
         return len(self._models)
 
 
-def prompt_ids(tokenizer, messages) -> list[int]:
-    """Token ids of ``messages`` in the chat template, ending where the assistant's reply starts."""
-    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+def prompt_ids(tokenizer, messages, tools=()) -> list[int]:
+    """Token ids of ``messages`` (and the ``tools`` offered) in the chat template, ending where the
+    assistant's reply starts: turns and tools go through ``workers.templates.chat_inputs``, as training
+    renders them, so a model that learned to call tools is prompted as it learned."""
+    messages, tools = chat_inputs({"messages": list(messages), "tools": list(tools) or None})
+    template = getattr(tokenizer, "chat_template", None) or ""
+    calls = any(m.get("tool_calls") for m in messages)
+    if (tools and "tools" not in template) or (calls and "tool_calls" not in template):
+        raise TemplateCannotWrite(
+            "this model's chat template does not write " + ("the tools offered" if tools else "tool calls")
+            + "; fine-tune it with a named template (chatml, llama3, mistral, alpaca) to use tools",
+            "tools" if tools else "messages")
+    if template:
+        text = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)
     else:  # a model without a template: plain turns, then the assistant's cue
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -202,7 +269,7 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
     """
     import torch
 
-    ids = prompt_ids(loaded.tokenizer, config.messages)
+    ids = prompt_ids(loaded.tokenizer, config.messages, config.tools)
     if len(ids) + config.max_tokens > loaded.context_length:
         raise ContextLengthExceeded(
             f"this model's maximum context length is {loaded.context_length} tokens; you requested "
@@ -217,24 +284,53 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
     finish, count = "length", 0
     counts: dict[int, int] = {}
     logprobs: list[dict] | None = [] if config.logprobs else None
+    json_state = JSON_START if config.response_format == "json_object" else None
     with torch.inference_mode():
         out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True)
         while count < config.max_tokens:
             logits = _penalised(out.logits[0, -1].float().cpu(), counts, config)
-            token = _next_token(logits, config, sampler)
+            if json_state is None:
+                token = _next_token(logits, config, sampler)
+            else:
+                token, json_state = _json_token(loaded.tokenizer, logits, config, sampler, stream, json_state,
+                                                remaining=config.max_tokens - count)
             if logprobs is not None:
                 logprobs.append(_logprob_entry(loaded.tokenizer, logits, token, config.top_logprobs))
             counts[token] = counts.get(token, 0) + 1
             count += 1
-            if token in loaded.eos_token_ids or stream.add(token):
+            if token in loaded.eos_token_ids or stream.add(token) or json_done(json_state):
                 finish = "stop"
                 break
             if count < config.max_tokens:
                 out = loaded.model(input_ids=torch.tensor([[token]], device=loaded.device),
                                    past_key_values=out.past_key_values, use_cache=True)
     stream.finish()
-    return GenerateResult(text=stream.text, finish_reason=finish, prompt_tokens=len(ids), completion_tokens=count,
-                          logprobs=logprobs)
+    text, calls = tool_calls_parse(stream.text) if config.tools else (stream.text, [])
+    return GenerateResult(text=text, finish_reason="tool_calls" if calls else finish, prompt_tokens=len(ids),
+                          completion_tokens=count, logprobs=logprobs, tool_calls=calls or None)
+
+
+def tool_calls_parse(text: str) -> tuple[str, list[dict]]:
+    """``(the rest of the text, the calls)``: each ``<tool_call>{"name", "arguments"}</tool_call>`` block
+    of a reply as an OpenAI tool call (``{"id", "type": "function", "function": {"name", "arguments":
+    <JSON string>}}``). A block that is not such an object (a cut or garbled one) stays in the text."""
+    calls = []
+
+    def take(match: re.Match) -> str:
+        try:
+            call = json.loads(match.group(1))
+        except ValueError:
+            return match.group(0)
+        name = call.get("name") if isinstance(call, dict) else None
+        arguments = call.get("arguments", {}) if isinstance(call, dict) else None
+        if not isinstance(name, str) or not name.strip() or not isinstance(arguments, dict):
+            return match.group(0)
+        calls.append({"id": f"call_{secrets.token_hex(12)}", "type": "function",
+                      "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}})
+        return ""
+
+    rest = TOOL_CALL.sub(take, text)
+    return (rest.strip() if calls else text), calls
 
 
 def _penalised(logits, counts: dict[int, int], config: GenerateConfig):
@@ -278,6 +374,46 @@ def _next_token(logits, config: GenerateConfig, sampler) -> int:
         sorted_probs[outside] = 0
         probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=sampler))
+
+
+def _json_token(tokenizer, logits, config: GenerateConfig, sampler, stream: "_TextStream", state, *,
+                remaining: int):
+    """``(token, state after it)``: the next token of a json_object reply.
+
+    Only a token whose text keeps the reply the beginning of a JSON object, and leaves room to close it
+    (at most one token per character of ``json_closing``), may be chosen: the most likely such one when
+    greedy, else one drawn among the most likely such ones. When none is left, the closing text is forced.
+    The text a token adds is read from the whole reply decoded with it, as the stream reads it.
+    """
+    import torch
+
+    allowed: dict[int, object] = {}
+    wanted = 1 if config.temperature == 0 else JSON_CHOICES
+    for token in torch.argsort(logits, descending=True)[:JSON_SCAN].tolist():
+        following = _json_after(tokenizer, stream, state, token)
+        if following is not None and len(json_closing(following)) < remaining:
+            allowed[token] = following
+            if len(allowed) >= wanted:
+                break
+    if not allowed:  # nothing likely fits: write the closing text, a token at a time
+        closing = json_closing(state)
+        token = tokenizer(closing, add_special_tokens=False)["input_ids"][0]
+        return token, _json_after(tokenizer, stream, state, token) or json_feed(state, closing[:1])
+    if len(allowed) == 1:
+        return next(iter(allowed.items()))
+    masked = torch.full_like(logits, float("-inf"))
+    choices = torch.tensor(list(allowed))
+    masked[choices] = logits[choices]
+    token = _next_token(masked, config, sampler)
+    return token, allowed[token]
+
+
+def _json_after(tokenizer, stream: "_TextStream", state, token: int):
+    """The JSON state after ``token``, or None when its text (none, a broken character) cannot follow."""
+    text = tokenizer.decode([*stream.tokens, token], skip_special_tokens=True)
+    if not text.startswith(stream.text) or len(text) == len(stream.text) or "\ufffd" in text[len(stream.text):]:
+        return None
+    return json_feed(state, text[len(stream.text):])
 
 
 class _TextStream:

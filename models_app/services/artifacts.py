@@ -5,6 +5,7 @@ from pathlib import Path
 
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_fetch
+from jobs_app.models import Checkpoint
 from models_app.models import Export, FineTunedModel
 
 ARTIFACTS = ("adapter", "merged", "gguf-f32", "gguf-f16", "gguf-q8_0")
@@ -15,10 +16,11 @@ def model_artifact_name(*, model: FineTunedModel, artifact: str) -> str:
     return model_artifact_get(model=model, artifact=artifact)[0]
 
 
-def model_artifact_get(*, model: FineTunedModel, artifact: str) -> tuple[str, str]:
-    """``(storage name, download file name)`` of a downloadable artifact of ``model``.
+def model_artifact_get(*, model: FineTunedModel | Checkpoint, artifact: str) -> tuple[str, str]:
+    """``(storage name, download file name)`` of a downloadable artifact of ``model`` (or of a checkpoint).
 
-    ``adapter`` is the adapter the job saved (its verified export when there is one);
+    ``adapter`` is the adapter the job saved (its verified export when there is one; a checkpoint's only
+    by its verified export);
     ``merged`` and ``gguf-<quantization>`` are the newest verified export of that kind.
     An export that is not verified (yet, or ever) is never offered.
     """
@@ -27,10 +29,11 @@ def model_artifact_get(*, model: FineTunedModel, artifact: str) -> tuple[str, st
     verified = [e for e in model.exports.filter(status=Export.Status.VERIFIED) if e.artifact == artifact]
     if verified:
         return verified[0].storage_path, verified[0].filename
-    if artifact == "adapter":
+    if artifact == "adapter" and isinstance(model, FineTunedModel):
         return f"{model.adapter_path}.zip", f"{model.id.replace(':', '_')}-adapter.zip"
-    raise Conflict(f"model {model.id} has no verified {artifact} export; create one with "
-                   f"POST /v1/registry/models/{model.id}/exports", param="artifact", code="export_not_verified")
+    name = model.fine_tuned_model_checkpoint if isinstance(model, Checkpoint) else model.id
+    raise Conflict(f"model {name} has no verified {artifact} export; create one with "
+                   f"POST /v1/registry/models/{name}/exports", param="artifact", code="export_not_verified")
 
 
 def zip_write(directory: Path, target: Path, folder: str = "adapter", readme: str | None = None) -> Path:

@@ -1,5 +1,6 @@
-"""Verified exports of a fine-tuned model: adapter, merged model or GGUF, offered only once the
-reloaded export answers like its source. Only this module writes ``Export.status``."""
+"""Verified exports of a fine-tuned model or of one of its job's checkpoints: adapter, merged model or
+GGUF, offered only once the reloaded export answers like its source. Only this module writes
+``Export.status``."""
 
 import logging
 import shutil
@@ -13,6 +14,8 @@ from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_put_file
 from finetune_site.ids import new_id
 from finetune_site.status import status_transition
+from jobs_app.models import Checkpoint
+from jobs_app.services import checkpoint_fetch
 from models_app import tasks
 from models_app.base_models.services import base_model_local_path
 from models_app.cards import model_card_text
@@ -23,12 +26,14 @@ from workers.export import GGUF_MODEL_TYPES  # light: the engine imports torch o
 log = logging.getLogger(__name__)
 
 
-def export_create(*, model: FineTunedModel, kind: str, quantization: str | None = None) -> Export:
-    """Queue a verified export of ``model``; an equal one that is queued, running or verified is reused.
+def export_create(*, model: FineTunedModel | Checkpoint, kind: str, quantization: str | None = None) -> Export:
+    """Queue a verified export of ``model`` (a fine-tuned model, or a checkpoint of a job: the weights it
+    had at that step); an equal one that is queued, running or verified is reused.
 
     ``quantization`` applies to GGUF (f32, f16 or q8_0; default f16); adapter and merged
     exports keep float32 weights.
     """
+    base_model, adapter = _source_base(model), _source_adapter(model)
     if kind not in Export.Kind.values:
         raise InvalidRequest(f"kind must be one of {', '.join(Export.Kind.values)}", param="kind")
     if kind == Export.Kind.GGUF:
@@ -36,23 +41,24 @@ def export_create(*, model: FineTunedModel, kind: str, quantization: str | None 
         if quantization not in Export.Quantization.values:
             raise InvalidRequest(f"quantization must be one of {', '.join(Export.Quantization.values)}",
                                  param="quantization")
-        if model.base_model.family not in GGUF_MODEL_TYPES:
-            raise InvalidRequest(f"GGUF export supports Llama-family models, not {model.base_model.family!r}",
+        if base_model.family not in GGUF_MODEL_TYPES:
+            raise InvalidRequest(f"GGUF export supports Llama-family models, not {base_model.family!r}",
                                  param="kind")
     elif quantization not in (None, "", Export.Quantization.F32):
         raise InvalidRequest(f"a {kind} export keeps float32 weights; quantization applies to gguf only",
                              param="quantization")
     else:
         quantization = Export.Quantization.F32
-    if kind == Export.Kind.ADAPTER and model.adapter == "full":
+    if kind == Export.Kind.ADAPTER and adapter == "full":
         raise InvalidRequest("this model was fully fine-tuned and has no adapter; export it merged or as gguf",
                              param="kind")
     with transaction.atomic():
-        existing = (Export.objects.select_for_update().filter(model=model, kind=kind, quantization=quantization)
+        source = {"checkpoint" if isinstance(model, Checkpoint) else "model": model}
+        existing = (Export.objects.select_for_update().filter(**source, kind=kind, quantization=quantization)
                     .exclude(status=Export.Status.FAILED).first())
         if existing:
             return existing
-        export = Export.objects.create(id=new_id("export", 16), model=model, kind=kind, quantization=quantization)
+        export = Export.objects.create(id=new_id("export", 16), **source, kind=kind, quantization=quantization)
         transaction.on_commit(lambda: tasks.export_run.delay(export.id))
     return export
 
@@ -88,18 +94,38 @@ def _export_claim(export_id: str) -> Export | None:
         status_transition(Export, export_id, Export.Status.RUNNING, rules=EXPORT_TRANSITIONS)
     except (Conflict, Export.DoesNotExist):
         return None
-    return Export.objects.select_related("model__base_model").get(pk=export_id)
+    return Export.objects.select_related("model__base_model", "checkpoint__job__base_model").get(pk=export_id)
+
+
+def _source_base(source: FineTunedModel | Checkpoint):
+    return source.job.base_model if isinstance(source, Checkpoint) else source.base_model
+
+
+def _source_adapter(source: FineTunedModel | Checkpoint) -> str:
+    """lora, qlora or full: how the source was trained."""
+    if isinstance(source, Checkpoint):
+        return (source.job.hyperparameters or {}).get("adapter") or "lora"
+    return source.adapter
+
+
+def _source_fetch(source: FineTunedModel | Checkpoint, target: Path) -> Path:
+    """The source's adapter (or full model) files in ``target``: a model's stored files, or a checkpoint's
+    weights (without the optimizer state)."""
+    if isinstance(source, FineTunedModel):
+        return model_files_fetch(source, target)
+    if checkpoint_fetch(checkpoint=source, target=target, weights_only=True) is None:
+        raise FileNotFoundError(f"the checkpoint {source.fine_tuned_model_checkpoint} was never completely stored")
+    return target
 
 
 def _export_engine_run(export: Export, workdir: Path):
     from workers.events import Progress
     from workers.export import ExportConfig, run_export
 
-    model = export.model
-    source = model_files_fetch(model, workdir / "source")
-    config = ExportConfig(base_model_path=base_model_local_path(model.base_model), adapter_path=str(source),
+    source = _source_fetch(export.source, workdir / "source")
+    config = ExportConfig(base_model_path=base_model_local_path(_source_base(export.source)), adapter_path=str(source),
                           output_dir=str(workdir / "out"), kind=export.kind, quantization=export.quantization,
-                          model_card=model_card_text(model))
+                          model_card=model_card_text(export.model) if export.model else "")
 
     def emit(event) -> None:
         if isinstance(event, Progress):
@@ -109,7 +135,9 @@ def _export_engine_run(export: Export, workdir: Path):
 
 
 def _export_store(export: Export, path: Path, workdir: Path) -> str:
-    prefix = f"models/{export.model_id.replace(':', '_')}/exports/{export.id}"
+    # a checkpoint's exports sit with its files, so they go when the checkpoint's files go
+    prefix = (f"{export.checkpoint.storage_path}/exports/{export.id}" if export.checkpoint_id
+              else f"models/{export.model_id.replace(':', '_')}/exports/{export.id}")
     if path.is_file():
         return storage_put_file(path, f"{prefix}{path.suffix}")
     archive = zip_write(path, workdir / f"{export.id}.zip", folder=export.kind)

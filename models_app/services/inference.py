@@ -105,7 +105,7 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
     ``done``; or an ``error`` message with the reason instead. The model stays loaded for the
     next request; a fine-tuned model's files are fetched from storage once.
     """
-    from workers.inference import ContextLengthExceeded, GenerateConfig, generate
+    from workers.inference import ContextLengthExceeded, GenerateConfig, TemplateCannotWrite, generate
 
     started = time.monotonic()
     with ReplySender(reply_channel, tag) as reply:
@@ -132,6 +132,8 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
             log.info("nobody reads %s any more; stopped generating", reply_channel)
         except ContextLengthExceeded as exc:
             reply.send("error", message=str(exc), code="context_length_exceeded", param="messages")
+        except TemplateCannotWrite as exc:
+            reply.send("error", message=str(exc), code="invalid_request", param=exc.param)
         except _ModelGone:
             reply.send("error", message=f"the model {model_id!r} no longer exists", code="model_not_found",
                        param="model")

@@ -1,14 +1,18 @@
 """POST /v1/chat/completions before any worker is asked: validation, model access, what is queued."""
 
+import json
+
 import pytest
 
 from models_app.services import fine_tuned_model_create
 from tests.api import api_client
 from tests.factories import make_job, make_user
+from workers.sample_data import tool_call_row
 
 pytestmark = pytest.mark.django_db
 URL = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello"}]
+TOOLS = tool_call_row()["tools"]
 
 
 @pytest.fixture
@@ -48,10 +52,27 @@ def queued(monkeypatch):
     ({"model": "tiny-llama", "messages": HELLO, "frequency_penalty": -3}, "frequency_penalty"),
     ({"model": "tiny-llama", "messages": HELLO, "top_logprobs": 2}, "top_logprobs"),
     ({"model": "tiny-llama", "messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
-    ({"model": "tiny-llama", "messages": HELLO, "response_format": {"type": "json_object"}}, "response_format"),
-    ({"model": "tiny-llama", "messages": HELLO, "response_format": {"type": "json_schema"}}, "response_format"),
+    ({"model": "tiny-llama", "messages": HELLO, "response_format": {"type": "json_schema"}}, "response_format.type"),
+    ({"model": "tiny-llama", "messages": HELLO, "response_format": "json"}, "response_format.type"),
+    ({"model": "tiny-llama", "messages": HELLO, "response_format": {"type": "json_object"}, "stop": "}"}, "stop"),
+    ({"model": "tiny-llama", "messages": HELLO, "response_format": {"type": "json_object"}, "tools": TOOLS},
+     "response_format"),
     ({"model": "tiny-llama", "messages": HELLO, "logit_bias": {"50256": -100}}, "logit_bias"),
-    ({"model": "tiny-llama", "messages": HELLO, "tools": [{"type": "function"}]}, "tools"),
+    ({"model": "tiny-llama", "messages": HELLO, "tools": [{"type": "function"}]}, "tools.0.function.name"),
+    ({"model": "tiny-llama", "messages": HELLO, "tools": {"name": "f"}}, "tools"),
+    ({"model": "tiny-llama", "messages": HELLO, "tools": json.dumps(TOOLS)}, "tools"),
+    ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
+    ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS,
+      "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice"),
+    ({"model": "tiny-llama", "messages": HELLO, "functions": [{"name": "f"}]}, "functions"),
+    ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS, "parallel_tool_calls": False}, "parallel_tool_calls"),
+    ({"model": "tiny-llama", "messages": [*HELLO, {"role": "tool", "content": "sunny"}]}, "messages.1.role"),
+    ({"model": "tiny-llama", "messages": [{"role": "user", "content": None}]}, "messages.0.content"),
+    ({"model": "tiny-llama", "messages": [*HELLO, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "[1]"}}]}]},
+     "messages.1.tool_calls.0.function.arguments"),
+    ({"model": "tiny-llama", "messages": [{"role": "user", "content": "hi", "tool_calls": []}]},
+     "messages.0.tool_calls"),
     ({"model": "tiny-llama", "messages": HELLO, "seed": "x"}, "seed"),
     ({"model": "tiny-llama", "messages": HELLO, "stream": "maybe"}, "stream"),
 ])
@@ -166,7 +187,29 @@ def test_choices_penalties_and_logprobs_reach_the_worker_and_plain_text_format_i
                                    "logprobs": True, "top_logprobs": 2}
 
 
-def test_json_response_format_is_refused_saying_why(base_model, queued):
+def test_json_object_reaches_the_worker_and_json_schema_is_refused_saying_why(base_model, queued):
     body = {"model": "tiny-llama", "messages": HELLO, "response_format": {"type": "json_object"}}
+    assert api_client(make_user()).post(URL, body, format="json").status_code == 503
+    assert queued[0]["config"] == {"messages": HELLO, "response_format": "json_object"}
+    body["response_format"] = {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}
     error = api_client(make_user()).post(URL, body, format="json").json()["error"]
-    assert "response_format 'json_object' is not supported" in error["message"]
+    assert "response_format type 'json_schema' is not supported" in error["message"]
+
+
+def test_tools_and_a_tool_calling_history_reach_the_worker_and_tool_choice_none_offers_none(base_model, queued):
+    row = tool_call_row()
+    history = row["messages"][:3]  # the question, the assistant's call (content null), the tool's answer
+    client = api_client(make_user())
+    assert client.post(URL, {"model": "tiny-llama", "messages": history, "tools": row["tools"],
+                             "tool_choice": "auto", "parallel_tool_calls": True}, format="json").status_code == 503
+    assert queued[-1]["config"] == {"messages": history, "tools": row["tools"]}
+    assert client.post(URL, {"model": "tiny-llama", "messages": history, "tools": row["tools"], "tool_choice": "none",
+                             "stream": True}, format="json").status_code == 503
+    assert queued[-1]["config"] == {"messages": history}
+
+
+def test_a_bad_tool_says_what_to_write(base_model, queued):
+    body = {"model": "tiny-llama", "messages": HELLO, "tools": [{"type": "function", "function": {"name": ""}}]}
+    error = api_client(make_user()).post(URL, body, format="json").json()["error"]
+    assert error["param"] == "tools.0.function.name"
+    assert error["message"] == "is missing or empty; give each tool a function with a name (and its parameters)"

@@ -1,7 +1,10 @@
 """Exports through the services and the API: queued after commit, verified, downloadable, private."""
 
 import io
+import json
+import shutil
 import zipfile
+from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
@@ -9,6 +12,7 @@ from django.core.files.storage import default_storage
 from models_app import services
 from models_app.models import Export
 from models_app.services import export_create, export_run, fine_tuned_model_create
+from models_app.services.artifacts import model_files_fetch
 from tests.api import api_client
 from tests.factories import make_job, make_user
 
@@ -157,3 +161,83 @@ def test_run_resumes_an_export_left_running_by_a_dead_worker_but_never_redoes_a_
     assert export_run(export_id=export.id).status == "verified"
     assert export_run(export_id=export.id) is None
     assert export_run(export_id="export-gone") is None
+
+
+def _checkpoint_store(job, step: int, directory):
+    """A checkpoint as the trainer stores it: its files, then the manifest that says it is whole."""
+    from finetune_site.files import storage_put_dir
+    from jobs_app.models import Checkpoint
+
+    files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+    (directory / "manifest.json").write_text(json.dumps({"step": step, "files": files}))
+    prefix = f"jobs/{job.id}/checkpoints/step-{step}"
+    storage_put_dir(directory, prefix, last="manifest.json")
+    return Checkpoint.objects.create(job=job, step=step, storage_path=prefix)
+
+
+def _adapter_logits(base_path, adapter_dir):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), adapter_dir)
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits
+
+
+def test_a_checkpoint_exports_the_weights_of_its_step_for_its_owner_only(model, untrained_adapter, tiny_model_path,
+                                                                        tmp_path, django_capture_on_commit_callbacks):
+    checkpoint = _checkpoint_store(model.job, 5, Path(shutil.copytree(untrained_adapter, tmp_path / "step-5")))
+    client = api_client(model.owner)
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(f"/v1/registry/models/{checkpoint.fine_tuned_model_checkpoint}/exports",
+                               {"kind": "adapter"}, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["model"], body["checkpoint"], body["kind"]) == (checkpoint.fine_tuned_model_checkpoint,
+                                                                  checkpoint.id, "adapter")
+    export = export_run(export_id=body["id"])
+    assert export.status == "verified", export.error
+    assert export.storage_path.startswith(f"{checkpoint.storage_path}/exports/")
+    assert [e["id"] for e in client.get(f"/v1/registry/models/{checkpoint.id}/exports").json()["data"]] == [export.id]
+    assert model.exports.count() == 0  # the model's own exports are its own
+
+    download = client.get(f"/v1/models/{checkpoint.id}/download", {"artifact": "adapter"})
+    assert download.status_code == 200
+    zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).extractall(tmp_path / "exported")
+    exported = _adapter_logits(tiny_model_path, tmp_path / "exported" / "adapter")
+    final = _adapter_logits(tiny_model_path, model_files_fetch(model, tmp_path / "final"))
+    step_5 = _adapter_logits(tiny_model_path, untrained_adapter)
+    assert torch_allclose(exported, step_5) and not torch_allclose(exported, final)
+
+    stranger = api_client(make_user("mallory"))
+    for name in (checkpoint.id, checkpoint.fine_tuned_model_checkpoint):
+        assert stranger.post(f"/v1/registry/models/{name}/exports", {"kind": "merged"},
+                             format="json").status_code == 404
+        assert stranger.get(f"/v1/registry/models/{name}/exports").status_code == 404
+        assert stranger.get(f"/v1/models/{name}/download", {"artifact": "adapter"}).status_code == 404
+    assert stranger.get(f"/v1/registry/exports/{export.id}").status_code == 404
+
+
+def test_a_checkpoint_exports_merged_and_has_no_adapter_download_before_its_export(model, untrained_adapter, tmp_path):
+    checkpoint = _checkpoint_store(model.job, 7, Path(shutil.copytree(untrained_adapter, tmp_path / "step-7")))
+    client = api_client(model.owner)
+    refused = client.get(f"/v1/models/{checkpoint.id}/download", {"artifact": "adapter"})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "export_not_verified"
+    export = _export(checkpoint, "merged")
+    assert export.status == "verified", export.error
+    assert export.filename == f"{checkpoint.fine_tuned_model_checkpoint.replace(':', '_')}-merged.zip"
+
+
+def test_a_checkpoint_whose_files_are_incomplete_fails_its_export_saying_so(model):
+    from jobs_app.models import Checkpoint
+
+    checkpoint = Checkpoint.objects.create(job=model.job, step=9, storage_path=f"jobs/{model.job.id}/nothing")
+    export = _export(checkpoint, "adapter")
+    assert export.status == "failed" and "never completely stored" in export.error
+
+
+def torch_allclose(a, b) -> bool:
+    import torch
+
+    return torch.allclose(a, b, atol=1e-5)

@@ -9,7 +9,9 @@ from workers.inference import (
     generate,
     inference_model_load,
     prompt_ids,
+    tool_calls_parse,
 )
+from workers.sample_data import tool_call_row
 
 HELLO = ({"role": "user", "content": "What is the capital of France?"},)
 
@@ -146,3 +148,69 @@ def test_logprobs_come_for_every_token_with_the_most_likely_ones(base):
         assert entry["top_logprobs"][0]["logprob"] == entry["logprob"]  # greedy: the chosen one is the top one
     assert "".join(e["token"] for e in result.logprobs).strip() == result.text.strip()
     assert generate(base, GenerateConfig(messages=HELLO, temperature=0, max_tokens=2)).logprobs is None
+
+
+def test_tool_calls_come_out_of_the_reply_and_a_malformed_block_stays_text():
+    text = ('Let me look. <tool_call>{"name": "get_weather", "arguments": {"city": "Lyon"}}</tool_call>'
+            '<tool_call>{"name": "now"}</tool_call>')
+    rest, calls = tool_calls_parse(text)
+    assert rest == "Let me look."
+    assert [(c["type"], c["function"]) for c in calls] == [
+        ("function", {"name": "get_weather", "arguments": '{"city": "Lyon"}'}), ("function", {"name": "now",
+                                                                                              "arguments": "{}"})]
+    assert all(c["id"].startswith("call_") for c in calls) and calls[0]["id"] != calls[1]["id"]
+    for broken in ('<tool_call>{"name": "f", "arguments": {"a": </tool_call>',
+                   '<tool_call>{"arguments": {}}</tool_call>', '<tool_call>{"name": "f", "arguments": [1]}</tool_call>',
+                   '<tool_call>{"name": "f"'):
+        assert tool_calls_parse(broken) == (broken, [])
+
+
+def test_the_prompt_offers_the_tools_exactly_as_training_renders_them(base):
+    from workers.templates import chat_tokens
+
+    row = tool_call_row("Lyon")
+    trained, _mask = chat_tokens(base.tokenizer, row)
+    for turns in (1, 3):  # the question; then the call and the tool's answer (a follow-up)
+        prompt = prompt_ids(base.tokenizer, row["messages"][:turns], row["tools"])
+        assert trained[:len(prompt)] == prompt
+        assert base.tokenizer.decode(prompt).endswith("<|assistant|>\n")
+    assert "get_weather" in base.tokenizer.decode(prompt_ids(base.tokenizer, row["messages"][:1], row["tools"]))
+
+
+def test_a_template_that_cannot_write_tools_is_refused(base):
+    from workers.inference import TemplateCannotWrite
+
+    base.tokenizer.chat_template, template = "{% for m in messages %}{{ m.content }}{% endfor %}", \
+        base.tokenizer.chat_template
+    try:
+        with pytest.raises(TemplateCannotWrite) as refused:
+            generate(base, GenerateConfig(messages=HELLO, tools=tool_call_row()["tools"], max_tokens=2))
+        assert refused.value.param == "tools"
+    finally:
+        base.tokenizer.chat_template = template
+
+
+def test_model_that_learned_a_tool_calls_it_and_answers_the_tools_result(tiny_model_path, tool_calling_model):
+    model = inference_model_load(str(tiny_model_path), str(tool_calling_model))
+    row = tool_call_row("Paris")
+    asked = generate(model, GenerateConfig(messages=row["messages"][:1], tools=row["tools"], temperature=0,
+                                           max_tokens=100))
+    assert (asked.text, asked.finish_reason) == ("", "tool_calls")
+    [call] = asked.tool_calls
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    answered = generate(model, GenerateConfig(messages=row["messages"][:3], tools=row["tools"], temperature=0,
+                                              max_tokens=20))
+    assert (answered.text, answered.finish_reason, answered.tool_calls) == ("It is sunny in Paris.", "stop", None)
+    plain = generate(model, GenerateConfig(messages=row["messages"][:1], temperature=0, max_tokens=100))
+    assert plain.tool_calls is None  # no tools offered: nothing is read as a call
+
+
+@pytest.mark.parametrize("settings", [{"temperature": 0, "max_tokens": 48}, {"temperature": 0, "max_tokens": 3},
+                                      {"temperature": 1.5, "seed": 2, "max_tokens": 40},
+                                      {"temperature": 1, "seed": 1, "top_p": 0.9, "max_tokens": 64}])
+def test_json_object_replies_are_one_json_object_even_from_a_random_model(base, settings):
+    import json
+
+    result = generate(base, GenerateConfig(messages=HELLO, response_format="json_object", **settings))
+    assert isinstance(json.loads(result.text), dict), result.text
+    assert result.finish_reason == "stop" and result.completion_tokens <= settings["max_tokens"]
