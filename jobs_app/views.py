@@ -271,6 +271,10 @@ def wizard_review(request):
                                                         rows=dataset.row_count, has_validation=bool(validation_id))
     except InvalidRequest:
         return redirect("jobs:wizard_model")
+    try:  # what job_create will do: savers left to auto turned on where they make it fit, or the refusal
+        resolved = services.job_fit_check(resolved, base_model=base, param=services.hyperparameters_param(objective))
+    except InvalidRequest as problem:
+        error = error or problem
     validation = datasets_visible_to(request.user).filter(pk=validation_id).first() if validation_id else None
     return render(request, "jobs_app/wizard_review.html", {
         "step": 3, "dataset": dataset, "base_model": base, "suffix": state.get("suffix", ""),

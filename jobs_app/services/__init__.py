@@ -2,6 +2,7 @@
 ``FineTuneJob.status``.
 
 - ``creation``: checking a request and resolving its options (``job_create``)
+- ``fit``: whether a job fits the workers' GPUs, and the memory savers that make it fit
 - ``graders``: checking a grader and running it on one sample, before any compute
 - ``judged``: an RLAIF job's judged pairs, stored as a version of its prompts
 - ``judges``: the judge models of score_model graders (tuned ones resolved by a hook models_app registers)
@@ -28,6 +29,7 @@ from jobs_app.services.creation import (
 )
 from jobs_app.services.engine import JobControl, JobReporter
 from jobs_app.services.estimates import job_estimate, job_estimate_draft
+from jobs_app.services.fit import job_fit_check
 from jobs_app.services.gate import alias_check, promotion_gate_check
 from jobs_app.services.graders import grader_run, grader_validate
 from jobs_app.services.judged import job_preferences_store
@@ -59,7 +61,8 @@ __all__ = [
     "JobControl", "JobReporter", "JudgeModel", "alias_check", "checkpoint_fetch", "grader_run", "grader_validate",
     "hyperparameters_param", "job_actions",
     "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
-    "job_fail", "job_format_problem", "job_grader_check", "job_heartbeat", "job_hyperparameters_resolve",
+    "job_fail", "job_fit_check", "job_format_problem", "job_grader_check", "job_heartbeat",
+    "job_hyperparameters_resolve",
     "job_metrics_add", "job_model_name", "job_pause", "job_preferences_store", "job_requeue",
     "job_result_file_create", "job_resume", "job_run", "job_suffix_check", "job_transition", "job_validate",
     "job_version_check", "job_version_check_register",

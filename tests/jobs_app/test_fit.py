@@ -82,3 +82,17 @@ def test_a_full_fine_tune_that_fits_when_sharded_says_so_and_fits_once_sharded(s
         _create(user, adapter="full", gradient_checkpointing=True, **LONG)
     job = _create(user, adapter="full", gradient_checkpointing=True, devices=8, sharding="fsdp", **LONG)
     assert (job.hyperparameters["devices"], job.hyperparameters["sharding"]) == (8, "fsdp")
+
+
+def test_the_wizard_review_shows_the_refusal_before_the_job_is_submitted(seven_b, client):
+    from django.urls import reverse
+
+    _gpu(24)
+    user = make_user()
+    client.force_login(user)
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    client.post(reverse("jobs:wizard_model"), {"model": "llama-7b", "objective": "supervised", "adapter": "full",
+                                               "batch_size": "4", "max_length": "2048"})
+    review = client.get(reverse("jobs:wizard_review")).content.decode()
+    assert 'role="alert"' in review and "needs about" in review and "&quot;adapter&quot;: &quot;qlora&quot;" in review
+    assert not FineTuneJob.objects.exists()
