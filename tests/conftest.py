@@ -259,6 +259,14 @@ def inference_worker(inference_pool):
 
 
 @pytest.fixture
+def no_live_workers():
+    """For a test that reads its own messages on the broker: a worker an earlier test left running
+    would take them first. Stopped here; the next test that needs one starts it again."""
+    for pool in LIVE_POOLS:
+        pool.stop()
+
+
+@pytest.fixture
 def worker(worker_pool):
     """A real Celery worker on the default (local disk) storage."""
     return worker_pool.ensure()

@@ -64,7 +64,7 @@ def test_a_bad_log_format_is_refused_at_startup():
     assert result.returncode != 0 and "LOG_FORMAT='xml': write plain or json" in result.stderr
 
 
-def test_the_request_id_follows_a_job_into_its_tasks_and_events(live_base_model, tiny_model_path):
+def test_the_request_id_follows_a_job_into_its_tasks_and_events(live_base_model, tiny_model_path, no_live_workers):
     """Commits are real here (the tasks' on_commit sends happen inside them, as in a worker)."""
     queue_forget("default")
     queue_forget("training")
