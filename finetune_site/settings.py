@@ -10,7 +10,8 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF
 
-from finetune_site.env import env_bool, env_int, env_list, env_rate, env_str, secret_key_file
+from finetune_site.env import env_bool, env_float, env_int, env_list, env_rate, env_str, secret_key_file
+from finetune_site.prices import prices_load
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "data"))).resolve()
@@ -334,6 +335,12 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
 # --- Evaluation at the end of a job with a validation file ---
 EVAL_MAX_ROWS = env_int("EVAL_MAX_ROWS", 100)  # validation rows scored (from the top of the file)
 EVAL_MAX_NEW_TOKENS = env_int("EVAL_MAX_NEW_TOKENS", 32)  # greedy tokens generated per row
+# --- The cost estimate before launch (finetune_site/prices.py) ---
+LOCAL_GPU_HOUR_USD = env_float("LOCAL_GPU_HOUR_USD", 2.0)  # one GPU of a local worker, per hour
+LOCAL_CPU_HOUR_USD = env_float("LOCAL_CPU_HOUR_USD", 0.1)  # a CPU-only worker, per hour
+PRICES = prices_load(env_str("PRICES"), gpu_hour_usd=LOCAL_GPU_HOUR_USD, cpu_hour_usd=LOCAL_CPU_HOUR_USD)
+# A file this small is tokenized in the web process when an estimate asks and no worker counted it yet.
+ESTIMATE_COUNT_INLINE_BYTES = env_int("ESTIMATE_COUNT_INLINE_BYTES", 2 * 2**20)
 CELERY_BEAT_SCHEDULE = {
     "jobs-reap": {"task": "jobs_app.tasks.jobs_reap", "schedule": float(env_int("REAPER_SECONDS", 30))},
 }

@@ -50,6 +50,7 @@ urlpatterns = [
     path("v1/datasets/<str:file_id>/dry-run", files_api.DatasetDryRunApi.as_view(), name="dataset-dry-run"),
     path("v1/datasets/<str:file_id>/versions", files_api.DatasetVersionsApi.as_view(), name="dataset-versions"),
     path("v1/fine_tuning/jobs", jobs_api.JobsApi.as_view(), name="jobs"),
+    path("v1/fine_tuning/jobs/estimate", jobs_api.JobEstimateApi.as_view(), name="jobs-estimate"),
     path("v1/fine_tuning/alpha/graders/run", jobs_api.GraderRunApi.as_view(), name="graders-run"),
     path("v1/fine_tuning/alpha/graders/validate", jobs_api.GraderValidateApi.as_view(), name="graders-validate"),
     path("v1/fine_tuning/jobs/<str:job_id>", jobs_api.JobApi.as_view(), name="job"),

@@ -163,16 +163,7 @@ class JobsApi(APIView):
     def post(self, request):
         form = JobCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        data = form.validated_data
-        objective, hyperparameters, grader = _method_from(data)
-        job = services.job_create(
-            owner=request.user, training_file=data["training_file"], model=data["model"],
-            validation_file=data.get("validation_file") or None, objective=objective,
-            hyperparameters=hyperparameters, suffix=data.get("suffix") or "", seed=data.get("seed"),
-            promotion_gate=data.get("promotion_gate"), evaluate_checkpoints=data["evaluate_checkpoints"],
-            grader=grader, metadata=data.get("metadata"), integrations=data.get("integrations"),
-        )
-        return Response(job_object(job))
+        return Response(job_object(services.job_create(owner=request.user, **_job_request(form.validated_data))))
 
     @extend_schema(parameters=[OpenApiParameter("metadata[key]", str, description="Only jobs whose metadata has "
                                                 "this value at key (repeat for several keys)")],
@@ -180,6 +171,37 @@ class JobsApi(APIView):
     def get(self, request):
         jobs = selectors.jobs_with_metadata(selectors.jobs_visible_to(request.user), _metadata_filter(request))
         return Response(cursor_page(request, jobs, job_object))
+
+
+def _job_request(data: dict) -> dict:
+    """The service's keyword arguments from a checked creation body (creation and the estimate share it)."""
+    objective, hyperparameters, grader = _method_from(data)
+    return dict(training_file=data["training_file"], model=data["model"],
+                validation_file=data.get("validation_file") or None, objective=objective,
+                hyperparameters=hyperparameters, suffix=data.get("suffix") or "", seed=data.get("seed"),
+                promotion_gate=data.get("promotion_gate"), evaluate_checkpoints=data["evaluate_checkpoints"],
+                grader=grader, metadata=data.get("metadata"), integrations=data.get("integrations"))
+
+
+class JobEstimateSerializer(JobCreateSerializer):
+    provider = serializers.CharField(required=False, default="local",
+                                     help_text="Where the job would run: local (this platform's workers) or a "
+                                               "provider's name (GET /v1/providers).")
+
+
+class JobEstimateApi(APIView):
+    @extend_schema(request=JobEstimateSerializer, responses={200: dict}, summary="Estimate a job's tokens and cost",
+                   description="Takes the body of job creation (checked the same way: the same 400s) and an "
+                               "optional provider; creates nothing. Returns the training tokens (per epoch × "
+                               "epochs), the time where past runs give a pace, and the cost from the price "
+                               "table: per million tokens for remote providers, per device-hour for local "
+                               "workers (amount null, with a reason, where the table or the time is unknown).")
+    def post(self, request):
+        form = JobEstimateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        return Response(services.job_price_estimate(owner=request.user, provider=data["provider"],
+                                                    **_job_request(data)))
 
 
 def _metadata_filter(request) -> dict:

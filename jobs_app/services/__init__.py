@@ -9,12 +9,14 @@
 - ``lifecycle``: status transitions, events, cancel / pause / resume and which of them a job allows
 - ``preflight``: the file, template and row checks before a job is queued (``job_validate``)
 - ``estimates``: tokens, steps, time and memory before a run
+- ``costs``: what a job would cost on a provider, before launch (``job_price_estimate``)
 - ``running``: claiming a job, building the engine's config, finishing or retrying the attempt
 - ``results``: a succeeded job's step metrics as a CSV file (its ``result_files``)
 - ``leases``: heartbeats, the reaper, workers' devices
 - ``engine``: the engine's ``emit`` (``JobReporter``) and ``should_stop`` (``JobControl``)
 """
 
+from jobs_app.services.costs import job_cost, job_price_estimate, provider_prices
 from jobs_app.services.creation import (
     hyperparameters_param,
     job_create,
@@ -22,6 +24,7 @@ from jobs_app.services.creation import (
     job_grader_check,
     job_hyperparameters_resolve,
     job_model_name,
+    job_request_check,
     job_suffix_check,
 )
 from jobs_app.services.engine import JobControl, JobReporter
@@ -58,7 +61,8 @@ __all__ = [
     "hyperparameters_param", "job_actions",
     "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
     "job_fail", "job_format_problem", "job_grader_check", "job_heartbeat", "job_hyperparameters_resolve",
-    "job_metrics_add", "job_model_name", "job_pause", "job_preferences_store", "job_requeue",
+    "job_metrics_add", "job_model_name", "job_pause", "job_cost", "job_price_estimate", "job_request_check",
+    "job_preferences_store", "job_requeue", "provider_prices",
     "job_result_file_create", "job_resume", "job_run", "job_suffix_check", "job_transition", "job_validate",
     "jobs_reap", "jobs_release_for_shutdown", "judge_find", "judge_resolver_register", "judges_local",
     "promotion_gate_check", "train_config",

@@ -2,6 +2,7 @@
 
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
@@ -62,23 +63,31 @@ def job_memory_known(*, base_model: BaseModel, adapter: str, objective: str) -> 
     return peak or None, max(gpus, default=0) or None
 
 
-def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
-               hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
-               objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
-               evaluate_checkpoints: bool = False, grader: dict | None = None, metadata: dict | None = None,
-               integrations: list | None = None) -> FineTuneJob:
-    """Check the request, resolve every "auto" hyperparameter and queue file validation.
+@dataclass(frozen=True)
+class JobRequest:
+    """A job request that passed every check, with each "auto" option resolved: what ``job_create``
+    stores and what ``job_price_estimate`` prices (the two can never check differently)."""
 
-    ``seed`` is drawn at random when not given, and stored either way (a run can be repeated).
-    ``metadata`` is kept as given (OpenAI's limits); ``integrations`` (Weights & Biases, ...) are
-    refused: this platform reports to none yet, and a tracker silently left out would mislead.
+    owner: object
+    dataset: Dataset
+    validation: Dataset | None
+    base_model: BaseModel
+    objective: str
+    hyperparameters: dict
+    suffix: str
+    seed: int | None
+    metadata: dict
+    promotion_gate: dict
+    evaluate_checkpoints: bool
+    grader: dict
 
-    ``grader`` scores the samples of a reinforcement job (``workers.graders``), and goes with no other.
 
-    With a validation file the tuned model is evaluated against its base when the job ends;
-    ``promotion_gate`` then decides whether the new version gets an alias, and
-    ``evaluate_checkpoints`` scores every checkpoint too and marks the best.
-    """
+def job_request_check(*, owner, training_file: str, model: str, validation_file: str | None = None,
+                      hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
+                      objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
+                      evaluate_checkpoints: bool = False, grader: dict | None = None, metadata: dict | None = None,
+                      integrations: list | None = None) -> JobRequest:
+    """Every check of ``job_create``, storing nothing: a 400 naming the param, or the checked request."""
     if objective not in Objective.values:
         raise InvalidRequest(f"method.type {objective!r} is not supported; use one of {', '.join(Objective.values)}",
                              param="method.type")
@@ -100,13 +109,41 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     rows = dataset.row_count if dataset.status == Dataset.Status.READY else UNKNOWN_ROWS
     resolved = job_hyperparameters_resolve(hyperparameters, objective=objective, base_model=base, rows=rows,
                                            has_validation=validation is not None)
+    return JobRequest(owner=owner, dataset=dataset, validation=validation, base_model=base, objective=objective,
+                      hyperparameters=resolved, suffix=suffix or "", seed=seed, metadata=metadata,
+                      promotion_gate=gate, evaluate_checkpoints=evaluate_checkpoints, grader=grader)
+
+
+def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
+               hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
+               objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
+               evaluate_checkpoints: bool = False, grader: dict | None = None, metadata: dict | None = None,
+               integrations: list | None = None) -> FineTuneJob:
+    """Check the request, resolve every "auto" hyperparameter and queue file validation.
+
+    ``seed`` is drawn at random when not given, and stored either way (a run can be repeated).
+    ``metadata`` is kept as given (OpenAI's limits); ``integrations`` (Weights & Biases, ...) are
+    refused: this platform reports to none yet, and a tracker silently left out would mislead.
+
+    ``grader`` scores the samples of a reinforcement job (``workers.graders``), and goes with no other.
+
+    With a validation file the tuned model is evaluated against its base when the job ends;
+    ``promotion_gate`` then decides whether the new version gets an alias, and
+    ``evaluate_checkpoints`` scores every checkpoint too and marks the best.
+    """
+    checked = job_request_check(
+        owner=owner, training_file=training_file, model=model, validation_file=validation_file,
+        hyperparameters=hyperparameters, suffix=suffix, seed=seed, objective=objective,
+        promotion_gate=promotion_gate, evaluate_checkpoints=evaluate_checkpoints, grader=grader,
+        metadata=metadata, integrations=integrations)
     with transaction.atomic():
         job = FineTuneJob.objects.create(
-            owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
-            hyperparameters=resolved, suffix=suffix or "",
-            seed=secrets.randbelow(SEED_MAX + 1) if seed is None else seed, metadata=metadata,
-            max_attempts=settings.JOB_MAX_ATTEMPTS, objective=objective, promotion_gate=gate,
-            evaluate_checkpoints=evaluate_checkpoints, grader=grader,
+            owner=owner, dataset=checked.dataset, validation_dataset=checked.validation,
+            base_model=checked.base_model, hyperparameters=checked.hyperparameters, suffix=checked.suffix,
+            seed=secrets.randbelow(SEED_MAX + 1) if seed is None else seed, metadata=checked.metadata,
+            max_attempts=settings.JOB_MAX_ATTEMPTS, objective=checked.objective,
+            promotion_gate=checked.promotion_gate, evaluate_checkpoints=evaluate_checkpoints,
+            grader=checked.grader,
         )
         job_event_add(job_id=job.id, message=f"Created fine-tuning job: {job.id}")
         transaction.on_commit(lambda: tasks.job_validate.delay(job.id))
