@@ -13,6 +13,8 @@
 - ``running``: claiming a job, building the engine's config, finishing or retrying the attempt
 - ``results``: a succeeded job's step metrics as a CSV file (its ``result_files``)
 - ``leases``: heartbeats, the reaper, workers' devices
+- ``providers``: remote OpenAI-compatible fine-tuning APIs, their keys sealed
+- ``remote``: a job on a remote provider: upload, create once, mirror status, events and checkpoints
 - ``engine``: the engine's ``emit`` (``JobReporter``) and ``should_stop`` (``JobControl``)
 """
 
@@ -50,9 +52,12 @@ from jobs_app.services.lifecycle import (
     job_pause,
     job_requeue,
     job_resume,
+    job_send,
     job_transition,
 )
 from jobs_app.services.preflight import job_validate
+from jobs_app.services.providers import provider_api_key, provider_create, provider_delete
+from jobs_app.services.remote import job_remote_cancel, job_remote_run
 from jobs_app.services.results import job_result_file_create
 from jobs_app.services.running import checkpoint_fetch, job_claim, job_run, train_config
 
@@ -62,7 +67,8 @@ __all__ = [
     "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
     "job_fail", "job_format_problem", "job_grader_check", "job_heartbeat", "job_hyperparameters_resolve",
     "job_metrics_add", "job_model_name", "job_pause", "job_cost", "job_price_estimate", "job_request_check",
-    "job_preferences_store", "job_requeue", "provider_prices",
+    "job_preferences_store", "job_remote_cancel", "job_remote_run", "job_requeue", "job_send", "provider_api_key",
+    "provider_create", "provider_delete", "provider_prices",
     "job_result_file_create", "job_resume", "job_run", "job_suffix_check", "job_transition", "job_validate",
     "jobs_reap", "jobs_release_for_shutdown", "judge_find", "judge_resolver_register", "judges_local",
     "promotion_gate_check", "train_config",

@@ -12,13 +12,12 @@ from django.conf import settings
 
 from datasets_app.models import Dataset, TokenStats
 from datasets_app.services import token_stats_compute, token_stats_current
-from finetune_site.errors import InvalidRequest
-from jobs_app.models import Worker
-from jobs_app.services.creation import JobRequest, job_request_check
+from jobs_app.models import Provider, Worker
+from jobs_app.services.creation import JobRequest, job_provider_check, job_request_check
 from jobs_app.services.estimates import job_estimate_draft
+from jobs_app.services.providers import LOCAL
 
 log = logging.getLogger(__name__)
-LOCAL = "local"
 CURRENCY = "usd"
 
 
@@ -27,7 +26,7 @@ def job_price_estimate(*, owner, provider: str = LOCAL, **request) -> dict:
     creating nothing: the training tokens (per epoch × epochs, counted with the base model's tokenizer;
     a small file not counted yet is counted here), the time where past runs give a pace, and the cost."""
     kind, prices = provider_prices(owner=owner, name=provider)
-    checked = job_request_check(owner=owner, **request)
+    checked = job_request_check(owner=owner, provider=provider, **request)
     _tokens_count(checked)
     draft = job_estimate_draft(owner=owner, dataset=checked.dataset, base_model=checked.base_model,
                                hyperparameters=checked.hyperparameters, validation=checked.validation,
@@ -51,9 +50,15 @@ def job_price_estimate(*, owner, provider: str = LOCAL, **request) -> dict:
 def provider_prices(*, owner, name: str) -> tuple[str, dict]:
     """(the provider's kind, its price table): ``local``, or a provider ``owner`` may use, priced by its
     own name in ``PRICES`` when listed there, else by its kind. A 400 naming ``provider`` otherwise."""
-    if name == LOCAL:
+    remote = job_provider_check(owner=owner, name=name)
+    if remote is None:
         return LOCAL, settings.PRICES[LOCAL]
-    raise InvalidRequest(f"unknown provider {name!r}; use {LOCAL!r}", param="provider", code="provider_not_found")
+    return remote.kind, remote_prices(remote)
+
+
+def remote_prices(provider: Provider) -> dict:
+    """A remote provider's prices: its own name's entry in ``PRICES`` when there is one, else its kind's."""
+    return settings.PRICES.get(provider.name) or settings.PRICES.get(provider.kind, {})
 
 
 def job_cost(*, kind: str, prices: dict, model: str, tokens: int, seconds: float | None, devices: int) -> dict:

@@ -11,10 +11,12 @@ from datasets_app.models import RESULTS_PURPOSE, Dataset
 from datasets_app.selectors import dataset_rows
 from finetune_site.errors import InvalidRequest
 from jobs_app import tasks
-from jobs_app.models import FineTuneJob, Worker
+from jobs_app.models import FineTuneJob, Provider, Worker
+from jobs_app.selectors import provider_named
 from jobs_app.services.gate import promotion_gate_check
 from jobs_app.services.judges import judge_problem
 from jobs_app.services.lifecycle import job_event_add
+from jobs_app.services.providers import LOCAL
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_model_named
 from workers.formats import EXAMPLE_ROW, OBJECTIVE_FORMATS
@@ -80,14 +82,16 @@ class JobRequest:
     promotion_gate: dict
     evaluate_checkpoints: bool
     grader: dict
+    provider: Provider | None  # None: this platform's workers ("local")
 
 
 def job_request_check(*, owner, training_file: str, model: str, validation_file: str | None = None,
                       hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
                       objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
                       evaluate_checkpoints: bool = False, grader: dict | None = None, metadata: dict | None = None,
-                      integrations: list | None = None) -> JobRequest:
+                      integrations: list | None = None, provider: str = LOCAL) -> JobRequest:
     """Every check of ``job_create``, storing nothing: a 400 naming the param, or the checked request."""
+    remote = job_provider_check(owner=owner, name=provider)
     if objective not in Objective.values:
         raise InvalidRequest(f"method.type {objective!r} is not supported; use one of {', '.join(Objective.values)}",
                              param="method.type")
@@ -111,14 +115,27 @@ def job_request_check(*, owner, training_file: str, model: str, validation_file:
                                            has_validation=validation is not None)
     return JobRequest(owner=owner, dataset=dataset, validation=validation, base_model=base, objective=objective,
                       hyperparameters=resolved, suffix=suffix or "", seed=seed, metadata=metadata,
-                      promotion_gate=gate, evaluate_checkpoints=evaluate_checkpoints, grader=grader)
+                      promotion_gate=gate, evaluate_checkpoints=evaluate_checkpoints, grader=grader,
+                      provider=remote)
+
+
+def job_provider_check(*, owner, name) -> Provider | None:
+    """The provider a job names: None for ``local`` (this platform's workers), else one of the owner's
+    or the operator's providers; a 400 naming ``provider`` otherwise."""
+    if name in (None, "", LOCAL):
+        return None
+    provider = provider_named(owner, name) if isinstance(name, str) else None
+    if provider is None:
+        raise InvalidRequest(f"unknown provider {name!r}; use {LOCAL!r} (this platform's workers) or one of "
+                             "your providers (GET /v1/providers)", param="provider", code="provider_not_found")
+    return provider
 
 
 def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
                hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
                objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
                evaluate_checkpoints: bool = False, grader: dict | None = None, metadata: dict | None = None,
-               integrations: list | None = None) -> FineTuneJob:
+               integrations: list | None = None, provider: str = LOCAL) -> FineTuneJob:
     """Check the request, resolve every "auto" hyperparameter and queue file validation.
 
     ``seed`` is drawn at random when not given, and stored either way (a run can be repeated).
@@ -130,12 +147,15 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     With a validation file the tuned model is evaluated against its base when the job ends;
     ``promotion_gate`` then decides whether the new version gets an alias, and
     ``evaluate_checkpoints`` scores every checkpoint too and marks the best.
+
+    ``provider`` names where it runs: ``local`` (this platform's workers) or a remote provider, which
+    gets the files and the job once they pass the same checks (``jobs_app.services.remote``).
     """
     checked = job_request_check(
         owner=owner, training_file=training_file, model=model, validation_file=validation_file,
         hyperparameters=hyperparameters, suffix=suffix, seed=seed, objective=objective,
         promotion_gate=promotion_gate, evaluate_checkpoints=evaluate_checkpoints, grader=grader,
-        metadata=metadata, integrations=integrations)
+        metadata=metadata, integrations=integrations, provider=provider)
     with transaction.atomic():
         job = FineTuneJob.objects.create(
             owner=owner, dataset=checked.dataset, validation_dataset=checked.validation,
@@ -143,7 +163,7 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
             seed=secrets.randbelow(SEED_MAX + 1) if seed is None else seed, metadata=checked.metadata,
             max_attempts=settings.JOB_MAX_ATTEMPTS, objective=checked.objective,
             promotion_gate=checked.promotion_gate, evaluate_checkpoints=evaluate_checkpoints,
-            grader=checked.grader,
+            grader=checked.grader, provider=checked.provider,
         )
         job_event_add(job_id=job.id, message=f"Created fine-tuning job: {job.id}")
         transaction.on_commit(lambda: tasks.job_validate.delay(job.id))
