@@ -1,0 +1,139 @@
+"""A job on a remote provider, end to end: a second instance of this platform (its own database, web
+server, broker and worker) is the remote; ours uploads the file, creates the job there and mirrors it."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+import redis
+import requests
+
+from jobs_app.models import FineTuneJob
+from tests.conftest import WorkerPool, _test_database_url
+from tests.e2e import ROOT, WebServer, client_for, upload, wait_finished
+from workers.sample_data import classification_rows
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+REMOTE_REDIS = "redis://127.0.0.1:6379/7"  # the remote's broker, cache and channels: apart from ours
+FAST_POLL = {"REMOTE_POLL_SECONDS": "1"}
+
+
+@dataclass
+class Remote:
+    url: str
+    api_key: str
+
+
+def _manage(database_url: str, *args: str) -> str:
+    env = {"DATABASE_URL": database_url, "REDIS_URL": REMOTE_REDIS, "CHANNELS_PREFIX": "finetune-remote"}
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def remote(django_db_setup, django_db_blocker, collected_static, tiny_model_path):
+    """Another instance of this platform, as a provider: migrated database, web server, worker, a user's key."""
+    ours = _test_database_url(django_db_blocker)
+    admin, name = ours.rsplit("/", 1)
+    name = f"{name}_remote"
+    with psycopg.connect(f"{admin}/postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    database_url = f"{admin}/{name}"
+    redis.Redis.from_url(REMOTE_REDIS).flushdb()
+    _manage(database_url, "migrate", "--noinput", "-v0")
+    key = _manage(database_url, "shell", "-c", (
+        "from django.contrib.auth import get_user_model; from accounts_app.services import api_key_create; "
+        "from models_app.base_models.services import base_model_builtin_ensure; base_model_builtin_ensure(); "
+        "u = get_user_model().objects.create_user(username='remote-user', password='pw-remote-user'); "
+        "print(api_key_create(user=u, name='provider')[1])")).strip().splitlines()[-1]
+    server = WebServer(database_url, REDIS_URL=REMOTE_REDIS, CHANNELS_PREFIX="finetune-remote")
+    pool = WorkerPool(database_url, name="remote", broker_url=REMOTE_REDIS)
+    try:
+        server.start()
+        pool.ensure({"CHANNELS_PREFIX": "finetune-remote"})
+        yield Remote(url=server.url + "/v1", api_key=key)
+    finally:
+        pool.stop()
+        server.stop()
+        with psycopg.connect(f"{admin}/postgres", autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _provider_add(live_server, client, name: str, base_url: str, api_key: str) -> dict:
+    response = requests.post(live_server.url + "/v1/providers", timeout=10,
+                             headers={"Authorization": f"Bearer {client.api_key}"},
+                             json={"name": name, "base_url": base_url, "api_key": api_key})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _start(client, file_id: str, provider: str):
+    return client.fine_tuning.jobs.create(
+        model="tiny-llama", training_file=file_id, extra_body={"provider": provider},
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}})
+
+
+def test_job_runs_on_a_remote_provider_and_is_mirrored_here(live_server, live_base_model, worker_pool, remote):
+    worker_pool.ensure(FAST_POLL)
+    client, user = client_for(live_server)
+    provider = _provider_add(live_server, client, "remote", remote.url, remote.api_key)
+    assert provider["api_key"] == "…" + remote.api_key[-4:] and remote.api_key not in json.dumps(provider)
+    file = upload(client, rows=classification_rows(8))
+
+    estimate = client.post("/fine_tuning/jobs/estimate", cast_to=object, body={
+        "model": "tiny-llama", "training_file": file.id, "provider": "remote",
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}}})
+    assert estimate["provider"] == "remote" and estimate["trained_tokens"] > 0
+    assert estimate["cost"]["amount"] is None and "no price for 'tiny-llama'" in estimate["cost"]["reason"]
+
+    job = _start(client, file.id, "remote")
+    job = wait_finished(client, job.id, timeout=400)
+    assert job.status == "succeeded", job.error
+    extra = job.model_extra
+    assert extra["provider"] == "remote" and extra["remote_job_id"].startswith("ftjob-")
+    assert job.fine_tuned_model.startswith("ft:tiny-llama:remote-user:")
+
+    there = _remote_client(remote)
+    remote_job = there.fine_tuning.jobs.retrieve(extra["remote_job_id"])
+    assert remote_job.status == "succeeded" and remote_job.fine_tuned_model == job.fine_tuned_model
+    assert remote_job.metadata["finetune_job"] == job.id and job.trained_tokens == remote_job.trained_tokens
+    ours = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    theirs = list(there.fine_tuning.jobs.list_events(remote_job.id, limit=100))
+    mirrored = [e.data["remote_event_id"] for e in ours if e.data and "remote_event_id" in e.data]
+    assert sorted(mirrored) == sorted(e.id for e in theirs)  # each remote event once
+    assert any(e.type == "metrics" and "train_loss" in e.data for e in ours)
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.fine_tuned_model_checkpoint for c in checkpoints] == [
+        c.fine_tuned_model_checkpoint for c in there.fine_tuning.jobs.checkpoints.list(remote_job.id).data]
+    page = requests.get(f"{live_server.url}/jobs/{job.id}/", timeout=10, cookies=_login(user))
+    assert job.fine_tuned_model in page.text and 'id="job-provider"' in page.text
+
+    # a key the remote refuses: our job fails with the remote's own message
+    _provider_add(live_server, client, "bad-key", remote.url, "sk-wrong-key-1234")
+    job = wait_finished(client, _start(client, file.id, "bad-key").id, timeout=120)
+    assert job.status == "failed" and job.error.code == "provider_refused"
+    assert "bad-key refused it: Incorrect API key provided" in job.error.message
+    assert FineTuneJob.objects.filter(provider__name="bad-key", remote_job_id="").count() == 1
+
+
+def _remote_client(remote: Remote):
+    import openai
+
+    return openai.OpenAI(base_url=remote.url, api_key=remote.api_key, max_retries=0)
+
+
+def _login(user) -> dict:
+    """A browser session of ``user`` (the job page is a page, not the API)."""
+    from django.conf import settings
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(user)
+    return {settings.SESSION_COOKIE_NAME: browser.cookies[settings.SESSION_COOKIE_NAME].value}
