@@ -153,7 +153,8 @@ class WorkerPool:
             return app
         from celery import Celery
 
-        return Celery(broker=self.broker_url)
+        # not made the current app: this process's shared tasks must still be sent to its own broker
+        return Celery(broker=self.broker_url, set_as_current=False)
 
     def _wait_ready(self) -> None:
         app = self._control()

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -14,12 +15,13 @@ import requests
 
 from jobs_app.models import FineTuneJob
 from tests.conftest import WorkerPool, _test_database_url
-from tests.e2e import ROOT, WebServer, client_for, upload, wait_finished
+from tests.e2e import ROOT, WebServer, client_for, upload, wait_finished, wait_for
 from workers.sample_data import classification_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 REMOTE_REDIS = "redis://127.0.0.1:6379/7"  # the remote's broker, cache and channels: apart from ours
 FAST_POLL = {"REMOTE_POLL_SECONDS": "1"}
+REMOTE_MAX_UPLOAD = 20_000
 
 
 @dataclass
@@ -53,7 +55,9 @@ def remote(django_db_setup, django_db_blocker, collected_static, tiny_model_path
         "from models_app.base_models.services import base_model_builtin_ensure; base_model_builtin_ensure(); "
         "u = get_user_model().objects.create_user(username='remote-user', password='pw-remote-user'); "
         "print(api_key_create(user=u, name='provider')[1])")).strip().splitlines()[-1]
-    server = WebServer(database_url, REDIS_URL=REMOTE_REDIS, CHANNELS_PREFIX="finetune-remote")
+    # a smaller upload limit than ours: the remote refuses a file we accept
+    server = WebServer(database_url, REDIS_URL=REMOTE_REDIS, CHANNELS_PREFIX="finetune-remote",
+                       MAX_UPLOAD_BYTES=str(REMOTE_MAX_UPLOAD))
     pool = WorkerPool(database_url, name="remote", broker_url=REMOTE_REDIS)
     try:
         server.start()
@@ -121,6 +125,58 @@ def test_job_runs_on_a_remote_provider_and_is_mirrored_here(live_server, live_ba
     assert job.status == "failed" and job.error.code == "provider_refused"
     assert "bad-key refused it: Incorrect API key provided" in job.error.message
     assert FineTuneJob.objects.filter(provider__name="bad-key", remote_job_id="").count() == 1
+
+
+def test_a_killed_worker_is_reaped_and_the_next_attempt_follows_the_same_remote_job(
+        live_server, live_base_model, worker_pool, remote):
+    from django.utils import timezone
+
+    from jobs_app.services import jobs_reap
+
+    worker_pool.ensure(FAST_POLL)
+    client, _ = client_for(live_server)
+    _provider_add(live_server, client, "remote", remote.url, remote.api_key)
+    job = _start(client, upload(client, rows=classification_rows(8)).id, "remote")
+    remote_id = wait_for(lambda: FineTuneJob.objects.get(pk=job.id).remote_job_id, timeout=120,
+                         what="the remote job's id")
+    worker_pool.kill()  # as a dead machine would: no heartbeat, no goodbye
+    FineTuneJob.objects.filter(pk=job.id).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert job.id in jobs_reap()["reaped"]
+    worker_pool.ensure(FAST_POLL)
+    job = wait_finished(client, job.id, timeout=400, reap=True)
+    assert job.status == "succeeded", job.error
+    assert job.model_extra["attempt"] == 2 and job.model_extra["remote_job_id"] == remote_id
+    there = _remote_client(remote)
+    assert [j.id for j in there.fine_tuning.jobs.list(metadata={"finetune_job": job.id}).data] == [remote_id]
+    assert there.fine_tuning.jobs.retrieve(remote_id).fine_tuned_model == job.fine_tuned_model
+
+
+def test_cancel_here_cancels_the_remote_job(live_server, live_base_model, worker_pool, remote):
+    worker_pool.ensure(FAST_POLL)
+    client, _ = client_for(live_server)
+    _provider_add(live_server, client, "remote", remote.url, remote.api_key)
+    job = _start(client, upload(client, rows=classification_rows(8)).id, "remote")
+    remote_id = wait_for(lambda: FineTuneJob.objects.get(pk=job.id).remote_job_id, timeout=120,
+                         what="the remote job's id")
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    there = _remote_client(remote)
+    wait_for(lambda: there.fine_tuning.jobs.retrieve(remote_id).status == "cancelled", timeout=60,
+             what="the remote job cancelled")
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert f"Remote job {remote_id} cancelled on remote" in messages
+
+
+def test_a_file_the_remote_refuses_fails_the_job_with_the_remotes_message(
+        live_server, live_base_model, worker_pool, remote):
+    worker_pool.ensure(FAST_POLL)
+    client, _ = client_for(live_server)
+    _provider_add(live_server, client, "remote", remote.url, remote.api_key)
+    file = upload(client, rows=classification_rows(400))  # over the remote's upload limit, not ours
+    assert file.bytes > REMOTE_MAX_UPLOAD
+    job = wait_finished(client, _start(client, file.id, "remote").id, timeout=120)
+    assert job.status == "failed" and job.error.code == "provider_refused"
+    assert job.error.message.startswith("remote refused it: ") and str(REMOTE_MAX_UPLOAD) in job.error.message
+    assert job.model_extra["remote_job_id"] is None
 
 
 def _remote_client(remote: Remote):
