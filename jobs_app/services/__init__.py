@@ -18,7 +18,7 @@
 - ``engine``: the engine's ``emit`` (``JobReporter``) and ``should_stop`` (``JobControl``)
 """
 
-from jobs_app.services.costs import job_cost, job_price_estimate, provider_prices
+from jobs_app.services.costs import job_cost, job_price_estimate, provider_costs, provider_prices
 from jobs_app.services.creation import (
     hyperparameters_param,
     job_create,
@@ -68,7 +68,7 @@ __all__ = [
     "job_fail", "job_format_problem", "job_grader_check", "job_heartbeat", "job_hyperparameters_resolve",
     "job_metrics_add", "job_model_name", "job_pause", "job_cost", "job_price_estimate", "job_request_check",
     "job_preferences_store", "job_remote_cancel", "job_remote_run", "job_requeue", "job_send", "provider_api_key",
-    "provider_create", "provider_delete", "provider_prices",
+    "provider_costs", "provider_create", "provider_delete", "provider_prices",
     "job_result_file_create", "job_resume", "job_run", "job_suffix_check", "job_transition", "job_validate",
     "jobs_reap", "jobs_release_for_shutdown", "judge_find", "judge_resolver_register", "judges_local",
     "promotion_gate_check", "train_config",

@@ -13,6 +13,7 @@ from django.conf import settings
 from datasets_app.models import Dataset, TokenStats
 from datasets_app.services import token_stats_compute, token_stats_current
 from jobs_app.models import Provider, Worker
+from jobs_app.selectors import providers_visible_to
 from jobs_app.services.creation import JobRequest, job_provider_check, job_request_check
 from jobs_app.services.estimates import job_estimate_draft
 from jobs_app.services.providers import LOCAL
@@ -82,6 +83,19 @@ def job_cost(*, kind: str, prices: dict, model: str, tokens: int, seconds: float
                 "reason": f"no price for {model!r} in the price table (PRICES): add it to estimate the cost"}
     return {"amount": round(tokens / 1_000_000 * per_million, 6), "currency": CURRENCY, "basis": "per_token",
             "price": {"usd_per_million_tokens": per_million}}
+
+
+def provider_costs(*, owner, model: str, estimate: dict, devices: int) -> list[dict]:
+    """What a drafted job (``job_estimate_draft``) would cost on each provider ``owner`` may use, local
+    first: ``[{"provider", "cost"}]`` (the wizard's review)."""
+    rows = [{"provider": LOCAL, "cost": job_cost(kind=LOCAL, prices=settings.PRICES[LOCAL], model=model,
+                                                 tokens=estimate["tokens"], seconds=estimate["seconds"],
+                                                 devices=devices)}]
+    for provider in providers_visible_to(owner):
+        rows.append({"provider": provider.name, "cost": job_cost(
+            kind=provider.kind, prices=remote_prices(provider), model=model, tokens=estimate["tokens"],
+            seconds=None, devices=devices)})
+    return rows
 
 
 def _tokens_count(checked: JobRequest) -> None:

@@ -90,3 +90,24 @@ def test_estimate_on_a_remote_provider_prices_tokens_per_million_from_its_own_pr
     assert estimate["cost"]["basis"] == "per_token"
     assert estimate["cost"]["amount"] == pytest.approx(estimate["trained_tokens"] / 1e6 * 4.0)
     assert not FineTuneJob.objects.exists()
+
+
+def test_wizard_review_prices_each_provider_and_starts_the_job_on_the_one_chosen(
+        client, base_model, settings, django_capture_on_commit_callbacks):
+    from django.urls import reverse
+
+    settings.PRICES = {**settings.PRICES, "acme": {"per_million_tokens": {"tiny-llama": 4.0}}}
+    user = make_user()
+    client.force_login(user)
+    _add(api_client(user))
+    dataset = make_dataset(user)
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": dataset.id})
+    client.post(reverse("jobs:wizard_model"), {"model": "tiny-llama", "objective": "supervised", "adapter": "lora",
+                                               "suffix": "", "n_epochs": "2"})
+    review = client.get(reverse("jobs:wizard_review")).content.decode()
+    assert 'id="providers"' in review and 'value="acme"' in review
+    assert "training tokens at $4.0 per million" in review
+    assert "no finished run of this model and adapter to time it" in review  # local: no pace yet
+    with django_capture_on_commit_callbacks():
+        client.post(reverse("jobs:wizard_review"), {"provider": "acme"})
+    assert FineTuneJob.objects.get(owner=user).provider.name == "acme"
