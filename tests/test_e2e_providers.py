@@ -179,6 +179,27 @@ def test_a_file_the_remote_refuses_fails_the_job_with_the_remotes_message(
     assert job.model_extra["remote_job_id"] is None
 
 
+def test_an_attempt_that_died_after_creating_the_remote_job_finds_it_instead_of_creating_another(
+        live_server, live_base_model, remote):
+    from jobs_app.services.remote import _remote_start, provider_client
+
+    client, _ = client_for(live_server)
+    _provider_add(live_server, client, "remote", remote.url, remote.api_key)
+    job = FineTuneJob.objects.get(pk=_start(client, upload(client, rows=classification_rows(8)).id, "remote").id)
+    there = _remote_client(remote)
+    file = upload(there, rows=classification_rows(8))
+    orphan = there.fine_tuning.jobs.create(model="tiny-llama", training_file=file.id,
+                                           metadata={"finetune_job": job.id})  # created, its id never stored
+    FineTuneJob.objects.filter(pk=job.pk).update(status="running", attempt=2)
+    job.refresh_from_db()
+    try:
+        assert _remote_start(provider_client(job.provider), job) == orphan.id
+        assert FineTuneJob.objects.get(pk=job.pk).remote_job_id == orphan.id
+        assert [j.id for j in there.fine_tuning.jobs.list(metadata={"finetune_job": job.id}).data] == [orphan.id]
+    finally:
+        there.fine_tuning.jobs.cancel(orphan.id)
+
+
 def _remote_client(remote: Remote):
     import openai
 
