@@ -200,6 +200,19 @@ def test_an_attempt_that_died_after_creating_the_remote_job_finds_it_instead_of_
         there.fine_tuning.jobs.cancel(orphan.id)
 
 
+def test_a_provider_that_cannot_be_reached_is_retried_then_fails_the_job(live_server, live_base_model, worker_pool):
+    from tests.e2e import free_port
+
+    worker_pool.ensure(FAST_POLL)
+    client, _ = client_for(live_server)
+    _provider_add(live_server, client, "gone", f"http://127.0.0.1:{free_port()}/v1", "sk-anything")
+    job = wait_finished(client, _start(client, upload(client, rows=classification_rows(8)).id, "gone").id,
+                        timeout=180)
+    assert job.status == "failed" and job.error.code == "provider_unreachable"
+    assert job.error.message.startswith("gone could not be reached: Connection error")
+    assert job.model_extra["attempt"] == job.model_extra["max_attempts"]
+
+
 def _remote_client(remote: Remote):
     import openai
 

@@ -63,6 +63,9 @@ def job_remote_run(*, job_id: str, worker: str = "") -> None:
         _fail_quietly(job, code="provider_refused", message=f"{provider.name} refused it: {remote_message(exc)}")
     except ValueError as exc:  # a sealed key this server cannot open
         _fail_quietly(job, code="provider_key_unreadable", message=f"{provider.name}: {exc}")
+    except Exception as exc:  # our side broke (storage, database): retried as a crashed training attempt is
+        log.exception("remote job %s attempt %s failed", job.id, job.attempt)
+        _retry_or_fail(job, exc)
 
 
 def job_remote_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
@@ -244,7 +247,8 @@ def _fail_quietly(job: FineTuneJob, *, code: str, message: str) -> None:
 
 
 def _retry_or_fail(job: FineTuneJob, exc: Exception) -> None:
-    error = f"{job.provider.name} could not be reached: {remote_message(exc)}"[:2000]
+    error = (f"{job.provider.name} could not be reached: {remote_message(exc)}" if isinstance(exc, TRANSIENT)
+             else f"{type(exc).__name__}: {exc}")[:2000]
     try:
         if job.attempt < job.max_attempts:
             job_requeue(job, f"Attempt {job.attempt}: {error}; retrying (attempt {job.attempt + 1} of "
