@@ -78,10 +78,10 @@ def _provider_add(live_server, client, name: str, base_url: str, api_key: str) -
     return response.json()
 
 
-def _start(client, file_id: str, provider: str):
+def _start(client, file_id: str, provider: str, n_epochs: int = 1):
     return client.fine_tuning.jobs.create(
         model="tiny-llama", training_file=file_id, extra_body={"provider": provider},
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}})
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": n_epochs, "batch_size": 4}}})
 
 
 def test_job_runs_on_a_remote_provider_and_is_mirrored_here(live_server, live_base_model, worker_pool, remote):
@@ -155,7 +155,8 @@ def test_cancel_here_cancels_the_remote_job(live_server, live_base_model, worker
     worker_pool.ensure(FAST_POLL)
     client, _ = client_for(live_server)
     _provider_add(live_server, client, "remote", remote.url, remote.api_key)
-    job = _start(client, upload(client, rows=classification_rows(8)).id, "remote")
+    # long enough that it is still running there when cancelled here
+    job = _start(client, upload(client, rows=classification_rows(8)).id, "remote", n_epochs=50)
     remote_id = wait_for(lambda: FineTuneJob.objects.get(pk=job.id).remote_job_id, timeout=120,
                          what="the remote job's id")
     assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
@@ -180,9 +181,10 @@ def test_a_file_the_remote_refuses_fails_the_job_with_the_remotes_message(
 
 
 def test_an_attempt_that_died_after_creating_the_remote_job_finds_it_instead_of_creating_another(
-        live_server, live_base_model, remote):
+        live_server, live_base_model, worker_pool, remote):
     from jobs_app.services.remote import _remote_start, provider_client
 
+    worker_pool.stop()  # this test plays the next attempt itself
     client, _ = client_for(live_server)
     _provider_add(live_server, client, "remote", remote.url, remote.api_key)
     job = FineTuneJob.objects.get(pk=_start(client, upload(client, rows=classification_rows(8)).id, "remote").id)
