@@ -11,7 +11,8 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from finetune_site.env import env_bool, env_int, env_list, env_rate, env_str, secret_key_file
+from finetune_site.env import env_bool, env_float, env_int, env_list, env_rate, env_str, secret_key_file
+from finetune_site.prices import prices_load
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "data"))).resolve()
@@ -218,6 +219,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "jobs_app.tasks.job_run": {"queue": "training"},
+    # a remote job only uploads and polls: no training device needed (jobs_app.tasks.job_remote_run)
     "models_app.tasks.export_run": {"queue": "training"},
     "models_app.tasks.evaluation_run": {"queue": "training"},
     # Its own worker process keeps models loaded between requests; training never delays a reply.
@@ -384,6 +386,16 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "finetune@localhost")
 
+# --- The cost estimate before launch (finetune_site/prices.py) ---
+LOCAL_GPU_HOUR_USD = env_float("LOCAL_GPU_HOUR_USD", 2.0)  # one GPU of a local worker, per hour
+LOCAL_CPU_HOUR_USD = env_float("LOCAL_CPU_HOUR_USD", 0.1)  # a CPU-only worker, per hour
+PRICES = prices_load(env_str("PRICES"), gpu_hour_usd=LOCAL_GPU_HOUR_USD, cpu_hour_usd=LOCAL_CPU_HOUR_USD)
+# --- Remote providers (jobs_app.services.remote) ---
+PROVIDER_KEY = env_str("PROVIDER_KEY")  # Fernet key sealing providers' API keys; unset: derived from SECRET_KEY
+REMOTE_POLL_SECONDS = env_int("REMOTE_POLL_SECONDS", 10)  # between two looks at a remote job
+REMOTE_TIMEOUT_SECONDS = env_int("REMOTE_TIMEOUT_SECONDS", 60)  # one HTTP request to a provider
+# A file this small is tokenized in the web process when an estimate asks and no worker counted it yet.
+ESTIMATE_COUNT_INLINE_BYTES = env_int("ESTIMATE_COUNT_INLINE_BYTES", 2 * 2**20)
 CELERY_BEAT_SCHEDULE = {
     "jobs-reap": {"task": "jobs_app.tasks.jobs_reap", "schedule": float(env_int("REAPER_SECONDS", 30))},
     "stored-completions-purge": {"task": "models_app.tasks.stored_completions_purge", "schedule": 3600.0},

@@ -5,7 +5,7 @@ from django.utils.html import format_html, format_html_join
 
 from finetune_site.errors import Conflict
 from jobs_app import services
-from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
+from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -37,7 +37,8 @@ class FineTuneJobAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     # status changes only through job_transition (the cancel action), never by editing.
     readonly_fields = ("id", "status", "attempt", "error", "trained_tokens", "event_seq",
-                       "created_at", "started_at", "finished_at", "event_history")
+                       "created_at", "started_at", "finished_at", "event_history", "provider", "remote_job_id",
+                       "remote_files", "remote_model", "cost")
     inlines = [CheckpointInline]
 
     @admin.display(description="Event history")
@@ -81,3 +82,17 @@ class JobEventAdmin(admin.ModelAdmin):
 class CheckpointAdmin(admin.ModelAdmin):
     list_display = ("id", "job", "step", "storage_path", "created_at")
     search_fields = ("job__id",)
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    """Providers are added through POST /v1/providers (the service seals the key); here they are listed
+    and, when no job names them, deleted. The sealed key is never shown."""
+
+    list_display = ("name", "kind", "base_url", "owner", "api_key_hint", "created_at")
+    search_fields = ("name", "base_url", "owner__username")
+    exclude = ("api_key_sealed",)
+    readonly_fields = ("id", "name", "kind", "base_url", "owner", "api_key_hint", "created_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False

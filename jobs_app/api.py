@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 from finetune_site.errors import InvalidRequest
 from finetune_site.pagination import cursor_page
 from jobs_app import selectors, services
-from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
+from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider
 from jobs_app.sse import job_events_stream, last_event_seq
 from workers.hyperparameters import (
     GRADED_OBJECTIVES,
@@ -33,7 +33,7 @@ def job_object(job: FineTuneJob) -> dict:
         "model": job.base_model.name,
         "created_at": _ts(job.created_at),
         "finished_at": _ts(job.finished_at),
-        "fine_tuned_model": model.id if model else None,
+        "fine_tuned_model": model.id if model else (job.remote_model or None),
         "organization_id": f"user-{job.owner_id}",
         "result_files": [job.result_file_id] if job.result_file_id else [],
         "status": job.status,
@@ -50,6 +50,10 @@ def job_object(job: FineTuneJob) -> dict:
         "method": {"type": job.objective, job.objective: {"hyperparameters": hp,
                                                           **({"grader": job.grader} if job.grader else {})}},
         # extensions
+        "provider": job.provider.name if job.provider_id else "local",
+        "remote_job_id": job.remote_job_id or None,
+        "remote_status": job.metrics.get("remote_status") if job.provider_id else None,
+        "cost": job.cost or None,  # what the run cost (a remote job: the provider's tokens × the price table)
         "attempt": job.attempt,
         "preference_file": job.preference_dataset_id,  # rlaif: the judged pairs DPO trained on
         "max_attempts": job.max_attempts,
@@ -134,6 +138,10 @@ class JobCreateSerializer(serializers.Serializer):
                   '{"metric": "accuracy", "threshold": 0.9}.')
     evaluate_checkpoints = serializers.BooleanField(
         required=False, default=False, help_text="Also evaluate every checkpoint and mark the best.")
+    provider = serializers.CharField(required=False, default="local",
+                                     help_text="Where the job runs: local (this platform's workers) or a "
+                                               "provider's name (GET /v1/providers); the openai client sends it "
+                                               "with extra_body.")
 
 
 def _method_from(data: dict) -> tuple[str, dict, dict | None]:
@@ -170,17 +178,7 @@ class JobsApi(APIView):
     def post(self, request):
         form = JobCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        data = form.validated_data
-        objective, hyperparameters, grader = _method_from(data)
-        job = services.job_create(
-            owner=request.user, training_file=data["training_file"], model=data["model"],
-            validation_file=data.get("validation_file") or None, objective=objective,
-            hyperparameters=hyperparameters, suffix=data.get("suffix") or "", seed=data.get("seed"),
-            promotion_gate=data.get("promotion_gate"), evaluate_checkpoints=data["evaluate_checkpoints"],
-            grader=grader, metadata=data.get("metadata"), integrations=data.get("integrations"),
-            version=data.get("version") or "",
-        )
-        return Response(job_object(job))
+        return Response(job_object(services.job_create(owner=request.user, **_job_request(form.validated_data))))
 
     @extend_schema(parameters=[OpenApiParameter("metadata[key]", str, description="Only jobs whose metadata has "
                                                 "this value at key (repeat for several keys)")],
@@ -188,6 +186,30 @@ class JobsApi(APIView):
     def get(self, request):
         jobs = selectors.jobs_with_metadata(selectors.jobs_visible_to(request.user), _metadata_filter(request))
         return Response(cursor_page(request, jobs, job_object))
+
+
+def _job_request(data: dict) -> dict:
+    """The service's keyword arguments from a checked creation body (creation and the estimate share it)."""
+    objective, hyperparameters, grader = _method_from(data)
+    return dict(training_file=data["training_file"], model=data["model"],
+                validation_file=data.get("validation_file") or None, objective=objective,
+                hyperparameters=hyperparameters, suffix=data.get("suffix") or "", seed=data.get("seed"),
+                promotion_gate=data.get("promotion_gate"), evaluate_checkpoints=data["evaluate_checkpoints"],
+                grader=grader, metadata=data.get("metadata"), integrations=data.get("integrations"),
+                provider=data["provider"], version=data.get("version") or "")
+
+
+class JobEstimateApi(APIView):
+    @extend_schema(request=JobCreateSerializer, responses={200: dict}, summary="Estimate a job's tokens and cost",
+                   description="Takes the body of job creation (checked the same way: the same 400s) and an "
+                               "optional provider; creates nothing. Returns the training tokens (per epoch × "
+                               "epochs), the time where past runs give a pace, and the cost from the price "
+                               "table: per million tokens for remote providers, per device-hour for local "
+                               "workers (amount null, with a reason, where the table or the time is unknown).")
+    def post(self, request):
+        form = JobCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        return Response(services.job_price_estimate(owner=request.user, **_job_request(form.validated_data)))
 
 
 def _metadata_filter(request) -> dict:
@@ -279,3 +301,45 @@ class GraderValidateApi(APIView):
         form.is_valid(raise_exception=True)
         services.grader_validate(owner=request.user, grader=form.validated_data["grader"])
         return Response({"grader": form.validated_data["grader"]})
+
+
+def provider_object(provider: Provider) -> dict:
+    """A provider as the API shows it: never its key, only the key's last characters."""
+    return {"object": "provider", "id": provider.id, "name": provider.name, "kind": provider.kind,
+            "base_url": provider.base_url, "api_key": f"…{provider.api_key_hint}",
+            "shared": provider.owner_id is None, "created_at": _ts(provider.created_at)}
+
+
+class ProviderCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=64, help_text="What a job names in its provider field.")
+    base_url = serializers.CharField(max_length=500, help_text="e.g. https://api.openai.com/v1")
+    api_key = serializers.CharField(max_length=1000, trim_whitespace=True, help_text="Stored encrypted.")
+    kind = serializers.CharField(required=False, default=Provider.Kind.OPENAI)
+    shared = serializers.BooleanField(required=False, default=False, help_text="Staff: for every user.")
+
+
+class ProvidersApi(APIView):
+    @extend_schema(request=ProviderCreateSerializer, responses={200: dict}, summary="Add a remote provider",
+                   description="An OpenAI-compatible fine-tuning API a job can run on (provider: <name>). The key "
+                               "is stored encrypted and never returned.")
+    def post(self, request):
+        form = ProviderCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        return Response(provider_object(services.provider_create(owner=request.user, **form.validated_data)))
+
+    @extend_schema(responses={200: dict}, summary="List your providers and the operator's")
+    def get(self, request):
+        providers = selectors.providers_visible_to(request.user)
+        return Response({"object": "list", "data": [provider_object(p) for p in providers], "has_more": False})
+
+
+class ProviderApi(APIView):
+    @extend_schema(responses={200: dict}, summary="Retrieve a provider")
+    def get(self, request, provider_id: str):
+        return Response(provider_object(selectors.provider_get(request.user, provider_id)))
+
+    @extend_schema(responses={200: dict}, summary="Delete a provider no job ran on")
+    def delete(self, request, provider_id: str):
+        provider = selectors.provider_get(request.user, provider_id)
+        services.provider_delete(provider=provider, by=request.user)
+        return Response({"object": "provider.deleted", "id": provider_id, "deleted": True})

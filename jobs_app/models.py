@@ -19,6 +19,42 @@ def new_checkpoint_id() -> str:
     return new_id("ftckpt")
 
 
+def new_provider_id() -> str:
+    return new_id("prov")
+
+
+class Provider(models.Model):
+    """Where a job can run besides this platform's workers: an OpenAI-compatible fine-tuning API.
+
+    ``owner`` None: the operator's, usable by everyone. The API key is stored sealed
+    (``finetune_site.crypto``) and never shown again, only its last characters.
+    """
+
+    class Kind(models.TextChoices):
+        OPENAI = "openai"
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_provider_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+                              related_name="providers", help_text="Empty: the operator's, for every user.")
+    name = models.CharField(max_length=64, help_text="What a job names in its provider field.")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.OPENAI)
+    base_url = models.URLField(max_length=500, help_text="e.g. https://api.openai.com/v1")
+    api_key_sealed = models.TextField(help_text="The API key, encrypted (Fernet).")
+    api_key_hint = models.CharField(max_length=8, blank=True, help_text="The key's last characters.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="provider_name_unique"),
+            models.UniqueConstraint(fields=["name"], condition=models.Q(owner__isnull=True),
+                                    name="provider_shared_name_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class FineTuneJob(models.Model):
     class Status(models.TextChoices):
         VALIDATING_FILES = "validating_files"
@@ -59,6 +95,12 @@ class FineTuneJob(models.Model):
     promotion_gate = models.JSONField(default=dict, blank=True,
                                       help_text="{metric, min_improvement or threshold, alias}; empty: none.")
     evaluate_checkpoints = models.BooleanField(default=False, help_text="Evaluate every checkpoint, mark the best.")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, null=True, blank=True, related_name="jobs",
+                                 help_text="Where it runs: empty for this platform's workers (local).")
+    remote_job_id = models.CharField(max_length=200, blank=True, help_text="The provider's id of the job.")
+    remote_files = models.JSONField(default=dict, blank=True, help_text="{training_file, validation_file} there.")
+    remote_model = models.CharField(max_length=300, blank=True, help_text="The provider's fine_tuned_model id.")
+    cost = models.JSONField(default=dict, blank=True, help_text="What the run cost: {amount, currency, basis, ...}.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.VALIDATING_FILES)
     attempt = models.PositiveIntegerField(default=0, help_text="Fencing token: +1 at every claim.")
     max_attempts = models.PositiveIntegerField(default=3)
@@ -166,6 +208,9 @@ class JobEvent(models.Model):
         return f"{self.job_id}#{self.seq}"
 
 
+REMOTE_PREFIX = "remote:"  # a checkpoint held by the provider, not in our storage
+
+
 class Checkpoint(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_checkpoint_id, editable=False)
     job = models.ForeignKey(FineTuneJob, on_delete=models.CASCADE, related_name="checkpoints")
@@ -184,7 +229,10 @@ class Checkpoint(models.Model):
 
     @property
     def fine_tuned_model_checkpoint(self) -> str:
-        """OpenAI's name of the checkpoint as a model: the job's model id and ``:ckpt-step-<step>``."""
+        """OpenAI's name of the checkpoint as a model: the job's model id and ``:ckpt-step-<step>`` (a
+        remote job's checkpoint keeps the provider's name, stored as ``remote:<name>``)."""
+        if self.storage_path.startswith(REMOTE_PREFIX):
+            return self.storage_path.removeprefix(REMOTE_PREFIX)
         return f"{self.job.fine_tuned_model_name}:ckpt-step-{self.step}"
 
 

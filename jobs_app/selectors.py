@@ -3,17 +3,17 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
 from django.utils import timezone
 
-from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
+from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider
 
 
 def jobs_visible_to(user) -> QuerySet[FineTuneJob]:
     return FineTuneJob.objects.filter(owner=user).select_related(
-        "dataset", "validation_dataset", "base_model"
+        "dataset", "validation_dataset", "base_model", "provider"
     )
 
 
@@ -135,3 +135,21 @@ def job_history(job: FineTuneJob, *, after_seq: int = 0, limit: int | None = Non
     """The job's events after ``after_seq`` in sequence order: the log and metric history."""
     events = job.events.filter(seq__gt=after_seq).order_by("seq")
     return list(events[:limit] if limit else events)
+
+
+def providers_visible_to(user) -> QuerySet[Provider]:
+    """The user's providers and the operator's (shared) ones."""
+    return Provider.objects.filter(Q(owner=user) | Q(owner__isnull=True))
+
+
+def provider_named(user, name: str) -> Provider | None:
+    """The provider a job names: the user's own of that name first, else the operator's."""
+    found = {p.owner_id: p for p in providers_visible_to(user).filter(name=name)}
+    return found.get(user.id) or found.get(None)
+
+
+def provider_get(user, provider_id: str) -> Provider:
+    provider = providers_visible_to(user).filter(pk=provider_id).first()
+    if provider is None:
+        raise Http404(f"No such provider: {provider_id}")
+    return provider

@@ -28,6 +28,18 @@ def job_run(self, job_id: str) -> None:
     services.job_run(job_id=job_id, worker=self.request.hostname or "")
 
 
+@shared_task(name="jobs_app.tasks.job_remote_run", bind=True)
+def job_remote_run(self, job_id: str) -> None:
+    if not FineTuneJob.objects.filter(pk=job_id).exists():
+        return
+    services.job_remote_run(job_id=job_id, worker=self.request.hostname or "")
+
+
+@shared_task(name="jobs_app.tasks.job_remote_cancel")
+def job_remote_cancel(job_id: str) -> None:
+    services.job_remote_cancel(job_id=job_id)
+
+
 @shared_task(name="jobs_app.tasks.jobs_reap")
 def jobs_reap() -> dict:
     return services.jobs_reap()

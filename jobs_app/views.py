@@ -260,7 +260,8 @@ def wizard_review(request):
         try:
             job = services.job_create(owner=request.user, training_file=dataset.id, model=base.name,
                                       validation_file=validation_id, hyperparameters=raw, objective=objective,
-                                      suffix=state.get("suffix", ""), grader=_grader(state, objective))
+                                      suffix=state.get("suffix", ""), grader=_grader(state, objective),
+                                      provider=request.POST.get("provider") or "local")
         except InvalidRequest as problem:
             error = problem
         else:
@@ -276,15 +277,17 @@ def wizard_review(request):
     except InvalidRequest as problem:
         error = error or problem
     validation = datasets_visible_to(request.user).filter(pk=validation_id).first() if validation_id else None
+    estimate = services.job_estimate_draft(owner=request.user, dataset=dataset, base_model=base,
+                                           hyperparameters=resolved, validation=validation, objective=objective)
+    costs = services.provider_costs(owner=request.user, model=base.name, estimate=estimate,
+                                    devices=resolved.get("devices", 1))
     return render(request, "jobs_app/wizard_review.html", {
         "step": 3, "dataset": dataset, "base_model": base, "suffix": state.get("suffix", ""),
         "model_name": services.job_model_name(suffix=state.get("suffix", ""), base_model=base),
         "objective": objective, "adapter": resolved["adapter"], "options": review_rows(resolved, objective=objective),
         "grader": json.dumps(grader) if (grader := _grader(state, objective)) else "",
         "resolved": resolved, "validation": validation,
-        "estimate": services.job_estimate_draft(owner=request.user, dataset=dataset, base_model=base,
-                                                hyperparameters=resolved, validation=validation,
-                                                objective=objective),
+        "estimate": estimate, "costs": costs,
         "dry_run": _dry_run(dataset, base, resolved),
         "mask_rows": dataset_preview(dataset, rows=2),
         "error": error,

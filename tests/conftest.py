@@ -139,10 +139,12 @@ LIVE_POOLS: list["WorkerPool"] = []
 class WorkerPool:
     """One real Celery worker process at a time, restarted when a test needs other settings."""
 
-    def __init__(self, database_url: str, name: str = "test", queues: str = "default,training") -> None:
+    def __init__(self, database_url: str, name: str = "test", queues: str = "default,training",
+                 broker_url: str = "") -> None:
         self.database_url = database_url
         self.name = name
         self.queues = queues
+        self.broker_url = broker_url  # another instance's broker (its REDIS_URL); empty: this one's
         self.process: subprocess.Popen | None = None
         self.extra: dict | None = None
         self.node = ""
@@ -153,7 +155,8 @@ class WorkerPool:
         if self.process and self.process.poll() is None and self.extra == extra:
             return self.process
         self.stop()
-        env = {**os.environ, "DATABASE_URL": self.database_url, **extra}
+        env = {**os.environ, "DATABASE_URL": self.database_url,
+               **({"REDIS_URL": self.broker_url} if self.broker_url else {}), **extra}
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         log = open(ARTIFACTS / f"{self.name}-worker-{int(time.time())}.log", "ab")
         self.process = subprocess.Popen(
@@ -166,8 +169,19 @@ class WorkerPool:
         self._wait_ready()
         return self.process
 
-    def _wait_ready(self) -> None:
+    def _control(self):
+        """The Celery app that reaches this worker: this instance's, or one on the other broker."""
         from finetune_site.celery import app
+
+        if not self.broker_url:
+            return app
+        from celery import Celery
+
+        # not made the current app: this process's shared tasks must still be sent to its own broker
+        return Celery(broker=self.broker_url, set_as_current=False)
+
+    def _wait_ready(self) -> None:
+        app = self._control()
 
         def ready():
             assert self.process.poll() is None, "the Celery worker exited; see tests/artifacts"
@@ -182,8 +196,7 @@ class WorkerPool:
         """Wait until the worker runs and holds no task, so emptying the tables after a test cannot
         deadlock with a job the test left running; a worker still busy after ``timeout`` is stopped
         and the next test that needs one starts it afresh."""
-        from finetune_site.celery import app
-
+        app = self._control()
         if not (self.process and self.process.poll() is None):
             return
         inspect = app.control.inspect(destination=[self.node], timeout=2)

@@ -10,12 +10,16 @@
 - ``lifecycle``: status transitions, events, cancel / pause / resume and which of them a job allows
 - ``preflight``: the file, template and row checks before a job is queued (``job_validate``)
 - ``estimates``: tokens, steps, time and memory before a run
+- ``costs``: what a job would cost on a provider, before launch (``job_price_estimate``)
 - ``running``: claiming a job, building the engine's config, finishing or retrying the attempt
 - ``results``: a succeeded job's step metrics as a CSV file (its ``result_files``)
 - ``leases``: heartbeats, the reaper, workers' devices
+- ``providers``: remote OpenAI-compatible fine-tuning APIs, their keys sealed
+- ``remote``: a job on a remote provider: upload, create once, mirror status, events and checkpoints
 - ``engine``: the engine's ``emit`` (``JobReporter``) and ``should_stop`` (``JobControl``)
 """
 
+from jobs_app.services.costs import job_cost, job_price_estimate, provider_costs, provider_prices
 from jobs_app.services.creation import (
     hyperparameters_param,
     job_create,
@@ -23,6 +27,7 @@ from jobs_app.services.creation import (
     job_grader_check,
     job_hyperparameters_resolve,
     job_model_name,
+    job_request_check,
     job_suffix_check,
     job_version_check,
     job_version_check_register,
@@ -51,9 +56,12 @@ from jobs_app.services.lifecycle import (
     job_pause,
     job_requeue,
     job_resume,
+    job_send,
     job_transition,
 )
 from jobs_app.services.preflight import job_validate
+from jobs_app.services.providers import provider_api_key, provider_create, provider_delete
+from jobs_app.services.remote import job_remote_cancel, job_remote_run
 from jobs_app.services.results import job_result_file_create
 from jobs_app.services.running import checkpoint_fetch, job_claim, job_run, train_config
 
@@ -63,7 +71,9 @@ __all__ = [
     "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
     "job_fail", "job_fit_check", "job_format_problem", "job_grader_check", "job_heartbeat",
     "job_hyperparameters_resolve",
-    "job_metrics_add", "job_model_name", "job_pause", "job_preferences_store", "job_requeue",
+    "job_metrics_add", "job_model_name", "job_pause", "job_cost", "job_price_estimate", "job_request_check",
+    "job_preferences_store", "job_remote_cancel", "job_remote_run", "job_requeue", "job_send", "provider_api_key",
+    "provider_costs", "provider_create", "provider_delete", "provider_prices",
     "job_result_file_create", "job_resume", "job_run", "job_suffix_check", "job_transition", "job_validate",
     "job_version_check", "job_version_check_register",
     "jobs_reap", "jobs_release_for_shutdown", "judge_find", "judge_resolver_register", "judges_local",

@@ -2,6 +2,7 @@
 
 import secrets
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
@@ -11,11 +12,13 @@ from datasets_app.selectors import dataset_rows
 from finetune_site.errors import InvalidRequest
 from finetune_site.semver import Semver, semver_parse
 from jobs_app import tasks
-from jobs_app.models import FineTuneJob, Worker
+from jobs_app.models import FineTuneJob, Provider, Worker
+from jobs_app.selectors import provider_named
 from jobs_app.services.fit import job_fit_check
 from jobs_app.services.gate import promotion_gate_check
 from jobs_app.services.judges import judge_problem
 from jobs_app.services.lifecycle import job_event_add
+from jobs_app.services.providers import LOCAL
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_model_named
 from workers.formats import EXAMPLE_ROW, OBJECTIVE_FORMATS
@@ -64,26 +67,35 @@ def job_memory_known(*, base_model: BaseModel, adapter: str, objective: str) -> 
     return peak or None, max(gpus, default=0) or None
 
 
-def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
-               hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
-               objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
-               evaluate_checkpoints: bool = False, grader: dict | None = None, metadata: dict | None = None,
-               integrations: list | None = None, version: str = "") -> FineTuneJob:
-    """Check the request, resolve every "auto" hyperparameter and queue file validation.
+@dataclass(frozen=True)
+class JobRequest:
+    """A job request that passed every check, with each "auto" option resolved: what ``job_create``
+    stores and what ``job_price_estimate`` prices (the two can never check differently)."""
 
-    ``seed`` is drawn at random when not given, and stored either way (a run can be repeated).
-    ``metadata`` is kept as given (OpenAI's limits); ``integrations`` (Weights & Biases, ...) are
-    refused: this platform reports to none yet, and a tracker silently left out would mislead.
+    owner: object
+    dataset: Dataset
+    validation: Dataset | None
+    base_model: BaseModel
+    objective: str
+    hyperparameters: dict
+    suffix: str
+    seed: int | None
+    metadata: dict
+    promotion_gate: dict
+    evaluate_checkpoints: bool
+    grader: dict
+    provider: Provider | None  # None: this platform's workers ("local")
+    version: str  # a registry version asked for ("1.4.0"), or "" for the bump rule
 
-    ``grader`` scores the samples of a reinforcement job (``workers.graders``), and goes with no other.
 
-    With a validation file the tuned model is evaluated against its base when the job ends;
-    ``promotion_gate`` then decides whether the new version gets an alias, and
-    ``evaluate_checkpoints`` scores every checkpoint too and marks the best.
-
-    ``version`` (``1.4.0``) overrides the registry's bump rule for the model the job makes; it must be
-    greater than the newest version of the model's name (``job_version_check``).
-    """
+def job_request_check(*, owner, training_file: str, model: str, validation_file: str | None = None,
+                      hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
+                      objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
+                      evaluate_checkpoints: bool = False, grader: dict | None = None, metadata: dict | None = None,
+                      integrations: list | None = None, provider: str = LOCAL,
+                      version: str = "") -> JobRequest:
+    """Every check of ``job_create``, storing nothing: a 400 naming the param, or the checked request."""
+    remote = job_provider_check(owner=owner, name=provider)
     if objective not in Objective.values:
         raise InvalidRequest(f"method.type {objective!r} is not supported; use one of {', '.join(Objective.values)}",
                              param="method.type")
@@ -106,14 +118,62 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     rows = dataset.row_count if dataset.status == Dataset.Status.READY else UNKNOWN_ROWS
     resolved = job_hyperparameters_resolve(hyperparameters, objective=objective, base_model=base, rows=rows,
                                            has_validation=validation is not None)
-    resolved = job_fit_check(resolved, base_model=base, param=hyperparameters_param(objective))
+    if remote is None:  # a remote provider's GPUs are its own affair
+        resolved = job_fit_check(resolved, base_model=base, param=hyperparameters_param(objective))
+    return JobRequest(owner=owner, dataset=dataset, validation=validation, base_model=base, objective=objective,
+                      hyperparameters=resolved, suffix=suffix or "", seed=seed, metadata=metadata,
+                      promotion_gate=gate, evaluate_checkpoints=evaluate_checkpoints, grader=grader,
+                      provider=remote, version=version or "")
+
+
+def job_provider_check(*, owner, name) -> Provider | None:
+    """The provider a job names: None for ``local`` (this platform's workers), else one of the owner's
+    or the operator's providers; a 400 naming ``provider`` otherwise."""
+    if name in (None, "", LOCAL):
+        return None
+    provider = provider_named(owner, name) if isinstance(name, str) else None
+    if provider is None:
+        raise InvalidRequest(f"unknown provider {name!r}; use {LOCAL!r} (this platform's workers) or one of "
+                             "your providers (GET /v1/providers)", param="provider", code="provider_not_found")
+    return provider
+
+
+def job_create(*, owner, training_file: str, model: str, validation_file: str | None = None,
+               hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
+               objective: str = Objective.SUPERVISED, promotion_gate: dict | None = None,
+               evaluate_checkpoints: bool = False, grader: dict | None = None, metadata: dict | None = None,
+               integrations: list | None = None, provider: str = LOCAL, version: str = "") -> FineTuneJob:
+    """Check the request, resolve every "auto" hyperparameter and queue file validation.
+
+    ``seed`` is drawn at random when not given, and stored either way (a run can be repeated).
+    ``metadata`` is kept as given (OpenAI's limits); ``integrations`` (Weights & Biases, ...) are
+    refused: this platform reports to none yet, and a tracker silently left out would mislead.
+
+    ``grader`` scores the samples of a reinforcement job (``workers.graders``), and goes with no other.
+
+    With a validation file the tuned model is evaluated against its base when the job ends;
+    ``promotion_gate`` then decides whether the new version gets an alias, and
+    ``evaluate_checkpoints`` scores every checkpoint too and marks the best.
+
+    ``version`` (``1.4.0``) overrides the registry's bump rule for the model the job makes; it must be
+    greater than the newest version of the model's name (``job_version_check``).
+
+    ``provider`` names where it runs: ``local`` (this platform's workers) or a remote provider, which
+    gets the files and the job once they pass the same checks (``jobs_app.services.remote``).
+    """
+    checked = job_request_check(
+        owner=owner, training_file=training_file, model=model, validation_file=validation_file,
+        hyperparameters=hyperparameters, suffix=suffix, seed=seed, objective=objective,
+        promotion_gate=promotion_gate, evaluate_checkpoints=evaluate_checkpoints, grader=grader,
+        metadata=metadata, integrations=integrations, provider=provider, version=version)
     with transaction.atomic():
         job = FineTuneJob.objects.create(
-            owner=owner, dataset=dataset, validation_dataset=validation, base_model=base,
-            hyperparameters=resolved, suffix=suffix or "", version=version or "",
-            seed=secrets.randbelow(SEED_MAX + 1) if seed is None else seed, metadata=metadata,
-            max_attempts=settings.JOB_MAX_ATTEMPTS, objective=objective, promotion_gate=gate,
-            evaluate_checkpoints=evaluate_checkpoints, grader=grader,
+            owner=owner, dataset=checked.dataset, validation_dataset=checked.validation,
+            base_model=checked.base_model, hyperparameters=checked.hyperparameters, suffix=checked.suffix,
+            seed=secrets.randbelow(SEED_MAX + 1) if seed is None else seed, metadata=checked.metadata,
+            max_attempts=settings.JOB_MAX_ATTEMPTS, objective=checked.objective,
+            promotion_gate=checked.promotion_gate, evaluate_checkpoints=evaluate_checkpoints,
+            grader=checked.grader, provider=checked.provider, version=checked.version,
         )
         job_event_add(job_id=job.id, message=f"Created fine-tuning job: {job.id}")
         transaction.on_commit(lambda: tasks.job_validate.delay(job.id))

@@ -12,7 +12,7 @@ from django.utils import timezone
 from finetune_site.errors import Conflict
 from jobs_app import tasks
 from jobs_app.models import FineTuneJob, JobEvent, Worker
-from jobs_app.services.lifecycle import job_fail, job_requeue
+from jobs_app.services.lifecycle import job_fail, job_requeue, job_send
 
 log = logging.getLogger(__name__)
 Status = FineTuneJob.Status
@@ -30,7 +30,7 @@ def jobs_reap() -> dict:
     for job in FineTuneJob.objects.filter(status=Status.QUEUED, queued_at__lt=stale):
         # A duplicate message is harmless: only one claim of a queued job can succeed.
         if FineTuneJob.objects.filter(pk=job.pk, status=Status.QUEUED, queued_at=job.queued_at).update(queued_at=now):
-            tasks.job_run.delay(job.id)
+            job_send(job)
             resent.append(job.id)
     for job_id in FineTuneJob.objects.filter(status=Status.VALIDATING_FILES, created_at__lt=stale).values_list(
             "pk", flat=True):

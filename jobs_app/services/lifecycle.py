@@ -89,9 +89,18 @@ def job_metrics_add(*, job_id: str, values: dict) -> None:
             job.save(update_fields=["metrics"])
 
 
+def job_send(job: FineTuneJob) -> None:
+    """Queue the task that runs a queued job: a training worker's, or for a job on a remote provider the
+    one that starts and follows it there (default queue: it needs no device)."""
+    (tasks.job_remote_run if job.provider_id else tasks.job_run).delay(job.id)
+
+
 def job_actions(job: FineTuneJob) -> dict[str, bool]:
-    """Which of cancel, pause and resume the rules allow for ``job`` now (what pages offer)."""
+    """Which of cancel, pause and resume the rules allow for ``job`` now (what pages offer); a job on a
+    remote provider can be cancelled, not paused (OpenAI-compatible APIs need not pause)."""
     allows = {to: status_allows(ALLOWED_TRANSITIONS, job.status, to) for to in (Status.CANCELLED, Status.PAUSED)}
+    if job.provider_id:
+        allows[Status.PAUSED] = False
     return {
         "cancel": allows[Status.CANCELLED],
         # a running job pauses after a checkpoint: asked once, then it is on its way
@@ -113,8 +122,12 @@ def job_cancel(*, job: FineTuneJob) -> FineTuneJob:
     if not job_actions(job)["cancel"]:
         raise Conflict(f"job {job.id} has already {job.status}; only unfinished jobs can be cancelled",
                        code="job_finished")
-    return job_transition(job_id=job.id, to=Status.CANCELLED, finished_at=timezone.now(),
-                          message="Job cancelled")
+    with transaction.atomic():
+        job = job_transition(job_id=job.id, to=Status.CANCELLED, finished_at=timezone.now(),
+                             message="Job cancelled")
+        if job.provider_id and job.remote_job_id:  # the provider's job stops too (not in this request)
+            transaction.on_commit(lambda: tasks.job_remote_cancel.delay(job.id))
+    return job
 
 
 def job_pause(*, job: FineTuneJob) -> FineTuneJob:
@@ -135,7 +148,7 @@ def job_requeue(job: FineTuneJob, message: str, level: str = JobEvent.Level.INFO
     with transaction.atomic():
         job_transition(job_id=job.id, to=Status.QUEUED, expect_attempt=job.attempt, stop_request="",
                        lease_owner="", queued_at=timezone.now(), message=message, level=level)
-        transaction.on_commit(lambda: tasks.job_run.delay(job.id))
+        transaction.on_commit(lambda: job_send(job))
 
 
 def job_resume(*, job: FineTuneJob) -> FineTuneJob:
@@ -144,5 +157,5 @@ def job_resume(*, job: FineTuneJob) -> FineTuneJob:
         raise Conflict(f"job {job.id} is {job.status}; only paused jobs can be resumed", code="invalid_transition")
     with transaction.atomic():
         job = job_transition(job_id=job.id, to=Status.QUEUED, queued_at=timezone.now(), message="Job resumed")
-        transaction.on_commit(lambda: tasks.job_run.delay(job.id))
+        transaction.on_commit(lambda: job_send(job))
     return job

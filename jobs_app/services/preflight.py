@@ -12,11 +12,10 @@ from django.utils import timezone
 from datasets_app.models import Dataset
 from datasets_app.services import token_stats_compute, token_stats_summary
 from finetune_site.files import storage_fetch
-from jobs_app import tasks
 from jobs_app.models import FineTuneJob, JobEvent
 from jobs_app.services.creation import job_format_problem
 from jobs_app.services.estimates import estimate_describe, job_estimate
-from jobs_app.services.lifecycle import job_event_add, job_fail, job_transition
+from jobs_app.services.lifecycle import job_event_add, job_fail, job_send, job_transition
 from workers.loading import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ def job_validate(*, job_id: str) -> None:
     problem, code = _problem_of(job)
     overlap = "" if problem else _overlap_warning(job)
     estimate = {}
-    if not problem:
+    if not problem and job.provider_id is None:  # a remote job's time and memory are its provider's
         try:
             estimate = job_estimate(job=job)
         except ModelLoadError as exc:  # before any compute is spent on it
@@ -75,10 +74,11 @@ def _job_queue(job_id: str, *, problem: str, code: str, overlap: str, estimate: 
             return
         if overlap:
             job_event_add(job_id=job_id, message=overlap, level=JobEvent.Level.WARN)
-        job_transition(job_id=job_id, to=Status.QUEUED, queued_at=timezone.now(), estimate=estimate,
-                       data={"estimate": estimate},
-                       message="Files validated; job queued. " + estimate_describe(estimate))
-        transaction.on_commit(lambda: tasks.job_run.delay(job_id))
+        then = (estimate_describe(estimate) if estimate else
+                f"It runs on provider {locked.provider.name}" if locked.provider_id else "")
+        job = job_transition(job_id=job_id, to=Status.QUEUED, queued_at=timezone.now(), estimate=estimate,
+                             data={"estimate": estimate}, message="Files validated; job queued. " + then)
+        transaction.on_commit(lambda: job_send(job))
 
 
 def _files_problem(job: FineTuneJob) -> str:

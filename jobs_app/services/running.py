@@ -78,8 +78,8 @@ def job_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
     """Take a queued job for ``worker``: bump its attempt (the fencing token), start its lease."""
     with transaction.atomic():
         job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status != Status.QUEUED:
-            return None  # gone, cancelled, paused or already claimed: nothing to do
+        if job is None or job.status != Status.QUEUED or job.provider_id:
+            return None  # gone, cancelled, paused, already claimed, or a remote provider's: nothing to do
         if not _job_fits(job, worker):
             return None
         attempt = job.attempt + 1
