@@ -41,7 +41,8 @@ def _finish(job: FineTuneJob, status: str, *, minutes: float, tokens_per_second:
                                                  finished_at=end, metrics=metrics)
 
 
-def test_metrics_count_jobs_by_status_waits_per_queue_run_times_and_workers(client, base_model):
+def test_metrics_count_jobs_by_status_waits_per_queue_run_times_and_workers(client, base_model, no_live_workers):
+    Worker.objects.all().delete()  # the rows of workers an earlier test started: only this test's count
     owner = make_user()
     make_job(owner)  # validating_files: waits for the default queue
     queued_long = make_job(owner, status=Status.QUEUED)
