@@ -233,3 +233,19 @@ def memory_need(*, parameters: int, shape: Shape, adapter: str, quantization: st
     logits = tokens * shape.vocab_size * 4 * 3  # fp32 logits, their gradient and the loss's softmax
     need = states / shards + activations + logits
     return int(need * (1 + CUDA_OVERHEAD_SHARE) + CUDA_OVERHEAD_BYTES)
+
+
+# Before any run of a model measured it: saving the weights, storing and registering them.
+FINISHING_BASE_SECONDS, FINISHING_BYTES_PER_SECOND = 0.1, 100e6
+
+
+def finishing_seconds(*, parameters: int, shape: Shape | None, adapter: str, lora_r: int = 16) -> float:
+    """A prior for the time after the last step: a fixed part, and the bytes the run saves (the whole
+    model in fp32 for full fine-tuning, the adapter otherwise) at a disk-and-storage pace."""
+    if adapter == "full":
+        saved = parameters * 4
+    elif shape is not None:
+        saved = lora_r * shape.layers * (11 * shape.hidden_size + 3 * shape.intermediate_size) * 4
+    else:
+        saved = parameters * 0.01 * 4  # adapters are ~1% of a model
+    return FINISHING_BASE_SECONDS + saved / FINISHING_BYTES_PER_SECOND

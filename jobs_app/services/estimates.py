@@ -26,7 +26,6 @@ from workers.loading import ModelLoadError
 log = logging.getLogger(__name__)
 CALIBRATE_BELOW_PARAMETERS = 100_000_000  # smaller models are measured on the worker when there is no history
 PAST_RUNS = 5
-FINISHING_SECONDS = 1.0  # storing an adapter and registering it, before any run measured it
 
 
 def job_estimate(*, job: FineTuneJob) -> dict:
@@ -61,7 +60,7 @@ def job_estimate(*, job: FineTuneJob) -> dict:
                 "peak_memory_bytes": None, "parts": None, "evals": schedule.evals(steps),
                 "saves": schedule.saves(steps)}
     e = estimate(counts, throughput, schedule)
-    parts = {**e.parts, "finishing": _finishing_seconds(job.base_model, hp["adapter"])}
+    parts = {**e.parts, "finishing": _finishing_seconds(job.base_model, hp)}
     if evaluation is not None:
         parts["evaluation"] = evaluation
     return {**result, "tokens": e.tokens, "steps": e.steps, "peak_memory_bytes": e.peak_memory_bytes,
@@ -134,9 +133,17 @@ def _median(values) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def _finishing_seconds(base_model: BaseModel, adapter: str) -> float:
-    past = [m.get("finishing_seconds") for m in _past_metrics(base_model, adapter)]
-    return round(_median(past) if any(past) else FINISHING_SECONDS, 1)
+def _finishing_seconds(base_model: BaseModel, hp: dict) -> float:
+    """After the last step (the final save, storing, registering): as past runs of this model and adapter
+    measured it, else from the bytes the run will save."""
+    past = [m.get("finishing_seconds") for m in _past_metrics(base_model, hp["adapter"])]
+    if any(past):
+        return round(_median(past), 1)
+    from workers.estimate import Shape, finishing_seconds
+
+    shape = Shape(**base_model.shape) if base_model.shape else None
+    return round(finishing_seconds(parameters=base_model.parameters or 0, shape=shape, adapter=hp["adapter"],
+                                   lora_r=hp.get("lora_r") or 16), 1)
 
 
 def _evaluation_seconds(job: FineTuneJob, rows: int, *, config, measure: bool) -> float | None:
@@ -196,7 +203,7 @@ def job_estimate_draft(*, owner, dataset: Dataset, base_model: BaseModel, hyperp
         return {**result, "seconds": None, "parts": None, "peak_memory_bytes": None, "tokens_per_second": None,
                 "basis": "none"}
     counts = TokenCounts(rows=dataset.row_count, tokens=counted["tokens"], trainable=0, truncated_rows=0)
-    parts = {**estimate(counts, throughput, schedule).parts, "finishing": _finishing_seconds(base_model, hp["adapter"])}
+    parts = {**estimate(counts, throughput, schedule).parts, "finishing": _finishing_seconds(base_model, hp)}
     if validation:
         per_row = _past_row_seconds(base_model, settings.EVAL_MAX_NEW_TOKENS + 1)
         targets = 2 + (hp["n_epochs"] if evaluate_checkpoints else 0)

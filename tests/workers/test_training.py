@@ -399,3 +399,17 @@ def test_schedule_counts_the_passes_and_checkpoints_the_trainer_makes(tiny_model
     assert (result.evals, result.saves) == (schedule.evals(6), schedule.saves(6)) == (2, 2)
     assert (Schedule(n_epochs=1, batch_size=4, eval_steps=3, save_steps=3, validation_tokens=1).evals(6),
             Schedule(n_epochs=1, batch_size=4, eval_steps=3, save_steps=3).saves(6)) == (2, 2)
+
+
+def test_finishing_prior_grows_with_the_bytes_a_run_saves():
+    """Before a model has a measured finish: the tiny model's adapter is a tenth of a second; a 7B full
+    fine-tune writes ~27 GB, minutes."""
+    from workers.estimate import Shape, finishing_seconds
+    from workers.tiny_model import CONFIG, PARAMETERS
+
+    tiny = Shape(CONFIG["hidden_size"], CONFIG["num_hidden_layers"], CONFIG["intermediate_size"], CONFIG["vocab_size"])
+    lora = finishing_seconds(parameters=PARAMETERS, shape=tiny, adapter="lora")
+    full = finishing_seconds(parameters=PARAMETERS, shape=tiny, adapter="full")
+    assert 0.1 < lora < full < 0.5
+    big = finishing_seconds(parameters=6_738_415_616, shape=Shape(4096, 32, 11008, 32000), adapter="full")
+    assert 200 < big < 400
