@@ -78,7 +78,7 @@ def test_gpu_rows_are_read_from_nvidia_smi_csv():
 
 @pytest.mark.e2e
 def test_a_prefork_worker_adds_up_its_childrens_tasks_and_keeps_the_request_id(live_base_model, django_db_blocker,
-                                                                                tmp_path):
+                                                                                tmp_path, no_live_workers):
     """The real thing: `celery worker` with two pool processes; tasks run in the children, the main
     process serves their sum (multiprocess mode). A task queued under a request id writes its events
     under that id in the worker."""
