@@ -229,12 +229,9 @@ def wizard_grader_try(request):
     sample = request.POST.get("grader_sample", "")
     results, error = [], ""
     try:
-        grader = json.loads(request.POST.get("grader") or "null")
-        if not isinstance(grader, dict):
-            raise InvalidRequest("Write the grader as a JSON object first.", param="grader")
-        for index, row in enumerate(dataset_rows(dataset, limit=GRADER_TRY_ROWS) if dataset else [], start=1):
-            report = services.grader_run(owner=request.user, grader=grader, model_sample=sample, item=row)
-            results.append({"row": index, "reward": report["reward"], "errors": report["metadata"]["errors"]})
+        rows = dataset_rows(dataset, limit=GRADER_TRY_ROWS) if dataset else []
+        results = services.grader_try(owner=request.user, grader=json.loads(request.POST.get("grader") or "null"),
+                                      model_sample=sample, rows=rows)
     except json.JSONDecodeError as exc:
         error = f"The grader is not JSON ({exc})."
     except InvalidRequest as refused:

@@ -36,7 +36,7 @@ from jobs_app.services.engine import JobControl, JobReporter
 from jobs_app.services.estimates import job_estimate, job_estimate_draft
 from jobs_app.services.fit import job_fit_check
 from jobs_app.services.gate import alias_check, promotion_gate_check
-from jobs_app.services.graders import grader_run, grader_validate
+from jobs_app.services.graders import grader_run, grader_try, grader_validate
 from jobs_app.services.judged import job_preferences_store
 from jobs_app.services.judges import JudgeModel, judge_find, judge_resolver_register, judges_local
 from jobs_app.services.leases import (
@@ -66,7 +66,8 @@ from jobs_app.services.results import job_result_file_create
 from jobs_app.services.running import checkpoint_fetch, job_claim, job_run, train_config
 
 __all__ = [
-    "JobControl", "JobReporter", "JudgeModel", "alias_check", "checkpoint_fetch", "grader_run", "grader_validate",
+    "JobControl", "JobReporter", "JudgeModel", "alias_check", "checkpoint_fetch", "grader_run", "grader_try",
+    "grader_validate",
     "hyperparameters_param", "job_actions",
     "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
     "job_fail", "job_fit_check", "job_format_problem", "job_grader_check", "job_heartbeat",

@@ -43,3 +43,15 @@ def grader_run(*, owner, grader, model_sample: str, item) -> dict:
         _judges = ModelCache(size=1) if _judges is None else _judges
         judge = judge_make(models, cache=_judges)
     return grade_report(grader, sample=model_sample, item=item, judge=judge)
+
+
+def grader_try(*, owner, grader, model_sample: str, rows: list) -> list[dict]:
+    """``grader_run`` on each of ``rows`` (the wizard's dry run on the first rows of a training file):
+    per row, its number, the reward and the problems met. A grader that cannot run is the same 400."""
+    if not isinstance(grader, Mapping):
+        raise InvalidRequest("Write the grader as a JSON object first.", param="grader")
+    results = []
+    for number, row in enumerate(rows, start=1):
+        report = grader_run(owner=owner, grader=grader, model_sample=model_sample, item=row)
+        results.append({"row": number, "reward": report["reward"], "errors": report["metadata"]["errors"]})
+    return results
