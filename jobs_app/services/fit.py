@@ -6,6 +6,7 @@ from models_app.base_models.models import BaseModel
 from workers.estimate import GIB, Shape, memory_need
 
 FIT_SHARE = 0.95  # of a GPU's memory a job may plan to use
+LIGHTER_ADAPTERS = {"full": ("lora", "qlora"), "lora": ("qlora",)}  # what a job could switch to, lighter first
 
 
 def gpu_memory_largest() -> tuple[int, bool, int] | None:
@@ -91,7 +92,7 @@ def _single_changes(hp: dict, *, gpus: int) -> list[list[tuple[str, dict]]]:
     kinds.append(batches)
     if gpus > 1 and hp["adapter"] != "qlora" and _shards(hp) == 1:
         kinds.append([(f'"devices": {gpus} with "sharding": "fsdp"', {**hp, "devices": gpus, "sharding": "fsdp"})])
-    adapters = [name for name in ("lora", "qlora") if hp["adapter"] == "full" or name == "qlora" != hp["adapter"]]
+    adapters = LIGHTER_ADAPTERS.get(hp["adapter"], ())
     kinds.append([(f'"adapter": "{name}"', {**hp, "adapter": name, "quantization": hp.get("quantization") or "nf4"})
                   for name in adapters])
     return kinds
