@@ -209,6 +209,12 @@ WEIGHT_BYTES = {"nf4": 0.5625, "int8": 1.0, "half": 2.0, "fp32": 4.0}
 CUDA_OVERHEAD_BYTES, CUDA_OVERHEAD_SHARE = GIB // 2, 0.10
 
 
+def lora_parameters(shape: Shape, lora_r: int) -> int:
+    """LoRA's trainable parameters on every linear layer ("all-linear"): rank x (in + out) of each, the
+    key and value projections taken as wide as the hidden size (an upper bound)."""
+    return lora_r * shape.layers * (11 * shape.hidden_size + 3 * shape.intermediate_size)
+
+
 def memory_need(*, parameters: int, shape: Shape, adapter: str, quantization: str, batch_size: int,
                 max_length: int, checkpointing: bool, half_precision: bool, lora_r: int = 16, shards: int = 1) -> int:
     """Bytes one GPU needs to train: weights, gradients and AdamW's two moments of what trains (split
@@ -221,9 +227,8 @@ def memory_need(*, parameters: int, shape: Shape, adapter: str, quantization: st
     if adapter == "full":
         states = parameters * value * 4  # weights, gradients, two moments
     else:
-        h, i = shape.hidden_size, shape.intermediate_size
-        trainable = lora_r * shape.layers * (11 * h + 3 * i)  # every linear layer's in + out, all-linear
-        states = parameters * weight + trainable * 4 * 4  # adapters stay fp32: weights, gradients, moments
+        # the adapters stay fp32: their weights, gradients and two moments
+        states = parameters * weight + lora_parameters(shape, lora_r) * 4 * 4
     tokens = batch_size * max_length
     per_layer = shape.hidden_size * 10 + shape.intermediate_size * 4
     if checkpointing:
@@ -245,7 +250,7 @@ def finishing_seconds(*, parameters: int, shape: Shape | None, adapter: str, lor
     if adapter == "full":
         saved = parameters * 4
     elif shape is not None:
-        saved = lora_r * shape.layers * (11 * shape.hidden_size + 3 * shape.intermediate_size) * 4
+        saved = lora_parameters(shape, lora_r) * 4
     else:
         saved = parameters * 0.01 * 4  # adapters are ~1% of a model
     return FINISHING_BASE_SECONDS + saved / FINISHING_BYTES_PER_SECOND
