@@ -63,6 +63,8 @@ urlpatterns = [
     path("v1/fine_tuning/jobs/<str:job_id>/pause", jobs_api.JobPauseApi.as_view(), name="job-pause"),
     path("v1/fine_tuning/jobs/<str:job_id>/resume", jobs_api.JobResumeApi.as_view(), name="job-resume"),
     path("v1/fine_tuning/jobs/<str:job_id>/events", jobs_api.JobEventsApi.as_view(), name="job-events"),
+    path("v1/fine_tuning/jobs/<str:job_id>/tensorboard", jobs_api.JobTensorboardApi.as_view(),
+         name="job-tensorboard"),
     path("v1/fine_tuning/jobs/<str:job_id>/checkpoints", jobs_api.JobCheckpointsApi.as_view(),
          name="job-checkpoints"),
     path("v1/chat/completions", models_api.ChatCompletionsApi.as_view(), name="chat-completions"),

@@ -19,6 +19,7 @@ from jobs_app.services.judges import judges_local
 from jobs_app.services.leases import Heartbeat
 from jobs_app.services.lifecycle import job_event_add, job_fail, job_metrics_add, job_requeue, job_transition
 from jobs_app.services.results import job_result_file_create
+from jobs_app.services.tracking import job_trackers, job_tracking_store
 from jobs_app.signals import job_succeeded
 from models_app.base_models.services import base_model_local_path
 from workers.graders import judge_names
@@ -51,6 +52,7 @@ def job_run(*, job_id: str, worker: str = "") -> None:
                     result = _train(config, reporter, control)
             finally:
                 reporter.close()  # every reported event and checkpoint is stored before the job moves on
+            job_tracking_store(job, workdir)
         _job_finish(job, result, trained_at=time.monotonic())
     except Conflict:
         pass  # cancelled, or taken over by a newer attempt: that one owns the job now
@@ -126,6 +128,8 @@ def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
         grader=json.dumps(job.grader) if job.grader else "",
         judges=json.dumps(judges_local(job.owner, job.grader)) if job.grader and judge_names(job.grader) else "",
         seed=job.seed,
+        trackers=job_trackers(job, workdir),
+        run_name=job.id,
         resume_from=_resume_point(job, workdir / "resume") if resume else None,
         **options_complete(job.hyperparameters),
     )
