@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "jobs_app",
     "models_app",
     "webhooks_app",
+    "sweeps_app",
 ]
 
 MIDDLEWARE = [
