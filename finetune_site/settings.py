@@ -406,4 +406,6 @@ CELERY_BEAT_SCHEDULE = {
     # Sends the webhook deliveries that are due: retries, and sends lost with a dead worker or broker.
     "webhooks-sweep": {"task": "webhooks_app.tasks.deliveries_sweep",
                        "schedule": float(env_int("WEBHOOK_SWEEP_SECONDS", 15))},
+    # Advances sweeps whose trial ended while its task was lost (a dead worker or a flushed broker).
+    "sweeps-catch-up": {"task": "sweeps_app.tasks.sweeps_catch_up", "schedule": 60.0},
 }

@@ -218,6 +218,16 @@ def sweep_trial_finish(*, job_id: str) -> Sweep | None:
     return sweep
 
 
+def sweeps_catch_up() -> int:
+    """Advance every running trial whose job has ended (the task its end queued was lost); returns
+    how many. Run by celery beat."""
+    ended = list(SweepTrial.objects.filter(state=State.RUNNING, job__status__in=FINISHED,
+                                           sweep__status=Status.RUNNING).values_list("job_id", flat=True))
+    for job_id in ended:
+        sweep_trial_finish(job_id=job_id)
+    return len(ended)
+
+
 def _outcome(job: FineTuneJob, metric: str) -> tuple[str, float | None, str]:
     if job.status != FineTuneJob.Status.SUCCEEDED:
         return State.FAILED, None, f"the job {job.status}" + (f": {job.error['message']}"[:250] if job.error else "")

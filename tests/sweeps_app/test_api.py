@@ -8,7 +8,7 @@ from django.utils import timezone
 from jobs_app.models import FineTuneJob
 from jobs_app.services import job_transition
 from sweeps_app.models import Sweep, SweepTrial
-from sweeps_app.services import sweep_trial_finish
+from sweeps_app.services import sweep_trial_finish, sweeps_catch_up
 from tests.api import api_client
 from tests.factories import make_dataset, make_metric, make_user
 
@@ -98,6 +98,19 @@ def test_each_trial_end_asks_for_the_next_until_max_trials_then_the_best_is_the_
     assert body["best_trial"]["number"] == 2 and body["best_trial"]["value"] == 0.7
     sweep_trial_finish(job_id=sweep.trials.get(number=0).job_id)  # a repeated task changes nothing
     assert sweep.trials.count() == 4
+
+
+def test_a_trial_whose_end_was_not_heard_is_caught_up(base_model):
+    user = make_user()
+    sweep = Sweep.objects.get(pk=api_client(user).post("/v1/sweeps", _body(user), format="json").json()["id"])
+    job = sweep.trials.get(number=0).job
+    FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.RUNNING)
+    make_metric(job, 1, total_steps=1, valid_loss=0.9)
+    job_transition(job_id=job.id, to=FineTuneJob.Status.SUCCEEDED, finished_at=timezone.now())  # task lost
+    assert sweep.trials.get(number=0).state == SweepTrial.State.RUNNING
+    assert sweeps_catch_up() == 1
+    assert sweep.trials.get(number=0).value == 0.9 and sweep.trials.count() == 3
+    assert sweeps_catch_up() == 0
 
 
 def test_promote_best_without_a_complete_trial_is_a_409_and_the_page_shows_trials(base_model):
