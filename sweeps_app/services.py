@@ -101,19 +101,20 @@ def _dimension_check(name: str, spec, objective: str) -> dict:
         return {"type": kind, "values": values}
     if not isinstance(option.kind, Int | Float) or (kind == "int" and not isinstance(option.kind, Int)):
         what = "categorical values" if isinstance(option.kind, Choice) else "a type that fits it"
-        raise InvalidRequest(f"{name} is not a {kind} range; give {what}", param=param, code="invalid_search_space")
+        raise InvalidRequest(f"{name} takes no {kind} range; give {what}", param=param, code="invalid_search_space")
     low, high = spec.get("low"), spec.get("high")
     for value in (low, high):
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise InvalidRequest(f"{param} needs numbers low and high", param=param, code="invalid_search_space")
-        _value_check(option, int(value) if isinstance(option.kind, Int) else value, param)
+    if isinstance(option.kind, Int):  # an integer option samples integers
+        low, high = int(low), int(high)
+    for value in (low, high):
+        _value_check(option, value, param)
     if not low < high:
         raise InvalidRequest(f"{param} is an empty range: low ({low}) must be below high ({high})", param=param,
                              code="invalid_search_space")
     if kind == "loguniform" and low <= 0:
         raise InvalidRequest(f"{param}: a loguniform range starts above 0", param=param, code="invalid_search_space")
-    if isinstance(option.kind, Int):
-        low, high = int(low), int(high)
     return {"type": kind, "low": low, "high": high}
 
 
