@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "jobs_app",
     "models_app",
     "webhooks_app",
+    "sweeps_app",
 ]
 
 MIDDLEWARE = [
@@ -286,6 +287,9 @@ BASE_MODEL_DIRS = [Path(p) for p in env_list("BASE_MODEL_DIRS", str(BASE_MODELS_
 # must not be registrable by another through its path).
 BASE_MODEL_UPLOADS_DIR = Path(env_str("BASE_MODEL_UPLOADS_DIR", str(DATA_DIR / "base_model_uploads")))
 WORK_DIR = DATA_DIR / "work"
+# The MLflow store of jobs that name the mlflow tracker without a tracking_uri of their own: a server URL,
+# or empty for a SQLite store under MEDIA_ROOT (mlflow/mlflow.db).
+MLFLOW_TRACKING_URI = env_str("MLFLOW_TRACKING_URI")
 # Largest uploaded file; a request body past it (plus a small allowance for the multipart envelope)
 # is refused with a 413 before it is read.
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 5 * 2**30)
@@ -408,4 +412,6 @@ CELERY_BEAT_SCHEDULE = {
     # Sends the webhook deliveries that are due: retries, and sends lost with a dead worker or broker.
     "webhooks-sweep": {"task": "webhooks_app.tasks.deliveries_sweep",
                        "schedule": float(env_int("WEBHOOK_SWEEP_SECONDS", 15))},
+    # Advances sweeps whose trial ended while its task was lost (a dead worker or a flushed broker).
+    "sweeps-catch-up": {"task": "sweeps_app.tasks.sweeps_catch_up", "schedule": 60.0},
 }

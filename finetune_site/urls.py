@@ -7,6 +7,7 @@ from finetune_site import views
 from jobs_app import api as jobs_api
 from models_app import api as models_api
 from models_app.base_models import api as base_models_api
+from sweeps_app import api as sweeps_api
 from webhooks_app import api as webhooks_api
 
 handler400 = views.bad_request
@@ -26,6 +27,7 @@ urlpatterns = [
     path("models/", include("models_app.urls")),
     path("base-models/", include("models_app.base_models.urls")),
     path("webhooks/", include("webhooks_app.urls")),
+    path("sweeps/", include("sweeps_app.urls")),
     path("favicon.ico", views.favicon),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
@@ -63,6 +65,8 @@ urlpatterns = [
     path("v1/fine_tuning/jobs/<str:job_id>/pause", jobs_api.JobPauseApi.as_view(), name="job-pause"),
     path("v1/fine_tuning/jobs/<str:job_id>/resume", jobs_api.JobResumeApi.as_view(), name="job-resume"),
     path("v1/fine_tuning/jobs/<str:job_id>/events", jobs_api.JobEventsApi.as_view(), name="job-events"),
+    path("v1/fine_tuning/jobs/<str:job_id>/tensorboard", jobs_api.JobTensorboardApi.as_view(),
+         name="job-tensorboard"),
     path("v1/fine_tuning/jobs/<str:job_id>/checkpoints", jobs_api.JobCheckpointsApi.as_view(),
          name="job-checkpoints"),
     path("v1/chat/completions", models_api.ChatCompletionsApi.as_view(), name="chat-completions"),
@@ -97,6 +101,9 @@ urlpatterns = [
     path("v1/registry/evaluations", models_api.EvaluationsApi.as_view(), name="evaluations"),
     path("v1/registry/evaluations/<str:evaluation_id>", models_api.EvaluationApi.as_view(), name="evaluation"),
     path("v1/registry/exports/<str:export_id>", models_api.ExportApi.as_view(), name="export"),
+    path("v1/sweeps", sweeps_api.SweepsApi.as_view(), name="sweeps"),
+    path("v1/sweeps/<str:sweep_id>", sweeps_api.SweepApi.as_view(), name="sweep"),
+    path("v1/sweeps/<str:sweep_id>/promote_best", sweeps_api.SweepPromoteBestApi.as_view(), name="sweep-promote-best"),
     path("v1/webhooks", webhooks_api.WebhooksApi.as_view(), name="webhooks"),
     path("v1/webhooks/<str:webhook_id>", webhooks_api.WebhookApi.as_view(), name="webhook"),
     path("v1/webhooks/<str:webhook_id>/deliveries", webhooks_api.WebhookDeliveriesApi.as_view(),

@@ -1,15 +1,16 @@
 """The fine-tuning jobs API, shaped after OpenAI's."""
 
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from finetune_site.errors import InvalidRequest
+from finetune_site.errors import InvalidRequest, NotFound
 from finetune_site.pagination import cursor_page
 from jobs_app import selectors, services
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider
+from jobs_app.services.tracking import job_tracking
 from jobs_app.sse import job_events_stream, last_event_seq
 from workers.hyperparameters import (
     GRADED_OBJECTIVES,
@@ -45,7 +46,7 @@ def job_object(job: FineTuneJob) -> dict:
         "user_provided_suffix": job.suffix or None,
         "seed": job.seed,
         "estimated_finish": _ts(job.estimated_finish) if job.status == FineTuneJob.Status.RUNNING else None,
-        "integrations": [],
+        "integrations": job.integrations or [],
         "metadata": job.metadata or None,
         "method": {"type": job.objective, job.objective: {"hyperparameters": hp,
                                                           **({"grader": job.grader} if job.grader else {})}},
@@ -64,6 +65,7 @@ def job_object(job: FineTuneJob) -> dict:
         "promotion_gate": job.promotion_gate or None,
         "evaluate_checkpoints": job.evaluate_checkpoints,
         "version": job.version or None,  # the registry version asked for; None: by the bump rule
+        "tracking": job_tracking(job),  # where each tracker of integrations holds the run
     }
 
 
@@ -126,8 +128,10 @@ class JobCreateSerializer(serializers.Serializer):
                                     help_text="The registry version of the model the job makes (1.4.0), greater "
                                               "than its name's newest; default: bumped by rule.")
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
-    integrations = serializers.ListField(required=False, allow_null=True,
-                                         help_text="Refused (400) unless empty: no tracker is reported to yet.")
+    integrations = serializers.ListField(
+        required=False, allow_null=True, child=serializers.JSONField(),
+        help_text='Experiment trackers: {"type": "wandb", "wandb": {"project": ...}}, {"type": "mlflow", '
+                  '"mlflow": {"tracking_uri": ..., "experiment": ...}} or {"type": "tensorboard"}.')
     metadata = serializers.JSONField(required=False, allow_null=True,
                                      help_text="Up to 16 string values, e.g. {\"team\": \"support\"}; "
                                                "filter jobs.list by them (?metadata[team]=support).")
@@ -247,6 +251,19 @@ class JobEventsApi(APIView):
             response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
             return response
         return Response(cursor_page(request, job.events.all(), event_object, order=("seq",)))
+
+
+class JobTensorboardApi(APIView):
+    @extend_schema(responses={(200, "application/gzip"): bytes}, summary="Download a job's TensorBoard event files")
+    def get(self, request, job_id: str):
+        job = selectors.job_get(request.user, job_id)
+        archive = services.job_tensorboard_archive(job)
+        if archive is None:
+            raise NotFound(f"{job.id} has no TensorBoard event files (it names no tensorboard integration, "
+                           "or has not trained yet)", code="not_found")
+        response = HttpResponse(archive, content_type="application/gzip")
+        response["Content-Disposition"] = f'attachment; filename="tensorboard_{job.id}.tar.gz"'
+        return response
 
 
 class JobCheckpointsApi(APIView):

@@ -11,7 +11,7 @@ from django.template.loader import render_to_string
 
 from jobs_app import selectors
 from jobs_app.models import FineTuneJob, JobEvent
-from jobs_app.services import job_actions
+from jobs_app.services import job_actions, job_tracking
 
 METRIC_LINES = 200
 
@@ -33,6 +33,7 @@ def job_detail_context(job: FineTuneJob) -> dict:
         "metric_count": metrics.count(),
         "progress": selectors.job_progress(job, recent[-1].data if recent else None, first=first),
         "checkpoints": list(job.checkpoints.all()),
+        "tracking": job_tracking(job),
         "last_seq": last_seq,
         **job_status_context(job),
     }

@@ -92,6 +92,8 @@ class FineTuneJob(models.Model):
                                help_text="The registry version the model must get (1.4.0); empty: by the bump rule.")
     seed = models.IntegerField(default=42, help_text="Drawn at random when the request gives none.")
     metadata = models.JSONField(default=dict, blank=True, help_text="The caller's key-value strings (OpenAI's).")
+    integrations = models.JSONField(default=list, blank=True, help_text="The experiment trackers the run reports "
+                                    'to, checked: [{"type": "wandb", "wandb": {...}}, ...] (OpenAI\'s shape).')
     promotion_gate = models.JSONField(default=dict, blank=True,
                                       help_text="{metric, min_improvement or threshold, alias}; empty: none.")
     evaluate_checkpoints = models.BooleanField(default=False, help_text="Evaluate every checkpoint, mark the best.")

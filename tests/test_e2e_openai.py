@@ -111,5 +111,5 @@ def test_job_metadata_seed_and_integrations_through_the_official_client(live_ser
     assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "support"})] == [tagged.id]
     with pytest.raises(openai.BadRequestError) as refused:
         client.fine_tuning.jobs.create(model="tiny-llama", training_file=file.id,
-                                       integrations=[{"type": "wandb", "wandb": {"project": "p"}}])
-    assert refused.value.body["param"] == "integrations"
+                                       integrations=[{"type": "comet", "comet": {"project": "p"}}])
+    assert refused.value.body["param"] == "integrations[0].type"

@@ -29,6 +29,10 @@ RUN_FIELDS = (
      ""),
     ("judges", str, 'the local files of the judge models a score_model grader names, as JSON text: '
                     '{"<name>": ["<base model dir>", "<adapter or full model dir>" or null]}; default "" (none)', ""),
+    ("trackers", str, 'the experiment trackers to report to as JSON text (``workers.tracking``): [{"type": '
+                      '"tensorboard", "dir": ...}, {"type": "mlflow", "tracking_uri": ..., "experiment": ...}, '
+                      '{"type": "wandb", "project": ..., "dir": ..., "mode": "offline"}]; default "" (none)', ""),
+    ("run_name", str, 'the run\'s name in the trackers; default "" (the output directory)', ""),
     ("seed", int, "seed for initialisation and data order; default 42", 42),
     ("resume_from", str | None, "checkpoint directory to continue from; default none", None),
 )

@@ -12,6 +12,7 @@ from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
 from workers.formats import CHAT, PREFERENCE, PROMPT_ONLY, TEXT, UNPAIRED, format_detect, jsonl_rows
 from workers.loading import model_load, tokenizer_load
 from workers.templates import chat_as_completion, chat_tokens
+from workers.tracking import tracker_env, tracker_report_to
 
 
 def run_training(
@@ -24,6 +25,11 @@ def run_training(
     checkpoint of that step (reported as ``ArtifactSaved``), from which ``resume_from``
     continues with the same optimizer, scheduler and data order.
     """
+    with tracker_env(config.trackers):
+        return _run(config, emit, should_stop)
+
+
+def _run(config: TrainConfig, emit: Emit, should_stop: Callable[[], Stop | bool]) -> TrainResult:
     import trl  # noqa: F401  (imported once per process: not part of a run's setup time)
 
     if config.objective == "rlaif":  # sampling and judging first, then DPO on the pairs
@@ -267,7 +273,8 @@ def _common_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool) -> 
         "activation_checkpointing": config.gradient_checkpointing,
         "include_num_input_tokens_seen": "non_padding",
         "dataloader_pin_memory": device.kind == "cuda",
-        "report_to": "none",
+        "report_to": tracker_report_to(config.trackers),
+        "run_name": config.run_name or None,
         "disable_tqdm": True,
         "save_only_model": False,
         **sharding_settings(config, device),

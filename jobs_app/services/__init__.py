@@ -16,6 +16,7 @@
 - ``leases``: heartbeats, the reaper, workers' devices
 - ``providers``: remote OpenAI-compatible fine-tuning APIs, their keys sealed
 - ``remote``: a job on a remote provider: upload, create once, mirror status, events and checkpoints
+- ``tracking``: experiment trackers (``integrations``): checked, the engine's settings, where a run is
 - ``engine``: the engine's ``emit`` (``JobReporter``) and ``should_stop`` (``JobControl``)
 """
 
@@ -64,6 +65,7 @@ from jobs_app.services.providers import provider_api_key, provider_create, provi
 from jobs_app.services.remote import job_remote_cancel, job_remote_run
 from jobs_app.services.results import job_result_file_create
 from jobs_app.services.running import checkpoint_fetch, job_claim, job_follow, job_run, train_config
+from jobs_app.services.tracking import job_integrations_check, job_tensorboard_archive, job_tracking
 
 __all__ = [
     "JobControl", "JobReporter", "JudgeModel", "alias_check", "checkpoint_fetch", "grader_run", "grader_try",
@@ -76,7 +78,8 @@ __all__ = [
     "job_preferences_store", "job_remote_cancel", "job_remote_run", "job_requeue", "job_send", "provider_api_key",
     "provider_costs", "provider_create", "provider_delete", "provider_prices",
     "job_result_file_create", "job_resume", "job_run", "job_suffix_check", "job_transition", "job_validate",
-    "job_version_check", "job_version_check_register",
+    "job_version_check", "job_version_check_register", "job_integrations_check", "job_tensorboard_archive",
+    "job_tracking",
     "jobs_reap", "jobs_release_for_shutdown", "judge_find", "judge_resolver_register", "judges_local",
     "promotion_gate_check", "train_config",
     "worker_register", "worker_unregister",

@@ -19,6 +19,7 @@ from jobs_app.services.gate import promotion_gate_check
 from jobs_app.services.judges import judge_problem
 from jobs_app.services.lifecycle import job_event_add
 from jobs_app.services.providers import LOCAL
+from jobs_app.services.tracking import job_integrations_check
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_model_named
 from workers.formats import EXAMPLE_ROW, OBJECTIVE_FORMATS
@@ -86,6 +87,7 @@ class JobRequest:
     grader: dict
     provider: Provider | None  # None: this platform's workers ("local")
     version: str  # a registry version asked for ("1.4.0"), or "" for the bump rule
+    integrations: list  # the experiment trackers, checked (``jobs_app.services.tracking``)
 
 
 def job_request_check(*, owner, training_file: str, model: str, validation_file: str | None = None,
@@ -99,7 +101,7 @@ def job_request_check(*, owner, training_file: str, model: str, validation_file:
     if objective not in Objective.values:
         raise InvalidRequest(f"method.type {objective!r} is not supported; use one of {', '.join(Objective.values)}",
                              param="method.type")
-    job_integrations_check(integrations)
+    integrations = job_integrations_check(integrations)
     metadata = job_metadata_check(metadata)
     dataset = _dataset_for(owner, training_file, "training_file")
     validation = _dataset_for(owner, validation_file, "validation_file") if validation_file else None
@@ -123,7 +125,7 @@ def job_request_check(*, owner, training_file: str, model: str, validation_file:
     return JobRequest(owner=owner, dataset=dataset, validation=validation, base_model=base, objective=objective,
                       hyperparameters=resolved, suffix=suffix or "", seed=seed, metadata=metadata,
                       promotion_gate=gate, evaluate_checkpoints=evaluate_checkpoints, grader=grader,
-                      provider=remote, version=version or "")
+                      provider=remote, version=version or "", integrations=integrations)
 
 
 def job_provider_check(*, owner, name) -> Provider | None:
@@ -146,8 +148,8 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     """Check the request, resolve every "auto" hyperparameter and queue file validation.
 
     ``seed`` is drawn at random when not given, and stored either way (a run can be repeated).
-    ``metadata`` is kept as given (OpenAI's limits); ``integrations`` (Weights & Biases, ...) are
-    refused: this platform reports to none yet, and a tracker silently left out would mislead.
+    ``metadata`` is kept as given (OpenAI's limits); ``integrations`` name the experiment trackers the run
+    reports to (TensorBoard, MLflow, Weights & Biases: ``jobs_app.services.tracking``).
 
     ``grader`` scores the samples of a reinforcement job (``workers.graders``), and goes with no other.
 
@@ -174,6 +176,7 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
             max_attempts=settings.JOB_MAX_ATTEMPTS, objective=checked.objective,
             promotion_gate=checked.promotion_gate, evaluate_checkpoints=evaluate_checkpoints,
             grader=checked.grader, provider=checked.provider, version=checked.version,
+            integrations=checked.integrations,
         )
         job_event_add(job_id=job.id, message=f"Created fine-tuning job: {job.id}")
         transaction.on_commit(lambda: tasks.job_validate.delay(job.id))
@@ -197,15 +200,6 @@ def job_metadata_check(metadata) -> dict:
             raise InvalidRequest(f"metadata.{key} must be a string of at most {METADATA_VALUE_MAX} characters",
                                  param=f"metadata.{key}")
     return dict(metadata)
-
-
-def job_integrations_check(integrations) -> None:
-    """Integrations are refused, not ignored: no tracker (Weights & Biases, ...) is reported to yet."""
-    if integrations:
-        kinds = sorted({str(i.get("type")) for i in integrations if isinstance(i, dict)}) or ["?"]
-        raise InvalidRequest(f"integrations ({', '.join(kinds)}) are not supported on this platform yet: leave "
-                             "integrations out; follow the run through the job's events and metrics instead",
-                             param="integrations", code="integrations_not_supported")
 
 
 def job_format_problem(dataset: Dataset, objective: str) -> str:

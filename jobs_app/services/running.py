@@ -20,6 +20,7 @@ from jobs_app.services.judges import judges_local
 from jobs_app.services.leases import Heartbeat, worker_capacity
 from jobs_app.services.lifecycle import job_event_add, job_fail, job_metrics_add, job_requeue, job_transition
 from jobs_app.services.results import job_result_file_create
+from jobs_app.services.tracking import job_trackers, job_tracking_store
 from jobs_app.signals import job_succeeded
 from models_app.base_models.services import base_model_local_path
 from workers.graders import judge_names
@@ -68,6 +69,7 @@ def _job_attempt(job: FineTuneJob, *, worker: str, node: int = 0) -> None:
                     result = _train(config, reporter, control, job=job, worker=worker, node=node)
             finally:
                 reporter.close()  # every reported event and checkpoint is stored before the job moves on
+            job_tracking_store(job, workdir)  # a node without rank 0 has nothing there
         if result is not None:
             _job_finish(job, result, trained_at=time.monotonic())
     except Conflict:
@@ -148,6 +150,8 @@ def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True, announ
         grader=json.dumps(job.grader) if job.grader else "",
         judges=json.dumps(judges_local(job.owner, job.grader)) if job.grader and judge_names(job.grader) else "",
         seed=job.seed,
+        trackers=job_trackers(job, workdir),
+        run_name=job.id,
         resume_from=_resume_point(job, workdir / "resume", announce=announce) if resume else None,
         **options_complete(job.hyperparameters),
     )

@@ -273,16 +273,55 @@ def test_seed_is_random_when_absent_stored_and_returned(base_model):
     assert given["seed"] == 7 and FineTuneJob.objects.get(pk=given["id"]).seed == 7
 
 
-def test_integrations_are_refused_naming_integrations_unless_empty(base_model):
+@pytest.mark.parametrize(("integrations", "param", "text"), [
+    ([{"type": "neptune"}], "integrations[0].type", "must be one of wandb, mlflow, tensorboard"),
+    ([{"type": "tensorboard"}, {"type": "comet"}], "integrations[1].type", "not 'comet'"),
+    ([{"type": "tensorboard"}, {"type": "tensorboard"}], "integrations[1].type", "named twice"),
+    ([{"type": "mlflow", "mlflow": {"experiment": ""}}], "integrations[0].mlflow.experiment", "1 to 256"),
+    ([{"type": "mlflow", "mlflow": {"tracking_uri": "/etc/passwd"}}], "integrations[0].mlflow.tracking_uri",
+     "MLflow server URL"),
+    ([{"type": "mlflow", "mlflow": {"colour": "red"}}], "integrations[0].mlflow.colour", "no field 'colour'"),
+    ([{"type": "tensorboard", "wandb": {}}], "integrations[0].wandb", "no field 'wandb'"),
+    ("wandb", "integrations", "a list"),
+])
+def test_bad_integrations_are_400s_naming_the_field_and_store_nothing(base_model, integrations, param, text):
     user = make_user()
-    dataset = make_dataset(user)
-    client = api_client(user)
-    wandb = [{"type": "wandb", "wandb": {"project": "p"}}]
-    response = _create_with(client, dataset.id, integrations=wandb)
+    response = _create_with(api_client(user), make_dataset(user).id, integrations=integrations)
     error = response.json()["error"]
-    assert response.status_code == 400 and error["param"] == "integrations" and "wandb" in error["message"]
+    assert response.status_code == 400 and error["param"] == param and text in error["message"], error
     assert not FineTuneJob.objects.exists()
-    assert _create_with(client, dataset.id, integrations=[]).json()["integrations"] == []
+
+
+def test_tracker_not_installed_is_a_400_for_the_operator(base_model, monkeypatch):
+    import jobs_app.services.tracking as tracking
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name: None if name == "wandb" else found(name))
+    user = make_user()
+    response = _create_with(api_client(user), make_dataset(user).id,
+                            integrations=[{"type": "wandb", "wandb": {"project": "p", "tags": ["x"]}}])
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "integrations[0].type"
+    assert "operator must install it (pip install wandb)" in error["message"]
+    assert not FineTuneJob.objects.exists()
+
+
+def test_integrations_are_stored_and_the_job_says_where_each_tracker_holds_the_run(base_model, settings):
+    settings.MLFLOW_TRACKING_URI = ""
+    user = make_user()
+    client = api_client(user)
+    given = [{"type": "tensorboard"}, {"type": "mlflow", "mlflow": {"experiment": "support-bot"}}]
+    body = _create_with(client, make_dataset(user).id, integrations=given).json()
+    assert body["integrations"] == given
+    tensorboard, mlflow = body["tracking"]
+    assert tensorboard == {"type": "tensorboard", "location": f"jobs/{body['id']}/tensorboard",
+                           "url": f"/v1/fine_tuning/jobs/{body['id']}/tensorboard"}
+    assert mlflow["location"].startswith("sqlite:///") and "experiment support-bot" in mlflow["location"]
+    served = {"type": "mlflow", "mlflow": {"tracking_uri": "https://mlflow.example.com"}}
+    other = _create_with(client, make_dataset(user).id, integrations=[served]).json()
+    assert other["tracking"][0]["url"] == "https://mlflow.example.com"
+    assert client.get(f"/v1/fine_tuning/jobs/{body['id']}/tensorboard").status_code == 404  # nothing trained yet
+    assert _create_with(client, make_dataset(user).id, integrations=[]).json()["integrations"] == []
 
 
 def test_succeeded_jobs_result_file_is_listed_downloadable_and_not_training_data(base_model):

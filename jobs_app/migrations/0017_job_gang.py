@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs_app', '0015_merge_20261206_1920'),
+        ('jobs_app', '0016_job_integrations'),
     ]
 
     operations = [

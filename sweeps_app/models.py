@@ -1,0 +1,65 @@
+from django.conf import settings
+from django.db import models
+
+from finetune_site.ids import new_id
+
+
+def new_sweep_id() -> str:
+    return new_id("sweep")
+
+
+class Sweep(models.Model):
+    """A search over a job's hyperparameters: trials (each a fine-tuning job) asked of Optuna's TPE
+    sampler, up to ``max_trials``, ``parallelism`` of them unfinished at a time."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"  # every trial ended, at least one with a value
+        FAILED = "failed"  # every trial ended, none with a value
+
+    class Direction(models.TextChoices):
+        MINIMIZE = "minimize"
+        MAXIMIZE = "maximize"
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_sweep_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sweeps")
+    job_request = models.JSONField(help_text="The job body every trial starts from (model, files, method, suffix).")
+    search_space = models.JSONField(help_text='{"<hyperparameter>": {"type": "loguniform", "low": .., "high": ..}}')
+    metric = models.CharField(max_length=40, help_text="The objective: a job metric such as valid_loss.")
+    direction = models.CharField(max_length=10, choices=Direction.choices, default=Direction.MINIMIZE)
+    max_trials = models.PositiveIntegerField()
+    parallelism = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class SweepTrial(models.Model):
+    """One point of the search: the values Optuna asked for and the job that trains them."""
+
+    class State(models.TextChoices):
+        RUNNING = "running"  # its job has not ended
+        COMPLETE = "complete"  # its job succeeded and has the objective
+        FAILED = "failed"  # its job failed or was cancelled, or ended without the objective
+
+    sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="trials")
+    number = models.PositiveIntegerField(help_text="0, 1, 2, ... in the order asked.")
+    params = models.JSONField(help_text="The sampled hyperparameters.")
+    job = models.OneToOneField("jobs_app.FineTuneJob", on_delete=models.CASCADE, null=True, blank=True,
+                               related_name="sweep_trial", help_text="Empty when the job could not be created.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.RUNNING)
+    value = models.FloatField(null=True, blank=True, help_text="The objective metric of the finished job.")
+    note = models.CharField(max_length=300, blank=True, help_text="Why a failed trial has no value.")
+
+    class Meta:
+        ordering = ["sweep", "number"]
+        constraints = [models.UniqueConstraint(fields=["sweep", "number"], name="sweep_trial_number_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.sweep_id}#{self.number}"
