@@ -43,6 +43,7 @@ urlpatterns = [
          name="dataset-upload-chunk"),
     path("v1/datasets/uploads/<str:upload_id>/complete", files_api.UploadCompleteApi.as_view(),
          name="dataset-upload-complete"),
+    path("v1/datasets", files_api.DatasetsApi.as_view(), name="datasets"),
     path("v1/datasets/<str:file_id>", files_api.DatasetApi.as_view(), name="dataset"),
     path("v1/datasets/<str:file_id>/report", files_api.DatasetReportApi.as_view(), name="dataset-report"),
     path("v1/datasets/<str:file_id>/preview", files_api.DatasetPreviewApi.as_view(), name="dataset-preview"),
