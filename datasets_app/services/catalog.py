@@ -13,8 +13,9 @@ TAG_MAX = 40
 _TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]*$")
 
 
-def dataset_catalog_update(*, dataset: Dataset, name: str | None = None, description: str | None = None,
-                           tags: list | None = None) -> Dataset:
+def dataset_catalog_update(
+    *, dataset: Dataset, name: str | None = None, description: str | None = None, tags: list | None = None
+) -> Dataset:
     """Set the fields given (``None`` leaves one as it is); a bad value is a 400 naming it, nothing saved."""
     changed = []
     if name is not None:
@@ -39,8 +40,7 @@ def _name_clean(name) -> str:
 
 def _description_clean(description) -> str:
     if not isinstance(description, str) or len(description) > DESCRIPTION_MAX:
-        raise InvalidRequest(f"description must be text of at most {DESCRIPTION_MAX} characters",
-                             param="description")
+        raise InvalidRequest(f"description must be text of at most {DESCRIPTION_MAX} characters", param="description")
     return description.strip()
 
 
@@ -53,8 +53,11 @@ def tags_clean(tags) -> list[str]:
     clean: list[str] = []
     for tag in tags:
         if not isinstance(tag, str) or not _TAG.match(tag.strip().lower()) or len(tag.strip()) > TAG_MAX:
-            raise InvalidRequest(f"tags: {tag!r} is not a tag (1 to {TAG_MAX} letters, digits, '-', '_', '.' "
-                                 "or ':', starting with a letter or digit)", param="tags")
+            raise InvalidRequest(
+                f"tags: {tag!r} is not a tag (1 to {TAG_MAX} letters, digits, '-', '_', '.' "
+                "or ':', starting with a letter or digit)",
+                param="tags",
+            )
         if tag.strip().lower() not in clean:
             clean.append(tag.strip().lower())
     return clean

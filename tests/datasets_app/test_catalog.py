@@ -17,8 +17,11 @@ def _patch(client, dataset_id: str, body: dict):
 
 def test_owner_names_describes_and_tags_a_dataset():
     dataset = make_dataset()
-    response = _patch(api_client(dataset.owner), dataset.id,
-                      {"name": "Support chats", "description": "From March.", "tags": ["Support", "v2", "support"]})
+    response = _patch(
+        api_client(dataset.owner),
+        dataset.id,
+        {"name": "Support chats", "description": "From March.", "tags": ["Support", "v2", "support"]},
+    )
     assert response.status_code == 200
     body = response.json()
     assert (body["name"], body["description"], body["tags"]) == ("Support chats", "From March.", ["support", "v2"])
@@ -36,15 +39,18 @@ def test_another_users_dataset_is_404_and_unchanged():
     assert dataset.name == ""
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"tags": "pets"}, "tags"),
-    ({"tags": ["has space"]}, "tags"),
-    ({"tags": ["x" * 41]}, "tags"),
-    ({"tags": [f"t{i}" for i in range(21)]}, "tags"),
-    ({"tags": [3]}, "tags"),
-    ({"name": "n" * 201}, "name"),
-    ({"description": ["not text"]}, "description"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"tags": "pets"}, "tags"),
+        ({"tags": ["has space"]}, "tags"),
+        ({"tags": ["x" * 41]}, "tags"),
+        ({"tags": [f"t{i}" for i in range(21)]}, "tags"),
+        ({"tags": [3]}, "tags"),
+        ({"name": "n" * 201}, "name"),
+        ({"description": ["not text"]}, "description"),
+    ],
+)
 def test_bad_catalog_field_is_400_naming_it_and_stores_nothing(body, param):
     dataset = make_dataset()
     response = _patch(api_client(dataset.owner), dataset.id, {"name": "kept", **body} if param != "name" else body)
@@ -65,15 +71,18 @@ def _catalog() -> tuple:
     return owner, pets, chats, broken
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ("", {"pets", "chats", "broken"}),
-    ("?purpose=vision", {"pets"}),
-    ("?status=invalid", {"broken"}),
-    ("?search=PET", {"pets"}),
-    ("?search=chats.json", {"chats"}),
-    ("?tag=pets", {"pets"}),  # exactly: not pets-old
-    ("?tag=support&purpose=fine-tune", {"chats"}),
-])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", {"pets", "chats", "broken"}),
+        ("?purpose=vision", {"pets"}),
+        ("?status=invalid", {"broken"}),
+        ("?search=PET", {"pets"}),
+        ("?search=chats.json", {"chats"}),
+        ("?tag=pets", {"pets"}),  # exactly: not pets-old
+        ("?tag=support&purpose=fine-tune", {"chats"}),
+    ],
+)
 def test_api_lists_filter_by_purpose_status_search_and_tag(query, expected):
     owner, *datasets = _catalog()
     names = {d.id: d.filename.removesuffix(".jsonl") for d in datasets}
