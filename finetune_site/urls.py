@@ -67,6 +67,7 @@ urlpatterns = [
     path("v1/fine_tuning/jobs/<str:job_id>/checkpoints", jobs_api.JobCheckpointsApi.as_view(),
          name="job-checkpoints"),
     path("v1/chat/completions", models_api.ChatCompletionsApi.as_view(), name="chat-completions"),
+    path("v1/images/classifications", models_api.ImageClassificationsApi.as_view(), name="image-classifications"),
     # before the stored completion's id: these names are not ids (which start with chatcmpl-)
     path("v1/chat/completions/datasets", models_api.CompletionsDatasetApi.as_view(), name="completions-dataset"),
     path("v1/chat/completions/import", models_api.CompletionsImportApi.as_view(), name="completions-import"),

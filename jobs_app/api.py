@@ -64,6 +64,7 @@ def job_object(job: FineTuneJob) -> dict:
         "promotion_gate": job.promotion_gate or None,
         "evaluate_checkpoints": job.evaluate_checkpoints,
         "version": job.version or None,  # the registry version asked for; None: by the bump rule
+        "vision": job.vision or None,  # vision: {strategy, design, evaluation} once trained
     }
 
 

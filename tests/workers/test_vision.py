@@ -81,7 +81,7 @@ def test_native_learns_the_shapes_and_classifies_new_images(shapes, tmp_path):
     result = run_vision_training(config, events.append, lambda: "")
     epochs = [e.values for e in events if isinstance(e, Metric)]
     assert [v["epoch"] for v in epochs] == list(range(1, result.epochs + 1))
-    assert {"loss", "accuracy", "eval_loss", "eval_accuracy"} <= set(epochs[0])
+    assert {"loss", "train_accuracy", "eval_loss", "valid_accuracy"} <= set(epochs[0])
     assert result.strategy == "native" and result.valid_accuracy >= 0.9
     evaluation = result.evaluation
     assert evaluation["classes"] == CLASSES and evaluation["accuracy"] >= 0.9

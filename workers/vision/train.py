@@ -126,19 +126,19 @@ def fit(model, images: Images, config, emit: Emit, should_stop, *, frozen_epochs
             if stop:
                 result.stop, result.wall_seconds = str(stop), time.monotonic() - started
                 return result
-        values = {"epoch": epoch, "loss": loss_sum / count, "accuracy": correct / count,
+        values = {"epoch": epoch, "loss": loss_sum / count, "train_accuracy": correct / count,
                   "learning_rate": schedule.get_last_lr()[0]}
         if len(images.valid_x):
             logits, guessed = predictions(model, images.valid_x)
             values["eval_loss"] = F.cross_entropy(logits, images.valid_y).item()
-            values["eval_accuracy"] = (guessed == images.valid_y).float().mean().item()
+            values["valid_accuracy"] = (guessed == images.valid_y).float().mean().item()
         emit(Metric(step=result.steps, total_steps=result.total_steps, values=values))
         result.epochs = epoch
         watched = values.get("eval_loss", values["loss"])
         if watched < best - 1e-6:
             best, waited, best_state = watched, 0, copy.deepcopy(model.state_dict())
             result.best_epoch, result.train_loss = epoch, values["loss"]
-            result.valid_loss, result.valid_accuracy = values.get("eval_loss", 0.0), values.get("eval_accuracy", 0.0)
+            result.valid_loss, result.valid_accuracy = values.get("eval_loss", 0.0), values.get("valid_accuracy", 0.0)
         else:
             waited += 1
             if config.early_stopping_patience and waited >= config.early_stopping_patience:
