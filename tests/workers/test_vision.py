@@ -97,6 +97,10 @@ def test_native_learns_the_shapes_and_classifies_new_images(shapes, tmp_path):
 def test_auto_tries_transfer_then_native_then_llm_designed(shapes, backbone):
     assert STRATEGY_ORDER == ("transfer", "native", "llm_designed")
     assert vision_plan({}, shapes["summary"])["strategy"] == "native"  # model cnn: no backbone to transfer
+    # native's own options pass transfer by (they are not its options), and native takes them
+    assert vision_plan({"width": 8}, shapes["summary"])["strategy"] == "native"
+    with pytest.raises(OptionError, match="width must be from 4 to 512"):  # wrong for every strategy
+        vision_plan({"width": 2}, shapes["summary"])
     planned = vision_plan({}, shapes["summary"], backbone_path=backbone)
     assert planned["strategy"] == "transfer" and planned["image_size"] == 32  # the backbone's own
     assert "depth" not in planned and planned["freeze_epochs"] == 1

@@ -137,10 +137,17 @@ def vision_plan(given: dict | None, summary: DatasetSummary, *, backbone_path: s
     asked = given.get("strategy", AUTO)
     registry = strategies(designer)
     names = STRATEGY_ORDER if asked == AUTO else (asked,)
-    reasons = []
+    reasons, refusals = [], []
     for name in names:
-        resolved = hyperparameters_resolve(given, Context(objective=VISION, strategy=name,
-                                                          image_side=summary.image_side or None))
+        try:
+            resolved = hyperparameters_resolve(given, Context(objective=VISION, strategy=name,
+                                                              image_side=summary.image_side or None))
+        except OptionError as error:
+            if asked != AUTO:
+                raise
+            refusals.append(error)  # e.g. width given: an option of native, not of transfer
+            reasons.append(f'"{name}": {error.message}')
+            continue
         strategy = registry.get(name)
         if strategy is None:  # the spec knows a strategy the registry lacks: refused plainly
             reasons.append(f'"{name}" is not available')
@@ -154,6 +161,8 @@ def vision_plan(given: dict | None, summary: DatasetSummary, *, backbone_path: s
         if reason is None:
             return resolved
         reasons.append(f'"{name}": {reason}')
+    if refusals and len(refusals) == len(names) and len({e.message for e in refusals}) == 1:
+        raise refusals[0]  # the same for every strategy: the option itself is wrong
     if asked == AUTO:
         raise OptionError("strategy", "auto: no strategy can train this dataset: " + "; ".join(reasons))
     raise OptionError("strategy", f"{reasons[0]}")
