@@ -77,7 +77,7 @@ def test_a_vision_job_refuses_a_validation_file(owner):
 
 
 def test_classifying_with_a_language_model_or_an_unknown_one_is_refused(owner):
-    from tests.factories import image_bytes, file_like
+    from tests.factories import file_like, image_bytes
 
     client = api_client(owner)
     response = client.post("/v1/images/classifications", {"model": "nobody@v1",
