@@ -84,3 +84,25 @@ def test_classifying_with_a_language_model_or_an_unknown_one_is_refused(owner):
                                                           "image": file_like(image_bytes(), "a.png")},
                            format="multipart")
     assert response.status_code == 404 and response.json()["error"]["param"] == "model"
+
+
+def test_auto_picks_transfer_for_a_registered_backbone(owner, tmp_path):
+    from models_app.base_models.models import BaseModel
+    from workers.model_files import model_describe
+    from workers.vision.backbones import backbone_save
+    from workers.vision.modules import features_build
+    from workers.vision.nets import resnet_design
+
+    design = resnet_design((8, 16))
+    path = backbone_save(features_build(design), design=design, image_size=24, path=str(tmp_path / "resnet-s"))
+    info = model_describe(str(path))  # what the worker reads when the directory is registered
+    assert (info.family, info.shape, info.context_length) == ("vision_backbone", {"image_size": 24}, 0)
+    BaseModel.objects.create(name="resnet-s", source=str(path), local_path=str(path), family=info.family,
+                             parameters=info.parameters, context_length=0)
+    dataset = make_vision_dataset(owner)
+    body = _create(owner, dataset.id, model="resnet-s").json()
+    options = body["method"]["vision"]["hyperparameters"]
+    assert options["strategy"] == "transfer" and options["image_size"] == 24 and options["freeze_epochs"] == 1
+    refused = _create(owner, dataset.id, model="resnet-s", strategy="native").json()["error"]
+    assert refused["param"] == "method.vision.hyperparameters.strategy"
+    assert "use model cnn, not a backbone" in refused["message"]
