@@ -504,12 +504,12 @@ def hyperparameters_resolve(given: Mapping | None, context: Context = Context())
     checked = {name: BY_NAME[name].check(value, context) for name, value in given.items()}
     adapter = checked.get("adapter", BY_NAME["adapter"].auto)
     if "adapter" in checked and not BY_NAME["adapter"].applies(context.objective, adapter):
-        raise OptionError("adapter", _where(BY_NAME["adapter"]))
+        raise OptionError("adapter", _where(BY_NAME["adapter"], context.objective))
     resolved: dict = {"adapter": adapter}
     for option in OPTIONS[1:]:
         applies = option.applies(context.objective, adapter)
         if option.name in checked and not applies:
-            raise OptionError(option.name, _where(option))
+            raise OptionError(option.name, _where(option, context.objective))
         if applies and option.name in checked and option.agrees:
             problem = option.agrees(resolved, checked[option.name])
             if problem:
@@ -532,9 +532,9 @@ def _unknown_check(given: Mapping) -> None:
         raise OptionError(unknown[0], "is not a hyperparameter; known: " + ", ".join(BY_NAME))
 
 
-def _where(option: Option) -> str:
+def _where(option: Option, objective: str) -> str:
     parts = []
-    if option.objectives != ALL_OBJECTIVES:
+    if objective not in option.objectives:
         parts.append("objective " + " or ".join(option.objectives))
     if option.adapters != tuple(ADAPTERS):
         parts.append("adapter " + " or ".join(option.adapters))
