@@ -23,19 +23,31 @@ def _api(client) -> requests.Session:
 
 
 def _ready_dataset(live_server, api, per_class: int) -> str:
-    uploaded = api.post(live_server.url + "/v1/files", data={"purpose": "vision"},
-                        files={"file": ("shapes.zip", archive_bytes(shape_set(per_class)), "application/zip")})
+    uploaded = api.post(
+        live_server.url + "/v1/files",
+        data={"purpose": "vision"},
+        files={"file": ("shapes.zip", archive_bytes(shape_set(per_class)), "application/zip")},
+    )
     assert uploaded.status_code == 200, uploaded.text
     file_id = uploaded.json()["id"]
-    wait_for(lambda: api.get(f"{live_server.url}/v1/datasets/{file_id}").json()["status"] == "ready", timeout=120,
-             what="the worker to check the images")
+    wait_for(
+        lambda: api.get(f"{live_server.url}/v1/datasets/{file_id}").json()["status"] == "ready",
+        timeout=120,
+        what="the worker to check the images",
+    )
     return file_id
 
 
 def _create(live_server, api, file_id: str, **hyperparameters) -> dict:
-    response = api.post(live_server.url + "/v1/fine_tuning/jobs", json={
-        "model": "cnn", "training_file": file_id, "suffix": "shapes",
-        "method": {"type": "vision", "vision": {"hyperparameters": hyperparameters}}})
+    response = api.post(
+        live_server.url + "/v1/fine_tuning/jobs",
+        json={
+            "model": "cnn",
+            "training_file": file_id,
+            "suffix": "shapes",
+            "method": {"type": "vision", "vision": {"hyperparameters": hyperparameters}},
+        },
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -62,18 +74,27 @@ def test_a_zip_of_images_becomes_a_classifier_that_answers(live_server, live_bas
 
     model = body["fine_tuned_model"]
     assert model
-    answer = api.post(f"{live_server.url}/v1/images/classifications", data={"model": model},
-                      files={"image": ("q.png", shape_image("circle", 5000), "image/png")})
+    answer = api.post(
+        f"{live_server.url}/v1/images/classifications",
+        data={"model": model},
+        files={"image": ("q.png", shape_image("circle", 5000), "image/png")},
+    )
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
     assert sorted(p["label"] for p in predictions) == CLASSES
     assert [p["score"] for p in predictions] == sorted((p["score"] for p in predictions), reverse=True)
     assert abs(sum(p["score"] for p in predictions) - 1) < 1e-3
-    by_name = api.post(f"{live_server.url}/v1/images/classifications", data={"model": "shapes@v1", "top": 1},
-                       files={"image": ("q.png", shape_image("circle", 5000), "image/png")}).json()
+    by_name = api.post(
+        f"{live_server.url}/v1/images/classifications",
+        data={"model": "shapes@v1", "top": 1},
+        files={"image": ("q.png", shape_image("circle", 5000), "image/png")},
+    ).json()
     assert by_name["predictions"] == predictions[:1]
-    refused = api.post(f"{live_server.url}/v1/images/classifications", data={"model": model},
-                       files={"image": ("q.png", b"not an image", "image/png")})
+    refused = api.post(
+        f"{live_server.url}/v1/images/classifications",
+        data={"model": model},
+        files={"image": ("q.png", b"not an image", "image/png")},
+    )
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "image"
 
 
@@ -82,8 +103,9 @@ def test_a_running_vision_job_cancels(live_server, live_base_model, worker):
     api = _api(client)
     file_id = _ready_dataset(live_server, api, per_class=20)
     job = _create(live_server, api, file_id, strategy="native", n_epochs=100, early_stopping_patience=0, width=8)
-    wait_for(lambda: client.fine_tuning.jobs.retrieve(job["id"]).status == "running", timeout=120,
-             what="the job to start")
+    wait_for(
+        lambda: client.fine_tuning.jobs.retrieve(job["id"]).status == "running", timeout=120, what="the job to start"
+    )
     time.sleep(1)
     assert client.fine_tuning.jobs.cancel(job["id"]).status == "cancelled"
     final = wait_finished(client, job["id"], timeout=60)

@@ -22,13 +22,18 @@ def image_classify(*, user, model: str, image: bytes, top: int = 5) -> dict:
     if found is None:
         raise NotFound(f"No such model: {model!r}", param="model", code="model_not_found")
     if found.job.objective != "vision":
-        raise InvalidRequest(f"{model} is a language model; classify images with a model a vision job made "
-                             "(chat with this one: POST /v1/chat/completions)", param="model")
+        raise InvalidRequest(
+            f"{model} is a language model; classify images with a model a vision job made "
+            "(chat with this one: POST /v1/chat/completions)",
+            param="model",
+        )
     if not image:
         raise InvalidRequest("send the image as the multipart field image", param="image")
     if len(image) > settings.DATASET_VISION_MAX_IMAGE_BYTES:
-        raise InvalidRequest(f"the image is over {settings.DATASET_VISION_MAX_IMAGE_BYTES:,} bytes "
-                             "(DATASET_VISION_MAX_IMAGE_BYTES)", param="image")
+        raise InvalidRequest(
+            f"the image is over {settings.DATASET_VISION_MAX_IMAGE_BYTES:,} bytes (DATASET_VISION_MAX_IMAGE_BYTES)",
+            param="image",
+        )
     if not 1 <= top <= TOP_MAX:
         raise InvalidRequest(f"top must be from 1 to {TOP_MAX}", param="top")
     local = str(model_local_files(found))

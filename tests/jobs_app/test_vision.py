@@ -18,9 +18,15 @@ def owner():
 
 
 def _create(owner, training_file: str, model: str = "cnn", **hyperparameters):
-    return api_client(owner).post("/v1/fine_tuning/jobs", {
-        "model": model, "training_file": training_file,
-        "method": {"type": "vision", "vision": {"hyperparameters": hyperparameters}}}, format="json")
+    return api_client(owner).post(
+        "/v1/fine_tuning/jobs",
+        {
+            "model": model,
+            "training_file": training_file,
+            "method": {"type": "vision", "vision": {"hyperparameters": hyperparameters}},
+        },
+        format="json",
+    )
 
 
 def test_auto_picks_native_for_cnn_and_the_job_shows_its_options(owner):
@@ -35,14 +41,17 @@ def test_auto_picks_native_for_cnn_and_the_job_shows_its_options(owner):
     assert FineTuneJob.objects.get(pk=body["id"]).objective == "vision"
 
 
-@pytest.mark.parametrize(("hyperparameters", "param", "message"), [
-    ({"strategy": "transfer"}, "method.vision.hyperparameters.strategy", "name a registered backbone"),
-    ({"strategy": "llm_designed"}, "method.vision.hyperparameters.strategy", "no designer model is configured"),
-    ({"strategy": "native", "depth": 8}, "method.vision.hyperparameters.strategy", "depth 8 halves"),
-    ({"strategy": "mystery"}, "method.vision.hyperparameters.strategy", 'must be one of "native"'),
-    ({"optimizer": "lbfgs"}, "method.vision.hyperparameters.optimizer", '"adam", "adamw", "sgd", "rmsprop"'),
-    ({"lora_r": 8}, "method.vision.hyperparameters.lora_r", "applies only with objective"),
-])
+@pytest.mark.parametrize(
+    ("hyperparameters", "param", "message"),
+    [
+        ({"strategy": "transfer"}, "method.vision.hyperparameters.strategy", "name a registered backbone"),
+        ({"strategy": "llm_designed"}, "method.vision.hyperparameters.strategy", "no designer model is configured"),
+        ({"strategy": "native", "depth": 8}, "method.vision.hyperparameters.strategy", "depth 8 halves"),
+        ({"strategy": "mystery"}, "method.vision.hyperparameters.strategy", 'must be one of "native"'),
+        ({"optimizer": "lbfgs"}, "method.vision.hyperparameters.optimizer", '"adam", "adamw", "sgd", "rmsprop"'),
+        ({"lora_r": 8}, "method.vision.hyperparameters.lora_r", "applies only with objective"),
+    ],
+)
 def test_a_strategy_or_option_that_cannot_apply_is_a_400_naming_it(owner, hyperparameters, param, message):
     dataset = make_vision_dataset(owner)
     response = _create(owner, dataset.id, **hyperparameters)
@@ -59,20 +68,27 @@ def test_vision_needs_a_vision_dataset_and_a_vision_model(owner):
     assert refused["param"] == "training_file" and "a vision job trains on a vision dataset" in refused["message"]
     refused = _create(owner, images.id, model="tiny-llama").json()["error"]
     assert refused["param"] == "model" and "tiny-llama is a language model" in refused["message"]
-    response = api_client(owner).post("/v1/fine_tuning/jobs", {"model": "tiny-llama", "training_file": images.id},
-                                      format="json")
+    response = api_client(owner).post(
+        "/v1/fine_tuning/jobs", {"model": "tiny-llama", "training_file": images.id}, format="json"
+    )
     assert response.status_code == 400 and 'method {"type": "vision"}' in response.json()["error"]["message"]
-    response = api_client(owner).post("/v1/fine_tuning/jobs", {"model": "cnn", "training_file": text.id},
-                                      format="json")
+    response = api_client(owner).post("/v1/fine_tuning/jobs", {"model": "cnn", "training_file": text.id}, format="json")
     assert response.json()["error"]["param"] == "model"
     assert not FineTuneJob.objects.exists()
 
 
 def test_a_vision_job_refuses_a_validation_file(owner):
     dataset = make_vision_dataset(owner)
-    response = api_client(owner).post("/v1/fine_tuning/jobs", {
-        "model": "cnn", "training_file": dataset.id, "validation_file": make_vision_dataset(owner).id,
-        "method": {"type": "vision"}}, format="json")
+    response = api_client(owner).post(
+        "/v1/fine_tuning/jobs",
+        {
+            "model": "cnn",
+            "training_file": dataset.id,
+            "validation_file": make_vision_dataset(owner).id,
+            "method": {"type": "vision"},
+        },
+        format="json",
+    )
     assert response.status_code == 400 and response.json()["error"]["param"] == "validation_file"
 
 
@@ -80,9 +96,11 @@ def test_classifying_with_a_language_model_or_an_unknown_one_is_refused(owner):
     from tests.factories import file_like, image_bytes
 
     client = api_client(owner)
-    response = client.post("/v1/images/classifications", {"model": "nobody@v1",
-                                                          "image": file_like(image_bytes(), "a.png")},
-                           format="multipart")
+    response = client.post(
+        "/v1/images/classifications",
+        {"model": "nobody@v1", "image": file_like(image_bytes(), "a.png")},
+        format="multipart",
+    )
     assert response.status_code == 404 and response.json()["error"]["param"] == "model"
 
 
@@ -97,8 +115,14 @@ def test_auto_picks_transfer_for_a_registered_backbone(owner, tmp_path):
     path = backbone_save(features_build(design), design=design, image_size=24, path=str(tmp_path / "resnet-s"))
     info = model_describe(str(path))  # what the worker reads when the directory is registered
     assert (info.family, info.shape, info.context_length) == ("vision_backbone", {"image_size": 24}, 0)
-    BaseModel.objects.create(name="resnet-s", source=str(path), local_path=str(path), family=info.family,
-                             parameters=info.parameters, context_length=0)
+    BaseModel.objects.create(
+        name="resnet-s",
+        source=str(path),
+        local_path=str(path),
+        family=info.family,
+        parameters=info.parameters,
+        context_length=0,
+    )
     dataset = make_vision_dataset(owner)
     body = _create(owner, dataset.id, model="resnet-s").json()
     options = body["method"]["vision"]["hyperparameters"]

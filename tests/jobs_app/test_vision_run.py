@@ -14,14 +14,21 @@ from tests.factories import make_user, make_vision_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)  # job_run writes events from a second thread
 
-DESIGN = {"layers": [{"type": "conv", "out": 8, "kernel": 3}, {"type": "relu"}, {"type": "maxpool", "size": 2},
-                     {"type": "global_avg_pool"}]}
+DESIGN = {
+    "layers": [
+        {"type": "conv", "out": 8, "kernel": 3},
+        {"type": "relu"},
+        {"type": "maxpool", "size": 2},
+        {"type": "global_avg_pool"},
+    ]
+}
 
 
 def _designer(replies: list[str], asked: list):
     def designer(messages):
         asked.append(messages)
         return replies[min(len(asked), len(replies)) - 1]
+
     return lambda: designer
 
 
@@ -30,8 +37,13 @@ def _llm_designed_job(monkeypatch, replies: list[str], asked: list, **hyperparam
     monkeypatch.setattr("jobs_app.services.running.vision_designer", _designer(replies, asked))
     base_model_builtin_ensure()
     user = make_user()
-    job = job_create(owner=user, training_file=make_vision_dataset(user).id, model="cnn", objective="vision",
-                     hyperparameters={"strategy": "llm_designed", "n_epochs": 1, **hyperparameters})
+    job = job_create(
+        owner=user,
+        training_file=make_vision_dataset(user).id,
+        model="cnn",
+        objective="vision",
+        hyperparameters={"strategy": "llm_designed", "n_epochs": 1, **hyperparameters},
+    )
     job_validate(job_id=job.id)
     job.refresh_from_db()
     assert job.status == FineTuneJob.Status.QUEUED
@@ -58,8 +70,7 @@ def test_llm_designed_job_stores_and_shows_its_design(monkeypatch, client):
 def test_a_designer_whose_proposals_are_all_refused_fails_the_job_with_the_reason(monkeypatch):
     asked = []
     too_big = json.dumps({"layers": [{"type": "conv", "out": 512, "kernel": 7}] * 2})
-    job = _llm_designed_job(monkeypatch, ["no JSON here", too_big], asked, design_attempts=2,
-                            max_parameters=50_000)
+    job = _llm_designed_job(monkeypatch, ["no JSON here", too_big], asked, design_attempts=2, max_parameters=50_000)
     job_run(job_id=job.id)
     job.refresh_from_db()
     assert job.status == FineTuneJob.Status.FAILED and job.attempt == 1  # not retried: it would ask the same

@@ -13,14 +13,29 @@ from workers.vision.data import DatasetSummary, summary_from_manifest, summary_f
 from workers.vision.design import Designer
 from workers.vision.nets import DesignError
 from workers.vision.strategies import (
-           STRATEGY_ORDER,
-           Strategy,
-           config_make,
-           run_vision_training,
-           strategies,
-           vision_plan,
+    STRATEGY_ORDER,
+    Strategy,
+    config_make,
+    run_vision_training,
+    strategies,
+    vision_plan,
 )
 
-__all__ = ["STRATEGY_ORDER", "ClassifierError", "DatasetSummary", "DesignError", "Designer", "Strategy",
-           "VisionConfig", "VisionResult", "classify", "config_make", "is_classifier", "run_vision_training",
-           "strategies", "summary_from_manifest", "summary_from_stats", "vision_plan"]
+__all__ = [
+    "STRATEGY_ORDER",
+    "ClassifierError",
+    "DatasetSummary",
+    "DesignError",
+    "Designer",
+    "Strategy",
+    "VisionConfig",
+    "VisionResult",
+    "classify",
+    "config_make",
+    "is_classifier",
+    "run_vision_training",
+    "strategies",
+    "summary_from_manifest",
+    "summary_from_stats",
+    "vision_plan",
+]

@@ -34,8 +34,9 @@ def backbone_config(path: str) -> dict:
     from workers.vision.nets import DesignError, design_check
 
     if not is_backbone(path):
-        raise BackboneError(f"{path or 'the model'} is not a vision backbone (config.json with model_type "
-                            f'"{BACKBONE_TYPE}")')
+        raise BackboneError(
+            f'{path or "the model"} is not a vision backbone (config.json with model_type "{BACKBONE_TYPE}")'
+        )
     config = json.loads((Path(path) / "config.json").read_text())
     if not (Path(path) / WEIGHTS_FILE).is_file():
         raise BackboneError(f"{path} has no {WEIGHTS_FILE}")
@@ -61,9 +62,18 @@ def backbone_save(features, *, design: dict, image_size: int, path: str, pretrai
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     save_file({name: tensor.contiguous() for name, tensor in features.state_dict().items()}, str(out / WEIGHTS_FILE))
-    (out / "config.json").write_text(json.dumps({
-        "model_type": BACKBONE_TYPE, "architectures": ["VisionBackbone"], "design": design,
-        "image_size": image_size, "pretrained_on": pretrained_on}, indent=1))
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": BACKBONE_TYPE,
+                "architectures": ["VisionBackbone"],
+                "design": design,
+                "image_size": image_size,
+                "pretrained_on": pretrained_on,
+            },
+            indent=1,
+        )
+    )
     return out
 
 
@@ -73,8 +83,17 @@ def backbone_weights(path: str) -> dict:
     return load_file(str(Path(path) / WEIGHTS_FILE))
 
 
-def backbone_pretrain(path: str, pixels, labels, *, classes: int, widths: tuple[int, ...] = (16, 32, 64),
-                      epochs: int = 4, seed: int = 0, pretrained_on: str = "") -> Path:
+def backbone_pretrain(
+    path: str,
+    pixels,
+    labels,
+    *,
+    classes: int,
+    widths: tuple[int, ...] = (16, 32, 64),
+    epochs: int = 4,
+    seed: int = 0,
+    pretrained_on: str = "",
+) -> Path:
     """Train ``resnet_design(widths)`` to classify ``pixels`` (uint8, N × 3 × S × S) into ``labels`` and keep
     its feature layers as a backbone at ``path``."""
     import torch

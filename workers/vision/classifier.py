@@ -41,8 +41,9 @@ def classifier_load(path: str):
     if not is_classifier(path):
         raise ClassifierError(f"{path} is not an image classifier (no {META_FILE} and {MODEL_FILE})")
     meta = json.loads((Path(path) / META_FILE).read_text())
-    model = classifier_build(meta["design"], image_size=meta["image_size"], classes=len(meta["classes"]),
-                             dropout=meta.get("dropout", 0.0))
+    model = classifier_build(
+        meta["design"], image_size=meta["image_size"], classes=len(meta["classes"]), dropout=meta.get("dropout", 0.0)
+    )
     model.load_state_dict(load_file(str(Path(path) / MODEL_FILE)))
     return model.eval(), meta
 

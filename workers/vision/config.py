@@ -7,12 +7,16 @@ from typing import Any
 from workers.hyperparameters import VISION, Context, hyperparameters_resolve, options_applying
 
 RUN_FIELDS = (
-    ("archive_path", str, "local path of the dataset's archive (ZIP or tar); default \"\" (none yet)", ""),
-    ("archive_name", str, "the archive's uploaded name: decides ZIP or tar; default \"\"", ""),
+    ("archive_path", str, 'local path of the dataset\'s archive (ZIP or tar); default "" (none yet)', ""),
+    ("archive_name", str, 'the archive\'s uploaded name: decides ZIP or tar; default ""', ""),
     ("manifest_path", str, 'local manifest.jsonl ({"image", "label"[, "split"]} per image); default ""', ""),
     ("output_dir", str, 'local directory for the trained classifier; default ""', ""),
-    ("backbone_path", str, 'transfer: local directory of a backbone (``workers.vision.backbones``); "" = model cnn',
-     ""),
+    (
+        "backbone_path",
+        str,
+        'transfer: local directory of a backbone (``workers.vision.backbones``); "" = model cnn',
+        "",
+    ),
     ("seed", int, "seed for initialisation, the hold-out and data order; default 42", 42),
 )
 
@@ -20,8 +24,10 @@ RUN_FIELDS = (
 def vision_defaults() -> dict:
     """Every vision option's value when nothing is known (the fields' defaults)."""
     resolved = hyperparameters_resolve({}, Context(objective=VISION))
-    return {option.name: resolved[option.name] if option.name in resolved else _default_of(option)
-            for option in options_applying(VISION)}
+    return {
+        option.name: resolved[option.name] if option.name in resolved else _default_of(option)
+        for option in options_applying(VISION)
+    }
 
 
 def _default_of(option) -> Any:
@@ -48,8 +54,9 @@ def _doc() -> str:
     return "\n".join(lines)
 
 
-VisionConfig = make_dataclass("VisionConfig", _fields(), frozen=True,
-                              namespace={"__post_init__": _post_init, "__doc__": _doc()})
+VisionConfig = make_dataclass(
+    "VisionConfig", _fields(), frozen=True, namespace={"__post_init__": _post_init, "__doc__": _doc()}
+)
 VisionConfig.__module__ = __name__
 
 

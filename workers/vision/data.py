@@ -31,17 +31,24 @@ def summary_from_manifest(rows: list[dict], *, image_side: int = 0) -> DatasetSu
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["label"]] = counts.get(row["label"], 0) + 1
-    return DatasetSummary(classes=tuple(sorted(counts)), counts=dict(sorted(counts.items())),
-                          has_split=any("split" in row for row in rows), image_side=image_side)
+    return DatasetSummary(
+        classes=tuple(sorted(counts)),
+        counts=dict(sorted(counts.items())),
+        has_split=any("split" in row for row in rows),
+        image_side=image_side,
+    )
 
 
 def summary_from_stats(stats: dict) -> DatasetSummary:
     """From a vision dataset's statistics (``ImageResult.stats``): no image is read."""
     counts = {item["label"]: item["count"] for item in stats.get("classes", [])}
-    sides = [value for value in (stats.get("width", {}).get("median"), stats.get("height", {}).get("median"))
-             if value]
-    return DatasetSummary(classes=tuple(sorted(counts)), counts=dict(sorted(counts.items())),
-                          has_split="split" in stats, image_side=min(sides) if sides else 0)
+    sides = [value for value in (stats.get("width", {}).get("median"), stats.get("height", {}).get("median")) if value]
+    return DatasetSummary(
+        classes=tuple(sorted(counts)),
+        counts=dict(sorted(counts.items())),
+        has_split="split" in stats,
+        image_side=min(sides) if sides else 0,
+    )
 
 
 def manifest_read(path: str) -> list[dict]:
@@ -88,4 +95,3 @@ def split_rows(rows: list[dict], *, share: float, seed: int) -> tuple[list[int],
     else:
         validation = split_indexes([row["label"] for row in rows], share, seed) if share else set()
     return [i for i in range(len(rows)) if i not in validation], sorted(validation)
-

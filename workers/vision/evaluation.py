@@ -17,10 +17,22 @@ def evaluate(predicted: list[int], actual: list[int], classes: list[str]) -> dic
         precision = hits / said if said else 0.0
         recall = hits / there if there else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class.append({"label": label, "precision": round(precision, 4), "recall": round(recall, 4),
-                          "f1": round(f1, 4), "support": there})
+        per_class.append(
+            {
+                "label": label,
+                "precision": round(precision, 4),
+                "recall": round(recall, 4),
+                "f1": round(f1, 4),
+                "support": there,
+            }
+        )
     total = len(actual)
     correct = sum(confusion[i][i] for i in range(size))
-    return {"images": total, "accuracy": round(correct / total, 4) if total else 0.0,
-            "macro_f1": round(sum(c["f1"] for c in per_class) / size, 4) if size else 0.0,
-            "classes": list(classes), "per_class": per_class, "confusion_matrix": confusion}
+    return {
+        "images": total,
+        "accuracy": round(correct / total, 4) if total else 0.0,
+        "macro_f1": round(sum(c["f1"] for c in per_class) / size, 4) if size else 0.0,
+        "classes": list(classes),
+        "per_class": per_class,
+        "confusion_matrix": confusion,
+    }

@@ -14,8 +14,9 @@ class Residual(nn.Module):
         self.bn1 = nn.BatchNorm2d(out)
         self.conv2 = nn.Conv2d(out, out, 3, padding=1)
         self.bn2 = nn.BatchNorm2d(out)
-        self.shortcut = nn.Conv2d(inputs, out, 1, stride=stride, bias=False) if stride != 1 or inputs != out \
-            else nn.Identity()
+        self.shortcut = (
+            nn.Conv2d(inputs, out, 1, stride=stride, bias=False) if stride != 1 or inputs != out else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn1(self.conv1(x)).relu()
@@ -42,8 +43,9 @@ def features_build(design: dict) -> nn.Sequential:
         kind = layer["type"]
         if kind == "conv":
             kernel = layer.get("kernel", 3)
-            modules.append(nn.Conv2d(channels, layer["out"], kernel, stride=layer.get("stride", 1),
-                                     padding=kernel // 2))
+            modules.append(
+                nn.Conv2d(channels, layer["out"], kernel, stride=layer.get("stride", 1), padding=kernel // 2)
+            )
             channels = layer["out"]
         elif kind == "residual":
             modules.append(Residual(channels, layer["out"], layer.get("stride", 1)))

@@ -43,8 +43,9 @@ class DesignStats:
     features: int
 
 
-def design_check(design, *, image_size: int, classes: int, max_parameters: int | None = None,
-                 max_mflops: float | None = None) -> DesignStats:
+def design_check(
+    design, *, image_size: int, classes: int, max_parameters: int | None = None, max_mflops: float | None = None
+) -> DesignStats:
     """Check ``design`` against the allow-list and the budgets; ``DesignError`` says what is wrong."""
     layers = _layers_of(design)
     channels, side, flat = 3, image_size, None  # flat: features after global_avg_pool or linear
@@ -53,8 +54,7 @@ def design_check(design, *, image_size: int, classes: int, max_parameters: int |
         kind = layer["type"]
         where = f"layer {number} ({kind})"
         if flat is not None and kind not in ("linear", "dropout", "relu", "gelu"):
-            raise DesignError(f"{where}: after global_avg_pool or linear only linear, dropout, relu or gelu may "
-                              "follow")
+            raise DesignError(f"{where}: after global_avg_pool or linear only linear, dropout, relu or gelu may follow")
         if kind in ("conv", "residual"):
             out, stride = layer["out"], layer.get("stride", 1)
             kernel = layer.get("kernel", 3) if kind == "conv" else 3
@@ -75,8 +75,9 @@ def design_check(design, *, image_size: int, classes: int, max_parameters: int |
             parameters += 2 * channels
         elif kind in ("maxpool", "avgpool"):
             if side // layer.get("size", 2) < 1:
-                raise DesignError(f"{where}: the image is {side}×{side} here, too small to pool by "
-                                  f"{layer.get('size', 2)}")
+                raise DesignError(
+                    f"{where}: the image is {side}×{side} here, too small to pool by {layer.get('size', 2)}"
+                )
             side //= layer.get("size", 2)
         elif kind == "global_avg_pool":
             flat, side = channels, 1
@@ -90,11 +91,15 @@ def design_check(design, *, image_size: int, classes: int, max_parameters: int |
     flops += features * classes
     stats = DesignStats(parameters=parameters, mflops=round(flops / 1e6, 3), features=features)
     if max_parameters is not None and parameters > max_parameters:
-        raise DesignError(f"the network has {parameters:,} parameters, over the budget of {max_parameters:,}; "
-                          "use fewer or narrower layers")
+        raise DesignError(
+            f"the network has {parameters:,} parameters, over the budget of {max_parameters:,}; "
+            "use fewer or narrower layers"
+        )
     if max_mflops is not None and stats.mflops > max_mflops:
-        raise DesignError(f"one image costs {stats.mflops:,.1f} million multiply-adds, over the budget of "
-                          f"{max_mflops:,}; pool earlier or use narrower layers")
+        raise DesignError(
+            f"one image costs {stats.mflops:,.1f} million multiply-adds, over the budget of "
+            f"{max_mflops:,}; pool earlier or use narrower layers"
+        )
     return stats
 
 
@@ -107,19 +112,21 @@ def _layers_of(design) -> list[dict]:
     for number, layer in enumerate(layers, start=1):
         if not isinstance(layer, dict) or layer.get("type") not in LAYERS:
             kind = layer.get("type") if isinstance(layer, dict) else layer
-            raise DesignError(f"layer {number}: {kind!r} is not an allowed layer type; allowed: "
-                              + ", ".join(LAYERS))
+            raise DesignError(f"layer {number}: {kind!r} is not an allowed layer type; allowed: " + ", ".join(LAYERS))
         allowed = LAYERS[layer["type"]]
         for name, value in layer.items():
             if name == "type":
                 continue
             if name not in allowed:
-                raise DesignError(f"layer {number} ({layer['type']}): unknown field {name!r}"
-                                  + (f"; it takes {', '.join(allowed)}" if allowed else "; it takes none"))
+                raise DesignError(
+                    f"layer {number} ({layer['type']}): unknown field {name!r}"
+                    + (f"; it takes {', '.join(allowed)}" if allowed else "; it takes none")
+                )
             low, high = allowed[name]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise DesignError(f"layer {number} ({layer['type']}): {name} must be an integer from {low} to "
-                                  f"{high}, not {value!r}")
+                raise DesignError(
+                    f"layer {number} ({layer['type']}): {name} must be an integer from {low} to {high}, not {value!r}"
+                )
         for name in REQUIRED.get(layer["type"], ()):
             if name not in layer:
                 raise DesignError(f"layer {number} ({layer['type']}): {name} is required")
@@ -132,8 +139,12 @@ def native_design(*, depth: int, width: int, dropout: float) -> dict:
     then global average pooling."""
     layers: list[dict] = []
     for block in range(depth):
-        layers += [{"type": "conv", "out": min(512, width * 2**block), "kernel": 3}, {"type": "batchnorm"},
-                   {"type": "relu"}, {"type": "maxpool", "size": 2}]
+        layers += [
+            {"type": "conv", "out": min(512, width * 2**block), "kernel": 3},
+            {"type": "batchnorm"},
+            {"type": "relu"},
+            {"type": "maxpool", "size": 2},
+        ]
         if round(dropout * 50):
             layers.append({"type": "dropout", "percent": min(90, round(dropout * 50))})
     return {"layers": [*layers, {"type": "global_avg_pool"}]}

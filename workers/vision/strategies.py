@@ -55,8 +55,10 @@ class Native:
         if config.backbone_path:
             return "it trains a CNN from scratch: use model cnn, not a backbone"
         if config.image_size >> config.depth < MIN_FEATURE_SIDE:
-            return (f"depth {config.depth} halves a {config.image_size}-pixel image below {MIN_FEATURE_SIDE} pixels; "
-                    "lower depth or raise image_size")
+            return (
+                f"depth {config.depth} halves a {config.image_size}-pixel image below {MIN_FEATURE_SIDE} pixels; "
+                "lower depth or raise image_size"
+            )
         return _common_problem(summary)
 
     def defaults(self, config: VisionConfig, summary: DatasetSummary) -> dict:
@@ -88,10 +90,21 @@ class Transfer:
 
     def train(self, config: VisionConfig, emit: Emit, should_stop: ShouldStop) -> VisionResult:
         backbone = backbone_config(config.backbone_path)
-        emit(LogLine(f"Backbone from {config.backbone_path}" + (f", pretrained on {backbone['pretrained_on']}"
-                                                                 if backbone.get("pretrained_on") else "")))
-        return run(config, emit, should_stop, strategy=self.name, design=backbone["design"],
-                   features=backbone_weights(config.backbone_path), frozen_epochs=config.freeze_epochs)
+        emit(
+            LogLine(
+                f"Backbone from {config.backbone_path}"
+                + (f", pretrained on {backbone['pretrained_on']}" if backbone.get("pretrained_on") else "")
+            )
+        )
+        return run(
+            config,
+            emit,
+            should_stop,
+            strategy=self.name,
+            design=backbone["design"],
+            features=backbone_weights(config.backbone_path),
+            frozen_epochs=config.freeze_epochs,
+        )
 
 
 @dataclass
@@ -113,12 +126,27 @@ class LlmDesigned:
         rows = manifest_read(config.manifest_path)
         summary = summary_from_manifest(rows)
         design, stats, attempts = design_ask(
-            self.designer, classes=list(summary.classes), counts=summary.counts, image_size=config.image_size,
-            max_parameters=config.max_parameters, max_mflops=config.max_mflops, attempts=config.design_attempts,
-            emit=emit)
-        return run(config, emit, should_stop, strategy=self.name, design=design, rows=rows,
-                   design_note={"proposals": attempts, "designer_budget": {
-                       "max_parameters": config.max_parameters, "max_mflops": config.max_mflops}})
+            self.designer,
+            classes=list(summary.classes),
+            counts=summary.counts,
+            image_size=config.image_size,
+            max_parameters=config.max_parameters,
+            max_mflops=config.max_mflops,
+            attempts=config.design_attempts,
+            emit=emit,
+        )
+        return run(
+            config,
+            emit,
+            should_stop,
+            strategy=self.name,
+            design=design,
+            rows=rows,
+            design_note={
+                "proposals": attempts,
+                "designer_budget": {"max_parameters": config.max_parameters, "max_mflops": config.max_mflops},
+            },
+        )
 
 
 def strategies(designer: Designer | None = None) -> dict[str, Strategy]:
@@ -127,8 +155,14 @@ def strategies(designer: Designer | None = None) -> dict[str, Strategy]:
     return {name: found[name] for name in STRATEGY_ORDER}
 
 
-def vision_plan(given: dict | None, summary: DatasetSummary, *, backbone_path: str = "",
-                designer: Designer | None = None, seed: int = 42) -> dict:
+def vision_plan(
+    given: dict | None,
+    summary: DatasetSummary,
+    *,
+    backbone_path: str = "",
+    designer: Designer | None = None,
+    seed: int = 42,
+) -> dict:
     """The run's options, resolved (``workers.hyperparameters``), with the strategy chosen: the one
     asked for, or with ``auto`` the first of ``STRATEGY_ORDER`` that accepts; each strategy's
     ``defaults`` fill the options left "auto". ``OptionError`` naming ``strategy`` when none can train it
@@ -140,8 +174,9 @@ def vision_plan(given: dict | None, summary: DatasetSummary, *, backbone_path: s
     reasons, refusals = [], []
     for name in names:
         try:
-            resolved = hyperparameters_resolve(given, Context(objective=VISION, strategy=name,
-                                                              image_side=summary.image_side or None))
+            resolved = hyperparameters_resolve(
+                given, Context(objective=VISION, strategy=name, image_side=summary.image_side or None)
+            )
         except OptionError as error:
             if asked != AUTO:
                 raise
@@ -173,16 +208,26 @@ def config_make(options: dict, **run) -> VisionConfig:
     return VisionConfig(**{k: v for k, v in {**options, **run}.items() if k in names})
 
 
-def run_vision_training(config: VisionConfig, emit: Emit, should_stop: ShouldStop,
-                        designer: Designer | None = None) -> VisionResult:
+def run_vision_training(
+    config: VisionConfig, emit: Emit, should_stop: ShouldStop, designer: Designer | None = None
+) -> VisionResult:
     """Train ``config.strategy`` on ``config``'s files (the registry's entry point)."""
     strategy = strategies(designer)[config.strategy]
     return strategy.train(config, emit, should_stop)
 
 
-def run(config: VisionConfig, emit: Emit, should_stop: ShouldStop, *, strategy: str, design: dict,
-        features: dict | None = None, frozen_epochs: int = 0, rows: list | None = None,
-        design_note: dict | None = None) -> VisionResult:
+def run(
+    config: VisionConfig,
+    emit: Emit,
+    should_stop: ShouldStop,
+    *,
+    strategy: str,
+    design: dict,
+    features: dict | None = None,
+    frozen_epochs: int = 0,
+    rows: list | None = None,
+    design_note: dict | None = None,
+) -> VisionResult:
     """Load the images, build ``design`` (with ``features``' weights when given), fit, evaluate on the
     held-out images and save the classifier to ``config.output_dir``."""
     import torch
@@ -199,8 +244,12 @@ def run(config: VisionConfig, emit: Emit, should_stop: ShouldStop, *, strategy: 
     classes = list(summary.classes)
     stats = design_check(design, image_size=config.image_size, classes=len(classes))
     train, valid = split_rows(rows, share=config.validation_share, seed=config.seed)
-    emit(LogLine(f"{strategy}: {len(train)} training and {len(valid)} validation images of {len(classes)} classes at "
-                 f"{config.image_size}×{config.image_size}; {stats.parameters:,} parameters"))
+    emit(
+        LogLine(
+            f"{strategy}: {len(train)} training and {len(valid)} validation images of {len(classes)} classes at "
+            f"{config.image_size}×{config.image_size}; {stats.parameters:,} parameters"
+        )
+    )
     pixels = images_load(config.archive_path, config.archive_name, [row["image"] for row in rows], config.image_size)
     labels = torch.tensor([classes.index(row["label"]) for row in rows])
     images = Images(pixels[train], labels[train], pixels[valid], labels[valid], classes)
@@ -209,24 +258,53 @@ def run(config: VisionConfig, emit: Emit, should_stop: ShouldStop, *, strategy: 
         model.features.load_state_dict(features)
     done = fit(model, images, config, emit, should_stop, frozen_epochs=frozen_epochs)
     design_stored = {**design, "parameters": stats.parameters, "mflops": stats.mflops, **(design_note or {})}
-    common = {"strategy": strategy, "epochs": done.epochs, "best_epoch": done.best_epoch,
-              "train_loss": done.train_loss, "valid_loss": done.valid_loss, "valid_accuracy": done.valid_accuracy,
-              "design": design_stored, "steps": done.steps, "total_steps": done.total_steps,
-              "parameters": stats.parameters, "images": len(rows)}
+    common = {
+        "strategy": strategy,
+        "epochs": done.epochs,
+        "best_epoch": done.best_epoch,
+        "train_loss": done.train_loss,
+        "valid_loss": done.valid_loss,
+        "valid_accuracy": done.valid_accuracy,
+        "design": design_stored,
+        "steps": done.steps,
+        "total_steps": done.total_steps,
+        "parameters": stats.parameters,
+        "images": len(rows),
+    }
     if done.stop:
-        return VisionResult(model_dir="", evaluation={}, wall_seconds=time.monotonic() - started, stopped=True,
-                            stop=done.stop, **common)
+        return VisionResult(
+            model_dir="", evaluation={}, wall_seconds=time.monotonic() - started, stopped=True, stop=done.stop, **common
+        )
     evaluation = {}
     if len(valid):
         _, guessed = predictions(model, images.valid_x)
         evaluation = evaluate(guessed.tolist(), images.valid_y.tolist(), classes)
-    out = classifier_save(model.eval(), str(Path(config.output_dir) / "model"), meta={
-        "kind": "image_classifier", "strategy": strategy, "design": {"layers": design["layers"]},
-        "classes": classes, "image_size": config.image_size, "dropout": config.dropout,
-        "evaluation": evaluation})
-    return VisionResult(model_dir=str(out), evaluation=evaluation, wall_seconds=time.monotonic() - started,
-                        **common)
+    out = classifier_save(
+        model.eval(),
+        str(Path(config.output_dir) / "model"),
+        meta={
+            "kind": "image_classifier",
+            "strategy": strategy,
+            "design": {"layers": design["layers"]},
+            "classes": classes,
+            "image_size": config.image_size,
+            "dropout": config.dropout,
+            "evaluation": evaluation,
+        },
+    )
+    return VisionResult(model_dir=str(out), evaluation=evaluation, wall_seconds=time.monotonic() - started, **common)
 
 
-__all__ = ["STRATEGY_ORDER", "DesignError", "LlmDesigned", "Native", "Strategy", "Transfer", "config_make",
-           "is_backbone", "run_vision_training", "strategies", "vision_plan"]
+__all__ = [
+    "STRATEGY_ORDER",
+    "DesignError",
+    "LlmDesigned",
+    "Native",
+    "Strategy",
+    "Transfer",
+    "config_make",
+    "is_backbone",
+    "run_vision_training",
+    "strategies",
+    "vision_plan",
+]

@@ -53,8 +53,9 @@ def augment(batch, kind: str, generator):
         side = batch.shape[-1]
         limit = max(1, side // 8)
         shifts = torch.randint(-limit, limit + 1, (batch.shape[0], 2), generator=generator)
-        batch = torch.stack([image.roll((int(dy), int(dx)), dims=(1, 2)) for image, (dy, dx) in zip(batch, shifts,
-                                                                                                  strict=True)])
+        batch = torch.stack(
+            [image.roll((int(dy), int(dx)), dims=(1, 2)) for image, (dy, dx) in zip(batch, shifts, strict=True)]
+        )
         scale = 1 + 0.4 * (torch.rand(batch.shape[0], 1, 1, 1, generator=generator) - 0.5)
         offset = 0.4 * (torch.rand(batch.shape[0], 1, 1, 1, generator=generator) - 0.5)
         batch = batch * scale + offset
@@ -78,8 +79,11 @@ def predictions(model, pixels, batch_size: int = 256):
 
     model.eval()
     with torch.no_grad():
-        logits = torch.cat([model(normalise(pixels[i:i + batch_size])) for i in range(0, len(pixels), batch_size)]) \
-            if len(pixels) else torch.zeros(0)
+        logits = (
+            torch.cat([model(normalise(pixels[i : i + batch_size])) for i in range(0, len(pixels), batch_size)])
+            if len(pixels)
+            else torch.zeros(0)
+        )
     return logits, logits.argmax(dim=1) if len(pixels) else logits
 
 
@@ -95,22 +99,31 @@ def fit(model, images: Images, config, emit: Emit, should_stop, *, frozen_epochs
     result = Fit(total_steps=per_epoch * config.n_epochs)
     optimizer = optimizer_make(config, model.parameters())
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, result.total_steps) / result.total_steps)))
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, result.total_steps) / result.total_steps))
+    )
     best, best_state, waited = math.inf, None, 0
     started = time.monotonic()
     for epoch in range(1, config.n_epochs + 1):
         frozen = epoch <= frozen_epochs
         if frozen_epochs and epoch in (1, frozen_epochs + 1):
             model.features.requires_grad_(not frozen)
-            emit(LogLine(f"Epoch {epoch}: " + ("the backbone is frozen; the new classifier trains"
-                                               if frozen else "the backbone is unfrozen; every layer trains")))
+            emit(
+                LogLine(
+                    f"Epoch {epoch}: "
+                    + (
+                        "the backbone is frozen; the new classifier trains"
+                        if frozen
+                        else "the backbone is unfrozen; every layer trains"
+                    )
+                )
+            )
         model.train()
         if frozen:
             model.features.eval()  # its batch statistics stay the backbone's
         order = torch.randperm(count, generator=generator)
         loss_sum = correct = 0.0
         for start in range(0, count, config.batch_size):
-            index = order[start:start + config.batch_size]
+            index = order[start : start + config.batch_size]
             batch = augment(normalise(images.train_x[index]), config.augmentation, generator)
             logits = model(batch)
             loss = F.cross_entropy(logits, images.train_y[index])
@@ -126,8 +139,12 @@ def fit(model, images: Images, config, emit: Emit, should_stop, *, frozen_epochs
             if stop:
                 result.stop, result.wall_seconds = str(stop), time.monotonic() - started
                 return result
-        values = {"epoch": epoch, "loss": loss_sum / count, "train_accuracy": correct / count,
-                  "learning_rate": schedule.get_last_lr()[0]}
+        values = {
+            "epoch": epoch,
+            "loss": loss_sum / count,
+            "train_accuracy": correct / count,
+            "learning_rate": schedule.get_last_lr()[0],
+        }
         if len(images.valid_x):
             logits, guessed = predictions(model, images.valid_x)
             values["eval_loss"] = F.cross_entropy(logits, images.valid_y).item()
@@ -142,8 +159,12 @@ def fit(model, images: Images, config, emit: Emit, should_stop, *, frozen_epochs
         else:
             waited += 1
             if config.early_stopping_patience and waited >= config.early_stopping_patience:
-                emit(LogLine(f"Early stopping after epoch {epoch}: no better validation loss for {waited} epochs; "
-                             f"keeping epoch {result.best_epoch}"))
+                emit(
+                    LogLine(
+                        f"Early stopping after epoch {epoch}: no better validation loss for {waited} epochs; "
+                        f"keeping epoch {result.best_epoch}"
+                    )
+                )
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
