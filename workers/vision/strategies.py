@@ -256,6 +256,7 @@ def run(
     model = classifier_build(design, image_size=config.image_size, classes=len(classes), dropout=config.dropout)
     if features is not None:
         model.features.load_state_dict(features)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")  # a GPU worker's; the images stay on the CPU
     done = fit(model, images, config, emit, should_stop, frozen_epochs=frozen_epochs)
     design_stored = {**design, "parameters": stats.parameters, "mflops": stats.mflops, **(design_note or {})}
     common = {
@@ -280,7 +281,7 @@ def run(
         _, guessed = predictions(model, images.valid_x)
         evaluation = evaluate(guessed.tolist(), images.valid_y.tolist(), classes)
     out = classifier_save(
-        model.eval(),
+        model.cpu().eval(),
         str(Path(config.output_dir) / "model"),
         meta={
             "kind": "image_classifier",

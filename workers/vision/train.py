@@ -74,17 +74,18 @@ def optimizer_make(config, parameters):
 
 
 def predictions(model, pixels, batch_size: int = 256):
-    """(logits, predicted class) of ``pixels`` with the model in eval mode."""
+    """(logits, predicted class) of ``pixels`` with the model in eval mode, on the CPU."""
     import torch
 
     model.eval()
+    device = next(model.parameters()).device
+    if not len(pixels):
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
     with torch.no_grad():
-        logits = (
-            torch.cat([model(normalise(pixels[i : i + batch_size])) for i in range(0, len(pixels), batch_size)])
-            if len(pixels)
-            else torch.zeros(0)
+        logits = torch.cat(
+            [model(normalise(pixels[i : i + batch_size]).to(device)).cpu() for i in range(0, len(pixels), batch_size)]
         )
-    return logits, logits.argmax(dim=1) if len(pixels) else logits
+    return logits, logits.argmax(dim=1)
 
 
 def fit(model, images: Images, config, emit: Emit, should_stop, *, frozen_epochs: int = 0) -> Fit:
@@ -94,6 +95,7 @@ def fit(model, images: Images, config, emit: Emit, should_stop, *, frozen_epochs
     import torch.nn.functional as F
 
     generator = torch.Generator().manual_seed(config.seed)
+    device = next(model.parameters()).device
     count = len(images.train_x)
     per_epoch = math.ceil(count / config.batch_size)
     result = Fit(total_steps=per_epoch * config.n_epochs)
@@ -124,16 +126,18 @@ def fit(model, images: Images, config, emit: Emit, should_stop, *, frozen_epochs
         loss_sum = correct = 0.0
         for start in range(0, count, config.batch_size):
             index = order[start : start + config.batch_size]
-            batch = augment(normalise(images.train_x[index]), config.augmentation, generator)
+            # augmented on the CPU (the generator's device), then moved to the model's
+            batch = augment(normalise(images.train_x[index]), config.augmentation, generator).to(device)
+            targets = images.train_y[index].to(device)
             logits = model(batch)
-            loss = F.cross_entropy(logits, images.train_y[index])
+            loss = F.cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             result.steps += 1
             loss_sum += loss.item() * len(index)
-            correct += (logits.argmax(dim=1) == images.train_y[index]).sum().item()
+            correct += (logits.argmax(dim=1) == targets).sum().item()
             emit(Progress(step=result.steps, total_steps=result.total_steps))
             stop = should_stop()
             if stop:
