@@ -65,6 +65,8 @@ def test_llm_designed_job_stores_and_shows_its_design(monkeypatch, client):
     page = client.get(reverse("jobs:detail", args=[job.id])).content.decode()
     assert 'id="job-vision"' in page and "llm_designed" in page and "conv out=8 kernel=3" in page
     assert "Confusion matrix" in page
+    for url in (reverse("models:detail", args=[job.result_model.id]), reverse("models:list"), reverse("jobs:list")):
+        assert client.get(url).status_code == 200, url
 
 
 def test_a_designer_whose_proposals_are_all_refused_fails_the_job_with_the_reason(monkeypatch):
