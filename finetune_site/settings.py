@@ -219,6 +219,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "jobs_app.tasks.job_run": {"queue": "training"},
+    "jobs_app.tasks.job_join": {"queue": "training"},
     # a remote job only uploads and polls: no training device needed (jobs_app.tasks.job_remote_run)
     "models_app.tasks.export_run": {"queue": "training"},
     "models_app.tasks.evaluation_run": {"queue": "training"},
@@ -371,6 +372,11 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 120)  # no heartbeat for this l
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", 10)
 JOB_REQUEUE_SECONDS = env_int("JOB_REQUEUE_SECONDS", 60)  # queued but unclaimed this long: send again
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
+# --- Jobs over several nodes (hyperparameter "nodes"): gathered together or not at all ---
+GANG_WAIT_SECONDS = env_int("GANG_WAIT_SECONDS", 60)  # how long a first node waits for the others to join
+GANG_RETRY_SECONDS = env_int("GANG_RETRY_SECONDS", 30)  # then the job waits this long (plus jitter) and tries again
+# The address other nodes reach this worker at for torchrun's rendezvous; empty: this host's name.
+NODE_ADDRESS = env_str("NODE_ADDRESS", "")
 # --- Evaluation at the end of a job with a validation file ---
 EVAL_MAX_ROWS = env_int("EVAL_MAX_ROWS", 100)  # validation rows scored (from the top of the file)
 EVAL_MAX_NEW_TOKENS = env_int("EVAL_MAX_NEW_TOKENS", 32)  # greedy tokens generated per row

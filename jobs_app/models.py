@@ -114,6 +114,9 @@ class FineTuneJob(models.Model):
     estimate = models.JSONField(default=dict, blank=True, help_text="Before start: tokens, steps, seconds, memory.")
     estimated_finish = models.DateTimeField(null=True, blank=True, help_text="Refined live from step times.")
     wait_reason = models.CharField(max_length=300, blank=True, help_text="Why a queued job is not running.")
+    gang = models.JSONField(default=dict, blank=True, help_text=(
+        "A job over several nodes: {token, endpoint, nodes, members (worker names, first node first), since, "
+        "attempt once claimed}; jobs_app.services.gangs."))
     error = models.JSONField(null=True, blank=True, help_text="{code, message, param} when failed.")
     trained_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     result_file = models.ForeignKey("datasets_app.Dataset", on_delete=models.SET_NULL, null=True, blank=True,

@@ -28,6 +28,14 @@ def job_run(self, job_id: str) -> None:
     services.job_run(job_id=job_id, worker=self.request.hostname or "")
 
 
+@shared_task(name="jobs_app.tasks.job_join", bind=True)
+def job_join(self, job_id: str, token: str) -> None:
+    """One of the other nodes of a job over several (``nodes``): join its gang and train there."""
+    if not FineTuneJob.objects.filter(pk=job_id).exists():
+        return
+    services.job_follow(job_id=job_id, token=token, worker=self.request.hostname or "")
+
+
 @shared_task(name="jobs_app.tasks.job_remote_run", bind=True)
 def job_remote_run(self, job_id: str) -> None:
     if not FineTuneJob.objects.filter(pk=job_id).exists():

@@ -22,7 +22,7 @@ def test_model_page_to_playground_streams_both_replies(web_server, live_base_mod
     from playwright.sync_api import expect, sync_playwright
 
     user = make_user("grace")
-    model = fine_tuned_model_create(job=make_job(user), adapter_dir=trained_adapter)
+    model = fine_tuned_model_create(job=make_job(user, status="succeeded"), adapter_dir=trained_adapter)
     prompt, answer = classification_rows(24)[0]["messages"]
 
     with sync_playwright() as playwright:

@@ -17,7 +17,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture
 def tuned_model(live_base_model, trained_adapter):
-    return fine_tuned_model_create(job=make_job(make_user()), adapter_dir=trained_adapter)
+    return fine_tuned_model_create(job=make_job(make_user(), status="succeeded"), adapter_dir=trained_adapter)
 
 
 def test_greedy_reply_repeats_and_the_model_stays_loaded(live_server, live_base_model, inference_worker):
@@ -104,7 +104,7 @@ def test_rollback_moves_the_alias_and_chat_follows_it(live_server, live_base_mod
     owner = make_user()
     versions = []
     for adapter in (trained_adapter, untrained_adapter):
-        job = make_job(owner)
+        job = make_job(owner, status="succeeded")
         job.suffix = "topics"
         job.save(update_fields=["suffix"])
         versions.append(fine_tuned_model_create(job=job, adapter_dir=adapter))
@@ -156,7 +156,7 @@ def test_json_object_reply_parses_and_json_schema_is_refused(live_server, live_b
 
 def test_tuned_model_calls_the_tool_it_learned_and_answers_its_result(live_server, live_base_model,
                                                                       tool_calling_model, inference_worker):
-    model = fine_tuned_model_create(job=make_job(make_user(), hyperparameters={"adapter": "full"}),
+    model = fine_tuned_model_create(job=make_job(make_user(), status="succeeded", hyperparameters={"adapter": "full"}),
                                     adapter_dir=tool_calling_model)
     client, _ = client_for(live_server, model.owner)
     row = tool_call_row("Paris")

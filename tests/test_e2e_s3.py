@@ -78,7 +78,7 @@ def test_verified_export_is_stored_in_the_bucket_and_downloads_through_a_presign
     from tests.api import api_client
     from tests.factories import make_job
 
-    model = fine_tuned_model_create(job=make_job(), adapter_dir=trained_adapter)
+    model = fine_tuned_model_create(job=make_job(status="succeeded"), adapter_dir=trained_adapter)
     # Run here, not on the worker (which stays on local disk): the row is made without queueing a task.
     export = Export.objects.create(id="export-s3", model=model, kind="gguf", quantization="f32")
     export = export_run(export_id=export.id)

@@ -1,8 +1,9 @@
-"""One training across several processes with torchrun: one per GPU, or CPU processes over gloo.
+"""One training across several processes with torchrun: one per GPU, or CPU processes over gloo, on
+one machine or on several (``nodes``) meeting through torchrun's c10d rendezvous.
 
-``run_distributed`` is called like ``run_training``; it starts ``torchrun`` and relays the
-events that rank 0 writes (JSON lines) to ``emit``, and ``should_stop`` answers to all ranks
-through a stop file. Run as ``python -m workers.distributed CONFIG.json`` under torchrun.
+``run_distributed`` is called like ``run_training`` on every node; it starts ``torchrun`` and relays
+the events that global rank 0 writes (JSON lines) to ``emit``, and ``should_stop`` answers to all
+ranks through a stop file. Run as ``python -m workers.distributed CONFIG.json`` under torchrun.
 """
 
 import dataclasses
@@ -20,18 +21,34 @@ from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
 EVENT_TYPES = {cls.__name__: cls for cls in (Progress, Metric, LogLine, ArtifactSaved)}
 
 
-def run_distributed(config: TrainConfig, emit: Emit,
-                    should_stop: Callable[[], Stop | bool] = lambda: Stop.NO) -> TrainResult:
-    """Train with ``config.devices`` ranks (torchrun --nproc_per_node); return rank 0's result."""
-    processes = config.devices
+class NodeLost(RuntimeError):
+    """Another node of the job stopped answering: this node's ranks were stopped."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendezvous:
+    """Where the nodes of one run meet: ``endpoint`` (host:port of the first node), a ``run_id`` every
+    node of this attempt shares, and whether this node hosts the rendezvous store (the first node)."""
+
+    endpoint: str
+    run_id: str
+    host: bool
+
+
+def run_distributed(config: TrainConfig, emit: Emit, should_stop: Callable[[], Stop | bool] = lambda: Stop.NO,
+                    rendezvous: Rendezvous | None = None,
+                    node_lost: Callable[[], str] = lambda: "") -> TrainResult | None:
+    """Train with ``config.devices`` ranks here (and as many on each of ``config.nodes`` nodes); return
+    global rank 0's result, or None on a node that did not hold it. ``node_lost`` names a node that
+    stopped answering (then this node's ranks are stopped and ``NodeLost`` raised)."""
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
     config_path.write_text(json.dumps(dataclasses.asdict(config)))
     for name in ("events.jsonl", "result.json", "STOP"):
         (out / name).unlink(missing_ok=True)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               "-m", "workers.distributed", str(config_path)]
+    command = [sys.executable, "-m", "torch.distributed.run", *_placement(config, rendezvous),
+               "--nproc_per_node", str(config.devices), "-m", "workers.distributed", str(config_path)]
     process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     offset = 0
     while process.poll() is None:
@@ -39,12 +56,41 @@ def run_distributed(config: TrainConfig, emit: Emit,
         asked = should_stop()
         if asked and not (out / "STOP").exists():
             (out / "STOP").write_text(str(Stop.CHECKPOINT if asked == Stop.CHECKPOINT else Stop.DISCARD))
+        lost = node_lost()
+        if lost:
+            _stop(process)
+            raise NodeLost(lost)
         time.sleep(0.2)
     _relay(out / "events.jsonl", offset, emit)
-    if process.returncode != 0 or not (out / "result.json").exists():
-        raise RuntimeError(f"torchrun with {processes} processes exited with {process.returncode}")
+    ranks = config.devices * config.nodes
+    if process.returncode != 0:
+        raise RuntimeError(f"torchrun with {ranks} processes exited with {process.returncode}")
+    if not (out / "result.json").exists():
+        if config.nodes > 1:
+            return None  # global rank 0 ran on another node: that node reports the result
+        raise RuntimeError(f"torchrun with {ranks} processes wrote no result")
     result = json.loads((out / "result.json").read_text())
     return TrainResult(**{**result, "rank_parameters": tuple(result.get("rank_parameters", ()))})
+
+
+def _placement(config: TrainConfig, rendezvous: Rendezvous | None) -> list[str]:
+    """torchrun's arguments for where the ranks are: this machine alone, or ``config.nodes`` machines."""
+    if config.nodes == 1:
+        return ["--standalone"]
+    if rendezvous is None:
+        raise ValueError(f"a run over {config.nodes} nodes needs their rendezvous (endpoint and run id)")
+    return ["--nnodes", str(config.nodes), "--rdzv_backend", "c10d", "--rdzv_endpoint", rendezvous.endpoint,
+            "--rdzv_id", rendezvous.run_id, "--rdzv_conf", f"is_host={str(rendezvous.host).lower()}"]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """torchrun passes SIGTERM on to its ranks; a rank stuck in a collective is killed after a grace."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _relay(path: Path, offset: int, emit: Emit) -> int:

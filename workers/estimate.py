@@ -136,7 +136,7 @@ def calibrate(config: TrainConfig, steps: int = 4) -> Throughput:
                 handle.write(json.dumps(row) + "\n")
         probe = TrainConfig(**{**config.__dict__, "train_file": str(sample), "output_dir": tmp, "n_epochs": 1,
                                "validation_file": str(sample), "save_steps": 0, "eval_steps": 0,
-                               "resume_from": None, "devices": 1, "sharding": "none"})
+                               "resume_from": None, "devices": 1, "nodes": 1, "sharding": "none"})
         result = run_training(probe, emit_nothing)
     return throughput_of(result, eval_tokens=result.trained_tokens)
 

@@ -346,6 +346,9 @@ def _sharding_fits(context: Context, value) -> str | None:
 def _sharding_agrees(resolved: dict, value) -> str | None:
     if value != "none" and resolved["devices"] == 1:
         return f'"{value}" splits the model across devices: set devices above 1, or sharding to "none"'
+    if value != "none" and resolved.get("nodes", 1) > 1:
+        return (f'"{value}" writes each rank\'s part of a checkpoint on its own machine, and a job over several '
+                'nodes resumes from one stored checkpoint: set sharding to "none" (each node holds the whole model)')
     return None
 
 
@@ -433,6 +436,9 @@ OPTIONS: tuple[Option, ...] = (
            "Loss on the validation file every N steps; 0 = at the end of each epoch.", fits=_needs_validation),
     Option("devices", Int(1, 64), 1, "1", "Devices",
            "Training processes: one per GPU, or CPU processes over gloo (torchrun)."),
+    Option("nodes", Int(1, 16), 1, "1", "Nodes",
+           "Machines one job spans, each running `devices` processes; their ranks meet through torchrun's c10d "
+           "rendezvous. Above 1 the job waits until that many training workers are free at once."),
     Option("sharding", Choice(SHARDINGS), _sharding_auto,
            '"fsdp" when devices is above 1 and the memory estimate (the largest peak of past runs) exceeds one '
            'device\'s memory, else "none"', "Sharding",

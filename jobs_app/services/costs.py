@@ -44,7 +44,7 @@ def job_price_estimate(*, owner, provider: str = LOCAL, **request) -> dict:
         "tokens_basis": draft["tokens_basis"],
         "seconds": draft["seconds"] if kind == LOCAL else None,  # a remote's pace is its own
         "cost": job_cost(kind=kind, prices=prices, model=checked.base_model.name, tokens=draft["tokens"],
-                         seconds=draft["seconds"], devices=hp.get("devices", 1)),
+                         seconds=draft["seconds"], devices=hp.get("devices", 1) * hp.get("nodes", 1)),
     }
 
 

@@ -68,10 +68,12 @@ def job_heartbeat(*, job: FineTuneJob) -> bool:
 
 
 class Heartbeat:
-    """Renews the job's lease from a thread while this attempt runs; stops with the process."""
+    """Renews the job's lease (and the liveness of ``worker``, by default the job's lease owner) from a
+    thread while this attempt runs; stops with the process."""
 
-    def __init__(self, job: FineTuneJob) -> None:
+    def __init__(self, job: FineTuneJob, worker: str = "") -> None:
         self.job = job
+        self.worker = worker or job.lease_owner
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{job.id}")
 
@@ -85,9 +87,11 @@ class Heartbeat:
 
     def _beat(self) -> None:
         try:
-            while not self.done.wait(settings.JOB_HEARTBEAT_SECONDS):
+            while True:  # at once, then every period: the other nodes of a job watch this worker's last_seen
                 job_heartbeat(job=self.job)
-                Worker.objects.filter(name=self.job.lease_owner).update(last_seen=timezone.now())
+                Worker.objects.filter(name=self.worker).update(last_seen=timezone.now())
+                if self.done.wait(settings.JOB_HEARTBEAT_SECONDS):
+                    return
         finally:
             connection.close()
 
@@ -96,6 +100,12 @@ def worker_register(*, name: str, devices: dict) -> Worker:
     """A worker starting up advertises its devices."""
     worker, _ = Worker.objects.update_or_create(name=name, defaults={"devices": devices})
     return worker
+
+
+def worker_capacity(name: str) -> int:
+    """How many training processes a job may run on worker ``name`` (1 if it never registered)."""
+    node = Worker.objects.filter(name=name).first()
+    return node.capacity if node else 1
 
 
 def worker_unregister(*, name: str) -> None:

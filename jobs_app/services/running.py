@@ -15,8 +15,9 @@ from finetune_site.errors import Conflict
 from finetune_site.files import storage_fetch
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Worker
 from jobs_app.services.engine import MANIFEST, JobControl, JobReporter
+from jobs_app.services.gangs import NodeWatch, gang_claim, gang_join, gang_rendezvous
 from jobs_app.services.judges import judges_local
-from jobs_app.services.leases import Heartbeat
+from jobs_app.services.leases import Heartbeat, worker_capacity
 from jobs_app.services.lifecycle import job_event_add, job_fail, job_metrics_add, job_requeue, job_transition
 from jobs_app.services.results import job_result_file_create
 from jobs_app.services.vision import vision_config, vision_designer, vision_summary
@@ -37,25 +38,43 @@ TRAINING_STATE = ("optimizer.pt", "optimizer_", "scheduler.pt", "rng_state", "tr
 def job_run(*, job_id: str, worker: str = "") -> None:
     """Claim a queued job for ``worker`` and train it; store what it produces.
 
-    A resumed attempt continues from the job's last complete checkpoint. A crash requeues
-    the job until ``max_attempts`` is reached, then fails it with the error.
+    A job over several nodes is claimed only once its other nodes have joined (``gang_claim``); each
+    of them trains its share (``job_follow``). A resumed attempt continues from the job's last complete
+    checkpoint. A crash requeues the job until ``max_attempts`` is reached, then fails it with the error.
     """
+    nodes = FineTuneJob.objects.filter(pk=job_id).values_list("hyperparameters__nodes", flat=True).first()
+    if (nodes or 1) > 1:
+        job = gang_claim(job_id=job_id, worker=worker, claim=job_claim)
+    else:
+        job = job_claim(job_id=job_id, worker=worker)
+    if job is not None:
+        _job_attempt(job, worker=worker)
 
-    job = job_claim(job_id=job_id, worker=worker)
-    if job is None:
-        return
-    workdir = Path(settings.WORK_DIR) / job.id / str(job.attempt)
+
+def job_follow(*, job_id: str, token: str, worker: str = "") -> None:
+    """Join the gang ``token`` of a job over several nodes as one of its other nodes, and train there."""
+    joined = gang_join(job_id=job_id, token=token, worker=worker, capacity=worker_capacity(worker))
+    if joined is not None:
+        _job_attempt(joined[0], worker=worker, node=joined[1])
+
+
+def _job_attempt(job: FineTuneJob, *, worker: str, node: int = 0) -> None:
+    """Train this attempt of ``job`` here: on its only node, or as node ``node`` of its gang (only the
+    node holding global rank 0 gets a result to store)."""
+    workdir = Path(settings.WORK_DIR) / job.id / (f"{job.attempt}-node{node}" if node else str(job.attempt))
     try:
-        with Heartbeat(job):
+        with Heartbeat(job, worker):
             vision = job.objective == Objective.VISION
-            config = vision_config(job, workdir) if vision else train_config(job, workdir)
+            config = vision_config(job, workdir) if vision else train_config(job, workdir, announce=node == 0)
             reporter = JobReporter(job)
             try:
                 with JobControl(job) as control:
-                    result = _vision_train(config, reporter, control) if vision else _train(config, reporter, control)
+                    result = (_vision_train(config, reporter, control) if vision
+                              else _train(config, reporter, control, job=job, worker=worker, node=node))
             finally:
                 reporter.close()  # every reported event and checkpoint is stored before the job moves on
-        _job_finish(job, result, trained_at=time.monotonic())
+        if result is not None:
+            _job_finish(job, result, trained_at=time.monotonic())
     except Conflict:
         pass  # cancelled, or taken over by a newer attempt: that one owns the job now
     except ModelLoadError as exc:
@@ -69,12 +88,15 @@ def job_run(*, job_id: str, worker: str = "") -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _train(config, reporter, control):
-    """One process, or one per device through torchrun."""
-    if config.devices > 1:
+def _train(config, reporter, control, *, job: FineTuneJob, worker: str, node: int):
+    """One process, or one per device through torchrun (on each node of a job over several)."""
+    if config.devices > 1 or config.nodes > 1:
         from workers.distributed import run_distributed
 
-        return run_distributed(config, reporter, should_stop=control)
+        if config.nodes == 1:
+            return run_distributed(config, reporter, should_stop=control)
+        return run_distributed(config, reporter, should_stop=control, rendezvous=gang_rendezvous(job, node),
+                               node_lost=NodeWatch(job, worker))
     from workers.training import run_training
 
     return run_training(config, reporter, should_stop=control)
@@ -112,10 +134,10 @@ def job_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
 def _job_fits(job: FineTuneJob, worker: str) -> bool:
     """Whether ``worker`` has the devices the job asks for; if not, say why on the job."""
     needed = job.hyperparameters.get("devices", 1)  # vision: one process
-    node = Worker.objects.filter(name=worker).first()
-    capacity = node.capacity if node else 1
+    capacity = worker_capacity(worker)
     if needed <= capacity:
         return True
+    node = Worker.objects.filter(name=worker).first()
     kind = (node.devices.get("kind", "cpu") if node else "cpu").upper()
     reason = f"waiting for a worker with {needed} devices; {worker or 'this worker'} has {capacity} ({kind})"
     if job.wait_reason != reason:
@@ -124,8 +146,9 @@ def _job_fits(job: FineTuneJob, worker: str) -> bool:
     return False
 
 
-def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
-    """The engine's config for ``job``: its files fetched into ``workdir``, its options as stored."""
+def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True, announce: bool = True):
+    """The engine's config for ``job``: its files fetched into ``workdir``, its options as stored.
+    ``announce``: the resume is said on the job (once per attempt: by its first node only)."""
     from workers.config import TrainConfig
 
     validation = None
@@ -140,17 +163,19 @@ def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
         grader=json.dumps(job.grader) if job.grader else "",
         judges=json.dumps(judges_local(job.owner, job.grader)) if job.grader and judge_names(job.grader) else "",
         seed=job.seed,
-        resume_from=_resume_point(job, workdir / "resume") if resume else None,
+        resume_from=_resume_point(job, workdir / "resume", announce=announce) if resume else None,
         **options_complete(job.hyperparameters),
     )
 
 
-def _resume_point(job: FineTuneJob, target: Path) -> str | None:
-    """Fetch the last complete checkpoint; forget the metrics of steps after it."""
+def _resume_point(job: FineTuneJob, target: Path, *, announce: bool = True) -> str | None:
+    """Fetch the last complete checkpoint; forget the metrics of steps after it (if ``announce``)."""
     for checkpoint in job.checkpoints.order_by("-step"):
         local = checkpoint_fetch(checkpoint=checkpoint, target=target / f"checkpoint-{checkpoint.step}")
         if local is None:
             continue
+        if not announce:
+            return str(local)
         discarded, _ = job.events.filter(type=JobEvent.Type.METRICS, data__step__gt=checkpoint.step).delete()
         note = f"; {discarded} later metric events of the lost attempt discarded" if discarded else ""
         job_event_add(job_id=job.id, expect_attempt=job.attempt, data={"resume_step": checkpoint.step},

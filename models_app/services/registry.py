@@ -21,6 +21,9 @@ def fine_tuned_model_create(*, job, adapter_dir: Path) -> FineTunedModel:
     (``version_next``) and its generated model card (also ``README.md`` in the adapter zip)."""
     suffix = job.suffix or ""
     model_id = job.fine_tuned_model_name
+    existing = FineTunedModel.objects.filter(pk=model_id).first()
+    if existing is not None:  # a finish seen twice (a worker lost after registering): the files stay
+        return existing
     prefix = f"models/{model_id.replace(':', '_')}/adapter"
     names = storage_put_dir(adapter_dir, prefix)
     name = job_model_name(suffix=suffix, base_model=job.base_model)  # never a base model's name
@@ -50,7 +53,8 @@ def fine_tuned_model_create(*, job, adapter_dir: Path) -> FineTunedModel:
             model.save(force_insert=True)
             return model
     except Exception:
-        storage_delete_all(names)
+        if not FineTunedModel.objects.filter(pk=model_id).exists():  # never the files another finish registered
+            storage_delete_all(names)
         raise
 
 

@@ -4,7 +4,13 @@ import pytest
 
 from models_app.models import FineTunedModel
 from models_app.selectors import model_get
-from models_app.services import alias_rollback, fine_tuned_model_create, model_archive, model_promote
+from models_app.services import (
+    alias_rollback,
+    fine_tuned_model_create,
+    model_archive,
+    model_files_fetch,
+    model_promote,
+)
 from tests.api import api_client
 from tests.factories import make_dataset, make_job, make_user
 
@@ -37,6 +43,21 @@ def test_models_of_one_name_get_increasing_versions(versions, alice, tmp_path):
     assert versions[2].reference == "bot@1.0.2"
     other = _version(alice, tmp_path / "adapter", suffix="other")
     assert other.version == 1
+
+
+def test_a_job_finished_twice_keeps_its_first_model_and_files(alice, base_model, tmp_path):
+    """A worker lost after registering the model, then the job finished again elsewhere: the second
+    finish gets the same model and must not replace or delete the files the first one stored."""
+    job = make_job(alice)
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    for folder, text in ((first_dir, "first"), (second_dir, "second")):
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(text)
+    first = fine_tuned_model_create(job=job, adapter_dir=first_dir)
+    assert fine_tuned_model_create(job=job, adapter_dir=second_dir) == first
+    fetched = model_files_fetch(first, tmp_path / "fetched")
+    assert (fetched / "adapter_config.json").read_text() == "first"
+    assert FineTunedModel.objects.filter(job=job).count() == 1
 
 
 def test_promote_points_the_alias_and_the_reference_resolves(versions, alice):

@@ -118,3 +118,38 @@ def test_sharded_checkpoint_resumes_after_one_rank_is_killed(tiny_model_path, tm
     assert kept + list(_losses(second)) == list(range(1, 9))
     # the weights came back: the loss goes on from where it was, not from the base's
     assert _losses(second)[step + 1] < _losses(first)[1] - 0.2
+
+
+def test_two_nodes_meet_through_the_c10d_rendezvous_and_one_of_them_reports(tiny_model_path, tmp_path):
+    """Two nodes of one process each (as two workers on two hosts would run them): one run of world
+    size 2, the batches split across the nodes, and only the node holding global rank 0 has a result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.e2e import free_port
+    from workers.distributed import Rendezvous
+
+    train = classification_write(tmp_path / "train.jsonl", 24)
+    endpoint = f"127.0.0.1:{free_port()}"
+
+    def node(index: int):
+        config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), n_epochs=2, batch_size=4,
+                             output_dir=str(tmp_path / f"node{index}"), learning_rate=3e-3, nodes=2)
+        events = []
+        result = run_distributed(config, events.append, rendezvous=Rendezvous(endpoint, "two-nodes", index == 0))
+        return result, events
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(node, [0, 1]))
+    [(result, events)] = [outcome for outcome in outcomes if outcome[0] is not None]
+    assert (result.steps, result.total_steps) == (6, 6)  # 24 rows / (4 rows x 2 ranks) x 2 epochs
+    assert [e.step for e in events if isinstance(e, Metric) and "loss" in e.values] == [1, 2, 3, 4, 5, 6]
+    assert len(result.rank_parameters) == 2
+    [(nothing, other_events)] = [outcome for outcome in outcomes if outcome[0] is None]
+    assert not any(isinstance(e, Metric) for e in other_events)
+
+
+def test_a_run_over_nodes_without_a_rendezvous_is_refused(tiny_model_path, tmp_path):
+    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(tmp_path / "t.jsonl"),
+                         output_dir=str(tmp_path / "out"), nodes=2)
+    with pytest.raises(ValueError, match="needs their rendezvous"):
+        run_distributed(config, lambda event: None)

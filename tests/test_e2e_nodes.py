@@ -1,0 +1,79 @@
+"""A job over two nodes: two worker processes on this machine act as two hosts. They are claimed together
+or not at all, train one run of world size 2 through torchrun's c10d rendezvous, and a node killed
+mid-run is handled like a dead worker (the job resumes from its last checkpoint on a new gang)."""
+
+import pytest
+
+from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
+from tests.e2e import client_for, start_job, upload, wait_finished, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+NODE_ENV = {"NODE_ADDRESS": "127.0.0.1", "GANG_WAIT_SECONDS": "20", "GANG_RETRY_SECONDS": "1",
+            "JOB_LEASE_SECONDS": "20", "JOB_HEARTBEAT_SECONDS": "2"}
+
+
+@pytest.fixture
+def two_workers(worker_pool, live_base_model):
+    from tests.conftest import WorkerPool
+
+    worker_pool.stop()  # transactional tests flush tables: restart so that both register
+    worker_pool.ensure(NODE_ENV)
+    second = WorkerPool(worker_pool.database_url, name="second")
+    second.ensure(NODE_ENV)
+    yield worker_pool, second
+    second.stop()
+    worker_pool.ensure()  # back to the default worker for the other tests
+
+
+def _steps(job_id: str) -> list[int]:
+    return sorted(e.data["step"] for e in JobEvent.objects.filter(job_id=job_id, type="metrics")
+                  if "train_loss" in e.data)
+
+
+def test_two_node_job_trains_once_across_two_workers(live_server, two_workers):
+    client, _ = client_for(live_server)
+    job = wait_finished(client, start_job(client, upload(client).id, nodes=2, n_epochs=2, batch_size=4).id)
+    assert job.status == "succeeded", job.error
+    row = FineTuneJob.objects.get(pk=job.id)
+    assert sorted(row.gang["members"]) == sorted(pool.node for pool in two_workers)  # one node on each worker
+    assert (row.attempt, row.gang["attempt"]) == (1, 1)
+    assert _steps(job.id) == [1, 2, 3, 4, 5, 6]  # 24 rows / (4 rows x 2 ranks, one per node) x 2 epochs
+    assert JobEvent.objects.filter(job_id=job.id, message__startswith="Node 2 of 2 joined").count() == 1
+    assert client.models.retrieve(job.fine_tuned_model).id == job.fine_tuned_model
+
+
+def test_two_node_job_waits_while_only_one_worker_is_free(live_server, worker_pool, live_base_model):
+    worker_pool.stop()
+    worker_pool.ensure({**NODE_ENV, "GANG_WAIT_SECONDS": "2", "GANG_RETRY_SECONDS": "30"})
+    try:
+        client, _ = client_for(live_server)
+        job = start_job(client, upload(client).id, nodes=2, n_epochs=1)
+        wait_for(lambda: FineTuneJob.objects.get(pk=job.id).wait_reason, timeout=60, what="a wait reason")
+        shown = client.fine_tuning.jobs.retrieve(job.id)
+        assert shown.status == "queued" and shown.trained_tokens is None
+        assert shown.wait_reason.startswith("waiting for 2 training workers free at once (a 2-node job): 1 answered")
+        assert FineTuneJob.objects.get(pk=job.id).attempt == 0  # nothing was claimed: together or not at all
+        client.fine_tuning.jobs.cancel(job.id)
+    finally:
+        worker_pool.ensure()
+
+
+def test_a_node_killed_mid_run_is_retried_from_the_last_checkpoint(live_server, two_workers):
+    client, _ = client_for(live_server)
+    job = start_job(client, upload(client).id, nodes=2, n_epochs=8, batch_size=4, save_steps=3)
+    wait_for(lambda: Checkpoint.objects.filter(job_id=job.id, step__gte=6).exists(), timeout=240,
+             what="a checkpoint at step 6")
+    members = FineTuneJob.objects.get(pk=job.id).gang["members"]
+    [follower] = [pool for pool in two_workers if pool.node == members[1]]
+    follower.kill()
+
+    wait_for(lambda: FineTuneJob.objects.get(pk=job.id).status == "queued", timeout=120,
+             what="the first node to give the attempt up")
+    follower.ensure(NODE_ENV)  # the machine comes back: the job gathers two nodes again
+    done = wait_finished(client, job.id, timeout=300)
+    assert done.status == "succeeded", done.error
+    assert FineTuneJob.objects.get(pk=job.id).attempt == 2
+    resumed = JobEvent.objects.get(job_id=job.id, message__startswith="Resuming from the checkpoint")
+    assert resumed.data["resume_step"] >= 6
+    assert _steps(job.id) == list(range(1, 25))  # 24 rows / (4 x 2 ranks) x 8 epochs, each step once
+    assert JobEvent.objects.filter(job_id=job.id, message__startswith="Attempt 1 failed").exists()
