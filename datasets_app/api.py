@@ -48,6 +48,9 @@ def file_object(dataset: Dataset) -> dict:
         "progress": dataset.progress,
         "container": dataset.container,
         "duplicate_of": dataset.duplicate_of_id,
+        "name": dataset.display_name,
+        "description": dataset.description,
+        "tags": dataset.tags,
     }
 
 
@@ -119,6 +122,14 @@ class FileUploadSerializer(OptionsSerializer):
     purpose = serializers.CharField()
 
 
+LIST_FILTERS = [
+    OpenApiParameter("purpose", str, description="fine-tune, vision, ..."),
+    OpenApiParameter("status", str, description="uploaded | validating | ready | invalid"),
+    OpenApiParameter("search", str, description="part of the name or filename, any case"),
+    OpenApiParameter("tag", str, description="one tag, exactly"),
+]
+
+
 class FilesApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
@@ -132,12 +143,9 @@ class FilesApi(APIView):
                                           purpose=form.validated_data["purpose"], options=form.options())
         return Response(file_object(dataset))
 
-    @extend_schema(responses={200: dict}, summary="List your files, newest first")
+    @extend_schema(parameters=LIST_FILTERS, responses={200: dict}, summary="List your files, newest first")
     def get(self, request):
-        files = selectors.datasets_visible_to(request.user)
-        purpose = request.query_params.get("purpose")
-        if purpose:
-            files = files.filter(purpose=purpose)
+        files = selectors.datasets_filter(selectors.datasets_visible_to(request.user), request.query_params)
         return Response(cursor_page(request, files, file_object))
 
 
@@ -165,10 +173,34 @@ class FileContentApi(APIView):
 
 # --- /v1/datasets extras --------------------------------------------------------------------------
 
+class DatasetsApi(APIView):
+    @extend_schema(parameters=LIST_FILTERS, responses={200: dict},
+                   summary="List your datasets (not jobs' result files), newest first, filtered")
+    def get(self, request):
+        datasets = selectors.datasets_filter(selectors.datasets_listed(request.user), request.query_params)
+        return Response(cursor_page(request, datasets, dataset_object))
+
+
+class CatalogSerializer(serializers.Serializer):
+    name = serializers.JSONField(required=False, help_text="Your name for it (at most 200 characters)")
+    description = serializers.JSONField(required=False)
+    tags = serializers.JSONField(required=False, help_text='e.g. ["pets", "v2"]: lower-case, at most 20')
+
+
 class DatasetApi(APIView):
+    parser_classes = [JSONParser]
+
     @extend_schema(responses={200: dict}, summary="A dataset: status, validation progress, report summary, stats")
     def get(self, request, file_id: str):
         return Response(dataset_object(selectors.dataset_get(request.user, file_id)))
+
+    @extend_schema(request=CatalogSerializer, responses={200: dict},
+                   summary="Name, describe or tag a dataset (the fields sent change; the owner only)")
+    def patch(self, request, file_id: str):
+        dataset = selectors.dataset_get(request.user, file_id)
+        form = CatalogSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        return Response(dataset_object(services.dataset_catalog_update(dataset=dataset, **form.validated_data)))
 
 
 class DatasetReportApi(APIView):

@@ -61,6 +61,9 @@ class Dataset(models.Model):
     file = models.FileField(upload_to=dataset_upload_to, max_length=500)
     training_file = models.FileField(upload_to=dataset_training_upload_to, max_length=500, blank=True)
     filename = models.CharField(max_length=255)
+    name = models.CharField(max_length=200, blank=True, help_text="The owner's name for it; the filename if blank.")
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=list, blank=True, help_text="Short labels to find it by (datasets_app.catalog).")
     purpose = models.CharField(max_length=40, default="fine-tune")
     options = models.JSONField(default=dict, blank=True, help_text="container, format and column_map as asked.")
     container = models.CharField(max_length=20, blank=True)
@@ -88,6 +91,10 @@ class Dataset(models.Model):
 
     def __str__(self) -> str:
         return f"{self.filename} ({self.id})"
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.filename
 
     @property
     def training_format(self) -> str:

@@ -5,10 +5,12 @@ import json
 import threading
 from itertools import islice
 
-from django.db.models import QuerySet
+import django_filters
+from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from datasets_app.models import RESULTS_PURPOSE, Dataset, DatasetUpload
+from finetune_site.errors import InvalidRequest
 from models_app.base_models.services import base_model_local_path
 
 
@@ -20,6 +22,35 @@ def datasets_listed(user) -> QuerySet[Dataset]:
     """The list page's rows (training data: not jobs' result files), with the original a duplicate repeats
     and the parent of a version."""
     return datasets_visible_to(user).exclude(purpose=RESULTS_PURPOSE).select_related("duplicate_of", "parent")
+
+
+class DatasetFilter(django_filters.FilterSet):
+    """The list filters, shared by ``GET /v1/files`` and the datasets page."""
+
+    purpose = django_filters.CharFilter(field_name="purpose")
+    status = django_filters.ChoiceFilter(field_name="status", choices=Dataset.Status.choices)
+    search = django_filters.CharFilter(method="_search", max_length=200)
+    tag = django_filters.CharFilter(method="_tag", max_length=40)
+
+    class Meta:
+        model = Dataset
+        fields = ["purpose", "status", "search", "tag"]
+
+    def _search(self, queryset: QuerySet, _name: str, value: str) -> QuerySet:
+        return queryset.filter(Q(name__icontains=value) | Q(filename__icontains=value))
+
+    def _tag(self, queryset: QuerySet, _name: str, value: str) -> QuerySet:
+        # the JSON text holds each tag in quotes, and a tag cannot hold one: a portable exact match (SQLite too)
+        return queryset.filter(tags__icontains=f'"{value.strip().lower()}"')
+
+
+def datasets_filter(queryset: QuerySet, params) -> QuerySet:
+    """``queryset`` narrowed by the list filters in ``params`` (a QueryDict); a bad value is a 400 naming it."""
+    found = DatasetFilter(params, queryset=queryset)
+    if not found.is_valid():
+        field, errors = next(iter(found.errors.items()))
+        raise InvalidRequest(f"{field}: {' '.join(errors)}", param=field)
+    return found.qs
 
 
 def dataset_get(user, file_id: str) -> Dataset:

@@ -14,6 +14,7 @@ from finetune_site.errors import Conflict, InvalidRequest
 from workers.formats import ALPACA, CHAT, EXAMPLE_ROW, PREFERENCE, PROMPT_COMPLETION, TEXT
 
 PAGE_SIZE = 50
+PURPOSES = [("", "any"), ("fine-tune", "text (fine-tune)"), ("vision", "images (vision)")]
 
 
 UPLOAD_FORMATS = [("chat", EXAMPLE_ROW[CHAT]), ("alpaca", EXAMPLE_ROW[ALPACA]),
@@ -23,9 +24,14 @@ UPLOAD_FORMATS = [("chat", EXAMPLE_ROW[CHAT]), ("alpaca", EXAMPLE_ROW[ALPACA]),
 
 @login_required
 def dataset_list(request):
-    page = Paginator(selectors.datasets_listed(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    found = selectors.DatasetFilter(request.GET, queryset=selectors.datasets_listed(request.user))
+    rows = found.qs if found.is_valid() else found.queryset.none()
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
     return render(request, "datasets_app/dataset_list.html",
-                  {"page": page, "upload_error": "", "upload_formats": UPLOAD_FORMATS})
+                  {"page": page, "filters": found.form, "query": query.urlencode(), "purposes": PURPOSES,
+                   "upload_error": "", "upload_formats": UPLOAD_FORMATS}, status=200 if found.is_valid() else 400)
 
 
 @require_POST

@@ -336,6 +336,12 @@ DATASET_NEAR_DUPLICATE_THRESHOLD = float(env_str("DATASET_NEAR_DUPLICATE_THRESHO
 DATASET_VISION_MAX_FILES = env_int("DATASET_VISION_MAX_FILES", 100_000)
 DATASET_VISION_MAX_PIXELS = env_int("DATASET_VISION_MAX_PIXELS", 89_478_485)
 DATASET_VISION_MAX_IMAGE_BYTES = env_int("DATASET_VISION_MAX_IMAGE_BYTES", 64 * 2**20)
+# The designer of vision's llm_designed strategy: an OpenAI-compatible chat endpoint (this platform's own /v1
+# works) and the model it serves (tiny-llama, a tuned model); empty: llm_designed is refused.
+VISION_DESIGNER_URL = env_str("VISION_DESIGNER_URL", "")
+VISION_DESIGNER_MODEL = env_str("VISION_DESIGNER_MODEL", "")
+VISION_DESIGNER_API_KEY = env_str("VISION_DESIGNER_API_KEY", "")
+VISION_DESIGNER_TIMEOUT = env_int("VISION_DESIGNER_TIMEOUT", 120)  # seconds per proposal
 
 # plain: the message only, for people at a terminal; json: one JSON object a line (time, level, logger,
 # message, request_id and any extra fields), for a log collector. Every record carries the request id.

@@ -45,6 +45,7 @@ urlpatterns = [
          name="dataset-upload-chunk"),
     path("v1/datasets/uploads/<str:upload_id>/complete", files_api.UploadCompleteApi.as_view(),
          name="dataset-upload-complete"),
+    path("v1/datasets", files_api.DatasetsApi.as_view(), name="datasets"),
     path("v1/datasets/<str:file_id>", files_api.DatasetApi.as_view(), name="dataset"),
     path("v1/datasets/<str:file_id>/report", files_api.DatasetReportApi.as_view(), name="dataset-report"),
     path("v1/datasets/<str:file_id>/preview", files_api.DatasetPreviewApi.as_view(), name="dataset-preview"),
@@ -70,6 +71,7 @@ urlpatterns = [
     path("v1/fine_tuning/jobs/<str:job_id>/checkpoints", jobs_api.JobCheckpointsApi.as_view(),
          name="job-checkpoints"),
     path("v1/chat/completions", models_api.ChatCompletionsApi.as_view(), name="chat-completions"),
+    path("v1/images/classifications", models_api.ImageClassificationsApi.as_view(), name="image-classifications"),
     # before the stored completion's id: these names are not ids (which start with chatcmpl-)
     path("v1/chat/completions/datasets", models_api.CompletionsDatasetApi.as_view(), name="completions-dataset"),
     path("v1/chat/completions/import", models_api.CompletionsImportApi.as_view(), name="completions-import"),

@@ -66,6 +66,7 @@ def job_object(job: FineTuneJob) -> dict:
         "evaluate_checkpoints": job.evaluate_checkpoints,
         "version": job.version or None,  # the registry version asked for; None: by the bump rule
         "tracking": job_tracking(job),  # where each tracker of integrations holds the run
+        "vision": job.vision or None,  # vision: {strategy, design, evaluation} once trained
     }
 
 

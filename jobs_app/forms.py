@@ -19,19 +19,22 @@ from workers.hyperparameters import (
     BY_NAME,
     OBJECTIVES,
     OPTIONS,
+    TEXT_OBJECTIVES,
     Choice,
     Context,
     option_problem,
     options_applying,
 )
 
-ADVANCED = [option for option in OPTIONS if option.name != "adapter"]  # adapter sits with the main choices
-FIELD_NAMES = [option.name for option in OPTIONS]
+# The wizard makes language-model jobs (vision jobs come through the API): their options only.
+TEXT_OPTIONS = [option for option in OPTIONS if set(option.objectives) & set(TEXT_OBJECTIVES)]
+ADVANCED = [option for option in TEXT_OPTIONS if option.name != "adapter"]  # adapter sits with the main choices
+FIELD_NAMES = [option.name for option in TEXT_OPTIONS]
 
 
 def _applies_note(option) -> str:
     parts = []
-    if option.objectives != tuple(OBJECTIVES):
+    if not set(TEXT_OBJECTIVES) <= set(option.objectives):
         parts.append("/".join(option.objectives))
     if option.adapters != tuple(ADAPTERS):
         parts.append("/".join(option.adapters).replace("qlora", "QLoRA").replace("lora", "LoRA"))
@@ -114,7 +117,7 @@ class DatasetStepForm(forms.Form):
 
 class ModelStepForm(forms.Form):
     model = forms.ChoiceField(label="Base model")
-    objective = forms.ChoiceField(label="Objective", choices=list(OBJECTIVES.items()),
+    objective = forms.ChoiceField(label="Objective", choices=[(k, OBJECTIVES[k]) for k in TEXT_OBJECTIVES],
                                   help_text="What the model learns from.")
     adapter = forms.ChoiceField(label="Adapter", choices=list(BY_NAME["adapter"].kind.labels.items()),
                                 help_text=BY_NAME["adapter"].help)

@@ -111,6 +111,8 @@ class FineTuneJob(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     stop_request = models.CharField(max_length=10, choices=StopRequest.choices, blank=True, default="")
     metrics = models.JSONField(default=dict, blank=True, help_text="Final: wall time, tokens/s, peak memory.")
+    vision = models.JSONField(default=dict, blank=True, help_text="Vision: {strategy, design, evaluation} of the "
+                                                                   "trained classifier (workers.vision).")
     estimate = models.JSONField(default=dict, blank=True, help_text="Before start: tokens, steps, seconds, memory.")
     estimated_finish = models.DateTimeField(null=True, blank=True, help_text="Refined live from step times.")
     wait_reason = models.CharField(max_length=300, blank=True, help_text="Why a queued job is not running.")

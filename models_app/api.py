@@ -499,6 +499,25 @@ class ChatCompletionSerializer(serializers.Serializer):
         return config
 
 
+class ImageClassificationSerializer(serializers.Serializer):
+    model = serializers.CharField(help_text="A model a vision job made: its id, name@v1, name@1.2.0 or name@alias")
+    image = serializers.FileField(help_text="JPEG, PNG or WebP")
+    top = serializers.IntegerField(required=False, default=5, help_text="How many classes to return, best first")
+
+
+class ImageClassificationsApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request={"multipart/form-data": ImageClassificationSerializer}, responses={200: dict},
+                   summary="Classify an image with a tuned vision model: its classes, best first, with scores")
+    def post(self, request):
+        form = ImageClassificationSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        return Response(services.image_classify(user=request.user, model=data["model"], image=data["image"].read(),
+                                                top=data["top"]))
+
+
 class ChatCompletionsApi(APIView):
     @extend_schema(request=ChatCompletionSerializer, responses={200: dict},
                    summary="Chat with a base or fine-tuned model (OpenAI's chat completions; stream: server-sent "

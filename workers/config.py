@@ -4,7 +4,7 @@ from dataclasses import dataclass, field, make_dataclass
 from enum import StrEnum
 from typing import Any
 
-from workers.hyperparameters import BY_NAME, GRADED_OBJECTIVES, OBJECTIVES, OPTIONS, OptionError, engine_defaults
+from workers.hyperparameters import BY_NAME, GRADED_OBJECTIVES, OPTIONS, TEXT_OBJECTIVES, OptionError, engine_defaults
 
 
 class Stop(StrEnum):
@@ -39,8 +39,8 @@ RUN_FIELDS = (
 
 
 def _post_init(self) -> None:
-    if self.objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+    if self.objective not in TEXT_OBJECTIVES:  # vision trains through workers.vision (VisionConfig)
+        raise ValueError(f"objective must be one of {', '.join(TEXT_OBJECTIVES)}, not {self.objective!r}")
     if (self.objective in GRADED_OBJECTIVES) != bool(self.grader):
         raise ValueError('a grader goes with the objectives "reinforcement" and "rlaif", and only with them')
     if self.judges and not self.grader:

@@ -11,7 +11,9 @@ To add an option: add an ``Option`` here and use ``config.<name>`` where it take
 
 Words mean one thing everywhere: the **objective** is what the model learns from (``supervised``,
 ``dpo``, ``orpo``, ``kto``, ``reinforcement`` or ``rlaif``; the API's ``method.type``), the **adapter** is which
-weights train (``lora``, ``qlora`` or ``full``).
+weights train (``lora``, ``qlora`` or ``full``). The objective ``vision`` trains an image classifier
+(``workers.vision``); its **strategy** (``native``, ``transfer``, ``llm_designed``) says how, and adapters
+do not apply to it. Options not marked otherwise apply to the text objectives only.
 """
 
 import argparse
@@ -33,7 +35,12 @@ OBJECTIVES = {
     "rlaif": "Reinforcement learning from AI feedback on prompts: the model samples answers, a grader (a judge "
              "model with a written rubric) ranks them, the best and worst of each prompt are stored as a new "
              "preference file, then DPO trains on it",
+    "vision": "Image classification on a vision dataset: a strategy (native, transfer or llm_designed) trains a "
+              "network on the images",
 }
+VISION = "vision"
+TEXT_OBJECTIVES = tuple(name for name in OBJECTIVES if name != VISION)  # language models
+ALL_OBJECTIVES = tuple(OBJECTIVES)
 GRADED_OBJECTIVES = ("reinforcement", "rlaif")  # sample answers and grade them
 PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto")  # learn from answers someone judged
 ADAPTERS = {
@@ -46,6 +53,10 @@ TEMPLATE_LABELS = {"": "the model's own chat template", "chatml": "ChatML", "lla
                    "completion": "completion (turns joined by new lines, no template)"}
 SMALL_MODEL = 100_000_000  # parameters: below it, LoRA and full fine-tuning take a larger learning rate
 BASE_LEARNING_RATE = {"lora": (1e-3, 2e-4), "qlora": (1e-3, 2e-4), "full": (1e-4, 2e-5)}  # (small, large)
+VISION_LEARNING_RATE = 1e-3  # Adam's usual step for a small network trained (or fine-tuned) on images
+STRATEGIES = {"native": "native: a CNN trained from scratch",
+              "transfer": "transfer: fine-tune a registered backbone",
+              "llm_designed": "llm_designed: a network a chat model designs (declarative JSON, checked)"}
 
 
 class OptionError(ValueError):
@@ -68,6 +79,8 @@ class Context:
     has_validation: bool | None = None
     peak_memory_bytes: int | None = None  # the job's memory estimate (the largest peak of past runs), bytes
     device_memory_bytes: int | None = None  # of one training device (a GPU); None on CPU or unknown
+    strategy: str | None = None  # vision: the strategy that accepts the dataset first (workers.vision)
+    image_side: int | None = None  # vision: the median of the images' shorter sides, pixels
 
 
 # --- kinds: how a value is checked, parsed from text, documented ------------------------------
@@ -219,7 +232,7 @@ class Option:
     auto_doc: str
     label: str
     help: str
-    objectives: tuple[str, ...] = tuple(OBJECTIVES)
+    objectives: tuple[str, ...] = TEXT_OBJECTIVES
     adapters: tuple[str, ...] = tuple(ADAPTERS)
     engine: bool = True
     fits: Callable[[Context, Any], str | None] | None = None
@@ -262,6 +275,8 @@ class Option:
 
 
 def _learning_rate_base(context: Context, resolved: dict) -> float:
+    if context.objective == VISION:
+        return VISION_LEARNING_RATE
     small = context.parameters is not None and context.parameters < SMALL_MODEL
     return BASE_LEARNING_RATE[resolved["adapter"]][0 if small else 1]
 
@@ -285,6 +300,8 @@ def _batch_fits(context: Context, value) -> str | None:
 
 
 def _batch_auto(context: Context, resolved: dict, given: Mapping) -> int:
+    if context.objective == VISION:
+        return 32
     return max(2 if context.objective == "kto" else 1, min(8, (context.rows or 32) // 4))
 
 
@@ -335,6 +352,20 @@ def _sharding_agrees(resolved: dict, value) -> str | None:
     return None
 
 
+def _image_size_auto(context: Context, resolved: dict, given: Mapping) -> int:
+    # the images' own scale, as a multiple of 8, kept small enough for a CPU
+    side = context.image_side or 64
+    return max(16, min(128, -(-side // 8) * 8))
+
+
+def _only_vision_strategy(*strategies: str) -> Callable[[dict, Any], str | None]:
+    def agrees(resolved: dict, value) -> str | None:
+        if resolved.get("strategy") in strategies:
+            return None
+        return f'applies only with strategy {" or ".join(strategies)}, not "{resolved.get("strategy")}"; leave it out'
+    return agrees
+
+
 LORA = ("lora", "qlora")
 SWITCH = Bool({"true": "on", "false": "off"})
 OPTIONS: tuple[Option, ...] = (
@@ -343,21 +374,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("quantization", Choice({"nf4": "4-bit NormalFloat (nf4)", "int8": "8-bit (int8)"}), "nf4", '"nf4"',
            "Quantization", "How QLoRA stores the frozen base: 4-bit NF4, double-quantized, or 8-bit.",
            adapters=("qlora",)),
-    Option("n_epochs", Int(1, 100), 3, "3", "Epochs", "Passes over the training file."),
-    Option("batch_size", Int(1, 1024), _batch_auto, "rows / 4, from 1 (kto: 2) to 8", "Batch size",
-           "Rows per optimizer step on one device (reinforcement: prompts, each sampled num_generations times).",
-           fits=_batch_fits),
+    Option("n_epochs", Int(1, 100), lambda c, r, g: 10 if c.objective == VISION else 3, "3 (vision: 10)",
+           "Epochs", "Passes over the training file.", objectives=ALL_OBJECTIVES),
+    Option("batch_size", Int(1, 1024), _batch_auto, "rows / 4, from 1 (kto: 2) to 8; vision: 32", "Batch size",
+           "Rows per optimizer step on one device (reinforcement: prompts, each sampled num_generations times; "
+           "vision: images).", fits=_batch_fits, objectives=ALL_OBJECTIVES),
     Option("gradient_accumulation_steps", Int(1, 1024), 1, "1", "Gradient accumulation",
            "Batches summed into one optimizer step: an effective batch of batch_size × this × devices, in the "
            "memory of one batch."),
     Option("learning_rate_multiplier", Float(0, 100), _multiplier_auto,
            "1, or learning_rate / the automatic rate when learning_rate is given", "Learning-rate multiplier",
            "Scales the automatic learning rate (OpenAI's knob); give it or learning_rate, not both.",
-           engine=False),
+           engine=False, objectives=ALL_OBJECTIVES),
     Option("learning_rate", Float(0, 1),
            lambda c, r, g: float(f"{_learning_rate_base(c, r) * r['learning_rate_multiplier']:.6g}"),
            "by adapter and model size, × the multiplier: LoRA/QLoRA 1e-3 below 100M parameters else 2e-4; "
-           "full 1e-4 below 100M else 2e-5", "Learning rate", "Peak learning rate; it decays linearly to 0."),
+           "full 1e-4 below 100M else 2e-5; vision 1e-3", "Learning rate",
+           "Peak learning rate; it decays linearly to 0 (vision: cosine).", objectives=ALL_OBJECTIVES),
     Option("max_length", Int(16, 1_000_000), lambda c, r, g: min(1024, c.context_length or 1024),
            "the longest row, rounded up to 64 tokens, within the model's context (1024 until the data is "
            "counted)", "Max length", "Tokens per row; longer rows are truncated.", fits=_within_context,
@@ -413,6 +446,51 @@ OPTIONS: tuple[Option, ...] = (
            "(torch's fully_shard; CPU over gloo too), DeepSpeed ZeRO-2 or ZeRO-3 (CUDA workers with the deepspeed "
            "package only; refused where it is not installed). QLoRA's quantized base is not sharded.",
            adapters=("lora", "full"), fits=_sharding_fits, agrees=_sharding_agrees),
+    # --- vision (workers.vision): not TrainConfig fields (engine=False); VisionConfig is made of them ---
+    Option("strategy", Choice(STRATEGIES), lambda c, r, g: c.strategy or "native",
+           "the first strategy that accepts the dataset and model, in the order transfer (model: a registered "
+           "backbone), native (model: cnn), llm_designed (model: cnn, with a designer)", "Strategy",
+           "How the image classifier is made: a CNN from scratch, a fine-tuned backbone, or a design a chat "
+           "model proposes.", objectives=(VISION,), engine=False),
+    Option("optimizer", Choice({"adam": "Adam", "adamw": "AdamW", "sgd": "SGD (momentum 0.9)",
+                                "rmsprop": "RMSprop"}), "adam", '"adam"', "Optimizer",
+           "The optimizer of the network's weights.", objectives=(VISION,), engine=False),
+    Option("weight_decay", Float(0, 1, low_inclusive=True), lambda c, r, g: 0.01 if r["optimizer"] == "adamw"
+           else 0.0, "0.01 with adamw, else 0", "Weight decay", "L2 penalty (AdamW: decoupled).",
+           objectives=(VISION,), engine=False),
+    Option("dropout", Float(0, 1, low_inclusive=True), 0.2, "0.2", "Dropout",
+           "Dropout before the classifier (native: half of it after each block too), 0 to 1.", objectives=(VISION,),
+           engine=False),
+    Option("image_size", Int(8, 512), _image_size_auto,
+           "the median shorter side of the images, rounded up to 8, from 16 to 128", "Image size",
+           "Side in pixels every image is resized to (squared) before it enters the network.",
+           objectives=(VISION,), engine=False),
+    Option("augmentation", Choice({"none": "none", "flip": "horizontal flips",
+                                   "standard": "flips, shifts and colour jitter"}), "flip", '"flip"',
+           "Augmentation", "Random changes to the training images each epoch (never to validation).",
+           objectives=(VISION,), engine=False),
+    Option("early_stopping_patience", Int(0, 100), 3, "3", "Early stopping",
+           "Stop after this many epochs without a better validation loss, and keep the best epoch's weights; "
+           "0 = off.", objectives=(VISION,), engine=False),
+    Option("validation_share", Float(0, 0.5, low_inclusive=True), 0.15, "0.15", "Validation share",
+           "Share of each class held out for validation when the dataset has no split of its own.",
+           objectives=(VISION,), engine=False),
+    Option("depth", Int(1, 8), 3, "3", "Depth", "Native: convolution blocks (each halves the image).",
+           objectives=(VISION,), engine=False, agrees=_only_vision_strategy("native")),
+    Option("width", Int(4, 512), 32, "32", "Width", "Native: channels of the first block; each next block doubles "
+           "them.", objectives=(VISION,), engine=False, agrees=_only_vision_strategy("native")),
+    Option("freeze_epochs", Int(0, 100), 1, "1", "Frozen epochs",
+           "Transfer: epochs that train only the new classifier before the whole backbone unfreezes.",
+           objectives=(VISION,), engine=False, agrees=_only_vision_strategy("transfer")),
+    Option("design_attempts", Int(1, 10), 3, "3", "Design attempts",
+           "LLM-designed: proposals asked for at most; each refused one is asked again with the reason.",
+           objectives=(VISION,), engine=False, agrees=_only_vision_strategy("llm_designed")),
+    Option("max_parameters", Int(1_000, 100_000_000), 2_000_000, "2,000,000", "Parameter budget",
+           "LLM-designed: the most weights a proposed network may have.", objectives=(VISION,), engine=False,
+           agrees=_only_vision_strategy("llm_designed")),
+    Option("max_mflops", Int(1, 100_000), 200, "200", "FLOP budget",
+           "LLM-designed: the most multiply-adds (millions) one image may cost.", objectives=(VISION,),
+           engine=False, agrees=_only_vision_strategy("llm_designed")),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 OPENAI_NAMES = ("n_epochs", "batch_size", "learning_rate_multiplier")  # what OpenAI's job object shows
@@ -431,11 +509,13 @@ def hyperparameters_resolve(given: Mapping | None, context: Context = Context())
         raise OptionError("learning_rate", "and learning_rate_multiplier both set the learning rate; give one")
     checked = {name: BY_NAME[name].check(value, context) for name, value in given.items()}
     adapter = checked.get("adapter", BY_NAME["adapter"].auto)
+    if "adapter" in checked and not BY_NAME["adapter"].applies(context.objective, adapter):
+        raise OptionError("adapter", _where(BY_NAME["adapter"], context.objective))
     resolved: dict = {"adapter": adapter}
     for option in OPTIONS[1:]:
         applies = option.applies(context.objective, adapter)
         if option.name in checked and not applies:
-            raise OptionError(option.name, _where(option))
+            raise OptionError(option.name, _where(option, context.objective))
         if applies and option.name in checked and option.agrees:
             problem = option.agrees(resolved, checked[option.name])
             if problem:
@@ -443,6 +523,11 @@ def hyperparameters_resolve(given: Mapping | None, context: Context = Context())
         if applies:
             value = checked[option.name] if option.name in checked else option.auto_value(context, resolved, checked)
             resolved[option.name] = value
+    if not BY_NAME["adapter"].applies(context.objective, adapter):
+        del resolved["adapter"]  # vision: no adapter; its rules above still read the default
+    if context.objective == VISION:  # a strategy's own options, for the strategy chosen only
+        resolved = {name: value for name, value in resolved.items()
+                    if name in checked or not (BY_NAME[name].agrees and BY_NAME[name].agrees(resolved, value))}
     resolved["auto_resolved"] = sorted(name for name in resolved if name not in checked)
     return resolved
 
@@ -453,9 +538,9 @@ def _unknown_check(given: Mapping) -> None:
         raise OptionError(unknown[0], "is not a hyperparameter; known: " + ", ".join(BY_NAME))
 
 
-def _where(option: Option) -> str:
+def _where(option: Option, objective: str) -> str:
     parts = []
-    if option.objectives != tuple(OBJECTIVES):
+    if objective not in option.objectives:
         parts.append("objective " + " or ".join(option.objectives))
     if option.adapters != tuple(ADAPTERS):
         parts.append("adapter " + " or ".join(option.adapters))
@@ -486,7 +571,8 @@ def options_complete(stored: Mapping) -> dict:
     return {**engine_defaults(), **{name: stored[name] for name in stored if name in BY_NAME and BY_NAME[name].engine}}
 
 
-def options_applying(objective: str, adapter: str) -> list[Option]:
+def options_applying(objective: str, adapter: str = "lora") -> list[Option]:
+    """The options of ``objective`` (with ``adapter``; vision has none, and the default passes)."""
     return [option for option in OPTIONS if option.applies(objective, adapter)]
 
 
@@ -527,7 +613,8 @@ def options_markdown() -> str:
     lines = ["| option | applies to | values | auto | what it does |", "| --- | --- | --- | --- | --- |"]
     for option in OPTIONS:
         where = ", ".join(filter(None, [
-            "/".join(option.objectives) if option.objectives != tuple(OBJECTIVES) else "",
+            "text" if option.objectives == TEXT_OBJECTIVES else
+            "/".join(option.objectives) if option.objectives != ALL_OBJECTIVES else "",
             "/".join(option.adapters) if option.adapters != tuple(ADAPTERS) else ""])) or "all"
         lines.append(f"| `{option.name}` | {where} | {option.kind.describe()} | {option.auto_doc} | {option.help} |")
     return "\n".join(lines) + "\n"

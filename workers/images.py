@@ -397,18 +397,25 @@ def _classes_check(images: list[_Image], report: Report, config: ImageConfig, ro
 
 
 def _split_assign(images: list[_Image], config: ImageConfig) -> None:
-    """Stratified: each class gives ``validation_share`` of its images (at least one of two or more)."""
-    by_label: dict[str, list[_Image]] = defaultdict(list)
-    for image in images:
-        by_label[image.label].append(image)
-    rng = random.Random(config.seed)
+    for index in split_indexes([image.label for image in images], config.validation_share, config.seed):
+        images[index].split = "validation"
+
+
+def split_indexes(labels: list[str], share: float, seed: int) -> set[int]:
+    """The indexes of a stratified validation part: each class gives ``share`` of its items (at least
+    one of a class of two or more, never all), drawn with ``seed``."""
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for index, label in enumerate(labels):
+        by_label[label].append(index)
+    rng = random.Random(seed)
+    chosen: set[int] = set()
     for label in sorted(by_label):
         members = by_label[label]
-        take = round(len(members) * config.validation_share)
+        take = round(len(members) * share)
         if len(members) >= 2:
             take = min(max(take, 1), len(members) - 1)
-        for image in rng.sample(members, take):
-            image.split = "validation"
+        chosen.update(rng.sample(members, take))
+    return chosen
 
 
 def _duplicates_report(images: list[_Image], report: Report, stats: dict, config: ImageConfig) -> None:

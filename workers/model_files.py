@@ -57,6 +57,10 @@ def model_describe(path: str) -> ModelInfo:
         raise ModelLoadError(f"{path} is not a directory on the workers' storage")
     if not (root / "config.json").is_file():
         raise ModelLoadError(f"{path} is not a model directory: it has no config.json")
+    from workers.vision.backbones import is_backbone
+
+    if is_backbone(str(root)):
+        return _backbone_describe(root)
     config = _config_load(root)
     architectures = getattr(config, "architectures", None) or []
     tokenizer = _tokenizer_load(root)
@@ -71,6 +75,21 @@ def model_describe(path: str) -> ModelInfo:
         license=_license(root),
         shape=model_shape(config),
     )
+
+
+def _backbone_describe(root: Path) -> ModelInfo:
+    """A vision backbone (``workers.vision.backbones``): no tokenizer, no context; its image size as shape."""
+    from workers.vision.backbones import BACKBONE_TYPE, BackboneError, backbone_config, backbone_parameters
+
+    try:
+        config = backbone_config(str(root))
+        parameters = backbone_parameters(str(root))
+    except BackboneError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    return ModelInfo(architecture="VisionBackbone", family=BACKBONE_TYPE, parameters=parameters, context_length=0,
+                     chat_template="", dtype="float32",
+                     size_bytes=sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
+                     license=_license(root), shape={"image_size": int(config["image_size"])})
 
 
 def model_shape(config) -> dict:

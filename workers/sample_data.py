@@ -1,4 +1,5 @@
-"""A small learnable data set: classify a sentence as sports, food, weather or music.
+"""Small learnable data sets: classify a sentence as sports, food, weather or music; tell coloured shapes
+apart (images).
 
 Used by the tests, the benchmarks and the README's first run; generated, never committed.
 """
@@ -57,3 +58,40 @@ def tool_call_row(city: str = "Paris") -> dict:
             {"role": "assistant", "content": f"It is sunny in {city}."},
         ],
     }
+
+
+SHAPES = ("circle", "square", "triangle")
+
+
+def shape_image(shape: str, seed: int, *, size: int = 32) -> bytes:
+    """A coloured ``shape`` (circle, square or triangle) of random colour, size and place on a dark,
+    noisy background: the class is the shape, never the colour."""
+    import io
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(f"{shape}-{seed}")
+    cells = size // 4
+    noise = Image.frombytes("RGB", (cells, cells), bytes(rng.randrange(60) for _ in range(cells * cells * 3)))
+    image = noise.resize((size, size), Image.Resampling.NEAREST)
+    side = rng.randrange(size * 3 // 8, size * 5 // 8)
+    left, top = rng.randrange(0, size - side), rng.randrange(0, size - side)
+    box = (left, top, left + side, top + side)
+    colour = tuple(rng.randrange(120, 256) for _ in range(3))
+    draw = ImageDraw.Draw(image)
+    if shape == "circle":
+        draw.ellipse(box, fill=colour)
+    elif shape == "square":
+        draw.rectangle(box, fill=colour)
+    else:
+        draw.polygon([(left + side // 2, top), (left, top + side), (left + side, top + side)], fill=colour)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def shape_set(per_class: int = 100, *, size: int = 32) -> dict[str, bytes]:
+    """``{path: bytes}`` of three class folders (circles/, squares/, triangles/) of ``per_class`` images."""
+    return {f"{shape}s/{index:03d}.png": shape_image(shape, index, size=size)
+            for shape in SHAPES for index in range(per_class)}

@@ -8,9 +8,11 @@
   elsewhere (an RLAIF job's judged pairs); datasets made of rows from elsewhere (stored chat completions)
 - ``quality``: the quality report
 - ``results``: files the platform writes for a user (a job's step metrics)
+- ``catalog``: a dataset's name, description and tags
 - ``files``: temporary space, hashing and deleting stored files
 """
 
+from datasets_app.services.catalog import dataset_catalog_update, tags_clean
 from datasets_app.services.options import column_map_parse, dataset_options_clean
 from datasets_app.services.quality import dataset_quality, dataset_quality_fail, dataset_quality_request
 from datasets_app.services.results import result_file_create
@@ -48,7 +50,8 @@ from datasets_app.services.versions import (
 )
 
 __all__ = [
-    "column_map_parse", "dataset_actions", "dataset_delete", "dataset_fail", "dataset_options_clean",
+    "column_map_parse", "dataset_actions", "dataset_catalog_update", "tags_clean",
+    "dataset_delete", "dataset_fail", "dataset_options_clean",
     "dataset_prepare", "dataset_prepare_run", "dataset_quality", "dataset_quality_fail", "dataset_quality_request",
     "dataset_revalidate", "dataset_rows_create", "dataset_sample_create", "dataset_store", "dataset_transition",
     "dataset_upload",

@@ -20,6 +20,7 @@ from jobs_app.services.judges import judge_problem
 from jobs_app.services.lifecycle import job_event_add
 from jobs_app.services.providers import LOCAL
 from jobs_app.services.tracking import job_integrations_check
+from jobs_app.services.vision import VISION, job_vision_hyperparameters, vision_model_check
 from models_app.base_models.models import BaseModel
 from models_app.base_models.selectors import base_model_named
 from workers.formats import EXAMPLE_ROW, OBJECTIVE_FORMATS
@@ -103,13 +104,14 @@ def job_request_check(*, owner, training_file: str, model: str, validation_file:
                              param="method.type")
     integrations = job_integrations_check(integrations)
     metadata = job_metadata_check(metadata)
-    dataset = _dataset_for(owner, training_file, "training_file")
-    validation = _dataset_for(owner, validation_file, "validation_file") if validation_file else None
+    dataset = _dataset_for(owner, training_file, "training_file", objective)
+    validation = _dataset_for(owner, validation_file, "validation_file", objective) if validation_file else None
     gate = promotion_gate_check(promotion_gate, has_validation=validation is not None)
     if evaluate_checkpoints and validation is None:
         raise InvalidRequest("evaluate_checkpoints scores checkpoints on the validation file: give validation_file",
                              param="evaluate_checkpoints")
     base = base_model_named(model, user=owner)
+    vision_model_check(base, objective)
     job_suffix_check(suffix, base_model=base)
     job_version_check(version, owner=owner, name=job_model_name(suffix=suffix, base_model=base))
     for dataset_, param in ((dataset, "training_file"), (validation, "validation_file")):
@@ -118,9 +120,13 @@ def job_request_check(*, owner, training_file: str, model: str, validation_file:
             raise InvalidRequest(problem, param=param, code="invalid_file_format")
     grader = job_grader_check(grader, objective=objective, dataset=dataset)
     rows = dataset.row_count if dataset.status == Dataset.Status.READY else UNKNOWN_ROWS
-    resolved = job_hyperparameters_resolve(hyperparameters, objective=objective, base_model=base, rows=rows,
-                                           has_validation=validation is not None)
-    if remote is None:  # a remote provider's GPUs are its own affair
+    if objective == VISION:
+        resolved = job_vision_hyperparameters(hyperparameters, dataset=dataset, base_model=base,
+                                              validation=validation)
+    else:
+        resolved = job_hyperparameters_resolve(hyperparameters, objective=objective, base_model=base, rows=rows,
+                                               has_validation=validation is not None)
+    if remote is None and objective != VISION:  # a remote provider's GPUs are its own affair
         resolved = job_fit_check(resolved, base_model=base, param=hyperparameters_param(objective))
     return JobRequest(owner=owner, dataset=dataset, validation=validation, base_model=base, objective=objective,
                       hyperparameters=resolved, suffix=suffix or "", seed=seed, metadata=metadata,
@@ -204,7 +210,7 @@ def job_metadata_check(metadata) -> dict:
 
 def job_format_problem(dataset: Dataset, objective: str) -> str:
     """Why a ready dataset cannot train with ``objective`` ("" when it can, or is not checked yet)."""
-    if dataset.status != Dataset.Status.READY:
+    if dataset.status != Dataset.Status.READY or objective == VISION:  # images: checked by _dataset_for
         return ""
     holds = f"{dataset.filename} ({dataset.id}) holds {dataset.format} rows"
     if objective == Objective.SUPERVISED:
@@ -243,7 +249,7 @@ def job_grader_check(grader, *, objective: str, dataset: Dataset) -> dict:
     return dict(grader)
 
 
-def _dataset_for(owner, file_id, param: str) -> Dataset:
+def _dataset_for(owner, file_id, param: str, objective: str) -> Dataset:
     if not isinstance(file_id, str) or not file_id:
         raise InvalidRequest(f"{param} must be a file id like file-abc123", param=param)
     dataset = Dataset.objects.filter(owner=owner, pk=file_id).first()
@@ -252,9 +258,14 @@ def _dataset_for(owner, file_id, param: str) -> Dataset:
     if dataset.purpose == RESULTS_PURPOSE:
         raise InvalidRequest(f"{file_id} ({dataset.filename}) is a job's results, not training data", param=param,
                              code="invalid_file")
-    if dataset.is_vision:
+    if dataset.is_vision and objective != VISION:
         raise InvalidRequest(f"{file_id} ({dataset.filename}) is a vision dataset (images); language model jobs "
-                             "train on text rows", param=param, code="invalid_file")
+                             'train on text rows (images train with method {"type": "vision"})', param=param,
+                             code="invalid_file")
+    if objective == VISION and not dataset.is_vision:
+        raise InvalidRequest(f"{file_id} ({dataset.filename}) holds text rows; a vision job trains on a vision "
+                             "dataset (an archive of images uploaded with purpose=vision)", param=param,
+                             code="invalid_file")
     if dataset.status == Dataset.Status.INVALID:
         first = ((dataset.validation_report or {}).get("summary") or "").split("\n")[0]
         raise InvalidRequest(f"{file_id} ({dataset.filename}) failed validation: {first}; see "

@@ -39,6 +39,9 @@ def job_validate(*, job_id: str) -> None:
         job_event_add(job_id=job_id, message="Waiting for " + ", ".join(
             f"{d.filename} ({d.id}) to be validated" for d in pending))
         return
+    if job.objective == FineTuneJob.Objective.VISION:  # its images were checked with the dataset: no rows to read
+        _job_queue(job_id, problem="", code="", overlap="", estimate={})
+        return
     # Tokenizing (cached per content, tokenizer and template) happens before the row is locked.
     problem, code = _problem_of(job)
     overlap = "" if problem else _overlap_warning(job)

@@ -21,14 +21,17 @@ from jobs_app.services.leases import Heartbeat, worker_capacity
 from jobs_app.services.lifecycle import job_event_add, job_fail, job_metrics_add, job_requeue, job_transition
 from jobs_app.services.results import job_result_file_create
 from jobs_app.services.tracking import job_trackers, job_tracking_store
+from jobs_app.services.vision import vision_config, vision_designer, vision_summary
 from jobs_app.signals import job_succeeded
 from models_app.base_models.services import base_model_local_path
 from workers.graders import judge_names
 from workers.hyperparameters import options_complete
 from workers.loading import ModelLoadError
+from workers.vision import DesignError
 
 log = logging.getLogger(__name__)
 Status = FineTuneJob.Status
+Objective = FineTuneJob.Objective
 # What a checkpoint holds besides the weights: needed to resume training, not to use the model.
 TRAINING_STATE = ("optimizer.pt", "optimizer_", "scheduler.pt", "rng_state", "trainer_state.json", "training_args.bin")
 
@@ -62,11 +65,13 @@ def _job_attempt(job: FineTuneJob, *, worker: str, node: int = 0) -> None:
     workdir = Path(settings.WORK_DIR) / job.id / (f"{job.attempt}-node{node}" if node else str(job.attempt))
     try:
         with Heartbeat(job, worker):
-            config = train_config(job, workdir, announce=node == 0)
+            vision = job.objective == Objective.VISION
+            config = vision_config(job, workdir) if vision else train_config(job, workdir, announce=node == 0)
             reporter = JobReporter(job)
             try:
                 with JobControl(job) as control:
-                    result = _train(config, reporter, control, job=job, worker=worker, node=node)
+                    result = (_vision_train(config, reporter, control) if vision
+                              else _train(config, reporter, control, job=job, worker=worker, node=node))
             finally:
                 reporter.close()  # every reported event and checkpoint is stored before the job moves on
             job_tracking_store(job, workdir)  # a node without rank 0 has nothing there
@@ -76,6 +81,8 @@ def _job_attempt(job: FineTuneJob, *, worker: str, node: int = 0) -> None:
         pass  # cancelled, or taken over by a newer attempt: that one owns the job now
     except ModelLoadError as exc:
         _job_fail_quietly(job, exc, code="model_load_failed")
+    except DesignError as exc:  # the designer's proposals were all refused: another attempt would ask the same
+        _job_fail_quietly(job, exc, code="design_refused")
     except Exception as exc:
         log.exception("job %s attempt %s failed", job.id, job.attempt)
         _job_retry_or_fail(job, exc)
@@ -97,6 +104,14 @@ def _train(config, reporter, control, *, job: FineTuneJob, worker: str, node: in
     return run_training(config, reporter, should_stop=control)
 
 
+def _vision_train(config, reporter, control):
+    """A vision job's strategy (``workers.vision``); pause and shutdown stop it without a checkpoint (it
+    starts over when it runs again: its runs are short)."""
+    from workers.vision import run_vision_training
+
+    return run_vision_training(config, reporter, control, designer=vision_designer())
+
+
 def job_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
     """Take a queued job for ``worker``: bump its attempt (the fencing token), start its lease."""
     with transaction.atomic():
@@ -109,7 +124,7 @@ def job_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
         now = timezone.now()
         node = Worker.objects.filter(name=worker).first()
         device = {"device": node.devices.get("kind", "cpu") if node else "cpu",
-                  "devices": job.hyperparameters["devices"]}
+                  "devices": job.hyperparameters.get("devices", 1)}
         return job_transition(
             job_id=job_id, to=Status.RUNNING, expect_attempt=job.attempt, attempt=attempt,
             metrics={**job.metrics, **device},
@@ -120,7 +135,7 @@ def job_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
 
 def _job_fits(job: FineTuneJob, worker: str) -> bool:
     """Whether ``worker`` has the devices the job asks for; if not, say why on the job."""
-    needed = job.hyperparameters["devices"]
+    needed = job.hyperparameters.get("devices", 1)  # vision: one process
     capacity = worker_capacity(worker)
     if needed <= capacity:
         return True
@@ -193,6 +208,8 @@ def _job_finish(job: FineTuneJob, result, *, trained_at: float) -> None:
 
     if result.stop == Stop.CHECKPOINT:
         _job_release(job, step=result.steps)
+    elif not result.stopped and job.objective == Objective.VISION:
+        _vision_succeed(job, result)
     elif not result.stopped:
         _job_succeed(job, result, trained_at=trained_at)
 
@@ -242,6 +259,25 @@ def _job_succeed(job: FineTuneJob, result, *, trained_at: float) -> None:
         # weights and registering the version
         finishing = result.final_save_seconds + time.monotonic() - trained_at
         job_metrics_add(job_id=job.id, values={"finishing_seconds": round(finishing, 3)})
+
+
+def _vision_succeed(job: FineTuneJob, result) -> None:
+    """A trained classifier: its strategy, design and evaluation kept on the job, its weights a model version."""
+    metrics = {**FineTuneJob.objects.values_list("metrics", flat=True).get(pk=job.pk),
+               "train_loss": result.train_loss, "valid_loss": result.valid_loss,
+               "valid_accuracy": result.valid_accuracy, "wall_seconds": round(result.wall_seconds, 3),
+               "steps": result.steps, "epochs": result.epochs, "best_epoch": result.best_epoch,
+               "parameters": result.parameters}
+    accuracy = (result.evaluation or {}).get("accuracy")
+    held_out = f", held-out accuracy {accuracy:.1%}" if accuracy is not None else ""
+    with transaction.atomic():
+        job_transition(job_id=job.id, to=Status.SUCCEEDED, expect_attempt=job.attempt, trained_tokens=0,
+                       finished_at=timezone.now(), metrics=metrics, vision=vision_summary(result), lease_owner="",
+                       data=metrics, message=f"Job succeeded: {result.strategy}, {result.epochs} epochs (kept epoch "
+                                             f"{result.best_epoch}), {result.parameters:,} parameters{held_out}")
+        FineTuneJob.objects.filter(pk=job.pk).update(result_file=job_result_file_create(job))
+        job.refresh_from_db()
+        job_succeeded.send(sender=FineTuneJob, job=job, output_dir=Path(result.model_dir))
 
 
 def _paces(job: FineTuneJob, result) -> dict:

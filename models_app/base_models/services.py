@@ -23,15 +23,21 @@ from finetune_site.status import status_transition
 from models_app.base_models.models import ARCHIVE_PREFIX, BASE_MODEL_TRANSITIONS, BUILTIN_PREFIX, BaseModel
 
 TINY_LLAMA = "tiny-llama"
+CNN = "cnn"  # vision: a network trained from scratch (strategies native and llm_designed); it has no files
+VISION_FAMILIES = ("vision_cnn", "vision_backbone")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 
 
 def base_model_builtin_ensure() -> BaseModel:
-    """Make sure the built-in ``tiny-llama`` is registered (its files are built on first use)."""
+    """Make sure the built-ins are registered: ``tiny-llama`` (its files are built on first use), and
+    ``cnn``, what vision jobs that train from scratch name. Returns tiny-llama."""
     from workers.tiny_model import CHAT_TEMPLATE, CONFIG, PARAMETERS
 
+    BaseModel.objects.get_or_create(name=CNN, defaults={
+        "source": BUILTIN_PREFIX + CNN, "family": "vision_cnn", "architecture": "ImageClassifier",
+        "dtype": "float32", "context_length": 0})
     model, _ = BaseModel.objects.get_or_create(
         name=TINY_LLAMA,
         defaults={
@@ -158,6 +164,8 @@ def base_model_local_path(base_model: BaseModel, *, fetch: bool = False) -> str:
         from workers.tiny_model import tiny_model_build
 
         name = base_model.source.removeprefix(BUILTIN_PREFIX)
+        if name == CNN:
+            return ""  # trained from scratch: nothing to load
         if name != TINY_LLAMA:
             raise ValueError(f"unknown built-in model {name!r}")
         return str(tiny_model_build(Path(settings.BASE_MODELS_DIR) / name))

@@ -41,7 +41,7 @@ def fine_tuned_model_create(*, job, adapter_dir: Path) -> FineTunedModel:
                 name=name,
                 version=max((v.version for v in versions), default=0) + 1,
                 checkpoint=job.checkpoints.order_by("-step").first(),
-                adapter=job.hyperparameters["adapter"],
+                adapter=job.hyperparameters.get("adapter", "full"),  # vision: every weight of the classifier
                 adapter_path=prefix,
             )
             model.major, model.minor, model.patch = version_next(job=job, versions=versions)

@@ -1,0 +1,132 @@
+"""Vision jobs through the API: the strategy is chosen or refused when the job is created (a 400 naming
+``strategy`` and nothing stored), and the model must be ``cnn`` or a vision backbone."""
+
+import pytest
+
+from jobs_app.models import FineTuneJob
+from models_app.base_models.services import base_model_builtin_ensure
+from tests.api import api_client
+from tests.factories import make_dataset, make_user, make_vision_dataset
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def owner():
+    base_model_builtin_ensure()
+    return make_user()
+
+
+def _create(owner, training_file: str, model: str = "cnn", **hyperparameters):
+    return api_client(owner).post(
+        "/v1/fine_tuning/jobs",
+        {
+            "model": model,
+            "training_file": training_file,
+            "method": {"type": "vision", "vision": {"hyperparameters": hyperparameters}},
+        },
+        format="json",
+    )
+
+
+def test_auto_picks_native_for_cnn_and_the_job_shows_its_options(owner):
+    dataset = make_vision_dataset(owner)
+    response = _create(owner, dataset.id, n_epochs=2)
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    options = body["method"]["vision"]["hyperparameters"]
+    assert body["method"]["type"] == "vision" and options["strategy"] == "native"
+    assert "strategy" in options["auto_resolved"] and options["n_epochs"] == 2 and options["image_size"] == 32
+    assert "adapter" not in options and "lora_r" not in options and "depth" in options
+    assert FineTuneJob.objects.get(pk=body["id"]).objective == "vision"
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "param", "message"),
+    [
+        ({"strategy": "transfer"}, "method.vision.hyperparameters.strategy", "name a registered backbone"),
+        ({"strategy": "llm_designed"}, "method.vision.hyperparameters.strategy", "no designer model is configured"),
+        ({"strategy": "native", "depth": 8}, "method.vision.hyperparameters.strategy", "depth 8 halves"),
+        ({"strategy": "mystery"}, "method.vision.hyperparameters.strategy", 'must be one of "native"'),
+        ({"optimizer": "lbfgs"}, "method.vision.hyperparameters.optimizer", '"adam", "adamw", "sgd", "rmsprop"'),
+        ({"lora_r": 8}, "method.vision.hyperparameters.lora_r", "applies only with objective"),
+    ],
+)
+def test_a_strategy_or_option_that_cannot_apply_is_a_400_naming_it(owner, hyperparameters, param, message):
+    dataset = make_vision_dataset(owner)
+    response = _create(owner, dataset.id, **hyperparameters)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == param and message in error["message"]
+    assert not FineTuneJob.objects.exists()
+
+
+def test_vision_needs_a_vision_dataset_and_a_vision_model(owner):
+    text = make_dataset(owner)
+    images = make_vision_dataset(owner)
+    refused = _create(owner, text.id).json()["error"]
+    assert refused["param"] == "training_file" and "a vision job trains on a vision dataset" in refused["message"]
+    refused = _create(owner, images.id, model="tiny-llama").json()["error"]
+    assert refused["param"] == "model" and "tiny-llama is a language model" in refused["message"]
+    response = api_client(owner).post(
+        "/v1/fine_tuning/jobs", {"model": "tiny-llama", "training_file": images.id}, format="json"
+    )
+    assert response.status_code == 400 and 'method {"type": "vision"}' in response.json()["error"]["message"]
+    response = api_client(owner).post("/v1/fine_tuning/jobs", {"model": "cnn", "training_file": text.id}, format="json")
+    assert response.json()["error"]["param"] == "model"
+    assert not FineTuneJob.objects.exists()
+
+
+def test_a_vision_job_refuses_a_validation_file(owner):
+    dataset = make_vision_dataset(owner)
+    response = api_client(owner).post(
+        "/v1/fine_tuning/jobs",
+        {
+            "model": "cnn",
+            "training_file": dataset.id,
+            "validation_file": make_vision_dataset(owner).id,
+            "method": {"type": "vision"},
+        },
+        format="json",
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "validation_file"
+
+
+def test_classifying_with_a_language_model_or_an_unknown_one_is_refused(owner):
+    from tests.factories import file_like, image_bytes
+
+    client = api_client(owner)
+    response = client.post(
+        "/v1/images/classifications",
+        {"model": "nobody@v1", "image": file_like(image_bytes(), "a.png")},
+        format="multipart",
+    )
+    assert response.status_code == 404 and response.json()["error"]["param"] == "model"
+
+
+def test_auto_picks_transfer_for_a_registered_backbone(owner, tmp_path):
+    from models_app.base_models.models import BaseModel
+    from workers.model_files import model_describe
+    from workers.vision.backbones import backbone_save
+    from workers.vision.modules import features_build
+    from workers.vision.nets import resnet_design
+
+    design = resnet_design((8, 16))
+    path = backbone_save(features_build(design), design=design, image_size=24, path=str(tmp_path / "resnet-s"))
+    info = model_describe(str(path))  # what the worker reads when the directory is registered
+    assert (info.family, info.shape, info.context_length) == ("vision_backbone", {"image_size": 24}, 0)
+    BaseModel.objects.create(
+        name="resnet-s",
+        source=str(path),
+        local_path=str(path),
+        family=info.family,
+        parameters=info.parameters,
+        context_length=0,
+    )
+    dataset = make_vision_dataset(owner)
+    body = _create(owner, dataset.id, model="resnet-s").json()
+    options = body["method"]["vision"]["hyperparameters"]
+    assert options["strategy"] == "transfer" and options["image_size"] == 24 and options["freeze_epochs"] == 1
+    refused = _create(owner, dataset.id, model="resnet-s", strategy="native").json()["error"]
+    assert refused["param"] == "method.vision.hyperparameters.strategy"
+    assert "use model cnn, not a backbone" in refused["message"]
