@@ -9,11 +9,12 @@ from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
 from django.utils import timezone
 
+from finetune_site.errors import InvalidRequest
 from finetune_site.semver import semver_parse
-from jobs_app.models import Checkpoint
+from jobs_app.models import Checkpoint, FineTuneJob
 from jobs_app.selectors import checkpoint_find, job_last_metric
 from models_app.base_models.models import BaseModel
-from models_app.base_models.selectors import base_models_usable_by
+from models_app.base_models.selectors import base_model_remote_problem, base_models_usable_by, base_models_visible_to
 from models_app.models import (
     USAGE_SAMPLES_KEPT,
     AliasChange,
@@ -41,8 +42,22 @@ def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
     """
     found = fine_tuned_model_find(user, model_id) or base_models_usable_by(user).filter(name=model_id).first()
     if found is None:
+        remote_model_refuse(user, model_id)
         raise Http404(f"No such model: {model_id}")
     return found
+
+
+def remote_model_refuse(user, model_id: str) -> None:
+    """A 400 naming ``model`` when ``model_id`` lives at a remote provider: the model one of ``user``'s
+    jobs made there (its ``fine_tuned_model``), or a provider's base model a job named; nothing else."""
+    job = FineTuneJob.objects.filter(owner=user, remote_model=model_id).select_related("provider").first()
+    if job is not None:
+        raise InvalidRequest(f"{model_id!r} was made by job {job.id} on provider {job.provider.name} and lives there, "
+                             f"not here: use it through the provider ({job.provider.base_url})", param="model",
+                             code="model_is_remote")
+    base = base_models_visible_to(user).filter(name=model_id).first()
+    if base is not None and base.is_remote:
+        raise InvalidRequest(base_model_remote_problem(base), param="model", code="model_is_remote")
 
 
 def chat_model_get(user, model_id: str) -> BaseModel | FineTunedModel | Checkpoint:

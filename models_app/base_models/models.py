@@ -3,11 +3,16 @@ from django.db import models
 
 BUILTIN_PREFIX = "builtin:"
 ARCHIVE_PREFIX = "archive:"
+REMOTE_PREFIX = "remote:"  # a remote provider's model, named by a job on that provider: no files here
 
 
 class BaseModel(models.Model):
     """A model jobs start from: built in, a directory on the workers' shared storage, a Hugging Face hub
-    id, or an uploaded archive. Shared (added by an operator, ``owner`` empty) or one user's own."""
+    id, or an uploaded archive. Shared (added by an operator, ``owner`` empty) or one user's own.
+
+    A remote provider's model (``remote:<provider>``, e.g. gpt-4o-mini-2024-07-18) is registered, shared,
+    when a job on a provider first names it: only jobs on a provider can use it (the provider checks the
+    name); it has no files here for local jobs, chat, evaluations or exports."""
 
     class Status(models.TextChoices):
         PENDING = "pending"  # registered; a worker is reading its config and tokenizer
@@ -53,6 +58,10 @@ class BaseModel(models.Model):
     @property
     def is_archive(self) -> bool:
         return self.source.startswith(ARCHIVE_PREFIX)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.source.startswith(REMOTE_PREFIX)
 
 
 # The one table of legal status changes; ``base_model_transition`` is its only writer.

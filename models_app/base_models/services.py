@@ -21,6 +21,7 @@ from finetune_site.files import storage_fetch
 from finetune_site.ids import new_id
 from finetune_site.status import status_transition
 from models_app.base_models.models import ARCHIVE_PREFIX, BASE_MODEL_TRANSITIONS, BUILTIN_PREFIX, BaseModel
+from models_app.base_models.selectors import base_model_remote_problem
 
 TINY_LLAMA = "tiny-llama"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -151,9 +152,23 @@ def base_model_fail(*, base_model: BaseModel, message: str) -> BaseModel:
                                  checked_at=timezone.now())
 
 
+def base_model_remote_register(base: BaseModel) -> BaseModel:
+    """Store a remote provider's model a job names (``base_model_for_provider``), once: shared, as the
+    provider's model names are."""
+    if base.pk is not None:
+        return base
+    stored, _ = BaseModel.objects.get_or_create(name=base.name, defaults={
+        "source": base.source, "family": base.family, "status": BaseModel.Status.READY,
+        "checked_at": timezone.now()})
+    return stored
+
+
 def base_model_local_path(base_model: BaseModel, *, fetch: bool = False) -> str:
     """Where the engine loads the model (and its tokenizer) from: built-ins are built on first use; a
-    hub id or archive where a worker put it (``fetch``: put it there now); a directory as given."""
+    hub id or archive where a worker put it (``fetch``: put it there now); a directory as given. A
+    remote provider's model has none (ValueError)."""
+    if base_model.is_remote:
+        raise ValueError(base_model_remote_problem(base_model))
     if base_model.is_builtin:
         from workers.tiny_model import tiny_model_build
 
