@@ -510,7 +510,7 @@ class ChatCompletionsApi(APIView):
         model = _chat_model(request.user, body.validated_data["model"])
         config = body.generate_config()
         channel, start = services.chat_completion_start(model=model, config=config)
-        chunk = _Completion(selectors.model_public_id(model), start["prompt_tokens"], tools=bool(config.get("tools")))
+        chunk = _Completion(selectors.model_public_id(model), start["prompt_tokens"])
         if body.validated_data["store"]:
             request_settings = {k: v for k, v in config.items() if k != "messages"}
 
@@ -726,11 +726,8 @@ def _chat_model(user, model_id: str) -> BaseModel | FineTunedModel | Checkpoint:
 class _Completion:
     """OpenAI's chat.completion object and stream chunks for one reply."""
 
-    def __init__(self, model_id: str, prompt_tokens: int, *, tools: bool = False) -> None:
+    def __init__(self, model_id: str, prompt_tokens: int) -> None:
         self.on_done = None  # called with the worker's done message (store: true keeps the completion)
-        # With tools offered a stream cannot tell text from a call until the call's block is whole: the
-        # reply is held back and sent at its end, its text then its calls, as OpenAI's deltas.
-        self.whole_at_end = tools
         self.id = new_id("chatcmpl", 24)
         self.created = int(time.time())
         self.model = model_id
@@ -747,14 +744,11 @@ class _Completion:
         """The server-sent events for one worker message (a choice's logprobs come with its last chunk)."""
         kind = message["type"]
         if kind == "inference.delta":
-            if self.whole_at_end:
-                return []
-            return [self._event(self._chunk({"content": message["text"]}, index=message.get("index", 0)))]
+            delta = {"tool_calls": [message["tool_call"]]} if message.get("tool_call") else {"content": message["text"]}
+            return [self._event(self._chunk(delta, index=message.get("index", 0)))]
         if kind == "inference.done":
             events = []
             for index, choice in enumerate(message.get("choices") or [message]):
-                if self.whole_at_end:
-                    events += self._whole_events(choice, index)
                 events.append(self._event(self._chunk({}, finish_reason=choice["finish_reason"], index=index,
                                                       logprobs=_logprobs(choice))))
             if include_usage:
@@ -765,14 +759,6 @@ class _Completion:
             error = services.chat_completion_error(message)
             return [self._event(error_body(error.message, param=error.param, code=error.code, type_="server_error"))]
         return []
-
-    def _whole_events(self, choice: dict, index: int) -> list[bytes]:
-        """A held-back choice as deltas: its text, then each call (``index`` numbers them, as OpenAI's do)."""
-        events = [self._event(self._chunk({"content": choice["text"]}, index=index))] if choice["text"] else []
-        if choice.get("tool_calls"):
-            calls = [{"index": number, **call} for number, call in enumerate(choice["tool_calls"])]
-            events.append(self._event(self._chunk({"tool_calls": calls}, index=index)))
-        return events
 
     def first_event(self) -> bytes:
         return self._event(self._chunk({"role": "assistant", "content": ""}))

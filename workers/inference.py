@@ -260,8 +260,11 @@ def prompt_ids(tokenizer, messages, tools=()) -> list[int]:
 
 
 def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str], None] | None = None, *,
-             on_start: Callable[[int], None] | None = None) -> GenerateResult:
+             on_start: Callable[[int], None] | None = None,
+             on_call: Callable[[dict], None] | None = None) -> GenerateResult:
     """Generate the assistant's reply to ``config.messages``; ``on_text`` gets each new piece of text.
+    With tools offered, ``on_call`` gets each tool call as it is generated, in OpenAI's stream deltas,
+    and ``on_text`` only the text outside the calls (``ToolCallStream``).
 
     Stops at the model's end-of-turn token, at a stop string or after ``max_tokens``. Raises
     ``ContextLengthExceeded`` before generating when the prompt and ``max_tokens`` do not fit;
@@ -280,7 +283,8 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
     if loaded.device == "cpu":
         torch.set_num_threads(loaded.cpu_threads)
     sampler = torch.Generator().manual_seed(config.seed if config.seed is not None else random.getrandbits(63))
-    stream = _TextStream(loaded.tokenizer, config.stop, on_text or (lambda text: None))
+    calls = ToolCallStream(on_text or (lambda text: None), on_call or (lambda call: None)) if config.tools else None
+    stream = _TextStream(loaded.tokenizer, config.stop, calls.feed if calls else on_text or (lambda text: None))
     finish, count = "length", 0
     counts: dict[int, int] = {}
     logprobs: list[dict] | None = [] if config.logprobs else None
@@ -305,9 +309,138 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
                 out = loaded.model(input_ids=torch.tensor([[token]], device=loaded.device),
                                    past_key_values=out.past_key_values, use_cache=True)
     stream.finish()
-    text, calls = tool_calls_parse(stream.text) if config.tools else (stream.text, [])
-    return GenerateResult(text=text, finish_reason="tool_calls" if calls else finish, prompt_tokens=len(ids),
-                          completion_tokens=count, logprobs=logprobs, tool_calls=calls or None)
+    if calls is None:
+        return GenerateResult(text=stream.text, finish_reason=finish, prompt_tokens=len(ids), completion_tokens=count,
+                              logprobs=logprobs)
+    calls.finish()
+    return GenerateResult(text=calls.text, finish_reason="tool_calls" if calls.calls and calls.complete else finish,
+                          prompt_tokens=len(ids), completion_tokens=count, logprobs=logprobs,
+                          tool_calls=calls.calls or None)
+
+
+OPEN_TAG, CLOSE_TAG = "<tool_call>", "</tool_call>"
+# The start of a block a stream can send as it goes: the name first, then the arguments object opening.
+CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*(?=\{)')
+
+
+class ToolCallStream:
+    """A reply with tools offered, split as it is generated into its text and its tool calls, sent as
+    OpenAI streams them: ``on_text`` gets the text outside the ``<tool_call>`` blocks (held back while
+    it may begin one, and trailing whitespace until more text follows); ``on_call`` gets a call's
+    first delta (``{"index", "id", "type": "function", "function": {"name", "arguments": ""}}``) once
+    its name is whole and its arguments object opens, then each piece of the arguments as generated
+    (``{"index", "function": {"arguments": piece}}``), held to JSON (``workers.json_prefix``).
+
+    ``text`` and ``calls`` are the reply as the stream sent it, so a streamed reply and a whole one
+    are the same. A block written otherwise (arguments first, none) is read whole when it closes
+    (``tool_calls_parse``); one that is not a call stays text. A call already sent whose arguments
+    break off (``max_tokens``) keeps the arguments it had.
+    """
+
+    def __init__(self, on_text: Callable[[str], None], on_call: Callable[[dict], None]) -> None:
+        self.on_text, self.on_call = on_text, on_call
+        self.text = ""
+        self.calls: list[dict] = []
+        self.pending = ""  # outside a block: text not sent yet; inside: the block after <tool_call>
+        self.in_block = False
+        self.arguments: tuple | None = None  # a call being sent: (json state, sent length of pending)
+        self.broken = False  # a call's arguments broke off before their object closed
+
+    def feed(self, piece: str) -> None:
+        self.pending += piece
+        while self._step():
+            pass
+
+    def finish(self) -> None:
+        """The reply ended: an open block that sent nothing yet is text, as is the held-back text."""
+        if self.in_block and self.arguments is None:
+            self.pending, self.in_block = OPEN_TAG + self.pending, False
+        if not self.in_block:
+            self._send_text(self.pending if not self.calls else self.pending.rstrip())
+        self.pending = ""
+
+    @property
+    def complete(self) -> bool:
+        """Whether every call sent is whole (one cut by ``max_tokens``, or whose arguments broke, is not)."""
+        return not self.broken and not (self.in_block and self.arguments is not None)
+
+    def _step(self) -> bool:
+        """Consume what can be decided now; True when more may be."""
+        if not self.in_block:
+            start = self.pending.find(OPEN_TAG)
+            if start < 0:
+                keep = next((n for n in range(min(len(OPEN_TAG) - 1, len(self.pending)), 0, -1)
+                             if OPEN_TAG.startswith(self.pending[-n:])), 0)
+                sendable = self.pending[:len(self.pending) - keep]
+                sent = sendable.rstrip()
+                self._send_text(sent)
+                self.pending = self.pending[len(sent):]
+                return False
+            self._send_text(self.pending[:start].rstrip())
+            self.pending, self.in_block = self.pending[start + len(OPEN_TAG):], True
+            return True
+        if self.arguments is None:
+            return self._block_start()
+        return self._arguments_send()
+
+    def _block_start(self) -> bool:
+        head = CALL_HEAD.match(self.pending)
+        name = json.loads(head.group(1)) if head else ""
+        if isinstance(name, str) and name.strip():
+            self._call_add({"id": f"call_{secrets.token_hex(12)}", "type": "function",
+                            "function": {"name": name, "arguments": ""}})
+            self.arguments = (JSON_START, head.end())
+            return True
+        end = self.pending.find(CLOSE_TAG)
+        if end < 0:
+            return False
+        block, self.pending, self.in_block = OPEN_TAG + self.pending[:end + len(CLOSE_TAG)], \
+            self.pending[end + len(CLOSE_TAG):], False
+        rest, calls = tool_calls_parse(block)
+        if not calls:
+            self._send_text(block)
+            return True
+        self._call_add({**calls[0], "function": {**calls[0]["function"], "arguments": ""}})
+        self._arguments_piece(calls[0]["function"]["arguments"])
+        return True
+
+    def _arguments_send(self) -> bool:
+        state, sent = self.arguments
+        if not json_done(state):
+            piece = ""
+            for char in self.pending[sent:]:
+                after = json_feed(state, char)
+                if after is None:
+                    break
+                piece, state = piece + char, after
+                if json_done(state):
+                    break
+            self._arguments_piece(piece)
+            self.arguments = (state, sent + len(piece))
+            if not json_done(state) and sent + len(piece) == len(self.pending):
+                return False  # more arguments to come
+        end = self.pending.find(CLOSE_TAG, self.arguments[1])
+        if end < 0:
+            return False
+        # the closing brace and tag (or whatever broke the arguments) are the block's, not the call's
+        self.broken = self.broken or not json_done(self.arguments[0])
+        self.pending, self.in_block, self.arguments = self.pending[end + len(CLOSE_TAG):], False, None
+        return True
+
+    def _call_add(self, call: dict) -> None:
+        self.calls.append(call)
+        self.on_call({"index": len(self.calls) - 1, **call, "function": dict(call["function"])})
+
+    def _arguments_piece(self, piece: str) -> None:
+        if piece:
+            function = self.calls[-1]["function"]
+            function["arguments"] += piece
+            self.on_call({"index": len(self.calls) - 1, "function": {"arguments": piece}})
+
+    def _send_text(self, text: str) -> None:
+        if text:
+            self.text += text
+            self.on_text(text)
 
 
 def tool_calls_parse(text: str) -> tuple[str, list[dict]]:

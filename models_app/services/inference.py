@@ -122,7 +122,9 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
                 reply.send("start", cache="hit" if hit else "miss", prompt_tokens=tokens)
 
             results = [generate(loaded, choice, lambda text, index=index: reply.send("delta", text=text, index=index),
-                                on_start=start if index == 0 else None)
+                                on_start=start if index == 0 else None,
+                                on_call=lambda call, index=index: reply.send("delta", text="", tool_call=call,
+                                                                             index=index))
                        for index, choice in enumerate(configs)]
             done = _done_fields(results)
             # Counted before the reply ends, so a caller that reads the usage next finds this request.

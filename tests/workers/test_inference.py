@@ -6,6 +6,7 @@ from workers.inference import (
     ContextLengthExceeded,
     GenerateConfig,
     ModelCache,
+    ToolCallStream,
     generate,
     inference_model_load,
     prompt_ids,
@@ -163,6 +164,36 @@ def test_tool_calls_come_out_of_the_reply_and_a_malformed_block_stays_text():
                    '<tool_call>{"arguments": {}}</tool_call>', '<tool_call>{"name": "f", "arguments": [1]}</tool_call>',
                    '<tool_call>{"name": "f"'):
         assert tool_calls_parse(broken) == (broken, [])
+
+
+def _streamed(text: str, size: int) -> tuple[ToolCallStream, list[str], list[dict]]:
+    texts, deltas = [], []
+    stream = ToolCallStream(texts.append, deltas.append)
+    for start in range(0, len(text), size):
+        stream.feed(text[start:start + size])
+    stream.finish()
+    return stream, texts, deltas
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 1000])
+def test_a_streamed_reply_sends_each_call_as_openai_does_and_adds_up_to_the_whole_reply(size):
+    text = ('Let me look. <tool_call>{"name": "get_weather", "arguments": {"city": "Lyon", "days": [1, 2]}}'
+            '</tool_call><tool_call>{"arguments": {}, "name": "now"}</tool_call><tool_call>nonsense</tool_call>')
+    stream, texts, deltas = _streamed(text, size)
+    assert "".join(texts) == stream.text == "Let me look.<tool_call>nonsense</tool_call>"
+    starts = [d for d in deltas if "id" in d]
+    assert [(d["index"], d["type"], d["function"]) for d in starts] == [
+        (0, "function", {"name": "get_weather", "arguments": ""}), (1, "function", {"name": "now", "arguments": ""})]
+    pieces = [d["function"]["arguments"] for d in deltas if "id" not in d and d["index"] == 0]
+    assert (len(pieces) > 1) == (size < 20) and "".join(pieces) == '{"city": "Lyon", "days": [1, 2]}'
+    assert [c["function"]["arguments"] for c in stream.calls] == ['{"city": "Lyon", "days": [1, 2]}', "{}"]
+    assert [c["id"] for c in stream.calls] == [d["id"] for d in starts] and stream.complete
+
+
+def test_a_call_cut_off_keeps_its_arguments_and_is_not_complete():
+    stream, texts, deltas = _streamed('<tool_call>{"name": "f", "arguments": {"a": "b', 3)
+    assert stream.calls[0]["function"] == {"name": "f", "arguments": '{"a": "b'} and not stream.complete
+    assert texts == [] and "".join(d["function"]["arguments"] for d in deltas) == '{"a": "b'
 
 
 def test_the_prompt_offers_the_tools_exactly_as_training_renders_them(base):
