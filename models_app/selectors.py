@@ -1,6 +1,5 @@
 """Reads of models shared by views and the API."""
 
-import math
 import re
 from datetime import datetime
 
@@ -14,9 +13,13 @@ from finetune_site.semver import semver_parse
 from jobs_app.models import Checkpoint, FineTuneJob
 from jobs_app.selectors import checkpoint_find, job_last_metric
 from models_app.base_models.models import BaseModel
-from models_app.base_models.selectors import base_model_remote_problem, base_models_usable_by, base_models_visible_to
+from models_app.base_models.selectors import (
+    base_model_remote_problem,
+    base_models_usable_by,
+    base_models_visible_to,
+    usage_summary,
+)
 from models_app.models import (
-    USAGE_SAMPLES_KEPT,
     AliasChange,
     Evaluation,
     Export,
@@ -120,25 +123,8 @@ def _version_range_newest(versions: QuerySet[FineTunedModel], match: re.Match) -
 
 
 def model_usage(model: FineTunedModel) -> dict:
-    """Chat usage of a version: requests, tokens in and out (all time), and p50/p95 latency in
-    milliseconds over the newest requests kept (``USAGE_SAMPLES_KEPT``)."""
-    usage = ModelUsage.objects.filter(model=model).first()
-    latencies = sorted(UsageSample.objects.filter(model=model).order_by("-id")
-                       .values_list("latency_ms", flat=True)[:USAGE_SAMPLES_KEPT])
-    return {"requests": usage.requests if usage else 0,
-            "prompt_tokens": usage.prompt_tokens if usage else 0,
-            "completion_tokens": usage.completion_tokens if usage else 0,
-            "latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
-                           "samples": len(latencies)},
-            "last_request_at": usage.last_request_at if usage else None}
-
-
-def _percentile(values: list[float], percent: int) -> float | None:
-    """The nearest-rank percentile of sorted ``values`` (a value that was measured), rounded to 0.1 ms."""
-    if not values:
-        return None
-    rank = max(1, math.ceil(percent / 100 * len(values)))
-    return round(values[rank - 1], 1)
+    """Chat usage of a version (``usage_summary``)."""
+    return usage_summary(totals=ModelUsage, samples=UsageSample, key={"model": model})
 
 
 def model_final_metrics(model: FineTunedModel) -> dict:

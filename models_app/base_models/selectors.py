@@ -1,12 +1,22 @@
 """Reads of base models: a user sees the shared ones (no owner) and their own; jobs, chat and
 evaluations use only those that are ready."""
 
+import math
+
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from finetune_site.errors import InvalidRequest
-from models_app.base_models.models import REMOTE_PREFIX, BaseModel
+from models_app.base_models.models import (
+    REMOTE_PREFIX,
+    USAGE_SAMPLES_KEPT,
+    BaseModel,
+    BaseModelUsage,
+    BaseModelUsageSample,
+    UsageSampleFields,
+    UsageTotals,
+)
 
 NAME_MAX = 200  # BaseModel.name's length
 
@@ -81,3 +91,30 @@ def base_model_for_stats() -> BaseModel | None:
     shared = BaseModel.objects.filter(owner__isnull=True, status=BaseModel.Status.READY).exclude(
         source__startswith=REMOTE_PREFIX)
     return shared.filter(name=settings.DATASET_STATS_MODEL).first() or shared.order_by("name").first()
+
+
+def base_model_usage(base: BaseModel) -> dict:
+    """Chat usage of a base model (``usage_summary``)."""
+    return usage_summary(totals=BaseModelUsage, samples=BaseModelUsageSample, key={"base_model": base})
+
+
+def usage_summary(*, totals: type[UsageTotals], samples: type[UsageSampleFields], key: dict) -> dict:
+    """Chat usage of the model ``key`` names: requests, tokens in and out (all time), and p50/p95 latency in
+    milliseconds over the newest requests kept (``USAGE_SAMPLES_KEPT``)."""
+    usage = totals.objects.filter(**key).first()
+    latencies = sorted(samples.objects.filter(**key).order_by("-id")
+                       .values_list("latency_ms", flat=True)[:USAGE_SAMPLES_KEPT])
+    return {"requests": usage.requests if usage else 0,
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+            "latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
+                           "samples": len(latencies)},
+            "last_request_at": usage.last_request_at if usage else None}
+
+
+def _percentile(values: list[float], percent: int) -> float | None:
+    """The nearest-rank percentile of sorted ``values`` (a value that was measured), rounded to 0.1 ms."""
+    if not values:
+        return None
+    rank = max(1, math.ceil(percent / 100 * len(values)))
+    return round(values[rank - 1], 1)
