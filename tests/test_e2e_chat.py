@@ -195,7 +195,7 @@ def test_tuned_model_calls_the_tool_it_learned_and_answers_its_result(live_serve
         for _event in stream:
             pass
         accumulated = stream.get_final_completion().choices[0]
-    assert accumulated.finish_reason == "tool_calls" and accumulated.message.content is None
+    assert accumulated.finish_reason == "tool_calls" and not accumulated.message.content
     [whole] = accumulated.message.tool_calls
     assert (whole.function.name, whole.function.arguments) == (call.function.name, call.function.arguments)
 
