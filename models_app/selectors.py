@@ -218,8 +218,13 @@ def exports_visible_to(user) -> QuerySet[Export]:
 
 def export_source_get(user, model_id: str) -> FineTunedModel | Checkpoint:
     """What can be exported: one of the user's fine-tuned models (``fine_tuned_model_get``) or checkpoints,
-    named as chat names them (``ftckpt-…`` or ``ft:…:ckpt-step-N``); else 404."""
-    return checkpoint_find(model_id, owner=user) or fine_tuned_model_get(user, model_id)
+    named as chat names them (``ftckpt-…`` or ``ft:…:ckpt-step-N``); a model at a remote provider is a 400
+    (``remote_model_refuse``); else 404."""
+    found = checkpoint_find(model_id, owner=user) or fine_tuned_model_find(user, model_id)
+    if found is None:
+        remote_model_refuse(user, model_id)
+        raise Http404(f"No such fine-tuned model: {model_id}")
+    return found
 
 
 def export_get(user, export_id: str) -> Export:

@@ -19,7 +19,7 @@ def base_model_object(base: BaseModel) -> dict:
         "status": base.status,
         "error": base.error or None,
         "shared": base.owner_id is None,
-        "source": "archive" if base.is_archive else base.source,
+        "source": "archive" if base.is_archive else "remote" if base.is_remote else base.source,
         "revision": base.revision or None,
         "architecture": base.architecture or None,
         "family": base.family or None,

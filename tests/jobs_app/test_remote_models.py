@@ -39,8 +39,8 @@ class FakeProvider:
             body = json.loads(request.content)
             if body["model"] not in self.models:
                 return httpx.Response(400, json={"error": {
-                    "message": f"Model {body['model']} is not available for fine-tuning", "type": "invalid_request_error",
-                    "param": "model", "code": "model_not_available"}})
+                    "message": f"Model {body['model']} is not available for fine-tuning",
+                    "type": "invalid_request_error", "param": "model", "code": "model_not_available"}})
             self.created.append(body)
             return httpx.Response(200, json=self._job("queued"))
         if method == "GET" and path == "/fine_tuning/jobs/ftjob-remote1":
@@ -106,6 +106,9 @@ def test_a_remote_only_model_is_sent_to_the_provider_and_its_tuned_model_stored(
                        format="json")
     assert chat.status_code == 400 and chat.json()["error"]["param"] == "model"
     assert "lives there" in chat.json()["error"]["message"] and "acme" in chat.json()["error"]["message"]
+    export = client.post(f"/v1/registry/models/{TUNED}/exports", {"kind": "merged"}, format="json")
+    assert export.status_code == 400 and export.json()["error"]["code"] == "model_is_remote"
+    assert client.get(f"/v1/base_models/{REMOTE_MODEL}").json()["source"] == "remote"
 
 
 def test_a_model_the_provider_refuses_fails_the_job_with_the_providers_message(fake_provider):
