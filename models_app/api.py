@@ -326,7 +326,7 @@ GENERATE_PARAMS = ("temperature", "top_p", "seed", "stop", "n", "presence_penalt
 # OpenAI's parameters this platform cannot honour: refused when given, never ignored.
 UNSUPPORTED_PARAMS = ("logit_bias", "functions", "function_call", "audio", "modalities", "prediction",
                       "web_search_options")
-TOOL_CHOICES = ("auto", "none")
+TOOL_CHOICES = ("auto", "none", "required")
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {
@@ -416,7 +416,9 @@ class ChatCompletionSerializer(serializers.Serializer):
                                             '{"name", "description", "parameters"}}], written into the prompt as '
                                             "training writes them; calls come back as message.tool_calls.")
     tool_choice = serializers.JSONField(required=False, allow_null=True,
-                                        help_text='"auto" (the default) or "none" (the tools are not offered).')
+                                        help_text='"auto" (the default), "none" (the tools are not offered), '
+                                                  '"required" (a call to one of them) or {"type": "function", '
+                                                  '"function": {"name": ...}} (a call to that one).')
     store = serializers.BooleanField(required=False, default=False,
                                      help_text="OpenAI's: keep the request, the answer and the model version for "
                                                "the data loop (GET /v1/chat/completions); off by default.")
@@ -444,10 +446,12 @@ class ChatCompletionSerializer(serializers.Serializer):
         return kind
 
     def validate_tool_choice(self, value):
-        if value is not None and value not in TOOL_CHOICES:
+        named = isinstance(value, dict) and value.get("type") == "function" and isinstance(
+            (value.get("function") or {}).get("name"), str)
+        if value is not None and value not in TOOL_CHOICES and not named:
             raise serializers.ValidationError(
-                f"tool_choice {value!r} is not supported: use \"auto\" (the model decides) or \"none\"; "
-                "forcing a call (\"required\" or a named function) is not possible here yet")
+                f"tool_choice {value!r} is not supported: use \"auto\" (the model decides), \"none\", "
+                "\"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}")
         return value
 
     def validate_metadata(self, value):
@@ -465,6 +469,15 @@ class ChatCompletionSerializer(serializers.Serializer):
                                                                       "parallel_tool_calls false cannot be honoured"})
         if data.get("tools") is not None:  # the check training files get: the same rules, one place
             _problem_raise(tools_check(data["tools"] if isinstance(data["tools"], list) else {}))
+        choice = data.get("tool_choice")
+        if choice not in (None, "auto", "none"):  # a forced call: of one of the tools offered
+            names = [t["function"]["name"] for t in data.get("tools") or ()]
+            if not names:
+                raise serializers.ValidationError({"tool_choice": "a call can only be forced to one of the tools: "
+                                                                  "give tools"})
+            if isinstance(choice, dict) and choice["function"]["name"] not in names:
+                raise serializers.ValidationError({"tool_choice": f"{choice['function']['name']!r} is not one of "
+                                                                  f"the tools offered ({', '.join(names)})"})
         if data.get("response_format") == "json_object":
             if data.get("stop"):
                 raise serializers.ValidationError({"stop": "stop strings would cut the JSON object: leave stop out "
@@ -490,6 +503,8 @@ class ChatCompletionSerializer(serializers.Serializer):
                                 "content": m.get("content")} for m in data["messages"]]}
         if data.get("tools") and data.get("tool_choice") != "none":
             config["tools"] = data["tools"]
+            if data.get("tool_choice") not in (None, "auto"):
+                config["tool_choice"] = data["tool_choice"]
         if data.get("response_format") == "json_object":
             config["response_format"] = "json_object"
         max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")

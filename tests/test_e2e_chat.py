@@ -200,6 +200,30 @@ def test_tuned_model_calls_the_tool_it_learned_and_answers_its_result(live_serve
     assert (whole.function.name, whole.function.arguments) == (call.function.name, call.function.arguments)
 
 
+def test_a_forced_call_through_the_official_client_streams_as_a_whole_reply_has_it(
+        live_server, live_base_model, inference_worker):
+    client, _ = client_for(live_server)
+    tools = [*tool_call_row("Paris")["tools"], {"type": "function", "function": {
+        "name": "get_time", "parameters": {"type": "object", "properties": {}}}}]
+    named = {"type": "function", "function": {"name": "get_time"}}
+    whole = client.chat.completions.create(model="tiny-llama", messages=QUESTION, tools=tools, tool_choice=named,
+                                           seed=3, max_tokens=24)
+    [call] = whole.choices[0].message.tool_calls  # the untrained model calls it: the call is written for it
+    assert whole.choices[0].finish_reason == "tool_calls" and call.function.name == "get_time"
+    assert isinstance(json.loads(call.function.arguments), dict)
+    with client.chat.completions.stream(model="tiny-llama", messages=QUESTION, tools=tools, tool_choice=named,
+                                        seed=3, max_tokens=24) as stream:
+        for _event in stream:
+            pass
+        streamed = stream.get_final_completion().choices[0]
+    assert streamed.finish_reason == "tool_calls"
+    assert [(c.function.name, c.function.arguments) for c in streamed.message.tool_calls] == [
+        (call.function.name, call.function.arguments)]  # the same seed: the same call
+    required = client.chat.completions.create(model="tiny-llama", messages=QUESTION, tools=tools,
+                                              tool_choice="required", seed=4, max_tokens=24)
+    assert required.choices[0].message.tool_calls[0].function.name in {"get_weather", "get_time"}
+
+
 def test_stored_completions_through_the_official_client(live_server, live_base_model, inference_worker):
     client, _ = client_for(live_server)
     plain = client.chat.completions.create(model="tiny-llama", messages=QUESTION, temperature=0, max_tokens=4)

@@ -69,6 +69,11 @@ class GenerateConfig:
     tools: functions the model may call, OpenAI's ``[{"type": "function", "function": {"name", ...}}]``;
         written into the prompt as training writes them, and ``<tool_call>{"name", "arguments"}</tool_call>``
         blocks in the reply come back as ``GenerateResult.tool_calls``; default none.
+    tool_choice: "auto" (the model decides whether to call), "required" (it calls one of ``tools``) or
+        OpenAI's ``{"type": "function", "function": {"name": ...}}`` (it calls that one). A forced call's
+        block is written for the model up to where the choice is its own: the name is held to the tools
+        offered and the arguments to one JSON object (``workers.json_prefix``), closed before
+        ``max_tokens`` runs out; the reply ends with the call. Default "auto".
     response_format: "text", or "json_object": every token keeps the reply the beginning of one JSON
         object (``workers.json_prefix``), drawn among the allowed tokens among the most likely ones,
         and the object is closed before ``max_tokens`` runs out (a ``max_tokens`` too small for
@@ -86,6 +91,7 @@ class GenerateConfig:
     logprobs: bool = False
     top_logprobs: int = 0
     tools: tuple[dict, ...] = ()
+    tool_choice: str | dict = "auto"
     response_format: str = "text"
 
     def __post_init__(self) -> None:
@@ -120,6 +126,19 @@ class GenerateConfig:
         if problems:
             _kind, where, message, _fix, _severity = problems[0]
             raise ValueError(f"{where} {message}")
+        if self.tool_choice != "auto" and not self.forced_names:
+            raise ValueError('tool_choice must be "auto", "required" or {"type": "function", "function": '
+                             '{"name": <one of the tools>}}, and needs tools')
+
+    @property
+    def forced_names(self) -> tuple[str, ...]:
+        """The functions a forced call may name: every tool for "required", the one named, else none."""
+        names = tuple(tool["function"]["name"] for tool in self.tools)
+        if self.tool_choice == "required":
+            return names
+        choice = self.tool_choice if isinstance(self.tool_choice, dict) else {}
+        named = (choice.get("function") or {}).get("name")
+        return (named,) if named in names else ()
 
 
 def _turn(message: dict) -> dict:
@@ -273,7 +292,10 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
     import torch
 
     ids = prompt_ids(loaded.tokenizer, config.messages, config.tools)
-    if len(ids) + config.max_tokens > loaded.context_length:
+    heads = _forced_heads(config)  # a forced call: the block's beginnings, one per function it may name
+    head = os.path.commonprefix(heads) if heads else ""
+    head_ids = loaded.tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
+    if len(ids) + len(head_ids) + config.max_tokens > loaded.context_length:
         raise ContextLengthExceeded(
             f"this model's maximum context length is {loaded.context_length} tokens; you requested "
             f"{len(ids) + config.max_tokens} tokens ({len(ids)} in the messages, {config.max_tokens} in the "
@@ -288,12 +310,17 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
     finish, count = "length", 0
     counts: dict[int, int] = {}
     logprobs: list[dict] | None = [] if config.logprobs else None
-    json_state = JSON_START if config.response_format == "json_object" else None
+    for token in head_ids:  # written for the model: the reply begins with them
+        stream.add(token)
+    naming = heads if len(heads) > 1 else ()  # the name is the model's choice among these
+    json_state = JSON_START if config.response_format == "json_object" or len(heads) == 1 else None
     with torch.inference_mode():
-        out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True)
+        out = loaded.model(input_ids=torch.tensor([ids + head_ids], device=loaded.device), use_cache=True)
         while count < config.max_tokens:
             logits = _penalised(out.logits[0, -1].float().cpu(), counts, config)
-            if json_state is None:
+            if naming:
+                token = _named_token(loaded.tokenizer, logits, config, sampler, stream, naming)
+            elif json_state is None:
                 token = _next_token(logits, config, sampler)
             else:
                 token, json_state = _json_token(loaded.tokenizer, logits, config, sampler, stream, json_state,
@@ -305,6 +332,8 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
             if token in loaded.eos_token_ids or stream.add(token) or json_done(json_state):
                 finish = "stop"
                 break
+            if naming and stream.text in naming:  # the name is whole: its arguments follow, as one object
+                naming, json_state = (), JSON_START
             if count < config.max_tokens:
                 out = loaded.model(input_ids=torch.tensor([[token]], device=loaded.device),
                                    past_key_values=out.past_key_values, use_cache=True)
@@ -312,10 +341,43 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
     if calls is None:
         return GenerateResult(text=stream.text, finish_reason=finish, prompt_tokens=len(ids), completion_tokens=count,
                               logprobs=logprobs)
+    if heads and json_done(json_state):
+        calls.feed("}" + CLOSE_TAG)  # the forced block's end
     calls.finish()
     return GenerateResult(text=calls.text, finish_reason="tool_calls" if calls.calls and calls.complete else finish,
-                          prompt_tokens=len(ids), completion_tokens=count, logprobs=logprobs,
+                          prompt_tokens=len(ids), completion_tokens=count + len(head_ids), logprobs=logprobs,
                           tool_calls=calls.calls or None)
+
+
+def _forced_heads(config: GenerateConfig) -> tuple[str, ...]:
+    """A forced call's block up to its arguments, for each function it may name (none when not forced)."""
+    return tuple(f'{OPEN_TAG}{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": '
+                 for name in config.forced_names)
+
+
+def _named_token(tokenizer, logits, config: GenerateConfig, sampler, stream: "_TextStream",
+                 heads: tuple[str, ...]) -> int:
+    """The next token of a forced call's name: only one that keeps the reply the beginning of one of
+    ``heads`` (the most likely when greedy, else drawn among the most likely such ones); when none of the
+    likely ones does, the next token of the first head that fits."""
+    import torch
+
+    allowed = []
+    wanted = 1 if config.temperature == 0 else JSON_CHOICES
+    for token in torch.argsort(logits, descending=True)[:JSON_SCAN].tolist():
+        text = tokenizer.decode([*stream.tokens, token], skip_special_tokens=True)
+        if len(text) > len(stream.text) and any(head.startswith(text) for head in heads):
+            allowed.append(token)
+            if len(allowed) >= wanted:
+                break
+    if not allowed:
+        rest = next(head for head in heads if head.startswith(stream.text))[len(stream.text):]
+        return tokenizer(rest, add_special_tokens=False)["input_ids"][0]
+    if len(allowed) == 1:
+        return allowed[0]
+    masked = torch.full_like(logits, float("-inf"))
+    masked[torch.tensor(allowed)] = logits[torch.tensor(allowed)]
+    return _next_token(masked, config, sampler)
 
 
 OPEN_TAG, CLOSE_TAG = "<tool_call>", "</tool_call>"

@@ -1,5 +1,7 @@
 """Chat generation on the tiny local model, on CPU, without Django."""
 
+import json
+
 import pytest
 
 from workers.inference import (
@@ -194,6 +196,34 @@ def test_a_call_cut_off_keeps_its_arguments_and_is_not_complete():
     stream, texts, deltas = _streamed('<tool_call>{"name": "f", "arguments": {"a": "b', 3)
     assert stream.calls[0]["function"] == {"name": "f", "arguments": '{"a": "b'} and not stream.complete
     assert texts == [] and "".join(d["function"]["arguments"] for d in deltas) == '{"a": "b'
+
+
+TWO_TOOLS = [*tool_call_row()["tools"], {"type": "function", "function": {
+    "name": "get_time", "description": "The time in a city", "parameters": {"type": "object", "properties": {}}}}]
+
+
+@pytest.mark.parametrize(("choice", "names"), [
+    ("required", {"get_weather", "get_time"}),
+    ({"type": "function", "function": {"name": "get_time"}}, {"get_time"}),
+])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_forced_call_names_an_offered_tool_with_json_arguments_even_from_the_untrained_model(
+        base, choice, names, seed):
+    deltas = []
+    result = generate(base, GenerateConfig(messages=HELLO, tools=TWO_TOOLS, tool_choice=choice, seed=seed,
+                                           temperature=1.0, max_tokens=24), on_call=deltas.append)
+    assert result.finish_reason == "tool_calls" and result.text == ""
+    [call] = result.tool_calls
+    assert call["function"]["name"] in names and isinstance(json.loads(call["function"]["arguments"]), dict)
+    assert deltas[0]["function"] == {"name": call["function"]["name"], "arguments": ""}
+    assert "".join(d["function"]["arguments"] for d in deltas[1:]) == call["function"]["arguments"]
+
+
+def test_tool_choice_naming_no_offered_tool_is_refused():
+    with pytest.raises(ValueError, match="tool_choice"):
+        GenerateConfig(messages=HELLO, tools=TWO_TOOLS, tool_choice={"type": "function", "function": {"name": "x"}})
+    with pytest.raises(ValueError, match="tool_choice"):
+        GenerateConfig(messages=HELLO, tool_choice="required")
 
 
 def test_the_prompt_offers_the_tools_exactly_as_training_renders_them(base):
