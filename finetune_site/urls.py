@@ -83,6 +83,7 @@ urlpatterns = [
     path("v1/chat/completions/<str:completion_id>/feedback", models_api.StoredCompletionFeedbackApi.as_view(),
          name="stored-completion-feedback"),
     path("v1/base_models", base_models_api.BaseModelsApi.as_view(), name="base-models"),
+    path("v1/base_models/<path:name>/usage", base_models_api.BaseModelUsageApi.as_view(), name="base-model-usage"),
     path("v1/base_models/<path:name>", base_models_api.BaseModelApi.as_view(), name="base-model"),
     path("v1/models", models_api.ModelsApi.as_view(), name="models"),
     path("v1/models/<path:model_id>/download", models_api.ModelDownloadApi.as_view(), name="model-download"),

@@ -11,7 +11,9 @@ from jobs_app.services import (
     job_format_problem,
     job_grader_check,
     job_hyperparameters_resolve,
+    job_model_name,
     job_suffix_check,
+    job_version_check,
 )
 from workers.hyperparameters import (
     ADAPTERS,
@@ -124,6 +126,9 @@ class ModelStepForm(forms.Form):
     suffix = forms.CharField(label="Model name (optional)", required=False, max_length=64,
                              help_text="The tuned model's name in the registry (name@v1, name@v2, …); left empty, "
                                        "it is the base model's name + -ft, e.g. tiny-llama-ft.")
+    version = forms.CharField(label="Version (optional)", required=False, max_length=32,
+                              help_text="The tuned model's registry version, e.g. 1.4.0: newer than its name's "
+                                        "newest; left empty, it is bumped by rule.")
     grader = forms.CharField(
         label="Grader (reinforcement and rlaif only)", required=False, widget=forms.Textarea(attrs={"rows": 6}),
         help_text='What scores each sampled answer, as OpenAI\'s graders (JSON), e.g. {"type": "string_check", '
@@ -131,9 +136,10 @@ class ModelStepForm(forms.Form):
                   'rlaif, a score_model judge (a base model or one of your tuned models) with your rubric as its '
                   'input ranks the answers.')
 
-    def __init__(self, *args, base_models, dataset=None, **kwargs):
+    def __init__(self, *args, base_models, dataset=None, owner=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.dataset = dataset
+        self.owner = owner
         self.base_models = {m.name: m for m in base_models}
         self.fields["model"].choices = [(m.name, m.name) for m in base_models]
 
@@ -149,6 +155,12 @@ class ModelStepForm(forms.Form):
                 job_suffix_check(data["suffix"], base_model=base)
             except InvalidRequest as refused:
                 self.add_error("suffix", refused.message)
+        if base is not None and data.get("version") and "suffix" not in self.errors:
+            try:  # the API's check: a semantic version newer than the name's newest
+                job_version_check(data["version"].strip(), owner=self.owner,
+                                  name=job_model_name(suffix=data.get("suffix") or "", base_model=base))
+            except InvalidRequest as refused:
+                self.add_error("version", refused.message)
         return data
 
     def _grader(self, data: dict) -> dict:

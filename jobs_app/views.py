@@ -156,11 +156,11 @@ def wizard_model(request):
     texts = dict(state.get("hyperparameters") or {})
     errors: dict[str, str] = {}
     if request.method == "POST":
-        form = ModelStepForm(request.POST, base_models=base_models, dataset=dataset)
+        form = ModelStepForm(request.POST, base_models=base_models, dataset=dataset, owner=request.user)
         texts = {name: request.POST.get(name, AUTO).strip() for name in FIELD_NAMES}  # a field not sent is auto
         state = _wizard_save(request, hyperparameters=texts, model=request.POST.get("model"),
                              suffix=request.POST.get("suffix", ""), objective=request.POST.get("objective", ""),
-                             grader=request.POST.get("grader", ""))
+                             grader=request.POST.get("grader", ""), version=request.POST.get("version", "").strip())
         if form.is_valid():
             base = _base_model(request.user, form.cleaned_data["model"])
             errors = hyperparameters_errors(texts, base_model=base, rows=dataset.row_count, objective=_objective(state),
@@ -172,7 +172,7 @@ def wizard_model(request):
     else:
         form = ModelStepForm(initial={"model": state.get("model"), "adapter": texts.get("adapter", "lora"),
                                       "objective": _objective(state), "suffix": state.get("suffix", ""),
-                                      "grader": state.get("grader", "")},
+                                      "grader": state.get("grader", ""), "version": state.get("version", "")},
                              base_models=base_models, dataset=dataset)
     fields = wizard_fields(texts, errors)
     return render(request, "jobs_app/wizard_model.html", {
@@ -258,7 +258,8 @@ def wizard_review(request):
             job = services.job_create(owner=request.user, training_file=dataset.id, model=base.name,
                                       validation_file=validation_id, hyperparameters=raw, objective=objective,
                                       suffix=state.get("suffix", ""), grader=_grader(state, objective),
-                                      provider=request.POST.get("provider") or "local")
+                                      provider=request.POST.get("provider") or "local",
+                                      version=state.get("version", ""))
         except InvalidRequest as problem:
             error = problem
         else:
@@ -281,6 +282,7 @@ def wizard_review(request):
     return render(request, "jobs_app/wizard_review.html", {
         "step": 3, "dataset": dataset, "base_model": base, "suffix": state.get("suffix", ""),
         "model_name": services.job_model_name(suffix=state.get("suffix", ""), base_model=base),
+        "version": state.get("version", ""),
         "objective": objective, "adapter": resolved["adapter"], "options": review_rows(resolved, objective=objective),
         "grader": json.dumps(grader) if (grader := _grader(state, objective)) else "",
         "resolved": resolved, "validation": validation,

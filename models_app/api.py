@@ -326,7 +326,7 @@ GENERATE_PARAMS = ("temperature", "top_p", "seed", "stop", "n", "presence_penalt
 # OpenAI's parameters this platform cannot honour: refused when given, never ignored.
 UNSUPPORTED_PARAMS = ("logit_bias", "functions", "function_call", "audio", "modalities", "prediction",
                       "web_search_options")
-TOOL_CHOICES = ("auto", "none")
+TOOL_CHOICES = ("auto", "none", "required")
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {
@@ -416,7 +416,9 @@ class ChatCompletionSerializer(serializers.Serializer):
                                             '{"name", "description", "parameters"}}], written into the prompt as '
                                             "training writes them; calls come back as message.tool_calls.")
     tool_choice = serializers.JSONField(required=False, allow_null=True,
-                                        help_text='"auto" (the default) or "none" (the tools are not offered).')
+                                        help_text='"auto" (the default), "none" (the tools are not offered), '
+                                                  '"required" (a call to one of them) or {"type": "function", '
+                                                  '"function": {"name": ...}} (a call to that one).')
     store = serializers.BooleanField(required=False, default=False,
                                      help_text="OpenAI's: keep the request, the answer and the model version for "
                                                "the data loop (GET /v1/chat/completions); off by default.")
@@ -444,10 +446,12 @@ class ChatCompletionSerializer(serializers.Serializer):
         return kind
 
     def validate_tool_choice(self, value):
-        if value is not None and value not in TOOL_CHOICES:
+        named = isinstance(value, dict) and value.get("type") == "function" and isinstance(
+            (value.get("function") or {}).get("name"), str)
+        if value is not None and value not in TOOL_CHOICES and not named:
             raise serializers.ValidationError(
-                f"tool_choice {value!r} is not supported: use \"auto\" (the model decides) or \"none\"; "
-                "forcing a call (\"required\" or a named function) is not possible here yet")
+                f"tool_choice {value!r} is not supported: use \"auto\" (the model decides), \"none\", "
+                "\"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}")
         return value
 
     def validate_metadata(self, value):
@@ -465,6 +469,15 @@ class ChatCompletionSerializer(serializers.Serializer):
                                                                       "parallel_tool_calls false cannot be honoured"})
         if data.get("tools") is not None:  # the check training files get: the same rules, one place
             _problem_raise(tools_check(data["tools"] if isinstance(data["tools"], list) else {}))
+        choice = data.get("tool_choice")
+        if choice not in (None, "auto", "none"):  # a forced call: of one of the tools offered
+            names = [t["function"]["name"] for t in data.get("tools") or ()]
+            if not names:
+                raise serializers.ValidationError({"tool_choice": "a call can only be forced to one of the tools: "
+                                                                  "give tools"})
+            if isinstance(choice, dict) and choice["function"]["name"] not in names:
+                raise serializers.ValidationError({"tool_choice": f"{choice['function']['name']!r} is not one of "
+                                                                  f"the tools offered ({', '.join(names)})"})
         if data.get("response_format") == "json_object":
             if data.get("stop"):
                 raise serializers.ValidationError({"stop": "stop strings would cut the JSON object: leave stop out "
@@ -490,6 +503,8 @@ class ChatCompletionSerializer(serializers.Serializer):
                                 "content": m.get("content")} for m in data["messages"]]}
         if data.get("tools") and data.get("tool_choice") != "none":
             config["tools"] = data["tools"]
+            if data.get("tool_choice") not in (None, "auto"):
+                config["tool_choice"] = data["tool_choice"]
         if data.get("response_format") == "json_object":
             config["response_format"] = "json_object"
         max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
@@ -529,7 +544,7 @@ class ChatCompletionsApi(APIView):
         model = _chat_model(request.user, body.validated_data["model"])
         config = body.generate_config()
         channel, start = services.chat_completion_start(model=model, config=config)
-        chunk = _Completion(selectors.model_public_id(model), start["prompt_tokens"], tools=bool(config.get("tools")))
+        chunk = _Completion(selectors.model_public_id(model), start["prompt_tokens"])
         if body.validated_data["store"]:
             request_settings = {k: v for k, v in config.items() if k != "messages"}
 
@@ -745,11 +760,8 @@ def _chat_model(user, model_id: str) -> BaseModel | FineTunedModel | Checkpoint:
 class _Completion:
     """OpenAI's chat.completion object and stream chunks for one reply."""
 
-    def __init__(self, model_id: str, prompt_tokens: int, *, tools: bool = False) -> None:
+    def __init__(self, model_id: str, prompt_tokens: int) -> None:
         self.on_done = None  # called with the worker's done message (store: true keeps the completion)
-        # With tools offered a stream cannot tell text from a call until the call's block is whole: the
-        # reply is held back and sent at its end, its text then its calls, as OpenAI's deltas.
-        self.whole_at_end = tools
         self.id = new_id("chatcmpl", 24)
         self.created = int(time.time())
         self.model = model_id
@@ -766,14 +778,11 @@ class _Completion:
         """The server-sent events for one worker message (a choice's logprobs come with its last chunk)."""
         kind = message["type"]
         if kind == "inference.delta":
-            if self.whole_at_end:
-                return []
-            return [self._event(self._chunk({"content": message["text"]}, index=message.get("index", 0)))]
+            delta = {"tool_calls": [message["tool_call"]]} if message.get("tool_call") else {"content": message["text"]}
+            return [self._event(self._chunk(delta, index=message.get("index", 0)))]
         if kind == "inference.done":
             events = []
             for index, choice in enumerate(message.get("choices") or [message]):
-                if self.whole_at_end:
-                    events += self._whole_events(choice, index)
                 events.append(self._event(self._chunk({}, finish_reason=choice["finish_reason"], index=index,
                                                       logprobs=_logprobs(choice))))
             if include_usage:
@@ -784,14 +793,6 @@ class _Completion:
             error = services.chat_completion_error(message)
             return [self._event(error_body(error.message, param=error.param, code=error.code, type_="server_error"))]
         return []
-
-    def _whole_events(self, choice: dict, index: int) -> list[bytes]:
-        """A held-back choice as deltas: its text, then each call (``index`` numbers them, as OpenAI's do)."""
-        events = [self._event(self._chunk({"content": choice["text"]}, index=index))] if choice["text"] else []
-        if choice.get("tool_calls"):
-            calls = [{"index": number, **call} for number, call in enumerate(choice["tool_calls"])]
-            events.append(self._event(self._chunk({"tool_calls": calls}, index=index)))
-        return events
 
     def first_event(self) -> bytes:
         return self._event(self._chunk({"role": "assistant", "content": ""}))

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 
 from jobs_app.models import Checkpoint
-from models_app.base_models.models import BaseModel
+from models_app.base_models.models import BaseModel, UsageSampleFields, UsageTotals
 
 
 class FineTunedModel(models.Model):
@@ -49,31 +49,19 @@ class FineTunedModel(models.Model):
         return f"{self.name}@{self.semver}"
 
 
-class ModelUsage(models.Model):
+class ModelUsage(UsageTotals):
     """Chat totals of one version, counted by the inference worker as each reply finishes."""
 
     model = models.OneToOneField(FineTunedModel, on_delete=models.CASCADE, primary_key=True, related_name="usage")
-    requests = models.PositiveBigIntegerField(default=0)
-    prompt_tokens = models.PositiveBigIntegerField(default=0)
-    completion_tokens = models.PositiveBigIntegerField(default=0)
-    last_request_at = models.DateTimeField(null=True, blank=True)
 
 
-class UsageSample(models.Model):
-    """One chat request of a version: its latency and tokens. Only the newest ``USAGE_SAMPLES_KEPT`` per
-    version are kept (the percentiles' window); the totals live in ``ModelUsage``."""
+class UsageSample(UsageSampleFields):
+    """One chat request of a version (``UsageSampleFields``)."""
 
     model = models.ForeignKey(FineTunedModel, on_delete=models.CASCADE, related_name="usage_samples")
-    latency_ms = models.FloatField(help_text="From the worker taking the request to the whole reply.")
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         indexes = [models.Index(fields=["model", "-id"])]
-
-
-USAGE_SAMPLES_KEPT = 1000
 
 
 class ModelAlias(models.Model):

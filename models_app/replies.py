@@ -6,7 +6,8 @@ messages, in order, all carrying the ``tag`` the request was queued with:
 
   ``inference.loading`` ``{model}``: (only when the model is not loaded yet) the worker loads it now
   ``inference.start``  ``{cache: "hit"|"miss", prompt_tokens}``: the model is loaded, the prompt fits
-  ``inference.delta``  ``{text}``: the next piece of the reply
+  ``inference.delta``  ``{text}``: the next piece of the reply; with tools offered, a call's pieces come
+                       as ``{text: "", tool_call}`` (OpenAI's stream deltas: ``workers.inference.ToolCallStream``)
   ``inference.done``   ``{text, finish_reason, prompt_tokens, completion_tokens}``
   ``inference.error``  ``{message, code, param}``: instead of the rest, whenever something fails
 

@@ -1,6 +1,5 @@
 """Reads of models shared by views and the API."""
 
-import math
 import re
 from datetime import datetime
 
@@ -9,13 +8,18 @@ from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
 from django.utils import timezone
 
+from finetune_site.errors import InvalidRequest
 from finetune_site.semver import semver_parse
-from jobs_app.models import Checkpoint
+from jobs_app.models import Checkpoint, FineTuneJob
 from jobs_app.selectors import checkpoint_find, job_last_metric
 from models_app.base_models.models import BaseModel
-from models_app.base_models.selectors import base_models_usable_by
+from models_app.base_models.selectors import (
+    base_model_remote_problem,
+    base_models_usable_by,
+    base_models_visible_to,
+    usage_summary,
+)
 from models_app.models import (
-    USAGE_SAMPLES_KEPT,
     AliasChange,
     Evaluation,
     Export,
@@ -41,8 +45,22 @@ def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
     """
     found = fine_tuned_model_find(user, model_id) or base_models_usable_by(user).filter(name=model_id).first()
     if found is None:
+        remote_model_refuse(user, model_id)
         raise Http404(f"No such model: {model_id}")
     return found
+
+
+def remote_model_refuse(user, model_id: str) -> None:
+    """A 400 naming ``model`` when ``model_id`` lives at a remote provider: the model one of ``user``'s
+    jobs made there (its ``fine_tuned_model``), or a provider's base model a job named; nothing else."""
+    job = FineTuneJob.objects.filter(owner=user, remote_model=model_id).select_related("provider").first()
+    if job is not None:
+        raise InvalidRequest(f"{model_id!r} was made by job {job.id} on provider {job.provider.name} and lives there, "
+                             f"not here: use it through the provider ({job.provider.base_url})", param="model",
+                             code="model_is_remote")
+    base = base_models_visible_to(user).filter(name=model_id).first()
+    if base is not None and base.is_remote:
+        raise InvalidRequest(base_model_remote_problem(base), param="model", code="model_is_remote")
 
 
 def chat_model_get(user, model_id: str) -> BaseModel | FineTunedModel | Checkpoint:
@@ -105,25 +123,8 @@ def _version_range_newest(versions: QuerySet[FineTunedModel], match: re.Match) -
 
 
 def model_usage(model: FineTunedModel) -> dict:
-    """Chat usage of a version: requests, tokens in and out (all time), and p50/p95 latency in
-    milliseconds over the newest requests kept (``USAGE_SAMPLES_KEPT``)."""
-    usage = ModelUsage.objects.filter(model=model).first()
-    latencies = sorted(UsageSample.objects.filter(model=model).order_by("-id")
-                       .values_list("latency_ms", flat=True)[:USAGE_SAMPLES_KEPT])
-    return {"requests": usage.requests if usage else 0,
-            "prompt_tokens": usage.prompt_tokens if usage else 0,
-            "completion_tokens": usage.completion_tokens if usage else 0,
-            "latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
-                           "samples": len(latencies)},
-            "last_request_at": usage.last_request_at if usage else None}
-
-
-def _percentile(values: list[float], percent: int) -> float | None:
-    """The nearest-rank percentile of sorted ``values`` (a value that was measured), rounded to 0.1 ms."""
-    if not values:
-        return None
-    rank = max(1, math.ceil(percent / 100 * len(values)))
-    return round(values[rank - 1], 1)
+    """Chat usage of a version (``usage_summary``)."""
+    return usage_summary(totals=ModelUsage, samples=UsageSample, key={"model": model})
 
 
 def model_final_metrics(model: FineTunedModel) -> dict:
@@ -217,8 +218,13 @@ def exports_visible_to(user) -> QuerySet[Export]:
 
 def export_source_get(user, model_id: str) -> FineTunedModel | Checkpoint:
     """What can be exported: one of the user's fine-tuned models (``fine_tuned_model_get``) or checkpoints,
-    named as chat names them (``ftckpt-…`` or ``ft:…:ckpt-step-N``); else 404."""
-    return checkpoint_find(model_id, owner=user) or fine_tuned_model_get(user, model_id)
+    named as chat names them (``ftckpt-…`` or ``ft:…:ckpt-step-N``); a model at a remote provider is a 400
+    (``remote_model_refuse``); else 404."""
+    found = checkpoint_find(model_id, owner=user) or fine_tuned_model_find(user, model_id)
+    if found is None:
+        remote_model_refuse(user, model_id)
+        raise Http404(f"No such fine-tuned model: {model_id}")
+    return found
 
 
 def export_get(user, export_id: str) -> Export:

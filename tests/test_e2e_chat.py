@@ -182,10 +182,46 @@ def test_tuned_model_calls_the_tool_it_learned_and_answers_its_result(live_serve
                                                  temperature=0, max_tokens=100, stream=True))
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     assert not any(d.content for d in deltas)  # the call's text is never streamed as content
-    [streamed] = [call for d in deltas for call in d.tool_calls or ()]
-    assert (streamed.index, streamed.type, streamed.function.name, json.loads(streamed.function.arguments)) == (
-        0, "function", "get_weather", {"city": "Paris"})
+    first, *pieces = [call for d in deltas for call in d.tool_calls or ()]
+    # as OpenAI streams a call: its id, type and name with empty arguments, then the arguments piece by piece
+    assert (first.index, first.id[:5], first.type, first.function.name, first.function.arguments) == (
+        0, "call_", "function", "get_weather", "")
+    assert len(pieces) > 1 and all(p.index == 0 and p.id is None and p.function.name is None for p in pieces)
+    assert json.loads("".join(p.function.arguments for p in pieces)) == {"city": "Paris"}
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    # the official client's stream helper puts the pieces together into the call a whole reply has
+    with client.chat.completions.stream(model=model.id, messages=row["messages"][:1], tools=row["tools"],
+                                        temperature=0, max_tokens=100) as stream:
+        for _event in stream:
+            pass
+        accumulated = stream.get_final_completion().choices[0]
+    assert accumulated.finish_reason == "tool_calls" and not accumulated.message.content
+    [whole] = accumulated.message.tool_calls
+    assert (whole.function.name, whole.function.arguments) == (call.function.name, call.function.arguments)
+
+
+def test_a_forced_call_through_the_official_client_streams_as_a_whole_reply_has_it(
+        live_server, live_base_model, inference_worker):
+    client, _ = client_for(live_server)
+    tools = [*tool_call_row("Paris")["tools"], {"type": "function", "function": {
+        "name": "get_time", "parameters": {"type": "object", "properties": {}}}}]
+    named = {"type": "function", "function": {"name": "get_time"}}
+    whole = client.chat.completions.create(model="tiny-llama", messages=QUESTION, tools=tools, tool_choice=named,
+                                           seed=3, max_tokens=24)
+    [call] = whole.choices[0].message.tool_calls  # the untrained model calls it: the call is written for it
+    assert whole.choices[0].finish_reason == "tool_calls" and call.function.name == "get_time"
+    assert isinstance(json.loads(call.function.arguments), dict)
+    with client.chat.completions.stream(model="tiny-llama", messages=QUESTION, tools=tools, tool_choice=named,
+                                        seed=3, max_tokens=24) as stream:
+        for _event in stream:
+            pass
+        streamed = stream.get_final_completion().choices[0]
+    assert streamed.finish_reason == "tool_calls"
+    assert [(c.function.name, c.function.arguments) for c in streamed.message.tool_calls] == [
+        (call.function.name, call.function.arguments)]  # the same seed: the same call
+    required = client.chat.completions.create(model="tiny-llama", messages=QUESTION, tools=tools,
+                                              tool_choice="required", seed=4, max_tokens=24)
+    assert required.choices[0].message.tool_calls[0].function.name in {"get_weather", "get_time"}
 
 
 def test_stored_completions_through_the_official_client(live_server, live_base_model, inference_worker):

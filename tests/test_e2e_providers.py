@@ -191,6 +191,20 @@ def test_a_file_the_remote_refuses_fails_the_job_with_the_remotes_message(
     assert job.model_extra["remote_job_id"] is None
 
 
+def test_a_model_only_the_remote_could_offer_is_sent_there_and_its_refusal_is_the_jobs_error(
+        live_server, live_base_model, worker_pool, remote):
+    worker_pool.ensure(FAST_POLL)
+    client, _ = client_for(live_server)
+    _provider_add(live_server, client, "remote", remote.url, remote.api_key)
+    job = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=upload(
+        client, rows=classification_rows(8)).id, extra_body={"provider": "remote"})
+    assert job.model == "gpt-4o-mini-2024-07-18"  # not a base model here: the remote decides
+    job = wait_finished(client, job.id, timeout=120)
+    assert job.status == "failed" and job.error.code == "provider_refused"
+    assert job.error.message.startswith("remote refused it: unknown base model 'gpt-4o-mini-2024-07-18'")
+    assert FineTuneJob.objects.get(pk=job.id).remote_files["training_file"].startswith("file-")  # it got there
+
+
 def test_an_attempt_that_died_after_creating_the_remote_job_finds_it_instead_of_creating_another(
         live_server, live_base_model, worker_pool, remote):
     from jobs_app.services.remote import _remote_start, provider_client

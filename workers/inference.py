@@ -69,6 +69,11 @@ class GenerateConfig:
     tools: functions the model may call, OpenAI's ``[{"type": "function", "function": {"name", ...}}]``;
         written into the prompt as training writes them, and ``<tool_call>{"name", "arguments"}</tool_call>``
         blocks in the reply come back as ``GenerateResult.tool_calls``; default none.
+    tool_choice: "auto" (the model decides whether to call), "required" (it calls one of ``tools``) or
+        OpenAI's ``{"type": "function", "function": {"name": ...}}`` (it calls that one). A forced call's
+        block is written for the model up to where the choice is its own: the name is held to the tools
+        offered and the arguments to one JSON object (``workers.json_prefix``), closed before
+        ``max_tokens`` runs out; the reply ends with the call. Default "auto".
     response_format: "text", or "json_object": every token keeps the reply the beginning of one JSON
         object (``workers.json_prefix``), drawn among the allowed tokens among the most likely ones,
         and the object is closed before ``max_tokens`` runs out (a ``max_tokens`` too small for
@@ -86,6 +91,7 @@ class GenerateConfig:
     logprobs: bool = False
     top_logprobs: int = 0
     tools: tuple[dict, ...] = ()
+    tool_choice: str | dict = "auto"
     response_format: str = "text"
 
     def __post_init__(self) -> None:
@@ -120,6 +126,19 @@ class GenerateConfig:
         if problems:
             _kind, where, message, _fix, _severity = problems[0]
             raise ValueError(f"{where} {message}")
+        if self.tool_choice != "auto" and not self.forced_names:
+            raise ValueError('tool_choice must be "auto", "required" or {"type": "function", "function": '
+                             '{"name": <one of the tools>}}, and needs tools')
+
+    @property
+    def forced_names(self) -> tuple[str, ...]:
+        """The functions a forced call may name: every tool for "required", the one named, else none."""
+        names = tuple(tool["function"]["name"] for tool in self.tools)
+        if self.tool_choice == "required":
+            return names
+        choice = self.tool_choice if isinstance(self.tool_choice, dict) else {}
+        named = (choice.get("function") or {}).get("name")
+        return (named,) if named in names else ()
 
 
 def _turn(message: dict) -> dict:
@@ -260,8 +279,11 @@ def prompt_ids(tokenizer, messages, tools=()) -> list[int]:
 
 
 def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str], None] | None = None, *,
-             on_start: Callable[[int], None] | None = None) -> GenerateResult:
+             on_start: Callable[[int], None] | None = None,
+             on_call: Callable[[dict], None] | None = None) -> GenerateResult:
     """Generate the assistant's reply to ``config.messages``; ``on_text`` gets each new piece of text.
+    With tools offered, ``on_call`` gets each tool call as it is generated, in OpenAI's stream deltas,
+    and ``on_text`` only the text outside the calls (``ToolCallStream``).
 
     Stops at the model's end-of-turn token, at a stop string or after ``max_tokens``. Raises
     ``ContextLengthExceeded`` before generating when the prompt and ``max_tokens`` do not fit;
@@ -270,7 +292,10 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
     import torch
 
     ids = prompt_ids(loaded.tokenizer, config.messages, config.tools)
-    if len(ids) + config.max_tokens > loaded.context_length:
+    heads = _forced_heads(config)  # a forced call: the block's beginnings, one per function it may name
+    head = os.path.commonprefix(heads) if heads else ""
+    head_ids = loaded.tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
+    if len(ids) + len(head_ids) + config.max_tokens > loaded.context_length:
         raise ContextLengthExceeded(
             f"this model's maximum context length is {loaded.context_length} tokens; you requested "
             f"{len(ids) + config.max_tokens} tokens ({len(ids)} in the messages, {config.max_tokens} in the "
@@ -280,16 +305,22 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
     if loaded.device == "cpu":
         torch.set_num_threads(loaded.cpu_threads)
     sampler = torch.Generator().manual_seed(config.seed if config.seed is not None else random.getrandbits(63))
-    stream = _TextStream(loaded.tokenizer, config.stop, on_text or (lambda text: None))
+    calls = ToolCallStream(on_text or (lambda text: None), on_call or (lambda call: None)) if config.tools else None
+    stream = _TextStream(loaded.tokenizer, config.stop, calls.feed if calls else on_text or (lambda text: None))
     finish, count = "length", 0
     counts: dict[int, int] = {}
     logprobs: list[dict] | None = [] if config.logprobs else None
-    json_state = JSON_START if config.response_format == "json_object" else None
+    for token in head_ids:  # written for the model: the reply begins with them
+        stream.add(token)
+    naming = heads if len(heads) > 1 else ()  # the name is the model's choice among these
+    json_state = JSON_START if config.response_format == "json_object" or len(heads) == 1 else None
     with torch.inference_mode():
-        out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True)
+        out = loaded.model(input_ids=torch.tensor([ids + head_ids], device=loaded.device), use_cache=True)
         while count < config.max_tokens:
             logits = _penalised(out.logits[0, -1].float().cpu(), counts, config)
-            if json_state is None:
+            if naming:
+                token = _named_token(loaded.tokenizer, logits, config, sampler, stream, naming)
+            elif json_state is None:
                 token = _next_token(logits, config, sampler)
             else:
                 token, json_state = _json_token(loaded.tokenizer, logits, config, sampler, stream, json_state,
@@ -301,13 +332,177 @@ def generate(loaded: LoadedModel, config: GenerateConfig, on_text: Callable[[str
             if token in loaded.eos_token_ids or stream.add(token) or json_done(json_state):
                 finish = "stop"
                 break
+            if naming and stream.text in naming:  # the name is whole: its arguments follow, as one object
+                naming, json_state = (), JSON_START
             if count < config.max_tokens:
                 out = loaded.model(input_ids=torch.tensor([[token]], device=loaded.device),
                                    past_key_values=out.past_key_values, use_cache=True)
     stream.finish()
-    text, calls = tool_calls_parse(stream.text) if config.tools else (stream.text, [])
-    return GenerateResult(text=text, finish_reason="tool_calls" if calls else finish, prompt_tokens=len(ids),
-                          completion_tokens=count, logprobs=logprobs, tool_calls=calls or None)
+    if calls is None:
+        return GenerateResult(text=stream.text, finish_reason=finish, prompt_tokens=len(ids), completion_tokens=count,
+                              logprobs=logprobs)
+    if heads and json_done(json_state):
+        calls.feed("}" + CLOSE_TAG)  # the forced block's end
+    calls.finish()
+    return GenerateResult(text=calls.text, finish_reason="tool_calls" if calls.calls and calls.complete else finish,
+                          prompt_tokens=len(ids), completion_tokens=count + len(head_ids), logprobs=logprobs,
+                          tool_calls=calls.calls or None)
+
+
+def _forced_heads(config: GenerateConfig) -> tuple[str, ...]:
+    """A forced call's block up to its arguments, for each function it may name (none when not forced)."""
+    return tuple(f'{OPEN_TAG}{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": '
+                 for name in config.forced_names)
+
+
+def _named_token(tokenizer, logits, config: GenerateConfig, sampler, stream: "_TextStream",
+                 heads: tuple[str, ...]) -> int:
+    """The next token of a forced call's name: only one that keeps the reply the beginning of one of
+    ``heads`` (the most likely when greedy, else drawn among the most likely such ones); when none of the
+    likely ones does, the next token of the first head that fits."""
+    import torch
+
+    allowed = []
+    wanted = 1 if config.temperature == 0 else JSON_CHOICES
+    for token in torch.argsort(logits, descending=True)[:JSON_SCAN].tolist():
+        text = tokenizer.decode([*stream.tokens, token], skip_special_tokens=True)
+        if len(text) > len(stream.text) and any(head.startswith(text) for head in heads):
+            allowed.append(token)
+            if len(allowed) >= wanted:
+                break
+    if not allowed:
+        rest = next(head for head in heads if head.startswith(stream.text))[len(stream.text):]
+        return tokenizer(rest, add_special_tokens=False)["input_ids"][0]
+    if len(allowed) == 1:
+        return allowed[0]
+    masked = torch.full_like(logits, float("-inf"))
+    masked[torch.tensor(allowed)] = logits[torch.tensor(allowed)]
+    return _next_token(masked, config, sampler)
+
+
+OPEN_TAG, CLOSE_TAG = "<tool_call>", "</tool_call>"
+# The start of a block a stream can send as it goes: the name first, then the arguments object opening.
+CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*(?=\{)')
+
+
+class ToolCallStream:
+    """A reply with tools offered, split as it is generated into its text and its tool calls, sent as
+    OpenAI streams them: ``on_text`` gets the text outside the ``<tool_call>`` blocks (held back while
+    it may begin one, and trailing whitespace until more text follows); ``on_call`` gets a call's
+    first delta (``{"index", "id", "type": "function", "function": {"name", "arguments": ""}}``) once
+    its name is whole and its arguments object opens, then each piece of the arguments as generated
+    (``{"index", "function": {"arguments": piece}}``), held to JSON (``workers.json_prefix``).
+
+    ``text`` and ``calls`` are the reply as the stream sent it, so a streamed reply and a whole one
+    are the same. A block written otherwise (arguments first, none) is read whole when it closes
+    (``tool_calls_parse``); one that is not a call stays text. A call already sent whose arguments
+    break off (``max_tokens``) keeps the arguments it had.
+    """
+
+    def __init__(self, on_text: Callable[[str], None], on_call: Callable[[dict], None]) -> None:
+        self.on_text, self.on_call = on_text, on_call
+        self.text = ""
+        self.calls: list[dict] = []
+        self.pending = ""  # outside a block: text not sent yet; inside: the block after <tool_call>
+        self.in_block = False
+        self.arguments: tuple | None = None  # a call being sent: (json state, sent length of pending)
+        self.broken = False  # a call's arguments broke off before their object closed
+
+    def feed(self, piece: str) -> None:
+        self.pending += piece
+        while self._step():
+            pass
+
+    def finish(self) -> None:
+        """The reply ended: an open block that sent nothing yet is text, as is the held-back text."""
+        if self.in_block and self.arguments is None:
+            self.pending, self.in_block = OPEN_TAG + self.pending, False
+        if not self.in_block:
+            self._send_text(self.pending if not self.calls else self.pending.rstrip())
+        self.pending = ""
+
+    @property
+    def complete(self) -> bool:
+        """Whether every call sent is whole (one cut by ``max_tokens``, or whose arguments broke, is not)."""
+        return not self.broken and not (self.in_block and self.arguments is not None)
+
+    def _step(self) -> bool:
+        """Consume what can be decided now; True when more may be."""
+        if not self.in_block:
+            start = self.pending.find(OPEN_TAG)
+            if start < 0:
+                keep = next((n for n in range(min(len(OPEN_TAG) - 1, len(self.pending)), 0, -1)
+                             if OPEN_TAG.startswith(self.pending[-n:])), 0)
+                sendable = self.pending[:len(self.pending) - keep]
+                sent = sendable.rstrip()
+                self._send_text(sent)
+                self.pending = self.pending[len(sent):]
+                return False
+            self._send_text(self.pending[:start].rstrip())
+            self.pending, self.in_block = self.pending[start + len(OPEN_TAG):], True
+            return True
+        if self.arguments is None:
+            return self._block_start()
+        return self._arguments_send()
+
+    def _block_start(self) -> bool:
+        head = CALL_HEAD.match(self.pending)
+        name = json.loads(head.group(1)) if head else ""
+        if isinstance(name, str) and name.strip():
+            self._call_add({"id": f"call_{secrets.token_hex(12)}", "type": "function",
+                            "function": {"name": name, "arguments": ""}})
+            self.arguments = (JSON_START, head.end())
+            return True
+        end = self.pending.find(CLOSE_TAG)
+        if end < 0:
+            return False
+        block, self.pending, self.in_block = OPEN_TAG + self.pending[:end + len(CLOSE_TAG)], \
+            self.pending[end + len(CLOSE_TAG):], False
+        rest, calls = tool_calls_parse(block)
+        if not calls:
+            self._send_text(block)
+            return True
+        self._call_add({**calls[0], "function": {**calls[0]["function"], "arguments": ""}})
+        self._arguments_piece(calls[0]["function"]["arguments"])
+        return True
+
+    def _arguments_send(self) -> bool:
+        state, sent = self.arguments
+        if not json_done(state):
+            piece = ""
+            for char in self.pending[sent:]:
+                after = json_feed(state, char)
+                if after is None:
+                    break
+                piece, state = piece + char, after
+                if json_done(state):
+                    break
+            self._arguments_piece(piece)
+            self.arguments = (state, sent + len(piece))
+            if not json_done(state) and sent + len(piece) == len(self.pending):
+                return False  # more arguments to come
+        end = self.pending.find(CLOSE_TAG, self.arguments[1])
+        if end < 0:
+            return False
+        # the closing brace and tag (or whatever broke the arguments) are the block's, not the call's
+        self.broken = self.broken or not json_done(self.arguments[0])
+        self.pending, self.in_block, self.arguments = self.pending[end + len(CLOSE_TAG):], False, None
+        return True
+
+    def _call_add(self, call: dict) -> None:
+        self.calls.append(call)
+        self.on_call({"index": len(self.calls) - 1, **call, "function": dict(call["function"])})
+
+    def _arguments_piece(self, piece: str) -> None:
+        if piece:
+            function = self.calls[-1]["function"]
+            function["arguments"] += piece
+            self.on_call({"index": len(self.calls) - 1, "function": {"arguments": piece}})
+
+    def _send_text(self, text: str) -> None:
+        if text:
+            self.text += text
+            self.on_text(text)
 
 
 def tool_calls_parse(text: str) -> tuple[str, list[dict]]:

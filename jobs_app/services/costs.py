@@ -7,6 +7,7 @@ null amount with the reason, never an error: the estimate still shows the tokens
 """
 
 import logging
+from dataclasses import replace
 
 from django.conf import settings
 
@@ -17,6 +18,7 @@ from jobs_app.selectors import providers_visible_to
 from jobs_app.services.creation import JobRequest, job_provider_check, job_request_check
 from jobs_app.services.estimates import job_estimate_draft
 from jobs_app.services.providers import LOCAL
+from models_app.base_models.selectors import base_model_for_stats
 
 log = logging.getLogger(__name__)
 CURRENCY = "usd"
@@ -28,11 +30,16 @@ def job_price_estimate(*, owner, provider: str = LOCAL, **request) -> dict:
     a small file not counted yet is counted here), the time where past runs give a pace, and the cost."""
     kind, prices = provider_prices(owner=owner, name=provider)
     checked = job_request_check(owner=owner, provider=provider, **request)
-    _tokens_count(checked)
-    draft = job_estimate_draft(owner=owner, dataset=checked.dataset, base_model=checked.base_model,
+    counted = _counted_as(checked)
+    _tokens_count(counted)
+    draft = job_estimate_draft(owner=owner, dataset=counted.dataset, base_model=counted.base_model,
                                hyperparameters=checked.hyperparameters, validation=checked.validation,
                                evaluate_checkpoints=checked.evaluate_checkpoints, objective=checked.objective)
     hp = checked.hyperparameters
+    basis = draft["tokens_basis"]
+    if counted.base_model != checked.base_model and basis == "tokenizer":
+        basis = (f"approximation: counted with {counted.base_model.name}'s tokenizer "
+                 f"({checked.base_model.name}'s own is the provider's)")
     return {
         "object": "fine_tuning.job.estimate",
         "provider": provider,
@@ -41,7 +48,7 @@ def job_price_estimate(*, owner, provider: str = LOCAL, **request) -> dict:
         "tokens_per_epoch": draft["tokens_per_epoch"],
         "n_epochs": hp["n_epochs"],
         "hyperparameters": hp,
-        "tokens_basis": draft["tokens_basis"],
+        "tokens_basis": basis,
         "seconds": draft["seconds"] if kind == LOCAL else None,  # a remote's pace is its own
         "cost": job_cost(kind=kind, prices=prices, model=checked.base_model.name, tokens=draft["tokens"],
                          seconds=draft["seconds"], devices=hp.get("devices", 1) * hp.get("nodes", 1)),
@@ -98,11 +105,22 @@ def provider_costs(*, owner, model: str, estimate: dict, devices: int) -> list[d
     return rows
 
 
+def _counted_as(checked: JobRequest) -> JobRequest:
+    """The request whose tokenizer counts the tokens: a remote provider's model has none here, so the
+    tokenizer datasets are counted with (``base_model_for_stats``) stands in for it (an approximation,
+    said so in the estimate's ``tokens_basis``); without one, a token per 4 bytes."""
+    if not checked.base_model.is_remote:
+        return checked
+    stand_in = base_model_for_stats()
+    return replace(checked, base_model=stand_in) if stand_in is not None else checked
+
+
 def _tokens_count(checked: JobRequest) -> None:
     """Count a small file's tokens now (in this process) when no worker has: the estimate is asked
     for once, before launch, and should not say "a token per 4 bytes" for a file read in a second."""
     hp = checked.hyperparameters
-    if "max_length" not in hp:  # reinforcement: sampled answers, not counted from the file
+    # reinforcement: sampled answers, not counted from the file; a remote model: no tokenizer here
+    if "max_length" not in hp or checked.base_model.is_remote:
         return
     template = hp.get("template", "")
     for dataset in filter(None, (checked.dataset, checked.validation)):

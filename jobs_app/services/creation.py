@@ -22,7 +22,8 @@ from jobs_app.services.providers import LOCAL
 from jobs_app.services.tracking import job_integrations_check
 from jobs_app.services.vision import VISION, job_vision_hyperparameters, vision_model_check
 from models_app.base_models.models import BaseModel
-from models_app.base_models.selectors import base_model_named
+from models_app.base_models.selectors import base_model_for_provider, base_model_named
+from models_app.base_models.services import base_model_remote_register
 from workers.formats import EXAMPLE_ROW, OBJECTIVE_FORMATS
 from workers.graders import GraderError, grader_check
 from workers.hyperparameters import GRADED_OBJECTIVES, Context, OptionError, hyperparameters_resolve
@@ -58,7 +59,10 @@ def job_memory_known(*, base_model: BaseModel, adapter: str, objective: str) -> 
     The estimate is the largest peak of the last finished runs of this model, adapter and objective
     trained without gradient checkpointing (a run with it measured the saver, not the need); the GPU is
     the largest a registered worker advertised (CPU workers advertise none: RAM is not a hard limit).
+    A remote provider's model has neither here.
     """
+    if base_model.is_remote:
+        return None, None
     runs = (FineTuneJob.objects.filter(base_model=base_model, objective=objective, status=FineTuneJob.Status.SUCCEEDED,
                                        hyperparameters__adapter=adapter).exclude(metrics={})
             .order_by("-finished_at").values_list("metrics", "hyperparameters"))
@@ -110,7 +114,8 @@ def job_request_check(*, owner, training_file: str, model: str, validation_file:
     if evaluate_checkpoints and validation is None:
         raise InvalidRequest("evaluate_checkpoints scores checkpoints on the validation file: give validation_file",
                              param="evaluate_checkpoints")
-    base = base_model_named(model, user=owner)
+    base = (base_model_named(model, user=owner) if remote is None
+            else base_model_for_provider(model, user=owner, provider=remote.name))
     vision_model_check(base, objective)
     job_suffix_check(suffix, base_model=base)
     job_version_check(version, owner=owner, name=job_model_name(suffix=suffix, base_model=base))
@@ -167,7 +172,9 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     greater than the newest version of the model's name (``job_version_check``).
 
     ``provider`` names where it runs: ``local`` (this platform's workers) or a remote provider, which
-    gets the files and the job once they pass the same checks (``jobs_app.services.remote``).
+    gets the files and the job once they pass the same checks (``jobs_app.services.remote``). A job on a
+    provider may name any model the provider offers (``gpt-4o-mini-2024-07-18``): registered here as a
+    remote base model with the job; the provider checks it.
     """
     checked = job_request_check(
         owner=owner, training_file=training_file, model=model, validation_file=validation_file,
@@ -177,7 +184,8 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
     with transaction.atomic():
         job = FineTuneJob.objects.create(
             owner=owner, dataset=checked.dataset, validation_dataset=checked.validation,
-            base_model=checked.base_model, hyperparameters=checked.hyperparameters, suffix=checked.suffix,
+            base_model=base_model_remote_register(checked.base_model), hyperparameters=checked.hyperparameters,
+            suffix=checked.suffix,
             seed=secrets.randbelow(SEED_MAX + 1) if seed is None else seed, metadata=checked.metadata,
             max_attempts=settings.JOB_MAX_ATTEMPTS, objective=checked.objective,
             promotion_gate=checked.promotion_gate, evaluate_checkpoints=evaluate_checkpoints,

@@ -90,6 +90,8 @@ def _schedule(hp: dict, objective: str, validation_tokens: int):
 
 def _past_runs(base_model: BaseModel, adapter: str, objective: str | None = None) -> list[tuple[dict, dict]]:
     """(metrics, hyperparameters) of the last finished runs of this model and adapter (and objective)."""
+    if base_model.pk is None:  # a remote provider's model no job named yet
+        return []
     runs = FineTuneJob.objects.filter(base_model=base_model, status=FineTuneJob.Status.SUCCEEDED,
                                       hyperparameters__adapter=adapter)
     if objective is not None:
@@ -169,6 +171,8 @@ def _evaluation_seconds(job: FineTuneJob, rows: int, *, config, measure: bool) -
 def _past_row_seconds(base_model: BaseModel, answer: int) -> float | None:
     """Seconds per scored row and target in the evaluations after the last jobs of this base model
     (the registry records them on the job), scaled to ``answer`` tokens per row."""
+    if base_model.pk is None:
+        return None
     past = (FineTuneJob.objects.filter(base_model=base_model, metrics__has_key="evaluation_row_seconds")
             .order_by("-finished_at").values_list("metrics", flat=True)[:PAST_RUNS])
     paces = [m["evaluation_row_seconds"] / m.get("evaluation_answer_tokens", answer) for m in past]

@@ -129,8 +129,8 @@ def _overlap_warning(job: FineTuneJob) -> str:
 def _job_token_stats(job: FineTuneJob, dataset: Dataset):
     """The dataset's rows tokenized as this job's trainer will (its model and template); None when
     they cannot be counted here (the run reports a model that cannot load with its own error code)."""
-    if not dataset.training_format:  # preference pairs: counted by the trainer, not as rows to learn
-        return None
+    if not dataset.training_format or job.base_model.is_remote:  # preference pairs: counted by the trainer;
+        return None  # a remote provider's model: by the provider
     try:
         return token_stats_compute(dataset_id=dataset.id, model=job.base_model.name,
                                    template=job.hyperparameters.get("template", ""))

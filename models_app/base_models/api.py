@@ -19,7 +19,7 @@ def base_model_object(base: BaseModel) -> dict:
         "status": base.status,
         "error": base.error or None,
         "shared": base.owner_id is None,
-        "source": "archive" if base.is_archive else base.source,
+        "source": "archive" if base.is_archive else "remote" if base.is_remote else base.source,
         "revision": base.revision or None,
         "architecture": base.architecture or None,
         "family": base.family or None,
@@ -70,3 +70,14 @@ class BaseModelApi(APIView):
     @extend_schema(responses={200: dict}, summary="A base model: status, architecture, parameters, context length, …")
     def get(self, request, name: str):
         return Response(base_model_object(selectors.base_model_get(request.user, name)))
+
+
+class BaseModelUsageApi(APIView):
+    @extend_schema(responses={200: dict}, summary="A base model's chat usage: requests, tokens in and out, "
+                                                  "p50/p95 latency (ms) from the inference worker")
+    def get(self, request, name: str):
+        base = selectors.base_model_get(request.user, name)
+        usage = selectors.base_model_usage(base)
+        last = usage.pop("last_request_at")
+        return Response({"object": "base_model.usage", "model": base.name, **usage,
+                         "last_request_at": int(last.timestamp()) if last else None})

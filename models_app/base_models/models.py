@@ -3,11 +3,16 @@ from django.db import models
 
 BUILTIN_PREFIX = "builtin:"
 ARCHIVE_PREFIX = "archive:"
+REMOTE_PREFIX = "remote:"  # a remote provider's model, named by a job on that provider: no files here
 
 
 class BaseModel(models.Model):
     """A model jobs start from: built in, a directory on the workers' shared storage, a Hugging Face hub
-    id, or an uploaded archive. Shared (added by an operator, ``owner`` empty) or one user's own."""
+    id, or an uploaded archive. Shared (added by an operator, ``owner`` empty) or one user's own.
+
+    A remote provider's model (``remote:<provider>``, e.g. gpt-4o-mini-2024-07-18) is registered, shared,
+    when a job on a provider first names it: only jobs on a provider can use it (the provider checks the
+    name); it has no files here for local jobs, chat, evaluations or exports."""
 
     class Status(models.TextChoices):
         PENDING = "pending"  # registered; a worker is reading its config and tokenizer
@@ -54,6 +59,10 @@ class BaseModel(models.Model):
     def is_archive(self) -> bool:
         return self.source.startswith(ARCHIVE_PREFIX)
 
+    @property
+    def is_remote(self) -> bool:
+        return self.source.startswith(REMOTE_PREFIX)
+
 
 # The one table of legal status changes; ``base_model_transition`` is its only writer.
 BASE_MODEL_TRANSITIONS: dict[str, set[str]] = {
@@ -61,3 +70,43 @@ BASE_MODEL_TRANSITIONS: dict[str, set[str]] = {
     BaseModel.Status.READY: set(),
     BaseModel.Status.FAILED: set(),
 }
+
+
+USAGE_SAMPLES_KEPT = 1000  # per model: the window of the latency percentiles
+
+
+class UsageTotals(models.Model):
+    """Chat totals of one model (a base model, or a fine-tuned version), counted by the inference worker
+    as each reply finishes."""
+
+    requests = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    last_request_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class UsageSampleFields(models.Model):
+    """One chat request of a model: its latency and tokens. Only the newest ``USAGE_SAMPLES_KEPT`` per
+    model are kept (the percentiles' window); the totals live in ``UsageTotals``."""
+
+    latency_ms = models.FloatField(help_text="From the worker taking the request to the whole reply.")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+
+
+class BaseModelUsage(UsageTotals):
+    base_model = models.OneToOneField(BaseModel, on_delete=models.CASCADE, primary_key=True, related_name="usage")
+
+
+class BaseModelUsageSample(UsageSampleFields):
+    base_model = models.ForeignKey(BaseModel, on_delete=models.CASCADE, related_name="usage_samples")
+
+    class Meta:
+        indexes = [models.Index(fields=["base_model", "-id"])]

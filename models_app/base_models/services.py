@@ -14,13 +14,25 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_fetch
 from finetune_site.ids import new_id
 from finetune_site.status import status_transition
-from models_app.base_models.models import ARCHIVE_PREFIX, BASE_MODEL_TRANSITIONS, BUILTIN_PREFIX, BaseModel
+from models_app.base_models.models import (
+    ARCHIVE_PREFIX,
+    BASE_MODEL_TRANSITIONS,
+    BUILTIN_PREFIX,
+    USAGE_SAMPLES_KEPT,
+    BaseModel,
+    BaseModelUsage,
+    BaseModelUsageSample,
+    UsageSampleFields,
+    UsageTotals,
+)
+from models_app.base_models.selectors import base_model_remote_problem
 
 TINY_LLAMA = "tiny-llama"
 CNN = "cnn"  # vision: a network trained from scratch (strategies native and llm_designed); it has no files
@@ -157,9 +169,23 @@ def base_model_fail(*, base_model: BaseModel, message: str) -> BaseModel:
                                  checked_at=timezone.now())
 
 
+def base_model_remote_register(base: BaseModel) -> BaseModel:
+    """Store a remote provider's model a job names (``base_model_for_provider``), once: shared, as the
+    provider's model names are."""
+    if base.pk is not None:
+        return base
+    stored, _ = BaseModel.objects.get_or_create(name=base.name, defaults={
+        "source": base.source, "family": base.family, "status": BaseModel.Status.READY,
+        "checked_at": timezone.now()})
+    return stored
+
+
 def base_model_local_path(base_model: BaseModel, *, fetch: bool = False) -> str:
     """Where the engine loads the model (and its tokenizer) from: built-ins are built on first use; a
-    hub id or archive where a worker put it (``fetch``: put it there now); a directory as given."""
+    hub id or archive where a worker put it (``fetch``: put it there now); a directory as given. A
+    remote provider's model has none (ValueError)."""
+    if base_model.is_remote:
+        raise ValueError(base_model_remote_problem(base_model))
     if base_model.is_builtin:
         from workers.tiny_model import tiny_model_build
 
@@ -193,3 +219,32 @@ def _archive_unpack(base_model: BaseModel) -> str:
             return archive_unpack(str(local), str(target / "model"))
         finally:
             local.unlink(missing_ok=True)
+
+
+PRUNE_EVERY = 100  # requests between trims of a model's samples to the newest USAGE_SAMPLES_KEPT
+
+
+def base_model_usage_record(*, base_model: BaseModel, prompt_tokens: int, completion_tokens: int,
+                            latency_ms: float) -> None:
+    """Count one chat request of a base model (``usage_count``)."""
+    usage_count(totals=BaseModelUsage, samples=BaseModelUsageSample, key={"base_model": base_model},
+                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, latency_ms=latency_ms)
+
+
+def usage_count(*, totals: type[UsageTotals], samples: type[UsageSampleFields], key: dict, prompt_tokens: int,
+                completion_tokens: int, latency_ms: float) -> None:
+    """Count one chat request of the model ``key`` names: its totals, and a sample (latency, tokens) for the
+    percentiles; every ``PRUNE_EVERY`` requests the samples are trimmed to the newest kept."""
+    with transaction.atomic():
+        totals.objects.get_or_create(**key)
+        counted = totals.objects.filter(**key)
+        counted.update(requests=F("requests") + 1, prompt_tokens=F("prompt_tokens") + prompt_tokens,
+                       completion_tokens=F("completion_tokens") + completion_tokens, last_request_at=timezone.now())
+        samples.objects.create(**key, latency_ms=latency_ms, prompt_tokens=prompt_tokens,
+                               completion_tokens=completion_tokens)
+        requests = counted.values_list("requests", flat=True).get()
+    if requests % PRUNE_EVERY == 0:
+        kept = list(samples.objects.filter(**key).order_by("-id")
+                    .values_list("id", flat=True)[USAGE_SAMPLES_KEPT - 1:USAGE_SAMPLES_KEPT])
+        if kept:
+            samples.objects.filter(**key, id__lt=kept[0]).delete()

@@ -40,4 +40,5 @@ def base_model_detail(request, name: str):
     base = selectors.base_model_get(request.user, name)
     if request.htmx:
         return render(request, "base_models/partials/base_model_facts.html", {"base": base})
-    return render(request, "base_models/base_model_detail.html", {"base": base})
+    return render(request, "base_models/base_model_detail.html", {"base": base,
+                                                                  "usage": selectors.base_model_usage(base)})

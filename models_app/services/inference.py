@@ -18,7 +18,7 @@ from jobs_app.selectors import checkpoint_find
 from jobs_app.services import checkpoint_fetch
 from models_app import tasks
 from models_app.base_models.models import BaseModel
-from models_app.base_models.services import base_model_local_path
+from models_app.base_models.services import base_model_local_path, base_model_usage_record
 from models_app.models import FineTunedModel
 from models_app.replies import ReplyGone, ReplySender, replies_collect, reply_channel_new, reply_receive
 from models_app.selectors import model_public_id
@@ -122,7 +122,9 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
                 reply.send("start", cache="hit" if hit else "miss", prompt_tokens=tokens)
 
             results = [generate(loaded, choice, lambda text, index=index: reply.send("delta", text=text, index=index),
-                                on_start=start if index == 0 else None)
+                                on_start=start if index == 0 else None,
+                                on_call=lambda call, index=index: reply.send("delta", text="", tool_call=call,
+                                                                             index=index))
                        for index, choice in enumerate(configs)]
             done = _done_fields(results)
             # Counted before the reply ends, so a caller that reads the usage next finds this request.
@@ -144,12 +146,16 @@ def chat_completion_run(*, model_id: str, config: dict, reply_channel: str, tag:
 
 
 def _usage_record(model_id: str, done: dict, *, seconds: float) -> None:
-    """Count a finished reply of a fine-tuned model for its version's usage; never fails the reply."""
+    """Count a finished reply for its fine-tuned version's usage, or its base model's; never fails the reply."""
+    counts = {"prompt_tokens": done["prompt_tokens"], "completion_tokens": done["completion_tokens"],
+              "latency_ms": seconds * 1000}
     try:
         model = FineTunedModel.objects.filter(pk=model_id).first()
+        base = None if model is not None else BaseModel.objects.filter(name=model_id).first()
         if model is not None:
-            model_usage_record(model=model, prompt_tokens=done["prompt_tokens"],
-                               completion_tokens=done["completion_tokens"], latency_ms=seconds * 1000)
+            model_usage_record(model=model, **counts)
+        elif base is not None:
+            base_model_usage_record(base_model=base, **counts)
     except Exception:
         log.exception("could not record the usage of %s", model_id)
 

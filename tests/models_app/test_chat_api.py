@@ -61,9 +61,10 @@ def queued(monkeypatch):
     ({"model": "tiny-llama", "messages": HELLO, "tools": [{"type": "function"}]}, "tools.0.function.name"),
     ({"model": "tiny-llama", "messages": HELLO, "tools": {"name": "f"}}, "tools"),
     ({"model": "tiny-llama", "messages": HELLO, "tools": json.dumps(TOOLS)}, "tools"),
-    ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
+    ({"model": "tiny-llama", "messages": HELLO, "tool_choice": "required"}, "tool_choice"),  # no tools to call
     ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS,
-      "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice"),
+      "tool_choice": {"type": "function", "function": {"name": "get_time"}}}, "tool_choice"),  # not offered
+    ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS, "tool_choice": "any"}, "tool_choice"),
     ({"model": "tiny-llama", "messages": HELLO, "functions": [{"name": "f"}]}, "functions"),
     ({"model": "tiny-llama", "messages": HELLO, "tools": TOOLS, "parallel_tool_calls": False}, "parallel_tool_calls"),
     ({"model": "tiny-llama", "messages": [*HELLO, {"role": "tool", "content": "sunny"}]}, "messages.1.role"),
@@ -213,3 +214,13 @@ def test_a_bad_tool_says_what_to_write(base_model, queued):
     error = api_client(make_user()).post(URL, body, format="json").json()["error"]
     assert error["param"] == "tools.0.function.name"
     assert error["message"] == "is missing or empty; give each tool a function with a name (and its parameters)"
+
+
+def test_a_forced_tool_choice_reaches_the_worker(base_model, queued):
+    row = tool_call_row()
+    client = api_client(make_user())
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for choice in ("required", named):
+        assert client.post(URL, {"model": "tiny-llama", "messages": HELLO, "tools": row["tools"],
+                                 "tool_choice": choice}, format="json").status_code == 503
+        assert queued[-1]["config"] == {"messages": HELLO, "tools": row["tools"], "tool_choice": choice}

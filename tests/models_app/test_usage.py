@@ -74,7 +74,7 @@ def test_percentiles_are_nearest_rank_over_the_recorded_requests(model):
 
 
 def test_samples_are_trimmed_to_the_newest_but_totals_keep_counting(model, monkeypatch):
-    from models_app.services import usage
+    from models_app.base_models import services as usage
 
     monkeypatch.setattr(usage, "USAGE_SAMPLES_KEPT", 5)
     monkeypatch.setattr(usage, "PRUNE_EVERY", 10)
@@ -83,3 +83,25 @@ def test_samples_are_trimmed_to_the_newest_but_totals_keep_counting(model, monke
     kept = sorted(UsageSample.objects.filter(model=model).values_list("latency_ms", flat=True))
     assert kept == [16.0, 17.0, 18.0, 19.0, 20.0]
     assert model_usage(model)["requests"] == 20
+
+
+def test_chat_requests_on_a_base_model_are_counted_for_it_and_shown_on_its_page(base_model, worker_here, client):
+    user = make_user("bob")
+    api = api_client(user)
+    usages = [api.post(CHAT, {"model": "tiny-llama", "messages": QUESTION, "temperature": 0, "max_tokens": tokens},
+                       format="json").json()["usage"] for tokens in (2, 3)]
+
+    body = api.get("/v1/base_models/tiny-llama/usage").json()
+    assert (body["object"], body["model"], body["requests"]) == ("base_model.usage", "tiny-llama", 2)
+    assert body["prompt_tokens"] == sum(u["prompt_tokens"] for u in usages)
+    assert body["completion_tokens"] == sum(u["completion_tokens"] for u in usages)
+    assert body["latency_ms"]["samples"] == 2 and 0 < body["latency_ms"]["p50"] <= body["latency_ms"]["p95"]
+    assert body["last_request_at"]
+    assert api.get("/v1/base_models/tiny-llama").json()["name"] == "tiny-llama"  # the model itself, as before
+    assert api.get("/v1/base_models/no-such/usage").status_code == 404
+
+    client.force_login(user)
+    page = client.get("/base-models/tiny-llama/").content.decode()
+    usage_table = page.split('id="usage">', 1)[1].split("</table>", 1)[0]
+    assert "<th scope=\"row\">Chat requests</th><td>2</td>" in usage_table
+    assert f"{body['latency_ms']['p95']} ms" in usage_table

@@ -179,3 +179,38 @@ def test_migration_gives_existing_versions_the_semver_the_rule_gives(base_model,
     assert [FineTunedModel.objects.get(pk=m.pk).semver for m in made] == ["1.0.0", "1.0.1", "1.1.0", "2.0.0",
                                                                           "2.0.1"]
     assert FineTunedModel.objects.get(pk=other.pk).semver == "1.0.0"
+
+
+def _wizard_model_step(client, owner, version: str):
+    from django.urls import reverse
+
+    client.force_login(owner)
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(owner).id})
+    return client.post(reverse("jobs:wizard_model"), {"model": "tiny-llama", "objective": "supervised",
+                                                      "adapter": "lora", "suffix": "bot", "version": version})
+
+
+@pytest.mark.parametrize(("version", "message"), [
+    ("1.0.0", "greater than"), ("1.4", "version must be a semantic version like 1.4.0"),
+])
+def test_wizard_refuses_a_version_the_api_refuses_next_to_the_field(client, base_model, alice, adapter, version,
+                                                                    message):
+    _version(alice, adapter)
+    response = _wizard_model_step(client, alice, version)
+    assert response.status_code == 200  # the step again, with the error at the field
+    page = response.content.decode()
+    assert 'id="error-version"' in page and message in page
+    assert FineTuneJob.objects.count() == 1
+
+
+def test_wizard_job_with_a_version_makes_that_version(client, base_model, alice, adapter,
+                                                      django_capture_on_commit_callbacks):
+    from django.urls import reverse
+
+    _version(alice, adapter)
+    assert _wizard_model_step(client, alice, "2.0.0")["Location"] == reverse("jobs:wizard_review")
+    assert 'id="model-version">2.0.0' in client.get(reverse("jobs:wizard_review")).content.decode()
+    with django_capture_on_commit_callbacks():
+        client.post(reverse("jobs:wizard_review"), {"provider": "local"})
+    job = FineTuneJob.objects.get(owner=alice, version="2.0.0")
+    assert fine_tuned_model_create(job=job, adapter_dir=adapter).semver == "2.0.0"

@@ -1,11 +1,14 @@
 """Chat generation on the tiny local model, on CPU, without Django."""
 
+import json
+
 import pytest
 
 from workers.inference import (
     ContextLengthExceeded,
     GenerateConfig,
     ModelCache,
+    ToolCallStream,
     generate,
     inference_model_load,
     prompt_ids,
@@ -163,6 +166,64 @@ def test_tool_calls_come_out_of_the_reply_and_a_malformed_block_stays_text():
                    '<tool_call>{"arguments": {}}</tool_call>', '<tool_call>{"name": "f", "arguments": [1]}</tool_call>',
                    '<tool_call>{"name": "f"'):
         assert tool_calls_parse(broken) == (broken, [])
+
+
+def _streamed(text: str, size: int) -> tuple[ToolCallStream, list[str], list[dict]]:
+    texts, deltas = [], []
+    stream = ToolCallStream(texts.append, deltas.append)
+    for start in range(0, len(text), size):
+        stream.feed(text[start:start + size])
+    stream.finish()
+    return stream, texts, deltas
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 1000])
+def test_a_streamed_reply_sends_each_call_as_openai_does_and_adds_up_to_the_whole_reply(size):
+    text = ('Let me look. <tool_call>{"name": "get_weather", "arguments": {"city": "Lyon", "days": [1, 2]}}'
+            '</tool_call><tool_call>{"arguments": {}, "name": "now"}</tool_call><tool_call>nonsense</tool_call>')
+    stream, texts, deltas = _streamed(text, size)
+    assert "".join(texts) == stream.text == "Let me look.<tool_call>nonsense</tool_call>"
+    starts = [d for d in deltas if "id" in d]
+    assert [(d["index"], d["type"], d["function"]) for d in starts] == [
+        (0, "function", {"name": "get_weather", "arguments": ""}), (1, "function", {"name": "now", "arguments": ""})]
+    pieces = [d["function"]["arguments"] for d in deltas if "id" not in d and d["index"] == 0]
+    assert (len(pieces) > 1) == (size < 20) and "".join(pieces) == '{"city": "Lyon", "days": [1, 2]}'
+    assert [c["function"]["arguments"] for c in stream.calls] == ['{"city": "Lyon", "days": [1, 2]}', "{}"]
+    assert [c["id"] for c in stream.calls] == [d["id"] for d in starts] and stream.complete
+
+
+def test_a_call_cut_off_keeps_its_arguments_and_is_not_complete():
+    stream, texts, deltas = _streamed('<tool_call>{"name": "f", "arguments": {"a": "b', 3)
+    assert stream.calls[0]["function"] == {"name": "f", "arguments": '{"a": "b'} and not stream.complete
+    assert texts == [] and "".join(d["function"]["arguments"] for d in deltas) == '{"a": "b'
+
+
+TWO_TOOLS = [*tool_call_row()["tools"], {"type": "function", "function": {
+    "name": "get_time", "description": "The time in a city", "parameters": {"type": "object", "properties": {}}}}]
+
+
+@pytest.mark.parametrize(("choice", "names"), [
+    ("required", {"get_weather", "get_time"}),
+    ({"type": "function", "function": {"name": "get_time"}}, {"get_time"}),
+])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_forced_call_names_an_offered_tool_with_json_arguments_even_from_the_untrained_model(
+        base, choice, names, seed):
+    deltas = []
+    result = generate(base, GenerateConfig(messages=HELLO, tools=TWO_TOOLS, tool_choice=choice, seed=seed,
+                                           temperature=1.0, max_tokens=24), on_call=deltas.append)
+    assert result.finish_reason == "tool_calls" and result.text == ""
+    [call] = result.tool_calls
+    assert call["function"]["name"] in names and isinstance(json.loads(call["function"]["arguments"]), dict)
+    assert deltas[0]["function"] == {"name": call["function"]["name"], "arguments": ""}
+    assert "".join(d["function"]["arguments"] for d in deltas[1:]) == call["function"]["arguments"]
+
+
+def test_tool_choice_naming_no_offered_tool_is_refused():
+    with pytest.raises(ValueError, match="tool_choice"):
+        GenerateConfig(messages=HELLO, tools=TWO_TOOLS, tool_choice={"type": "function", "function": {"name": "x"}})
+    with pytest.raises(ValueError, match="tool_choice"):
+        GenerateConfig(messages=HELLO, tool_choice="required")
 
 
 def test_the_prompt_offers_the_tools_exactly_as_training_renders_them(base):
