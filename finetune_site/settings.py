@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "jobs_app",
     "models_app",
     "webhooks_app",
+    "pipelines_app",
 ]
 
 MIDDLEWARE = [
@@ -365,6 +366,10 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 120)  # no heartbeat for this l
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", 10)
 JOB_REQUEUE_SECONDS = env_int("JOB_REQUEUE_SECONDS", 60)  # queued but unclaimed this long: send again
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
+# A pipeline step whose object failed for a transient reason (a lost worker, a dropped connection) is made
+# again up to this many times in all, after 2^k × the base delay (pipelines_app.services.running).
+PIPELINE_STEP_MAX_ATTEMPTS = env_int("PIPELINE_STEP_MAX_ATTEMPTS", 3)
+PIPELINE_RETRY_BASE_SECONDS = env_float("PIPELINE_RETRY_BASE_SECONDS", 30.0)
 # --- Evaluation at the end of a job with a validation file ---
 EVAL_MAX_ROWS = env_int("EVAL_MAX_ROWS", 100)  # validation rows scored (from the top of the file)
 EVAL_MAX_NEW_TOKENS = env_int("EVAL_MAX_NEW_TOKENS", 32)  # greedy tokens generated per row
