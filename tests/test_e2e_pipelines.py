@@ -26,7 +26,7 @@ def _call(live_server, key: str, method: str, path: str, body=None) -> dict:
     return response.json()
 
 
-def _run_finished(live_server, key: str, pipeline_id: str, run_id: str, timeout: float = 150) -> dict:
+def _run_finished(live_server, key: str, pipeline_id: str, run_id: str, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = _call(live_server, key, "GET", f"/v1/pipelines/{pipeline_id}/runs/{run_id}")
