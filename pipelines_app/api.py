@@ -123,7 +123,4 @@ class PipelineRunsApi(APIView):
 class PipelineRunApi(APIView):
     @extend_schema(responses={200: dict}, summary="Retrieve a pipeline run with its steps")
     def get(self, request, pipeline_id: str, run_id: str):
-        run = selectors.run_get(request.user, run_id)
-        if run.pipeline_id != pipeline_id:
-            selectors.pipeline_get(request.user, "")  # 404 either way
-        return Response(run_object(run))
+        return Response(run_object(selectors.run_get(request.user, pipeline_id, run_id)))

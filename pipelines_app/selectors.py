@@ -18,8 +18,10 @@ def pipeline_get(user, pipeline_id: str) -> Pipeline:
     return pipeline
 
 
-def run_get(user, run_id: str) -> PipelineRun:
-    run = PipelineRun.objects.select_related("pipeline").filter(pipeline__owner=user, pk=run_id).first()
+def run_get(user, pipeline_id: str, run_id: str) -> PipelineRun:
+    """A run of one of ``user``'s pipelines, or 404."""
+    run = (PipelineRun.objects.select_related("pipeline")
+           .filter(pipeline__owner=user, pipeline_id=pipeline_id, pk=run_id).first())
     if run is None:
         raise Http404(f"No such pipeline run: {run_id}")
     return run

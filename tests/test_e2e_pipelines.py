@@ -83,7 +83,8 @@ def test_a_recipe_runs_end_to_end_and_a_changed_export_reruns_only_the_export(li
     assert steps["train"]["outputs"]["model"] == job.fine_tuned_model
     evaluation_id = steps["evaluate"]["outputs"]["evaluation"]
     evaluation = _call(live_server, key, "GET", f"/v1/registry/evaluations/{evaluation_id}")
-    assert evaluation["status"] == "succeeded" and evaluation["dataset"] == valid_part.id
+    assert evaluation["status"] == "succeeded" and evaluation["file"] == valid_part.id
+    assert evaluation["model"] == job.fine_tuned_model and evaluation["rows_evaluated"] == valid_part.row_count
     assert "eval_loss" in steps["evaluate"]["outputs"]["gate"]
     assert client.models.retrieve("pipetopics@production").id == job.fine_tuned_model  # the gate promoted it
     export = Export.objects.get(pk=steps["export"]["outputs"]["export"])
