@@ -2,6 +2,7 @@
 recipe, and nothing is stored (no pipeline, no run, no dataset version, no job)."""
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +223,13 @@ def test_a_pipeline_of_another_user_is_not_found(owner, dataset):
     assert api_client(owner).get(f"/v1/pipelines/{pipeline_id}").status_code == 200
     listed = api_client(owner).get("/v1/pipelines").json()["data"]
     assert [p["id"] for p in listed] == [pipeline_id]
+
+
+def test_the_readme_recipe_is_accepted_as_written(owner, dataset):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Pipelines"):]
+    text = section[section.index("```yaml\n") + len("```yaml\n"):section.index("```\n")]
+    response = api_client(owner).generic("POST", "/v1/pipelines", text.replace("file-abc123", dataset.id),
+                                         content_type="application/yaml")
+    assert response.status_code == 200, response.content
+    assert [s["id"] for s in response.json()["recipe"]["steps"]] == ["clean", "dedup", "train", "evaluate", "export"]
