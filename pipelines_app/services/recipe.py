@@ -6,6 +6,7 @@ reference an input (``${inputs.dataset}``) or an earlier step's output (``${step
 that step to its needs. Each type's options are checked by the service that makes its object
 (``dataset_operations_check``, ``job_request_check``, ``evaluation_limits_check`` and
 ``promotion_gate_check``, ``export_options_check``); a 400 names the field as ``steps[2].<its param>``.
+A train step is the body of job creation: it goes through that API's own serializer and argument mapping.
 """
 
 import re

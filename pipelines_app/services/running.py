@@ -5,7 +5,6 @@ Only this module writes ``PipelineStep.status`` and ``PipelineRun.status``."""
 
 import hashlib
 import json
-import logging
 from datetime import timedelta
 
 from django.conf import settings
@@ -22,7 +21,6 @@ from pipelines_app.models import RUN_TRANSITIONS, STEP_TRANSITIONS, Pipeline, Pi
 from pipelines_app.services.recipe import REF, recipe_check, recipe_inputs_check
 from pipelines_app.services.steps import STEP_KINDS, Outcome
 
-log = logging.getLogger(__name__)
 Status = PipelineStep.Status
 
 
