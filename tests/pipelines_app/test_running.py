@@ -124,3 +124,17 @@ def test_a_step_object_ending_queues_the_advance_of_its_run(started, django_capt
     with django_capture_on_commit_callbacks(execute=True):
         job_fail(job_id=_steps(started)["train"].object_id, code="training_failed", message="boom")
     assert queued == [started.id]
+
+
+def test_independent_steps_start_together(base_model):
+    owner = make_user()
+    recipe = _recipe(make_dataset(owner).id)
+    twin = {**recipe["steps"][1], "id": "train_more",
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}}}
+    recipe["steps"].insert(2, twin)
+    run = pipeline_create(owner=owner, recipe=recipe).runs.get()
+    pipeline_advance(run_id=run.id)
+    steps = _steps(run)
+    assert steps["train"].status == steps["train_more"].status == "running"
+    assert FineTuneJob.objects.filter(owner=owner).count() == 2
+    assert steps["export"].status == "pending"
