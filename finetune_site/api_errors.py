@@ -32,7 +32,7 @@ def exception_handler(exc, context):
         message = str(exc) or "Not found."
         return Response(error_body(message, code="not_found"), status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, exceptions.ValidationError):
-        param, message = _first_error(exc.detail)
+        param, message = first_error(exc.detail)
         return Response(error_body(message, param=param, code="invalid_value"), status=400)
     response = drf_exception_handler(exc, context)  # sets Retry-After on a 429, WWW-Authenticate on a 401
     if response is not None:
@@ -50,14 +50,14 @@ def exception_handler(exc, context):
     return response
 
 
-def _first_error(detail, prefix: str = "") -> tuple[str | None, str]:
+def first_error(detail, prefix: str = "") -> tuple[str | None, str]:
     """Walk nested serializer errors to the first message and its dotted field path."""
     if isinstance(detail, dict):
         key, value = next(iter(detail.items()))
         path = prefix if key == "non_field_errors" else (f"{prefix}.{key}" if prefix else str(key))
-        return _first_error(value, path)
+        return first_error(value, path)
     if isinstance(detail, list) and detail:
-        return _first_error(detail[0], prefix)
+        return first_error(detail[0], prefix)
     return prefix or None, str(detail)
 
 

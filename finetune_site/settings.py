@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "models_app",
     "webhooks_app",
     "sweeps_app",
+    "pipelines_app",
 ]
 
 MIDDLEWARE = [
@@ -381,6 +382,10 @@ GANG_WAIT_SECONDS = env_int("GANG_WAIT_SECONDS", 60)  # how long a first node wa
 GANG_RETRY_SECONDS = env_int("GANG_RETRY_SECONDS", 30)  # then the job waits this long (plus jitter) and tries again
 # The address other nodes reach this worker at for torchrun's rendezvous; empty: this host's name.
 NODE_ADDRESS = env_str("NODE_ADDRESS", "")
+# A pipeline step whose object failed for a transient reason (a lost worker, a dropped connection) is made
+# again up to this many times in all, after 2^k × the base delay (pipelines_app.services.running).
+PIPELINE_STEP_MAX_ATTEMPTS = env_int("PIPELINE_STEP_MAX_ATTEMPTS", 3)
+PIPELINE_RETRY_BASE_SECONDS = env_float("PIPELINE_RETRY_BASE_SECONDS", 30.0)
 # --- Evaluation at the end of a job with a validation file ---
 EVAL_MAX_ROWS = env_int("EVAL_MAX_ROWS", 100)  # validation rows scored (from the top of the file)
 EVAL_MAX_NEW_TOKENS = env_int("EVAL_MAX_NEW_TOKENS", 32)  # greedy tokens generated per row

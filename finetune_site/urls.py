@@ -7,6 +7,7 @@ from finetune_site import views
 from jobs_app import api as jobs_api
 from models_app import api as models_api
 from models_app.base_models import api as base_models_api
+from pipelines_app import api as pipelines_api
 from sweeps_app import api as sweeps_api
 from webhooks_app import api as webhooks_api
 
@@ -28,6 +29,7 @@ urlpatterns = [
     path("base-models/", include("models_app.base_models.urls")),
     path("webhooks/", include("webhooks_app.urls")),
     path("sweeps/", include("sweeps_app.urls")),
+    path("pipelines/", include("pipelines_app.urls")),
     path("favicon.ico", views.favicon),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
@@ -107,6 +109,11 @@ urlpatterns = [
     path("v1/sweeps", sweeps_api.SweepsApi.as_view(), name="sweeps"),
     path("v1/sweeps/<str:sweep_id>", sweeps_api.SweepApi.as_view(), name="sweep"),
     path("v1/sweeps/<str:sweep_id>/promote_best", sweeps_api.SweepPromoteBestApi.as_view(), name="sweep-promote-best"),
+    path("v1/pipelines", pipelines_api.PipelinesApi.as_view(), name="pipelines"),
+    path("v1/pipelines/<str:pipeline_id>", pipelines_api.PipelineApi.as_view(), name="pipeline"),
+    path("v1/pipelines/<str:pipeline_id>/runs", pipelines_api.PipelineRunsApi.as_view(), name="pipeline-runs"),
+    path("v1/pipelines/<str:pipeline_id>/runs/<str:run_id>", pipelines_api.PipelineRunApi.as_view(),
+         name="pipeline-run"),
     path("v1/webhooks", webhooks_api.WebhooksApi.as_view(), name="webhooks"),
     path("v1/webhooks/<str:webhook_id>", webhooks_api.WebhookApi.as_view(), name="webhook"),
     path("v1/webhooks/<str:webhook_id>/deliveries", webhooks_api.WebhookDeliveriesApi.as_view(),

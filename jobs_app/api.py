@@ -183,7 +183,7 @@ class JobsApi(APIView):
     def post(self, request):
         form = JobCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        return Response(job_object(services.job_create(owner=request.user, **_job_request(form.validated_data))))
+        return Response(job_object(services.job_create(owner=request.user, **job_request_args(form.validated_data))))
 
     @extend_schema(parameters=[OpenApiParameter("metadata[key]", str, description="Only jobs whose metadata has "
                                                 "this value at key (repeat for several keys)")],
@@ -193,7 +193,7 @@ class JobsApi(APIView):
         return Response(cursor_page(request, jobs, job_object))
 
 
-def _job_request(data: dict) -> dict:
+def job_request_args(data: dict) -> dict:
     """The service's keyword arguments from a checked creation body (creation and the estimate share it)."""
     objective, hyperparameters, grader = _method_from(data)
     return dict(training_file=data["training_file"], model=data["model"],
@@ -214,7 +214,7 @@ class JobEstimateApi(APIView):
     def post(self, request):
         form = JobCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        return Response(services.job_price_estimate(owner=request.user, **_job_request(form.validated_data)))
+        return Response(services.job_price_estimate(owner=request.user, **job_request_args(form.validated_data)))
 
 
 def _metadata_filter(request) -> dict:

@@ -13,3 +13,6 @@ model_promoted = Signal()
 
 # An evaluation ended (succeeded or failed): kwarg ``evaluation``.
 evaluation_finished = Signal()
+
+# An export ended (verified or failed): kwarg ``export``.
+export_finished = Signal()

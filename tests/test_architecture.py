@@ -4,7 +4,8 @@ Layers, lowest first (README, Architecture): the engine (``workers``), the share
 ``finetune_site`` (errors, files, ids, ...), ``accounts_app``, ``base_models``
 (``models_app/base_models``), ``datasets_app``, ``jobs_app``, ``models_app`` (the registry,
 evaluations, exports, inference), ``webhooks_app`` (it hears every app below through signals),
-``sweeps_app`` (trials are jobs, the best is promoted in the registry), and
+``sweeps_app`` (trials are jobs, the best is promoted in the registry), ``pipelines_app`` (it runs
+recipes through the services below, hearing their ends through signals), and
 the project on top (urls, routing, the dashboard). A lower app
 that must tell a higher one something sends a signal the higher one connects in ``ready()``.
 """
@@ -14,12 +15,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["workers", "foundation", "accounts_app", "base_models", "datasets_app", "jobs_app", "models_app",
-          "webhooks_app", "sweeps_app", "project"]
+          "webhooks_app", "sweeps_app", "pipelines_app", "project"]
 PROJECT = {"finetune_site.urls", "finetune_site.routing", "finetune_site.asgi", "finetune_site.wsgi",
            "finetune_site.views", "finetune_site.selectors", "finetune_site.consumers", "finetune_site.settings",
            "finetune_site.front_door", "finetune_site.server", "finetune_site.health"}
 PACKAGES = ("workers", "finetune_site", "accounts_app", "datasets_app", "jobs_app", "models_app", "webhooks_app",
-            "sweeps_app")
+            "sweeps_app", "pipelines_app")
 
 
 def layer_of(module: str) -> str | None:

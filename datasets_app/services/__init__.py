@@ -43,6 +43,7 @@ from datasets_app.services.validation import (
     dataset_verdict_after,
 )
 from datasets_app.services.versions import (
+    dataset_operations_check,
     dataset_prepare,
     dataset_prepare_run,
     dataset_rows_create,
@@ -51,7 +52,7 @@ from datasets_app.services.versions import (
 
 __all__ = [
     "column_map_parse", "dataset_actions", "dataset_catalog_update", "tags_clean",
-    "dataset_delete", "dataset_fail", "dataset_options_clean",
+    "dataset_delete", "dataset_fail", "dataset_operations_check", "dataset_options_clean",
     "dataset_prepare", "dataset_prepare_run", "dataset_quality", "dataset_quality_fail", "dataset_quality_request",
     "dataset_revalidate", "dataset_rows_create", "dataset_sample_create", "dataset_store", "dataset_transition",
     "dataset_upload",

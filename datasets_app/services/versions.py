@@ -38,11 +38,7 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
     if dataset.status != Status.READY:
         raise Conflict(f"{dataset.id} is {dataset.status}; only a ready dataset can be prepared", param="file_id",
                        code="dataset_not_ready")
-    try:
-        operations = operations_check(operations, dataset.format)
-    except PrepareError as exc:
-        raise InvalidRequest(str(exc), param=exc.param) from exc
-    _counting_models(operations, dataset.owner)  # an unknown model is a 400 before anything is queued
+    operations = dataset_operations_check(operations=operations, fmt=dataset.format, owner=dataset.owner)
     if dataset.byte_size > settings.DATASET_INLINE_BYTES:
         return _prepare_queue(dataset, operations)
     fmt = dataset.training_format or dataset.format
@@ -63,6 +59,17 @@ def dataset_prepare(*, dataset: Dataset, operations: list) -> list[Dataset]:
                 files_delete(version)
             raise
     return versions
+
+
+def dataset_operations_check(*, operations, fmt: str, owner) -> list[dict]:
+    """The prepare operations, checked for a dataset of format ``fmt`` and normalised; an unknown operation,
+    a bad option or a base model ``owner`` cannot use is a 400 naming it (``operations[1].model``)."""
+    try:
+        operations = operations_check(operations, fmt)
+    except PrepareError as exc:
+        raise InvalidRequest(str(exc), param=exc.param) from exc
+    _counting_models(operations, owner)  # an unknown model is a 400 before anything is queued
+    return operations
 
 
 def _counting_models(operations: list[dict], owner) -> dict:

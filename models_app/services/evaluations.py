@@ -38,10 +38,7 @@ def evaluation_create(*, owner, model: BaseModel | FineTunedModel, dataset, max_
     """Queue an evaluation of ``model`` (and of its base, on the same rows) on ``dataset``."""
     if dataset.status != Dataset.Status.READY:
         raise InvalidRequest(f"{dataset.id} ({dataset.filename}) is {dataset.status}, not ready", param="file")
-    if not 1 <= max_rows <= MAX_EVAL_ROWS:
-        raise InvalidRequest(f"max_rows must be 1..{MAX_EVAL_ROWS}", param="max_rows")
-    if not 0 <= max_new_tokens <= MAX_EVAL_NEW_TOKENS:
-        raise InvalidRequest(f"max_new_tokens must be 0..{MAX_EVAL_NEW_TOKENS}", param="max_new_tokens")
+    evaluation_limits_check(max_rows=max_rows, max_new_tokens=max_new_tokens)
     tuned = model if isinstance(model, FineTunedModel) else None
     if checkpoints and (tuned is None or not tuned.job.checkpoints.exists()):
         raise InvalidRequest("checkpoints applies to a fine-tuned model whose job saved checkpoints",
@@ -53,6 +50,15 @@ def evaluation_create(*, owner, model: BaseModel | FineTunedModel, dataset, max_
             max_rows=max_rows, max_new_tokens=max_new_tokens)
         transaction.on_commit(lambda: tasks.evaluation_run.delay(evaluation.id))
     return evaluation
+
+
+def evaluation_limits_check(*, max_rows, max_new_tokens) -> None:
+    """An evaluation's row and answer limits; a 400 names the one out of range."""
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or not 1 <= max_rows <= MAX_EVAL_ROWS:
+        raise InvalidRequest(f"max_rows must be 1..{MAX_EVAL_ROWS}", param="max_rows")
+    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+            or not 0 <= max_new_tokens <= MAX_EVAL_NEW_TOKENS):
+        raise InvalidRequest(f"max_new_tokens must be 0..{MAX_EVAL_NEW_TOKENS}", param="max_new_tokens")
 
 
 def evaluation_for_job(*, model: FineTunedModel) -> Evaluation | None:
@@ -189,7 +195,7 @@ def _gate_apply(evaluation: Evaluation) -> None:
     if evaluation.status != Evaluation.Status.SUCCEEDED:
         decision = {**gate, "passed": False, "reason": f"the evaluation failed: {evaluation.error}"}
     else:
-        decision = _gate_decide(gate, metrics)
+        decision = promotion_gate_decide(gate, metrics)
     model.promotion = {**decision, "evaluation": evaluation.id}
     model.save(update_fields=["promotion"])
     if decision["passed"]:
@@ -213,7 +219,9 @@ def _job_note(job, message: str, data: dict, level: str = "info") -> None:
     job_event_add(job_id=job.id, message=message, data=data, level=level)
 
 
-def _gate_decide(gate: dict, metrics: dict) -> dict:
+def promotion_gate_decide(gate: dict, metrics: dict) -> dict:
+    """Whether an evaluation's ``metrics`` pass a checked ``gate`` (``promotion_gate_check``): the gate with
+    ``passed``, ``reason`` and the values compared."""
     from workers.evaluation import LOWER_IS_BETTER, improvement
 
     metric = gate["metric"]

@@ -21,6 +21,7 @@ from models_app.base_models.services import base_model_local_path
 from models_app.cards import model_card_text
 from models_app.models import EXPORT_TRANSITIONS, Export, FineTunedModel
 from models_app.services.artifacts import model_files_fetch, zip_write
+from models_app.signals import export_finished
 from workers.export import GGUF_MODEL_TYPES  # light: the engine imports torch only when it runs
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,22 @@ def export_create(*, model: FineTunedModel | Checkpoint, kind: str, quantization
     ``quantization`` applies to GGUF (f32, f16 or q8_0; default f16); adapter and merged
     exports keep float32 weights.
     """
-    base_model, adapter = _source_base(model), _source_adapter(model)
+    kind, quantization = export_options_check(kind=kind, quantization=quantization, base_model=_source_base(model),
+                                              adapter=_source_adapter(model))
+    with transaction.atomic():
+        source = {"checkpoint" if isinstance(model, Checkpoint) else "model": model}
+        existing = (Export.objects.select_for_update().filter(**source, kind=kind, quantization=quantization)
+                    .exclude(status=Export.Status.FAILED).first())
+        if existing:
+            return existing
+        export = Export.objects.create(id=new_id("export", 16), **source, kind=kind, quantization=quantization)
+        transaction.on_commit(lambda: tasks.export_run.delay(export.id))
+    return export
+
+
+def export_options_check(*, kind, quantization, base_model, adapter: str) -> tuple[str, str]:
+    """(kind, quantization) of an export of a model of ``base_model`` trained with ``adapter``, checked and
+    defaulted; a 400 names ``kind`` or ``quantization``."""
     if kind not in Export.Kind.values:
         raise InvalidRequest(f"kind must be one of {', '.join(Export.Kind.values)}", param="kind")
     if kind == Export.Kind.GGUF:
@@ -52,15 +68,7 @@ def export_create(*, model: FineTunedModel | Checkpoint, kind: str, quantization
     if kind == Export.Kind.ADAPTER and adapter == "full":
         raise InvalidRequest("this model was fully fine-tuned and has no adapter; export it merged or as gguf",
                              param="kind")
-    with transaction.atomic():
-        source = {"checkpoint" if isinstance(model, Checkpoint) else "model": model}
-        existing = (Export.objects.select_for_update().filter(**source, kind=kind, quantization=quantization)
-                    .exclude(status=Export.Status.FAILED).first())
-        if existing:
-            return existing
-        export = Export.objects.create(id=new_id("export", 16), **source, kind=kind, quantization=quantization)
-        transaction.on_commit(lambda: tasks.export_run.delay(export.id))
-    return export
+    return kind, quantization
 
 
 def export_run(*, export_id: str) -> Export | None:
@@ -146,6 +154,9 @@ def _export_store(export: Export, path: Path, workdir: Path) -> str:
 
 def _export_finish(export: Export, *, status: str, error: str = "", details: dict | None = None,
                    storage_path: str = "", size_bytes: int = 0) -> Export:
-    return status_transition(Export, export.id, status, rules=EXPORT_TRANSITIONS, error=error,
-                             verification=details or {}, storage_path=storage_path, size_bytes=size_bytes,
-                             progress=100, finished_at=timezone.now())
+    with transaction.atomic():
+        export = status_transition(Export, export.id, status, rules=EXPORT_TRANSITIONS, error=error,
+                                   verification=details or {}, storage_path=storage_path, size_bytes=size_bytes,
+                                   progress=100, finished_at=timezone.now())
+        export_finished.send(sender=Export, export=export)
+    return export
