@@ -371,6 +371,9 @@ GANG_WAIT_SECONDS = env_int("GANG_WAIT_SECONDS", 60)  # how long a first node wa
 GANG_RETRY_SECONDS = env_int("GANG_RETRY_SECONDS", 30)  # then the job waits this long (plus jitter) and tries again
 # The address other nodes reach this worker at for torchrun's rendezvous; empty: this host's name.
 NODE_ADDRESS = env_str("NODE_ADDRESS", "")
+# Fair share (README "Teams and quotas"): of two accounts of equal priority, the one that used fewer
+# device-seconds over this many hours gets the next free worker.
+FAIR_SHARE_HOURS = env_int("FAIR_SHARE_HOURS", 24)
 # --- Evaluation at the end of a job with a validation file ---
 EVAL_MAX_ROWS = env_int("EVAL_MAX_ROWS", 100)  # validation rows scored (from the top of the file)
 EVAL_MAX_NEW_TOKENS = env_int("EVAL_MAX_NEW_TOKENS", 32)  # greedy tokens generated per row

@@ -413,6 +413,9 @@ OPTIONS: tuple[Option, ...] = (
            "(torch's fully_shard; CPU over gloo too), DeepSpeed ZeRO-2 or ZeRO-3 (CUDA workers with the deepspeed "
            "package only; refused where it is not installed). QLoRA's quantized base is not sharded.",
            adapters=("lora", "full"), fits=_sharding_fits, agrees=_sharding_agrees),
+    Option("timeout", Int(0, 30 * 86_400), 0, "0 (no limit)", "Timeout",
+           "Wall-clock seconds the job may run from its start (pauses and retries included); past it the job "
+           "fails with error code timeout. 0: no limit.", engine=False),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 OPENAI_NAMES = ("n_epochs", "batch_size", "learning_rate_multiplier")  # what OpenAI's job object shows

@@ -63,13 +63,14 @@ from jobs_app.services.preflight import job_validate
 from jobs_app.services.providers import provider_api_key, provider_create, provider_delete
 from jobs_app.services.remote import job_remote_cancel, job_remote_run
 from jobs_app.services.results import job_result_file_create
-from jobs_app.services.running import checkpoint_fetch, job_claim, job_follow, job_run, train_config
+from jobs_app.services.running import checkpoint_fetch, job_claim, job_claim_next, job_follow, job_run, train_config
 
 __all__ = [
     "JobControl", "JobReporter", "JudgeModel", "alias_check", "checkpoint_fetch", "grader_run", "grader_try",
     "grader_validate",
     "hyperparameters_param", "job_actions",
-    "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
+    "job_cancel", "job_claim", "job_claim_next", "job_create",
+    "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
     "job_fail", "job_fit_check", "job_follow", "job_format_problem", "job_grader_check", "job_heartbeat",
     "job_hyperparameters_resolve",
     "job_metrics_add", "job_model_name", "job_pause", "job_cost", "job_price_estimate", "job_request_check",
