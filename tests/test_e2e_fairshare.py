@@ -4,7 +4,9 @@ reason, and fail a job that runs past its timeout."""
 import pytest
 
 from jobs_app.models import FineTuneJob, Quota
+from jobs_app.services import job_send
 from tests.e2e import client_for, start_job, upload, wait_finished, wait_for
+from tests.factories import make_dataset, make_job, make_user
 from workers.sample_data import classification_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -12,26 +14,23 @@ QUICK = {"n_epochs": 1, "batch_size": 8}  # 8 rows: one step
 LONG = {"n_epochs": 100, "batch_size": 1}  # 2,400 steps: runs until cancelled
 
 
-def _all_queued(ids: list[str]) -> bool:
-    return FineTuneJob.objects.filter(pk__in=ids, status="queued").count() == len(ids)
+def _queued(owner, dataset, **hyperparameters) -> str:
+    """A job past its file checks, its message sent: what a worker takes."""
+    job = make_job(owner, dataset=dataset, status="queued", hyperparameters=hyperparameters)
+    job_send(job)
+    return job.id
 
 
-def test_second_account_starts_before_the_first_accounts_backlog_drains(
-        live_server, live_base_model, worker_pool, checks_pool):
-    worker_pool.stop()  # no training worker yet: every job waits queued, in the order it arrived
-    checks_pool.ensure()
-    first, _ = client_for(live_server)
-    second, _ = client_for(live_server)
-    first_file = upload(first, classification_rows(8)).id
-    second_file = upload(second, classification_rows(8)).id
-    backlog = [start_job(first, first_file, **QUICK).id for _ in range(4)]
-    later = [start_job(second, second_file, **QUICK).id for _ in range(2)]
-    wait_for(lambda: _all_queued(backlog + later), timeout=120, what="all six jobs to be queued")
-    checks_pool.stop()
+def test_second_account_starts_before_the_first_accounts_backlog_drains(live_server, live_base_model, worker_pool):
+    worker_pool.stop()  # no worker yet: six jobs wait queued, in the order they arrived
+    first, second = make_user(), make_user()
+    backlog = [_queued(first, make_dataset(first, rows=classification_rows(8)), **QUICK) for _ in range(4)]
+    later = [_queued(second, make_dataset(second, rows=classification_rows(8)), **QUICK) for _ in range(2)]
 
-    worker_pool.ensure()  # one training worker (one job at a time) now takes the six messages
-    for job_id in backlog + later:
-        assert wait_finished(first if job_id in backlog else second, job_id).status == "succeeded"
+    worker_pool.ensure()  # one worker (one job at a time) now takes the six messages
+    for owner, jobs in ((first, backlog), (second, later)):
+        client, _ = client_for(live_server, owner)
+        assert [wait_finished(client, job_id).status for job_id in jobs] == ["succeeded"] * len(jobs)
     started = list(FineTuneJob.objects.filter(pk__in=backlog + later).order_by("started_at")
                    .values_list("id", flat=True))
     assert started[0] == backlog[0]  # nobody has used anything: the oldest job
@@ -46,11 +45,11 @@ def test_job_over_max_concurrent_waits_with_the_reason_while_a_worker_is_free(
     second_worker_pool.ensure()  # two workers: the wait is the quota's, not a lack of workers
     client, user = client_for(live_server)
     Quota.objects.create(owner=user, max_concurrent_jobs=1)
-    file = upload(client, classification_rows(8)).id
-    running = start_job(client, file, **LONG).id
+    dataset = make_dataset(user, rows=classification_rows(8))
+    running = _queued(user, dataset, **LONG)
     wait_for(lambda: FineTuneJob.objects.filter(pk=running, status="running").exists(), timeout=120,
              what="the first job to run")
-    held = start_job(client, file, **QUICK).id
+    held = _queued(user, dataset, **QUICK)
     wait_for(lambda: FineTuneJob.objects.get(pk=held).wait_reason, timeout=120, what="a wait reason")
     shown = client.fine_tuning.jobs.retrieve(held)
     assert shown.status == "queued"
