@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 
@@ -104,6 +105,16 @@ def quota_never_fits(limits: Limits, need: Need) -> str:
 def account_of(owner_id: int) -> str:
     """The account a job of ``owner_id`` counts against (the API's ``organization_id``)."""
     return f"user-{owner_id}"
+
+
+def account_owner(organization_id: str):
+    """The user whose account ``organization_id`` (``user-<id>``) is; None when there is none."""
+    from django.contrib.auth import get_user_model
+
+    number = organization_id.removeprefix("user-")
+    if not organization_id.startswith("user-") or not number.isdigit():
+        return None
+    return get_user_model().objects.filter(pk=int(number)).first()
 
 
 def quota_for(owner_id: int) -> Limits:
@@ -204,3 +215,22 @@ def quota_needs_estimate(owner) -> bool:
     """Whether the account has a budget a job's estimate must be checked against."""
     limits = quota_for(owner.pk)
     return limits.tokens_per_month is not None or limits.gpu_hours_per_month is not None
+
+
+QUOTA_FIELDS = ("max_concurrent_jobs", "gpu_hours_per_month", "tokens_per_month", "priority")
+
+
+def quota_set(*, owner, values: dict) -> Quota:
+    """Set the given fields of ``owner``'s account quota (staff); None clears a limit. Zero or less is
+    refused by the model's own rule (the admin's), as a 400 naming the field; nothing is stored."""
+    quota = Quota.objects.filter(owner=owner).first() or Quota(owner=owner)
+    for name in QUOTA_FIELDS:
+        if name in values:
+            setattr(quota, name, values[name])
+    try:
+        quota.full_clean()
+    except ValidationError as error:
+        name, messages = next(iter(error.message_dict.items()))
+        raise InvalidRequest(f"{name} {messages[0]}", param=name, code="invalid_quota") from error
+    quota.save()
+    return quota

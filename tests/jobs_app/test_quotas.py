@@ -170,3 +170,38 @@ def test_timeout_fails_a_running_job_past_its_deadline(base_model):
     claimed.refresh_from_db()
     assert claimed.status == Status.FAILED and claimed.error["code"] == "timeout"
     assert "timeout of 60 seconds" in claimed.error["message"]
+
+
+def test_staff_sets_and_reads_an_accounts_quota_through_the_api():
+    owner = make_user()
+    staff = api_client(make_user(is_staff=True))
+    url = f"/v1/quotas/user-{owner.pk}"
+    response = staff.post(url, {"max_concurrent_jobs": 2, "tokens_per_month": 1_000_000, "priority": 3},
+                          format="json")
+    assert response.status_code == 200
+    assert response.json() == {"object": "quota", "organization_id": f"user-{owner.pk}", "max_concurrent_jobs": 2,
+                               "gpu_hours_per_month": None, "tokens_per_month": 1_000_000, "priority": 3}
+    cleared = staff.post(url, {"max_concurrent_jobs": None}, format="json").json()
+    assert cleared["max_concurrent_jobs"] is None and cleared["priority"] == 3  # the rest stays
+    assert staff.get(url).json() == cleared
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"max_concurrent_jobs": 0}, "max_concurrent_jobs"),
+    ({"gpu_hours_per_month": -1.5}, "gpu_hours_per_month"),
+    ({"tokens_per_month": -10}, "tokens_per_month"),
+    ({"priority": "high"}, "priority"),
+])
+def test_api_refuses_a_zero_negative_or_malformed_quota_naming_the_field(body, param):
+    owner = make_user()
+    response = api_client(make_user(is_staff=True)).post(f"/v1/quotas/user-{owner.pk}", body, format="json")
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+    assert not Quota.objects.filter(owner=owner).exists()
+
+
+def test_quota_api_is_for_staff_only_and_names_unknown_accounts():
+    owner = make_user()
+    assert api_client(owner).post(f"/v1/quotas/user-{owner.pk}", {"priority": 9}, format="json").status_code == 403
+    assert not Quota.objects.exists()
+    missing = api_client(make_user(is_staff=True)).get("/v1/quotas/user-999999")
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "organization_id"
