@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from finetune_site.errors import InvalidRequest
 from jobs_app.models import FineTuneJob, Quota
-from jobs_app.services import job_claim, job_create
+from jobs_app.services import job_claim, job_claim_next, job_create
 from jobs_app.services.leases import job_timeout_enforce
 from jobs_app.services.quotas import accounts_usage
 from tests.api import api_client
@@ -40,7 +40,7 @@ def test_claim_takes_the_account_with_less_recent_usage_before_an_older_job(base
     _ran(busy, minutes=10)
     older = _queued(busy)
     younger = _queued(idle)
-    claimed = job_claim(job_id=older.id, worker="w1")
+    claimed = job_claim_next(job_id=older.id, worker="w1")
     assert claimed.id == younger.id and claimed.status == Status.RUNNING
     older.refresh_from_db()
     assert older.status == Status.QUEUED and older.wait_reason == ""  # passed over for fairness: no wait
@@ -50,7 +50,7 @@ def test_claim_takes_the_oldest_job_between_equal_accounts(base_model):
     first, second = make_user(), make_user()
     older = _queued(first)
     younger = _queued(second)
-    assert job_claim(job_id=younger.id, worker="w1").id == older.id
+    assert job_claim_next(job_id=younger.id, worker="w1").id == older.id
 
 
 def test_claim_takes_a_higher_priority_account_first(base_model):
@@ -59,16 +59,16 @@ def test_claim_takes_a_higher_priority_account_first(base_model):
     _ran(urgent, minutes=60)  # more usage does not matter against priority
     older = _queued(plain)
     younger = _queued(urgent)
-    assert job_claim(job_id=older.id, worker="w1").id == younger.id
+    assert job_claim_next(job_id=older.id, worker="w1").id == younger.id
 
 
 def test_job_over_max_concurrent_waits_with_the_reason_shown_in_api_and_page(base_model, client):
     owner = make_user()
     Quota.objects.create(owner=owner, max_concurrent_jobs=1)
     running = _queued(owner)
-    assert job_claim(job_id=running.id, worker="w1").id == running.id
+    assert job_claim_next(job_id=running.id, worker="w1").id == running.id
     waiting = _queued(owner)
-    assert job_claim(job_id=waiting.id, worker="w2") is None
+    assert job_claim_next(job_id=waiting.id, worker="w2") is None
     waiting.refresh_from_db()
     reason = "waiting for a slot: 1 of the account's 1 concurrent jobs are running (quota)"
     assert waiting.status == Status.QUEUED and waiting.wait_reason == reason
@@ -81,10 +81,21 @@ def test_job_over_max_concurrent_waits_with_the_reason_shown_in_api_and_page(bas
 def test_other_account_runs_while_one_is_at_its_concurrent_limit(base_model):
     limited, other = make_user(), make_user()
     Quota.objects.create(owner=limited, max_concurrent_jobs=1)
-    job_claim(job_id=_queued(limited).id, worker="w1")
+    job_claim_next(job_id=_queued(limited).id, worker="w1")
     held = _queued(limited)
     free = _queued(other)
-    assert job_claim(job_id=held.id, worker="w2").id == free.id
+    assert job_claim_next(job_id=held.id, worker="w2").id == free.id
+
+
+def test_claim_of_a_named_job_as_a_gangs_first_node_does_honours_its_quota(base_model):
+    owner = make_user()
+    Quota.objects.create(owner=owner, max_concurrent_jobs=1)
+    first = _queued(owner)
+    assert job_claim(job_id=first.id, worker="w1").id == first.id
+    held = _queued(owner)
+    assert job_claim(job_id=held.id, worker="w2") is None
+    held.refresh_from_db()
+    assert held.status == Status.QUEUED and held.wait_reason.startswith("waiting for a slot: 1 of")
 
 
 def test_job_over_this_months_token_budget_waits(base_model):
@@ -93,7 +104,7 @@ def test_job_over_this_months_token_budget_waits(base_model):
     job = _queued(owner)
     FineTuneJob.objects.filter(pk=job.pk).update(estimate={"tokens": 400, "seconds": None})
     Quota.objects.create(owner=owner, tokens_per_month=800)
-    assert job_claim(job_id=job.id, worker="w1") is None
+    assert job_claim_next(job_id=job.id, worker="w1") is None
     job.refresh_from_db()
     assert job.wait_reason == ("waiting for next month's token budget: 500 of 800 used this month and this job "
                                "needs about 400 (quota)")
@@ -162,7 +173,7 @@ def test_timeout_below_zero_is_a_400_naming_the_option(base_model):
 
 def test_timeout_fails_a_running_job_past_its_deadline(base_model):
     job = _queued(make_user(), timeout=60)
-    claimed = job_claim(job_id=job.id, worker="w1")
+    claimed = job_claim_next(job_id=job.id, worker="w1")
     assert job_timeout_enforce(job=claimed) is False
     FineTuneJob.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(seconds=61))
     claimed.refresh_from_db()
