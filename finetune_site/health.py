@@ -73,7 +73,10 @@ def _storage() -> None:
 
 def _workers() -> dict:
     """At least one Celery worker answering per queue in ``READY_QUEUES``, asked at most once per
-    ``READY_CACHE_SECONDS`` (a broadcast waits its whole timeout for replies)."""
+    ``READY_CACHE_SECONDS`` (a broadcast waits its whole timeout for replies). No queues (a Kubernetes
+    web pod's readiness): nothing to ask."""
+    if not settings.READY_QUEUES:
+        return {"ok": True, "queues": {}, "ms": 0.0}
     try:
         cached = cache.get(WORKERS_CACHE_KEY)
     except Exception:  # the cache is Redis: its own check says so

@@ -386,6 +386,9 @@ NODE_ADDRESS = env_str("NODE_ADDRESS", "")
 # again up to this many times in all, after 2^k × the base delay (pipelines_app.services.running).
 PIPELINE_STEP_MAX_ATTEMPTS = env_int("PIPELINE_STEP_MAX_ATTEMPTS", 3)
 PIPELINE_RETRY_BASE_SECONDS = env_float("PIPELINE_RETRY_BASE_SECONDS", 30.0)
+# Fair share (README "Teams and quotas"): of two accounts of equal priority, the one that used fewer
+# device-seconds over this many hours gets the next free worker.
+FAIR_SHARE_HOURS = env_int("FAIR_SHARE_HOURS", 24)
 # --- Evaluation at the end of a job with a validation file ---
 EVAL_MAX_ROWS = env_int("EVAL_MAX_ROWS", 100)  # validation rows scored (from the top of the file)
 EVAL_MAX_NEW_TOKENS = env_int("EVAL_MAX_NEW_TOKENS", 32)  # greedy tokens generated per row

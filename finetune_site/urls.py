@@ -60,6 +60,7 @@ urlpatterns = [
     path("v1/fine_tuning/jobs", jobs_api.JobsApi.as_view(), name="jobs"),
     path("v1/fine_tuning/jobs/estimate", jobs_api.JobEstimateApi.as_view(), name="jobs-estimate"),
     path("v1/providers", jobs_api.ProvidersApi.as_view(), name="providers"),
+    path("v1/quotas/<str:organization_id>", jobs_api.QuotaApi.as_view(), name="quota"),
     path("v1/providers/<str:provider_id>", jobs_api.ProviderApi.as_view(), name="provider"),
     path("v1/fine_tuning/alpha/graders/run", jobs_api.GraderRunApi.as_view(), name="graders-run"),
     path("v1/fine_tuning/alpha/graders/validate", jobs_api.GraderValidateApi.as_view(), name="graders-validate"),

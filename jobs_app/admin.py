@@ -5,7 +5,7 @@ from django.utils.html import format_html, format_html_join
 
 from finetune_site.errors import Conflict
 from jobs_app import services
-from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider
+from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider, Quota
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -96,3 +96,13 @@ class ProviderAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+@admin.register(Quota)
+class QuotaAdmin(admin.ModelAdmin):
+    """An account's limits and priority (README "Teams and quotas"); empty limits are none, zero is refused."""
+
+    list_display = ("owner", "max_concurrent_jobs", "gpu_hours_per_month", "tokens_per_month", "priority",
+                    "updated_at")
+    search_fields = ("owner__username", "owner__email")
+    autocomplete_fields = ("owner",)

@@ -3,6 +3,7 @@
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -361,3 +362,45 @@ class ProviderApi(APIView):
         provider = selectors.provider_get(request.user, provider_id)
         services.provider_delete(provider=provider, by=request.user)
         return Response({"object": "provider.deleted", "id": provider_id, "deleted": True})
+
+
+def quota_object(owner_id: int) -> dict:
+    limits = services.quota_for(owner_id)
+    return {"object": "quota", "organization_id": services.account_of(owner_id), **limits.__dict__}
+
+
+class QuotaSerializer(serializers.Serializer):
+    max_concurrent_jobs = serializers.IntegerField(required=False, allow_null=True,
+                                                   help_text="Jobs running at once; null: no limit.")
+    gpu_hours_per_month = serializers.FloatField(required=False, allow_null=True,
+                                                 help_text="Device-hours per calendar month; null: no limit.")
+    tokens_per_month = serializers.IntegerField(required=False, allow_null=True,
+                                                help_text="Training tokens per calendar month; null: no limit.")
+    priority = serializers.IntegerField(required=False, help_text="Higher goes first in the queue.")
+
+
+class QuotaApi(APIView):
+    """Staff only: an account's quota (README "Teams and quotas")."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: dict}, summary="An account's quota (staff)")
+    def get(self, request, organization_id: str):
+        return Response(quota_object(_account_owner(organization_id).pk))
+
+    @extend_schema(request=QuotaSerializer, responses={200: dict}, summary="Set an account's quota (staff)",
+                   description="The fields given are set; null clears a limit, zero or less is refused.")
+    def post(self, request, organization_id: str):
+        owner = _account_owner(organization_id)
+        form = QuotaSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        services.quota_set(owner=owner, values=form.validated_data)
+        return Response(quota_object(owner.pk))
+
+
+def _account_owner(organization_id: str):
+    owner = services.account_owner(organization_id)
+    if owner is None:
+        raise NotFound(f"No such organization: {organization_id} (an account is user-<id>)",
+                       param="organization_id", code="organization_not_found")
+    return owner

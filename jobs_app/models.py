@@ -1,6 +1,7 @@
 import re
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from finetune_site.ids import new_id
@@ -261,3 +262,42 @@ class Worker(models.Model):
     def capacity(self) -> int:
         """How many training processes a job may run here: one per GPU, else per CPU core."""
         return self.devices.get("count") or self.devices.get("cpus", 1)
+
+
+def _positive(value) -> None:
+    if value is not None and value <= 0:
+        raise ValidationError("must be above 0; leave it empty for no limit")
+
+
+class Quota(models.Model):
+    """An account's limits and its priority in the queue, set by operators (admin, or the staff API).
+
+    The account is the job's owner for now (the API's ``organization_id``, ``user-<id>``); the scheduler
+    reaches quotas only through ``jobs_app.services.quotas.account_of`` and ``quota_for``, so a later
+    project (a team's account) can hold this row instead. Empty limits: none. No row: no limits, priority 0.
+    """
+
+    owner = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota")
+    max_concurrent_jobs = models.PositiveIntegerField(
+        null=True, blank=True, validators=[_positive], help_text="Jobs running at once; more wait in the queue.")
+    gpu_hours_per_month = models.FloatField(
+        null=True, blank=True, validators=[_positive],
+        help_text="Device-hours per calendar month (UTC): a job's devices × its hours (a CPU worker's processes "
+                  "count as devices).")
+    tokens_per_month = models.PositiveBigIntegerField(
+        null=True, blank=True, validators=[_positive], help_text="Training tokens per calendar month (UTC).")
+    priority = models.IntegerField(default=0, help_text="Higher goes first; equal priorities share by recent usage.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(max_concurrent_jobs__gt=0) | models.Q(
+                max_concurrent_jobs__isnull=True), name="quota_concurrent_positive"),
+            models.CheckConstraint(condition=models.Q(gpu_hours_per_month__gt=0) | models.Q(
+                gpu_hours_per_month__isnull=True), name="quota_gpu_hours_positive"),
+            models.CheckConstraint(condition=models.Q(tokens_per_month__gt=0) | models.Q(
+                tokens_per_month__isnull=True), name="quota_tokens_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"quota of user-{self.owner_id}"

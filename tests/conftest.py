@@ -18,7 +18,7 @@ from tests.e2e import ARTIFACTS, ROOT, WebServer, wait_for
 # A test that uses one of these starts real processes (a Celery worker, a web server): it is e2e,
 # whether or not its module says so, and `make test-fast` leaves it out.
 REAL_PROCESSES = {"worker", "worker_pool", "fresh_worker", "inference_worker", "inference_pool", "web_server",
-                  "live_server"}
+                  "live_server", "second_worker_pool"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -255,6 +255,16 @@ def worker_pool(django_db_setup, django_db_blocker):
     pool = WorkerPool(_test_database_url(django_db_blocker))
     yield pool
     pool.stop()
+
+
+@pytest.fixture
+def second_worker_pool(django_db_setup, django_db_blocker):
+    """Another training worker process for one test (two jobs could run at once); stopped after it, so
+    that later tests see only the workers they start."""
+    pool = WorkerPool(_test_database_url(django_db_blocker), name="spare")
+    yield pool
+    pool.stop()
+    LIVE_POOLS.remove(pool)
 
 
 @pytest.fixture(scope="session")

@@ -491,6 +491,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_mflops", Int(1, 100_000), 200, "200", "FLOP budget",
            "LLM-designed: the most multiply-adds (millions) one image may cost.", objectives=(VISION,),
            engine=False, agrees=_only_vision_strategy("llm_designed")),
+    Option("timeout", Int(0, 30 * 86_400), 0, "0 (no limit)", "Timeout",
+           "Wall-clock seconds the job may run from its start (pauses and retries included); past it the job "
+           "fails with error code timeout. 0: no limit.", engine=False),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 OPENAI_NAMES = ("n_epochs", "batch_size", "learning_rate_multiplier")  # what OpenAI's job object shows

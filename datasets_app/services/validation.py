@@ -2,6 +2,7 @@
 ``Dataset.status`` is ``dataset_transition``, through the ``DATASET_TRANSITIONS`` table."""
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -76,8 +77,9 @@ def dataset_validate(*, dataset_id: str) -> Dataset | None:
         if dataset is None or dataset.status not in (Status.UPLOADED, Status.VALIDATING):
             return None  # deleted, or already checked by an earlier delivery of the task
         dataset = dataset_transition(dataset_id=dataset_id, to=Status.VALIDATING, progress=0.0)
-    work_dir = Path(settings.WORK_DIR) / "datasets" / f"{dataset.id}-{timezone.now().timestamp():.0f}"
-    work_dir.mkdir(parents=True, exist_ok=True)
+    # its own folder: a second delivery of the task may check the same dataset at the same moment
+    (Path(settings.WORK_DIR) / "datasets").mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(dir=Path(settings.WORK_DIR) / "datasets", prefix=f"{dataset.id}-"))
     try:
         local = _local_path(dataset, work_dir)
         if dataset.is_vision:

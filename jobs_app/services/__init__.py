@@ -11,6 +11,7 @@
 - ``preflight``: the file, template and row checks before a job is queued (``job_validate``)
 - ``estimates``: tokens, steps, time and memory before a run
 - ``costs``: what a job would cost on a provider, before launch (``job_price_estimate``)
+- ``quotas``: account quotas and the queue's order (priority, fair share, age)
 - ``running``: claiming a job, building the engine's config, finishing or retrying the attempt
 - ``results``: a succeeded job's step metrics as a CSV file (its ``result_files``)
 - ``leases``: heartbeats, the reaper, workers' devices
@@ -62,16 +63,19 @@ from jobs_app.services.lifecycle import (
 )
 from jobs_app.services.preflight import job_validate
 from jobs_app.services.providers import provider_api_key, provider_create, provider_delete
+from jobs_app.services.quotas import account_of, account_owner, quota_for, quota_set
 from jobs_app.services.remote import job_remote_cancel, job_remote_run
 from jobs_app.services.results import job_result_file_create
-from jobs_app.services.running import checkpoint_fetch, job_claim, job_follow, job_run, train_config
+from jobs_app.services.running import checkpoint_fetch, job_claim, job_claim_next, job_follow, job_run, train_config
 from jobs_app.services.tracking import job_integrations_check, job_tensorboard_archive, job_tracking
 
 __all__ = [
-    "JobControl", "JobReporter", "JudgeModel", "alias_check", "checkpoint_fetch", "grader_run", "grader_try",
+    "JobControl", "JobReporter", "JudgeModel", "account_of", "account_owner", "alias_check", "checkpoint_fetch",
+    "grader_run", "grader_try",
     "grader_validate",
     "hyperparameters_param", "job_actions",
-    "job_cancel", "job_claim", "job_create", "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
+    "job_cancel", "job_claim", "job_claim_next", "job_create",
+    "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
     "job_fail", "job_fit_check", "job_follow", "job_format_problem", "job_grader_check", "job_heartbeat",
     "job_hyperparameters_resolve",
     "job_metrics_add", "job_model_name", "job_pause", "job_cost", "job_price_estimate", "job_request_check",
@@ -81,6 +85,6 @@ __all__ = [
     "job_version_check", "job_version_check_register", "job_integrations_check", "job_tensorboard_archive",
     "job_tracking",
     "jobs_reap", "jobs_release_for_shutdown", "judge_find", "judge_resolver_register", "judges_local",
-    "promotion_gate_check", "train_config",
+    "promotion_gate_check", "quota_for", "quota_set", "train_config",
     "worker_register", "worker_unregister",
 ]

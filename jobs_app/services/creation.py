@@ -14,11 +14,13 @@ from finetune_site.semver import Semver, semver_parse
 from jobs_app import tasks
 from jobs_app.models import FineTuneJob, Provider, Worker
 from jobs_app.selectors import provider_named
+from jobs_app.services.estimates import job_estimate_draft
 from jobs_app.services.fit import job_fit_check
 from jobs_app.services.gate import promotion_gate_check
 from jobs_app.services.judges import judge_problem
 from jobs_app.services.lifecycle import job_event_add
 from jobs_app.services.providers import LOCAL
+from jobs_app.services.quotas import Need, job_quota_check, quota_needs_estimate
 from jobs_app.services.tracking import job_integrations_check
 from jobs_app.services.vision import VISION, job_vision_hyperparameters, vision_model_check
 from models_app.base_models.models import BaseModel
@@ -131,12 +133,26 @@ def job_request_check(*, owner, training_file: str, model: str, validation_file:
     else:
         resolved = job_hyperparameters_resolve(hyperparameters, objective=objective, base_model=base, rows=rows,
                                                has_validation=validation is not None)
-    if remote is None and objective != VISION:  # a remote provider's GPUs are its own affair
+    if remote is None and objective != VISION:  # a remote provider's GPUs (and bill) are its own affair
         resolved = job_fit_check(resolved, base_model=base, param=hyperparameters_param(objective))
+        _job_budget_check(owner=owner, dataset=dataset, validation=validation, base_model=base,
+                          hyperparameters=resolved, objective=objective)
     return JobRequest(owner=owner, dataset=dataset, validation=validation, base_model=base, objective=objective,
                       hyperparameters=resolved, suffix=suffix or "", seed=seed, metadata=metadata,
                       promotion_gate=gate, evaluate_checkpoints=evaluate_checkpoints, grader=grader,
                       provider=remote, version=version or "", integrations=integrations)
+
+
+def _job_budget_check(*, owner, dataset: Dataset, validation: Dataset | None, base_model: BaseModel,
+                      hyperparameters: dict, objective: str) -> None:
+    """Refuse a job whose estimate alone is more than its account's monthly budget (a file still being
+    checked has no rows to estimate yet: its queued job waits with the reason instead)."""
+    if dataset.status != Dataset.Status.READY or not quota_needs_estimate(owner):
+        return
+    draft = job_estimate_draft(owner=owner, dataset=dataset, base_model=base_model, hyperparameters=hyperparameters,
+                               validation=validation, objective=objective)
+    hours = (draft["seconds"] or 0.0) * hyperparameters.get("devices", 1) / 3600
+    job_quota_check(owner=owner, need=Need(gpu_hours=hours, tokens=draft["tokens"]))
 
 
 def job_provider_check(*, owner, name) -> Provider | None:

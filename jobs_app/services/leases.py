@@ -88,12 +88,46 @@ class Heartbeat:
     def _beat(self) -> None:
         try:
             while True:  # at once, then every period: the other nodes of a job watch this worker's last_seen
+                if job_timeout_enforce(job=self.job):
+                    return
                 job_heartbeat(job=self.job)
                 Worker.objects.filter(name=self.worker).update(last_seen=timezone.now())
-                if self.done.wait(settings.JOB_HEARTBEAT_SECONDS):
+                if self.done.wait(self._pause()):
                     return
         finally:
             connection.close()
+
+    def _pause(self) -> float:
+        """Until the next heartbeat, or the job's timeout when that comes first."""
+        deadline = job_deadline(self.job)
+        if deadline is None:
+            return settings.JOB_HEARTBEAT_SECONDS
+        return max(0.0, min(settings.JOB_HEARTBEAT_SECONDS, (deadline - timezone.now()).total_seconds()))
+
+
+def job_deadline(job: FineTuneJob):
+    """When the job's ``timeout`` (seconds from its first start, pauses and retries included) runs out;
+    None without one."""
+    timeout = job.hyperparameters.get("timeout") or 0
+    if not timeout or job.started_at is None:
+        return None
+    return job.started_at + timedelta(seconds=timeout)
+
+
+def job_timeout_enforce(*, job: FineTuneJob) -> bool:
+    """Fail this attempt's job with error code ``timeout`` once its deadline passed; the training loop
+    then sees the job is no longer running and stops (``JobControl``)."""
+    deadline = job_deadline(job)
+    if deadline is None or timezone.now() < deadline:
+        return False
+    timeout = job.hyperparameters["timeout"]
+    try:
+        job_fail(job_id=job.id, code="timeout", attempt=job.attempt,
+                 message=f"ran past its timeout of {timeout:,} seconds (started {job.started_at:%Y-%m-%d %H:%M:%S} "
+                         "UTC); raise method.<type>.hyperparameters.timeout to give it longer")
+    except Conflict:
+        pass  # it ended, or moved on to another attempt, meanwhile
+    return True
 
 
 def worker_register(*, name: str, devices: dict) -> Worker:

@@ -18,7 +18,15 @@ from jobs_app.services.engine import MANIFEST, JobControl, JobReporter
 from jobs_app.services.gangs import NodeWatch, gang_claim, gang_join, gang_rendezvous
 from jobs_app.services.judges import judges_local
 from jobs_app.services.leases import Heartbeat, worker_capacity
-from jobs_app.services.lifecycle import job_event_add, job_fail, job_metrics_add, job_requeue, job_transition
+from jobs_app.services.lifecycle import (
+    job_event_add,
+    job_fail,
+    job_metrics_add,
+    job_requeue,
+    job_send,
+    job_transition,
+)
+from jobs_app.services.quotas import claims_serialize, queue_ordered
 from jobs_app.services.results import job_result_file_create
 from jobs_app.services.tracking import job_trackers, job_tracking_store
 from jobs_app.services.vision import vision_config, vision_designer, vision_summary
@@ -47,7 +55,7 @@ def job_run(*, job_id: str, worker: str = "") -> None:
     if (nodes or 1) > 1:
         job = gang_claim(job_id=job_id, worker=worker, claim=job_claim)
     else:
-        job = job_claim(job_id=job_id, worker=worker)
+        job = job_claim_next(job_id=job_id, worker=worker)
     if job is not None:
         _job_attempt(job, worker=worker)
 
@@ -88,6 +96,7 @@ def _job_attempt(job: FineTuneJob, *, worker: str, node: int = 0) -> None:
         _job_retry_or_fail(job, exc)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        queue_wake()
 
 
 def _train(config, reporter, control, *, job: FineTuneJob, worker: str, node: int):
@@ -112,25 +121,68 @@ def _vision_train(config, reporter, control):
     return run_vision_training(config, reporter, control, designer=vision_designer())
 
 
-def job_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
-    """Take a queued job for ``worker``: bump its attempt (the fencing token), start its lease."""
+def job_claim_next(*, job_id: str, worker: str) -> FineTuneJob | None:
+    """Take the next queued job for ``worker``: bump its attempt (the fencing token), start its lease.
+
+    A message names ``job_id``, but only says that a job waits: the worker takes the first job in the
+    queue's order (``quotas.queue_ordered``: priority, fair share, age) that its account's quota allows
+    and its devices fit, which may be another one. That job's own message then takes the next; each
+    job passed over for its quota or its devices says why in its ``wait_reason``. Jobs over several
+    nodes are left to their own messages (``gang_claim``).
+    """
     with transaction.atomic():
+        claims_serialize()
+        for candidate, problem in queue_ordered():
+            if candidate.hyperparameters.get("nodes", 1) > 1:
+                continue
+            if problem:
+                _job_wait(candidate, problem)
+                continue
+            job = FineTuneJob.objects.select_for_update().filter(pk=candidate.pk, status=Status.QUEUED).first()
+            if job is None or not _job_fits(job, worker):
+                continue  # cancelled or paused meanwhile, or it needs more devices than this worker has
+            if job.id != job_id:
+                log.info("the message of %s took %s, first in the queue's order", job_id, job.id)
+            return _job_start(job, worker)
+    return None
+
+
+def job_claim(*, job_id: str, worker: str) -> FineTuneJob | None:
+    """Take the queued job ``job_id`` itself for ``worker`` (a gang's first node claims its job so), if its
+    account's quota allows and the worker's devices fit; else None, the job saying why it waits."""
+    with transaction.atomic():
+        claims_serialize()
+        problem = {queued.id: why for queued, why in queue_ordered()}.get(job_id)
         job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status != Status.QUEUED or job.provider_id:
+        if job is None or job.status != Status.QUEUED or job.provider_id or problem is None:
             return None  # gone, cancelled, paused, already claimed, or a remote provider's: nothing to do
+        if problem:
+            _job_wait(job, problem)
+            return None
         if not _job_fits(job, worker):
             return None
-        attempt = job.attempt + 1
-        now = timezone.now()
-        node = Worker.objects.filter(name=worker).first()
-        device = {"device": node.devices.get("kind", "cpu") if node else "cpu",
-                  "devices": job.hyperparameters.get("devices", 1)}
-        return job_transition(
-            job_id=job_id, to=Status.RUNNING, expect_attempt=job.attempt, attempt=attempt,
-            metrics={**job.metrics, **device},
-            lease_owner=worker, heartbeat_at=now, started_at=job.started_at or now, stop_request="", wait_reason="",
-            message=f"Fine-tuning started on {worker or 'a worker'} (attempt {attempt} of {job.max_attempts})",
-        )
+        return _job_start(job, worker)
+
+
+def _job_start(job: FineTuneJob, worker: str) -> FineTuneJob:
+    attempt = job.attempt + 1
+    now = timezone.now()
+    node = Worker.objects.filter(name=worker).first()
+    device = {"device": node.devices.get("kind", "cpu") if node else "cpu",
+              "devices": job.hyperparameters.get("devices", 1)}
+    return job_transition(
+        job_id=job.id, to=Status.RUNNING, expect_attempt=job.attempt, attempt=attempt,
+        metrics={**job.metrics, **device},
+        lease_owner=worker, heartbeat_at=now, started_at=job.started_at or now, stop_request="", wait_reason="",
+        message=f"Fine-tuning started on {worker or 'a worker'} (attempt {attempt} of {job.max_attempts})",
+    )
+
+
+def _job_wait(job: FineTuneJob, reason: str) -> None:
+    """Say on the job why it is not running, once per reason."""
+    if job.wait_reason != reason:
+        FineTuneJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(wait_reason=reason)
+        job_event_add(job_id=job.id, level=JobEvent.Level.WARN, message=reason[0].upper() + reason[1:])
 
 
 def _job_fits(job: FineTuneJob, worker: str) -> bool:
@@ -143,9 +195,17 @@ def _job_fits(job: FineTuneJob, worker: str) -> bool:
     kind = (node.devices.get("kind", "cpu") if node else "cpu").upper()
     reason = f"waiting for a worker with {needed} devices; {worker or 'this worker'} has {capacity} ({kind})"
     if job.wait_reason != reason:
-        FineTuneJob.objects.filter(pk=job.pk).update(wait_reason=reason, queued_at=timezone.now())
-        job_event_add(job_id=job.id, level=JobEvent.Level.WARN, message=reason.capitalize())
+        FineTuneJob.objects.filter(pk=job.pk).update(queued_at=timezone.now())
+        _job_wait(job, reason)
     return False
+
+
+def queue_wake() -> None:
+    """A job left its worker: send one message for the queue, so a free worker takes the next job in
+    order. The messages of jobs that waited for their quota were spent on claims that passed them over."""
+    waiting = FineTuneJob.objects.filter(status=Status.QUEUED, provider__isnull=True).exclude(wait_reason="").first()
+    if waiting is not None:
+        job_send(waiting)
 
 
 def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True, announce: bool = True):
