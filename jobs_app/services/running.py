@@ -126,9 +126,16 @@ def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True):
         grader=json.dumps(job.grader) if job.grader else "",
         judges=json.dumps(judges_local(job.owner, job.grader)) if job.grader and judge_names(job.grader) else "",
         seed=job.seed,
+        stream_rows=_stream_rows(job.dataset),
         resume_from=_resume_point(job, workdir / "resume") if resume else None,
         **options_complete(job.hyperparameters),
     )
+
+
+def _stream_rows(dataset) -> int:
+    """The rows the trainer streams from the training file (counted by validation), 0 to load them
+    into memory: files past ``TRAIN_STREAM_ABOVE_BYTES`` are streamed."""
+    return dataset.row_count if dataset.byte_size > settings.TRAIN_STREAM_ABOVE_BYTES else 0
 
 
 def _resume_point(job: FineTuneJob, target: Path) -> str | None:
