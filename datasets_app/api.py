@@ -222,6 +222,28 @@ class DatasetVersionsApi(APIView):
 
 # --- resumable uploads ------------------------------------------------------------------------------
 
+class HubDatasetSerializer(serializers.Serializer):
+    source = serializers.ChoiceField(choices=["hub"], help_text='"hub": the rows of a hub dataset\'s split.')
+    hub_id = serializers.CharField(help_text="The hub dataset, org/name.")
+    split = serializers.CharField(default="train", help_text="The split to fetch; default train.")
+    revision = serializers.CharField(required=False, allow_blank=True, default="",
+                                     help_text="A branch, tag or commit; default the main branch.")
+
+
+class DatasetsApi(APIView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(request=HubDatasetSerializer, responses={200: dict},
+                   summary="Make a dataset from a hub dataset's split (a worker fetches and checks it)")
+    def post(self, request):
+        form = HubDatasetSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        dataset = services.dataset_hub_create(owner=request.user, hub_id=data["hub_id"], split=data["split"],
+                                              revision=data["revision"])
+        return Response(dataset_object(dataset))
+
+
 class UploadCreateSerializer(OptionsSerializer):
     filename = serializers.CharField()
     purpose = serializers.CharField(default="fine-tune")

@@ -37,6 +37,7 @@ urlpatterns = [
     path("v1/files", files_api.FilesApi.as_view(), name="files"),
     path("v1/files/<str:file_id>", files_api.FileApi.as_view(), name="file"),
     path("v1/files/<str:file_id>/content", files_api.FileContentApi.as_view(), name="file-content"),
+    path("v1/datasets", files_api.DatasetsApi.as_view(), name="datasets"),
     path("v1/datasets/uploads", files_api.UploadsApi.as_view(), name="dataset-uploads"),
     path("v1/datasets/uploads/<str:upload_id>", files_api.UploadApi.as_view(), name="dataset-upload"),
     path("v1/datasets/uploads/<str:upload_id>/chunk", files_api.UploadChunkApi.as_view(),
