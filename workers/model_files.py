@@ -7,7 +7,6 @@ parameters are counted on torch's ``meta`` device) and says what a user would ot
 would land outside it. Every failure raises ``ModelLoadError`` with a sentence a user can act on.
 """
 
-import os
 import re
 import shutil
 import tarfile

@@ -50,7 +50,8 @@ from datasets_app.services.versions import (
 )
 
 __all__ = [
-    "column_map_parse", "dataset_actions", "dataset_delete", "dataset_fail", "dataset_hub_create", "dataset_options_clean",
+    "column_map_parse", "dataset_actions", "dataset_delete", "dataset_fail", "dataset_hub_create",
+    "dataset_options_clean",
     "dataset_prepare", "dataset_prepare_run", "dataset_quality", "dataset_quality_fail", "dataset_quality_request",
     "dataset_revalidate", "dataset_rows_create", "dataset_sample_create", "dataset_store", "dataset_transition",
     "dataset_upload",
