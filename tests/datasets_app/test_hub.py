@@ -94,3 +94,14 @@ def test_a_split_the_dataset_does_not_have_is_invalid_naming_it(local_hub):
     assert report["errors"][0]["kind"] == "hub_fetch_failed"
     text = json.dumps(report)
     assert "split 'test' of the hub dataset 'acme/topics'" in text and "Available splits: ['train']" in text
+
+
+def test_the_datasets_page_form_makes_a_hub_dataset_or_names_the_bad_field(client):
+    client.force_login(make_user())
+    assert 'action="/datasets/hub/"' in client.get(reverse("datasets:list")).content.decode()
+    refused = client.post(reverse("datasets:hub"), {"hub_id": "not an id", "split": "train"})
+    assert refused.status_code == 400 and "is not a hub dataset id: expected org/name" in refused.content.decode()
+    assert not Dataset.objects.exists()
+    made = client.post(reverse("datasets:hub"), {"hub_id": "acme/topics", "split": "train", "revision": ""})
+    dataset = Dataset.objects.get()
+    assert made.url == reverse("datasets:detail", args=[dataset.id]) and dataset.operations[0]["split"] == "train"
