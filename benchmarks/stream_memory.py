@@ -1,10 +1,10 @@
 """Peak RSS of the trainer with its rows in memory and streamed from the file, at a few sizes.
 
-    .venv/bin/python benchmarks/stream_memory.py                    # 500 / 2,000 / 8,000 rows (2, 8, 32 MB)
-    .venv/bin/python benchmarks/stream_memory.py --rows 250 1000     # quicker
+    .venv/bin/python benchmarks/stream_memory.py                    # 1,000 / 4,000 / 16,000 rows (4, 16, 64 MB)
+    .venv/bin/python benchmarks/stream_memory.py --rows 1000 4000    # quicker
 
 Each run is a fresh process running ``workers.training.run_training`` on the tiny model (CPU),
-with rows of ~4 KB of plain text (``max_length`` 16, batch 64, one epoch). A thread samples the
+with rows of ~4 KB of plain text (``max_length`` 16, batch 250, one epoch). A thread samples the
 process's RSS with psutil; the growth printed is the peak minus the RSS just before the run
 (imports done). The in-memory run stops after its first steps (every row is loaded and
 tokenized before the first step, so its peak is there); the streamed run reads the whole file.
@@ -36,11 +36,12 @@ def rows_write(path: Path, count: int, *, seed: int = 0) -> Path:
     return path
 
 
-def peak_growth(model: Path, train: Path, rows: int, *, stream: bool, workdir: Path, steps: int = 0) -> dict:
+def peak_growth(model: Path, train: Path, rows: int, *, stream: bool, workdir: Path, steps: int = 0,
+                batch_size: int = 250) -> dict:
     """Run the engine in a fresh process; its RSS before the run and peak during it (bytes), and
     the steps it did. ``steps``: stop after that many (0: train to the end)."""
     order = {"model": str(model), "train": str(train), "rows": rows, "stream": stream, "steps": steps,
-             "output": str(workdir / f"out-{rows}-{int(stream)}")}
+             "batch_size": batch_size, "output": str(workdir / f"out-{rows}-{int(stream)}")}
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(order)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     if done.returncode:
@@ -68,7 +69,8 @@ def _child(order: dict) -> None:
             time.sleep(0.005)
 
     config = TrainConfig(model_path=order["model"], train_file=order["train"], output_dir=order["output"],
-                         n_epochs=1, batch_size=64, max_length=16, learning_rate=1e-3, logging_steps=1000,
+                         n_epochs=1, batch_size=order["batch_size"], max_length=16, learning_rate=1e-3,
+                         logging_steps=1000,
                          stream_rows=order["rows"] if order["stream"] else 0)
     done = [0]
 
@@ -87,7 +89,7 @@ def _child(order: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, nargs="+", default=[500, 2000, 8000])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1000, 4000, 16000])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
