@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/stream_memory.py --rows 1000 4000    # quicker
 
 Each run is a fresh process running ``workers.training.run_training`` on the tiny model (CPU),
-with rows of ~4 KB of plain text (``max_length`` 16, batch 250, one epoch). A thread samples the
+with rows of ~4 KB of plain text (``max_length`` 16, batch 100, one epoch). A thread samples the
 process's RSS with psutil; the growth printed is the peak minus the RSS just before the run
 (imports done). The in-memory run stops after its first steps (every row is loaded and
 tokenized before the first step, so its peak is there); the streamed run reads the whole file.
@@ -37,7 +37,7 @@ def rows_write(path: Path, count: int, *, seed: int = 0) -> Path:
 
 
 def peak_growth(model: Path, train: Path, rows: int, *, stream: bool, workdir: Path, steps: int = 0,
-                batch_size: int = 250) -> dict:
+                batch_size: int = 100) -> dict:
     """Run the engine in a fresh process; its RSS before the run and peak during it (bytes), and
     the steps it did. ``steps``: stop after that many (0: train to the end)."""
     order = {"model": str(model), "train": str(train), "rows": rows, "stream": stream, "steps": steps,
