@@ -173,14 +173,6 @@ class FileContentApi(APIView):
 
 # --- /v1/datasets extras --------------------------------------------------------------------------
 
-class DatasetsApi(APIView):
-    @extend_schema(parameters=LIST_FILTERS, responses={200: dict},
-                   summary="List your datasets (not jobs' result files), newest first, filtered")
-    def get(self, request):
-        datasets = selectors.datasets_filter(selectors.datasets_listed(request.user), request.query_params)
-        return Response(cursor_page(request, datasets, dataset_object))
-
-
 class CatalogSerializer(serializers.Serializer):
     name = serializers.JSONField(required=False, help_text="Your name for it (at most 200 characters)")
     description = serializers.JSONField(required=False)
@@ -253,6 +245,34 @@ class DatasetVersionsApi(APIView):
 
 
 # --- resumable uploads ------------------------------------------------------------------------------
+
+class HubDatasetSerializer(serializers.Serializer):
+    source = serializers.ChoiceField(choices=["hub"], help_text='"hub": the rows of a hub dataset\'s split.')
+    hub_id = serializers.CharField(help_text="The hub dataset, org/name.")
+    split = serializers.CharField(default="train", help_text="The split to fetch; default train.")
+    revision = serializers.CharField(required=False, allow_blank=True, default="",
+                                     help_text="A branch, tag or commit; default the main branch.")
+
+
+class DatasetsApi(APIView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(parameters=LIST_FILTERS, responses={200: dict},
+                   summary="List your datasets (not jobs' result files), newest first, filtered")
+    def get(self, request):
+        datasets = selectors.datasets_filter(selectors.datasets_listed(request.user), request.query_params)
+        return Response(cursor_page(request, datasets, dataset_object))
+
+    @extend_schema(request=HubDatasetSerializer, responses={200: dict},
+                   summary="Make a dataset from a hub dataset's split (a worker fetches and checks it)")
+    def post(self, request):
+        form = HubDatasetSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        dataset = services.dataset_hub_create(owner=request.user, hub_id=data["hub_id"], split=data["split"],
+                                              revision=data["revision"])
+        return Response(dataset_object(dataset))
+
 
 class UploadCreateSerializer(OptionsSerializer):
     filename = serializers.CharField()

@@ -56,6 +56,20 @@ def dataset_upload(request):
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
+@require_POST
+@login_required
+def dataset_hub(request):
+    fields = {name: request.POST.get(name, "").strip() for name in ("hub_id", "split", "revision")}
+    try:
+        dataset = services.dataset_hub_create(owner=request.user, **fields)
+    except InvalidRequest as error:
+        page = Paginator(selectors.datasets_listed(request.user), PAGE_SIZE).get_page(1)
+        return render(request, "datasets_app/dataset_list.html",
+                      {"page": page, "upload_error": "", "upload_formats": UPLOAD_FORMATS, "hub": fields,
+                       "hub_error": error.message}, status=400)
+    return redirect("datasets:detail", dataset.id)
+
+
 @login_required
 def dataset_detail(request, file_id: str):
     dataset = selectors.dataset_get(request.user, file_id)

@@ -389,6 +389,8 @@ PIPELINE_RETRY_BASE_SECONDS = env_float("PIPELINE_RETRY_BASE_SECONDS", 30.0)
 # Fair share (README "Teams and quotas"): of two accounts of equal priority, the one that used fewer
 # device-seconds over this many hours gets the next free worker.
 FAIR_SHARE_HOURS = env_int("FAIR_SHARE_HOURS", 24)
+# A training file past this many bytes is streamed by the trainer (read as the steps need it), not loaded into memory.
+TRAIN_STREAM_ABOVE_BYTES = env_int("TRAIN_STREAM_ABOVE_BYTES", 256 * 2**20)
 # --- Evaluation at the end of a job with a validation file ---
 EVAL_MAX_ROWS = env_int("EVAL_MAX_ROWS", 100)  # validation rows scored (from the top of the file)
 EVAL_MAX_NEW_TOKENS = env_int("EVAL_MAX_NEW_TOKENS", 32)  # greedy tokens generated per row

@@ -7,7 +7,6 @@ parameters are counted on torch's ``meta`` device) and says what a user would ot
 would land outside it. Every failure raises ``ModelLoadError`` with a sentence a user can act on.
 """
 
-import os
 import re
 import shutil
 import tarfile
@@ -15,12 +14,12 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.hub import hub_offline
 from workers.loading import ModelLoadError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 # Context length keys, most specific first (GPT-2 and friends call it n_positions).
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
-_OFFLINE_VALUES = {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -166,13 +165,14 @@ def hub_fetch(repo_id: str, *, revision: str = "", cache_dir: str | None = None,
     """Download hub model ``repo_id`` (at ``revision``, default its main branch) into the model cache
     (``cache_dir``, default the hub's, HF_HOME) and return its local directory.
 
-    With ``HF_HUB_OFFLINE`` set it fails at once; an unreachable hub fails within the hub client's
-    timeouts (seconds), never hangs.
+    With no network (``workers.hub.hub_offline``: HF_HUB_OFFLINE set, or no connection within
+    seconds) it fails at once; a hub that answers and then fails, within the hub client's timeouts.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in _OFFLINE_VALUES:
-        raise ModelLoadError(f"cannot download {repo_id!r}: the workers have no network (HF_HUB_OFFLINE is set); "
-                             "copy the model to the workers' shared storage and register its directory, or upload "
-                             "it as an archive")
+    why = hub_offline(endpoint)
+    if why:
+        at = f" at {revision}" if revision else ""
+        raise ModelLoadError(f"could not download {repo_id!r}{at} from the hub: {why}; copy the model to the workers' "
+                             "shared storage and register its directory, or upload it as an archive")
     from huggingface_hub import snapshot_download
 
     try:

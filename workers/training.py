@@ -2,8 +2,11 @@
 ORPOTrainer and KTOTrainer for judged answers, GRPOTrainer for graded samples (reinforcement)."""
 
 import json
+import math
+import os
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from workers.config import Stop, TrainConfig, TrainResult
@@ -39,7 +42,8 @@ def _run(config: TrainConfig, emit: Emit, should_stop: Callable[[], Stop | bool]
     begun = time.perf_counter()
     device = device_detect()
     emit(LogLine(f"Training on {device.describe()} with {config.adapter}"
-                 + (f", template {config.template}" if config.template else "")))
+                 + (f", template {config.template}" if config.template else "")
+                 + (f", streaming its {config.stream_rows:,} rows from the file" if streams(config) else "")))
     callback = _callback_make(emit, should_stop)
     trainer = trainer_build(config, device, callback)
     started = time.perf_counter()
@@ -53,7 +57,10 @@ def trainer_build(config: TrainConfig, device: DeviceInfo, callback):
     """The trainer with its rows tokenized (``trainer.train_dataset``: ``input_ids`` and ``labels``),
     the tokenizer carrying ``config.template``; what ``workers.templates.render`` shows, token for token."""
     tokenizer = tokenizer_load(config.model_path, template=config.template)
-    train = _dataset_load(config.train_file, tokenizer, config.template)
+    if streams(config):
+        train = _dataset_stream(config, tokenizer)
+    else:
+        train = _dataset_load(config.train_file, tokenizer, config.template)
     evaluation = _dataset_load(config.validation_file, tokenizer, config.template) if config.validation_file else None
     return _trainer_make(config, device, tokenizer, train, evaluation, callback)
 
@@ -229,6 +236,65 @@ def _dataset_load(path: str, tokenizer, template: str = ""):
     return Dataset.from_list([_row_clean(row, tokenizer, template) for row in jsonl_rows(path)])
 
 
+def streams(config: TrainConfig) -> bool:
+    """Whether the run streams its training rows from the file (``config.stream_rows``): supervised
+    runs do; the other objectives' trainers read their rows up front and load them into memory."""
+    return config.stream_rows > 0 and config.objective == "supervised"
+
+
+STREAM_BUFFER_ROWS = 1000  # rows held for shuffling a streamed pass: its memory, and how far rows move
+
+
+def _dataset_stream(config: TrainConfig, tokenizer):
+    """The training rows as an ``IterableDataset`` read from ``config.train_file`` as the steps need
+    them: ``n_epochs`` passes one after another, each shuffled within a buffer of
+    ``STREAM_BUFFER_ROWS`` rows by ``seed`` and the pass. Only the buffer is in memory; TRL
+    tokenizes each row when the batch is drawn.
+
+    The Trainer sees one long epoch of ``max_steps`` (``_stream_args``): on resume it fast-forwards
+    the stream past the batches of the steps already done (``ignore_data_skip=False``, its
+    default), so a resumed run goes on at the exact row, with no state beyond the step count.
+    """
+    from datasets import IterableDataset
+
+    def rows():
+        for epoch in range(config.n_epochs):
+            order = random.Random(f"{config.seed}:{epoch}")
+            for row in _buffer_shuffled(jsonl_rows(config.train_file), order):
+                yield _row_clean(row, tokenizer, config.template)
+
+    return IterableDataset.from_generator(rows)
+
+
+def _buffer_shuffled(rows: Iterator[dict], order: random.Random) -> Iterator[dict]:
+    """``rows`` shuffled within a buffer: each row out is drawn at random from the next rows held."""
+    buffer: list[dict] = []
+    for row in rows:
+        if len(buffer) < STREAM_BUFFER_ROWS:
+            buffer.append(row)
+            continue
+        index = order.randrange(len(buffer))
+        yield buffer[index]
+        buffer[index] = row
+    order.shuffle(buffer)
+    yield from buffer
+
+
+def _stream_args(config: TrainConfig, args: dict) -> dict:
+    """Trainer settings of a streamed run, whose rows the Trainer cannot count: the optimizer steps
+    of ``n_epochs`` passes over ``stream_rows`` rows (batches run on across a pass's end, so there
+    may be a step fewer than in memory), and a checkpoint or validation pass each pass's worth of
+    steps where the options say "each epoch" (the Trainer's one epoch is the whole run)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rows_per_step = config.batch_size * config.gradient_accumulation_steps * world
+    steps = math.ceil(config.n_epochs * config.stream_rows / rows_per_step)
+    per_pass = max(1, steps // config.n_epochs)
+    args.update(max_steps=steps, save_strategy="steps", save_steps=config.save_steps or per_pass)
+    if args["eval_strategy"] != "no":
+        args.update(eval_strategy="steps", eval_steps=config.eval_steps or per_pass)
+    return args
+
+
 def _row_clean(row: dict, tokenizer, template: str = "") -> dict:
     """Keep only the columns the trainer reads, so rows with extra keys line up. Chat rows arrive
     tokenized (ids and the assistant's mask, as ``render`` shows them): turns with tool calls and a
@@ -316,6 +382,8 @@ def _sft_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool):
     # transformers masks attention per row (flash attention's varlen kernels on GPU, a block mask otherwise).
     # TRL refuses max_length there without packing: the rows are truncated once the trainer has them.
     args = _common_args(config, device, has_eval=has_eval)
+    if streams(config):
+        args = _stream_args(config, args)
     if config.padding_free:
         args.update(padding_free=True, max_length=None)
     return SFTConfig(**args)

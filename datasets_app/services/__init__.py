@@ -2,6 +2,7 @@
 
 - ``options``: how a file is read (container, format, column map) and the read limits
 - ``uploads``: whole-file and resumable uploads, and deleting a dataset
+- ``hub``: datasets made from a hub dataset's split (fetched by the validation task)
 - ``validation``: checking a stored dataset; the one writer of ``Dataset.status``
 - ``stats``: token statistics per tokenizer and template (``TokenStats``)
 - ``versions``: prepared versions (dedup, mask, filter, convert, split) with lineage, and versions made
@@ -13,6 +14,7 @@
 """
 
 from datasets_app.services.catalog import dataset_catalog_update, tags_clean
+from datasets_app.services.hub import dataset_hub_create
 from datasets_app.services.options import column_map_parse, dataset_options_clean
 from datasets_app.services.quality import dataset_quality, dataset_quality_fail, dataset_quality_request
 from datasets_app.services.results import result_file_create
@@ -52,7 +54,7 @@ from datasets_app.services.versions import (
 
 __all__ = [
     "column_map_parse", "dataset_actions", "dataset_catalog_update", "tags_clean",
-    "dataset_delete", "dataset_fail", "dataset_operations_check", "dataset_options_clean",
+    "dataset_delete", "dataset_fail", "dataset_hub_create", "dataset_operations_check", "dataset_options_clean",
     "dataset_prepare", "dataset_prepare_run", "dataset_quality", "dataset_quality_fail", "dataset_quality_request",
     "dataset_revalidate", "dataset_rows_create", "dataset_sample_create", "dataset_store", "dataset_transition",
     "dataset_upload",

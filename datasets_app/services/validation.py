@@ -14,6 +14,7 @@ from django.utils import timezone
 from datasets_app import tasks
 from datasets_app.broadcast import dataset_publish
 from datasets_app.models import DATASET_TRANSITIONS, Dataset
+from datasets_app.services.hub import hub_source, hub_source_fetch
 from datasets_app.services.images import dataset_images_check
 from datasets_app.services.options import dataset_options_clean, text_intent_result, validate_config
 from datasets_app.services.quality import dataset_quality_request
@@ -23,6 +24,7 @@ from finetune_site.errors import Conflict
 from finetune_site.files import storage_delete_all, storage_fetch, storage_is_s3
 from finetune_site.status import status_transition
 from workers.events import ValidationProgress
+from workers.hub import HubError
 from workers.report import Issue, Report
 from workers.validate import ValidationResult, run_validation
 
@@ -81,7 +83,16 @@ def dataset_validate(*, dataset_id: str) -> Dataset | None:
     (Path(settings.WORK_DIR) / "datasets").mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(dir=Path(settings.WORK_DIR) / "datasets", prefix=f"{dataset.id}-"))
     try:
-        local = _local_path(dataset, work_dir)
+        if hub_source(dataset) and not dataset.file:
+            try:
+                local = hub_source_fetch(dataset=dataset, work_dir=work_dir)
+            except HubError as exc:
+                dataset_fail(dataset_id=dataset.id, message=str(exc), code="hub_fetch_failed",
+                             hint="check the dataset id and split on the hub, or upload the file; validate it "
+                                  "again (POST /v1/datasets/{id}/validate) once the workers have a network")
+                return Dataset.objects.filter(pk=dataset.id).first()
+        else:
+            local = _local_path(dataset, work_dir)
         if dataset.is_vision:
             return _images_validate(dataset, local, work_dir)
         result = text_intent_result(run_validation(validate_config(local, dataset.filename, dataset.options, work_dir),
@@ -133,11 +144,16 @@ def _validation_finish(dataset: Dataset, result: ValidationResult, training_name
     return finished
 
 
-def dataset_fail(*, dataset_id: str, message: str) -> None:
-    """Mark a dataset whose check crashed ``invalid``, with a report that says so (the file is kept)."""
+def dataset_fail(*, dataset_id: str, message: str, code: str = "", hint: str = "") -> None:
+    """Mark a dataset whose check crashed ``invalid``, with a report that says so (the file is kept).
+    ``code`` and ``hint``: a failure the check knows (a hub dataset that cannot be fetched); by
+    default an unexpected one."""
     report = Report(Dataset.objects.filter(pk=dataset_id).values_list("filename", flat=True).first() or "")
-    report.add(Issue("internal_error", f"the check stopped unexpectedly ({message[:500]})",
-                     "validate it again (POST /v1/datasets/{id}/validate); if it fails again, report it"))
+    if code:
+        report.add(Issue(code, message[:1000], hint))
+    else:
+        report.add(Issue("internal_error", f"the check stopped unexpectedly ({message[:500]})",
+                         "validate it again (POST /v1/datasets/{id}/validate); if it fails again, report it"))
     try:
         with transaction.atomic():
             failed = dataset_transition(dataset_id=dataset_id, to=Status.INVALID,

@@ -227,9 +227,16 @@ def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True, announ
         seed=job.seed,
         trackers=job_trackers(job, workdir),
         run_name=job.id,
+        stream_rows=_stream_rows(job.dataset),
         resume_from=_resume_point(job, workdir / "resume", announce=announce) if resume else None,
         **options_complete(job.hyperparameters),
     )
+
+
+def _stream_rows(dataset) -> int:
+    """The rows the trainer streams from the training file (counted by validation), 0 to load them
+    into memory: files past ``TRAIN_STREAM_ABOVE_BYTES`` are streamed."""
+    return dataset.row_count if dataset.byte_size > settings.TRAIN_STREAM_ABOVE_BYTES else 0
 
 
 def _resume_point(job: FineTuneJob, target: Path, *, announce: bool = True) -> str | None:

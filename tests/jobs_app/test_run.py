@@ -31,6 +31,23 @@ def test_base_model_from_a_local_path_trains(tiny_model_path):
     assert list(job.checkpoints.values_list("step", flat=True)) == [4]
 
 
+def test_job_past_the_stream_threshold_trains_streamed_with_the_same_steps(base_model, settings):
+    settings.TRAIN_STREAM_ABOVE_BYTES = 0  # every file is "large"
+    job = _queued_job(base_model.name)
+    job_run(job_id=job.id)
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
+    assert job.events.filter(message__contains=f"streaming its {job.dataset.row_count} rows").exists()
+    assert list(job.checkpoints.values_list("step", flat=True)) == [4]  # as in memory: one epoch, 4 steps
+
+
+def test_small_file_loads_into_memory(base_model, tmp_path):
+    from jobs_app.services import train_config
+
+    job = _queued_job(base_model.name)
+    assert job.dataset.byte_size < 2**20 and train_config(job, tmp_path).stream_rows == 0
+
+
 def test_hub_model_that_cannot_be_loaded_fails_before_training():
     BaseModel.objects.create(name="acme/not-downloaded", source="acme/not-downloaded")
     job = _queued_job("acme/not-downloaded")
