@@ -189,6 +189,13 @@ def test_wizard_walks_three_steps_and_starts_the_job(client, base_model, user, d
     assert "job_wizard" not in client.session
 
 
+def test_wizard_offers_only_models_that_can_train_the_dataset(client, base_model, user):
+    """cnn (an image model, registered beside tiny-llama) sorts first, but cannot train text rows."""
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    body = client.get(reverse("jobs:wizard_model")).content.decode()
+    assert '<option value="tiny-llama"' in body and '<option value="cnn"' not in body
+
+
 def test_wizard_shows_the_api_error_next_to_the_field(client, base_model, user):
     client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
     response = client.post(reverse("jobs:wizard_model"), _advanced(n_epochs="0", lora_dropout="2"))
