@@ -111,5 +111,7 @@ def test_streamed_run_memory_stays_flat_where_loading_grows_with_the_file(tiny_m
               f"streamed {[v / MiB for v in streamed.values()]}"
     print(figures)
     assert loaded[large] - loaded[small] > 4 * budget, figures  # the baseline: memory follows the file
-    assert abs(streamed[large] - streamed[small]) < budget, figures  # streamed: flat
+    # streamed: flat beside it. Not to the MiB: RSS moves by tens of MiB between runs of more steps (the
+    # allocator's arenas), seen 0.6 and 19 MiB on one machine, while loading grew by ~150 MiB here.
+    assert abs(streamed[large] - streamed[small]) < (loaded[large] - loaded[small]) / 4, figures
     assert streamed[large] < loaded[large] - 4 * budget, figures
