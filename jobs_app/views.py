@@ -27,8 +27,7 @@ from jobs_app.forms import (
 from jobs_app.live import job_detail_context, job_status_context
 from jobs_app.models import FineTuneJob
 from models_app.base_models.models import BaseModel
-from models_app.base_models.selectors import base_models_usable_by
-from models_app.base_models.services import VISION_FAMILIES
+from models_app.base_models.selectors import base_models_training, base_models_usable_by
 from workers.hyperparameters import AUTO, GRADED_OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -143,14 +142,6 @@ def _base_model(user, name: str | None) -> BaseModel | None:
     return base_models_usable_by(user).filter(name=name).first() if name else None
 
 
-def _wizard_base_models(user, dataset) -> list[BaseModel]:
-    """The base models that can train ``dataset``: image models for images, language models for text."""
-    usable = base_models_usable_by(user)
-    if dataset.is_vision:
-        return list(usable.filter(family__in=VISION_FAMILIES))
-    return list(usable.exclude(family__in=VISION_FAMILIES))
-
-
 def _objective(state: dict) -> str:
     return state.get("objective") or FineTuneJob.Objective.SUPERVISED
 
@@ -160,7 +151,7 @@ def wizard_model(request):
     dataset = _wizard_dataset(request)
     if dataset is None:
         return redirect("jobs:wizard_dataset")
-    base_models = _wizard_base_models(request.user, dataset)
+    base_models = list(base_models_training(request.user, images=dataset.is_vision))
     state = _wizard(request)
     texts = dict(state.get("hyperparameters") or {})
     errors: dict[str, str] = {}

@@ -33,6 +33,14 @@ def base_models_usable_by(user) -> QuerySet[BaseModel]:
         source__startswith=REMOTE_PREFIX)
 
 
+def base_models_training(user, *, images: bool) -> QuerySet[BaseModel]:
+    """The usable base models that train images (``cnn`` and vision backbones), or else text."""
+    from models_app.base_models.services import VISION_FAMILIES
+
+    usable = base_models_usable_by(user)
+    return usable.filter(family__in=VISION_FAMILIES) if images else usable.exclude(family__in=VISION_FAMILIES)
+
+
 def base_model_get(user, name: str) -> BaseModel:
     """The base model ``name`` if ``user`` may see it, else a 404 (another user's looks absent)."""
     base = base_models_visible_to(user).filter(name=name).first()
