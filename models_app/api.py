@@ -42,7 +42,7 @@ def model_object(model: BaseModel | FineTunedModel) -> dict:
                 "owned_by": "system", "source": model.source, "family": model.family}
     return {
         "id": model.id, "object": "model", "created": int(model.created_at.timestamp()),
-        "owned_by": f"user-{model.owner_id}", "base_model": model.base_model.name,
+        "owned_by": model.project_id, "base_model": model.base_model.name,
         "fine_tuning_job": model.job_id, "adapter": model.adapter,
         "artifacts": ["adapter", *sorted({e.artifact for e in model.exports.all()
                                           if e.status == Export.Status.VERIFIED} - {"adapter"})],
