@@ -26,7 +26,7 @@ class Project(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        ordering = ["-personal_user_id", "name", "id"]
+        ordering = ["name", "id"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"

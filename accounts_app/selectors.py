@@ -5,7 +5,7 @@ navigation (the personal project by default). Authentication sets it on the user
 (``user_acting``); every other read asks ``project_acting(user)`` and ``project_role(user)``.
 """
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from accounts_app.models import Membership, Project
 
@@ -62,8 +62,9 @@ def user_in_project(user, project: Project):
 
 
 def projects_of(user) -> QuerySet[Project]:
-    """The projects ``user`` is a member of."""
-    return Project.objects.filter(memberships__user=user).distinct()
+    """The projects ``user`` is a member of, their personal one first."""
+    return (Project.objects.filter(memberships__user=user)
+            .order_by(F("personal_user_id").asc(nulls_last=True), "name", "id"))
 
 
 def project_get(user, project_id: str) -> Project | None:

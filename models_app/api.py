@@ -522,6 +522,7 @@ class ImageClassificationSerializer(serializers.Serializer):
 
 class ImageClassificationsApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
+    viewer_allowed = True  # inference reads the project's models: a viewer may
 
     @extend_schema(request={"multipart/form-data": ImageClassificationSerializer}, responses={200: dict},
                    summary="Classify an image with a tuned vision model: its classes, best first, with scores")
@@ -534,6 +535,7 @@ class ImageClassificationsApi(APIView):
 
 
 class ChatCompletionsApi(APIView):
+    viewer_allowed = True  # inference reads the project's models: a viewer may
     @extend_schema(request=ChatCompletionSerializer, responses={200: dict},
                    summary="Chat with a base or fine-tuned model (OpenAI's chat completions; stream: server-sent "
                            "events). Served by the inference worker, which keeps models loaded; the X-Model-Cache "

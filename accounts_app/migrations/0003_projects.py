@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
                 ('personal_user', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='personal_project', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                'ordering': ['-personal_user_id', 'name', 'id'],
+                'ordering': ['name', 'id'],
             },
         ),
         migrations.AddField(
