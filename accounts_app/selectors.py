@@ -57,7 +57,8 @@ def user_acting(user, project_id: str | None = None):
 def user_in_project(user, project: Project):
     """``user`` acting in ``project`` whatever they belong to: for background work done on behalf of an
     object's creator (a sweep's trials, a pipeline's steps) in the object's project."""
-    user.acting_project, user.acting_role = project, Role.MEMBER
+    if getattr(user, "acting_project", None) != project:
+        user.acting_project, user.acting_role = project, Role.MEMBER
     return user
 
 

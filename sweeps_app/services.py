@@ -11,6 +11,7 @@ import math
 from django.db import transaction
 from django.utils import timezone
 
+from accounts_app.selectors import project_acting, user_in_project
 from finetune_site.errors import Conflict, InvalidRequest
 from jobs_app.models import FINISHED, FineTuneJob, JobEvent
 from jobs_app.services import hyperparameters_param, job_create, job_request_check
@@ -41,7 +42,8 @@ def sweep_create(*, owner, model: str, training_file: str, validation_file: str 
     for point in _corners(space):  # every trial's job passes the same checks: the extremes of the space do
         _point_check(owner, request, point)
     with transaction.atomic():
-        sweep = Sweep.objects.create(owner=owner, job_request=request, search_space=space, metric=metric,
+        sweep = Sweep.objects.create(owner=owner, project=project_acting(owner), job_request=request,
+                                     search_space=space, metric=metric,
                                      direction=direction, max_trials=max_trials, parallelism=parallelism)
         _trials_start(sweep)
     return sweep
@@ -161,7 +163,8 @@ def _trials_start(sweep: Sweep) -> None:
         number = len(trials)
         request = sweep.job_request
         try:
-            job = job_create(owner=sweep.owner, model=request["model"], training_file=request["training_file"],
+            job = job_create(owner=user_in_project(sweep.owner, sweep.project), model=request["model"],
+                             training_file=request["training_file"],
                              validation_file=request["validation_file"], objective=request["objective"],
                              hyperparameters={**request["hyperparameters"], **params}, suffix=request["suffix"],
                              metadata={"sweep": sweep.id, "trial": str(number)})

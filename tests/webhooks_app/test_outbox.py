@@ -4,6 +4,7 @@ reports; a rolled-back change writes nothing; an event cannot be recorded twice 
 import pytest
 from django.db import IntegrityError, transaction
 
+from accounts_app.selectors import project_acting
 from jobs_app.models import FineTuneJob
 from jobs_app.services import job_cancel, job_fail, job_transition
 from models_app.models import FineTunedModel
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 def _endpoint(owner, events=None, url="http://127.0.0.1:9/hook") -> WebhookEndpoint:
     # written directly: these tests are about events, not about checking URLs (test_api.py is)
-    return WebhookEndpoint.objects.create(owner=owner, url=url, events=list(events or EVENT_TYPES),
+    return WebhookEndpoint.objects.create(owner=owner, project=project_acting(owner), url=url, events=list(events or EVENT_TYPES),
                                           secret=secret_new())
 
 
