@@ -18,8 +18,8 @@ pytestmark = pytest.mark.django_db
 
 def _endpoint(owner, events=None, url="http://127.0.0.1:9/hook") -> WebhookEndpoint:
     # written directly: these tests are about events, not about checking URLs (test_api.py is)
-    return WebhookEndpoint.objects.create(owner=owner, project=project_acting(owner), url=url, events=list(events or EVENT_TYPES),
-                                          secret=secret_new())
+    return WebhookEndpoint.objects.create(owner=owner, project=project_acting(owner), url=url,
+                                          events=list(events or EVENT_TYPES), secret=secret_new())
 
 
 def test_each_job_ending_writes_one_row_per_subscribed_endpoint(base_model):
