@@ -88,6 +88,7 @@ def test_promotion_is_an_event(base_model):
     _endpoint(user, ["model.promoted"])
     job = make_job(user, status="succeeded")
     model = FineTunedModel.objects.create(id=f"ft:tiny-llama:x:{job.id[-6:]}", owner=user, job=job,
+                                          project_id=job.project_id,
                                           base_model=base_model, name="tiny-topics", version=1, adapter="lora",
                                           adapter_path="models/x/adapter")
     model_promote(model=model, alias="production")
