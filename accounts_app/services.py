@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts_app.models import KEY_PREFIX, ApiKey, Membership, Project
-from accounts_app.selectors import WRITERS, project_acting, project_role
+from accounts_app.selectors import project_acting
 from finetune_site.errors import Forbidden, InvalidRequest, NotFound
 
 Role = Membership.Role
@@ -56,14 +56,6 @@ def project_create(*, user, name: str) -> Project:
         project = Project.objects.create(name=name)
         Membership.objects.create(project=project, user=user, role=Role.OWNER)
     return project
-
-
-def project_write_check(user) -> None:
-    """Raise a 403 (``project_role``) if ``user``'s role in the project they act in is read-only."""
-    role = project_role(user)
-    if role not in WRITERS:
-        raise Forbidden(f"You are a {role} of project {project_acting(user).id}: viewers can read its objects "
-                        "but not change them. Ask an owner of the project for the member role.", code="project_role")
 
 
 def project_manage_check(*, project: Project, by) -> None:
