@@ -196,3 +196,29 @@ def test_personal_project_of_existing_objects_is_the_owners(base_model):
     dataset = make_dataset(owner)
     assert dataset.project == project_personal(owner)
     assert Project.objects.filter(personal_user=owner).count() == 1
+
+
+def test_a_sweep_in_a_project_runs_its_later_trials_there_and_members_see_it(team):
+    """The first trials start in the request; the next one starts from a task, on behalf of the sweep's
+    maker, in the sweep's project (the team's file is not in the maker's personal project)."""
+    from django.utils import timezone
+
+    from jobs_app.services import job_transition
+    from sweeps_app.models import Sweep, SweepTrial
+    from sweeps_app.services import sweep_trial_finish
+
+    bob = _client(team["bob"], team["project"])
+    space = {"n_epochs": {"type": "int", "low": 1, "high": 2}}
+    body = {"model": "tiny-llama", "training_file": team["objects"]["file"], "search_space": space,
+            "objective": {"metric": "train_loss", "direction": "minimize"}, "max_trials": 2, "parallelism": 1}
+    made = bob.post("/v1/sweeps", body, format="json")
+    assert made.status_code == 200, made.content
+    sweep = Sweep.objects.get(pk=made.json()["id"])
+    first = sweep.trials.get(number=0).job
+    FineTuneJob.objects.filter(pk=first.pk).update(status=FineTuneJob.Status.RUNNING)
+    job_transition(job_id=first.id, to=FineTuneJob.Status.FAILED, finished_at=timezone.now())
+    sweep_trial_finish(job_id=first.id)
+    second = sweep.trials.get(number=1)
+    assert second.state == SweepTrial.State.RUNNING and second.job.project_id == team["project"].id
+    assert _client(team["alice"], team["project"]).get(f"/v1/sweeps/{sweep.id}").status_code == 200
+    assert api_client(make_user()).get(f"/v1/sweeps/{sweep.id}").status_code == 404

@@ -54,9 +54,9 @@ def token_stats_check(dataset: Dataset, template: str) -> None:
 
 
 def token_stats_current(*, owner, dataset: Dataset, base_model: BaseModel, template: str = "") -> TokenStats | None:
-    """The stored counts (or their ``computing``/``failed`` state) for a member of the dataset's project, or
-    None: a read."""
-    if dataset.project_id != project_acting(owner).id:
+    """The stored counts (or their ``computing``/``failed`` state) for the dataset's maker or a member acting
+    in its project, or None: a read."""
+    if dataset.owner_id != owner.id and dataset.project_id != project_acting(owner).id:
         return None
     return TokenStats.objects.filter(**_stats_key(dataset, base_model, template)).first()
 
