@@ -136,3 +136,35 @@ def make_stored_completion(owner=None, *, messages: list[dict] | None = None, an
     return completion_store(owner=owner or make_user(), model=base_model_builtin_ensure(), response=response,
                             messages=messages or [{"role": "user", "content": "The capital of France?"}],
                             request={"temperature": 0}, metadata=metadata or {})
+
+
+def make_vision_model(owner=None, *, strategy: str = "native", evaluation: dict | None = None):
+    """A model a succeeded ``native`` vision job made: an untrained 3-class classifier (cats, dogs, owls) on
+    8-pixel images, stored as the worker stores one."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from models_app.services import fine_tuned_model_create
+    from workers.vision.classifier import classifier_save
+    from workers.vision.modules import classifier_build
+    from workers.vision.nets import native_design
+
+    base_model_builtin_ensure()
+    owner = owner or make_user()
+    dataset = make_vision_dataset(owner)
+    job = job_create(owner=owner, training_file=dataset.id, model="cnn", objective="vision",
+                     hyperparameters={"strategy": "native", "n_epochs": 1}, suffix="pets")
+    classes = ["cats", "dogs", "owls"]
+    FineTuneJob.objects.filter(pk=job.pk).update(status="succeeded", vision={
+        "strategy": strategy, "design": {"parameters": 1}, "best_epoch": 1, "epochs": 1,
+        "evaluation": evaluation or {"images": 3, "accuracy": 1.0, "macro_f1": 1.0, "classes": classes,
+                                     "per_class": [], "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}})
+    job.refresh_from_db()
+    design = native_design(depth=1, width=4, dropout=0.0)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        classifier_save(classifier_build(design, image_size=8, classes=3, dropout=0.0), str(Path(tmp) / "m"),
+                        meta={"design": design, "classes": classes, "image_size": 8, "strategy": strategy})
+        return fine_tuned_model_create(job=job, adapter_dir=Path(tmp) / "m")

@@ -52,7 +52,7 @@ def _create(live_server, api, file_id: str, **hyperparameters) -> dict:
     return response.json()
 
 
-def test_a_zip_of_images_becomes_a_classifier_that_answers(live_server, live_base_model, worker):
+def test_a_zip_of_images_becomes_a_classifier_that_answers(live_server, live_base_model, worker, inference_worker):
     client, _ = client_for(live_server)
     api = _api(client)
     file_id = _ready_dataset(live_server, api, per_class=40)
