@@ -2,6 +2,8 @@
 
 import pytest
 import requests
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
 
 from tests.api import api_key_for
 from tests.factories import image_bytes, make_vision_model
@@ -27,3 +29,13 @@ def test_the_inference_worker_classifies_and_keeps_the_classifier_loaded(live_se
     assert abs(sum(p["score"] for p in predictions) - 1) < 1e-3
     assert (first.headers["X-Model-Cache"], second.headers["X-Model-Cache"]) == ("miss", "hit")
     assert second.json()["predictions"] == predictions[:2]
+
+
+def test_the_model_page_playground_shows_the_tuned_classes(client, live_base_model, inference_worker):
+    model = make_vision_model()
+    client.force_login(model.owner)
+    image = SimpleUploadedFile("q.png", image_bytes("owls", 1), content_type="image/png")
+    page = client.post(reverse("models:classify", args=[model.id]), {"image": image}).content.decode()
+    tuned = page[page.index('id="tuned-predictions"'):]
+    assert all(label in tuned for label in ("cats", "dogs", "owls")) and "%" in tuned
+    assert "no base model to compare with" in page

@@ -14,6 +14,8 @@ from django.conf import settings
 
 from finetune_site.errors import InvalidRequest, NotFound, Unavailable
 from models_app import tasks
+from models_app.base_models.models import BaseModel
+from models_app.base_models.services import base_model_local_path
 from models_app.models import FineTunedModel
 from models_app.replies import ReplySender, replies_collect, reply_channel_new
 from models_app.selectors import fine_tuned_model_find
@@ -32,8 +34,40 @@ def image_classify(*, user, model: str, image: bytes, top: int = 5) -> dict:
     image_validate(image)
     if not 1 <= top <= TOP_MAX:
         raise InvalidRequest(f"top must be from 1 to {TOP_MAX}", param="top")
+    answer = _classify_on_worker(found.id, image, top)
+    return {"object": "image.classification", "model": found.id, **answer}
+
+
+def image_compare(*, user, model: str, image: bytes, top: int = 3) -> dict:
+    """The vision playground: ``{"model", "tuned": [predictions], "base": [predictions] or None,
+    "base_note"}``. A ``cnn`` model trained from scratch has no base to ask; a ``transfer`` model's
+    backbone answers only when it is a classifier itself (a head over its features), and
+    ``base_note`` says why there is no base column otherwise."""
+    found = vision_model_find(user=user, model=model)
+    tuned = image_classify(user=user, model=found.id, image=image, top=top)["predictions"]
+    base, note = found.base_model, base_classifier_note(found)
+    return {"model": found, "tuned": tuned, "base_note": note,
+            "base": None if note else _classify_on_worker(base.name, image, top)["predictions"]}
+
+
+def base_classifier_note(model: FineTunedModel) -> str:
+    """Why ``model``'s base cannot classify an image (empty when it can)."""
+    from workers.vision import is_classifier
+
+    base = model.base_model
+    if base.family == "vision_cnn":
+        return (f"{model.name} was trained from scratch ({model.job.vision.get('strategy', 'native')} strategy on "
+                f"{base.name}): there is no base model to compare with, so only its own predictions show.")
+    if not is_classifier(base_model_local_path(base)):
+        return (f"{base.name} is a backbone without a classification head: it turns images into features, "
+                "not classes, so it has no predictions of its own.")
+    return ""
+
+
+def _classify_on_worker(model_id: str, image: bytes, top: int) -> dict:
+    """``{"predictions", "cache"}`` from the inference worker for a fine-tuned model id or a base model name."""
     channel = reply_channel_new()
-    tasks.image_classify_run.apply_async(args=[found.id, base64.b64encode(image).decode(), top, channel],
+    tasks.image_classify_run.apply_async(args=[model_id, base64.b64encode(image).decode(), top, channel],
                                          expires=settings.INFERENCE_TIMEOUT_SECONDS)
     seconds = settings.INFERENCE_TIMEOUT_SECONDS
     try:
@@ -42,8 +76,7 @@ def image_classify(*, user, model: str, image: bytes, top: int = 5) -> dict:
         raise Unavailable(NO_INFERENCE_WORKER.format(seconds=seconds), code="inference_unavailable") from None
     if last["type"] == "inference.error":
         raise chat_completion_error(last)
-    return {"object": "image.classification", "model": found.id, "predictions": last["predictions"],
-            "cache": last["cache"]}
+    return {"predictions": last["predictions"], "cache": last["cache"]}
 
 
 def vision_model_find(*, user, model: str) -> FineTunedModel:
@@ -85,13 +118,12 @@ def image_classify_run(*, model_id: str, image: str, top: int, reply_channel: st
     from workers.vision import ClassifierError, classifier_get, classify, is_classifier
 
     with ReplySender(reply_channel) as reply:
-        model = FineTunedModel.objects.filter(pk=model_id).first()
-        if model is None:
-            reply.send("error", message=f"the model {model_id!r} no longer exists", code="model_not_found",
-                       param="model")
-            return
         try:
-            local = str(model_local_files(model))
+            local = _classifier_dir(model_id)
+            if local is None:
+                reply.send("error", message=f"the model {model_id!r} no longer exists", code="model_not_found",
+                           param="model")
+                return
             if not is_classifier(local):
                 reply.send("error", message=f"{model_id} holds no image classifier", code="invalid_request",
                            param="model")
@@ -106,3 +138,13 @@ def image_classify_run(*, model_id: str, image: str, top: int, reply_channel: st
             log.exception("classifying with %s failed", model_id)
             reply.send("error", message=f"the model could not classify: {type(error).__name__}: {error}",
                        code="inference_failed", param=None)
+
+
+def _classifier_dir(model_id: str) -> str | None:
+    """The local directory of a fine-tuned model's classifier (fetched from storage once), or of a base
+    model's; None when neither exists."""
+    model = FineTunedModel.objects.filter(pk=model_id).first()
+    if model is not None:
+        return str(model_local_files(model))
+    base = BaseModel.objects.filter(name=model_id).first()
+    return base_model_local_path(base, fetch=True) if base is not None else None

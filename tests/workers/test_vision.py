@@ -310,3 +310,19 @@ def test_every_optimizer_of_the_spec_builds(optimizer):
     config = config_make({"optimizer": optimizer, "weight_decay": 0.01 if optimizer == "adamw" else 0.0})
     made = optimizer_make(config, torch.nn.Linear(2, 2).parameters())
     assert type(made).__name__.lower() == optimizer
+
+
+def test_the_evaluation_keeps_the_most_confident_mistakes_with_thumbnails(shapes, tmp_path):
+    from PIL import Image
+
+    given = {"strategy": "native", "n_epochs": 1, "width": 4, "learning_rate": 1e-6, "early_stopping_patience": 0}
+    result = run_vision_training(_config(shapes, tmp_path, given), lambda event: None, lambda: "")
+    evaluation = result.evaluation
+    wrong = evaluation["images"] - sum(evaluation["confusion_matrix"][i][i] for i in range(3))
+    mistakes = evaluation["misclassified"]
+    assert wrong > 0 and len(mistakes) == min(wrong, 24)  # an untrained network: chance
+    assert [m["score"] for m in mistakes] == sorted((m["score"] for m in mistakes), reverse=True)
+    for mistake in mistakes:
+        assert mistake["true"] != mistake["predicted"] and mistake["image"].split("/")[0] == mistake["true"]
+        with Image.open(Path(result.misclassified_dir) / mistake["file"]) as thumbnail:
+            assert (thumbnail.format, thumbnail.size) == ("JPEG", (64, 64))
