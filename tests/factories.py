@@ -168,3 +168,24 @@ def make_vision_model(owner=None, *, strategy: str = "native", evaluation: dict 
         classifier_save(classifier_build(design, image_size=8, classes=3, dropout=0.0), str(Path(tmp) / "m"),
                         meta={"design": design, "classes": classes, "image_size": 8, "strategy": strategy})
         return fine_tuned_model_create(job=job, adapter_dir=Path(tmp) / "m")
+
+
+def make_backbone(path) -> str:
+    """A vision backbone pretrained here on another task (the colour of a disc, 1 epoch), saved as a
+    registered one is: what the ``transfer`` strategy fine-tunes."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from workers.vision.backbones import backbone_pretrain
+    from workers.vision.data import images_load
+
+    colours = list(CLASS_COLOURS)[:3]
+    files = {f"{label}/{i}.png": image_bytes(label, i) for label in colours for i in range(20)}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "discs.zip").write_bytes(archive_bytes(files))
+        pixels = images_load(str(Path(tmp) / "discs.zip"), "discs.zip", list(files), 32)
+    labels = torch.tensor([colours.index(name.split("/")[0]) for name in files])
+    return str(backbone_pretrain(str(path), pixels, labels, classes=3, widths=(8, 16, 32), epochs=1,
+                                 pretrained_on="coloured discs"))

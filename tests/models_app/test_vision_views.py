@@ -20,6 +20,7 @@ def test_a_vision_model_page_offers_image_actions_not_text_ones(client):
     page = _page(client, make_vision_model())
     assert 'id="vision-playground"' in page and 'id="classify-image"' in page
     assert 'class="confusion"' in page and "Held-out accuracy" in page
+    assert page.count('class="num heat-4">1<') == 3 and page.count('class="num heat-0">0<') == 6  # the diagonal
     assert 'id="open-playground"' not in page  # the text playground (chat)
     assert "Evaluate against" not in page and "Tokens generated per row" not in page
     assert "GGUF precision" not in page

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import archive_bytes, image_bytes
+from tests.factories import archive_bytes, make_backbone
 from workers.events import LogLine, Metric
 from workers.hyperparameters import OptionError
 from workers.images import ImageConfig, run_image_validation
@@ -48,29 +48,7 @@ def shapes(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def backbone(tmp_path_factory) -> str:
     """A backbone pretrained here on another task (the colour of a disc), saved as a registered one is."""
-    import torch
-
-    from tests.factories import CLASS_COLOURS
-    from workers.vision.backbones import backbone_pretrain
-    from workers.vision.data import images_load
-
-    root = tmp_path_factory.mktemp("backbone")
-    colours = list(CLASS_COLOURS)[:3]
-    files = {f"{label}/{i}.png": image_bytes(label, i) for label in colours for i in range(20)}
-    (root / "discs.zip").write_bytes(archive_bytes(files))
-    pixels = images_load(str(root / "discs.zip"), "discs.zip", list(files), 32)
-    labels = torch.tensor([colours.index(name.split("/")[0]) for name in files])
-    return str(
-        backbone_pretrain(
-            str(root / "backbone"),
-            pixels,
-            labels,
-            classes=3,
-            widths=(8, 16, 32),
-            epochs=1,
-            pretrained_on="coloured discs",
-        )
-    )
+    return make_backbone(tmp_path_factory.mktemp("backbone") / "backbone")
 
 
 def _config(shapes: dict, tmp_path: Path, given: dict, **plan):
