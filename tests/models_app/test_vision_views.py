@@ -102,6 +102,8 @@ def test_misclassified_images_show_with_their_thumbnails_to_the_owner_only(clien
     for page in (_page(client, model), client.get(reverse("jobs:detail", args=[model.job_id])).content.decode()):
         assert f'src="{url}"' in page and 'alt="owls/007.png"' in page
         assert "owls → <strong>dogs</strong> 81%" in page
+    assert f'href="/models/{model.id}/#classify-h">Classify an image</a>' in page  # the job page's next steps
+    assert "/models/playground/?model=" not in page
     response = client.get(url)
     assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
     assert b"".join(response.streaming_content) == thumbnail
