@@ -4,7 +4,7 @@
 
 It creates a throw-away database next to DATABASE_URL's (``test_<name>``), uploads a ZIP of generated
 shapes (3 classes, one image twice under two labels) as a user would, checks it, and trains
-a ``native`` vision job in this process while the production web server (``finetune_site.server``, DEBUG
+a ``native`` vision job in a child process while the production web server (``finetune_site.server``, DEBUG
 off) serves the pages to Debian's Chromium (``/usr/bin/chromium``, through Playwright). It saves:
 
 - ``docs/vision_dataset.png``: the dataset's report page (class chart, thumbnails per class, the
@@ -17,7 +17,6 @@ Nothing is downloaded; it takes about two minutes on CPU.
 
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -56,8 +55,7 @@ def main() -> None:
 
 
 def _destroy(old_name: str) -> None:
-    """Drop the throw-away database once the last connection to it (the web server's, a training
-    thread's) has closed."""
+    """Drop the throw-away database once the last connection to it (the web server's) has closed."""
     from django.db import OperationalError, connection, connections
 
     for _ in range(20):
@@ -86,7 +84,7 @@ def _shoot(database_url: str) -> None:
     user, dataset, job = _fill()
     server = WebServer(database_url)
     server.start()
-    trainer = threading.Thread(target=_train, args=(job.id,))
+    trainer = None
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -102,20 +100,21 @@ def _shoot(database_url: str) -> None:
             page.wait_for_load_state("networkidle")
             _save(page, "vision_dataset.png")
 
-            trainer.start()
+            trainer = _train(job.id, database_url)
             page.goto(f"{server.url}/jobs/{job.id}/")
             _wait(lambda: _epochs(job.id) >= EPOCHS // 2, "half of the epochs")
             page.reload()
             page.wait_for_load_state("networkidle")
             _save(page, "vision_job.png")
 
-            trainer.join()
+            trainer.wait(timeout=600)
             page.reload()
             page.wait_for_load_state("networkidle")
             _save(page, "vision_job_done.png")
             browser.close()
     finally:
-        trainer.join() if trainer.is_alive() else None
+        if trainer is not None and trainer.poll() is None:
+            trainer.kill()
         server.stop()
 
 
@@ -144,21 +143,23 @@ def _fill():
     return user, dataset, job
 
 
-def _train(job_id: str) -> None:
-    from django.db import connection
+def _train(job_id: str, database_url: str):
+    """Train the job in a process of its own (as a worker would), so that its connections end with it."""
+    import subprocess
 
-    from jobs_app.services import job_run
-
-    try:
-        job_run(job_id=job_id)
-    finally:
-        connection.close()
+    code = f"import django; django.setup(); from jobs_app.services import job_run; job_run(job_id={job_id!r})"
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url})
 
 
 def _epochs(job_id: str) -> int:
+    from django.db import connections
+
     from jobs_app.models import JobEvent
 
-    return JobEvent.objects.filter(job_id=job_id, type="metrics").count()
+    try:
+        return JobEvent.objects.filter(job_id=job_id, type="metrics").count()
+    finally:
+        connections.close_all()  # opened inside Playwright's event loop: nothing outside it could close it
 
 
 def _wait(condition, what: str, timeout: float = 300) -> None:

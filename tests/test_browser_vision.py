@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import image_bytes, make_user, make_vision_model
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, page_logged_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -22,13 +22,8 @@ def test_choosing_an_image_shows_the_tuned_classes_and_why_there_is_no_base(web_
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(30_000)
         try:
-            page.goto(f"{web_server.url}/models/{model.id}/")
-            page.get_by_label("Username").fill("hedy")
-            page.get_by_label("Password").fill("pw-hedy")
-            page.get_by_role("button", name="Log in").click()
+            page = page_logged_in(browser, f"{web_server.url}/models/{model.id}/", "hedy")
             expect(page.get_by_role("link", name="Open in playground")).to_have_count(0)
             loads = []
             page.on("load", lambda: loads.append(1))
