@@ -3,8 +3,9 @@ import logging
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
@@ -311,3 +312,13 @@ def _dry_run(dataset: Dataset, base: BaseModel, resolved: dict) -> dict | None:
     except Exception:
         log.warning("dry run of %s with %s failed", dataset.id, base.name, exc_info=True)
         return None
+
+
+@login_required
+def job_misclassified_thumbnail(request, job_id: str, index: int):
+    """The thumbnail of a vision job's misclassified held-out image (the job's owner only)."""
+    job = selectors.job_get(request.user, job_id)
+    response = FileResponse(default_storage.open(selectors.job_misclassified_thumbnail(job, index), "rb"),
+                            content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

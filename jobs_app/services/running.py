@@ -339,9 +339,10 @@ def _vision_succeed(job: FineTuneJob, result) -> None:
     held_out = f", held-out accuracy {accuracy:.1%}" if accuracy is not None else ""
     with transaction.atomic():
         job_transition(job_id=job.id, to=Status.SUCCEEDED, expect_attempt=job.attempt, trained_tokens=0,
-                       finished_at=timezone.now(), metrics=metrics, vision=vision_summary(result), lease_owner="",
-                       data=metrics, message=f"Job succeeded: {result.strategy}, {result.epochs} epochs (kept epoch "
-                                             f"{result.best_epoch}), {result.parameters:,} parameters{held_out}")
+                       finished_at=timezone.now(), metrics=metrics, vision=vision_summary(result, job=job),
+                       lease_owner="", data=metrics,
+                       message=f"Job succeeded: {result.strategy}, {result.epochs} epochs (kept epoch "
+                               f"{result.best_epoch}), {result.parameters:,} parameters{held_out}")
         FineTuneJob.objects.filter(pk=job.pk).update(result_file=job_result_file_create(job))
         job.refresh_from_db()
         job_succeeded.send(sender=FineTuneJob, job=job, output_dir=Path(result.model_dir))

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
 
 from datasets_app.models import Dataset
 from finetune_site.errors import InvalidRequest
@@ -107,17 +109,33 @@ def vision_config(job, workdir: Path):
     )
 
 
-def vision_summary(result) -> dict:
+def vision_summary(result, *, job=None) -> dict:
     """What the job keeps of a vision run: its strategy, design (layers, parameters, multiply-adds) and
-    evaluation on the held-out images."""
+    evaluation on the held-out images; with ``job``, the thumbnails of its misclassified images are
+    stored (``jobs/<id>/misclassified/``) and each entry names its ``thumbnail`` there."""
+    evaluation = dict(result.evaluation or {})
+    if job is not None and evaluation.get("misclassified"):
+        evaluation["misclassified"] = _misclassified_store(job, result)
     return json.loads(
         json.dumps(
             {
                 "strategy": result.strategy,
                 "design": result.design,
-                "evaluation": result.evaluation,
+                "evaluation": evaluation,
                 "best_epoch": result.best_epoch,
                 "epochs": result.epochs,
             }
         )
     )
+
+
+def _misclassified_store(job, result) -> list[dict]:
+    kept = []
+    for entry in result.evaluation["misclassified"]:
+        entry = dict(entry)
+        name = f"jobs/{job.id}/misclassified/{entry.pop('file')}"
+        default_storage.delete(name)  # an earlier attempt's
+        with open(Path(result.misclassified_dir) / Path(name).name, "rb") as handle:
+            entry["thumbnail"] = default_storage.save(name, File(handle))
+        kept.append(entry)
+    return kept

@@ -14,7 +14,14 @@
 
 from models_app.services.artifacts import ARTIFACTS, model_artifact_get, model_artifact_name, model_files_fetch
 from models_app.services.cards import model_card_edit, model_card_evaluations_refresh, model_card_readme_store
-from models_app.services.classifications import image_classify
+from models_app.services.classifications import (
+    base_classifier_note,
+    image_classify,
+    image_classify_run,
+    image_compare,
+    image_validate,
+    vision_model_find,
+)
 from models_app.services.completions import (
     completion_retention_days,
     completion_row,
@@ -59,7 +66,12 @@ from models_app.services.registry import (
 from models_app.services.usage import model_usage_record
 
 __all__ = [
+    "base_classifier_note",
     "image_classify",
+    "image_compare",
+    "image_classify_run",
+    "image_validate",
+    "vision_model_find",
     "completion_retention_days", "completion_row", "completion_settings_update", "completion_store",
     "completions_dataset_create", "completions_import", "metadata_check", "stored_completion_delete",
     "stored_completion_feedback", "stored_completion_metadata_update", "stored_completions_purge",

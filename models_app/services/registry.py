@@ -11,7 +11,7 @@ from finetune_site.files import storage_delete_all, storage_put_dir, storage_put
 from finetune_site.semver import Semver, semver_parse, semver_text
 from jobs_app.services import alias_check, job_event_add, job_model_name
 from models_app.cards import model_card_generate
-from models_app.models import AliasChange, FineTunedModel, ModelAlias
+from models_app.models import AliasChange, Export, FineTunedModel, ModelAlias
 from models_app.services.artifacts import zip_write
 from models_app.signals import model_promoted
 
@@ -162,12 +162,24 @@ def _rollback_target(current: ModelAlias, version: int | str | None) -> FineTune
     return earlier.model
 
 
-def model_actions(model: FineTunedModel) -> dict[str, bool]:
-    """What a version allows now (what its page offers): an alias pins it, archiving retires it."""
+# What a vision model (an image classifier, not a language model) can be exported as.
+VISION_EXPORT_KINDS = ("torchscript", "onnx")
+
+
+def model_actions(model: FineTunedModel) -> dict:
+    """What a version allows now (what its page offers): an alias pins it, archiving retires it. A vision
+    model classifies images (``vision``: the image playground, its held-out evaluation) and offers none
+    of a language model's actions (``chat``: the text playground, ``evaluate_text``, adapter, merged
+    and GGUF exports); ``export_kinds`` lists the exports it may ask for."""
     aliased = model.aliases.exists()
+    vision = model.job.objective == "vision"
+    kinds = [k for k in Export.Kind.values if (k in VISION_EXPORT_KINDS) == vision]
+    if model.adapter == "full" and "adapter" in kinds:
+        kinds.remove("adapter")
     return {"promote": model.archived_at is None, "archive": model.archived_at is None and not aliased,
             "unarchive": model.archived_at is not None, "delete": not aliased,
-            "export_adapter": model.adapter != "full"}
+            "export_adapter": not vision and model.adapter != "full", "export_kinds": kinds,
+            "gguf": "gguf" in kinds, "vision": vision, "chat": not vision, "evaluate_text": not vision}
 
 
 def model_archive(*, model: FineTunedModel, archived: bool = True) -> FineTunedModel:

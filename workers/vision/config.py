@@ -71,6 +71,8 @@ class VisionResult:
     precision/recall/F1, confusion matrix). design: the network's design (``workers.vision.nets``), with
     its parameters and multiply-adds. steps / total_steps: optimizer steps done / planned.
     wall_seconds: time in the loop. stopped / stop: ``should_stop`` ended it early, and how.
+    misclassified_dir: the thumbnails of ``evaluation["misclassified"]`` (its entries' ``file``); "" when
+    every held-out image was right.
     """
 
     model_dir: str
@@ -89,3 +91,4 @@ class VisionResult:
     stop: str = ""
     parameters: int = 0
     images: int = 0
+    misclassified_dir: str = ""

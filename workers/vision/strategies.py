@@ -233,7 +233,7 @@ def run(
     import torch
 
     from workers.vision.classifier import classifier_save
-    from workers.vision.evaluation import evaluate
+    from workers.vision.evaluation import evaluate, misclassified_save
     from workers.vision.modules import classifier_build
     from workers.vision.train import Images, fit, predictions
 
@@ -276,10 +276,13 @@ def run(
         return VisionResult(
             model_dir="", evaluation={}, wall_seconds=time.monotonic() - started, stopped=True, stop=done.stop, **common
         )
-    evaluation = {}
+    evaluation, mistakes_dir = {}, str(Path(config.output_dir) / "misclassified")
     if len(valid):
-        _, guessed = predictions(model, images.valid_x)
+        logits, guessed = predictions(model, images.valid_x)
         evaluation = evaluate(guessed.tolist(), images.valid_y.tolist(), classes)
+        evaluation["misclassified"] = misclassified_save(
+            logits.softmax(dim=1), images.valid_y.tolist(), [rows[i]["image"] for i in valid], classes,
+            out_dir=mistakes_dir, archive_path=config.archive_path, archive_name=config.archive_name)
     out = classifier_save(
         model.cpu().eval(),
         str(Path(config.output_dir) / "model"),
@@ -293,7 +296,8 @@ def run(
             "evaluation": evaluation,
         },
     )
-    return VisionResult(model_dir=str(out), evaluation=evaluation, wall_seconds=time.monotonic() - started, **common)
+    return VisionResult(model_dir=str(out), evaluation=evaluation, wall_seconds=time.monotonic() - started,
+                        misclassified_dir=mistakes_dir if evaluation.get("misclassified") else "", **common)
 
 
 __all__ = [
