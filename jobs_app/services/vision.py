@@ -91,8 +91,9 @@ def _backbone_path(base_model: BaseModel) -> str:
     return "" if base_model.family == "vision_cnn" else base_model_local_path(base_model)
 
 
-def vision_config(job, workdir: Path):
-    """The engine's config for a vision job: its archive and manifest fetched into ``workdir``."""
+def vision_config(job, workdir: Path, *, resume_from: str = ""):
+    """The engine's config for a vision job: its archive and manifest fetched into ``workdir``;
+    ``resume_from``: the local copy of the checkpoint it continues from ("" to start afresh)."""
     from workers.vision import config_make
 
     dataset = job.dataset
@@ -104,6 +105,7 @@ def vision_config(job, workdir: Path):
         output_dir=str(workdir / "output"),
         backbone_path=_backbone_path(job.base_model),
         seed=job.seed,
+        resume_from=resume_from,
     )
 
 
