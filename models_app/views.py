@@ -43,7 +43,7 @@ def model_detail(request, model_id: str):
         "evaluations": evaluations,
         "latest_evaluation": next((e for e in evaluations if e.status == "succeeded"), None),
         "datasets": datasets_visible_to(request.user).filter(status=Dataset.Status.READY)[:100],
-        "export_kinds": Export.Kind.values, "quantizations": Export.Quantization.values,
+        "export_kinds": services.export_kinds(model.base_model), "quantizations": Export.Quantization.values,
         "actions": services.model_actions(model),
     })
 

@@ -3,6 +3,7 @@ dataset and model (``workers.vision.vision_plan``), the engine's ``VisionConfig`
 the designer of ``llm_designed`` wired to an OpenAI-compatible chat endpoint, and what a trained run
 leaves on the job (strategy, design, evaluation)."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -123,3 +124,18 @@ def vision_summary(result) -> dict:
             }
         )
     )
+
+
+def vision_sample_images(job, workdir: Path, count: int = 8) -> tuple[str, str, tuple[str, ...]]:
+    """(local archive, its uploaded name, image names): ``count`` of the job's held-out images, the classes
+    taking turns (e.g. to check an export of its classifier), fetched into ``workdir``."""
+    from workers.vision.data import manifest_read, split_rows
+
+    config = vision_config(job, workdir)
+    rows = manifest_read(config.manifest_path)
+    train, valid = split_rows(rows, share=config.validation_share, seed=config.seed)
+    by_class: dict[str, list[str]] = {}
+    for index in valid or train:
+        by_class.setdefault(rows[index]["label"], []).append(rows[index]["image"])
+    turns = [name for group in itertools.zip_longest(*by_class.values()) for name in group if name]
+    return config.archive_path, config.archive_name, tuple(turns[:count])
