@@ -69,6 +69,7 @@ OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng_state.pth"
 BEST_FILE = "early_stopping.safetensors"
+CHECKPOINT_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
 
 
 def normalise(pixels):
@@ -271,8 +272,10 @@ class Fitting:
             save_file({name: tensor.contiguous() for name, tensor in self.best_state.items()}, str(path / BEST_FILE))
         state = {"loop": asdict(self.loop), "fit": asdict(self.result)}
         (path / STATE_FILE).write_text(json.dumps(state))
-        self.emit(ArtifactSaved(kind="checkpoint", path=str(path), step=self.result.steps,
-                                metrics=dict(self.result.values)))
+        # the last epoch's values under OpenAI's checkpoint names (train_loss, valid_loss), as text jobs report
+        metrics = {CHECKPOINT_NAMES.get(name, name): value for name, value in self.result.values.items()
+                   if name != "learning_rate"}
+        self.emit(ArtifactSaved(kind="checkpoint", path=str(path), step=self.result.steps, metrics=metrics))
 
     def restore(self, directory: str) -> None:
         """Continue from the checkpoint in ``directory``: the weights, optimizer, schedule, random states,
