@@ -1,7 +1,9 @@
-"""Vision jobs on the real Celery worker survive a dead worker and pause like language-model jobs: a worker
-killed with SIGKILL mid-training leaves its last epoch's checkpoint, a fresh worker resumes from it and
-trains no epoch twice; a pause checkpoints the step it stops at, and resuming continues from that step."""
+"""Vision jobs on the real Celery worker survive a dead or stopping worker and pause like language-model
+jobs: a worker killed with SIGKILL mid-training leaves its last epoch's checkpoint, a fresh worker resumes
+from it and trains no epoch twice; a pause, or a worker's SIGTERM, checkpoints the step it stops at, and
+the job continues from that step."""
 
+import signal
 import time
 
 import pytest
@@ -85,3 +87,25 @@ def test_a_paused_vision_job_checkpoints_its_step_and_resumes_from_it(live_serve
     assert _engine_resumed_at(job["id"]) == step  # the very step it paused at, mid-epoch or not
     assert _epochs(job["id"]) == list(range(1, 13))
     assert FineTuneJob.objects.get(pk=job["id"]).metrics["steps"] == 12 * _steps(job["id"])[0]
+
+
+def test_sigterm_checkpoints_a_vision_job_and_another_worker_finishes_it(live_server, live_base_model, worker_pool):
+    worker_pool.ensure()
+    client, _ = client_for(live_server)
+    api = _api(client)
+    job = _create(live_server, api, _ready_dataset(live_server, api, per_class=20), **LONG)
+    wait_for(lambda: _epochs(job["id"]), timeout=180, what="the first epoch")
+    worker_pool.process.send_signal(signal.SIGTERM)
+    worker_pool.process.wait(timeout=60)
+
+    row = FineTuneJob.objects.get(pk=job["id"])
+    assert row.status == "queued" and row.stop_request == ""
+    requeued = JobEvent.objects.get(job_id=job["id"], message__contains="is shutting down; checkpoint at step ")
+    step = int(requeued.message.split("checkpoint at step ")[1].split()[0])
+    assert Checkpoint.objects.filter(job_id=job["id"], step=step).exists()
+
+    worker_pool.ensure()
+    done = wait_finished(client, job["id"], timeout=300, reap=True)
+    assert done.status == "succeeded", done.error
+    assert _engine_resumed_at(job["id"]) == step
+    assert _epochs(job["id"]) == list(range(1, 13))
