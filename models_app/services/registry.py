@@ -11,8 +11,9 @@ from finetune_site.files import storage_delete_all, storage_put_dir, storage_put
 from finetune_site.semver import Semver, semver_parse, semver_text
 from jobs_app.services import alias_check, job_event_add, job_model_name
 from models_app.cards import model_card_generate
-from models_app.models import AliasChange, Export, FineTunedModel, ModelAlias
+from models_app.models import AliasChange, FineTunedModel, ModelAlias
 from models_app.services.artifacts import zip_write
+from models_app.services.exports import export_kinds
 from models_app.signals import model_promoted
 
 
@@ -162,10 +163,6 @@ def _rollback_target(current: ModelAlias, version: int | str | None) -> FineTune
     return earlier.model
 
 
-# What a vision model (an image classifier, not a language model) can be exported as.
-VISION_EXPORT_KINDS = ("torchscript", "onnx")
-
-
 def model_actions(model: FineTunedModel) -> dict:
     """What a version allows now (what its page offers): an alias pins it, archiving retires it. A vision
     model classifies images (``vision``: the image playground, its held-out evaluation) and offers none
@@ -173,9 +170,7 @@ def model_actions(model: FineTunedModel) -> dict:
     and GGUF exports); ``export_kinds`` lists the exports it may ask for."""
     aliased = model.aliases.exists()
     vision = model.job.objective == "vision"
-    kinds = [k for k in Export.Kind.values if (k in VISION_EXPORT_KINDS) == vision]
-    if model.adapter == "full" and "adapter" in kinds:
-        kinds.remove("adapter")
+    kinds = [kind for kind in export_kinds(model.base_model) if kind != "adapter" or model.adapter != "full"]
     return {"promote": model.archived_at is None, "archive": model.archived_at is None and not aliased,
             "unarchive": model.archived_at is not None, "delete": not aliased,
             "export_adapter": not vision and model.adapter != "full", "export_kinds": kinds,

@@ -33,6 +33,11 @@ def is_classifier(path: str) -> bool:
     return (Path(path) / META_FILE).is_file() and (Path(path) / MODEL_FILE).is_file()
 
 
+def classifier_meta(path: str) -> dict:
+    """The ``vision.json`` of a classifier directory (or of a checkpoint: it is one)."""
+    return json.loads((Path(path) / META_FILE).read_text())
+
+
 def classifier_load(path: str):
     """(the model in eval mode, its meta) from a classifier directory."""
     from safetensors.torch import load_file
@@ -41,7 +46,7 @@ def classifier_load(path: str):
 
     if not is_classifier(path):
         raise ClassifierError(f"{path} is not an image classifier (no {META_FILE} and {MODEL_FILE})")
-    meta = json.loads((Path(path) / META_FILE).read_text())
+    meta = classifier_meta(path)
     model = classifier_build(
         meta["design"], image_size=meta["image_size"], classes=len(meta["classes"]), dropout=meta.get("dropout", 0.0)
     )

@@ -18,6 +18,12 @@ RUN_FIELDS = (
         "",
     ),
     ("seed", int, "seed for initialisation, the hold-out and data order; default 42", 42),
+    (
+        "resume_from",
+        str,
+        'local checkpoint directory (``workers.vision.train``) the run continues from; "" = from the start',
+        "",
+    ),
 )
 
 
