@@ -52,8 +52,8 @@ def test_an_evaluation_metric_objective_scores_each_trial_when_its_evaluation_en
     sweep_trial_finish(job_id=first.job_id)
     first.refresh_from_db()
     assert first.state == SweepTrial.State.RUNNING  # its job ended, its evaluation has not
-    Evaluation.objects.filter(pk=evaluation.pk).update(status=Evaluation.Status.SUCCEEDED,
-                                                       metrics={"base": {"accuracy": 0.25}, "tuned": {"accuracy": 0.75}})
+    metrics = {"base": {"accuracy": 0.25}, "tuned": {"accuracy": 0.75}}
+    Evaluation.objects.filter(pk=evaluation.pk).update(status=Evaluation.Status.SUCCEEDED, metrics=metrics)
     with django_capture_on_commit_callbacks() as queued:  # the evaluation's end queues the trial's scoring
         evaluation_finished.send(sender=Evaluation, evaluation=Evaluation.objects.get(pk=evaluation.pk))
     assert len(queued) == 1
