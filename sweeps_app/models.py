@@ -47,6 +47,13 @@ class Sweep(models.Model):
         return self.id
 
 
+# The legal changes of Sweep.status (finetune_site.status): a running sweep ends once.
+SWEEP_TRANSITIONS = {
+    Sweep.Status.RUNNING: {Sweep.Status.SUCCEEDED, Sweep.Status.FAILED, Sweep.Status.CANCELLED},
+    Sweep.Status.SUCCEEDED: set(), Sweep.Status.FAILED: set(), Sweep.Status.CANCELLED: set(),
+}
+
+
 class SweepTrial(models.Model):
     """One point of the search: the values Optuna asked for and the job that trains them."""
 

@@ -11,11 +11,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from finetune_site.errors import Conflict, InvalidRequest
+from finetune_site.status import status_allows, status_transition
 from jobs_app.models import FINISHED, FineTuneJob, JobEvent
 from jobs_app.services import job_actions, job_cancel, job_create
 from models_app.models import Evaluation
 from models_app.services.registry import model_promote
-from sweeps_app.models import Sweep, SweepTrial
+from sweeps_app.models import SWEEP_TRANSITIONS, Sweep, SweepTrial
 
 Status, State = Sweep.Status, SweepTrial.State
 # A trial's job metrics; any other objective is a metric of the evaluation after the job.
@@ -179,15 +180,15 @@ def _sweep_finish_if_done(sweep: Sweep, trials: list[SweepTrial]) -> None:
 
 
 def _sweep_end(sweep: Sweep, status: str) -> None:
-    """The one writer of ``Sweep.status`` (caller holds the sweep): running → succeeded, failed or cancelled."""
-    sweep.status = status
-    sweep.finished_at = timezone.now()
-    sweep.save(update_fields=["status", "finished_at"])
+    """The one writer of ``Sweep.status``, by ``SWEEP_TRANSITIONS``: running → succeeded, failed or cancelled."""
+    ended = status_transition(Sweep, sweep.pk, status, rules=SWEEP_TRANSITIONS, finished_at=timezone.now())
+    sweep.status, sweep.finished_at = ended.status, ended.finished_at
 
 
 def sweep_actions(sweep: Sweep) -> dict[str, bool]:
-    """What the sweep's page offers: cancel while it runs, promote once a trial is complete."""
-    return {"cancel": sweep.status == Status.RUNNING, "promote_best": sweep_best_trial(sweep) is not None}
+    """What the sweep's page offers: cancel while the rules allow it, promote once a trial is complete."""
+    return {"cancel": status_allows(SWEEP_TRANSITIONS, sweep.status, Status.CANCELLED),
+            "promote_best": sweep_best_trial(sweep) is not None}
 
 
 def sweep_cancel(*, sweep: Sweep) -> Sweep:
