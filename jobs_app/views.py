@@ -24,6 +24,7 @@ from jobs_app.forms import (
     hyperparameters_from_texts,
     review_rows,
     wizard_fields,
+    wizard_integrations,
 )
 from jobs_app.live import job_detail_context, job_status_context
 from jobs_app.models import FineTuneJob
@@ -161,7 +162,10 @@ def wizard_model(request):
         texts = {name: request.POST.get(name, AUTO).strip() for name in FIELD_NAMES}  # a field not sent is auto
         state = _wizard_save(request, hyperparameters=texts, model=request.POST.get("model"),
                              suffix=request.POST.get("suffix", ""), objective=request.POST.get("objective", ""),
-                             grader=request.POST.get("grader", ""), version=request.POST.get("version", "").strip())
+                             grader=request.POST.get("grader", ""), version=request.POST.get("version", "").strip(),
+                             trackers=request.POST.getlist("trackers"),
+                             wandb_project=request.POST.get("wandb_project", ""),
+                             mlflow_experiment=request.POST.get("mlflow_experiment", ""))
         if form.is_valid():
             base = _base_model(request.user, form.cleaned_data["model"])
             errors = hyperparameters_errors(texts, base_model=base, rows=dataset.row_count, objective=_objective(state),
@@ -173,7 +177,10 @@ def wizard_model(request):
     else:
         form = ModelStepForm(initial={"model": state.get("model"), "adapter": texts.get("adapter", "lora"),
                                       "objective": _objective(state), "suffix": state.get("suffix", ""),
-                                      "grader": state.get("grader", ""), "version": state.get("version", "")},
+                                      "grader": state.get("grader", ""), "version": state.get("version", ""),
+                                      "trackers": state.get("trackers", []),
+                                      "wandb_project": state.get("wandb_project", ""),
+                                      "mlflow_experiment": state.get("mlflow_experiment", "")},
                              base_models=base_models, dataset=dataset)
     fields = wizard_fields(texts, errors)
     return render(request, "jobs_app/wizard_model.html", {
@@ -260,7 +267,7 @@ def wizard_review(request):
                                       validation_file=validation_id, hyperparameters=raw, objective=objective,
                                       suffix=state.get("suffix", ""), grader=_grader(state, objective),
                                       provider=request.POST.get("provider") or "local",
-                                      version=state.get("version", ""))
+                                      version=state.get("version", ""), integrations=_integrations(state))
         except InvalidRequest as problem:
             error = problem
         else:
@@ -286,12 +293,19 @@ def wizard_review(request):
         "version": state.get("version", ""),
         "objective": objective, "adapter": resolved["adapter"], "options": review_rows(resolved, objective=objective),
         "grader": json.dumps(grader) if (grader := _grader(state, objective)) else "",
+        "integrations": _integrations(state),
         "resolved": resolved, "validation": validation,
         "estimate": estimate, "costs": costs,
         "dry_run": _dry_run(dataset, base, resolved),
         "mask_rows": dataset_preview(dataset, rows=2),
         "error": error,
     })
+
+
+def _integrations(state: dict) -> list[dict]:
+    """The trackers ticked in the model step (checked there), as the API's ``integrations``."""
+    return wizard_integrations(state.get("trackers") or [], wandb_project=state.get("wandb_project", ""),
+                               mlflow_experiment=state.get("mlflow_experiment", ""))
 
 
 def _grader(state: dict, objective: str) -> dict | None:
