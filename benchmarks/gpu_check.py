@@ -27,9 +27,12 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device here: the GPU paths (bf16, QLoRA 4-bit, FSDP, NCCL) are untested on this machine")
         return 1
-    from workers.device import device_summary
+    from workers.device import device_detect, device_summary
+    from workers.training import fused_kernels
 
     print(f"devices: {device_summary()}")
+    print("fused kernels: " + ("Liger's, on every path" if fused_kernels(device_detect()) else
+                               "off (pip install liger-kernel to train with Liger's fused kernels)"))
     peak = matmul_peak_flops()
     print(f"bf16 matmul peak: {peak / 1e12:.0f} TFLOP/s per GPU")
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))

@@ -163,6 +163,14 @@ def duration(value):
     return duration_text(value)
 
 
+@register.filter
+def heat(count, row) -> int:
+    """``{{ count|heat:row }}``: 0 to 4, the share of ``row``'s total that ``count`` is, for shading a
+    confusion matrix's cell (a row: the images of one true class)."""
+    total = sum(row or ())
+    return round(4 * count / total) if total else 0
+
+
 @register.filter(name="metric_rows")
 def metric_rows_filter(value):
     return metric_rows(value)

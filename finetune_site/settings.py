@@ -228,6 +228,7 @@ CELERY_TASK_ROUTES = {
     "models_app.tasks.evaluation_run": {"queue": "training"},
     # Its own worker process keeps models loaded between requests; training never delays a reply.
     "models_app.tasks.chat_completion_run": {"queue": "inference"},
+    "models_app.tasks.image_classify_run": {"queue": "inference"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

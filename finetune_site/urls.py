@@ -116,6 +116,7 @@ urlpatterns = [
     path("v1/registry/exports/<str:export_id>", models_api.ExportApi.as_view(), name="export"),
     path("v1/sweeps", sweeps_api.SweepsApi.as_view(), name="sweeps"),
     path("v1/sweeps/<str:sweep_id>", sweeps_api.SweepApi.as_view(), name="sweep"),
+    path("v1/sweeps/<str:sweep_id>/cancel", sweeps_api.SweepCancelApi.as_view(), name="sweep-cancel"),
     path("v1/sweeps/<str:sweep_id>/promote_best", sweeps_api.SweepPromoteBestApi.as_view(), name="sweep-promote-best"),
     path("v1/pipelines", pipelines_api.PipelinesApi.as_view(), name="pipelines"),
     path("v1/pipelines/<str:pipeline_id>", pipelines_api.PipelineApi.as_view(), name="pipeline"),

@@ -11,6 +11,7 @@ from jobs_app.services import (
     job_format_problem,
     job_grader_check,
     job_hyperparameters_resolve,
+    job_integrations_check,
     job_model_name,
     job_suffix_check,
     job_version_check,
@@ -100,6 +101,16 @@ def review_rows(resolved: dict, *, objective: str) -> list[dict]:
             for option in options_applying(objective, resolved["adapter"]) if option.name in resolved]
 
 
+TRACKER_CHOICES = [("tensorboard", "TensorBoard"), ("mlflow", "MLflow"), ("wandb", "Weights & Biases")]
+
+
+def wizard_integrations(trackers: list[str], *, wandb_project: str = "", mlflow_experiment: str = "") -> list[dict]:
+    """The API's ``integrations`` for the trackers ticked in the wizard (checked by ``job_integrations_check``)."""
+    fields = {"wandb": {"project": wandb_project.strip()} if wandb_project.strip() else {},
+              "mlflow": {"experiment": mlflow_experiment.strip()} if mlflow_experiment.strip() else {}}
+    return [{"type": kind, **({kind: fields[kind]} if fields.get(kind) else {})} for kind in trackers]
+
+
 class DatasetStepForm(forms.Form):
     training_file = forms.ChoiceField(label="Training dataset")
     validation_file = forms.ChoiceField(label="Validation dataset (optional)", required=False)
@@ -136,6 +147,17 @@ class ModelStepForm(forms.Form):
                   'rlaif, a score_model judge (a base model or one of your tuned models) with your rubric as its '
                   'input ranks the answers.')
 
+    trackers = forms.MultipleChoiceField(
+        label="Experiment trackers (optional)", required=False, choices=TRACKER_CHOICES,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The run's metrics also go to these (the API's integrations): TensorBoard's event files are kept "
+                  "with the job; MLflow logs to this platform's store (or the operator's server); W&B logs online "
+                  "when the worker has a WANDB_API_KEY, else offline, its run kept with the job.")
+    wandb_project = forms.CharField(label="W&B project", required=False, max_length=256,
+                                    help_text="Required with Weights & Biases.")
+    mlflow_experiment = forms.CharField(label="MLflow experiment (optional)", required=False, max_length=256,
+                                        help_text="Left empty: finetune.")
+
     def __init__(self, *args, base_models, dataset=None, owner=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.dataset = dataset
@@ -149,6 +171,7 @@ class ModelStepForm(forms.Form):
         if problem:
             self.add_error("objective", problem)
         data["grader"] = self._grader(data)
+        data["integrations"] = self._integrations(data)
         base = self.base_models.get(data.get("model"))
         if base is not None and data.get("suffix"):
             try:
@@ -162,6 +185,19 @@ class ModelStepForm(forms.Form):
             except InvalidRequest as refused:
                 self.add_error("version", refused.message)
         return data
+
+    def _integrations(self, data: dict) -> list[dict]:
+        """The ticked trackers, checked as the API checks them; an error sits next to the field it names."""
+        try:
+            return job_integrations_check(wizard_integrations(
+                data.get("trackers") or [], wandb_project=data.get("wandb_project") or "",
+                mlflow_experiment=data.get("mlflow_experiment") or ""))
+        except InvalidRequest as refused:
+            param = refused.param or ""
+            field = ("wandb_project" if ".wandb." in param else "mlflow_experiment" if ".mlflow." in param
+                     else "trackers")
+            self.add_error(field, refused.message)
+            return []
 
     def _grader(self, data: dict) -> dict:
         """The grader as the API receives it, checked as the API checks it (empty for other objectives)."""

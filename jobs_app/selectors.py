@@ -36,6 +36,14 @@ def job_get(user, job_id: str) -> FineTuneJob:
     return job
 
 
+def job_misclassified_thumbnail(job: FineTuneJob, index: int) -> str:
+    """The storage name of the thumbnail of a vision job's ``index``-th misclassified image, or 404."""
+    mistakes = ((job.vision or {}).get("evaluation") or {}).get("misclassified") or []
+    if not 0 <= index < len(mistakes) or not mistakes[index].get("thumbnail"):
+        raise Http404(f"No such misclassified image: {index}")
+    return mistakes[index]["thumbnail"]
+
+
 CHECKPOINT_STEP = ":ckpt-step-"
 
 

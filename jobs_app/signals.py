@@ -9,3 +9,8 @@ job_succeeded = Signal()
 # A job's status changed (every change, sent inside the transaction that stores it, so a receiver's
 # writes commit or roll back with it): kwargs ``job`` (the saved row) and ``previous`` (its status before).
 job_transitioned = Signal()
+
+# A validation pass of a running job was recorded (sent by the worker as it stores the pass's metric
+# event, outside any transaction): kwargs ``job_id``, ``attempt``, ``step``, ``total_steps`` and
+# ``valid_loss``. A receiver may cancel the job (a sweep pruning a trial); training stops at its next step.
+job_validated = Signal()

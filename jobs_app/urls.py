@@ -14,4 +14,5 @@ urlpatterns = [
     path("<str:job_id>/cancel/", views.job_cancel, name="cancel"),
     path("<str:job_id>/pause/", views.job_pause, name="pause"),
     path("<str:job_id>/resume/", views.job_resume, name="resume"),
+    path("<str:job_id>/misclassified/<int:index>/", views.job_misclassified_thumbnail, name="misclassified"),
 ]

@@ -3,8 +3,9 @@ import logging
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
@@ -23,6 +24,7 @@ from jobs_app.forms import (
     hyperparameters_from_texts,
     review_rows,
     wizard_fields,
+    wizard_integrations,
 )
 from jobs_app.live import job_detail_context, job_status_context
 from jobs_app.models import FineTuneJob
@@ -160,7 +162,10 @@ def wizard_model(request):
         texts = {name: request.POST.get(name, AUTO).strip() for name in FIELD_NAMES}  # a field not sent is auto
         state = _wizard_save(request, hyperparameters=texts, model=request.POST.get("model"),
                              suffix=request.POST.get("suffix", ""), objective=request.POST.get("objective", ""),
-                             grader=request.POST.get("grader", ""), version=request.POST.get("version", "").strip())
+                             grader=request.POST.get("grader", ""), version=request.POST.get("version", "").strip(),
+                             trackers=request.POST.getlist("trackers"),
+                             wandb_project=request.POST.get("wandb_project", ""),
+                             mlflow_experiment=request.POST.get("mlflow_experiment", ""))
         if form.is_valid():
             base = _base_model(request.user, form.cleaned_data["model"])
             errors = hyperparameters_errors(texts, base_model=base, rows=dataset.row_count, objective=_objective(state),
@@ -172,7 +177,10 @@ def wizard_model(request):
     else:
         form = ModelStepForm(initial={"model": state.get("model"), "adapter": texts.get("adapter", "lora"),
                                       "objective": _objective(state), "suffix": state.get("suffix", ""),
-                                      "grader": state.get("grader", ""), "version": state.get("version", "")},
+                                      "grader": state.get("grader", ""), "version": state.get("version", ""),
+                                      "trackers": state.get("trackers", []),
+                                      "wandb_project": state.get("wandb_project", ""),
+                                      "mlflow_experiment": state.get("mlflow_experiment", "")},
                              base_models=base_models, dataset=dataset)
     fields = wizard_fields(texts, errors)
     return render(request, "jobs_app/wizard_model.html", {
@@ -259,7 +267,7 @@ def wizard_review(request):
                                       validation_file=validation_id, hyperparameters=raw, objective=objective,
                                       suffix=state.get("suffix", ""), grader=_grader(state, objective),
                                       provider=request.POST.get("provider") or "local",
-                                      version=state.get("version", ""))
+                                      version=state.get("version", ""), integrations=_integrations(state))
         except InvalidRequest as problem:
             error = problem
         else:
@@ -285,12 +293,19 @@ def wizard_review(request):
         "version": state.get("version", ""),
         "objective": objective, "adapter": resolved["adapter"], "options": review_rows(resolved, objective=objective),
         "grader": json.dumps(grader) if (grader := _grader(state, objective)) else "",
+        "integrations": _integrations(state),
         "resolved": resolved, "validation": validation,
         "estimate": estimate, "costs": costs,
         "dry_run": _dry_run(dataset, base, resolved),
         "mask_rows": dataset_preview(dataset, rows=2),
         "error": error,
     })
+
+
+def _integrations(state: dict) -> list[dict]:
+    """The trackers ticked in the model step (checked there), as the API's ``integrations``."""
+    return wizard_integrations(state.get("trackers") or [], wandb_project=state.get("wandb_project", ""),
+                               mlflow_experiment=state.get("mlflow_experiment", ""))
 
 
 def _grader(state: dict, objective: str) -> dict | None:
@@ -311,3 +326,13 @@ def _dry_run(dataset: Dataset, base: BaseModel, resolved: dict) -> dict | None:
     except Exception:
         log.warning("dry run of %s with %s failed", dataset.id, base.name, exc_info=True)
         return None
+
+
+@login_required
+def job_misclassified_thumbnail(request, job_id: str, index: int):
+    """The thumbnail of a vision job's misclassified held-out image (the job's owner only)."""
+    job = selectors.job_get(request.user, job_id)
+    response = FileResponse(default_storage.open(selectors.job_misclassified_thumbnail(job, index), "rb"),
+                            content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

@@ -525,13 +525,16 @@ class ImageClassificationsApi(APIView):
     viewer_allowed = True  # inference reads the project's models: a viewer may
 
     @extend_schema(request={"multipart/form-data": ImageClassificationSerializer}, responses={200: dict},
-                   summary="Classify an image with a tuned vision model: its classes, best first, with scores")
+                   summary="Classify an image with a tuned vision model: its classes, best first, with scores. "
+                           "Served by the inference worker, which keeps the classifier loaded (X-Model-Cache: "
+                           "hit or miss)")
     def post(self, request):
         form = ImageClassificationSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        return Response(services.image_classify(user=request.user, model=data["model"], image=data["image"].read(),
-                                                top=data["top"]))
+        answer = services.image_classify(user=request.user, model=data["model"], image=data["image"].read(),
+                                         top=data["top"])
+        return Response(answer, headers={"X-Model-Cache": answer.pop("cache")})
 
 
 class ChatCompletionsApi(APIView):

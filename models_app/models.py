@@ -101,12 +101,15 @@ class AliasChange(models.Model):
 
 
 class Export(models.Model):
-    """A fine-tuned model exported as an adapter, a merged model or GGUF; offered only once verified."""
+    """A fine-tuned model exported as an adapter, a merged model or GGUF (language models), or as
+    TorchScript or ONNX (image classifiers); offered only once verified."""
 
     class Kind(models.TextChoices):
         ADAPTER = "adapter"
         MERGED = "merged"
         GGUF = "gguf"
+        TORCHSCRIPT = "torchscript"
+        ONNX = "onnx"
 
     class Quantization(models.TextChoices):
         F32 = "f32"
@@ -131,10 +134,12 @@ class Export(models.Model):
     progress = models.PositiveSmallIntegerField(default=0, help_text="Percent done (load, write, verify).")
     error = models.TextField(blank=True, help_text="Why the export failed (verification or writing).")
     storage_path = models.CharField(max_length=500, blank=True,
-                                    help_text="Storage name of the zip (adapter, merged) or .gguf file.")
+                                    help_text="Storage name of the zip (adapter, merged, torchscript, onnx) or .gguf "
+                                              "file.")
     size_bytes = models.PositiveBigIntegerField(default=0)
     verification = models.JSONField(default=dict, blank=True,
-                                    help_text="Per-prompt comparison with the source model and the tolerance.")
+                                    help_text="Per-prompt (image classifiers: per-image) comparison with the source "
+                                              "model and the tolerance.")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -32,6 +32,11 @@ def chat_completion_run(model_id: str, config: dict, reply_channel: str, tag: st
     services.chat_completion_run(model_id=model_id, config=config, reply_channel=reply_channel, tag=tag)
 
 
+@shared_task(name="models_app.tasks.image_classify_run", acks_late=False, ignore_result=True)
+def image_classify_run(model_id: str, image: str, top: int, reply_channel: str) -> None:
+    services.image_classify_run(model_id=model_id, image=image, top=top, reply_channel=reply_channel)
+
+
 @shared_task(name="models_app.tasks.stored_completions_purge", ignore_result=True)
 def stored_completions_purge() -> None:
     """Hourly (beat): delete stored completions past their owner's retention."""

@@ -20,5 +20,6 @@ urlpatterns = [
     path("<path:model_id>/delete/", views.model_delete, name="delete"),
     path("<path:model_id>/card/", views.model_card_edit, name="card"),
     path("<path:model_id>/evaluate/", views.model_evaluate, name="evaluate"),
+    path("<path:model_id>/classify/", views.model_classify, name="classify"),
     path("<path:model_id>/", views.model_detail, name="detail"),
 ]

@@ -27,9 +27,13 @@ def model_list(request):
 @login_required
 def model_detail(request, model_id: str):
     model = selectors.fine_tuned_model_get(request.user, model_id)
+    return render(request, "models_app/model_detail.html", _model_context(request, model))
+
+
+def _model_context(request, model) -> dict:
     evaluations = list(model.evaluations.select_related("dataset")[:20])
     card = model_card_text(model)
-    return render(request, "models_app/model_detail.html", {
+    return {
         "model": model,
         "card": card,
         "card_html": model_card_html(card),
@@ -43,9 +47,26 @@ def model_detail(request, model_id: str):
         "evaluations": evaluations,
         "latest_evaluation": next((e for e in evaluations if e.status == "succeeded"), None),
         "datasets": datasets_visible_to(request.user).filter(status=Dataset.Status.READY)[:100],
-        "export_kinds": Export.Kind.values, "quantizations": Export.Quantization.values,
+        "quantizations": Export.Quantization.values,
         "actions": services.model_actions(model),
-    })
+    }
+
+
+@require_POST
+@login_required
+def model_classify(request, model_id: str):
+    """The vision playground: an image in, the tuned model's classes beside its base's (or why none)."""
+    model = selectors.fine_tuned_model_get(request.user, model_id)
+    upload = request.FILES.get("image")
+    try:
+        comparison = services.image_compare(user=request.user, model=model.id,
+                                            image=upload.read() if upload else b"")
+        context = {"comparison": comparison}
+    except InvalidRequest as refused:
+        context = {"classify_error": refused.message}
+    if request.htmx:
+        return render(request, "models_app/partials/vision_predictions.html", context)
+    return render(request, "models_app/model_detail.html", {**_model_context(request, model), **context})
 
 
 @login_required

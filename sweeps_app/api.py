@@ -1,4 +1,4 @@
-"""The sweeps API: POST /v1/sweeps, list, retrieve, promote the best trial."""
+"""The sweeps API: POST /v1/sweeps, list, retrieve, cancel, promote the best trial."""
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
@@ -33,7 +33,8 @@ def sweep_object(sweep: Sweep) -> dict:
         "method": {"type": request["objective"], request["objective"]: {"hyperparameters": request["hyperparameters"]}},
         "suffix": request["suffix"] or None, "search_space": sweep.search_space,
         "objective": {"metric": sweep.metric, "direction": sweep.direction}, "max_trials": sweep.max_trials,
-        "parallelism": sweep.parallelism, "best_trial": trial_object(best) if best else None,
+        "parallelism": sweep.parallelism, "pruning": sweep.pruning or {"type": "none"},
+        "initial_points": sweep.initial_points, "best_trial": trial_object(best) if best else None,
         "trials": [trial_object(t) for t in trials],
     }
 
@@ -47,9 +48,18 @@ class SweepCreateSerializer(serializers.Serializer):
     suffix = serializers.CharField(required=False, allow_blank=True, max_length=64)
     search_space = serializers.JSONField(help_text='{"<hyperparameter>": {"type": "loguniform" | "uniform" | "int", '
                                          '"low": .., "high": ..} or {"type": "categorical", "values": [..]}}')
-    objective = serializers.JSONField(help_text='{"metric": "valid_loss", "direction": "minimize"}')
+    objective = serializers.JSONField(help_text='{"metric": "valid_loss", "direction": "minimize"}: a job metric '
+                                      "(valid_loss, full_valid_loss, valid_mean_token_accuracy, train_loss) or one of "
+                                      "the evaluation after each trial (eval_loss, perplexity, accuracy, exact_match, "
+                                      "bleu, rouge1, rouge2, rougeL); direction: the metric's better way")
     max_trials = serializers.JSONField()
     parallelism = serializers.JSONField(required=False, default=1)
+    pruning = serializers.JSONField(required=False, allow_null=True, default=None, help_text=(
+        '{"type": "median", "startup_trials": 2, "warmup_passes": 0} (the default with a validation file): a '
+        "trial whose validation loss trails the median of the complete trials at the same pass is stopped; "
+        '{"type": "none"}: every trial trains to the end'))
+    initial_points = serializers.JSONField(required=False, allow_null=True, default=None, help_text=(
+        'Points tried first, in order, e.g. [{"learning_rate_multiplier": 1}]; names left out are sampled'))
 
 
 class SweepsApi(APIView):
@@ -68,7 +78,8 @@ class SweepsApi(APIView):
             owner=request.user, model=data["model"], training_file=data["training_file"],
             validation_file=data.get("validation_file") or None, method=data.get("method"),
             suffix=data.get("suffix") or "", search_space=data["search_space"], objective=data["objective"],
-            max_trials=data["max_trials"], parallelism=data["parallelism"])
+            max_trials=data["max_trials"], parallelism=data["parallelism"], pruning=data["pruning"],
+            initial_points=data["initial_points"])
         return Response(sweep_object(sweep))
 
     @extend_schema(responses={200: dict}, summary="List your sweeps, newest first")
@@ -88,3 +99,11 @@ class SweepPromoteBestApi(APIView):
         sweep = selectors.sweep_get(request.user, sweep_id)
         alias = services.sweep_promote_best(sweep=sweep, alias=request.data.get("alias") or "production")
         return Response({"object": "model.alias", "name": alias.name, "alias": alias.alias, "model": alias.model_id})
+
+
+class SweepCancelApi(APIView):
+    @extend_schema(request=None, responses={200: dict}, summary="Cancel a sweep: no new trials, unfinished ones "
+                   "cancelled")
+    def post(self, request, sweep_id: str):
+        sweep = services.sweep_cancel(sweep=selectors.sweep_get(request.user, sweep_id))
+        return Response(sweep_object(sweep))

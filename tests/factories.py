@@ -136,3 +136,56 @@ def make_stored_completion(owner=None, *, messages: list[dict] | None = None, an
     return completion_store(owner=owner or make_user(), model=base_model_builtin_ensure(), response=response,
                             messages=messages or [{"role": "user", "content": "The capital of France?"}],
                             request={"temperature": 0}, metadata=metadata or {})
+
+
+def make_vision_model(owner=None, *, strategy: str = "native", evaluation: dict | None = None):
+    """A model a succeeded ``native`` vision job made: an untrained 3-class classifier (cats, dogs, owls) on
+    8-pixel images, stored as the worker stores one."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from models_app.services import fine_tuned_model_create
+    from workers.vision.classifier import classifier_save
+    from workers.vision.modules import classifier_build
+    from workers.vision.nets import native_design
+
+    base_model_builtin_ensure()
+    owner = owner or make_user()
+    dataset = make_vision_dataset(owner)
+    job = job_create(owner=owner, training_file=dataset.id, model="cnn", objective="vision",
+                     hyperparameters={"strategy": "native", "n_epochs": 1}, suffix="pets")
+    classes = ["cats", "dogs", "owls"]
+    FineTuneJob.objects.filter(pk=job.pk).update(status="succeeded", vision={
+        "strategy": strategy, "design": {"parameters": 1}, "best_epoch": 1, "epochs": 1,
+        "evaluation": evaluation or {"images": 3, "accuracy": 1.0, "macro_f1": 1.0, "classes": classes,
+                                     "per_class": [], "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}})
+    job.refresh_from_db()
+    design = native_design(depth=1, width=4, dropout=0.0)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        classifier_save(classifier_build(design, image_size=8, classes=3, dropout=0.0), str(Path(tmp) / "m"),
+                        meta={"design": design, "classes": classes, "image_size": 8, "strategy": strategy})
+        return fine_tuned_model_create(job=job, adapter_dir=Path(tmp) / "m")
+
+
+def make_backbone(path) -> str:
+    """A vision backbone pretrained here on another task (the colour of a disc, 1 epoch), saved as a
+    registered one is: what the ``transfer`` strategy fine-tunes."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from workers.vision.backbones import backbone_pretrain
+    from workers.vision.data import images_load
+
+    colours = list(CLASS_COLOURS)[:3]
+    files = {f"{label}/{i}.png": image_bytes(label, i) for label in colours for i in range(20)}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "discs.zip").write_bytes(archive_bytes(files))
+        pixels = images_load(str(Path(tmp) / "discs.zip"), "discs.zip", list(files), 32)
+    labels = torch.tensor([colours.index(name.split("/")[0]) for name in files])
+    return str(backbone_pretrain(str(path), pixels, labels, classes=3, widths=(8, 16, 32), epochs=1,
+                                 pretrained_on="coloured discs"))

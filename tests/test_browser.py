@@ -21,6 +21,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
                  "--disable-sync", "--disable-gpu"]
 
 
+def page_logged_in(browser, url: str, username: str):
+    """A new page of ``browser`` at ``url`` after logging in there as ``username`` (a ``make_user`` user)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("pw-" + username)
+    page.get_by_role("button", name="Log in").click()
+    return page
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 def test_upload_wizard_live_run_reload_and_cancel(web_server, live_base_model, worker, tmp_path):
     from playwright.sync_api import expect, sync_playwright

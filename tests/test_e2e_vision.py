@@ -7,6 +7,7 @@ import time
 
 import pytest
 import requests
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from tests.e2e import client_for, wait_finished, wait_for
 from tests.factories import archive_bytes
@@ -52,7 +53,7 @@ def _create(live_server, api, file_id: str, **hyperparameters) -> dict:
     return response.json()
 
 
-def test_a_zip_of_images_becomes_a_classifier_that_answers(live_server, live_base_model, worker):
+def test_a_zip_of_images_becomes_a_classifier_that_answers(live_server, live_base_model, worker, inference_worker):
     client, _ = client_for(live_server)
     api = _api(client)
     file_id = _ready_dataset(live_server, api, per_class=40)
@@ -110,3 +111,39 @@ def test_a_running_vision_job_cancels(live_server, live_base_model, worker):
     assert client.fine_tuning.jobs.cancel(job["id"]).status == "cancelled"
     final = wait_finished(client, job["id"], timeout=60)
     assert final.status == "cancelled" and not final.fine_tuned_model
+
+
+def test_a_transfer_job_fine_tunes_a_registered_backbone_on_the_worker(live_server, live_base_model, worker,
+                                                                          inference_worker, tmp_path, client):
+    """A backbone pretrained here on another task (the colour of a disc), registered as a base model, is
+    fine-tuned through the real worker to classify shapes it never saw."""
+    from django.urls import reverse
+
+    from models_app.base_models.models import BaseModel
+    from models_app.models import FineTunedModel
+    from tests.factories import make_backbone
+
+    path = make_backbone(tmp_path / "discs-net")
+    BaseModel.objects.create(name="discs-net", source=str(path), local_path=str(path), family="vision_backbone",
+                             parameters=1, context_length=0)
+    openai_client, user = client_for(live_server)
+    api = _api(openai_client)
+    file_id = _ready_dataset(live_server, api, per_class=40)
+    response = api.post(live_server.url + "/v1/fine_tuning/jobs", json={
+        "model": "discs-net", "training_file": file_id, "suffix": "shapes", "seed": 1,
+        "method": {"type": "vision", "vision": {"hyperparameters": {
+            "strategy": "transfer", "n_epochs": 8, "freeze_epochs": 1, "batch_size": 16, "learning_rate": 2e-3}}}})
+    assert response.status_code == 200, response.text
+    job = response.json()
+    finished = wait_finished(openai_client, job["id"], timeout=300)
+    assert finished.status == "succeeded", finished.error
+    vision = api.get(f"{live_server.url}/v1/fine_tuning/jobs/{job['id']}").json()["vision"]
+    assert vision["strategy"] == "transfer" and vision["evaluation"]["accuracy"] >= 0.9  # chance: 33%
+
+    model = FineTunedModel.objects.get(pk=finished.fine_tuned_model)
+    client.force_login(user)
+    image = SimpleUploadedFile("q.png", shape_image("triangle", 4000), content_type="image/png")
+    page = client.post(reverse("models:classify", args=[model.id]), {"image": image}).content.decode()
+    tuned = page[page.index('id="tuned-predictions"'):]
+    assert tuned.index("triangles") < min(tuned.index("circles"), tuned.index("squares"))  # ranked first
+    assert "discs-net is a backbone without a classification head" in page

@@ -1,7 +1,9 @@
-"""Verified export of a fine-tuned model: the adapter, a merged model, or GGUF.
+"""Verified export of a fine-tuned model: the adapter, a merged model, or GGUF; an image
+classifier as TorchScript or ONNX (``workers.vision.export``).
 
 Every export is reloaded the way a user would load it and its greedy output on a few
-prompts is compared with the source model's (the base model with the adapter applied).
+prompts is compared with the source model's (the base model with the adapter applied); an
+image classifier's probabilities on a few images are compared with the source classifier's.
 An export that does not match is reported as failed, with the reason; it is never offered.
 """
 
@@ -13,7 +15,9 @@ from pathlib import Path
 from workers.events import Emit, LogLine, Progress
 from workers.loading import is_full_model, model_load, tokenizer_load
 
-KINDS = ("adapter", "merged", "gguf")
+TEXT_KINDS = ("adapter", "merged", "gguf")  # a language model's
+VISION_KINDS = ("torchscript", "onnx")  # an image classifier's
+KINDS = TEXT_KINDS + VISION_KINDS
 GGUF_QUANTIZATIONS = ("f32", "f16", "q8_0")
 # GGUF files are written for these Hugging Face architectures only (llama.cpp's "llama").
 GGUF_MODEL_TYPES = ("llama", "mistral")
@@ -46,8 +50,17 @@ class ExportConfig:
     logits_tolerance: largest absolute difference allowed between the source's and the
         export's next-token logits at the first step, per quantization (lossless exports
         must also match token for token); default f32 1e-3, f16 5e-2, q8_0 2.5e-1.
-    model_card: the model card (Markdown), written as README.md into an adapter or merged
-        export and as ``general.description`` into a GGUF file; default "" (none).
+    model_card: the model card (Markdown), written as README.md into an adapter, merged,
+        torchscript or onnx export and as ``general.description`` into a GGUF file; default "" (none).
+    images_archive / images_archive_name / images: torchscript and onnx: the local archive (and its
+        uploaded name: ZIP or tar) holding the images the export is checked on, and their names in it;
+        default none (images of random pixels, seeded).
+    probability_tolerance: torchscript and onnx: largest absolute difference allowed between the
+        source's and the export's class probabilities on an image (the best class must be the same);
+        default 1e-4.
+
+    For torchscript and onnx, ``adapter_path`` is the classifier's directory (``vision.json`` and
+    ``model.safetensors``) and ``base_model_path`` is not read.
     """
 
     base_model_path: str
@@ -60,6 +73,10 @@ class ExportConfig:
     lossy_prefix_tokens: int = 1
     logits_tolerance: dict = field(default_factory=lambda: {"f32": 1e-3, "f16": 5e-2, "q8_0": 2.5e-1})
     model_card: str = ""
+    images_archive: str = ""
+    images_archive_name: str = ""
+    images: tuple[str, ...] = ()
+    probability_tolerance: float = 1e-4
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -106,6 +123,10 @@ def run_export(config: ExportConfig, emit: Emit) -> ExportResult:
     not raised; errors that leave no export (a missing directory, an unsupported
     architecture for GGUF) raise.
     """
+    if config.kind in VISION_KINDS:
+        from workers.vision.export import run_vision_export
+
+        return run_vision_export(config, emit)
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     emit(LogLine(f"Exporting {config.kind}" + (f" ({config.quantization})" if config.kind == "gguf" else "")))
@@ -146,12 +167,20 @@ def export_verify(config: ExportConfig, path: Path | str, *, reference: dict | N
             details["prompts"].append({"prompt": prompt, "source_tokens": expected["tokens"],
                                        "export_tokens": got["tokens"], "max_logit_diff": diff})
             _outputs_compare(config, prompt, expected, got, diff, tolerance)
-    except VerificationError as exc:
-        return ExportResult(path=str(path), verified=False, error=str(exc), details=details, size_bytes=_size(path))
-    except Exception as exc:  # an export that does not even load is a failed export
-        error = f"the export does not load: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        return ExportResult(path=str(path), verified=False, error=error, details=details, size_bytes=_size(path))
-    return ExportResult(path=str(path), verified=True, details=details, size_bytes=_size(path))
+    except Exception as exc:
+        return export_result(path, details, failure=exc)
+    return export_result(path, details)
+
+
+def export_result(path: Path, details: dict, *, failure: Exception | None = None) -> ExportResult:
+    """The result of checking the export at ``path``: verified, or failed with ``failure``'s reason (a
+    ``VerificationError``'s own words; any other error means the export does not even load)."""
+    if failure is None:
+        return ExportResult(path=str(path), verified=True, details=details, size_bytes=_size(path))
+    error = str(failure)
+    if not isinstance(failure, VerificationError):
+        error = f"the export does not load: {type(failure).__name__}: {error.splitlines()[0] if error else ''}"
+    return ExportResult(path=str(path), verified=False, error=error, details=details, size_bytes=_size(path))
 
 
 def _outputs_compare(config, prompt, expected, got, diff, tolerance) -> None:

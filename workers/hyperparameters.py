@@ -431,7 +431,7 @@ OPTIONS: tuple[Option, ...] = (
            objectives=("supervised",)),
     Option("logging_steps", Int(1, 100_000), 1, "1", "Logging steps", "A metric point every N optimizer steps."),
     Option("save_steps", Int(0, 1_000_000), 0, "0", "Save steps",
-           "A checkpoint every N steps; 0 = one at the end of each epoch."),
+           "A checkpoint every N steps; 0 = one at the end of each epoch.", objectives=ALL_OBJECTIVES),
     Option("eval_steps", Int(0, 1_000_000), 0, "0", "Eval steps",
            "Loss on the validation file every N steps; 0 = at the end of each epoch.", fits=_needs_validation),
     Option("devices", Int(1, 64), 1, "1", "Devices",

@@ -3,6 +3,7 @@ variables its callbacks read (TensorBoard, MLflow, Weights & Biases)."""
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -57,8 +58,17 @@ def tracker_env(text: str) -> Iterator[None]:
     try:
         yield
     finally:
+        _wandb_finish(text)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _wandb_finish(text: str) -> None:
+    """End the W&B run transformers' callback left open (it ends only when the process exits): its
+    offline files are complete before the job keeps them, and the worker's next job gets a run of its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None and "wandb" in tracker_report_to(text):
+        wandb.finish()

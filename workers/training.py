@@ -42,6 +42,7 @@ def _run(config: TrainConfig, emit: Emit, should_stop: Callable[[], Stop | bool]
     begun = time.perf_counter()
     device = device_detect()
     emit(LogLine(f"Training on {device.describe()} with {config.adapter}"
+                 + (", Liger's fused kernels" if fused_kernels(device) else "")
                  + (f", template {config.template}" if config.template else "")
                  + (f", streaming its {config.stream_rows:,} rows from the file" if streams(config) else "")))
     callback = _callback_make(emit, should_stop)
@@ -236,10 +237,14 @@ def _dataset_load(path: str, tokenizer, template: str = ""):
     return Dataset.from_list([_row_clean(row, tokenizer, template) for row in jsonl_rows(path)])
 
 
+STREAMED_OBJECTIVES = ("supervised", "dpo", "kto")  # TRL's trainers that take an IterableDataset
+
+
 def streams(config: TrainConfig) -> bool:
-    """Whether the run streams its training rows from the file (``config.stream_rows``): supervised
-    runs do; the other objectives' trainers read their rows up front and load them into memory."""
-    return config.stream_rows > 0 and config.objective == "supervised"
+    """Whether the run streams its training rows from the file (``config.stream_rows``): supervised,
+    DPO and KTO runs do; the other objectives' trainers (ORPO, reinforcement) map their rows up front
+    and load them into memory."""
+    return config.stream_rows > 0 and config.objective in STREAMED_OBJECTIVES
 
 
 STREAM_BUFFER_ROWS = 1000  # rows held for shuffling a streamed pass: its memory, and how far rows move
@@ -318,8 +323,8 @@ def _row_clean(row: dict, tokenizer, template: str = "") -> dict:
 
 
 def _common_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool) -> dict:
-    """Trainer settings shared by every objective."""
-    return {
+    """Trainer settings shared by every objective (a streamed run's step count: ``_stream_args``)."""
+    args = {
         "output_dir": str(Path(config.output_dir) / "checkpoints"),
         "num_train_epochs": config.n_epochs,
         "per_device_train_batch_size": config.batch_size,
@@ -345,6 +350,7 @@ def _common_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool) -> 
         "save_only_model": False,
         **sharding_settings(config, device),
     }
+    return _stream_args(config, args) if streams(config) else args
 
 
 def sharding_settings(config: TrainConfig, device: DeviceInfo) -> dict:
@@ -382,8 +388,6 @@ def _sft_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool):
     # transformers masks attention per row (flash attention's varlen kernels on GPU, a block mask otherwise).
     # TRL refuses max_length there without packing: the rows are truncated once the trainer has them.
     args = _common_args(config, device, has_eval=has_eval)
-    if streams(config):
-        args = _stream_args(config, args)
     if config.padding_free:
         args.update(padding_free=True, max_length=None)
     return SFTConfig(**args)
@@ -396,7 +400,17 @@ def device_settings(device: DeviceInfo) -> dict:
         "bf16": device.bf16,
         "fp16": device.kind == "cuda" and not device.bf16,
         "use_cpu": device.kind == "cpu",
+        # Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, cross-entropy without the full logits):
+        # faster and smaller on CUDA, for the families it patches; nothing on CPU
+        "use_liger_kernel": fused_kernels(device),
     }
+
+
+def fused_kernels(device: DeviceInfo) -> bool:
+    """Whether a run on ``device`` uses Liger's fused kernels: on CUDA where liger-kernel is installed."""
+    import importlib.util
+
+    return device.kind == "cuda" and importlib.util.find_spec("liger_kernel") is not None
 
 
 def _lora_config(config: TrainConfig):

@@ -19,6 +19,7 @@
 - ``remote``: a job on a remote provider: upload, create once, mirror status, events and checkpoints
 - ``tracking``: experiment trackers (``integrations``): checked, the engine's settings, where a run is
 - ``engine``: the engine's ``emit`` (``JobReporter``) and ``should_stop`` (``JobControl``)
+- ``vision``: vision jobs: their strategy and options checked, the engine's config, a few held-out images
 """
 
 from jobs_app.services.costs import job_cost, job_price_estimate, provider_costs, provider_prices
@@ -68,6 +69,7 @@ from jobs_app.services.remote import job_remote_cancel, job_remote_run
 from jobs_app.services.results import job_result_file_create
 from jobs_app.services.running import checkpoint_fetch, job_claim, job_claim_next, job_follow, job_run, train_config
 from jobs_app.services.tracking import job_integrations_check, job_tensorboard_archive, job_tracking
+from jobs_app.services.vision import vision_sample_images
 
 __all__ = [
     "JobControl", "JobReporter", "JudgeModel", "account_of", "account_project", "alias_check", "checkpoint_fetch",
@@ -86,5 +88,5 @@ __all__ = [
     "job_tracking",
     "jobs_reap", "jobs_release_for_shutdown", "judge_find", "judge_resolver_register", "judges_local",
     "promotion_gate_check", "quota_for", "quota_set", "train_config",
-    "worker_register", "worker_unregister",
+    "vision_sample_images", "worker_register", "worker_unregister",
 ]

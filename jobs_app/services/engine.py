@@ -20,6 +20,7 @@ from jobs_app.broadcast import job_listen
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
 from jobs_app.services.judged import job_preferences_store
 from jobs_app.services.lifecycle import job_event_add, job_events_add
+from jobs_app.signals import job_validated
 from workers.events import ArtifactSaved, LogLine, Metric, Progress
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,19 @@ class JobReporter:
             FineTuneJob.objects.filter(pk=self.job.pk, attempt=self.job.attempt).update(
                 estimated_finish=timezone.now() + timedelta(seconds=etas[-1]))
         job_events_add(job_id=self.job.id, events=rows, expect_attempt=self.job.attempt)
+        for data in (row["data"] for row in rows if "valid_loss" in row["data"]):
+            self._validated(data)
+
+    def _validated(self, data: dict) -> None:
+        """Tell the apps above that a validation pass is stored; what they do with it (a sweep pruning
+        the job) must not stop this job's events from being written."""
+        answers = job_validated.send_robust(sender=FineTuneJob, job_id=self.job.id, attempt=self.job.attempt,
+                                            step=data["step"], total_steps=data["total_steps"],
+                                            valid_loss=data["valid_loss"])
+        for receiver, answer in answers:
+            if isinstance(answer, Exception):
+                log.error("job %s: %s failed on a validation pass", self.job.id, receiver.__name__,
+                          exc_info=answer)
 
     def _metric(self, event: Metric, eta: float | None, ended: float) -> dict | None:
         values = event.values

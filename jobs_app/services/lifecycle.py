@@ -117,14 +117,16 @@ def job_fail(*, job_id: str, code: str, message: str, attempt: int | None = None
                           level=JobEvent.Level.ERROR)
 
 
-def job_cancel(*, job: FineTuneJob) -> FineTuneJob:
-    """Cancel a job that has not finished; a running one stops within one training step."""
+def job_cancel(*, job: FineTuneJob, reason: str = "") -> FineTuneJob:
+    """Cancel a job that has not finished; a running one stops within one training step. ``reason``
+    (e.g. "pruned by sweep ...") is said in the event that records it."""
     if not job_actions(job)["cancel"]:
         raise Conflict(f"job {job.id} has already {job.status}; only unfinished jobs can be cancelled",
                        code="job_finished")
     with transaction.atomic():
         job = job_transition(job_id=job.id, to=Status.CANCELLED, finished_at=timezone.now(),
-                             message="Job cancelled")
+                             message=f"Job cancelled: {reason}" if reason else "Job cancelled",
+                             data={"reason": reason} if reason else None)
         if job.provider_id and job.remote_job_id:  # the provider's job stops too (not in this request)
             transaction.on_commit(lambda: tasks.job_remote_cancel.delay(job.id))
     return job

@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 Status = FineTuneJob.Status
 Objective = FineTuneJob.Objective
 # What a checkpoint holds besides the weights: needed to resume training, not to use the model.
-TRAINING_STATE = ("optimizer.pt", "optimizer_", "scheduler.pt", "rng_state", "trainer_state.json", "training_args.bin")
+TRAINING_STATE = ("optimizer.pt", "optimizer_", "scheduler.pt", "rng_state", "trainer_state.json", "training_args.bin",
+                  "early_stopping")  # vision: the best epoch's weights so far (workers.vision.train)
 
 
 def job_run(*, job_id: str, worker: str = "") -> None:
@@ -75,7 +76,8 @@ def _job_attempt(job: FineTuneJob, *, worker: str, node: int = 0) -> None:
     try:
         with Heartbeat(job, worker):
             vision = job.objective == Objective.VISION
-            config = vision_config(job, workdir) if vision else train_config(job, workdir, announce=node == 0)
+            config = (vision_config(job, workdir, resume_from=_resume_point(job, workdir / "resume") or "") if vision
+                      else train_config(job, workdir, announce=node == 0))
             reporter = JobReporter(job)
             try:
                 with JobControl(job) as control:
@@ -115,8 +117,8 @@ def _train(config, reporter, control, *, job: FineTuneJob, worker: str, node: in
 
 
 def _vision_train(config, reporter, control):
-    """A vision job's strategy (``workers.vision``); pause and shutdown stop it without a checkpoint (it
-    starts over when it runs again: its runs are short)."""
+    """A vision job's strategy (``workers.vision``): like a language model's run, it checkpoints each epoch
+    (or every ``save_steps``) and at a pause or shutdown, and a later attempt continues from its last one."""
     from workers.vision import run_vision_training
 
     return run_vision_training(config, reporter, control, designer=vision_designer())
@@ -341,9 +343,10 @@ def _vision_succeed(job: FineTuneJob, result) -> None:
     held_out = f", held-out accuracy {accuracy:.1%}" if accuracy is not None else ""
     with transaction.atomic():
         job_transition(job_id=job.id, to=Status.SUCCEEDED, expect_attempt=job.attempt, trained_tokens=0,
-                       finished_at=timezone.now(), metrics=metrics, vision=vision_summary(result), lease_owner="",
-                       data=metrics, message=f"Job succeeded: {result.strategy}, {result.epochs} epochs (kept epoch "
-                                             f"{result.best_epoch}), {result.parameters:,} parameters{held_out}")
+                       finished_at=timezone.now(), metrics=metrics, vision=vision_summary(result, job=job),
+                       lease_owner="", data=metrics,
+                       message=f"Job succeeded: {result.strategy}, {result.epochs} epochs (kept epoch "
+                               f"{result.best_epoch}), {result.parameters:,} parameters{held_out}")
         FineTuneJob.objects.filter(pk=job.pk).update(result_file=job_result_file_create(job))
         job.refresh_from_db()
         job_succeeded.send(sender=FineTuneJob, job=job, output_dir=Path(result.model_dir))

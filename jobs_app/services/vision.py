@@ -3,10 +3,13 @@ dataset and model (``workers.vision.vision_plan``), the engine's ``VisionConfig`
 the designer of ``llm_designed`` wired to an OpenAI-compatible chat endpoint, and what a trained run
 leaves on the job (strategy, design, evaluation)."""
 
+import itertools
 import json
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
 
 from datasets_app.models import Dataset
 from finetune_site.errors import InvalidRequest
@@ -91,8 +94,9 @@ def _backbone_path(base_model: BaseModel) -> str:
     return "" if base_model.family == "vision_cnn" else base_model_local_path(base_model)
 
 
-def vision_config(job, workdir: Path):
-    """The engine's config for a vision job: its archive and manifest fetched into ``workdir``."""
+def vision_config(job, workdir: Path, *, resume_from: str = ""):
+    """The engine's config for a vision job: its archive and manifest fetched into ``workdir``;
+    ``resume_from``: the local copy of the checkpoint it continues from ("" to start afresh)."""
     from workers.vision import config_make
 
     dataset = job.dataset
@@ -104,20 +108,52 @@ def vision_config(job, workdir: Path):
         output_dir=str(workdir / "output"),
         backbone_path=_backbone_path(job.base_model),
         seed=job.seed,
+        resume_from=resume_from,
     )
 
 
-def vision_summary(result) -> dict:
+def vision_summary(result, *, job=None) -> dict:
     """What the job keeps of a vision run: its strategy, design (layers, parameters, multiply-adds) and
-    evaluation on the held-out images."""
+    evaluation on the held-out images; with ``job``, the thumbnails of its misclassified images are
+    stored (``jobs/<id>/misclassified/``) and each entry names its ``thumbnail`` there."""
+    evaluation = dict(result.evaluation or {})
+    if job is not None and evaluation.get("misclassified"):
+        evaluation["misclassified"] = _misclassified_store(job, result)
     return json.loads(
         json.dumps(
             {
                 "strategy": result.strategy,
                 "design": result.design,
-                "evaluation": result.evaluation,
+                "evaluation": evaluation,
                 "best_epoch": result.best_epoch,
                 "epochs": result.epochs,
             }
         )
     )
+
+
+def _misclassified_store(job, result) -> list[dict]:
+    kept = []
+    for entry in result.evaluation["misclassified"]:
+        entry = dict(entry)
+        name = f"jobs/{job.id}/misclassified/{entry.pop('file')}"
+        default_storage.delete(name)  # an earlier attempt's
+        with open(Path(result.misclassified_dir) / Path(name).name, "rb") as handle:
+            entry["thumbnail"] = default_storage.save(name, File(handle))
+        kept.append(entry)
+    return kept
+
+
+def vision_sample_images(job, workdir: Path, count: int = 8) -> tuple[str, str, tuple[str, ...]]:
+    """(local archive, its uploaded name, image names): ``count`` of the job's held-out images, the classes
+    taking turns (e.g. to check an export of its classifier), fetched into ``workdir``."""
+    from workers.vision.data import manifest_read, split_rows
+
+    config = vision_config(job, workdir)
+    rows = manifest_read(config.manifest_path)
+    train, valid = split_rows(rows, share=config.validation_share, seed=config.seed)
+    by_class: dict[str, list[str]] = {}
+    for index in valid or train:
+        by_class.setdefault(rows[index]["label"], []).append(rows[index]["image"])
+    turns = [name for group in itertools.zip_longest(*by_class.values()) for name in group if name]
+    return config.archive_path, config.archive_name, tuple(turns[:count])

@@ -8,7 +8,7 @@ from finetune_site.files import storage_fetch
 from jobs_app.models import Checkpoint
 from models_app.models import Export, FineTunedModel
 
-ARTIFACTS = ("adapter", "merged", "gguf-f32", "gguf-f16", "gguf-q8_0")
+ARTIFACTS = ("adapter", "merged", "gguf-f32", "gguf-f16", "gguf-q8_0", "torchscript", "onnx")
 
 
 def model_artifact_name(*, model: FineTunedModel, artifact: str) -> str:
@@ -21,7 +21,7 @@ def model_artifact_get(*, model: FineTunedModel | Checkpoint, artifact: str) -> 
 
     ``adapter`` is the adapter the job saved (its verified export when there is one; a checkpoint's only
     by its verified export);
-    ``merged`` and ``gguf-<quantization>`` are the newest verified export of that kind.
+    ``merged``, ``gguf-<quantization>``, ``torchscript`` and ``onnx`` are the newest verified export of that kind.
     An export that is not verified (yet, or ever) is never offered.
     """
     if artifact not in ARTIFACTS:

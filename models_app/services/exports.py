@@ -1,6 +1,6 @@
 """Verified exports of a fine-tuned model or of one of its job's checkpoints: adapter, merged model or
-GGUF, offered only once the reloaded export answers like its source. Only this module writes
-``Export.status``."""
+GGUF for a language model, TorchScript or ONNX for an image classifier, offered only once the reloaded
+export answers like its source. Only this module writes ``Export.status``."""
 
 import logging
 import shutil
@@ -15,14 +15,14 @@ from finetune_site.files import storage_put_file
 from finetune_site.ids import new_id
 from finetune_site.status import status_transition
 from jobs_app.models import Checkpoint
-from jobs_app.services import checkpoint_fetch
+from jobs_app.services import checkpoint_fetch, vision_sample_images
 from models_app import tasks
-from models_app.base_models.services import base_model_local_path
+from models_app.base_models.services import VISION_FAMILIES, base_model_local_path
 from models_app.cards import model_card_text
 from models_app.models import EXPORT_TRANSITIONS, Export, FineTunedModel
 from models_app.services.artifacts import model_files_fetch, zip_write
 from models_app.signals import export_finished
-from workers.export import GGUF_MODEL_TYPES  # light: the engine imports torch only when it runs
+from workers.export import GGUF_MODEL_TYPES, TEXT_KINDS, VISION_KINDS  # light: torch is imported when it runs
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,11 @@ def export_options_check(*, kind, quantization, base_model, adapter: str) -> tup
     defaulted; a 400 names ``kind`` or ``quantization``."""
     if kind not in Export.Kind.values:
         raise InvalidRequest(f"kind must be one of {', '.join(Export.Kind.values)}", param="kind")
+    kinds = export_kinds(base_model)
+    if kind not in kinds:
+        what = "an image classifier" if kinds == VISION_KINDS else "a language model"
+        raise InvalidRequest(f"{kind} does not apply to {what} ({base_model.name}); it exports as "
+                             f"{' or '.join(kinds)}", param="kind")
     if kind == Export.Kind.GGUF:
         quantization = quantization or Export.Quantization.F16
         if quantization not in Export.Quantization.values:
@@ -69,6 +74,12 @@ def export_options_check(*, kind, quantization, base_model, adapter: str) -> tup
         raise InvalidRequest("this model was fully fine-tuned and has no adapter; export it merged or as gguf",
                              param="kind")
     return kind, quantization
+
+
+def export_kinds(base_model) -> tuple[str, ...]:
+    """The kinds a model of ``base_model`` exports as: TorchScript and ONNX for an image classifier
+    (``cnn`` or a vision backbone), adapter, merged and GGUF for a language model."""
+    return VISION_KINDS if base_model.family in VISION_FAMILIES else TEXT_KINDS
 
 
 def export_run(*, export_id: str) -> Export | None:
@@ -131,15 +142,30 @@ def _export_engine_run(export: Export, workdir: Path):
     from workers.export import ExportConfig, run_export
 
     source = _source_fetch(export.source, workdir / "source")
-    config = ExportConfig(base_model_path=base_model_local_path(_source_base(export.source)), adapter_path=str(source),
-                          output_dir=str(workdir / "out"), kind=export.kind, quantization=export.quantization,
-                          model_card=model_card_text(export.model) if export.model else "")
+    vision = export.kind in VISION_KINDS  # the classifier's directory is the source; no base model is read
+    config = ExportConfig(base_model_path="" if vision else base_model_local_path(_source_base(export.source)),
+                          adapter_path=str(source), output_dir=str(workdir / "out"), kind=export.kind,
+                          quantization=export.quantization,
+                          model_card=model_card_text(export.model) if export.model else "",
+                          **(_sample_images(export.source.job, workdir / "images") if vision else {}))
 
     def emit(event) -> None:
         if isinstance(event, Progress):
             Export.objects.filter(pk=export.pk).update(progress=event.step * 100 // event.total_steps)
 
     return run_export(config, emit)
+
+
+def _sample_images(job, workdir: Path) -> dict:
+    """The images a TorchScript or ONNX export is checked on: a few of its job's held-out images (random
+    pixels when the dataset's files are gone)."""
+    try:
+        archive, name, images = vision_sample_images(job, workdir)
+    except Exception:
+        log.warning("job %s: no images of its dataset to check an export on; random pixels instead", job.id,
+                    exc_info=True)
+        return {}
+    return {"images_archive": archive, "images_archive_name": name, "images": images}
 
 
 def _export_store(export: Export, path: Path, workdir: Path) -> str:

@@ -14,6 +14,7 @@ from jobs_app.services import alias_check, job_event_add, job_model_name
 from models_app.cards import model_card_generate
 from models_app.models import AliasChange, FineTunedModel, ModelAlias
 from models_app.services.artifacts import zip_write
+from models_app.services.exports import export_kinds
 from models_app.signals import model_promoted
 
 
@@ -169,12 +170,18 @@ def _rollback_target(current: ModelAlias, version: int | str | None) -> FineTune
     return earlier.model
 
 
-def model_actions(model: FineTunedModel) -> dict[str, bool]:
-    """What a version allows now (what its page offers): an alias pins it, archiving retires it."""
+def model_actions(model: FineTunedModel) -> dict:
+    """What a version allows now (what its page offers): an alias pins it, archiving retires it. A vision
+    model classifies images (``vision``: the image playground, its held-out evaluation) and offers none
+    of a language model's actions (``chat``: the text playground, ``evaluate_text``, adapter, merged
+    and GGUF exports); ``export_kinds`` lists the exports it may ask for."""
     aliased = model.aliases.exists()
+    vision = model.job.objective == "vision"
+    kinds = [kind for kind in export_kinds(model.base_model) if kind != "adapter" or model.adapter != "full"]
     return {"promote": model.archived_at is None, "archive": model.archived_at is None and not aliased,
             "unarchive": model.archived_at is not None, "delete": not aliased,
-            "export_adapter": model.adapter != "full"}
+            "export_adapter": not vision and model.adapter != "full", "export_kinds": kinds,
+            "gguf": "gguf" in kinds, "vision": vision, "chat": not vision, "evaluate_text": not vision}
 
 
 def model_archive(*, model: FineTunedModel, archived: bool = True) -> FineTunedModel:

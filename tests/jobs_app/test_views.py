@@ -407,3 +407,24 @@ def test_wizard_grades_a_sample_answer_on_the_first_rows_before_any_compute(clie
     assert 'role="alert"' in unknown and "grader.reference" in unknown and "solution" in unknown
     not_json = client.post(reverse("jobs:wizard_grader_try"), {"grader": "{type: string", "grader_sample": ""})
     assert "The grader is not JSON" in not_json.content.decode()
+
+
+def test_wizard_sends_the_ticked_trackers_and_the_job_page_says_where_each_run_is(
+        client, base_model, user, django_capture_on_commit_callbacks):
+    client.post(reverse("jobs:wizard_dataset"), {"training_file": make_dataset(user).id})
+    step = client.get(reverse("jobs:wizard_model")).content.decode()
+    assert 'name="trackers" value="wandb"' in step and 'name="trackers" value="mlflow"' in step
+    missing = client.post(reverse("jobs:wizard_model"), _advanced(trackers=["tensorboard", "wandb"]))
+    assert missing.status_code == 200
+    assert re.search(r'id="error-wandb_project"[^>]*>[^<]*wandb.project is required', missing.content.decode())
+    step = client.post(reverse("jobs:wizard_model"), _advanced(trackers=["tensorboard", "wandb"],
+                                                               wandb_project="support-bot"))
+    assert step.status_code == 302, step.content.decode()
+    review = client.get(reverse("jobs:wizard_review")).content.decode()
+    assert '<dd id="trackers">tensorboard, wandb (project support-bot)</dd>' in review
+    with django_capture_on_commit_callbacks():
+        client.post(reverse("jobs:wizard_review"))
+    job = FineTuneJob.objects.get(owner=user)
+    assert job.integrations == [{"type": "tensorboard"}, {"type": "wandb", "wandb": {"project": "support-bot"}}]
+    page = client.get(reverse("jobs:detail", args=[job.id])).content.decode()
+    assert f'href="/v1/fine_tuning/jobs/{job.id}/tensorboard"' in page and "project support-bot" in page

@@ -100,7 +100,7 @@ def test_download_refuses_an_export_that_is_not_verified(model, django_capture_o
     response = client.get(f"/v1/models/{model.id}/download?artifact=gguf-f32")
     assert response.status_code == 409
     assert response.json()["error"]["param"] == "artifact"
-    response = client.get(f"/v1/models/{model.id}/download?artifact=onnx")
+    response = client.get(f"/v1/models/{model.id}/download?artifact=tflite")
     assert response.status_code == 400
 
 

@@ -44,7 +44,7 @@ def _body(user, **overrides) -> dict:
      "does not apply to supervised"),
     ({"search_space": {"n_epochs": {"type": "gaussian"}}}, "search_space.n_epochs", "must be one of uniform"),
     ({"search_space": {}}, "search_space", "at least one"),
-    ({"objective": {"metric": "accuracy"}}, "objective.metric", "must be one of valid_loss"),
+    ({"objective": {"metric": "f1"}}, "objective.metric", "must be one of valid_loss"),
     ({"objective": {"metric": "valid_loss", "direction": "up"}}, "objective.direction", "minimize or maximize"),
     ({"validation_file": None}, "objective.metric", "give validation_file"),
     ({"max_trials": 0}, "max_trials", "from 1 to 100"),

@@ -129,7 +129,7 @@ def test_unloadable_export_fails_with_the_reason(tiny_model_path, adapter, tmp_p
 
 def test_config_rejects_unknown_kind_and_quantization(tmp_path):
     with pytest.raises(ValueError, match="kind"):
-        ExportConfig(base_model_path="b", adapter_path="a", output_dir=str(tmp_path), kind="onnx")
+        ExportConfig(base_model_path="b", adapter_path="a", output_dir=str(tmp_path), kind="tflite")
     with pytest.raises(ValueError, match="quantization"):
         ExportConfig(base_model_path="b", adapter_path="a", output_dir=str(tmp_path), kind="gguf", quantization="q4")
 

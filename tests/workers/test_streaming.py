@@ -115,3 +115,41 @@ def test_streamed_run_memory_stays_flat_where_loading_grows_with_the_file(tiny_m
     # allocator's arenas), seen 0.6 and 19 MiB on one machine, while loading grew by ~150 MiB here.
     assert abs(streamed[large] - streamed[small]) < (loaded[large] - loaded[small]) / 4, figures
     assert streamed[large] < loaded[large] - 4 * budget, figures
+
+
+PREFERENCE_ROWS = {
+    "dpo": lambda i: {"prompt": f"Classify row {i}:", "chosen": " sports", "rejected": " food"},
+    "kto": lambda i: {"prompt": f"Classify row {i}:", "completion": " sports" if i % 2 else " food",
+                      "label": bool(i % 2)},
+}
+
+
+@pytest.mark.parametrize("objective", ["dpo", "kto"])
+def test_preference_runs_stream_their_rows_each_once_a_pass(tiny_model_path, tmp_path, monkeypatch, objective):
+    import re
+
+    import trl
+    from datasets import IterableDataset
+
+    from workers.config import TrainConfig
+    from workers.training import run_training
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(PREFERENCE_ROWS[objective](i)) + "\n" for i in range(8)))
+    trainer_class = {"dpo": trl.DPOTrainer, "kto": trl.KTOTrainer}[objective]
+    seen, streamed = [], []
+    train_step = trainer_class.training_step
+
+    def recorded(self, model, inputs, num_items_in_batch=None):
+        streamed.append(isinstance(self.train_dataset, IterableDataset))
+        prompts = inputs.get("prompt_input_ids", inputs.get("input_ids"))
+        text = " ".join(self.processing_class.batch_decode(prompts))
+        seen.extend({int(number) for number in re.findall(r"row (\d+)", text)})  # DPO: chosen and rejected
+        return train_step(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(trainer_class, "training_step", recorded)
+    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp_path / "out"),
+                         objective=objective, n_epochs=2, batch_size=2, learning_rate=3e-3, stream_rows=8)
+    result = run_training(config, lambda event: None)
+    assert result.steps == 8 and all(streamed) and len(streamed) == 8
+    assert Counter(seen) == {row: 2 for row in range(8)}  # two passes, every row once in each

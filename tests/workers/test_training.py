@@ -138,6 +138,21 @@ def test_cpu_runs_in_fp32_without_checkpointing_and_gpu_uses_its_precision(tmp_p
     assert (turing["bf16"], turing["fp16"]) == (False, True)
 
 
+def test_liger_fused_kernels_only_on_cuda_where_installed(monkeypatch):
+    import importlib.util
+
+    from workers.device import DeviceInfo
+    from workers.training import device_settings
+
+    gpu = DeviceInfo("cuda", 1, ("H100",), 80 * 2**30, bf16=True, fp16=True)
+    find_spec = importlib.util.find_spec
+    assert find_spec("liger_kernel") is None and not device_settings(gpu)["use_liger_kernel"]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "liger_kernel"
+                        else find_spec(name))
+    assert device_settings(gpu)["use_liger_kernel"]
+    assert not device_settings(DeviceInfo("cpu", 0))["use_liger_kernel"]
+
+
 @pytest.mark.parametrize("quantization", ["nf4", "int8"])
 def test_qlora_trains_an_adapter_on_a_quantized_base(tiny_model_path, tmp_path, quantization):
     events = []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import archive_bytes, image_bytes
+from tests.factories import archive_bytes, make_backbone
 from workers.events import LogLine, Metric
 from workers.hyperparameters import OptionError
 from workers.images import ImageConfig, run_image_validation
@@ -48,29 +48,7 @@ def shapes(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def backbone(tmp_path_factory) -> str:
     """A backbone pretrained here on another task (the colour of a disc), saved as a registered one is."""
-    import torch
-
-    from tests.factories import CLASS_COLOURS
-    from workers.vision.backbones import backbone_pretrain
-    from workers.vision.data import images_load
-
-    root = tmp_path_factory.mktemp("backbone")
-    colours = list(CLASS_COLOURS)[:3]
-    files = {f"{label}/{i}.png": image_bytes(label, i) for label in colours for i in range(20)}
-    (root / "discs.zip").write_bytes(archive_bytes(files))
-    pixels = images_load(str(root / "discs.zip"), "discs.zip", list(files), 32)
-    labels = torch.tensor([colours.index(name.split("/")[0]) for name in files])
-    return str(
-        backbone_pretrain(
-            str(root / "backbone"),
-            pixels,
-            labels,
-            classes=3,
-            widths=(8, 16, 32),
-            epochs=1,
-            pretrained_on="coloured discs",
-        )
-    )
+    return make_backbone(tmp_path_factory.mktemp("backbone") / "backbone")
 
 
 def _config(shapes: dict, tmp_path: Path, given: dict, **plan):
@@ -310,3 +288,19 @@ def test_every_optimizer_of_the_spec_builds(optimizer):
     config = config_make({"optimizer": optimizer, "weight_decay": 0.01 if optimizer == "adamw" else 0.0})
     made = optimizer_make(config, torch.nn.Linear(2, 2).parameters())
     assert type(made).__name__.lower() == optimizer
+
+
+def test_the_evaluation_keeps_the_most_confident_mistakes_with_thumbnails(shapes, tmp_path):
+    from PIL import Image
+
+    given = {"strategy": "native", "n_epochs": 1, "width": 4, "learning_rate": 1e-6, "early_stopping_patience": 0}
+    result = run_vision_training(_config(shapes, tmp_path, given), lambda event: None, lambda: "")
+    evaluation = result.evaluation
+    wrong = evaluation["images"] - sum(evaluation["confusion_matrix"][i][i] for i in range(3))
+    mistakes = evaluation["misclassified"]
+    assert wrong > 0 and len(mistakes) == min(wrong, 24)  # an untrained network: chance
+    assert [m["score"] for m in mistakes] == sorted((m["score"] for m in mistakes), reverse=True)
+    for mistake in mistakes:
+        assert mistake["true"] != mistake["predicted"] and mistake["image"].split("/")[0] == mistake["true"]
+        with Image.open(Path(result.misclassified_dir) / mistake["file"]) as thumbnail:
+            assert (thumbnail.format, thumbnail.size) == ("JPEG", (64, 64))

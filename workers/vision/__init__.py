@@ -7,7 +7,7 @@ evaluation on the held-out images, the design); ``classify(model_dir, image_byte
 an image. Django-free, like the rest of ``workers``.
 """
 
-from workers.vision.classifier import ClassifierError, classify, is_classifier
+from workers.vision.classifier import ClassifierError, classifier_get, classify, image_check, is_classifier
 from workers.vision.config import VisionConfig, VisionResult
 from workers.vision.data import DatasetSummary, summary_from_manifest, summary_from_stats
 from workers.vision.design import Designer
@@ -30,7 +30,9 @@ __all__ = [
     "Strategy",
     "VisionConfig",
     "VisionResult",
+    "classifier_get",
     "classify",
+    "image_check",
     "config_make",
     "is_classifier",
     "run_vision_training",

@@ -4,13 +4,14 @@ A classifier directory holds ``vision.json`` (the design, the classes in output 
 the strategy, the dropout) and ``model.safetensors`` (the weights; no pickle is ever loaded).
 """
 
-import functools
 import io
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "vision.json"
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 
 
 class ClassifierError(ValueError):
@@ -32,6 +33,11 @@ def is_classifier(path: str) -> bool:
     return (Path(path) / META_FILE).is_file() and (Path(path) / MODEL_FILE).is_file()
 
 
+def classifier_meta(path: str) -> dict:
+    """The ``vision.json`` of a classifier directory (or of a checkpoint: it is one)."""
+    return json.loads((Path(path) / META_FILE).read_text())
+
+
 def classifier_load(path: str):
     """(the model in eval mode, its meta) from a classifier directory."""
     from safetensors.torch import load_file
@@ -40,7 +46,7 @@ def classifier_load(path: str):
 
     if not is_classifier(path):
         raise ClassifierError(f"{path} is not an image classifier (no {META_FILE} and {MODEL_FILE})")
-    meta = json.loads((Path(path) / META_FILE).read_text())
+    meta = classifier_meta(path)
     model = classifier_build(
         meta["design"], image_size=meta["image_size"], classes=len(meta["classes"]), dropout=meta.get("dropout", 0.0)
     )
@@ -48,9 +54,42 @@ def classifier_load(path: str):
     return model.eval(), meta
 
 
-@functools.lru_cache(maxsize=4)
-def _loaded(path: str, mtime: float):
-    return classifier_load(path)
+_kept: OrderedDict = OrderedDict()  # this process's loaded classifiers, least recently used first
+KEPT = 4
+
+
+def classifier_get(path: str) -> tuple[object, dict, bool]:
+    """``(model, meta, already loaded)`` for ``path``'s classifier: loaded once per process and kept (the
+    ``KEPT`` most recently used); a classifier rewritten on disk is loaded again."""
+    key = (path, (Path(path) / MODEL_FILE).stat().st_mtime)
+    hit = key in _kept
+    if hit:
+        _kept.move_to_end(key)
+    else:
+        _kept[key] = classifier_load(path)
+        while len(_kept) > KEPT:
+            _kept.popitem(last=False)
+    model, meta = _kept[key]
+    return model, meta, hit
+
+
+def image_check(image: bytes, *, max_pixels: int = 89_478_485) -> tuple[int, int]:
+    """The ``(width, height)`` of ``image`` (JPEG, PNG or WebP bytes), read from its header only;
+    ``ClassifierError`` for bytes that are no such image or one over ``max_pixels`` (a decompression bomb)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not image:
+        raise ClassifierError("the image is empty")
+    try:
+        with Image.open(io.BytesIO(image)) as opened:
+            kind, width, height = opened.format, opened.width, opened.height
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ClassifierError(f"not an image we can read (JPEG, PNG or WebP): {exc}") from exc
+    if kind not in IMAGE_FORMATS:
+        raise ClassifierError(f"a {kind} image: send JPEG, PNG or WebP")
+    if width * height > max_pixels:
+        raise ClassifierError(f"the image is {width}×{height}, over {max_pixels:,} pixels")
+    return width, height
 
 
 def classify(path: str, image: bytes, *, top: int = 5, max_pixels: int = 89_478_485) -> list[dict]:
@@ -63,11 +102,10 @@ def classify(path: str, image: bytes, *, top: int = 5, max_pixels: int = 89_478_
     from workers.vision.data import image_prepare
     from workers.vision.train import normalise
 
-    model, meta = _loaded(path, (Path(path) / MODEL_FILE).stat().st_mtime)
+    model, meta, _ = classifier_get(path)
+    image_check(image, max_pixels=max_pixels)
     try:
         with Image.open(io.BytesIO(image)) as opened:
-            if opened.width * opened.height > max_pixels:
-                raise ClassifierError(f"the image is {opened.width}×{opened.height}, over {max_pixels:,} pixels")
             pixels = np.asarray(image_prepare(opened, meta["image_size"]))
     except (UnidentifiedImageError, OSError) as exc:
         raise ClassifierError(f"not an image we can read (JPEG, PNG or WebP): {exc}") from exc

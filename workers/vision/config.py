@@ -18,6 +18,12 @@ RUN_FIELDS = (
         "",
     ),
     ("seed", int, "seed for initialisation, the hold-out and data order; default 42", 42),
+    (
+        "resume_from",
+        str,
+        'local checkpoint directory (``workers.vision.train``) the run continues from; "" = from the start',
+        "",
+    ),
 )
 
 
@@ -71,6 +77,8 @@ class VisionResult:
     precision/recall/F1, confusion matrix). design: the network's design (``workers.vision.nets``), with
     its parameters and multiply-adds. steps / total_steps: optimizer steps done / planned.
     wall_seconds: time in the loop. stopped / stop: ``should_stop`` ended it early, and how.
+    misclassified_dir: the thumbnails of ``evaluation["misclassified"]`` (its entries' ``file``); "" when
+    every held-out image was right.
     """
 
     model_dir: str
@@ -89,3 +97,4 @@ class VisionResult:
     stop: str = ""
     parameters: int = 0
     images: int = 0
+    misclassified_dir: str = ""

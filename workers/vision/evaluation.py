@@ -1,4 +1,5 @@
-"""Scores of a classifier on held-out images: accuracy, precision/recall/F1 per class, confusion matrix."""
+"""Scores of a classifier on held-out images: accuracy, precision/recall/F1 per class, confusion matrix, and
+the misclassified images with thumbnails."""
 
 
 def evaluate(predicted: list[int], actual: list[int], classes: list[str]) -> dict:
@@ -36,3 +37,38 @@ def evaluate(predicted: list[int], actual: list[int], classes: list[str]) -> dic
         "per_class": per_class,
         "confusion_matrix": confusion,
     }
+
+
+MISCLASSIFIED_KEPT = 24  # the most confident mistakes shown on the evaluation
+THUMBNAIL_SIZE = 64  # pixels, square, like a dataset report's thumbnails
+
+
+def misclassified_save(
+    probabilities, actual: list[int], names: list[str], classes: list[str], *, out_dir: str, archive_path: str,
+    archive_name: str, limit: int = MISCLASSIFIED_KEPT,
+) -> list[dict]:
+    """The held-out images the classifier got wrong, most confident mistakes first (``limit`` of them), each
+    with a JPEG thumbnail read again from the archive into ``out_dir``: ``[{"image", "true", "predicted",
+    "score", "file"}]`` (``score``: the probability it gave the wrong class; ``file``: the thumbnail's name
+    in ``out_dir``). ``probabilities`` is N × classes, in the order of ``actual`` and ``names``."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from workers.vision.data import images_load
+
+    scores, guessed = probabilities.max(dim=1)
+    wrong = [i for i, truth in enumerate(actual) if int(guessed[i]) != truth]
+    wrong = sorted(wrong, key=lambda i: -float(scores[i]))[:limit]
+    if not wrong:
+        return []
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pixels = images_load(archive_path, archive_name, [names[i] for i in wrong], THUMBNAIL_SIZE)
+    kept = []
+    for position, index in enumerate(wrong):
+        file = f"{position:03d}.jpg"
+        Image.fromarray(pixels[position].permute(1, 2, 0).numpy()).save(out / file, "JPEG", quality=85)
+        kept.append({"image": names[index], "true": classes[actual[index]], "predicted": classes[int(guessed[index])],
+                     "score": round(float(scores[index]), 4), "file": file})
+    return kept

@@ -4,6 +4,8 @@ the functions that train or classify, so web processes stay light."""
 import torch
 from torch import nn
 
+from workers.vision.train import MEAN, SPREAD
+
 
 class Residual(nn.Module):
     """Two 3×3 convolutions with batch norm, added to the input (a 1×1 convolution when the shape changes)."""
@@ -78,3 +80,15 @@ def classifier_build(design: dict, *, image_size: int, classes: int, dropout: fl
     with torch.no_grad():  # materialises a lazy layer and measures the features the head reads
         size = features.eval()(torch.zeros(1, 3, image_size, image_size)).flatten(1).shape[1]
     return Classifier(features.train(), size, classes, dropout)
+
+
+class Probabilities(nn.Module):
+    """What a TorchScript or ONNX export runs: float32 pixels in 0..1 (N × 3 × S × S, RGB) in, the
+    classifier's class probabilities out; the normalisation and the softmax are inside."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.classifier((pixels - MEAN) / SPREAD).softmax(dim=1)

@@ -18,6 +18,7 @@ from typing import Protocol
 from workers.events import Emit, LogLine
 from workers.hyperparameters import AUTO, VISION, Context, OptionError, hyperparameters_resolve
 from workers.vision.backbones import BackboneError, backbone_config, backbone_weights, is_backbone
+from workers.vision.classifier import classifier_meta
 from workers.vision.config import VisionConfig, VisionResult
 from workers.vision.data import DatasetSummary, images_load, manifest_read, split_rows, summary_from_manifest
 from workers.vision.design import Designer, design_ask
@@ -124,6 +125,11 @@ class LlmDesigned:
 
     def train(self, config: VisionConfig, emit: Emit, should_stop: ShouldStop) -> VisionResult:
         rows = manifest_read(config.manifest_path)
+        if config.resume_from:  # the network being trained is the one proposed before: nothing is asked again
+            meta = classifier_meta(config.resume_from)
+            emit(LogLine("Resuming the design the designer proposed before the checkpoint"))
+            return run(config, emit, should_stop, strategy=self.name, design=meta["design"], rows=rows,
+                       design_note=meta.get("design_note"))
         summary = summary_from_manifest(rows)
         design, stats, attempts = design_ask(
             self.designer,
@@ -233,7 +239,7 @@ def run(
     import torch
 
     from workers.vision.classifier import classifier_save
-    from workers.vision.evaluation import evaluate
+    from workers.vision.evaluation import evaluate, misclassified_save
     from workers.vision.modules import classifier_build
     from workers.vision.train import Images, fit, predictions
 
@@ -257,7 +263,16 @@ def run(
     if features is not None:
         model.features.load_state_dict(features)
     model.to("cuda" if torch.cuda.is_available() else "cpu")  # a GPU worker's; the images stay on the CPU
-    done = fit(model, images, config, emit, should_stop, frozen_epochs=frozen_epochs)
+    meta = {
+        "kind": "image_classifier",
+        "strategy": strategy,
+        "design": {"layers": design["layers"]},
+        "classes": classes,
+        "image_size": config.image_size,
+        "dropout": config.dropout,
+        **({"design_note": design_note} if design_note else {}),
+    }
+    done = fit(model, images, config, emit, should_stop, frozen_epochs=frozen_epochs, meta=meta)
     design_stored = {**design, "parameters": stats.parameters, "mflops": stats.mflops, **(design_note or {})}
     common = {
         "strategy": strategy,
@@ -276,24 +291,18 @@ def run(
         return VisionResult(
             model_dir="", evaluation={}, wall_seconds=time.monotonic() - started, stopped=True, stop=done.stop, **common
         )
-    evaluation = {}
+    evaluation, mistakes_dir = {}, str(Path(config.output_dir) / "misclassified")
     if len(valid):
-        _, guessed = predictions(model, images.valid_x)
+        logits, guessed = predictions(model, images.valid_x)
         evaluation = evaluate(guessed.tolist(), images.valid_y.tolist(), classes)
+        evaluation["misclassified"] = misclassified_save(
+            logits.softmax(dim=1), images.valid_y.tolist(), [rows[i]["image"] for i in valid], classes,
+            out_dir=mistakes_dir, archive_path=config.archive_path, archive_name=config.archive_name)
     out = classifier_save(
-        model.cpu().eval(),
-        str(Path(config.output_dir) / "model"),
-        meta={
-            "kind": "image_classifier",
-            "strategy": strategy,
-            "design": {"layers": design["layers"]},
-            "classes": classes,
-            "image_size": config.image_size,
-            "dropout": config.dropout,
-            "evaluation": evaluation,
-        },
+        model.cpu().eval(), str(Path(config.output_dir) / "model"), meta={**meta, "evaluation": evaluation}
     )
-    return VisionResult(model_dir=str(out), evaluation=evaluation, wall_seconds=time.monotonic() - started, **common)
+    return VisionResult(model_dir=str(out), evaluation=evaluation, wall_seconds=time.monotonic() - started,
+                        misclassified_dir=mistakes_dir if evaluation.get("misclassified") else "", **common)
 
 
 __all__ = [

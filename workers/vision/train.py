@@ -1,13 +1,22 @@
 """The one training loop of every strategy: epochs over the images with the chosen optimizer, a cosine
 learning rate, augmentation, a validation pass per epoch (loss and accuracy reported as a ``Metric``),
-early stopping that keeps the best epoch's weights, and ``should_stop`` asked after every step."""
+early stopping that keeps the best epoch's weights, and ``should_stop`` asked after every step.
+
+Checkpoints: at the end of each epoch (or every ``save_steps`` steps) and when ``should_stop`` asks for
+one, ``checkpoint-<step>`` holds the classifier as it is (``vision.json``, ``model.safetensors``: it loads
+as a classifier) and what the loop needs to go on from that very step: the optimizer, the schedule, the
+random states, where the epoch is and the early-stopping state with the best epoch's weights. A run
+given ``resume_from`` continues from there and trains no step twice."""
 
 import copy
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from workers.events import Emit, LogLine, Metric, Progress
+from workers.config import Stop
+from workers.events import ArtifactSaved, Emit, LogLine, Metric, Progress
 
 MEAN, SPREAD = 0.5, 0.25  # pixels in 0..1 become roughly -2..2
 
@@ -34,6 +43,33 @@ class Fit:
     total_steps: int = 0
     wall_seconds: float = 0.0
     stop: str = ""
+    values: dict = field(default_factory=dict)  # the last epoch's metrics
+
+
+@dataclass
+class Loop:
+    """Where the loop stands: the epoch under way (from 1), where its next batch starts in its order of
+    the training images, the loss and hits summed over its batches so far, and the early-stopping state
+    (best validation loss, epochs waited since, whether it stopped early)."""
+
+    epoch: int = 1
+    position: int = 0
+    order: list = field(default_factory=list)
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    best: float | None = None
+    waited: int = 0
+    early_stopped: bool = False
+
+
+# A checkpoint's files besides the classifier's (names the platform leaves out when only the weights
+# are wanted: jobs_app.services.running.TRAINING_STATE).
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+RNG_FILE = "rng_state.pth"
+BEST_FILE = "early_stopping.safetensors"
+CHECKPOINT_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
 
 
 def normalise(pixels):
@@ -88,89 +124,182 @@ def predictions(model, pixels, batch_size: int = 256):
     return logits, logits.argmax(dim=1)
 
 
-def fit(model, images: Images, config, emit: Emit, should_stop, *, frozen_epochs: int = 0) -> Fit:
+def fit(model, images: Images, config, emit: Emit, should_stop, *, frozen_epochs: int = 0,
+        meta: dict | None = None) -> Fit:
     """Train ``model`` in place; it ends with the weights of the epoch of the best validation loss (the
-    training loss when nothing is held out). ``frozen_epochs``: the first epochs train the head only."""
-    import torch
-    import torch.nn.functional as F
-
-    generator = torch.Generator().manual_seed(config.seed)
-    device = next(model.parameters()).device
-    count = len(images.train_x)
-    per_epoch = math.ceil(count / config.batch_size)
-    result = Fit(total_steps=per_epoch * config.n_epochs)
-    optimizer = optimizer_make(config, model.parameters())
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, result.total_steps) / result.total_steps))
-    )
-    best, best_state, waited = math.inf, None, 0
+    training loss when nothing is held out). ``frozen_epochs``: the first epochs train the head only.
+    ``meta``: the classifier's ``vision.json``, written into each checkpoint. ``config.resume_from``: a
+    checkpoint directory to continue from. ``Stop.CHECKPOINT`` from ``should_stop`` ends the run after a
+    checkpoint of that step; any other stop ends it with nothing saved."""
+    fitting = Fitting(model, images, config, emit, frozen_epochs=frozen_epochs, meta=meta or {})
+    if config.resume_from:
+        fitting.restore(config.resume_from)
     started = time.monotonic()
-    for epoch in range(1, config.n_epochs + 1):
-        frozen = epoch <= frozen_epochs
-        if frozen_epochs and epoch in (1, frozen_epochs + 1):
-            model.features.requires_grad_(not frozen)
-            emit(
-                LogLine(
-                    f"Epoch {epoch}: "
-                    + (
-                        "the backbone is frozen; the new classifier trains"
-                        if frozen
-                        else "the backbone is unfrozen; every layer trains"
-                    )
-                )
-            )
-        model.train()
-        if frozen:
-            model.features.eval()  # its batch statistics stay the backbone's
-        order = torch.randperm(count, generator=generator)
-        loss_sum = correct = 0.0
-        for start in range(0, count, config.batch_size):
-            index = order[start : start + config.batch_size]
-            # augmented on the CPU (the generator's device), then moved to the model's
-            batch = augment(normalise(images.train_x[index]), config.augmentation, generator).to(device)
-            targets = images.train_y[index].to(device)
-            logits = model(batch)
-            loss = F.cross_entropy(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            result.steps += 1
-            loss_sum += loss.item() * len(index)
-            correct += (logits.argmax(dim=1) == targets).sum().item()
-            emit(Progress(step=result.steps, total_steps=result.total_steps))
-            stop = should_stop()
-            if stop:
-                result.stop, result.wall_seconds = str(stop), time.monotonic() - started
-                return result
-        values = {
-            "epoch": epoch,
-            "loss": loss_sum / count,
-            "train_accuracy": correct / count,
-            "learning_rate": schedule.get_last_lr()[0],
-        }
-        if len(images.valid_x):
-            logits, guessed = predictions(model, images.valid_x)
-            values["eval_loss"] = F.cross_entropy(logits, images.valid_y).item()
-            values["valid_accuracy"] = (guessed == images.valid_y).float().mean().item()
-        emit(Metric(step=result.steps, total_steps=result.total_steps, values=values))
-        result.epochs = epoch
-        watched = values.get("eval_loss", values["loss"])
-        if watched < best - 1e-6:
-            best, waited, best_state = watched, 0, copy.deepcopy(model.state_dict())
-            result.best_epoch, result.train_loss = epoch, values["loss"]
-            result.valid_loss, result.valid_accuracy = values.get("eval_loss", 0.0), values.get("valid_accuracy", 0.0)
-        else:
-            waited += 1
-            if config.early_stopping_patience and waited >= config.early_stopping_patience:
-                emit(
-                    LogLine(
-                        f"Early stopping after epoch {epoch}: no better validation loss for {waited} epochs; "
-                        f"keeping epoch {result.best_epoch}"
-                    )
-                )
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    while fitting.loop.epoch <= config.n_epochs and not fitting.loop.early_stopped:
+        stop = fitting.epoch_train(should_stop)
+        if stop:
+            if stop == Stop.CHECKPOINT:
+                fitting.checkpoint()
+            fitting.result.stop = str(stop)
+            fitting.result.wall_seconds = time.monotonic() - started
+            return fitting.result
+        fitting.epoch_end()
+    loop, result = fitting.loop, fitting.result
+    if fitting.best_state is not None:
+        model.load_state_dict(fitting.best_state)
+    if loop.early_stopped:
+        emit(LogLine(f"Early stopping after epoch {result.epochs}: no better validation loss for {loop.waited} "
+                     f"epochs; keeping epoch {result.best_epoch}"))
     result.wall_seconds = time.monotonic() - started
     return result
+
+
+class Fitting:
+    """One fit under way: the model, its optimizer, schedule and random generator, where the loop stands
+    and the best epoch's weights; written to a checkpoint and read back from one."""
+
+    def __init__(self, model, images: Images, config, emit: Emit, *, frozen_epochs: int, meta: dict) -> None:
+        import torch
+
+        self.model, self.images, self.config, self.emit = model, images, config, emit
+        self.frozen_epochs, self.meta = frozen_epochs, meta
+        self.device = next(model.parameters()).device
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.count = len(images.train_x)
+        self.result = Fit(total_steps=math.ceil(self.count / config.batch_size) * config.n_epochs)
+        total = self.result.total_steps
+        self.optimizer = optimizer_make(config, model.parameters())
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        )
+        self.loop = Loop()
+        self.best_state: dict | None = None
+
+    def _mode_set(self) -> None:
+        """Training mode; the backbone frozen (its weights and batch statistics) during ``frozen_epochs``."""
+        epoch, frozen = self.loop.epoch, self.loop.epoch <= self.frozen_epochs
+        self.model.train()
+        if not self.frozen_epochs:
+            return
+        self.model.features.requires_grad_(not frozen)
+        if frozen:
+            self.model.features.eval()  # its batch statistics stay the backbone's
+        if self.loop.position == 0 and epoch in (1, self.frozen_epochs + 1):
+            self.emit(LogLine(f"Epoch {epoch}: " + ("the backbone is frozen; the new classifier trains" if frozen
+                                                    else "the backbone is unfrozen; every layer trains")))
+
+    def epoch_train(self, should_stop) -> str:
+        """Train the rest of the current epoch; what ``should_stop`` asked for, or "" at its end."""
+        import torch
+        import torch.nn.functional as F
+
+        loop, config, result = self.loop, self.config, self.result
+        self._mode_set()
+        if not loop.order:
+            loop.order = torch.randperm(self.count, generator=self.generator).tolist()
+        order = torch.tensor(loop.order)
+        while loop.position < self.count:
+            index = order[loop.position : loop.position + config.batch_size]
+            # augmented on the CPU (the generator's device), then moved to the model's
+            batch = augment(normalise(self.images.train_x[index]), config.augmentation, self.generator).to(self.device)
+            targets = self.images.train_y[index].to(self.device)
+            logits = self.model(batch)
+            loss = F.cross_entropy(logits, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            result.steps += 1
+            loop.position += len(index)
+            loop.loss_sum += loss.item() * len(index)
+            loop.correct += (logits.argmax(dim=1) == targets).sum().item()
+            self.emit(Progress(step=result.steps, total_steps=result.total_steps))
+            stop = should_stop()
+            if stop:
+                return stop
+            if config.save_steps and result.steps % config.save_steps == 0:
+                self.checkpoint()
+        return ""
+
+    def epoch_end(self) -> None:
+        """The epoch's metrics and validation pass, early stopping, then the next epoch (and a checkpoint
+        when they are made per epoch)."""
+        import torch.nn.functional as F
+
+        loop, result = self.loop, self.result
+        values = {
+            "epoch": loop.epoch,
+            "loss": loop.loss_sum / self.count,
+            "train_accuracy": loop.correct / self.count,
+            "learning_rate": self.schedule.get_last_lr()[0],
+        }
+        if len(self.images.valid_x):
+            logits, guessed = predictions(self.model, self.images.valid_x)
+            values["eval_loss"] = F.cross_entropy(logits, self.images.valid_y).item()
+            values["valid_accuracy"] = (guessed == self.images.valid_y).float().mean().item()
+        self.emit(Metric(step=result.steps, total_steps=result.total_steps, values=values))
+        result.epochs, result.values = loop.epoch, values
+        watched = values.get("eval_loss", values["loss"])
+        if loop.best is None or watched < loop.best - 1e-6:
+            loop.best, loop.waited, self.best_state = watched, 0, copy.deepcopy(self.model.state_dict())
+            result.best_epoch, result.train_loss = loop.epoch, values["loss"]
+            result.valid_loss, result.valid_accuracy = values.get("eval_loss", 0.0), values.get("valid_accuracy", 0.0)
+        else:
+            loop.waited += 1
+            patience = self.config.early_stopping_patience
+            loop.early_stopped = bool(patience and loop.waited >= patience)
+        loop.epoch, loop.position, loop.order, loop.loss_sum, loop.correct = loop.epoch + 1, 0, [], 0.0, 0.0
+        if not self.config.save_steps:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Write ``checkpoint-<step>`` (what ``restore`` reads) under ``output_dir`` and announce it."""
+        import torch
+        from safetensors.torch import save_file
+
+        from workers.vision.classifier import classifier_save
+
+        if not self.config.output_dir:
+            return
+        path = Path(self.config.output_dir) / "checkpoints" / f"checkpoint-{self.result.steps}"
+        classifier_save(self.model, str(path), meta=self.meta)
+        torch.save(self.optimizer.state_dict(), path / OPTIMIZER_FILE)
+        torch.save(self.schedule.state_dict(), path / SCHEDULER_FILE)
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        torch.save({"generator": self.generator.get_state(), "torch": torch.get_rng_state(), "cuda": cuda},
+                   path / RNG_FILE)
+        if self.best_state is not None:
+            save_file({name: tensor.contiguous() for name, tensor in self.best_state.items()}, str(path / BEST_FILE))
+        state = {"loop": asdict(self.loop), "fit": asdict(self.result)}
+        (path / STATE_FILE).write_text(json.dumps(state))
+        # the last epoch's values under OpenAI's checkpoint names (train_loss, valid_loss), as text jobs report
+        metrics = {CHECKPOINT_NAMES.get(name, name): value for name, value in self.result.values.items()
+                   if name != "learning_rate"}
+        self.emit(ArtifactSaved(kind="checkpoint", path=str(path), step=self.result.steps, metrics=metrics))
+
+    def restore(self, directory: str) -> None:
+        """Continue from the checkpoint in ``directory``: the weights, optimizer, schedule, random states,
+        the place in the epoch and the early-stopping state, as they were at its step."""
+        import torch
+        from safetensors.torch import load_file
+
+        from workers.vision.classifier import MODEL_FILE
+
+        path = Path(directory)
+        state = json.loads((path / STATE_FILE).read_text())
+        self.model.load_state_dict(load_file(str(path / MODEL_FILE), device=str(self.device)))
+        self.optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location=self.device, weights_only=True))
+        self.schedule.load_state_dict(torch.load(path / SCHEDULER_FILE, weights_only=True))
+        random = torch.load(path / RNG_FILE, weights_only=True)
+        self.generator.set_state(random["generator"])
+        torch.set_rng_state(random["torch"])
+        if random["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(random["cuda"])
+        if (path / BEST_FILE).is_file():
+            self.best_state = load_file(str(path / BEST_FILE), device=str(self.device))
+        self.loop = Loop(**state["loop"])
+        self.result = Fit(**{**state["fit"], "total_steps": self.result.total_steps, "stop": "", "wall_seconds": 0.0})
+        where = f"epoch {self.loop.epoch}" + (f", image {self.loop.position} of {self.count}" if self.loop.position
+                                              else "")
+        self.emit(LogLine(f"Resuming at step {self.result.steps} of {self.result.total_steps} ({where}) from "
+                          f"{path.name}: weights, optimizer, schedule, random state and early stopping restored"))
