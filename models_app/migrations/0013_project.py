@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts_app', '0004_personal_projects'),
-        ('models_app', '0011_export_from_checkpoint'),
+        ('models_app', '0012_export_kind_vision'),
     ]
 
     operations = [

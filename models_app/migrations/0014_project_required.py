@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
         ('accounts_app', '0004_personal_projects'),
         ('base_models', '0004_basemodelusage_basemodelusagesample'),
         ('jobs_app', '0021_project_required'),
-        ('models_app', '0012_project'),
+        ('models_app', '0013_project'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts_app', '0004_personal_projects'),
-        ('sweeps_app', '0001_initial'),
+        ('sweeps_app', '0002_sweep_pruning_initial_points_cancel'),
     ]
 
     operations = [

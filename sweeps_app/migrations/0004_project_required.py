@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts_app', '0004_personal_projects'),
-        ('sweeps_app', '0002_project'),
+        ('sweeps_app', '0003_project'),
     ]
 
     operations = [
