@@ -2,7 +2,24 @@ from django.contrib import admin
 
 from accounts_app import services
 from accounts_app.forms import AdminLoginForm
-from accounts_app.models import ApiKey
+from accounts_app.models import ApiKey, Membership, Project
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ("user",)
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    """Projects and their members (a personal project has its user only)."""
+
+    list_display = ("id", "name", "personal_user", "created_at")
+    search_fields = ("id", "name")
+    readonly_fields = ("id", "personal_user", "created_at")
+    inlines = [MembershipInline]
+
 
 # The admin's login gets the same lockout as the site's.
 admin.site.login_form = AdminLoginForm
@@ -13,11 +30,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are listed by name and prefix only (the key itself is stored nowhere); they are created on
     the API keys page or with `manage.py issue_token`, and revoked here or there."""
 
-    list_display = ("name", "user", "shown_prefix", "created_at", "last_used_at", "expires_at", "status")
+    list_display = ("name", "user", "project", "shown_prefix", "created_at", "last_used_at", "expires_at", "status")
     list_filter = ("revoked_at", "expires_at")
     search_fields = ("name", "prefix", "user__username")
-    fields = ("user", "name", "shown_prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
-    readonly_fields = ("user", "shown_prefix", "created_at", "last_used_at", "revoked_at")
+    fields = ("user", "project", "name", "shown_prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    readonly_fields = ("user", "project", "shown_prefix", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke"]
 
     @admin.display(description="Key")

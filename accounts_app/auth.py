@@ -6,6 +6,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
 from accounts_app import services
+from accounts_app.selectors import user_acting
 from accounts_app.services import ApiKeyRefused
 
 INVALID_KEYS = "api-key"  # lockout scope: requests with a bad key, per client address
@@ -51,7 +52,9 @@ class ApiKeyAuthentication(BaseAuthentication):
             user, api_key = api_key_user(get_authorization_header(request), request.META.get("REMOTE_ADDR", ""))
         except ApiKeyRefused as refused:
             raise exceptions.AuthenticationFailed(str(refused), code=refused.code) from None
-        return (user, api_key) if user is not None else None
+        if user is None:
+            return None
+        return user_acting(user, api_key.project_id), api_key  # a key acts in its own project only
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'  # a 401, not a 403, for a missing or bad key

@@ -1,4 +1,5 @@
-"""Writes for a user's account: API keys (hashed, several per user) and failed-login lockouts."""
+"""Writes for a user's account: projects and their members, API keys (hashed, several per user, each
+acting in one project) and failed-login lockouts."""
 
 import hashlib
 import secrets
@@ -10,8 +11,12 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts_app.models import KEY_PREFIX, ApiKey
-from finetune_site.errors import InvalidRequest, NotFound
+from accounts_app.models import KEY_PREFIX, ApiKey, Membership, Project
+from accounts_app.selectors import project_acting
+from finetune_site.errors import Forbidden, InvalidRequest, NotFound
+
+Role = Membership.Role
+PROJECT_NAME_MAX = Project._meta.get_field("name").max_length
 
 NAME_MAX = ApiKey._meta.get_field("name").max_length
 PREFIX_SHOWN = len(KEY_PREFIX) + 6
@@ -29,8 +34,89 @@ def api_key_hash(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def api_key_create(*, user, name: str, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
-    """A new key for ``user``: the row (hash and prefix only) and the key, which is never stored."""
+# --- projects ----------------------------------------------------------------------------------------
+
+def project_personal_ensure(user) -> Project:
+    """``user``'s personal project, made (with ``user`` as its owner) if it does not exist yet."""
+    with transaction.atomic():
+        project, made = Project.objects.get_or_create(personal_user=user, defaults={"name": user.get_username()})
+        if made:
+            Membership.objects.get_or_create(project=project, user=user, defaults={"role": Role.OWNER})
+    return project
+
+
+def project_create(*, user, name: str) -> Project:
+    """A new shared project named ``name`` with ``user`` as its owner."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidRequest("name the project, e.g. after the team", param="name")
+    if len(name) > PROJECT_NAME_MAX:
+        raise InvalidRequest(f"the name is {len(name)} characters; at most {PROJECT_NAME_MAX}", param="name")
+    with transaction.atomic():
+        project = Project.objects.create(name=name)
+        Membership.objects.create(project=project, user=user, role=Role.OWNER)
+    return project
+
+
+def project_manage_check(*, project: Project, by) -> None:
+    """Raise a 403 (``project_role``) unless ``by`` owns ``project``."""
+    if not Membership.objects.filter(project=project, user=by, role=Role.OWNER).exists():
+        raise Forbidden(f"Only an owner of project {project.id} manages its members and keys.", code="project_role")
+
+
+def member_add(*, project: Project, by, user: str, role: str = Role.MEMBER) -> Membership:
+    """Add the user named ``user`` (a username or an email) to ``project`` with ``role``, or change the
+    role of a member; ``by`` must own the project. A personal project has one member."""
+    project_manage_check(project=project, by=by)
+    if role not in Role.values:
+        raise InvalidRequest(f"role must be one of {', '.join(Role.values)}, not {role!r}", param="role")
+    if project.personal:
+        raise InvalidRequest("a personal project has no other members: create a project for the team",
+                             param="user")
+    found = _user_named(user)
+    with transaction.atomic():
+        membership, _ = Membership.objects.update_or_create(project=project, user=found, defaults={"role": role})
+        _owner_kept(project)
+    return membership
+
+
+def member_remove(*, project: Project, by, user_id: int) -> None:
+    """Remove a member from ``project`` (an owner's act, or a member leaving); the last owner stays.
+    The member's API keys for the project are revoked."""
+    if user_id != by.pk:
+        project_manage_check(project=project, by=by)
+    with transaction.atomic():
+        deleted, _ = Membership.objects.filter(project=project, user_id=user_id).delete()
+        if not deleted:
+            raise NotFound(f"No such member of {project.id}: {user_id}", param="user_id", code="not_found")
+        _owner_kept(project)
+        api_keys_revoke(keys=ApiKey.objects.filter(project=project, user_id=user_id))
+
+
+def _user_named(name: str):
+    from django.contrib.auth import get_user_model
+
+    name = (name or "").strip()
+    users = get_user_model().objects.filter(is_active=True)
+    found = users.filter(username=name).first() or (users.filter(email__iexact=name).first() if "@" in name else None)
+    if found is None:
+        raise InvalidRequest(f"No user named {name!r}: give a username or an email of a user of this platform",
+                             param="user")
+    return found
+
+
+def _owner_kept(project: Project) -> None:
+    if not Membership.objects.filter(project=project, role=Role.OWNER).exists():
+        raise InvalidRequest("a project keeps at least one owner: make another member an owner first",
+                             param="role")
+
+
+# --- API keys ----------------------------------------------------------------------------------------
+
+def api_key_create(*, user, name: str, expires_at: datetime | None = None,
+                   project: Project | None = None) -> tuple[ApiKey, str]:
+    """A new key for ``user`` acting in ``project`` (default: the project ``user`` acts in now): the row
+    (hash and prefix only) and the key, which is never stored."""
     name = (name or "").strip()
     if not name:
         raise InvalidRequest("name the key after where it is used, e.g. laptop or ci", param="name")
@@ -38,8 +124,11 @@ def api_key_create(*, user, name: str, expires_at: datetime | None = None) -> tu
         raise InvalidRequest(f"the name is {len(name)} characters; at most {NAME_MAX}", param="name")
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidRequest("the expiry must be in the future", param="expires_at")
+    project = project or project_acting(user)
+    if not Membership.objects.filter(project=project, user=user).exists():
+        raise NotFound(f"No such project: {project.id}", param="project", code="not_found")
     raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
-    api_key = ApiKey.objects.create(user=user, name=name, prefix=raw_key[:PREFIX_SHOWN],
+    api_key = ApiKey.objects.create(user=user, project=project, name=name, prefix=raw_key[:PREFIX_SHOWN],
                                     key_hash=api_key_hash(raw_key), expires_at=expires_at)
     return api_key, raw_key
 
@@ -73,7 +162,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey:
     ``last_used_at`` is written at most once per ``API_KEY_LAST_USED_SECONDS``, by one conditional
     UPDATE, so a busy key does not write on every request.
     """
-    api_key = ApiKey.objects.select_related("user").filter(key_hash=api_key_hash(raw_key)).first()
+    api_key = ApiKey.objects.select_related("user", "project").filter(key_hash=api_key_hash(raw_key)).first()
     if api_key is None:
         raise ApiKeyRefused(f"Incorrect API key provided: {_shown(raw_key)}. Create one on the API keys page.")
     if api_key.revoked_at:
@@ -84,6 +173,9 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey:
                             code="api_key_expired")
     if not api_key.user.is_active:
         raise ApiKeyRefused("The API key's user is deactivated.", code="user_inactive")
+    if api_key.project_id and not Membership.objects.filter(project_id=api_key.project_id, user=api_key.user).exists():
+        raise ApiKeyRefused(f"The API key {api_key.prefix}… is for project {api_key.project_id}, which its user "
+                            "no longer belongs to.", code="project_membership")
     stale = now - timedelta(seconds=settings.API_KEY_LAST_USED_SECONDS)
     if api_key.last_used_at is None or api_key.last_used_at < stale:
         # Conditional: of several requests racing past the check above, one writes.

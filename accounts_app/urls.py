@@ -10,4 +10,9 @@ urlpatterns = [
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/create/", views.token_create, name="token_create"),
     path("tokens/<int:key_id>/revoke/", views.token_revoke, name="token_revoke"),
+    path("projects/", views.projects, name="projects"),
+    path("projects/switch/", views.project_switch, name="project_switch"),
+    path("projects/create/", views.project_create, name="project_create"),
+    path("projects/members/add/", views.member_add, name="member_add"),
+    path("projects/members/<int:user_id>/remove/", views.member_remove, name="member_remove"),
 ]

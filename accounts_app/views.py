@@ -5,9 +5,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts_app import services
+from accounts_app import selectors, services
 from accounts_app.forms import ApiKeyCreateForm, LoginForm
-from accounts_app.models import ApiKey
+from accounts_app.middleware import SESSION_KEY
+from accounts_app.models import ApiKey, Membership
 from finetune_site.errors import InvalidRequest, NotFound
 
 
@@ -24,7 +25,7 @@ class LoginView(auth_views.LoginView):
 
 
 def _tokens_page(request, *, form=None, new_key: str = "", status: int = 200):
-    keys = ApiKey.objects.filter(user=request.user)
+    keys = ApiKey.objects.filter(user=request.user).select_related("project")
     return render(request, "accounts_app/tokens.html", {"keys": keys, "form": form or ApiKeyCreateForm(),
                                                         "new_key": new_key}, status=status)
 
@@ -59,3 +60,62 @@ def token_revoke(request, key_id: int):
     except NotFound:
         raise Http404("No such API key") from None  # another user's key looks the same as none
     return redirect("accounts:tokens")
+
+
+def _projects_page(request, *, error: str = "", status: int = 200):
+    project = request.user.acting_project
+    return render(request, "accounts_app/projects.html", {
+        "memberships": Membership.objects.filter(user=request.user).select_related("project"),
+        "members": selectors.members_of(project), "project": project, "error": error,
+        "is_owner": request.user.acting_role == Membership.Role.OWNER, "roles": Membership.Role.choices},
+        status=status)
+
+
+@login_required
+def projects(request):
+    return _projects_page(request)
+
+
+@require_POST
+@login_required
+def project_switch(request):
+    """Act in another of one's projects from now on (this browser session)."""
+    project = selectors.project_get(request.user, request.POST.get("project", ""))
+    if project is None:
+        raise Http404("No such project")
+    request.session[SESSION_KEY] = project.id
+    return redirect("accounts:projects")
+
+
+@require_POST
+@login_required
+def project_create(request):
+    try:
+        project = services.project_create(user=request.user, name=request.POST.get("name", ""))
+    except InvalidRequest as error:
+        return _projects_page(request, error=error.message, status=400)
+    request.session[SESSION_KEY] = project.id
+    return redirect("accounts:projects")
+
+
+@require_POST
+@login_required
+def member_add(request):
+    try:
+        services.member_add(project=request.user.acting_project, by=request.user, user=request.POST.get("user", ""),
+                            role=request.POST.get("role", Membership.Role.MEMBER))
+    except InvalidRequest as error:
+        return _projects_page(request, error=error.message, status=error.status)
+    return redirect("accounts:projects")
+
+
+@require_POST
+@login_required
+def member_remove(request, user_id: int):
+    try:
+        services.member_remove(project=request.user.acting_project, by=request.user, user_id=user_id)
+    except InvalidRequest as error:
+        return _projects_page(request, error=error.message, status=error.status)
+    if user_id == request.user.pk:  # left the project: back to the personal one
+        request.session.pop(SESSION_KEY, None)
+    return redirect("accounts:projects")

@@ -58,6 +58,7 @@ class Dataset(models.Model):
 
     id = models.CharField(primary_key=True, max_length=40, default=new_file_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
+    project = models.ForeignKey("accounts_app.Project", on_delete=models.CASCADE, related_name="+")
     file = models.FileField(upload_to=dataset_upload_to, max_length=500)
     training_file = models.FileField(upload_to=dataset_training_upload_to, max_length=500, blank=True)
     filename = models.CharField(max_length=255)
@@ -87,7 +88,7 @@ class Dataset(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["owner", "sha256"])]
+        indexes = [models.Index(fields=["project", "-created_at"]), models.Index(fields=["project", "sha256"])]
 
     def __str__(self) -> str:
         return f"{self.filename} ({self.id})"
@@ -152,6 +153,7 @@ class DatasetUpload(models.Model):
 
     id = models.CharField(primary_key=True, max_length=40, default=new_upload_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="dataset_uploads")
+    project = models.ForeignKey("accounts_app.Project", on_delete=models.CASCADE, related_name="+")
     filename = models.CharField(max_length=255)
     purpose = models.CharField(max_length=40, default="fine-tune")
     options = models.JSONField(default=dict, blank=True)

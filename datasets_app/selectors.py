@@ -9,13 +9,15 @@ import django_filters
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
+from accounts_app.selectors import project_acting
 from datasets_app.models import RESULTS_PURPOSE, Dataset, DatasetUpload
 from finetune_site.errors import InvalidRequest
 from models_app.base_models.services import base_model_local_path
 
 
 def datasets_visible_to(user) -> QuerySet[Dataset]:
-    return Dataset.objects.filter(owner=user)
+    """The datasets of the project ``user`` acts in."""
+    return Dataset.objects.filter(project=project_acting(user))
 
 
 def datasets_listed(user) -> QuerySet[Dataset]:
@@ -54,7 +56,7 @@ def datasets_filter(queryset: QuerySet, params) -> QuerySet:
 
 
 def dataset_get(user, file_id: str) -> Dataset:
-    """The user's dataset, or 404 (another user's dataset does not exist for them)."""
+    """The dataset of the user's project, or 404 (another project's dataset does not exist for them)."""
     dataset = datasets_visible_to(user).filter(pk=file_id).first()
     if dataset is None:
         raise Http404(f"No such file: {file_id}")
@@ -62,8 +64,8 @@ def dataset_get(user, file_id: str) -> Dataset:
 
 
 def upload_get(user, upload_id: str) -> DatasetUpload:
-    """The user's resumable upload, or 404."""
-    upload = DatasetUpload.objects.filter(owner=user, pk=upload_id).first()
+    """A resumable upload of the user's project, or 404."""
+    upload = DatasetUpload.objects.filter(project=project_acting(user), pk=upload_id).first()
     if upload is None:
         raise Http404(f"No such upload: {upload_id}")
     return upload
@@ -101,7 +103,7 @@ def dataset_split_validation(dataset: Dataset) -> Dataset | None:
     if not dataset.parent_id or {"op": "part", "part": "train"} not in (dataset.operations or []):
         return None
     name = dataset.filename.removesuffix(".jsonl") + ".validation.jsonl"
-    return Dataset.objects.filter(owner=dataset.owner, parent_id=dataset.parent_id, filename=name).first()
+    return Dataset.objects.filter(project_id=dataset.project_id, parent_id=dataset.parent_id, filename=name).first()
 
 
 _TOKENIZER_LOCK = threading.Lock()

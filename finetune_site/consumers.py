@@ -1,16 +1,18 @@
-"""The dashboard's websocket: the user's running and queued jobs, re-rendered when one changes.
+"""The dashboard's websocket: the running and queued jobs of the user's project, re-rendered when one
+changes.
 
-Every change of a job is also published to its owner's group (``user-<id>-jobs``); the message
+Every change of a job is also published to its project's group (``project-<id>-jobs``); the message
 carries only the job id, and the list is read from the database for the socket's own user, so
-the socket can only ever show that user's jobs.
+the socket can only ever show the jobs of that user's project.
 """
 
 from channels.db import database_sync_to_async
 from django.template.loader import render_to_string
 
+from accounts_app.selectors import project_acting
 from finetune_site.heartbeat import HeartbeatConsumer
 from finetune_site.selectors import active_jobs_for
-from jobs_app.broadcast import user_jobs_group
+from jobs_app.broadcast import project_jobs_group
 
 
 class DashboardConsumer(HeartbeatConsumer):
@@ -22,7 +24,8 @@ class DashboardConsumer(HeartbeatConsumer):
         self.user = user
         self.sent = ""
         # Join before the first render: a change committed in between arrives as a message.
-        await self.groups_join(user_jobs_group(user.pk))
+        project = await database_sync_to_async(project_acting)(user)
+        await self.groups_join(project_jobs_group(project.id))
         await self.accept()
         await self.catch_up()  # a reconnect may have missed changes: start from the current list
 

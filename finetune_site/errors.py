@@ -35,3 +35,9 @@ class ServerError(InvalidRequest):
     """The request is fine but carrying it out failed on our side (a model that does not load)."""
 
     status = 500
+
+
+class Forbidden(InvalidRequest):
+    """The object exists for the caller but their role does not allow this (a project's viewer writing)."""
+
+    status = 403

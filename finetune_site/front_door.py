@@ -30,6 +30,8 @@ from django.http.request import is_same_domain, split_domain_port, validate_host
 from rest_framework.exceptions import Throttled
 
 from accounts_app.auth import api_key_user
+from accounts_app.middleware import SESSION_KEY as PROJECT_SESSION_KEY
+from accounts_app.selectors import user_acting
 from accounts_app.services import ApiKeyRefused
 from finetune_site.api_errors import error_body, is_api_path
 from finetune_site.nul_guard import NUL, has_nul
@@ -264,7 +266,8 @@ class WebsocketNulRefusal:
 
 
 class WebsocketApiKeyAuth:
-    """A websocket with no session user but an ``Authorization: Bearer`` key is that key's user."""
+    """A websocket with no session user but an ``Authorization: Bearer`` key is that key's user, acting in
+    the key's project; a session's user acts in the project the session chose."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -274,10 +277,13 @@ class WebsocketApiKeyAuth:
         authorization = _header(scope, b"authorization")
         if authorization and (user is None or not user.is_authenticated):
             try:
-                key_user, _ = await database_sync_to_async(api_key_user)(
+                key_user, key = await database_sync_to_async(api_key_user)(
                     authorization.encode("latin-1"), (scope.get("client") or ("", 0))[0])
             except (ApiKeyRefused, Throttled):
                 return await WebsocketDenier()(scope, receive, send)
             if key_user is not None:
-                scope = {**scope, "user": key_user}
+                scope = {**scope, "user": await database_sync_to_async(user_acting)(key_user, key.project_id)}
+        elif user is not None and user.is_authenticated:
+            session = scope.get("session") or {}
+            await database_sync_to_async(user_acting)(user, session.get(PROJECT_SESSION_KEY))
         return await self.app(scope, receive, send)

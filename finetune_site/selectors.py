@@ -8,6 +8,7 @@ from django.core.cache import cache
 from django.db.models import DurationField, ExpressionWrapper, F, Q, Sum
 from django.utils import timezone
 
+from accounts_app.selectors import project_acting
 from datasets_app.models import Dataset
 from datasets_app.services.uploads import SAMPLE_FILES
 from jobs_app.models import FineTuneJob
@@ -28,18 +29,20 @@ def active_jobs_for(user) -> list[dict]:
 def first_run_tour(user) -> dict | None:
     """The dashboard's three steps (a dataset → a job → the playground) for a user without a fine-tuned
     model yet, with where each stands; None once they have one."""
-    if FineTunedModel.objects.filter(owner=user).exists():
+    project = project_acting(user)
+    if FineTunedModel.objects.filter(project=project).exists():
         return None
-    ready = Dataset.objects.filter(owner=user, status=Dataset.Status.READY)
+    ready = Dataset.objects.filter(project=project, status=Dataset.Status.READY)
     sample = ready.filter(filename=SAMPLE_FILES[0][0]).order_by("-created_at").first()
     validation = ready.filter(filename=SAMPLE_FILES[1][0]).order_by("-created_at").first() if sample else None
     return {"dataset": sample or ready.order_by("-created_at").first(), "validation": validation,
-            "job": FineTuneJob.objects.filter(owner=user).order_by("-created_at").first()}
+            "job": FineTuneJob.objects.filter(project=project).order_by("-created_at").first()}
 
 
 def usage_for(user) -> dict:
-    """Tokens trained and training hours on GPU and CPU (finished runs, plus running ones up to now)."""
-    jobs = FineTuneJob.objects.filter(owner=user, started_at__isnull=False)
+    """Tokens trained and training hours on GPU and CPU of the user's project (finished runs, plus running
+    ones up to now)."""
+    jobs = FineTuneJob.objects.filter(project=project_acting(user), started_at__isnull=False)
     duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
     on_gpu = Q(metrics__device="cuda")
     finished = jobs.filter(finished_at__isnull=False).aggregate(
@@ -52,7 +55,7 @@ def usage_for(user) -> dict:
         hours["gpu" if metrics.get("device") == "cuda" else "cpu"] += now - start
     gpu, cpu = (hours[kind].total_seconds() / 3600 for kind in ("gpu", "cpu"))
     return {"tokens": finished["tokens"] or 0, "hours": gpu + cpu, "gpu_hours": gpu, "cpu_hours": cpu,
-            "jobs": FineTuneJob.objects.filter(owner=user).count()}
+            "jobs": FineTuneJob.objects.filter(project=project_acting(user)).count()}
 
 
 def workers_status() -> dict:

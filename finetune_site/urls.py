@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts_app import api as accounts_api
 from datasets_app import api as files_api
 from finetune_site import views
 from jobs_app import api as jobs_api
@@ -38,6 +39,12 @@ urlpatterns = [
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its script as a file: the page needs no inline script (CSP).
     path("v1/docs", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),
+    path("v1/projects", accounts_api.ProjectsApi.as_view(), name="projects"),
+    path("v1/projects/<str:project_id>", accounts_api.ProjectApi.as_view(), name="project"),
+    path("v1/projects/<str:project_id>/members", accounts_api.ProjectMembersApi.as_view(), name="project-members"),
+    path("v1/projects/<str:project_id>/members/<int:user_id>", accounts_api.ProjectMemberApi.as_view(),
+         name="project-member"),
+    path("v1/projects/<str:project_id>/api_keys", accounts_api.ProjectApiKeysApi.as_view(), name="project-api-keys"),
     path("v1/files", files_api.FilesApi.as_view(), name="files"),
     path("v1/files/<str:file_id>", files_api.FileApi.as_view(), name="file"),
     path("v1/files/<str:file_id>/content", files_api.FileContentApi.as_view(), name="file-content"),

@@ -17,7 +17,7 @@ from finetune_site.api_errors import api_error_response, is_api_path
 from finetune_site.errors import InvalidRequest
 from finetune_site.metrics import BrokerQueuesCollector, metrics_allowed, metrics_response
 from jobs_app.metrics import JobsCollector
-from jobs_app.models import FineTuneJob
+from jobs_app.selectors import jobs_visible_to
 from jobs_app.views import wizard_prefill
 from models_app.base_models.selectors import base_model_for_stats
 from models_app.selectors import fine_tuned_models_visible_to
@@ -66,9 +66,9 @@ def active_jobs(request):
 @login_required
 def worker_status(request):
     status = selectors.workers_status()
-    # Workers are shared: name only the user's own jobs, never another user's job id.
+    # Workers are shared: name only the jobs of the user's project, never another project's job id.
     running = [job for worker in status["workers"] for job in worker["jobs"]]
-    own = set(FineTuneJob.objects.filter(owner=request.user, pk__in=running).values_list("pk", flat=True))
+    own = set(jobs_visible_to(request.user).filter(pk__in=running).values_list("pk", flat=True))
     workers = [{**worker, "jobs": [job for job in worker["jobs"] if job in own]} for worker in status["workers"]]
     return render(request, "finetune_site/partials/worker_status.html", {"status": {**status, "workers": workers}})
 

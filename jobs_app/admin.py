@@ -102,7 +102,7 @@ class ProviderAdmin(admin.ModelAdmin):
 class QuotaAdmin(admin.ModelAdmin):
     """An account's limits and priority (README "Teams and quotas"); empty limits are none, zero is refused."""
 
-    list_display = ("owner", "max_concurrent_jobs", "gpu_hours_per_month", "tokens_per_month", "priority",
+    list_display = ("project", "max_concurrent_jobs", "gpu_hours_per_month", "tokens_per_month", "priority",
                     "updated_at")
-    search_fields = ("owner__username", "owner__email")
-    autocomplete_fields = ("owner",)
+    search_fields = ("project__id", "project__name")
+    autocomplete_fields = ("project",)

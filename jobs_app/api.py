@@ -36,7 +36,7 @@ def job_object(job: FineTuneJob) -> dict:
         "created_at": _ts(job.created_at),
         "finished_at": _ts(job.finished_at),
         "fine_tuned_model": model.id if model else (job.remote_model or None),
-        "organization_id": f"user-{job.owner_id}",
+        "organization_id": services.account_of(job.project_id),
         "result_files": [job.result_file_id] if job.result_file_id else [],
         "status": job.status,
         "validation_file": job.validation_dataset_id,
@@ -364,9 +364,9 @@ class ProviderApi(APIView):
         return Response({"object": "provider.deleted", "id": provider_id, "deleted": True})
 
 
-def quota_object(owner_id: int) -> dict:
-    limits = services.quota_for(owner_id)
-    return {"object": "quota", "organization_id": services.account_of(owner_id), **limits.__dict__}
+def quota_object(project_id: str) -> dict:
+    limits = services.quota_for(project_id)
+    return {"object": "quota", "organization_id": services.account_of(project_id), **limits.__dict__}
 
 
 class QuotaSerializer(serializers.Serializer):
@@ -386,21 +386,21 @@ class QuotaApi(APIView):
 
     @extend_schema(responses={200: dict}, summary="An account's quota (staff)")
     def get(self, request, organization_id: str):
-        return Response(quota_object(_account_owner(organization_id).pk))
+        return Response(quota_object(_account_project(organization_id).pk))
 
     @extend_schema(request=QuotaSerializer, responses={200: dict}, summary="Set an account's quota (staff)",
                    description="The fields given are set; null clears a limit, zero or less is refused.")
     def post(self, request, organization_id: str):
-        owner = _account_owner(organization_id)
+        project = _account_project(organization_id)
         form = QuotaSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        services.quota_set(owner=owner, values=form.validated_data)
-        return Response(quota_object(owner.pk))
+        services.quota_set(project=project, values=form.validated_data)
+        return Response(quota_object(project.pk))
 
 
-def _account_owner(organization_id: str):
-    owner = services.account_owner(organization_id)
-    if owner is None:
-        raise NotFound(f"No such organization: {organization_id} (an account is user-<id>)",
+def _account_project(organization_id: str):
+    project = services.account_project(organization_id)
+    if project is None:
+        raise NotFound(f"No such organization: {organization_id} (an account is a project, proj_…)",
                        param="organization_id", code="organization_not_found")
-    return owner
+    return project

@@ -1,4 +1,3 @@
-import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -76,6 +75,7 @@ class FineTuneJob(models.Model):
 
     id = models.CharField(primary_key=True, max_length=40, default=new_job_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    project = models.ForeignKey("accounts_app.Project", on_delete=models.CASCADE, related_name="+")
     dataset = models.ForeignKey("datasets_app.Dataset", on_delete=models.PROTECT, related_name="jobs")
     validation_dataset = models.ForeignKey(
         "datasets_app.Dataset", on_delete=models.PROTECT, null=True, blank=True, related_name="validation_jobs"
@@ -131,7 +131,7 @@ class FineTuneJob(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["status"])]
+        indexes = [models.Index(fields=["project", "-created_at"]), models.Index(fields=["status"])]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(status__in=[
@@ -151,9 +151,8 @@ class FineTuneJob(models.Model):
     @property
     def fine_tuned_model_name(self) -> str:
         """OpenAI's ``ft:<base model>:<org>:<suffix>:<id>``, the id of the model this job makes, known from the
-        start: its checkpoints are named after it. The org is the owner's username, made plain."""
-        org = re.sub(r"[^a-z0-9_-]+", "-", self.owner.username.lower()).strip("-") or "personal"
-        return f"ft:{self.base_model.name}:{org}:{self.suffix}:{self.id.removeprefix('ftjob-')[:8]}"
+        start: its checkpoints are named after it. The org is the job's project id (``proj_…``)."""
+        return f"ft:{self.base_model.name}:{self.project_id}:{self.suffix}:{self.id.removeprefix('ftjob-')[:8]}"
 
     @property
     def run_seconds(self) -> float | None:
@@ -272,12 +271,12 @@ def _positive(value) -> None:
 class Quota(models.Model):
     """An account's limits and its priority in the queue, set by operators (admin, or the staff API).
 
-    The account is the job's owner for now (the API's ``organization_id``, ``user-<id>``); the scheduler
-    reaches quotas only through ``jobs_app.services.quotas.account_of`` and ``quota_for``, so a later
-    project (a team's account) can hold this row instead. Empty limits: none. No row: no limits, priority 0.
+    The account is the job's project (the API's ``organization_id``, ``proj_…``); the scheduler reaches
+    quotas only through ``jobs_app.services.quotas.account_of`` and ``quota_for``.
+    Empty limits: none. No row: no limits, priority 0.
     """
 
-    owner = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota")
+    project = models.OneToOneField("accounts_app.Project", on_delete=models.CASCADE, related_name="quota")
     max_concurrent_jobs = models.PositiveIntegerField(
         null=True, blank=True, validators=[_positive], help_text="Jobs running at once; more wait in the queue.")
     gpu_hours_per_month = models.FloatField(
@@ -300,4 +299,4 @@ class Quota(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"quota of user-{self.owner_id}"
+        return f"quota of {self.project_id}"

@@ -8,11 +8,13 @@ from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
 from django.utils import timezone
 
+from accounts_app.selectors import project_acting
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider
 
 
 def jobs_visible_to(user) -> QuerySet[FineTuneJob]:
-    return FineTuneJob.objects.filter(owner=user).select_related(
+    """The jobs of the project ``user`` acts in."""
+    return FineTuneJob.objects.filter(project=project_acting(user)).select_related(
         "dataset", "validation_dataset", "base_model", "provider"
     )
 
@@ -27,7 +29,7 @@ def jobs_with_metadata(jobs: QuerySet[FineTuneJob], metadata: dict[str, str]) ->
 
 
 def job_get(user, job_id: str) -> FineTuneJob:
-    """The user's job, or 404 (another user's job does not exist for them)."""
+    """A job of the user's project, or 404 (another project's job does not exist for them)."""
     job = jobs_visible_to(user).filter(pk=job_id).first()
     if job is None:
         raise Http404(f"No such fine-tuning job: {job_id}")
@@ -48,10 +50,10 @@ CHECKPOINT_STEP = ":ckpt-step-"
 def checkpoint_find(reference: str, *, owner=None) -> Checkpoint | None:
     """A checkpoint named as a model: its id (``ftckpt-…``) or its ``fine_tuned_model_checkpoint`` name
     (``ft:<base>:<org>:<suffix>:<id>:ckpt-step-<step>``, or ``<job id>:ckpt-step-<step>`` as named before);
-    ``owner``'s only, when given."""
+    of the project ``owner`` acts in only, when given."""
     checkpoints = Checkpoint.objects.select_related("job__owner", "job__base_model")
     if owner is not None:
-        checkpoints = checkpoints.filter(job__owner=owner)
+        checkpoints = checkpoints.filter(job__project=project_acting(owner))
     if reference.startswith("ftckpt-"):
         return checkpoints.filter(pk=reference).first()
     model, _, step = reference.rpartition(CHECKPOINT_STEP)

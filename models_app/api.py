@@ -42,7 +42,7 @@ def model_object(model: BaseModel | FineTunedModel) -> dict:
                 "owned_by": "system", "source": model.source, "family": model.family}
     return {
         "id": model.id, "object": "model", "created": int(model.created_at.timestamp()),
-        "owned_by": f"user-{model.owner_id}", "base_model": model.base_model.name,
+        "owned_by": model.project_id, "base_model": model.base_model.name,
         "fine_tuning_job": model.job_id, "adapter": model.adapter,
         "artifacts": ["adapter", *sorted({e.artifact for e in model.exports.all()
                                           if e.status == Export.Status.VERIFIED} - {"adapter"})],
@@ -522,6 +522,7 @@ class ImageClassificationSerializer(serializers.Serializer):
 
 class ImageClassificationsApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
+    viewer_allowed = True  # inference reads the project's models: a viewer may
 
     @extend_schema(request={"multipart/form-data": ImageClassificationSerializer}, responses={200: dict},
                    summary="Classify an image with a tuned vision model: its classes, best first, with scores. "
@@ -537,6 +538,7 @@ class ImageClassificationsApi(APIView):
 
 
 class ChatCompletionsApi(APIView):
+    viewer_allowed = True  # inference reads the project's models: a viewer may
     @extend_schema(request=ChatCompletionSerializer, responses={200: dict},
                    summary="Chat with a base or fine-tuned model (OpenAI's chat completions; stream: server-sent "
                            "events). Served by the inference worker, which keeps models loaded; the X-Model-Cache "

@@ -10,13 +10,14 @@ class FineTunedModel(models.Model):
 
     id = models.CharField(primary_key=True, max_length=255, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="models")
+    project = models.ForeignKey("accounts_app.Project", on_delete=models.CASCADE, related_name="+")
     job = models.OneToOneField("jobs_app.FineTuneJob", on_delete=models.CASCADE, related_name="result_model")
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="fine_tuned")
     name = models.CharField(max_length=200)
     adapter = models.CharField(max_length=20, help_text="lora, qlora or full (workers.hyperparameters).")
     adapter_path = models.CharField(max_length=500, help_text="Storage prefix of the adapter files.")
     artifact_files = models.JSONField(default=list, help_text="Storage names under adapter_path.")
-    version = models.PositiveIntegerField(default=1, help_text="1, 2, 3, ... per owner and name: the order made.")
+    version = models.PositiveIntegerField(default=1, help_text="1, 2, 3, ... per project and name: the order made.")
     major = models.PositiveIntegerField(default=1, help_text="Semantic version (major.minor.patch), bumped by rule.")
     minor = models.PositiveIntegerField(default=0)
     patch = models.PositiveIntegerField(default=0)
@@ -31,8 +32,8 @@ class FineTunedModel(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [models.UniqueConstraint(fields=["owner", "name", "version"], name="model_version_unique"),
-                       models.UniqueConstraint(fields=["owner", "name", "major", "minor", "patch"],
+        constraints = [models.UniqueConstraint(fields=["project", "name", "version"], name="model_version_unique"),
+                       models.UniqueConstraint(fields=["project", "name", "major", "minor", "patch"],
                                                name="model_semver_unique")]
 
     def __str__(self) -> str:
@@ -68,6 +69,7 @@ class ModelAlias(models.Model):
     """A tag such as ``production`` pointing at one version of an owner's model name."""
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="model_aliases")
+    project = models.ForeignKey("accounts_app.Project", on_delete=models.CASCADE, related_name="+")
     name = models.CharField(max_length=200)
     alias = models.CharField(max_length=50)
     model = models.ForeignKey(FineTunedModel, on_delete=models.PROTECT, related_name="aliases")
@@ -76,7 +78,7 @@ class ModelAlias(models.Model):
     class Meta:
         verbose_name_plural = "model aliases"
         ordering = ["name", "alias"]
-        constraints = [models.UniqueConstraint(fields=["owner", "name", "alias"], name="model_alias_unique")]
+        constraints = [models.UniqueConstraint(fields=["project", "name", "alias"], name="model_alias_unique")]
 
     def __str__(self) -> str:
         return f"{self.name}@{self.alias}"
@@ -86,6 +88,7 @@ class AliasChange(models.Model):
     """The history of an alias: what it pointed at before each promotion or rollback."""
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey("accounts_app.Project", on_delete=models.CASCADE, related_name="+")
     name = models.CharField(max_length=200)
     alias = models.CharField(max_length=50)
     model = models.ForeignKey(FineTunedModel, on_delete=models.SET_NULL, null=True, related_name="+")
@@ -195,6 +198,7 @@ class Evaluation(models.Model):
 
     id = models.CharField(primary_key=True, max_length=40, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="evaluations")
+    project = models.ForeignKey("accounts_app.Project", on_delete=models.CASCADE, related_name="+")
     model = models.ForeignKey(FineTunedModel, on_delete=models.CASCADE, null=True, blank=True,
                               related_name="evaluations", help_text="Empty: the base model alone.")
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="evaluations")

@@ -8,6 +8,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
 from django.utils import timezone
 
+from accounts_app.selectors import project_acting
 from finetune_site.errors import InvalidRequest
 from finetune_site.semver import semver_parse
 from jobs_app.models import Checkpoint, FineTuneJob
@@ -32,7 +33,8 @@ from models_app.models import (
 
 
 def fine_tuned_models_visible_to(user) -> QuerySet[FineTunedModel]:
-    return (FineTunedModel.objects.filter(owner=user).select_related("base_model", "job")
+    """The fine-tuned models of the project ``user`` acts in."""
+    return (FineTunedModel.objects.filter(project=project_acting(user)).select_related("base_model", "job")
             .prefetch_related("exports", "aliases"))
 
 
@@ -53,7 +55,8 @@ def model_get(user, model_id: str) -> BaseModel | FineTunedModel:
 def remote_model_refuse(user, model_id: str) -> None:
     """A 400 naming ``model`` when ``model_id`` lives at a remote provider: the model one of ``user``'s
     jobs made there (its ``fine_tuned_model``), or a provider's base model a job named; nothing else."""
-    job = FineTuneJob.objects.filter(owner=user, remote_model=model_id).select_related("provider").first()
+    job = (FineTuneJob.objects.filter(project=project_acting(user), remote_model=model_id)
+           .select_related("provider").first())
     if job is not None:
         raise InvalidRequest(f"{model_id!r} was made by job {job.id} on provider {job.provider.name} and lives there, "
                              f"not here: use it through the provider ({job.provider.base_url})", param="model",
@@ -103,7 +106,7 @@ def fine_tuned_model_find(user, reference: str) -> FineTunedModel | None:
     match = VERSION_RANGE.fullmatch(tag)
     if match:
         return _version_range_newest(models.filter(name=name, archived_at__isnull=True), match)
-    return models.filter(aliases__name=name, aliases__alias=tag, aliases__owner=user).first()
+    return models.filter(aliases__name=name, aliases__alias=tag, aliases__project=project_acting(user)).first()
 
 
 # ``1.4`` (any patch of 1.4), ``1`` or ``^1`` (any 1.x.y), ``^1.4`` and ``^1.4.2`` (1.x.y from there on).
@@ -142,7 +145,7 @@ def registry_names(user) -> list[dict]:
     for model in fine_tuned_models_visible_to(user).order_by("name", "-version")[:2000]:
         entry = names.setdefault(model.name, {"name": model.name, "latest": model, "versions": 0, "aliases": {}})
         entry["versions"] += 1
-    for alias in ModelAlias.objects.filter(owner=user).select_related("model"):
+    for alias in ModelAlias.objects.filter(project=project_acting(user)).select_related("model"):
         if alias.name in names:
             names[alias.name]["aliases"][alias.alias] = alias.model
     return list(names.values())
@@ -157,11 +160,11 @@ def registry_versions(user, name: str) -> QuerySet[FineTunedModel]:
 
 
 def alias_history(user, name: str) -> QuerySet[AliasChange]:
-    return AliasChange.objects.filter(owner=user, name=name).select_related("model", "previous")[:100]
+    return AliasChange.objects.filter(project=project_acting(user), name=name).select_related("model", "previous")[:100]
 
 
 def evaluations_visible_to(user) -> QuerySet[Evaluation]:
-    return Evaluation.objects.filter(owner=user).select_related("model", "base_model", "dataset")
+    return Evaluation.objects.filter(project=project_acting(user)).select_related("model", "base_model", "dataset")
 
 
 def evaluation_get(user, evaluation_id: str) -> Evaluation:
@@ -212,7 +215,8 @@ def _checkpoint_lineage(checkpoint) -> dict | None:
 
 
 def exports_visible_to(user) -> QuerySet[Export]:
-    return (Export.objects.filter(Q(model__owner=user) | Q(checkpoint__job__owner=user))
+    project = project_acting(user)
+    return (Export.objects.filter(Q(model__project=project) | Q(checkpoint__job__project=project))
             .select_related("model", "checkpoint__job__base_model"))
 
 

@@ -17,6 +17,7 @@ class Pipeline(models.Model):
 
     id = models.CharField(primary_key=True, max_length=40, default=new_pipeline_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pipelines")
+    project = models.ForeignKey("accounts_app.Project", on_delete=models.CASCADE, related_name="+")
     name = models.CharField(max_length=100, blank=True)
     recipe = models.JSONField(help_text="The checked recipe: inputs and steps, each with its needs.")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,13 +1,14 @@
-"""Reads of pipelines: who sees which pipelines and runs (the owner, until projects exist)."""
+"""Reads of pipelines: who sees which pipelines and runs (the members of their project)."""
 
 from django.db.models import QuerySet
 from django.http import Http404
 
+from accounts_app.selectors import project_acting
 from pipelines_app.models import Pipeline, PipelineRun
 
 
 def pipelines_visible_to(user) -> QuerySet[Pipeline]:
-    return Pipeline.objects.filter(owner=user)
+    return Pipeline.objects.filter(project=project_acting(user))
 
 
 def pipeline_get(user, pipeline_id: str) -> Pipeline:
@@ -21,7 +22,7 @@ def pipeline_get(user, pipeline_id: str) -> Pipeline:
 def run_get(user, pipeline_id: str, run_id: str) -> PipelineRun:
     """A run of one of ``user``'s pipelines, or 404."""
     run = (PipelineRun.objects.select_related("pipeline")
-           .filter(pipeline__owner=user, pipeline_id=pipeline_id, pk=run_id).first())
+           .filter(pipeline__project=project_acting(user), pipeline_id=pipeline_id, pk=run_id).first())
     if run is None:
         raise Http404(f"No such pipeline run: {run_id}")
     return run

@@ -25,6 +25,7 @@ class Sweep(models.Model):
 
     id = models.CharField(primary_key=True, max_length=40, default=new_sweep_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sweeps")
+    project = models.ForeignKey("accounts_app.Project", on_delete=models.CASCADE, related_name="+")
     job_request = models.JSONField(help_text="The job body every trial starts from (model, files, method, suffix).")
     search_space = models.JSONField(help_text='{"<hyperparameter>": {"type": "loguniform", "low": .., "high": ..}}')
     metric = models.CharField(max_length=40, help_text="The objective: a job metric such as valid_loss, or a "

@@ -3,17 +3,19 @@
 from django.db.models import QuerySet
 from django.http import Http404
 
+from accounts_app.selectors import project_acting
 from sweeps_app.models import Sweep
 
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 480, 220, 36
 
 
 def sweeps_visible_to(user) -> QuerySet[Sweep]:
-    return Sweep.objects.filter(owner=user)
+    """The sweeps of the project ``user`` acts in."""
+    return Sweep.objects.filter(project=project_acting(user))
 
 
 def sweep_get(user, sweep_id: str) -> Sweep:
-    """The user's sweep, or 404 (another user's sweep does not exist for them)."""
+    """A sweep of the user's project, or 404 (another project's sweep does not exist for them)."""
     sweep = sweeps_visible_to(user).filter(pk=sweep_id).first()
     if sweep is None:
         raise Http404(f"No such sweep: {sweep_id}")

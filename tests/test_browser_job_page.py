@@ -50,9 +50,11 @@ def succeed(job):
     from models_app.models import Evaluation, FineTunedModel
 
     model = FineTunedModel.objects.create(id=f"ft:tiny-llama:topics:{job.id[-6:]}", owner=job.owner, job=job,
+                                          project_id=job.project_id,
                                           base_model=job.base_model, name="topics", adapter="lora", version=1,
                                           adapter_path="models/x/adapter", artifact_files=[])
     evaluation = Evaluation.objects.create(id=f"eval-{job.id[-6:]}", owner=job.owner, model=model,
+                                           project_id=model.project_id,
                                            base_model=job.base_model, dataset=job.dataset, kind="auto")
     job_transition(job_id=job.id, to="succeeded", message="Job succeeded: 24 steps, 12,345 tokens")
     return model, evaluation

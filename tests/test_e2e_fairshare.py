@@ -3,6 +3,7 @@ reason, and fail a job that runs past its timeout."""
 
 import pytest
 
+from accounts_app.selectors import project_personal
 from jobs_app.models import FineTuneJob, Quota
 from jobs_app.services import job_send
 from tests.e2e import client_for, start_job, upload, wait_finished, wait_for
@@ -44,7 +45,7 @@ def test_job_over_max_concurrent_waits_with_the_reason_while_a_worker_is_free(
     worker_pool.ensure()
     second_worker_pool.ensure()  # two workers: the wait is the quota's, not a lack of workers
     client, user = client_for(live_server)
-    Quota.objects.create(owner=user, max_concurrent_jobs=1)
+    Quota.objects.create(project=project_personal(user), max_concurrent_jobs=1)
     dataset = make_dataset(user, rows=classification_rows(8))
     running = _queued(user, dataset, **LONG)
     wait_for(lambda: FineTuneJob.objects.filter(pk=running, status="running").exists(), timeout=120,

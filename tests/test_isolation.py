@@ -21,7 +21,8 @@ def alice_objects(base_model, tmp_path):
     return {"file": job.dataset_id, "job": job.id, "model": model.id}
 
 
-@pytest.mark.parametrize(("method", "url"), [
+# Every API endpoint that names one object; tests/test_projects.py walks them too.
+OBJECT_URLS = [
     ("get", "/v1/files/{file}"),
     ("get", "/v1/files/{file}/content"),
     ("delete", "/v1/files/{file}"),
@@ -42,7 +43,10 @@ def alice_objects(base_model, tmp_path):
     ("get", "/v1/models/{model}"),
     ("get", "/v1/models/{model}/download?artifact=adapter"),
     ("delete", "/v1/models/{model}"),
-])
+]
+
+
+@pytest.mark.parametrize(("method", "url"), OBJECT_URLS)
 def test_other_users_object_is_404(alice_objects, method, url):
     bob = api_client(make_user("bob"))
     response = getattr(bob, method)(url.format(**alice_objects))

@@ -25,9 +25,11 @@ def world(base_model):
     job = make_job(user, dataset=dataset, status="succeeded")
     make_metric(job, 1, total_steps=1)
     model = FineTunedModel.objects.create(id=f"ft:tiny-llama:x:{job.id[-6:]}", owner=user, job=job,
+                                          project_id=job.project_id,
                                           base_model=base_model, name="x", adapter="lora",
                                           adapter_path="models/x/adapter", artifact_files=[])
-    evaluation = Evaluation.objects.create(id="eval-reads", owner=user, model=model, base_model=base_model,
+    evaluation = Evaluation.objects.create(id="eval-reads", owner=user, model=model,
+                                           project_id=model.project_id, base_model=base_model,
                                            dataset=dataset, status="succeeded", metrics={"tuned": {"eval_loss": 1}})
     return {"user": user, "dataset": dataset, "job": job, "model": model, "evaluation": evaluation}
 

@@ -34,6 +34,7 @@ def new_event_id() -> str:
 class WebhookEndpoint(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_endpoint_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    project = models.ForeignKey("accounts_app.Project", on_delete=models.CASCADE, related_name="+")
     url = models.URLField(max_length=2000)
     events = models.JSONField(default=list, help_text="Event types it receives (EVENT_TYPES).")
     # Standard Webhooks: "whsec_" + base64 of 24 random bytes. Kept in clear: every delivery is signed with it.

@@ -15,7 +15,7 @@ def job_event_record(sender, *, job, previous: str, **kwargs) -> None:
     if type is None or previous == job.status:
         return
     succeeded = job.status == FineTuneJob.Status.SUCCEEDED
-    event_record(owner_id=job.owner_id, type=type, data={
+    event_record(owner_id=job.owner_id, project_id=job.project_id, type=type, data={
         "id": job.id, "object": "fine_tuning.job", "status": job.status,
         "fine_tuned_model": job.fine_tuned_model_name if succeeded else None, "error": job.error,
         "finished_at": int(job.finished_at.timestamp()) if job.finished_at else None})
@@ -23,7 +23,7 @@ def job_event_record(sender, *, job, previous: str, **kwargs) -> None:
 
 def dataset_event_record(sender, *, dataset, **kwargs) -> None:
     """A dataset has its verdict: ``dataset.ready`` or ``dataset.invalid``."""
-    event_record(owner_id=dataset.owner_id, type=f"dataset.{dataset.status}", data={
+    event_record(owner_id=dataset.owner_id, project_id=dataset.project_id, type=f"dataset.{dataset.status}", data={
         "id": dataset.id, "object": "file", "filename": dataset.filename, "status": dataset.status,
         "rows": dataset.row_count})
 
@@ -31,13 +31,13 @@ def dataset_event_record(sender, *, dataset, **kwargs) -> None:
 def model_promoted_record(sender, *, alias, previous, action: str, **kwargs) -> None:
     """An alias points at another version: ``model.promoted``."""
     model = alias.model
-    event_record(owner_id=alias.owner_id, type="model.promoted", data={
+    event_record(owner_id=alias.owner_id, project_id=alias.project_id, type="model.promoted", data={
         "id": model.id, "object": "model", "name": alias.name, "version": model.version, "alias": alias.alias,
         "previous": previous.id if previous else None, "action": action})
 
 
 def evaluation_event_record(sender, *, evaluation, **kwargs) -> None:
     """An evaluation ended: ``evaluation.finished``, its status saying how."""
-    event_record(owner_id=evaluation.owner_id, type="evaluation.finished", data={
+    event_record(owner_id=evaluation.owner_id, project_id=evaluation.project_id, type="evaluation.finished", data={
         "id": evaluation.id, "object": "evaluation", "status": evaluation.status, "model": evaluation.model_id,
         "metrics": evaluation.metrics or {}, "error": evaluation.error or None})

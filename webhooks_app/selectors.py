@@ -1,18 +1,19 @@
-"""Reads of webhooks: who sees which endpoints and deliveries (the owner, until projects exist)."""
+"""Reads of webhooks: who sees which endpoints (the project's members) and notifications (their user)."""
 
 from django.db.models import QuerySet
 from django.http import Http404
 
+from accounts_app.selectors import project_acting
 from webhooks_app.models import NotificationPreference, WebhookDelivery, WebhookEndpoint
 
 
 def endpoints_visible_to(user) -> QuerySet[WebhookEndpoint]:
-    """The endpoints ``user`` manages (when projects come: those of the user's projects)."""
-    return WebhookEndpoint.objects.filter(owner=user)
+    """The endpoints of the project ``user`` acts in."""
+    return WebhookEndpoint.objects.filter(project=project_acting(user))
 
 
 def endpoint_get(user, endpoint_id: str) -> WebhookEndpoint:
-    """One of ``user``'s endpoints, or 404: another user's looks the same as none."""
+    """An endpoint of ``user``'s project, or 404: another project's looks the same as none."""
     endpoint = endpoints_visible_to(user).filter(pk=endpoint_id).first()
     if endpoint is None:
         raise Http404(f"No such webhook endpoint: {endpoint_id}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from django.core.files import File
 from django.db import transaction
 
+from accounts_app.selectors import project_acting
 from datasets_app import tasks
 from datasets_app.models import Dataset
 from finetune_site.errors import InvalidRequest
@@ -32,7 +33,8 @@ def dataset_hub_create(*, owner, hub_id: str, split: str = "train", revision: st
     source = {"op": HUB_OPERATION, "hub_id": hub_id, "split": split, "revision": revision}
     filename = f"{hub_id.replace('/', '--')}-{split}.jsonl"
     with transaction.atomic():
-        dataset = Dataset.objects.create(owner=owner, filename=filename, sha256="", operations=[source])
+        dataset = Dataset.objects.create(owner=owner, project=project_acting(owner), filename=filename, sha256="",
+                                         operations=[source])
         transaction.on_commit(lambda: tasks.dataset_validate.delay(dataset.id))
     return dataset
 

@@ -73,7 +73,8 @@ def dataset_images_split(*, dataset: Dataset, operations: list) -> list[Dataset]
     operations[0]["stratify"] = "label"
     number = dataset.versions.count() + 2  # the parent is version 1
     filename = _version_filename(dataset.filename, number)
-    version = Dataset(owner=dataset.owner, filename=filename, purpose=dataset.purpose, sha256=dataset.sha256,
+    version = Dataset(owner=dataset.owner, project_id=dataset.project_id, filename=filename, purpose=dataset.purpose,
+                      sha256=dataset.sha256,
                       byte_size=dataset.byte_size, parent=dataset, operations=operations, options=dataset.options)
     with dataset.file.open("rb") as source:
         version.file.save(filename, File(source, name=filename), save=False)  # streamed copy: versions stand alone

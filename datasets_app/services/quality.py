@@ -52,7 +52,7 @@ def dataset_quality(*, dataset_id: str, validation_id: str | None = None,
     dataset = Dataset.objects.filter(pk=dataset_id, status=Status.READY, quality_status=Quality.COMPUTING).first()
     if dataset is None:
         return None  # deleted, or already done by an earlier delivery of the task
-    validation = Dataset.objects.filter(pk=validation_id, owner=dataset.owner, status=Status.READY).first() \
+    validation = Dataset.objects.filter(pk=validation_id, project_id=dataset.project_id, status=Status.READY).first() \
         if validation_id else None
     work_dir = Path(settings.WORK_DIR) / "quality" / f"{dataset.id}-{timezone.now().timestamp():.0f}"
     options = {"validation_file": validation.id if validation else None,

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts_app.selectors import project_acting
 from datasets_app import tasks
 from datasets_app.broadcast import dataset_publish
 from datasets_app.models import TOKEN_STATS_TRANSITIONS, Dataset, TokenStats
@@ -53,8 +54,9 @@ def token_stats_check(dataset: Dataset, template: str) -> None:
 
 
 def token_stats_current(*, owner, dataset: Dataset, base_model: BaseModel, template: str = "") -> TokenStats | None:
-    """The stored counts (or their ``computing``/``failed`` state) for the owner, or None: a read."""
-    if dataset.owner_id != owner.id:
+    """The stored counts (or their ``computing``/``failed`` state) for the dataset's maker or a member acting
+    in its project, or None: a read."""
+    if dataset.owner_id != owner.id and dataset.project_id != project_acting(owner).id:
         return None
     return TokenStats.objects.filter(**_stats_key(dataset, base_model, template)).first()
 

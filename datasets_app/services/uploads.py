@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
+from accounts_app.selectors import project_acting
 from datasets_app import tasks
 from datasets_app.models import UPLOAD_TRANSITIONS, VISION_PURPOSE, Dataset, DatasetUpload
 from datasets_app.services.files import files_delete, tmp_dir
@@ -89,9 +90,11 @@ def dataset_sample_create(*, owner) -> list[Dataset]:
 def dataset_store(*, owner, local: Path, filename: str, purpose: str, sha256: str, size: int, options: dict,
                    result: ValidationResult | None, work_dir: Path, parent: Dataset | None = None,
                    operations: list | None = None) -> Dataset:
-    dataset = Dataset(owner=owner, filename=filename, purpose=purpose, options=options, sha256=sha256,
-                      byte_size=size, parent=parent, operations=operations or [])
-    dataset.duplicate_of = (Dataset.objects.filter(owner=owner, sha256=sha256).order_by("created_at").first())
+    project_id = parent.project_id if parent is not None else project_acting(owner).id
+    dataset = Dataset(owner=owner, project_id=project_id, filename=filename, purpose=purpose, options=options,
+                      sha256=sha256, byte_size=size, parent=parent, operations=operations or [])
+    dataset.duplicate_of = (Dataset.objects.filter(project_id=project_id, sha256=sha256).order_by("created_at")
+                            .first())
     if result is not None:
         for name, value in validation_fields(result).items():
             setattr(dataset, name, value)
@@ -143,14 +146,16 @@ def upload_create(*, owner, filename: str, purpose: str = "fine-tune", options: 
     if sha256 and not _SHA256.match(sha256):
         raise InvalidRequest("sha256 must be 64 hexadecimal digits", param="sha256")
     if sha256:
-        existing = Dataset.objects.filter(owner=owner, sha256=sha256, options=options).exclude(
+        existing = Dataset.objects.filter(project=project_acting(owner), sha256=sha256, options=options).exclude(
             status=Status.INVALID).order_by("created_at").first()
         if existing is not None:
             return DatasetUpload.objects.create(
-                owner=owner, filename=filename, purpose=purpose, options=options, expected_bytes=existing.byte_size,
+                owner=owner, project=existing.project, filename=filename, purpose=purpose, options=options,
+                expected_bytes=existing.byte_size,
                 expected_sha256=sha256, received=existing.byte_size, status=DatasetUpload.Status.COMPLETED,
                 dataset=existing)
-    upload = DatasetUpload.objects.create(owner=owner, filename=filename, purpose=purpose, options=options,
+    upload = DatasetUpload.objects.create(owner=owner, project=project_acting(owner), filename=filename,
+                                          purpose=purpose, options=options,
                                           expected_bytes=bytes, expected_sha256=sha256)
     _part_path(upload).parent.mkdir(parents=True, exist_ok=True)
     _part_path(upload).touch()
@@ -174,7 +179,7 @@ def upload_chunk_append(*, upload_id: str, owner, offset: int, stream, chunk_sha
     upload stays at its previous offset, ready for the chunk to be sent again.
     """
     with transaction.atomic():  # the row lock keeps two requests from writing the same upload
-        upload = DatasetUpload.objects.select_for_update().filter(pk=upload_id, owner=owner).first()
+        upload = DatasetUpload.objects.select_for_update().filter(pk=upload_id, project=project_acting(owner)).first()
         if upload is None:
             raise InvalidRequest(f"No such upload: {upload_id}", param="upload_id", code="not_found")
         _open_check(upload)
@@ -236,7 +241,7 @@ def upload_complete(*, upload_id: str, owner, sha256: str = "") -> DatasetUpload
     Content the owner already has is stored all the same, marked ``duplicate_of`` the first copy.
     """
     with transaction.atomic():
-        upload = DatasetUpload.objects.select_for_update().filter(pk=upload_id, owner=owner).first()
+        upload = DatasetUpload.objects.select_for_update().filter(pk=upload_id, project=project_acting(owner)).first()
         if upload is None:
             raise InvalidRequest(f"No such upload: {upload_id}", param="upload_id", code="not_found")
         if upload.status == DatasetUpload.Status.COMPLETED:
@@ -265,7 +270,7 @@ def upload_complete(*, upload_id: str, owner, sha256: str = "") -> DatasetUpload
 def upload_cancel(*, upload_id: str, owner) -> DatasetUpload:
     """Abandon an open upload and free its space."""
     with transaction.atomic():
-        upload = DatasetUpload.objects.select_for_update().filter(pk=upload_id, owner=owner).first()
+        upload = DatasetUpload.objects.select_for_update().filter(pk=upload_id, project=project_acting(owner)).first()
         if upload is None:
             raise InvalidRequest(f"No such upload: {upload_id}", param="upload_id", code="not_found")
         _open_check(upload)

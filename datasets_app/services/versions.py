@@ -107,7 +107,8 @@ def _prepare_queue(dataset: Dataset, operations: list[dict]) -> list[Dataset]:
     number = dataset.versions.count() + 2
     with transaction.atomic():
         versions = [Dataset.objects.create(
-            owner=dataset.owner, filename=_version_filename(dataset, part, number), purpose=dataset.purpose,
+            owner=dataset.owner, project_id=dataset.project_id, filename=_version_filename(dataset, part, number),
+            purpose=dataset.purpose,
             parent=dataset, operations=[*operations, *_part_marker(part, len(parts))], sha256="", byte_size=0,
         ) for part in parts]
         ids = [v.id for v in versions]

@@ -64,7 +64,7 @@ from jobs_app.services.lifecycle import (
 )
 from jobs_app.services.preflight import job_validate
 from jobs_app.services.providers import provider_api_key, provider_create, provider_delete
-from jobs_app.services.quotas import account_of, account_owner, quota_for, quota_set
+from jobs_app.services.quotas import account_of, account_project, quota_for, quota_set
 from jobs_app.services.remote import job_remote_cancel, job_remote_run
 from jobs_app.services.results import job_result_file_create
 from jobs_app.services.running import checkpoint_fetch, job_claim, job_claim_next, job_follow, job_run, train_config
@@ -72,7 +72,7 @@ from jobs_app.services.tracking import job_integrations_check, job_tensorboard_a
 from jobs_app.services.vision import vision_sample_images
 
 __all__ = [
-    "JobControl", "JobReporter", "JudgeModel", "account_of", "account_owner", "alias_check", "checkpoint_fetch",
+    "JobControl", "JobReporter", "JudgeModel", "account_of", "account_project", "alias_check", "checkpoint_fetch",
     "grader_run", "grader_try",
     "grader_validate",
     "hyperparameters_param", "job_actions",

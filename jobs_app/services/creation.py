@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 
+from accounts_app.selectors import project_acting
 from datasets_app.models import RESULTS_PURPOSE, Dataset
 from datasets_app.selectors import dataset_rows
 from finetune_site.errors import InvalidRequest
@@ -199,7 +200,8 @@ def job_create(*, owner, training_file: str, model: str, validation_file: str | 
         metadata=metadata, integrations=integrations, provider=provider, version=version)
     with transaction.atomic():
         job = FineTuneJob.objects.create(
-            owner=owner, dataset=checked.dataset, validation_dataset=checked.validation,
+            owner=owner, project_id=checked.dataset.project_id, dataset=checked.dataset,
+            validation_dataset=checked.validation,
             base_model=base_model_remote_register(checked.base_model), hyperparameters=checked.hyperparameters,
             suffix=checked.suffix,
             seed=secrets.randbelow(SEED_MAX + 1) if seed is None else seed, metadata=checked.metadata,
@@ -276,8 +278,8 @@ def job_grader_check(grader, *, objective: str, dataset: Dataset) -> dict:
 def _dataset_for(owner, file_id, param: str, objective: str) -> Dataset:
     if not isinstance(file_id, str) or not file_id:
         raise InvalidRequest(f"{param} must be a file id like file-abc123", param=param)
-    dataset = Dataset.objects.filter(owner=owner, pk=file_id).first()
-    if dataset is None:  # another user's file is "no such file" too
+    dataset = Dataset.objects.filter(project=project_acting(owner), pk=file_id).first()
+    if dataset is None:  # another project's file is "no such file" too
         raise InvalidRequest(f"No such file: {file_id}", param=param, code="file_not_found")
     if dataset.purpose == RESULTS_PURPOSE:
         raise InvalidRequest(f"{file_id} ({dataset.filename}) is a job's results, not training data", param=param,

@@ -6,8 +6,8 @@ A free worker takes the first queued job in ``queue_order``: higher priority fir
 reason in its ``wait_reason``; a job that could never fit its account's monthly budget is refused
 when it is created (``job_quota_check``).
 
-An account is a job's owner for now (the API's ``organization_id``, ``user-<id>``). Only
-``account_of`` and ``quota_for`` know that: a project (a team sharing one quota) replaces them.
+An account is a job's project (the API's ``organization_id``, ``proj_…``): its members share one quota
+and one share of the queue. Only ``account_of`` and ``quota_for`` know that.
 """
 
 from collections.abc import Iterable
@@ -19,6 +19,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 
+from accounts_app.models import Project
+from accounts_app.selectors import project_acting
 from finetune_site.errors import InvalidRequest
 from jobs_app.models import FineTuneJob, Quota
 
@@ -102,24 +104,20 @@ def quota_never_fits(limits: Limits, need: Need) -> str:
 
 # --- the seam: who an account is and what it may use ------------------------------------------------
 
-def account_of(owner_id: int) -> str:
-    """The account a job of ``owner_id`` counts against (the API's ``organization_id``)."""
-    return f"user-{owner_id}"
+def account_of(project_id: str) -> str:
+    """The account a job of project ``project_id`` counts against (the API's ``organization_id``): the
+    project itself."""
+    return project_id
 
 
-def account_owner(organization_id: str):
-    """The user whose account ``organization_id`` (``user-<id>``) is; None when there is none."""
-    from django.contrib.auth import get_user_model
-
-    number = organization_id.removeprefix("user-")
-    if not organization_id.startswith("user-") or not number.isdigit():
-        return None
-    return get_user_model().objects.filter(pk=int(number)).first()
+def account_project(organization_id: str) -> Project | None:
+    """The project whose account ``organization_id`` (``proj_…``) is; None when there is none."""
+    return Project.objects.filter(pk=organization_id).first()
 
 
-def quota_for(owner_id: int) -> Limits:
-    """The limits of ``owner_id``'s account: its ``Quota`` row, or none."""
-    row = Quota.objects.filter(owner_id=owner_id).first()
+def quota_for(project_id: str) -> Limits:
+    """The limits of project ``project_id``'s account: its ``Quota`` row, or none."""
+    row = Quota.objects.filter(project_id=project_id).first()
     if row is None:
         return Limits()
     return Limits(max_concurrent_jobs=row.max_concurrent_jobs, gpu_hours_per_month=row.gpu_hours_per_month,
@@ -145,26 +143,27 @@ def _device_seconds(job: FineTuneJob, since: datetime, now: datetime) -> float:
     return max(seconds, 0.0) * job.hyperparameters.get("devices", 1)
 
 
-def accounts_usage(owner_ids: Iterable[int], *, now: datetime | None = None) -> dict[int, Usage]:
-    """Each owner's usage of this platform's workers (remote providers' jobs are not counted). A job that
+def accounts_usage(project_ids: Iterable[str], *, now: datetime | None = None) -> dict[str, Usage]:
+    """Each project's usage of this platform's workers (remote providers' jobs are not counted). A job that
     started counts its estimated tokens until it reports the tokens it trained."""
     now = now or timezone.now()
     month = month_start(now)
     window = now - timedelta(hours=settings.FAIR_SHARE_HOURS)
-    jobs = FineTuneJob.objects.filter(owner_id__in=set(owner_ids), provider__isnull=True, started_at__isnull=False)
+    jobs = FineTuneJob.objects.filter(project_id__in=set(project_ids), provider__isnull=True,
+                                      started_at__isnull=False)
     jobs = jobs.exclude(finished_at__lt=min(month, window)).only(
-        "owner_id", "status", "started_at", "finished_at", "heartbeat_at", "hyperparameters", "trained_tokens",
+        "project_id", "status", "started_at", "finished_at", "heartbeat_at", "hyperparameters", "trained_tokens",
         "estimate")
-    totals: dict[int, dict] = {}
+    totals: dict[str, dict] = {}
     for job in jobs:
-        total = totals.setdefault(job.owner_id, {"running": 0, "gpu_seconds": 0.0, "tokens": 0, "recent": 0.0})
+        total = totals.setdefault(job.project_id, {"running": 0, "gpu_seconds": 0.0, "tokens": 0, "recent": 0.0})
         total["running"] += job.status == Status.RUNNING
         total["recent"] += _device_seconds(job, window, now)
         if job.started_at >= month:
             total["gpu_seconds"] += _device_seconds(job, month, now)
             total["tokens"] += job.trained_tokens if job.trained_tokens is not None else job_need(job).tokens
-    return {owner: Usage(running=t["running"], gpu_hours=t["gpu_seconds"] / 3600, tokens=t["tokens"],
-                         recent_seconds=t["recent"]) for owner, t in totals.items()}
+    return {project: Usage(running=t["running"], gpu_hours=t["gpu_seconds"] / 3600, tokens=t["tokens"],
+                           recent_seconds=t["recent"]) for project, t in totals.items()}
 
 
 def job_need(job: FineTuneJob) -> Need:
@@ -188,42 +187,42 @@ def claims_serialize() -> None:
 def queue_ordered() -> list[tuple[FineTuneJob, str]]:
     """The local queued jobs in the order workers take them, each with why it must wait ("" if it need not)."""
     jobs = {job.id: job for job in FineTuneJob.objects.filter(status=Status.QUEUED, provider__isnull=True)}
-    owners = {job.owner_id for job in jobs.values()}
-    limits = {owner: quota_for(owner) for owner in owners}
-    usage = accounts_usage(owners)
-    queued = [Queued(job_id=job.id, account=account_of(job.owner_id), priority=limits[job.owner_id].priority,
-                     recent_seconds=usage.get(job.owner_id, Usage()).recent_seconds, created_at=job.created_at)
+    projects = {job.project_id for job in jobs.values()}
+    limits = {project: quota_for(project) for project in projects}
+    usage = accounts_usage(projects)
+    queued = [Queued(job_id=job.id, account=account_of(job.project_id), priority=limits[job.project_id].priority,
+                     recent_seconds=usage.get(job.project_id, Usage()).recent_seconds, created_at=job.created_at)
               for job in jobs.values()]
     ordered = []
     for entry in queue_order(queued):
         job = jobs[entry.job_id]
         # a job that ran before (requeued) is counted in its account's usage already
         need = Need() if job.started_at else job_need(job)
-        ordered.append((job, quota_problem(limits[job.owner_id], usage.get(job.owner_id, Usage()), need)))
+        ordered.append((job, quota_problem(limits[job.project_id], usage.get(job.project_id, Usage()), need)))
     return ordered
 
 
 def job_quota_check(*, owner, need: Need) -> None:
     """Refuse a job that could never start under its account's monthly budget (a 400 naming
     ``training_file``, where its tokens come from)."""
-    problem = quota_never_fits(quota_for(owner.pk), need)
+    problem = quota_never_fits(quota_for(project_acting(owner).id), need)
     if problem:
         raise InvalidRequest(problem[0].upper() + problem[1:], param="training_file", code="quota_exceeded")
 
 
 def quota_needs_estimate(owner) -> bool:
     """Whether the account has a budget a job's estimate must be checked against."""
-    limits = quota_for(owner.pk)
+    limits = quota_for(project_acting(owner).id)
     return limits.tokens_per_month is not None or limits.gpu_hours_per_month is not None
 
 
 QUOTA_FIELDS = ("max_concurrent_jobs", "gpu_hours_per_month", "tokens_per_month", "priority")
 
 
-def quota_set(*, owner, values: dict) -> Quota:
-    """Set the given fields of ``owner``'s account quota (staff); None clears a limit. Zero or less is
+def quota_set(*, project: Project, values: dict) -> Quota:
+    """Set the given fields of ``project``'s account quota (staff); None clears a limit. Zero or less is
     refused by the model's own rule (the admin's), as a 400 naming the field; nothing is stored."""
-    quota = Quota.objects.filter(owner=owner).first() or Quota(owner=owner)
+    quota = Quota.objects.filter(project=project).first() or Quota(project=project)
     for name in QUOTA_FIELDS:
         if name in values:
             setattr(quota, name, values[name])

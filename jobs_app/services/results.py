@@ -3,6 +3,7 @@
 import csv
 import io
 
+from accounts_app.selectors import user_in_project
 from datasets_app.models import Dataset
 from datasets_app.services import result_file_create
 from jobs_app.models import FineTuneJob, JobEvent
@@ -14,7 +15,7 @@ RESULT_COLUMNS = ("step", "train_loss", "valid_loss", "train_mean_token_accuracy
 
 def job_result_file_create(job: FineTuneJob) -> Dataset:
     """Write the job's step metrics (one row per step: the training and validation values logged at it) as
-    a file of the job's owner; the job's ``result_files`` lists it."""
+    a file of the job's project; the job's ``result_files`` lists it."""
     rows: dict[int, dict] = {}
     for data in job.events.filter(type=JobEvent.Type.METRICS).order_by("seq").values_list("data", flat=True):
         if isinstance(data, dict) and "step" in data:
@@ -23,5 +24,5 @@ def job_result_file_create(job: FineTuneJob) -> Dataset:
     writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows[step] for step in sorted(rows))
-    return result_file_create(owner=job.owner, filename=f"step_metrics_{job.id}.csv",
+    return result_file_create(owner=user_in_project(job.owner, job.project), filename=f"step_metrics_{job.id}.csv",
                               content=text.getvalue().encode(), rows=len(rows))

@@ -11,6 +11,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from accounts_app.selectors import user_in_project
 from finetune_site.errors import Conflict
 from finetune_site.files import storage_fetch
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Worker
@@ -225,7 +226,8 @@ def train_config(job: FineTuneJob, workdir: Path, *, resume: bool = True, announ
         output_dir=str(workdir / "output"),
         objective=job.objective,
         grader=json.dumps(job.grader) if job.grader else "",
-        judges=json.dumps(judges_local(job.owner, job.grader)) if job.grader and judge_names(job.grader) else "",
+        judges=(json.dumps(judges_local(user_in_project(job.owner, job.project), job.grader))
+                if job.grader and judge_names(job.grader) else ""),
         seed=job.seed,
         trackers=job_trackers(job, workdir),
         run_name=job.id,

@@ -45,7 +45,8 @@ def evaluation_create(*, owner, model: BaseModel | FineTunedModel, dataset, max_
                              param="checkpoints")
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
-            id=new_id("eval", 16), owner=owner, model=tuned, base_model=tuned.base_model if tuned else model,
+            id=new_id("eval", 16), owner=owner, project_id=dataset.project_id, model=tuned,
+            base_model=tuned.base_model if tuned else model,
             dataset=dataset, kind=kind, compare_base=compare_base or tuned is None, checkpoints=checkpoints,
             max_rows=max_rows, max_new_tokens=max_new_tokens)
         transaction.on_commit(lambda: tasks.evaluation_run.delay(evaluation.id))

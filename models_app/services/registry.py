@@ -6,6 +6,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
+from accounts_app.selectors import project_acting
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_delete_all, storage_put_dir, storage_put_file
 from finetune_site.semver import Semver, semver_parse, semver_text
@@ -32,11 +33,13 @@ def fine_tuned_model_create(*, job, adapter_dir: Path) -> FineTunedModel:
         with transaction.atomic():
             # Locks the name's versions so two jobs finishing together cannot both take the same number;
             # the very first version of a name is guarded by the unique constraints instead.
-            versions = list(FineTunedModel.objects.select_for_update(of=("self",)).filter(owner=job.owner, name=name)
+            versions = list(FineTunedModel.objects.select_for_update(of=("self",))
+                            .filter(project_id=job.project_id, name=name)
                             .select_related("job__dataset"))
             model = FineTunedModel(
                 id=model_id,
                 owner=job.owner,
+                project_id=job.project_id,
                 job=job,
                 base_model=job.base_model,
                 name=name,
@@ -97,7 +100,8 @@ def version_next(*, job, versions: list[FineTunedModel]) -> Semver:
 def registry_version_check(owner, name: str, version: Semver) -> None:
     """A version a job asks for must be greater than every version of the name (registered in
     ``ModelsAppConfig.ready`` as the jobs' ``job_version_check``)."""
-    versions = FineTunedModel.objects.filter(owner=owner, name=name).values_list("major", "minor", "patch")
+    versions = (FineTunedModel.objects.filter(project=project_acting(owner), name=name)
+                .values_list("major", "minor", "patch"))
     top = max(versions, default=None)
     if top is not None and version <= tuple(top):
         raise InvalidRequest(f"version {semver_text(version)} must be greater than {name}'s newest, "
@@ -122,14 +126,15 @@ def model_promote(*, model: FineTunedModel, alias: str = "production", action: s
     if model.archived_at:
         raise Conflict(f"{model.reference} is archived; unarchive it before giving it an alias", param="alias")
     with transaction.atomic():
-        current = ModelAlias.objects.select_for_update().filter(owner=model.owner, name=model.name,
+        current = ModelAlias.objects.select_for_update().filter(project_id=model.project_id, name=model.name,
                                                                 alias=alias).first()
         if current and current.model_id == model.id:
             return current
         previous = current.model if current else None
-        current, _ = ModelAlias.objects.update_or_create(owner=model.owner, name=model.name, alias=alias,
-                                                         defaults={"model": model})
-        AliasChange.objects.create(owner=model.owner, name=model.name, alias=alias, model=model,
+        current, _ = ModelAlias.objects.update_or_create(project_id=model.project_id, name=model.name, alias=alias,
+                                                         defaults={"model": model, "owner_id": model.owner_id})
+        AliasChange.objects.create(owner=model.owner, project_id=model.project_id, name=model.name, alias=alias,
+                                   model=model,
                                    previous=previous, action=action)
         model_promoted.send(sender=ModelAlias, alias=current, previous=previous, action=action)
     return current
@@ -138,7 +143,8 @@ def model_promote(*, model: FineTunedModel, alias: str = "production", action: s
 def alias_rollback(*, owner, name: str, alias: str, version: int | str | None = None) -> ModelAlias:
     """Move ``alias`` back: to ``version`` (``1.4.0``, or N of ``name@vN``), or to the newest earlier
     version it pointed at before."""
-    current = ModelAlias.objects.filter(owner=owner, name=name, alias=alias).select_related("model").first()
+    current = (ModelAlias.objects.filter(project=project_acting(owner), name=name, alias=alias)
+               .select_related("model").first())
     if current is None:
         raise InvalidRequest(f"{name} has no alias {alias!r}", param="alias", code="alias_not_found")
     target = _rollback_target(current, version)
@@ -146,7 +152,8 @@ def alias_rollback(*, owner, name: str, alias: str, version: int | str | None = 
 
 
 def _rollback_target(current: ModelAlias, version: int | str | None) -> FineTunedModel:
-    versions = FineTunedModel.objects.filter(owner=current.owner, name=current.name, archived_at__isnull=True)
+    versions = FineTunedModel.objects.filter(project_id=current.project_id, name=current.name,
+                                             archived_at__isnull=True)
     if version is not None:
         semver = semver_parse(version)
         target = (versions.filter(major=semver[0], minor=semver[1], patch=semver[2]) if semver
@@ -154,7 +161,7 @@ def _rollback_target(current: ModelAlias, version: int | str | None) -> FineTune
         if target is None:
             raise InvalidRequest(f"{current.name} has no unarchived version {version}", param="version")
         return target
-    earlier = (AliasChange.objects.filter(owner=current.owner, name=current.name, alias=current.alias,
+    earlier = (AliasChange.objects.filter(project_id=current.project_id, name=current.name, alias=current.alias,
                                           model__version__lt=current.model.version, model__archived_at__isnull=True)
                .exclude(action="rollback").select_related("model").order_by("-model__version").first())
     if earlier is None:

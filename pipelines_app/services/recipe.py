@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from rest_framework.exceptions import ValidationError
 
+from accounts_app.selectors import project_acting
 from datasets_app.models import Dataset
 from datasets_app.services import dataset_operations_check
 from finetune_site.api_errors import first_error
@@ -84,7 +85,8 @@ def recipe_inputs_check(*, owner, inputs) -> dict[str, Dataset]:
         param = f"inputs.{name}"
         if not re.fullmatch(r"\w{1,40}", str(name)):
             raise InvalidRequest("an input's name is letters, digits or _", param=param)
-        dataset = Dataset.objects.filter(owner=owner, pk=file_id).first() if isinstance(file_id, str) else None
+        dataset = (Dataset.objects.filter(project=project_acting(owner), pk=file_id).first()
+                   if isinstance(file_id, str) else None)
         if dataset is None:
             raise InvalidRequest(f"No such file: {file_id}", param=param, code="file_not_found")
         if dataset.status != Dataset.Status.READY:

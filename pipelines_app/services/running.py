@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
+from accounts_app.selectors import project_acting, user_in_project
 from finetune_site.api_errors import first_error
 from finetune_site.errors import InvalidRequest
 from finetune_site.status import status_transition
@@ -28,7 +29,8 @@ def pipeline_create(*, owner, recipe) -> Pipeline:
     """Check the recipe whole (a 400 names the bad field, nothing stored), store it and start its first run."""
     checked = recipe_check(owner=owner, recipe=recipe)
     with transaction.atomic():
-        pipeline = Pipeline.objects.create(owner=owner, name=checked["name"], recipe=checked)
+        pipeline = Pipeline.objects.create(owner=owner, project=project_acting(owner), name=checked["name"],
+                                           recipe=checked)
         pipeline_run_create(pipeline=pipeline, inputs=checked["inputs"])
     return pipeline
 
@@ -40,7 +42,7 @@ def pipeline_run_create(*, pipeline: Pipeline, inputs: dict | None = None) -> Pi
     unknown = sorted(set(inputs) - set(pipeline.recipe["inputs"]))
     if unknown:
         raise InvalidRequest(f"the recipe has no input {unknown[0]!r}", param=f"inputs.{unknown[0]}")
-    datasets = recipe_inputs_check(owner=pipeline.owner, inputs=inputs)
+    datasets = recipe_inputs_check(owner=user_in_project(pipeline.owner, pipeline.project), inputs=inputs)
     keys = {f"inputs.{name}": dataset.sha256 for name, dataset in datasets.items()}
     with transaction.atomic():
         run = PipelineRun.objects.create(pipeline=pipeline, inputs=inputs)
@@ -106,8 +108,8 @@ def _step_advance(run: PipelineRun, step: PipelineStep, steps: dict) -> Pipeline
 
 
 def _step_reusable(run: PipelineRun, step: PipelineStep) -> PipelineStep | None:
-    """The newest succeeded step of the owner's runs with the same key whose objects still exist."""
-    earlier = (PipelineStep.objects.filter(run__pipeline__owner=run.pipeline.owner, key=step.key,
+    """The newest succeeded step of the project's runs with the same key whose objects still exist."""
+    earlier = (PipelineStep.objects.filter(run__pipeline__project_id=run.pipeline.project_id, key=step.key,
                                            status=Status.SUCCEEDED).exclude(run=run).order_by("-finished_at"))
     kind = STEP_KINDS[step.type]
     return next((e for e in earlier[:5] if kind.outputs_exist(e.outputs)), None)
@@ -119,7 +121,8 @@ def _step_start(run: PipelineRun, step: PipelineStep, steps: dict) -> PipelineSt
     attempt = step.attempts + 1
     try:
         with transaction.atomic():  # a refused start rolls back alone; the run goes on
-            outputs = STEP_KINDS[step.type].start(owner=run.pipeline.owner, settings=settings_)
+            outputs = STEP_KINDS[step.type].start(owner=user_in_project(run.pipeline.owner, run.pipeline.project),
+                                                  settings=settings_)
     except (InvalidRequest, ValidationError) as exc:
         message = exc.message if isinstance(exc, InvalidRequest) else first_error(exc.detail)[1]
         return _step_to(step, Status.FAILED, attempts=attempt, error=message, started_at=timezone.now(),

@@ -4,6 +4,7 @@ so it has its own page and its own checks, as when a user makes it by hand."""
 
 from dataclasses import dataclass, field
 
+from accounts_app.selectors import project_acting
 from datasets_app.models import Dataset
 from datasets_app.services import dataset_prepare
 from finetune_site.errors import InvalidRequest
@@ -42,7 +43,7 @@ def _failed(error: str, code: str = "") -> Outcome:
 class PrepareStep:
     @staticmethod
     def start(*, owner, settings: dict) -> dict:
-        dataset = Dataset.objects.filter(owner=owner, pk=settings["dataset"]).first()
+        dataset = Dataset.objects.filter(project=project_acting(owner), pk=settings["dataset"]).first()
         if dataset is None:
             raise InvalidRequest(f"the dataset {settings['dataset']} was deleted")
         versions = dataset_prepare(dataset=dataset, operations=settings["operations"])
@@ -97,8 +98,8 @@ class TrainStep:
 class EvaluateStep:
     @staticmethod
     def start(*, owner, settings: dict) -> dict:
-        model = FineTunedModel.objects.filter(owner=owner, pk=settings["model"]).first()
-        dataset = Dataset.objects.filter(owner=owner, pk=settings["dataset"]).first()
+        model = FineTunedModel.objects.filter(project=project_acting(owner), pk=settings["model"]).first()
+        dataset = Dataset.objects.filter(project=project_acting(owner), pk=settings["dataset"]).first()
         if model is None or dataset is None:
             raise InvalidRequest("the model or the dataset to evaluate was deleted")
         evaluation = evaluation_create(owner=owner, model=model, dataset=dataset, max_rows=settings["max_rows"],
@@ -131,7 +132,7 @@ class EvaluateStep:
 class ExportStep:
     @staticmethod
     def start(*, owner, settings: dict) -> dict:
-        model = FineTunedModel.objects.filter(owner=owner, pk=settings["model"]).first()
+        model = FineTunedModel.objects.filter(project=project_acting(owner), pk=settings["model"]).first()
         if model is None:
             raise InvalidRequest(f"the model {settings['model']} was deleted")
         export = export_create(model=model, kind=settings["kind"], quantization=settings.get("quantization"))

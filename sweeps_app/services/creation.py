@@ -4,6 +4,7 @@ import math
 
 from django.db import transaction
 
+from accounts_app.selectors import project_acting
 from finetune_site.errors import InvalidRequest
 from jobs_app.services import hyperparameters_param, job_request_check
 from sweeps_app.models import Sweep
@@ -43,7 +44,8 @@ def sweep_create(*, owner, model: str, training_file: str, validation_file: str 
     for index, point in enumerate(points):
         _point_check(owner, request, {**lowest, **point}, param=f"initial_points.{index}")
     with transaction.atomic():
-        sweep = Sweep.objects.create(owner=owner, job_request=request, search_space=space, metric=metric,
+        sweep = Sweep.objects.create(owner=owner, project=project_acting(owner), job_request=request,
+                                     search_space=space, metric=metric,
                                      direction=direction, max_trials=max_trials, parallelism=parallelism,
                                      pruning=pruning, initial_points=points)
         trials_start(sweep)

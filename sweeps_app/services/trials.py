@@ -10,6 +10,7 @@ import math
 from django.db import transaction
 from django.utils import timezone
 
+from accounts_app.selectors import user_in_project
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.status import status_allows, status_transition
 from jobs_app.models import FINISHED, FineTuneJob, JobEvent
@@ -32,7 +33,8 @@ def trials_start(sweep: Sweep) -> None:
         number = len(trials)
         request = sweep.job_request
         try:
-            job = job_create(owner=sweep.owner, model=request["model"], training_file=request["training_file"],
+            job = job_create(owner=user_in_project(sweep.owner, sweep.project), model=request["model"],
+                             training_file=request["training_file"],
                              validation_file=request["validation_file"], objective=request["objective"],
                              hyperparameters={**request["hyperparameters"], **params}, suffix=request["suffix"],
                              metadata={"sweep": sweep.id, "trial": str(number)})

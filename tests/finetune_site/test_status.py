@@ -62,7 +62,8 @@ def test_a_finished_export_is_never_taken_again(base_model):
     from models_app.services import export_run
 
     job = make_job(status="succeeded")
-    model = FineTunedModel.objects.create(id="ft:x:y:z", owner=job.owner, job=job, base_model=base_model, name="x",
+    model = FineTunedModel.objects.create(id="ft:x:y:z", owner=job.owner, job=job,
+                                          project_id=job.project_id, base_model=base_model, name="x",
                                           adapter="lora", adapter_path="models/x/adapter")
     export = Export.objects.create(id="export-done", model=model, kind="merged", status=Export.Status.VERIFIED)
     assert export_run(export_id=export.id) is None  # a redelivered task finds it verified and leaves it

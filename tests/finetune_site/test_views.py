@@ -164,6 +164,7 @@ def test_the_tour_follows_the_job_and_leaves_once_there_is_a_model(client, base_
     job = make_job(user, status=Status.RUNNING)
     page = client.get("/").content.decode()
     assert f'<a href="/jobs/{job.id}/">{job.id}</a>' in re.search(r'id="tour-step-job".*?</li>', page, re.S).group(0)
-    FineTunedModel.objects.create(id="ft:tiny-llama::x1", owner=user, job=job, base_model=job.base_model,
+    FineTunedModel.objects.create(id="ft:tiny-llama::x1", owner=user, job=job,
+                                  project_id=job.project_id, base_model=job.base_model,
                                   name="tiny-llama-ft", adapter="lora", version=1, adapter_path="x", artifact_files=[])
     assert 'id="first-run"' not in client.get("/").content.decode()

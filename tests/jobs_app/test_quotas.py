@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts_app.selectors import project_personal
 from finetune_site.errors import InvalidRequest
 from jobs_app.models import FineTuneJob, Quota
 from jobs_app.services import job_claim, job_claim_next, job_create
@@ -55,7 +56,7 @@ def test_claim_takes_the_oldest_job_between_equal_accounts(base_model):
 
 def test_claim_takes_a_higher_priority_account_first(base_model):
     plain, urgent = make_user(), make_user()
-    Quota.objects.create(owner=urgent, priority=5)
+    Quota.objects.create(project=project_personal(urgent), priority=5)
     _ran(urgent, minutes=60)  # more usage does not matter against priority
     older = _queued(plain)
     younger = _queued(urgent)
@@ -64,7 +65,7 @@ def test_claim_takes_a_higher_priority_account_first(base_model):
 
 def test_job_over_max_concurrent_waits_with_the_reason_shown_in_api_and_page(base_model, client):
     owner = make_user()
-    Quota.objects.create(owner=owner, max_concurrent_jobs=1)
+    Quota.objects.create(project=project_personal(owner), max_concurrent_jobs=1)
     running = _queued(owner)
     assert job_claim_next(job_id=running.id, worker="w1").id == running.id
     waiting = _queued(owner)
@@ -80,7 +81,7 @@ def test_job_over_max_concurrent_waits_with_the_reason_shown_in_api_and_page(bas
 
 def test_other_account_runs_while_one_is_at_its_concurrent_limit(base_model):
     limited, other = make_user(), make_user()
-    Quota.objects.create(owner=limited, max_concurrent_jobs=1)
+    Quota.objects.create(project=project_personal(limited), max_concurrent_jobs=1)
     job_claim_next(job_id=_queued(limited).id, worker="w1")
     held = _queued(limited)
     free = _queued(other)
@@ -89,7 +90,7 @@ def test_other_account_runs_while_one_is_at_its_concurrent_limit(base_model):
 
 def test_claim_of_a_named_job_as_a_gangs_first_node_does_honours_its_quota(base_model):
     owner = make_user()
-    Quota.objects.create(owner=owner, max_concurrent_jobs=1)
+    Quota.objects.create(project=project_personal(owner), max_concurrent_jobs=1)
     first = _queued(owner)
     assert job_claim(job_id=first.id, worker="w1").id == first.id
     held = _queued(owner)
@@ -103,7 +104,7 @@ def test_job_over_this_months_token_budget_waits(base_model):
     _ran(owner, minutes=1)  # 500 tokens this month
     job = _queued(owner)
     FineTuneJob.objects.filter(pk=job.pk).update(estimate={"tokens": 400, "seconds": None})
-    Quota.objects.create(owner=owner, tokens_per_month=800)
+    Quota.objects.create(project=project_personal(owner), tokens_per_month=800)
     assert job_claim_next(job_id=job.id, worker="w1") is None
     job.refresh_from_db()
     assert job.wait_reason == ("waiting for next month's token budget: 500 of 800 used this month and this job "
@@ -113,14 +114,15 @@ def test_job_over_this_months_token_budget_waits(base_model):
 def test_usage_counts_devices_times_hours_this_month(base_model):
     owner = make_user()
     _ran(owner, minutes=30, devices=2)
-    usage = accounts_usage([owner.pk])[owner.pk]
+    project_id = project_personal(owner).id
+    usage = accounts_usage([project_id])[project_id]
     assert usage.gpu_hours == pytest.approx(1.0, rel=0.01) and usage.tokens == 500
     assert usage.recent_seconds == pytest.approx(3600, rel=0.01) and usage.running == 0
 
 
 def test_job_whose_estimate_exceeds_the_monthly_token_budget_is_refused_at_creation(base_model):
     owner = make_user()
-    Quota.objects.create(owner=owner, tokens_per_month=10)
+    Quota.objects.create(project=project_personal(owner), tokens_per_month=10)
     dataset = make_dataset(owner)
     with pytest.raises(InvalidRequest) as refused:
         job_create(owner=owner, training_file=dataset.id, model="tiny-llama", hyperparameters={"n_epochs": 1})
@@ -136,14 +138,14 @@ def test_job_whose_estimate_exceeds_the_monthly_token_budget_is_refused_at_creat
 
 def test_job_within_the_budget_is_created(base_model):
     owner = make_user()
-    Quota.objects.create(owner=owner, tokens_per_month=10**9)
+    Quota.objects.create(project=project_personal(owner), tokens_per_month=10**9)
     assert make_job(owner).status == Status.VALIDATING_FILES
 
 
 @pytest.mark.parametrize("field", ["max_concurrent_jobs", "gpu_hours_per_month", "tokens_per_month"])
 @pytest.mark.parametrize("value", [0, -1])
 def test_zero_or_negative_quota_is_refused(field, value):
-    quota = Quota(owner=make_user(), **{field: value})
+    quota = Quota(project=project_personal(make_user()), **{field: value})
     with pytest.raises(ValidationError) as refused:
         quota.full_clean()
     assert field in refused.value.message_dict
@@ -155,8 +157,8 @@ def test_zero_or_negative_quota_is_refused(field, value):
 def test_admin_refuses_a_zero_quota(client):
     client.force_login(make_user(is_staff=True, is_superuser=True))
     owner = make_user()
-    response = client.post("/admin/jobs_app/quota/add/", {"owner": owner.pk, "max_concurrent_jobs": 0,
-                                                           "priority": 0})
+    response = client.post("/admin/jobs_app/quota/add/", {"project": project_personal(owner).pk,
+                                                           "max_concurrent_jobs": 0, "priority": 0})
     assert response.status_code == 200 and "must be above 0" in response.content.decode()
     assert not Quota.objects.exists()
     assert client.get("/admin/jobs_app/quota/?q=x").status_code == 200
@@ -186,12 +188,13 @@ def test_timeout_fails_a_running_job_past_its_deadline(base_model):
 def test_staff_sets_and_reads_an_accounts_quota_through_the_api():
     owner = make_user()
     staff = api_client(make_user(is_staff=True))
-    url = f"/v1/quotas/user-{owner.pk}"
+    url = f"/v1/quotas/{project_personal(owner).id}"
     response = staff.post(url, {"max_concurrent_jobs": 2, "tokens_per_month": 1_000_000, "priority": 3},
                           format="json")
     assert response.status_code == 200
-    assert response.json() == {"object": "quota", "organization_id": f"user-{owner.pk}", "max_concurrent_jobs": 2,
-                               "gpu_hours_per_month": None, "tokens_per_month": 1_000_000, "priority": 3}
+    assert response.json() == {"object": "quota", "organization_id": project_personal(owner).id,
+                               "max_concurrent_jobs": 2, "gpu_hours_per_month": None,
+                               "tokens_per_month": 1_000_000, "priority": 3}
     cleared = staff.post(url, {"max_concurrent_jobs": None}, format="json").json()
     assert cleared["max_concurrent_jobs"] is None and cleared["priority"] == 3  # the rest stays
     assert staff.get(url).json() == cleared
@@ -205,14 +208,16 @@ def test_staff_sets_and_reads_an_accounts_quota_through_the_api():
 ])
 def test_api_refuses_a_zero_negative_or_malformed_quota_naming_the_field(body, param):
     owner = make_user()
-    response = api_client(make_user(is_staff=True)).post(f"/v1/quotas/user-{owner.pk}", body, format="json")
+    url = f"/v1/quotas/{project_personal(owner).id}"
+    response = api_client(make_user(is_staff=True)).post(url, body, format="json")
     assert response.status_code == 400 and response.json()["error"]["param"] == param
-    assert not Quota.objects.filter(owner=owner).exists()
+    assert not Quota.objects.filter(project__personal_user=owner).exists()
 
 
 def test_quota_api_is_for_staff_only_and_names_unknown_accounts():
     owner = make_user()
-    assert api_client(owner).post(f"/v1/quotas/user-{owner.pk}", {"priority": 9}, format="json").status_code == 403
+    url = f"/v1/quotas/{project_personal(owner).id}"
+    assert api_client(owner).post(url, {"priority": 9}, format="json").status_code == 403
     assert not Quota.objects.exists()
-    missing = api_client(make_user(is_staff=True)).get("/v1/quotas/user-999999")
+    missing = api_client(make_user(is_staff=True)).get("/v1/quotas/proj_missing")
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "organization_id"

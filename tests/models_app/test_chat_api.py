@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from accounts_app.selectors import project_personal
 from models_app.services import fine_tuned_model_create
 from tests.api import api_client
 from tests.factories import make_job, make_user
@@ -153,14 +154,15 @@ def _checkpoint(job, step: int = 3):
     return Checkpoint.objects.create(job=job, step=step, storage_path=f"jobs/{job.id}/checkpoints/step-{step}")
 
 
-def test_fine_tuned_model_is_named_in_openais_shape_with_the_owners_org(base_model, trained_adapter):
+def test_fine_tuned_model_is_named_in_openais_shape_with_the_project_as_org(base_model, trained_adapter):
     from jobs_app.services import job_create
     from tests.factories import make_dataset
 
     owner = make_user("Acme Labs.1")
     job = job_create(owner=owner, training_file=make_dataset(owner).id, model="tiny-llama", suffix="bot")
     model = fine_tuned_model_create(job=job, adapter_dir=trained_adapter)
-    assert model.id == f"ft:tiny-llama:acme-labs-1:bot:{job.id[6:14]}" == job.fine_tuned_model_name
+    assert model.id == f"ft:tiny-llama:{job.project_id}:bot:{job.id[6:14]}" == job.fine_tuned_model_name
+    assert job.project_id == project_personal(owner).id
     body = api_client(owner).get(f"/v1/fine_tuning/jobs/{job.id}/checkpoints").json()
     assert body["data"] == []
     checkpoint = _checkpoint(job)

@@ -19,6 +19,7 @@ def _model(owner, base_model):
     make_metric(job, 5, 5, train_loss=0.25)
     version = FineTunedModel.objects.filter(owner=owner, name="tiny-llama").count() + 1
     return FineTunedModel.objects.create(id=f"ft:tiny-llama::{job.id[-6:]}", owner=job.owner, job=job,
+                                         project_id=job.project_id,
                                          base_model=base_model, name="tiny-llama", adapter="lora", version=version,
                                          patch=version - 1, adapter_path="models/x/adapter",
                                          artifact_files=["models/x/adapter.zip"])
@@ -56,6 +57,7 @@ def _evaluation(model, **fields):
               "rows": [{"row": 1, "prompt": "Classify: rain", "reference": "weather",
                         "outputs": {"base": "zz", "tuned": "weather"}, "loss": {"base": 6.0, "tuned": 1.0}}]}
     return Evaluation.objects.create(id=f"eval-{model.pk[-6:]}", owner=model.owner, model=model,
+                                     project_id=model.project_id,
                                      base_model=model.base_model, dataset=model.job.dataset, **{**values, **fields})
 
 

@@ -34,10 +34,11 @@ def _succeed_with_evaluation(trial: SweepTrial, base_model, **evaluation) -> Eva
     FineTuneJob.objects.filter(pk=job.pk).update(status=Status.RUNNING)
     job_transition(job_id=job.id, to=Status.SUCCEEDED, finished_at=timezone.now())
     model = FineTunedModel.objects.create(id=f"ft:tiny-llama:x:{job.id[-6:]}", owner=job.owner, job=job,
-                                          base_model=base_model, name=f"x{trial.number}", adapter="lora",
-                                          adapter_path="models/x/adapter")
+                                          project_id=job.project_id, base_model=base_model, name=f"x{trial.number}",
+                                          adapter="lora", adapter_path="models/x/adapter")
     return Evaluation.objects.create(id=f"eval-{job.id[-8:]}", owner=job.owner, model=model, base_model=base_model,
-                                     dataset=job.validation_dataset, kind=Evaluation.Kind.AUTO, **evaluation)
+                                     project_id=job.project_id, dataset=job.validation_dataset,
+                                     kind=Evaluation.Kind.AUTO, **evaluation)
 
 
 def test_an_evaluation_metric_objective_scores_each_trial_when_its_evaluation_ends(

@@ -4,6 +4,7 @@ reports; a rolled-back change writes nothing; an event cannot be recorded twice 
 import pytest
 from django.db import IntegrityError, transaction
 
+from accounts_app.selectors import project_acting
 from jobs_app.models import FineTuneJob
 from jobs_app.services import job_cancel, job_fail, job_transition
 from models_app.models import FineTunedModel
@@ -17,8 +18,8 @@ pytestmark = pytest.mark.django_db
 
 def _endpoint(owner, events=None, url="http://127.0.0.1:9/hook") -> WebhookEndpoint:
     # written directly: these tests are about events, not about checking URLs (test_api.py is)
-    return WebhookEndpoint.objects.create(owner=owner, url=url, events=list(events or EVENT_TYPES),
-                                          secret=secret_new())
+    return WebhookEndpoint.objects.create(owner=owner, project=project_acting(owner), url=url,
+                                          events=list(events or EVENT_TYPES), secret=secret_new())
 
 
 def test_each_job_ending_writes_one_row_per_subscribed_endpoint(base_model):
@@ -87,6 +88,7 @@ def test_promotion_is_an_event(base_model):
     _endpoint(user, ["model.promoted"])
     job = make_job(user, status="succeeded")
     model = FineTunedModel.objects.create(id=f"ft:tiny-llama:x:{job.id[-6:]}", owner=user, job=job,
+                                          project_id=job.project_id,
                                           base_model=base_model, name="tiny-topics", version=1, adapter="lora",
                                           adapter_path="models/x/adapter")
     model_promote(model=model, alias="production")

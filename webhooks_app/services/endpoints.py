@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.db import transaction
 
+from accounts_app.selectors import project_acting
 from finetune_site.errors import InvalidRequest
 from webhooks_app.addresses import AddressRefused, url_check, url_parts, url_reach_check
 from webhooks_app.models import (
@@ -54,14 +55,15 @@ def _events_clean(events, *, param: str = "events") -> list[str]:
 
 
 def webhook_create(*, owner, url: str, events: list[str]) -> WebhookEndpoint:
-    """An endpoint of ``owner`` for ``events`` at ``url``, with a new ``whsec_`` secret. The URL must
+    """An endpoint of ``owner``'s project for ``events`` at ``url``, with a new ``whsec_`` secret. The URL must
     resolve to public addresses (unless the operator allows private ones) and accept a connection."""
     events = _events_clean(events)
     url = _url_clean(url, param="url", reach=True)
-    if WebhookEndpoint.objects.filter(owner=owner).count() >= MAX_ENDPOINTS:
+    project = project_acting(owner)
+    if WebhookEndpoint.objects.filter(project=project).count() >= MAX_ENDPOINTS:
         raise InvalidRequest(f"at most {MAX_ENDPOINTS} webhook endpoints; delete one first", param="url",
                              code="too_many_endpoints")
-    return WebhookEndpoint.objects.create(owner=owner, url=url, events=events, secret=secret_new())
+    return WebhookEndpoint.objects.create(owner=owner, project=project, url=url, events=events, secret=secret_new())
 
 
 def webhook_delete(*, endpoint: WebhookEndpoint) -> None:

@@ -6,8 +6,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from webhooks_app import tasks
-from webhooks_app.models import EVENT_TYPES, TEST_EVENT, NotificationPreference, WebhookDelivery, new_event_id
-from webhooks_app.selectors import endpoints_visible_to
+from webhooks_app.models import (
+    EVENT_TYPES,
+    TEST_EVENT,
+    NotificationPreference,
+    WebhookDelivery,
+    WebhookEndpoint,
+    new_event_id,
+)
 
 Channel = WebhookDelivery.Channel
 
@@ -37,8 +43,9 @@ def event_summary(payload: dict) -> str:
     return f"{type} {subject}"
 
 
-def event_record(*, owner_id: int, type: str, data: dict) -> list[WebhookDelivery]:
-    """Write the outbox rows of one event of ``owner_id``'s and queue their sends after commit.
+def event_record(*, owner_id: int, project_id: str, type: str, data: dict) -> list[WebhookDelivery]:
+    """Write the outbox rows of one event of an object of project ``project_id`` made by ``owner_id`` and
+    queue their sends after commit: one per endpoint of the project, and the maker's own notifications.
 
     Called inside the transaction of the change (the receivers are connected to signals sent in it):
     if that transaction rolls back, no row exists and nothing is sent. A row that is written but
@@ -47,9 +54,9 @@ def event_record(*, owner_id: int, type: str, data: dict) -> list[WebhookDeliver
     assert type in EVENT_TYPES, type
     event_id = new_event_id()
     payload = event_payload(event_id=event_id, type=type, data=data)
-    rows = [WebhookDelivery(owner_id=owner_id, endpoint=endpoint, channel=Channel.WEBHOOK, target=endpoint.url,
-                            event_id=event_id, event_type=type, payload=payload)
-            for endpoint in endpoints_visible_to(owner_id) if type in endpoint.events]
+    rows = [WebhookDelivery(owner_id=endpoint.owner_id, endpoint=endpoint, channel=Channel.WEBHOOK,
+                            target=endpoint.url, event_id=event_id, event_type=type, payload=payload)
+            for endpoint in WebhookEndpoint.objects.filter(project_id=project_id) if type in endpoint.events]
     preference = NotificationPreference.objects.filter(user_id=owner_id).first()
     if preference and type in preference.events:
         email = get_user_model().objects.filter(pk=owner_id).values_list("email", flat=True).first()

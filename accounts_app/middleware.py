@@ -1,0 +1,27 @@
+"""The project a browser session acts in, and the viewer's read-only rule for the pages' forms."""
+
+from django.http import HttpResponseForbidden
+
+from accounts_app.selectors import WRITERS, user_acting
+
+SESSION_KEY = "project_id"
+# Page posts a viewer may make: choosing a project, leaving, logging out. The API has its own rule
+# (accounts_app.permissions.ProjectRole).
+VIEWER_POSTS = ("/accounts/", "/v1/")
+
+
+class ActingProjectMiddleware:
+    """Sets ``request.user.acting_project``/``acting_role`` from the session's choice (personal by default)."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            user_acting(user, request.session.get(SESSION_KEY))
+            if (request.method not in ("GET", "HEAD", "OPTIONS") and user.acting_role not in WRITERS
+                    and not request.path.startswith(VIEWER_POSTS)):
+                return HttpResponseForbidden(f"You are a viewer of project {user.acting_project.name}: "
+                                             "viewers cannot change its objects.")
+        return self.get_response(request)

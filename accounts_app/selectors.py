@@ -1,0 +1,78 @@
+"""Reads of projects: which project a request acts in, with which role, and who belongs where.
+
+A request acts in one project: an API key's own, or for a browser session the one chosen in the
+navigation (the personal project by default). Authentication sets it on the user
+(``user_acting``); every other read asks ``project_acting(user)`` and ``project_role(user)``.
+"""
+
+from django.db.models import F, QuerySet
+
+from accounts_app.models import Membership, Project
+
+Role = Membership.Role
+WRITERS = (Role.OWNER, Role.MEMBER)
+
+
+def project_personal(user) -> Project:
+    """``user``'s personal project (made with the user; made here for a user from before projects)."""
+    found = Project.objects.filter(personal_user=user).first()
+    if found is not None:
+        return found
+    from accounts_app.services import project_personal_ensure
+
+    return project_personal_ensure(user)
+
+
+def project_acting(user) -> Project:
+    """The project ``user``'s request acts in: set by authentication, else their personal project (tasks,
+    management commands, tests calling services directly)."""
+    acting = getattr(user, "acting_project", None)
+    return acting if acting is not None else project_personal(user)
+
+
+def project_role(user) -> str:
+    """``user``'s role in the project they act in."""
+    role = getattr(user, "acting_role", None)
+    if role is not None:
+        return role
+    membership = Membership.objects.filter(project=project_acting(user), user=user).first()
+    return membership.role if membership else Role.VIEWER
+
+
+def user_acting(user, project_id: str | None = None):
+    """``user`` acting in the project ``project_id`` (their personal one when None or when they are not a
+    member of it); returns the user, with ``acting_project`` and ``acting_role`` set."""
+    membership = None
+    if project_id:
+        membership = Membership.objects.select_related("project").filter(project_id=project_id, user=user).first()
+    if membership is None:
+        project = project_personal(user)
+        membership = Membership.objects.filter(project=project, user=user).first()
+        user.acting_project, user.acting_role = project, membership.role if membership else Role.OWNER
+    else:
+        user.acting_project, user.acting_role = membership.project, membership.role
+    return user
+
+
+def user_in_project(user, project: Project):
+    """``user`` acting in ``project`` whatever they belong to: for background work done on behalf of an
+    object's creator (a sweep's trials, a pipeline's steps) in the object's project."""
+    if getattr(user, "acting_project", None) != project:
+        user.acting_project, user.acting_role = project, Role.MEMBER
+    return user
+
+
+def projects_of(user) -> QuerySet[Project]:
+    """The projects ``user`` is a member of, their personal one first."""
+    return (Project.objects.filter(memberships__user=user)
+            .order_by(F("personal_user_id").asc(nulls_last=True), "name", "id"))
+
+
+def project_get(user, project_id: str) -> Project | None:
+    """The project ``project_id`` if ``user`` is a member of it, else None (another project does not exist
+    for them)."""
+    return projects_of(user).filter(pk=project_id).first()
+
+
+def members_of(project: Project) -> QuerySet[Membership]:
+    return Membership.objects.filter(project=project).select_related("user")
