@@ -246,10 +246,13 @@ def _tokens_per_epoch(owner, dataset: Dataset, base_model: BaseModel, hp: dict) 
 
 def estimate_describe(estimate: dict) -> str:
     """One line for the job's log: the total and its parts."""
-    text = f"Estimate: {estimate['tokens']:,} tokens in {estimate['steps']:,} steps"
+    what = (f"{estimate['images']:,} training images" if "images" in estimate else f"{estimate['tokens']:,} tokens")
+    text = f"Estimate: {what} in {estimate['steps']:,} steps"
     if estimate.get("seconds") is not None:
         parts = ", ".join(f"{name} {duration_text(seconds)}" for name, seconds in estimate["parts"].items()
                           if seconds is not None)
-        text += (f"; about {duration_text(estimate['seconds'])} in all ({parts}), peak memory "
-                 f"{estimate['peak_memory_bytes'] / 2**20:,.0f} MiB (from {estimate['basis'].replace('_', ' ')})")
+        memory = (f", peak memory {estimate['peak_memory_bytes'] / 2**20:,.0f} MiB"
+                  if estimate.get("peak_memory_bytes") else "")
+        text += (f"; about {duration_text(estimate['seconds'])} in all ({parts}){memory} "
+                 f"(from {estimate['basis'].replace('_', ' ')})")
     return text

@@ -16,6 +16,7 @@ from jobs_app.models import FineTuneJob, JobEvent
 from jobs_app.services.creation import job_format_problem
 from jobs_app.services.estimates import estimate_describe, job_estimate
 from jobs_app.services.lifecycle import job_event_add, job_fail, job_send, job_transition
+from jobs_app.services.vision import vision_estimate
 from workers.loading import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def job_validate(*, job_id: str) -> None:
             f"{d.filename} ({d.id}) to be validated" for d in pending))
         return
     if job.objective == FineTuneJob.Objective.VISION:  # its images were checked with the dataset: no rows to read
-        _job_queue(job_id, problem="", code="", overlap="", estimate={})
+        _job_queue(job_id, problem="", code="", overlap="", estimate=vision_estimate(job))
         return
     # Tokenizing (cached per content, tokenizer and template) happens before the row is locked.
     problem, code = _problem_of(job)

@@ -5,6 +5,8 @@ leaves on the job (strategy, design, evaluation)."""
 
 import itertools
 import json
+import math
+import statistics
 from pathlib import Path
 
 from django.conf import settings
@@ -157,3 +159,38 @@ def vision_sample_images(job, workdir: Path, count: int = 8) -> tuple[str, str, 
         by_class.setdefault(rows[index]["label"], []).append(rows[index]["image"])
     turns = [name for group in itertools.zip_longest(*by_class.values()) for name in group if name]
     return config.archive_path, config.archive_name, tuple(turns[:count])
+
+
+PAST_VISION_RUNS = 5
+
+
+def vision_estimate(job) -> dict:
+    """Steps from the job's training images (the hold-out split as training makes it) and options; the
+    time from the last finished runs of the same model and strategy, per image and pixel (a step's work
+    grows with the batch and the image's area); no time before the first such run."""
+    from workers.vision.data import split_rows
+
+    options = job.hyperparameters
+    with default_storage.open(job.dataset.training_file_name, "rb") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    train, valid = split_rows(rows, share=options["validation_share"], seed=job.seed)
+    per_epoch = math.ceil(len(train) / options["batch_size"])
+    steps = per_epoch * options["n_epochs"]
+    pace = _vision_pace(job)
+    seconds = None if pace is None else round(pace * steps * options["batch_size"] * options["image_size"] ** 2, 1)
+    return {"images": len(train), "validation_images": len(valid), "steps": steps, "steps_per_epoch": per_epoch,
+            "tokens": 0, "seconds": seconds, "parts": None if seconds is None else {"training": seconds},
+            "peak_memory_bytes": None, "basis": "past_runs" if pace else "none"}
+
+
+def _vision_pace(job) -> float | None:
+    """Seconds per image and pixel of the last finished single-attempt runs like ``job`` (median)."""
+    from jobs_app.models import FineTuneJob
+
+    past = (FineTuneJob.objects.filter(objective=VISION, status=FineTuneJob.Status.SUCCEEDED, attempt=1,
+                                       base_model=job.base_model,
+                                       hyperparameters__strategy=job.hyperparameters["strategy"])
+            .exclude(pk=job.pk).order_by("-finished_at").values_list("metrics", "hyperparameters")[:PAST_VISION_RUNS])
+    paces = [metrics["wall_seconds"] / (metrics["steps"] * options["batch_size"] * options["image_size"] ** 2)
+             for metrics, options in past if metrics.get("steps") and metrics.get("wall_seconds")]
+    return statistics.median(paces) if paces else None

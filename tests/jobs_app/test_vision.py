@@ -130,3 +130,29 @@ def test_auto_picks_transfer_for_a_registered_backbone(owner, tmp_path):
     refused = _create(owner, dataset.id, model="resnet-s", strategy="native").json()["error"]
     assert refused["param"] == "method.vision.hyperparameters.strategy"
     assert "use model cnn, not a backbone" in refused["message"]
+
+
+def test_a_vision_job_is_estimated_from_its_images_and_past_runs_of_its_strategy(owner):
+    from jobs_app.services.preflight import job_validate
+
+    dataset = make_vision_dataset(owner)  # 30 images in 3 classes
+    first = FineTuneJob.objects.get(pk=_create(owner, dataset.id, n_epochs=2, batch_size=4).json()["id"])
+    job_validate(job_id=first.id)
+    first.refresh_from_db()
+    estimate = first.estimate
+    assert first.status == "queued" and estimate["images"] + estimate["validation_images"] == 30
+    assert 0 < estimate["validation_images"] < 10 and estimate["steps_per_epoch"] == -(-estimate["images"] // 4)
+    assert estimate["steps"] == 2 * estimate["steps_per_epoch"] and estimate["seconds"] is None  # nothing to go by
+
+    # a finished run of the same strategy: 8 steps of 4 images of 32x32 pixels in 16 s
+    FineTuneJob.objects.filter(pk=first.id).update(status="succeeded", attempt=1,
+                                                     metrics={"wall_seconds": 16.0, "steps": 8})
+    second = FineTuneJob.objects.get(pk=_create(owner, dataset.id, n_epochs=3, batch_size=8, image_size=16)
+                                     .json()["id"])
+    job_validate(job_id=second.id)
+    second.refresh_from_db()
+    pace = 16.0 / (8 * 4 * 32 * 32)  # seconds per image and pixel
+    assert second.estimate["steps"] == 3 * -(-second.estimate["images"] // 8)
+    assert second.estimate["seconds"] == round(pace * second.estimate["steps"] * 8 * 16 * 16, 1)
+    queued = second.events.filter(message__startswith="Files validated").get().message
+    assert f"{second.estimate['images']} training images in {second.estimate['steps']} steps; about" in queued
