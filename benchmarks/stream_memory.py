@@ -53,20 +53,12 @@ def _child(order: dict) -> None:
     # the libraries are imported before the baseline: the growth is the run's memory, not theirs
     import datasets  # noqa: F401
     import peft  # noqa: F401
-    import psutil
     import torch  # noqa: F401
     import transformers  # noqa: F401
     from trl import SFTTrainer  # noqa: F401
 
     from workers.config import Stop, TrainConfig
     from workers.training import run_training
-
-    process, peak, running = psutil.Process(), [0], [True]
-
-    def sample() -> None:
-        while running[0]:
-            peak[0] = max(peak[0], process.memory_info().rss)
-            time.sleep(0.005)
 
     config = TrainConfig(model_path=order["model"], train_file=order["train"], output_dir=order["output"],
                          n_epochs=1, batch_size=order["batch_size"], max_length=16, learning_rate=1e-3,
@@ -78,13 +70,29 @@ def _child(order: dict) -> None:
         done[0] += 1
         return Stop.DISCARD if order["steps"] and done[0] >= order["steps"] else Stop.NO
 
+    measured = rss_peak_during(lambda: run_training(config, lambda event: None, should_stop))
+    print(json.dumps({**measured, "steps": measured.pop("result").steps}))
+
+
+def rss_peak_during(work) -> dict:
+    """Call ``work()``; this process's RSS before it and its peak during it (bytes, sampled every 5 ms
+    by a thread, with psutil), their difference as "growth", and what ``work`` returned as "result"."""
+    import psutil
+
+    process, peak, running = psutil.Process(), [0], [True]
+
+    def sample() -> None:
+        while running[0]:
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.005)
+
     baseline = process.memory_info().rss
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    result = run_training(config, lambda event: None, should_stop)
+    result = work()
     running[0] = False
     sampler.join()
-    print(json.dumps({"baseline": baseline, "peak": peak[0], "growth": peak[0] - baseline, "steps": result.steps}))
+    return {"baseline": baseline, "peak": peak[0], "growth": peak[0] - baseline, "result": result}
 
 
 def main() -> None:

@@ -217,12 +217,17 @@ def lora_parameters(shape: Shape, lora_r: int) -> int:
 
 
 def memory_need(*, parameters: int, shape: Shape, adapter: str, quantization: str, batch_size: int,
-                max_length: int, checkpointing: bool, half_precision: bool, lora_r: int = 16, shards: int = 1) -> int:
-    """Bytes one GPU needs to train: weights, gradients and AdamW's two moments of what trains (split
-    over ``shards`` ranks when sharded), activations of a batch of ``batch_size`` rows of ``max_length``
-    tokens (per layer unless ``checkpointing`` keeps only each layer's input), the logits, and the
-    CUDA overhead. An upper bound in the manner of the usual rules (weights x 4 for full AdamW, ~10h+4i
-    stored values per token and layer): it decides whether to refuse, never a measured figure."""
+                max_length: int, checkpointing: bool, half_precision: bool, lora_r: int = 16, shards: int = 1,
+                device: str = "cuda") -> int:
+    """Bytes one device needs to train. On a GPU: weights, gradients and AdamW's two moments of what
+    trains (split over ``shards`` ranks when sharded), activations of a batch of ``batch_size`` rows of
+    ``max_length`` tokens (per layer unless ``checkpointing`` keeps only each layer's input), the logits,
+    and the CUDA overhead; an upper bound in the manner of the usual rules (weights x 4 for full AdamW,
+    ~10h+4i stored values per token and layer): it decides whether to refuse, never a measured figure.
+    On CPU (``device="cpu"``): ``cpu_memory_need``, fitted to measured runs."""
+    if device == "cpu":
+        return cpu_memory_need(parameters=parameters, shape=shape, adapter=adapter, batch_size=batch_size,
+                               max_length=max_length, checkpointing=checkpointing, lora_r=lora_r, shards=shards)
     weight = WEIGHT_BYTES[quantization if adapter == "qlora" else "half" if half_precision else "fp32"]
     value = 2.0 if half_precision else 4.0
     if adapter == "full":
@@ -239,6 +244,35 @@ def memory_need(*, parameters: int, shape: Shape, adapter: str, quantization: st
     logits = tokens * shape.vocab_size * 4 * 3  # fp32 logits, their gradient and the loss's softmax
     need = states / shards + activations + logits
     return int(need * (1 + CUDA_OVERHEAD_SHARE) + CUDA_OVERHEAD_BYTES)
+
+
+# What a CPU run (fp32, torch's AdamW, SDPA attention, TRL's trainer) adds to a worker's process at its
+# peak, fitted to the runs of benchmarks/memory_estimate.py (peak RSS growth; see there and the README):
+# fp32 values per token of a batch. They are several times what autograd must keep (~10h+4i per layer):
+# the CPU allocator keeps freed blocks, and TRL's loss and metrics work per token too.
+CPU_LAYER_VALUES = 10.5  # per token and decoder layer, x intermediate_size
+CPU_LORA_VALUES = 18.0  # LoRA adds, per token and layer, x hidden_size (its adapters' inputs and outputs)
+CPU_CHECKPOINT_VALUES = 16.0  # with gradient checkpointing: per token and layer, x hidden_size (+ one layer)
+CPU_LOGIT_VALUES = 7.5  # per token, x vocab_size: the logits, their softmax and gradients
+CPU_TOKEN_VALUES = 14_500  # per token, whatever the model: the rows, the batch and the trainer's bookkeeping
+
+
+def cpu_memory_need(*, parameters: int, shape: Shape, adapter: str, batch_size: int, max_length: int,
+                    checkpointing: bool, lora_r: int = 16, shards: int = 1) -> int:
+    """Bytes a CPU run adds to its process at its peak (the process's RSS growth once the libraries are
+    imported): fp32 weights, and the gradients and AdamW's two moments of what trains (split over
+    ``shards``), and what a step of ``batch_size`` x ``max_length`` tokens holds (per layer, or with
+    ``checkpointing`` each layer's kept input and one layer; the logits; a part per token). No
+    quantization on CPU: QLoRA counts as LoRA."""
+    trained = parameters if adapter == "full" else lora_parameters(shape, lora_r)
+    states = (parameters + trained * (3 if adapter == "full" else 4)) * 4 / shards
+    per_layer = CPU_LAYER_VALUES * shape.intermediate_size + (adapter != "full") * CPU_LORA_VALUES * shape.hidden_size
+    if checkpointing:
+        layers = CPU_CHECKPOINT_VALUES * shape.layers * shape.hidden_size + per_layer
+    else:
+        layers = shape.layers * per_layer
+    per_token = layers + CPU_LOGIT_VALUES * shape.vocab_size + CPU_TOKEN_VALUES
+    return int(states + batch_size * max_length * per_token * 4)
 
 
 # Before any run of a model measured it: saving the weights, storing and registering them.

@@ -443,8 +443,8 @@ OPTIONS: tuple[Option, ...] = (
            '"fsdp" when devices is above 1 and the memory estimate (the largest peak of past runs) exceeds one '
            'device\'s memory, else "none"', "Sharding",
            "How devices above 1 split the weights, gradients and optimizer state: none (each holds all), FSDP "
-           "(torch's fully_shard; CPU over gloo too), DeepSpeed ZeRO-2 or ZeRO-3 (CUDA workers with the deepspeed "
-           "package only; refused where it is not installed). QLoRA's quantized base is not sharded.",
+           "(torch's fully_shard; CPU over gloo too), DeepSpeed ZeRO-2 or ZeRO-3 (with the deepspeed package; CPU "
+           "over gloo too; refused where it is not installed). QLoRA's quantized base is not sharded.",
            adapters=("lora", "full"), fits=_sharding_fits, agrees=_sharding_agrees),
     # --- vision (workers.vision): not TrainConfig fields (engine=False); VisionConfig is made of them ---
     Option("strategy", Choice(STRATEGIES), lambda c, r, g: c.strategy or "native",

@@ -348,30 +348,26 @@ def _common_args(config: TrainConfig, device: DeviceInfo, *, has_eval: bool) -> 
         "run_name": config.run_name or None,
         "disable_tqdm": True,
         "save_only_model": False,
-        **sharding_settings(config, device),
+        **sharding_settings(config),
     }
     return _stream_args(config, args) if streams(config) else args
 
 
-def sharding_settings(config: TrainConfig, device: DeviceInfo) -> dict:
+def sharding_settings(config: TrainConfig) -> dict:
     """Trainer settings of ``config.sharding`` (the ranks come from torchrun, ``workers.distributed``).
 
     fsdp: FSDP2 (torch's ``fully_shard``) through accelerate, each decoder layer a unit; it runs on
     CPU over gloo as on GPUs. Checkpoints are sharded (each rank writes its part of the weights and
     optimizer state; ``resume_from`` reads them back on as many ranks); the final save gathers the
     whole model (``_result_finish``). zero2/zero3: DeepSpeed's ZeRO through the Trainer, its batch
-    sizes and precision taken from the Trainer's ("auto"), on CUDA only (ValueError elsewhere); the
-    option's check refuses them where deepspeed is not installed. Not exercised by the tests here
-    (no deepspeed, no GPU on the machines they run on).
+    sizes and precision taken from the Trainer's ("auto"); on CPU ranks DeepSpeed's CPU accelerator
+    talks over gloo. The option's check refuses them where deepspeed is not installed.
     """
     if config.sharding == "fsdp":
         return {"fsdp": True, "fsdp_config": {"version": 2, "reshard_after_forward": True,
                                               "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
                                               "state_dict_type": "SHARDED_STATE_DICT"}}
     if config.sharding in ("zero2", "zero3"):
-        if device.kind != "cuda":
-            raise ValueError(f'sharding "{config.sharding}" (DeepSpeed) trains on CUDA workers only; this worker '
-                             f'has {device.describe()}: use "fsdp"')
         stage = int(config.sharding[-1])
         zero = {"stage": stage, **({"stage3_gather_16bit_weights_on_model_save": True} if stage == 3 else {})}
         return {"deepspeed": {"zero_optimization": zero, "train_micro_batch_size_per_gpu": "auto",
@@ -501,17 +497,26 @@ def _callback_make(emit: Emit, should_stop: Callable[[], bool]):
 
 
 def _parameters_per_rank(model) -> tuple[int, ...]:
-    """The parameter elements each rank holds in memory: a sharded parameter (a DTensor) counts only
-    its local part. One entry per rank, gathered from all (a collective: every rank calls it)."""
+    """The parameter elements each rank holds in memory: a sharded parameter counts only its local part
+    (FSDP's DTensor, DeepSpeed ZeRO-3's ``ds_tensor``). One entry per rank, gathered from all (a
+    collective: every rank calls it)."""
     import torch.distributed as dist
-    from torch.distributed.tensor import DTensor
 
-    held = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in model.parameters()) if model else 0
+    held = sum(_local_numel(p) for p in model.parameters()) if model else 0
     if not (dist.is_available() and dist.is_initialized()):
         return (held,)
     counts: list = [None] * dist.get_world_size()
     dist.all_gather_object(counts, held)
     return tuple(counts)
+
+
+def _local_numel(parameter) -> int:
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(parameter, DTensor):
+        return parameter.to_local().numel()
+    partition = getattr(parameter, "ds_tensor", None)  # ZeRO-3 keeps an empty placeholder in the parameter
+    return partition.numel() if partition is not None else parameter.numel()
 
 
 def _is_adapter(model) -> bool:

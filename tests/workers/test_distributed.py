@@ -1,5 +1,6 @@
 """torchrun with two CPU processes (gloo): the data is split across ranks, rank 0 reports; with
-``sharding="fsdp"`` each rank holds half of the weights, and a sharded checkpoint resumes."""
+``sharding="fsdp"`` (or DeepSpeed's "zero3") each rank holds half of the weights, and a sharded
+checkpoint resumes."""
 
 import json
 import os
@@ -60,19 +61,44 @@ def test_fsdp_gives_each_rank_half_of_the_weights_and_saves_the_whole_model(tiny
     if adapter == "full":
         assert sum(held) == PARAMETERS
     assert any(isinstance(e, LogLine) and e.message.startswith("Parameters held per rank: ") for e in events)
-    losses = _losses(events)
-    assert list(losses) == [1, 2, 3, 4] and losses[4] < losses[1]
     # the final save gathers the shards: an ordinary model (or adapter) that loads whole and has learned
-    base = model_load(str(tiny_model_path)).state_dict()
-    tuned = model_load(str(tiny_model_path), adapter_path=result.adapter_dir, merged=True).state_dict()
-    assert {name: t.shape for name, t in tuned.items()} == {name: t.shape for name, t in base.items()}
-    assert any(not tuned[name].equal(base[name]) for name in base)
+    tuned = _learned_whole(tiny_model_path, result.adapter_dir, events)
     # the last checkpoint holds its weights in one part per rank (to resume from) and loads as a model too
     # (inference, evaluation): full fine-tuning's parts are read in one process, LoRA's adapter is gathered
     checkpoint = [e.path for e in events if isinstance(e, ArtifactSaved) and e.kind == "checkpoint"][-1]
     assert len(list(Path(checkpoint, "pytorch_model_fsdp_0").glob("*.distcp"))) == 2
     saved = model_load(str(tiny_model_path), adapter_path=checkpoint, merged=True).state_dict()
     assert all(saved[name].equal(tuned[name]) for name in tuned)  # taken at the last step
+
+
+@pytest.mark.parametrize(("sharding", "adapter"), [("zero2", "lora"), ("zero3", "full")])
+def test_deepspeed_zero_trains_on_two_cpu_ranks_and_zero3_gives_each_half_of_the_weights(tiny_model_path, tmp_path,
+                                                                                         sharding, adapter):
+    pytest.importorskip("deepspeed")
+    train = classification_write(tmp_path / "train.jsonl", 16)
+    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp_path / "out"),
+                         adapter=adapter, n_epochs=1, batch_size=2, learning_rate=3e-3, devices=2, sharding=sharding)
+    events = []
+    result = run_distributed(config, events.append)
+    held = result.rank_parameters
+    if sharding == "zero3":  # ZeRO-3 partitions the weights: each rank holds half of them
+        assert held == (PARAMETERS // 2, PARAMETERS // 2), held
+    else:  # ZeRO-2 partitions the gradients and optimizer state only: each rank holds every weight
+        assert held[0] == held[1] > PARAMETERS
+    # the final save is an ordinary model (ZeRO-3 gathers its parts) or adapter that loads whole and has learned
+    _learned_whole(tiny_model_path, result.adapter_dir, events)
+
+
+def _learned_whole(tiny_model_path, saved: str, events) -> dict:
+    """The weights saved at ``saved`` (merged into the base): the base's names and shapes, some of them
+    changed, after four steps whose loss fell."""
+    losses = _losses(events)
+    assert list(losses) == [1, 2, 3, 4] and losses[4] < losses[1]
+    base = model_load(str(tiny_model_path)).state_dict()
+    tuned = model_load(str(tiny_model_path), adapter_path=saved, merged=True).state_dict()
+    assert {name: t.shape for name, t in tuned.items()} == {name: t.shape for name, t in base.items()}
+    assert any(not tuned[name].equal(base[name]) for name in base)
+    return tuned
 
 
 def _rank_pids(config_path: Path) -> list[int]:
