@@ -144,12 +144,7 @@ def make_vision_model(owner=None, *, strategy: str = "native", evaluation: dict 
     import tempfile
     from pathlib import Path
 
-    import torch
-
     from models_app.services import fine_tuned_model_create
-    from workers.vision.classifier import classifier_save
-    from workers.vision.modules import classifier_build
-    from workers.vision.nets import native_design
 
     base_model_builtin_ensure()
     owner = owner or make_user()
@@ -162,12 +157,23 @@ def make_vision_model(owner=None, *, strategy: str = "native", evaluation: dict 
         "evaluation": evaluation or {"images": 3, "accuracy": 1.0, "macro_f1": 1.0, "classes": classes,
                                      "per_class": [], "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}})
     job.refresh_from_db()
+    with tempfile.TemporaryDirectory() as tmp:
+        return fine_tuned_model_create(job=job, adapter_dir=classifier_write(Path(tmp) / "m", classes, strategy))
+
+
+def classifier_write(path, classes: list[str], strategy: str = "native"):
+    """An untrained classifier of ``classes`` on 8-pixel images at ``path``, saved as a vision run saves one."""
+    import torch
+
+    from workers.vision.classifier import classifier_save
+    from workers.vision.modules import classifier_build
+    from workers.vision.nets import native_design
+
     design = native_design(depth=1, width=4, dropout=0.0)
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        classifier_save(classifier_build(design, image_size=8, classes=3, dropout=0.0), str(Path(tmp) / "m"),
-                        meta={"design": design, "classes": classes, "image_size": 8, "strategy": strategy})
-        return fine_tuned_model_create(job=job, adapter_dir=Path(tmp) / "m")
+    classifier_save(classifier_build(design, image_size=8, classes=len(classes), dropout=0.0), str(path),
+                    meta={"design": design, "classes": classes, "image_size": 8, "strategy": strategy})
+    return path
 
 
 def make_backbone(path) -> str:

@@ -113,7 +113,7 @@ def job_request_check(*, owner, training_file: str, model: str, validation_file:
     metadata = job_metadata_check(metadata)
     dataset = _dataset_for(owner, training_file, "training_file", objective)
     validation = _dataset_for(owner, validation_file, "validation_file", objective) if validation_file else None
-    gate = promotion_gate_check(promotion_gate, has_validation=validation is not None)
+    gate = promotion_gate_check(promotion_gate, has_validation=validation is not None, vision=objective == VISION)
     if evaluate_checkpoints and validation is None:
         raise InvalidRequest("evaluate_checkpoints scores checkpoints on the validation file: give validation_file",
                              param="evaluate_checkpoints")

@@ -41,6 +41,7 @@ from models_app.services.evaluations import (
     evaluation_limits_check,
     evaluation_run,
     promotion_gate_decide,
+    vision_gate_apply,
 )
 from models_app.services.exports import export_create, export_kinds, export_options_check, export_run
 from models_app.services.inference import (
@@ -78,7 +79,7 @@ __all__ = [
     "ARTIFACTS", "NO_INFERENCE_WORKER", "alias_rollback", "chat_completion_error", "chat_completion_finish",
     "chat_completion_queue", "chat_completion_run", "chat_completion_start", "evaluation_create",
     "evaluation_for_job", "evaluation_limits_check", "evaluation_run", "export_create", "export_kinds",
-    "export_options_check", "export_run", "promotion_gate_decide", "fine_tuned_model_create",
+    "export_options_check", "export_run", "promotion_gate_decide", "vision_gate_apply", "fine_tuned_model_create",
     "fine_tuned_model_delete", "model_actions", "model_archive", "model_artifact_get", "model_artifact_name",
     "model_card_edit", "model_card_evaluations_refresh", "model_card_readme_store",
     "model_files_fetch", "model_local_files", "model_promote",

@@ -197,7 +197,21 @@ def _gate_apply(evaluation: Evaluation) -> None:
         decision = {**gate, "passed": False, "reason": f"the evaluation failed: {evaluation.error}"}
     else:
         decision = promotion_gate_decide(gate, metrics)
-    model.promotion = {**decision, "evaluation": evaluation.id}
+    _gate_decided(model, gate, {**decision, "evaluation": evaluation.id})
+
+
+def vision_gate_apply(model) -> None:
+    """A classifier's promotion gate, decided on the held-out evaluation its job made as it trained."""
+    gate = model.job.promotion_gate
+    if not gate:
+        return
+    held_out = (model.job.vision or {}).get("evaluation") or {}
+    decision = promotion_gate_decide(gate, {"tuned": {gate["metric"]: held_out.get(gate["metric"])}})
+    _gate_decided(model, gate, {**decision, "reason": decision["reason"] + " on the held-out images"})
+
+
+def _gate_decided(model, gate: dict, decision: dict) -> None:
+    model.promotion = decision
     model.save(update_fields=["promotion"])
     if decision["passed"]:
         model_promote(model=model, alias=gate["alias"], action="gate")

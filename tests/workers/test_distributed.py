@@ -114,10 +114,17 @@ def _rank_pids(config_path: Path) -> list[int]:
     return pids
 
 
-def test_sharded_checkpoint_resumes_after_one_rank_is_killed(tiny_model_path, tmp_path):
+# each rank's part of a checkpoint: FSDP's distributed-checkpoint files, DeepSpeed's optimizer partitions
+RANK_PARTS = {"fsdp": "pytorch_model_fsdp_0/*.distcp", "zero3": "global_step*/*zero_pp_rank_*_optim_states.pt"}
+
+
+@pytest.mark.parametrize("sharding", ["fsdp", "zero3"])
+def test_sharded_checkpoint_resumes_after_one_rank_is_killed(tiny_model_path, tmp_path, sharding):
+    if sharding != "fsdp":
+        pytest.importorskip("deepspeed")
     train = classification_write(tmp_path / "train.jsonl", 16)
     options = dict(model_path=str(tiny_model_path), train_file=str(train), n_epochs=2, batch_size=2,
-                   learning_rate=3e-3, lora_target_modules=["q_proj", "v_proj"], devices=2, sharding="fsdp",
+                   learning_rate=3e-3, lora_target_modules=["q_proj", "v_proj"], devices=2, sharding=sharding,
                    save_steps=2)
     config = TrainConfig(output_dir=str(tmp_path / "first"), **options)
     first: list = []
@@ -132,7 +139,7 @@ def test_sharded_checkpoint_resumes_after_one_rank_is_killed(tiny_model_path, tm
     saved = [e for e in first if isinstance(e, ArtifactSaved)]  # announced once every rank wrote its part
     assert saved and saved[-1].kind == "checkpoint" and saved[-1].step < 8
     step, checkpoint = saved[-1].step, Path(saved[-1].path)
-    assert len(list((checkpoint / "pytorch_model_fsdp_0").glob("*.distcp"))) == 2  # one part per rank
+    assert len(list(checkpoint.glob(RANK_PARTS[sharding]))) == 2  # one part per rank
 
     second: list = []
     result = run_distributed(TrainConfig(output_dir=str(tmp_path / "second"), resume_from=str(checkpoint), **options),
