@@ -71,7 +71,8 @@ def _child(order: dict) -> None:
         return Stop.DISCARD if order["steps"] and done[0] >= order["steps"] else Stop.NO
 
     measured = rss_peak_during(lambda: run_training(config, lambda event: None, should_stop))
-    print(json.dumps({**measured, "steps": measured.pop("result").steps}))
+    result = measured.pop("result")
+    print(json.dumps({**measured, "steps": result.steps}))
 
 
 def rss_peak_during(work) -> dict:

@@ -330,7 +330,7 @@ def _dry_run(dataset: Dataset, base: BaseModel, resolved: dict) -> dict | None:
 
 @login_required
 def job_misclassified_thumbnail(request, job_id: str, index: int):
-    """The thumbnail of a vision job's misclassified held-out image (the job's owner only)."""
+    """The thumbnail of a vision job's misclassified held-out image (members of the job's project only)."""
     job = selectors.job_get(request.user, job_id)
     response = FileResponse(default_storage.open(selectors.job_misclassified_thumbnail(job, index), "rb"),
                             content_type="image/jpeg")

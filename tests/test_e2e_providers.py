@@ -113,7 +113,7 @@ def test_job_runs_on_a_remote_provider_and_is_mirrored_here(live_server, live_ba
     assert job.status == "succeeded", job.error
     extra = job.model_extra
     assert extra["provider"] == "remote" and extra["remote_job_id"].startswith("ftjob-")
-    assert job.fine_tuned_model.startswith("ft:tiny-llama:remote-user:")
+    assert job.fine_tuned_model.startswith("ft:tiny-llama:proj_")  # named there, in the remote user's project
 
     there = _remote_client(remote)
     remote_job = there.fine_tuning.jobs.retrieve(extra["remote_job_id"])

@@ -19,7 +19,9 @@ def test_sweep_of_four_trials_two_at_a_time_finds_and_promotes_the_best(live_ser
     worker_pool.ensure({"EVAL_MAX_ROWS": "2", "EVAL_MAX_NEW_TOKENS": "2"})  # each trial's evaluation kept short
     client, user = client_for(live_server)
     headers = {"Authorization": f"Bearer {client.api_key}"}
-    train, valid = upload(client, classification_rows(8)), upload(client, classification_rows(4, seed=3), "v.jsonl")
+    # 16 steps an epoch: after its first pass the pruned job has 48 steps left in which to hear its cancel
+    # (its events, and so the pruning, are written by the reporter's thread, later on a loaded machine)
+    train, valid = upload(client, classification_rows(32)), upload(client, classification_rows(4, seed=3), "v.jsonl")
     body = {"model": "tiny-llama", "training_file": train.id, "validation_file": valid.id, "suffix": "swept",
             "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}},
             "search_space": {"learning_rate_multiplier": {"type": "loguniform", "low": 0.3, "high": 3},
@@ -72,7 +74,9 @@ def test_a_trial_clearly_worse_at_its_first_validation_pass_is_pruned(live_serve
     worker_pool.ensure({"EVAL_MAX_ROWS": "2", "EVAL_MAX_NEW_TOKENS": "2"})
     client, user = client_for(live_server)
     headers = {"Authorization": f"Bearer {client.api_key}"}
-    train, valid = upload(client, classification_rows(8)), upload(client, classification_rows(4, seed=3), "v.jsonl")
+    # 16 steps an epoch: after its first pass the pruned job has 48 steps left in which to hear its cancel
+    # (its events, and so the pruning, are written by the reporter's thread, later on a loaded machine)
+    train, valid = upload(client, classification_rows(32)), upload(client, classification_rows(4, seed=3), "v.jsonl")
     body = {"model": "tiny-llama", "training_file": train.id, "validation_file": valid.id,
             "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4, "batch_size": 2}}},
             "search_space": {"learning_rate_multiplier": {"type": "loguniform", "low": 0.005, "high": 2}},
@@ -100,7 +104,7 @@ def test_a_trial_clearly_worse_at_its_first_validation_pass_is_pruned(live_serve
                           headers=headers, timeout=30).json()["data"]
     assert any(e["message"].startswith(f"Job cancelled: pruned by sweep {sweep_id}") for e in events)
     steps = [e["data"]["step"] for e in events if e["type"] == "metrics"]
-    assert max(steps) < 16  # stopped early: 4 epochs of 4 steps were asked for
+    assert max(steps) < 64  # stopped early: 4 epochs of 16 steps were asked for
 
     browser = Client()
     browser.force_login(user)
