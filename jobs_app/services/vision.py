@@ -168,11 +168,11 @@ def vision_estimate(job) -> dict:
     """Steps from the job's training images (the hold-out split as training makes it) and options; the
     time from the last finished runs of the same model and strategy, per image and pixel (a step's work
     grows with the batch and the image's area); no time before the first such run."""
-    from workers.vision.data import split_rows
+    from workers.vision.data import manifest_rows, split_rows
 
     options = job.hyperparameters
     with default_storage.open(job.dataset.training_file_name, "rb") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
+        rows = manifest_rows(handle)
     train, valid = split_rows(rows, share=options["validation_share"], seed=job.seed)
     per_epoch = math.ceil(len(train) / options["batch_size"])
     steps = per_epoch * options["n_epochs"]

@@ -146,9 +146,13 @@ def test_liger_fused_kernels_only_on_cuda_where_installed(monkeypatch):
 
     gpu = DeviceInfo("cuda", 1, ("H100",), 80 * 2**30, bf16=True, fp16=True)
     find_spec = importlib.util.find_spec
-    assert find_spec("liger_kernel") is None and not device_settings(gpu)["use_liger_kernel"]
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "liger_kernel"
-                        else find_spec(name))
+
+    def liger(installed: bool):  # whether liger-kernel is installed, whatever this machine has
+        return lambda name: (object() if installed else None) if name == "liger_kernel" else find_spec(name)
+
+    monkeypatch.setattr(importlib.util, "find_spec", liger(False))
+    assert importlib.util.find_spec("liger_kernel") is None and not device_settings(gpu)["use_liger_kernel"]
+    monkeypatch.setattr(importlib.util, "find_spec", liger(True))
     assert device_settings(gpu)["use_liger_kernel"]
     assert not device_settings(DeviceInfo("cpu", 0))["use_liger_kernel"]
 

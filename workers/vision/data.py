@@ -53,7 +53,12 @@ def summary_from_stats(stats: dict) -> DatasetSummary:
 
 def manifest_read(path: str) -> list[dict]:
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        return manifest_rows(handle)
+
+
+def manifest_rows(lines) -> list[dict]:
+    """The manifest's rows from its lines (text or bytes, e.g. a file open in storage)."""
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def images_load(archive_path: str, archive_name: str, names: list[str], size: int):
