@@ -34,7 +34,7 @@ def _project(user, project_id: str) -> Project:
 
 
 class ProjectCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, help_text="The team's name for it.")
+    name = serializers.CharField(help_text="The team's name for it (at most 100 characters).")
 
 
 class ProjectsApi(APIView):
@@ -94,7 +94,7 @@ class ProjectMemberApi(APIView):
 
 
 class ProjectKeyCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, help_text="Where the key is used, e.g. laptop or ci.")
+    name = serializers.CharField(help_text="Where the key is used, e.g. laptop or ci (at most 100 characters).")
 
 
 class ProjectApiKeysApi(APIView):

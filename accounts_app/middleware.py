@@ -6,8 +6,8 @@ from accounts_app.selectors import WRITERS, user_acting
 
 SESSION_KEY = "project_id"
 # Page posts a viewer may make: choosing a project, leaving, logging out. The API has its own rule
-# (accounts_app.permissions.ProjectRole).
-VIEWER_POSTS = ("/accounts/", "/v1/")
+# (accounts_app.permissions.ProjectRole), and the admin its staff permissions.
+VIEWER_POSTS = ("/accounts/", "/v1/", "/admin/")
 
 
 class ActingProjectMiddleware:

@@ -75,6 +75,7 @@ def member_add(*, project: Project, by, user: str, role: str = Role.MEMBER) -> M
                              param="user")
     found = _user_named(user)
     with transaction.atomic():
+        _members_lock(project)
         membership, _ = Membership.objects.update_or_create(project=project, user=found, defaults={"role": role})
         _owner_kept(project)
     return membership
@@ -83,9 +84,13 @@ def member_add(*, project: Project, by, user: str, role: str = Role.MEMBER) -> M
 def member_remove(*, project: Project, by, user_id: int) -> None:
     """Remove a member from ``project`` (an owner's act, or a member leaving); the last owner stays.
     The member's API keys for the project are revoked."""
+    if project.personal:
+        raise InvalidRequest("a personal project is its user's own: nobody leaves it or is removed from it",
+                             param="user_id")
     if user_id != by.pk:
         project_manage_check(project=project, by=by)
     with transaction.atomic():
+        _members_lock(project)
         deleted, _ = Membership.objects.filter(project=project, user_id=user_id).delete()
         if not deleted:
             raise NotFound(f"No such member of {project.id}: {user_id}", param="user_id", code="not_found")
@@ -103,6 +108,12 @@ def _user_named(name: str):
         raise InvalidRequest(f"No user named {name!r}: give a username or an email of a user of this platform",
                              param="user")
     return found
+
+
+def _members_lock(project: Project) -> None:
+    """One change of ``project``'s members at a time: two owners demoting each other at once would
+    each see the other still an owner, and leave none."""
+    Project.objects.select_for_update().filter(pk=project.pk).first()
 
 
 def _owner_kept(project: Project) -> None:

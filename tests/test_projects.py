@@ -164,6 +164,15 @@ def test_only_owners_manage_members_and_a_project_keeps_an_owner(team):
     assert api_client(make_user()).get(f"/v1/projects/{project_id}/members").status_code == 404
 
 
+def test_nobody_leaves_a_personal_project(team):
+    alice = team["alice"]
+    personal = project_personal(alice)
+    response = api_client(alice).delete(f"/v1/projects/{personal.id}/members/{alice.pk}")
+    assert response.status_code == 400 and response.json()["error"]["param"] == "user_id"
+    assert "personal project" in response.json()["error"]["message"]
+    assert Membership.objects.filter(project=personal, user=alice, role=Role.OWNER).exists()
+
+
 def test_a_removed_members_key_stops_working(team):
     client = _client(team["bob"], team["project"])
     Membership.objects.filter(project=team["project"], user=team["bob"]).delete()
@@ -189,6 +198,18 @@ def test_a_viewer_cannot_post_page_forms(team, client):
     response = client.post(reverse("datasets:list"), {"file": make_upload()})
     assert response.status_code == 403
     assert Dataset.objects.filter(project=team["project"]).count() == 1
+
+
+def test_a_staff_viewer_still_uses_the_admin(team, client):
+    vera = team["vera"]
+    vera.is_staff = vera.is_superuser = True
+    vera.save()
+    client.force_login(vera)
+    client.post(reverse("accounts:project_switch"), {"project": team["project"].id})
+    key = ApiKey.objects.filter(user=team["bob"]).first() or api_key_create(user=team["bob"], name="b")[0]
+    response = client.post(reverse("admin:accounts_app_apikey_changelist"),
+                           {"action": "delete_selected", "_selected_action": [key.pk]})
+    assert response.status_code == 200  # the admin's confirmation page, not the viewer's 403
 
 
 def test_personal_project_of_existing_objects_is_the_owners(base_model):
