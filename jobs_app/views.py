@@ -332,7 +332,10 @@ def _dry_run(dataset: Dataset, base: BaseModel, resolved: dict) -> dict | None:
 def job_misclassified_thumbnail(request, job_id: str, index: int):
     """The thumbnail of a vision job's misclassified held-out image (members of the job's project only)."""
     job = selectors.job_get(request.user, job_id)
-    response = FileResponse(default_storage.open(selectors.job_misclassified_thumbnail(job, index), "rb"),
-                            content_type="image/jpeg")
+    try:
+        thumbnail = default_storage.open(selectors.job_misclassified_thumbnail(job, index), "rb")
+    except FileNotFoundError:
+        raise Http404(f"The thumbnail of misclassified image {index} is gone from storage") from None
+    response = FileResponse(thumbnail, content_type="image/jpeg")
     response["Cache-Control"] = "private, max-age=3600"
     return response

@@ -532,8 +532,8 @@ class ImageClassificationsApi(APIView):
         form = ImageClassificationSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        answer = services.image_classify(user=request.user, model=data["model"], image=data["image"].read(),
-                                         top=data["top"])
+        answer = services.image_classify(user=request.user, model=data["model"],
+                                         image=services.image_read(data["image"]), top=data["top"])
         return Response(answer, headers={"X-Model-Cache": answer.pop("cache")})
 
 

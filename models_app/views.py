@@ -57,10 +57,9 @@ def _model_context(request, model) -> dict:
 def model_classify(request, model_id: str):
     """The vision playground: an image in, the tuned model's classes beside its base's (or why none)."""
     model = selectors.fine_tuned_model_get(request.user, model_id)
-    upload = request.FILES.get("image")
     try:
         comparison = services.image_compare(user=request.user, model=model.id,
-                                            image=upload.read() if upload else b"")
+                                            image=services.image_read(request.FILES.get("image")))
         context = {"comparison": comparison}
     except InvalidRequest as refused:
         context = {"classify_error": refused.message}

@@ -19,6 +19,7 @@ from models_app.services.classifications import (
     image_classify,
     image_classify_run,
     image_compare,
+    image_read,
     image_validate,
     vision_model_find,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "image_classify",
     "image_compare",
     "image_classify_run",
+    "image_read",
     "image_validate",
     "vision_model_find",
     "completion_retention_days", "completion_row", "completion_settings_update", "completion_store",

@@ -93,6 +93,19 @@ def vision_model_find(*, user, model: str) -> FineTunedModel:
     return found
 
 
+def image_read(upload) -> bytes:
+    """An uploaded image's bytes (b"" for none), refused (400 on ``image``) over the size limit before
+    anything is read into memory."""
+    if upload is None:
+        return b""
+    if upload.size > settings.DATASET_VISION_MAX_IMAGE_BYTES:
+        raise InvalidRequest(
+            f"the image is over {settings.DATASET_VISION_MAX_IMAGE_BYTES:,} bytes (DATASET_VISION_MAX_IMAGE_BYTES)",
+            param="image",
+        )
+    return upload.read()
+
+
 def image_validate(image: bytes) -> None:
     """Refuse (400 on ``image``) what is no JPEG, PNG or WebP, or is over the size or pixel limits, from its
     header alone: the image is decoded only in the worker."""

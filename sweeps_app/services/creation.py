@@ -165,6 +165,10 @@ def pruning_check(pruning, *, has_validation: bool) -> dict:
     if not has_validation:
         raise InvalidRequest("pruning compares the validation loss of each pass: give validation_file, or "
                              'pruning {"type": "none"}', param="pruning.type")
+    unknown = sorted(set(pruning) - {"type", *DEFAULT_PRUNING})
+    if unknown:
+        raise InvalidRequest(f"pruning has unknown key {unknown[0]!r}; known: type, {', '.join(DEFAULT_PRUNING)}",
+                             param="pruning")
     settings = {**DEFAULT_PRUNING, **pruning}
     for name, least in (("startup_trials", 1), ("warmup_passes", 0)):
         value = settings[name]

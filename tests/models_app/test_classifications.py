@@ -34,6 +34,22 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header(settings):
 
 
 @pytest.mark.usefixtures("no_live_workers")
+def test_an_image_over_the_byte_limit_is_refused_unread(settings, monkeypatch):
+    from django.core.files.uploadedfile import InMemoryUploadedFile
+
+    model = make_vision_model()
+    settings.DATASET_VISION_MAX_IMAGE_BYTES = 100
+
+    def unread(self, *args):
+        raise AssertionError("an image over the limit was read into memory")
+
+    monkeypatch.setattr(InMemoryUploadedFile, "read", unread)
+    response = _classify(model.owner, model.id, image_bytes(size=(64, 64)))
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "image" and "over 100 bytes" in error["message"]
+
+
+@pytest.mark.usefixtures("no_live_workers")
 def test_a_gif_is_refused_by_name():
     model = make_vision_model()
     response = _classify(model.owner, model.id, image_bytes(fmt="GIF"))

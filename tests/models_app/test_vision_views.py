@@ -108,5 +108,7 @@ def test_misclassified_images_show_with_their_thumbnails_to_the_owner_only(clien
     assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
     assert b"".join(response.streaming_content) == thumbnail
     assert client.get(reverse("jobs:misclassified", args=[model.job_id, 1])).status_code == 404
+    default_storage.delete(name)  # gone from storage: a 404, not a server error
+    assert client.get(url).status_code == 404
     client.force_login(make_user())
     assert client.get(url).status_code == 404

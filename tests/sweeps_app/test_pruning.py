@@ -114,6 +114,7 @@ def test_the_workers_reporter_asks_the_sweep_at_each_validation_pass(live_base_m
 @pytest.mark.parametrize(("overrides", "param", "text"), [
     ({"pruning": {"type": "hyperband"}}, "pruning.type", "must be one of median, none"),
     ({"pruning": {"type": "median", "startup_trials": 0}}, "pruning.startup_trials", "from 1 to 1000"),
+    ({"pruning": {"type": "median", "warmup_steps": 3}}, "pruning", "unknown key 'warmup_steps'"),
     ({"pruning": {"type": "median"}, "validation_file": None, "objective": {"metric": "train_loss"}},
      "pruning.type", "give validation_file"),
     ({"initial_points": [{"learning_rate_multiplier": 50}]}, "initial_points.0.learning_rate_multiplier",
