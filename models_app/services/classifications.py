@@ -98,12 +98,16 @@ def image_read(upload) -> bytes:
     anything is read into memory."""
     if upload is None:
         return b""
-    if upload.size > settings.DATASET_VISION_MAX_IMAGE_BYTES:
+    _size_check(upload.size)
+    return upload.read()
+
+
+def _size_check(size: int) -> None:
+    if size > settings.DATASET_VISION_MAX_IMAGE_BYTES:
         raise InvalidRequest(
             f"the image is over {settings.DATASET_VISION_MAX_IMAGE_BYTES:,} bytes (DATASET_VISION_MAX_IMAGE_BYTES)",
             param="image",
         )
-    return upload.read()
 
 
 def image_validate(image: bytes) -> None:
@@ -113,11 +117,7 @@ def image_validate(image: bytes) -> None:
 
     if not image:
         raise InvalidRequest("send the image as the multipart field image", param="image")
-    if len(image) > settings.DATASET_VISION_MAX_IMAGE_BYTES:
-        raise InvalidRequest(
-            f"the image is over {settings.DATASET_VISION_MAX_IMAGE_BYTES:,} bytes (DATASET_VISION_MAX_IMAGE_BYTES)",
-            param="image",
-        )
+    _size_check(len(image))
     try:
         image_check(image, max_pixels=settings.DATASET_VISION_MAX_PIXELS)
     except ClassifierError as error:

@@ -85,16 +85,17 @@ def sweep_study(sweep: Sweep, trials: list[SweepTrial] | None = None, *, sampler
 
 
 def validation_losses(trials: list[SweepTrial]) -> dict[str, dict[int, float]]:
-    """{job id: {pass: validation loss}} of the trials' jobs, passes numbered 1, 2, ... in order: the
-    n-th pass of trials with other batch sizes or step counts is the one to compare."""
-    losses: dict[str, dict[int, float]] = {}
+    """{job id: {pass: validation loss}} of the trials' jobs, passes numbered 1, 2, ... by step: the
+    n-th pass of trials with other batch sizes or step counts is the one to compare. A pass at a step
+    seen before (a later attempt resumed before it) replaces the earlier one."""
+    by_step: dict[str, dict[int, float]] = {}
     events = (JobEvent.objects.filter(job_id__in=[t.job_id for t in trials if t.job_id], type=JobEvent.Type.METRICS,
                                       data__has_key="valid_loss")
-              .order_by("job_id", "seq").values_list("job_id", "data__valid_loss"))
-    for job_id, loss in events:
-        passes = losses.setdefault(job_id, {})
-        passes[len(passes) + 1] = float(loss) if isinstance(loss, int | float) else math.nan
-    return losses
+              .order_by("job_id", "seq").values_list("job_id", "data__step", "data__valid_loss"))
+    for job_id, step, loss in events:
+        by_step.setdefault(job_id, {})[step or 0] = float(loss) if isinstance(loss, int | float) else math.nan
+    return {job_id: {number: steps[step] for number, step in enumerate(sorted(steps), start=1)}
+            for job_id, steps in by_step.items()}
 
 
 def sweep_distributions(sweep: Sweep) -> dict:

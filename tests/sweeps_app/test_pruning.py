@@ -140,3 +140,15 @@ def test_initial_points_are_the_first_trials_and_pruning_defaults_on_with_a_vali
     assert sweep.pruning == {"type": "median", "startup_trials": 2, "warmup_passes": 0}
     plain = _sweep(user, pruning=None, validation_file=None, objective={"metric": "train_loss"})
     assert plain.pruning == {"type": "none"}
+
+
+@pytest.mark.django_db
+def test_a_pass_a_resumed_attempt_ran_again_counts_once(base_model):
+    """Passes are numbered by step: attempt 2, resumed before step 4, ran its pass again (a lower loss)."""
+    from sweeps_app.services.trials import validation_losses
+
+    user = make_user()
+    sweep, second, job = _second_running(user)
+    for step, loss in ((2, 3.0), (4, 2.5), (4, 0.9), (6, 0.7)):
+        make_metric(job, step, total_steps=8, valid_loss=loss)
+    assert validation_losses([second])[job.id] == {1: 3.0, 2: 0.9, 3: 0.7}
