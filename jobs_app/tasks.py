@@ -29,11 +29,12 @@ def job_run(self, job_id: str) -> None:
 
 
 @shared_task(name="jobs_app.tasks.job_join", bind=True)
-def job_join(self, job_id: str, token: str) -> None:
-    """One of the other nodes of a job over several (``nodes``): join its gang and train there."""
+def job_join(self, job_id: str, token: str = "") -> None:
+    """A gang's call for another node, as sent before gangs took their place in the queue's order: now
+    the same as ``job_run`` (the worker walks the order, and joins the gang where it is first)."""
     if not FineTuneJob.objects.filter(pk=job_id).exists():
         return
-    services.job_follow(job_id=job_id, token=token, worker=self.request.hostname or "")
+    services.job_run(job_id=job_id, worker=self.request.hostname or "")
 
 
 @shared_task(name="jobs_app.tasks.job_remote_run", bind=True)
