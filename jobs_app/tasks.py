@@ -56,11 +56,17 @@ def jobs_reap() -> dict:
 
 @worker_ready.connect
 def _advertise_devices(sender, **kwargs) -> None:
+    """A worker that consumes the training queue registers its devices; one of other queues only (default,
+    inference) trains nothing and registers nothing, so that it is not counted as a node for a job."""
     import os
     from dataclasses import asdict
 
+    from django.conf import settings
+
     from workers.device import device_detect
 
+    if settings.CELERY_TASK_ROUTES[job_run.name]["queue"] not in sender.app.amqp.queues.consume_from:
+        return
     devices = {**asdict(device_detect()), "cpus": os.cpu_count() or 1}
     services.worker_register(name=sender.hostname, devices=devices)
 

@@ -2,6 +2,7 @@
 called as a worker's message calls it, with the worker's name)."""
 
 from html import escape
+from types import SimpleNamespace
 
 import pytest
 from django.urls import reverse
@@ -10,6 +11,7 @@ from accounts_app.selectors import project_personal
 from jobs_app.models import FineTuneJob, Quota, Worker
 from jobs_app.services import job_claim, job_claim_next
 from jobs_app.services.gangs import GangSeat, gang_gather
+from jobs_app.tasks import _advertise_devices
 from tests.api import api_client
 from tests.factories import make_job, make_usage, make_user
 
@@ -140,3 +142,17 @@ def test_gang_of_an_account_at_its_concurrent_limit_waits_for_its_quota(base_mod
     assert job_claim_next(job_id=gang.id, worker="w2").id == later.id
     gang.refresh_from_db()
     assert gang.wait_reason.startswith("waiting for a slot: 1 of the account's 1") and gang.gang == {}
+
+
+def _consumer(hostname: str, *queues: str):
+    """What Celery's worker_ready signal sends: the worker's consumer (its name, the queues it takes)."""
+    consume_from = {name: object() for name in queues}
+    return SimpleNamespace(hostname=hostname, app=SimpleNamespace(amqp=SimpleNamespace(
+        queues=SimpleNamespace(consume_from=consume_from))))
+
+
+def test_only_workers_that_take_training_jobs_register_as_nodes():
+    _advertise_devices(sender=_consumer("trains@a", "default", "training"))
+    _advertise_devices(sender=_consumer("infers@b", "inference"))
+    _advertise_devices(sender=_consumer("checks@c", "default"))
+    assert list(Worker.objects.values_list("name", flat=True)) == ["trains@a"]
