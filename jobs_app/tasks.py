@@ -29,11 +29,12 @@ def job_run(self, job_id: str) -> None:
 
 
 @shared_task(name="jobs_app.tasks.job_join", bind=True)
-def job_join(self, job_id: str, token: str) -> None:
-    """One of the other nodes of a job over several (``nodes``): join its gang and train there."""
+def job_join(self, job_id: str, token: str = "") -> None:
+    """A gang's call for another node, as sent before gangs took their place in the queue's order: now
+    the same as ``job_run`` (the worker walks the order, and joins the gang where it is first)."""
     if not FineTuneJob.objects.filter(pk=job_id).exists():
         return
-    services.job_follow(job_id=job_id, token=token, worker=self.request.hostname or "")
+    services.job_run(job_id=job_id, worker=self.request.hostname or "")
 
 
 @shared_task(name="jobs_app.tasks.job_remote_run", bind=True)
@@ -55,11 +56,17 @@ def jobs_reap() -> dict:
 
 @worker_ready.connect
 def _advertise_devices(sender, **kwargs) -> None:
+    """A worker that consumes the training queue registers its devices; one of other queues only (default,
+    inference) trains nothing and registers nothing, so that it is not counted as a node for a job."""
     import os
     from dataclasses import asdict
 
+    from django.conf import settings
+
     from workers.device import device_detect
 
+    if settings.CELERY_TASK_ROUTES[job_run.name]["queue"] not in sender.app.amqp.queues.consume_from:
+        return
     devices = {**asdict(device_detect()), "cpus": os.cpu_count() or 1}
     services.worker_register(name=sender.hostname, devices=devices)
 

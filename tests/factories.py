@@ -2,9 +2,11 @@
 
 import io
 import json
+from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from datasets_app.services import dataset_upload
 from jobs_app.models import FineTuneJob
@@ -46,6 +48,17 @@ def make_job(owner=None, *, dataset=None, status: str | None = None, hyperparame
     if status:
         FineTuneJob.objects.filter(pk=job.pk).update(status=status)
         job.refresh_from_db()
+    return job
+
+
+def make_usage(owner, *, minutes: float, devices: int = 1) -> FineTuneJob:
+    """A finished job of ``owner`` that held ``devices`` for ``minutes`` just now (its account's fair-share
+    usage; 500 tokens trained)."""
+    job = make_job(owner, hyperparameters={"n_epochs": 1})
+    now = timezone.now()
+    FineTuneJob.objects.filter(pk=job.pk).update(
+        status=FineTuneJob.Status.SUCCEEDED, started_at=now - timedelta(minutes=minutes), finished_at=now,
+        trained_tokens=500, hyperparameters={**job.hyperparameters, "devices": devices})
     return job
 
 

@@ -1,11 +1,15 @@
 """A job over two nodes: two worker processes on this machine act as two hosts. They are claimed together
-or not at all, train one run of world size 2 through torchrun's c10d rendezvous, and a node killed
-mid-run is handled like a dead worker (the job resumes from its last checkpoint on a new gang)."""
+or not at all, in the queue's fair-share order, train one run of world size 2 through torchrun's c10d
+rendezvous, and a node killed mid-run is handled like a dead worker (the job resumes from its last
+checkpoint on a new gang)."""
 
 import pytest
 
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
+from jobs_app.services import job_send
 from tests.e2e import client_for, start_job, upload, wait_finished, wait_for
+from tests.factories import make_dataset, make_job, make_usage, make_user
+from workers.sample_data import classification_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 NODE_ENV = {"NODE_ADDRESS": "127.0.0.1", "GANG_WAIT_SECONDS": "20", "GANG_RETRY_SECONDS": "1",
@@ -42,16 +46,34 @@ def test_two_node_job_trains_once_across_two_workers(live_server, two_workers):
     assert client.models.retrieve(job.fine_tuned_model).id == job.fine_tuned_model
 
 
-def test_two_node_job_waits_while_only_one_worker_is_free(live_server, worker_pool, live_base_model):
+def test_a_lighter_users_two_node_job_runs_before_a_heavier_users_older_job(live_server, two_workers):
+    heavy, light = make_user(), make_user()
+    make_usage(heavy, minutes=10)
+    older = make_job(heavy, dataset=make_dataset(heavy, rows=classification_rows(8)), status="queued",
+                     hyperparameters={"n_epochs": 1, "batch_size": 8})
+    gang = make_job(light, dataset=make_dataset(light, rows=classification_rows(8)), status="queued",
+                    hyperparameters={"nodes": 2, "n_epochs": 1, "batch_size": 4})
+    for job in (older, gang):  # both workers are registered: the older job's message goes first
+        job_send(job)
+
+    for owner, job in ((light, gang), (heavy, older)):
+        assert wait_finished(client_for(live_server, owner)[0], job.id).status == "succeeded"
+    gang.refresh_from_db()
+    older.refresh_from_db()
+    assert gang.started_at < older.started_at  # fair share: the lighter user's gang first, on both workers
+    assert sorted(gang.gang["members"]) == sorted(pool.node for pool in two_workers)
+
+
+def test_two_node_job_waits_while_only_one_worker_is_registered(live_server, worker_pool, live_base_model):
     worker_pool.stop()
     worker_pool.ensure({**NODE_ENV, "GANG_WAIT_SECONDS": "2", "GANG_RETRY_SECONDS": "30"})
     try:
         client, _ = client_for(live_server)
         job = start_job(client, upload(client).id, nodes=2, n_epochs=1)
-        wait_for(lambda: FineTuneJob.objects.get(pk=job.id).wait_reason, timeout=60, what="a wait reason")
+        wait_for(lambda: FineTuneJob.objects.get(pk=job.id).wait_reason, timeout=180, what="a wait reason")
         shown = client.fine_tuning.jobs.retrieve(job.id)
         assert shown.status == "queued" and shown.trained_tokens is None
-        assert shown.wait_reason.startswith("waiting for 2 training workers free at once (a 2-node job): 1 answered")
+        assert shown.wait_reason == "waiting for 2 training workers (a 2-node job); 1 is registered"
         assert FineTuneJob.objects.get(pk=job.id).attempt == 0  # nothing was claimed: together or not at all
         client.fine_tuning.jobs.cancel(job.id)
     finally:

@@ -438,7 +438,8 @@ OPTIONS: tuple[Option, ...] = (
            "Training processes: one per GPU, or CPU processes over gloo (torchrun)."),
     Option("nodes", Int(1, 16), 1, "1", "Nodes",
            "Machines one job spans, each running `devices` processes; their ranks meet through torchrun's c10d "
-           "rendezvous. Above 1 the job waits until that many training workers are free at once."),
+           "rendezvous. Above 1 the job waits, in the queue's order, until that many training workers are free at "
+           "once."),
     Option("sharding", Choice(SHARDINGS), _sharding_auto,
            '"fsdp" when devices is above 1 and the memory estimate (the largest peak of past runs) exceeds one '
            'device\'s memory, else "none"', "Sharding",

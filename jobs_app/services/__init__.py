@@ -67,7 +67,7 @@ from jobs_app.services.providers import provider_api_key, provider_create, provi
 from jobs_app.services.quotas import account_of, account_project, quota_for, quota_set
 from jobs_app.services.remote import job_remote_cancel, job_remote_run
 from jobs_app.services.results import job_result_file_create
-from jobs_app.services.running import checkpoint_fetch, job_claim, job_claim_next, job_follow, job_run, train_config
+from jobs_app.services.running import checkpoint_fetch, job_claim, job_claim_next, job_run, train_config
 from jobs_app.services.tracking import job_integrations_check, job_tensorboard_archive, job_tracking
 from jobs_app.services.vision import vision_sample_images
 
@@ -78,7 +78,7 @@ __all__ = [
     "hyperparameters_param", "job_actions",
     "job_cancel", "job_claim", "job_claim_next", "job_create",
     "job_estimate", "job_estimate_draft", "job_event_add", "job_events_add",
-    "job_fail", "job_fit_check", "job_follow", "job_format_problem", "job_grader_check", "job_heartbeat",
+    "job_fail", "job_fit_check", "job_format_problem", "job_grader_check", "job_heartbeat",
     "job_hyperparameters_resolve",
     "job_metrics_add", "job_model_name", "job_pause", "job_cost", "job_price_estimate", "job_request_check",
     "job_preferences_store", "job_remote_cancel", "job_remote_run", "job_requeue", "job_send", "provider_api_key",

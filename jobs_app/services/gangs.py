@@ -1,13 +1,20 @@
 """Jobs over several nodes (the hyperparameter ``nodes``): claimed by all their nodes together or not
-at all.
+at all, in the queue's one order.
 
-The worker that takes the job's message is its first node. It opens a gang on the job (a fresh token,
-the rendezvous endpoint, itself as first member) and sends one ``job_join`` per other node; an idle
-training worker that takes one joins. Once every node has joined, the first node claims the job
-(``job_claim``) and each member trains its share through torchrun. If they have not all joined within
-``GANG_WAIT_SECONDS``, the gang is dissolved, the job says why it waits, and tries again later. While it
-trains, a member that stops sending heartbeats is lost: the others stop their ranks and the job is
-retried from its last checkpoint, as when a worker dies.
+A free worker's claim walks the queue's order (``job_claim_next``). When the first job it may start is
+one over several nodes, the worker takes a seat in that job's gang (``gang_seat``) instead of taking a
+later job: with no gang gathering, it opens one (a fresh token, the rendezvous endpoint, itself as first
+node) and sends one message per other node, so that free workers come and walk the order too; else it
+joins the gathering gang. The rule: **a gathering gang reserves the workers that joined it**, and a
+later job may take a free worker only if the gang cannot use it (the gang is complete, or the worker
+has fewer devices than one node needs). A job that needs more workers than are registered waits with
+that reason and reserves nobody.
+
+Once every node has joined, the first node claims the job (``job_claim``) and each member trains its
+share through torchrun. If they have not all joined within ``GANG_WAIT_SECONDS``, the gang is dissolved,
+the job says why it waits, and it gathers again from its place in the order (the workers it released go
+back to it first). While it trains, a member that stops sending heartbeats is lost: the others stop
+their ranks and the job is retried from its last checkpoint, as when a worker dies.
 """
 
 import random
@@ -15,6 +22,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -23,6 +31,7 @@ from django.utils import timezone
 
 from jobs_app import tasks
 from jobs_app.models import FineTuneJob, JobEvent, Worker
+from jobs_app.services.leases import worker_capacity
 from jobs_app.services.lifecycle import job_event_add
 from workers.distributed import Rendezvous
 
@@ -30,56 +39,88 @@ Status = FineTuneJob.Status
 Claim = Callable[..., FineTuneJob | None]
 
 
+@dataclass(frozen=True)
+class GangSeat:
+    """A worker's place in the gang of a job over several nodes: node 0 gathers the others and claims the
+    job; the others wait for that claim."""
+
+    job_id: str
+    token: str
+    node: int
+
+
 def job_nodes(job: FineTuneJob) -> int:
     return job.hyperparameters.get("nodes", 1)
 
 
-def gang_claim(*, job_id: str, worker: str, claim: Claim) -> FineTuneJob | None:
-    """As the job's first node: gather its other nodes, then ``claim`` it (``job_claim``) for all."""
-    token = _gang_open(job_id, worker)
-    if token is None:
+def gang_shortfall(job: FineTuneJob) -> str:
+    """Why a job over several nodes cannot gather now: fewer registered workers have the devices one node
+    needs than it has nodes ("" when enough do)."""
+    nodes, devices = job_nodes(job), job.hyperparameters.get("devices", 1)
+    able = sum(node.capacity >= devices for node in Worker.objects.all())
+    if able >= nodes:
+        return ""
+    each = f" with {devices} devices each" if devices > 1 else ""
+    return (f"waiting for {nodes} training workers{each} (a {nodes}-node job); {able} "
+            f"{'is' if able == 1 else 'are'} registered")
+
+
+def gang_seat(*, job: FineTuneJob, worker: str) -> GangSeat | None:
+    """Seat ``worker`` in the gang of the queued ``job`` (its row locked, under the claim lock): open the
+    gang as its first node when none gathers, else join it. None when the gang cannot use this worker:
+    it is complete, the worker is in it already, or it has fewer devices than one node needs."""
+    if job.hyperparameters.get("devices", 1) > worker_capacity(worker):
         return None
-    for _ in range(job_nodes(FineTuneJob.objects.get(pk=job_id)) - 1):
-        tasks.job_join.delay(job_id, token)
+    if not _gang_gathering(job):
+        job.gang = {"token": uuid.uuid4().hex, "endpoint": f"{_node_address()}:{_free_port()}",
+                    "nodes": job_nodes(job), "members": [], "since": timezone.now().isoformat()}
+    members = job.gang["members"]
+    if worker in members or len(members) >= job.gang["nodes"]:
+        return None
+    job.gang = {**job.gang, "members": [*members, worker]}
+    job.wait_reason = f"gathering its {job_nodes(job)} nodes: {len(members) + 1} of {job_nodes(job)} joined"
+    job.save(update_fields=["gang", "wait_reason"])
+    if members:
+        job_event_add(job_id=job.id, message=f"Node {len(members) + 1} of {job_nodes(job)} joined: {worker}")
+    return GangSeat(job_id=job.id, token=job.gang["token"], node=len(members))
+
+
+def gang_gather(*, seat: GangSeat, worker: str, claim: Claim) -> FineTuneJob | None:
+    """As the job's first node: wake the other nodes' workers, wait until they have joined, then ``claim``
+    the job (``job_claim``) for all of them; or dissolve the gang and try again later."""
+    for _ in range(job_nodes(FineTuneJob.objects.get(pk=seat.job_id)) - 1):
+        tasks.job_run.delay(seat.job_id)  # whoever takes it walks the order: this gang is first in it
     deadline = time.monotonic() + settings.GANG_WAIT_SECONDS
-    while time.monotonic() < deadline and not _gang_full(job_id, token):
+    while time.monotonic() < deadline and not _gang_full(seat.job_id, seat.token):
         time.sleep(0.5)
     with transaction.atomic():
-        job = FineTuneJob.objects.select_for_update().get(pk=job_id)
-        if job.gang.get("token") != token:
+        job = FineTuneJob.objects.select_for_update().get(pk=seat.job_id)
+        if job.gang.get("token") != seat.token:
             return None
         if len(job.gang["members"]) == job_nodes(job):
-            claimed = claim(job_id=job_id, worker=worker)
+            claimed = claim(job_id=job.id, worker=worker)
             if claimed is not None:
-                FineTuneJob.objects.filter(pk=job_id).update(gang={**job.gang, "attempt": claimed.attempt})
+                FineTuneJob.objects.filter(pk=job.id).update(gang={**job.gang, "attempt": claimed.attempt})
                 claimed.refresh_from_db()
                 return claimed
-        _gang_dissolve(job)
-    if FineTuneJob.objects.filter(pk=job_id, status=Status.QUEUED).exists():
-        tasks.job_run.apply_async((job_id,), countdown=settings.GANG_RETRY_SECONDS * random.uniform(1, 1.5))
+            FineTuneJob.objects.filter(pk=job.id).update(gang={})  # the claim said why it waits (its quota)
+        else:
+            _gang_dissolve(job)
+    if FineTuneJob.objects.filter(pk=seat.job_id, status=Status.QUEUED).exists():
+        tasks.job_run.apply_async((seat.job_id,), countdown=settings.GANG_RETRY_SECONDS * random.uniform(1, 1.5))
     return None
 
 
-def gang_join(*, job_id: str, token: str, worker: str, capacity: int) -> tuple[FineTuneJob, int] | None:
-    """As another node: join the gang ``token`` if it still gathers and this worker has the devices
-    (``capacity``) a node of the job needs; wait for the claim. Returns the claimed job and this node's
-    place (1 and up), or None."""
-    with transaction.atomic():
-        job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or not _gang_open_to(job, token, worker) or job.hyperparameters["devices"] > capacity:
-            return None
-        members = [*job.gang["members"], worker]
-        job.gang = {**job.gang, "members": members}
-        job.save(update_fields=["gang"])
-    node = len(members) - 1
-    job_event_add(job_id=job_id, message=f"Node {node + 1} of {job_nodes(job)} joined: {worker}")
+def gang_follow(*, seat: GangSeat) -> FineTuneJob | None:
+    """As another node: wait until the first node claims the job for the gang ``seat.token``. Returns the
+    claimed job, or None when the gang was dissolved (the job gathers again later)."""
     deadline = time.monotonic() + settings.GANG_WAIT_SECONDS + 30
     while time.monotonic() < deadline:
-        job = FineTuneJob.objects.get(pk=job_id)
-        if job.gang.get("token") != token:
-            return None  # dissolved: the job waits for another try
+        job = FineTuneJob.objects.get(pk=seat.job_id)
+        if job.gang.get("token") != seat.token:
+            return None
         if job.status == Status.RUNNING and job.gang.get("attempt") == job.attempt:
-            return job, node
+            return job
         time.sleep(0.5)
     return None
 
@@ -108,30 +149,12 @@ class NodeWatch:
         return f"node {lost[0]} sent no heartbeat for {settings.JOB_LEASE_SECONDS}s" if lost else ""
 
 
-def _gang_open(job_id: str, worker: str) -> str | None:
-    with transaction.atomic():
-        job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status != Status.QUEUED or job.provider_id or _gang_gathering(job):
-            return None
-        token = uuid.uuid4().hex
-        job.gang = {"token": token, "endpoint": f"{_node_address()}:{_free_port()}", "nodes": job_nodes(job),
-                    "members": [worker], "since": timezone.now().isoformat()}
-        job.save(update_fields=["gang"])
-    return token
-
-
 def _gang_gathering(job: FineTuneJob) -> bool:
     """Another first node is gathering this job's gang now (one that died while gathering is stale)."""
     if not job.gang.get("token") or "attempt" in job.gang:
         return False
     since = datetime.fromisoformat(job.gang["since"])
     return timezone.now() - since < timedelta(seconds=settings.GANG_WAIT_SECONDS + 30)
-
-
-def _gang_open_to(job: FineTuneJob, token: str, worker: str) -> bool:
-    gang = job.gang
-    return (job.status == Status.QUEUED and gang.get("token") == token and "attempt" not in gang
-            and worker not in gang["members"] and len(gang["members"]) < gang["nodes"])
 
 
 def _gang_full(job_id: str, token: str) -> bool:

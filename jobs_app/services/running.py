@@ -16,7 +16,16 @@ from finetune_site.errors import Conflict
 from finetune_site.files import storage_fetch
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Worker
 from jobs_app.services.engine import MANIFEST, JobControl, JobReporter
-from jobs_app.services.gangs import NodeWatch, gang_claim, gang_join, gang_rendezvous
+from jobs_app.services.gangs import (
+    GangSeat,
+    NodeWatch,
+    gang_follow,
+    gang_gather,
+    gang_rendezvous,
+    gang_seat,
+    gang_shortfall,
+    job_nodes,
+)
 from jobs_app.services.judges import judges_local
 from jobs_app.services.leases import Heartbeat, worker_capacity
 from jobs_app.services.lifecycle import (
@@ -47,26 +56,23 @@ TRAINING_STATE = ("optimizer.pt", "optimizer_", "scheduler.pt", "rng_state", "tr
 
 
 def job_run(*, job_id: str, worker: str = "") -> None:
-    """Claim a queued job for ``worker`` and train it; store what it produces.
+    """Claim the next queued job for ``worker`` and train it; store what it produces.
 
-    A job over several nodes is claimed only once its other nodes have joined (``gang_claim``); each
-    of them trains its share (``job_follow``). A resumed attempt continues from the job's last complete
-    checkpoint. A crash requeues the job until ``max_attempts`` is reached, then fails it with the error.
+    When that job spans several nodes, the worker takes a seat in its gang instead (``gang_seat``): the
+    first node gathers the others and claims the job once they have all joined; each node trains its
+    share. A resumed attempt continues from the job's last complete checkpoint. A crash requeues the job
+    until ``max_attempts`` is reached, then fails it with the error.
     """
-    nodes = FineTuneJob.objects.filter(pk=job_id).values_list("hyperparameters__nodes", flat=True).first()
-    if (nodes or 1) > 1:
-        job = gang_claim(job_id=job_id, worker=worker, claim=job_claim)
-    else:
-        job = job_claim_next(job_id=job_id, worker=worker)
-    if job is not None:
-        _job_attempt(job, worker=worker)
-
-
-def job_follow(*, job_id: str, token: str, worker: str = "") -> None:
-    """Join the gang ``token`` of a job over several nodes as one of its other nodes, and train there."""
-    joined = gang_join(job_id=job_id, token=token, worker=worker, capacity=worker_capacity(worker))
-    if joined is not None:
-        _job_attempt(joined[0], worker=worker, node=joined[1])
+    taken = job_claim_next(job_id=job_id, worker=worker)
+    if isinstance(taken, GangSeat):
+        if taken.node == 0:
+            job = gang_gather(seat=taken, worker=worker, claim=job_claim)
+        else:
+            job = gang_follow(seat=taken)
+        if job is not None:
+            _job_attempt(job, worker=worker, node=taken.node)
+    elif taken is not None:
+        _job_attempt(taken, worker=worker)
 
 
 def _job_attempt(job: FineTuneJob, *, worker: str, node: int = 0) -> None:
@@ -124,26 +130,35 @@ def _vision_train(config, reporter, control):
     return run_vision_training(config, reporter, control, designer=vision_designer())
 
 
-def job_claim_next(*, job_id: str, worker: str) -> FineTuneJob | None:
-    """Take the next queued job for ``worker``: bump its attempt (the fencing token), start its lease.
+def job_claim_next(*, job_id: str, worker: str) -> FineTuneJob | GangSeat | None:
+    """Take the next queued job for ``worker``: bump its attempt (the fencing token), start its lease. For
+    a job over several nodes, seat the worker in its gang instead (``gang_seat``; claimed once complete).
 
     A message names ``job_id``, but only says that a job waits: the worker takes the first job in the
     queue's order (``quotas.queue_ordered``: priority, fair share, age) that its account's quota allows
     and its devices fit, which may be another one. That job's own message then takes the next; each
-    job passed over for its quota or its devices says why in its ``wait_reason``. Jobs over several
-    nodes are left to their own messages (``gang_claim``).
+    job passed over for its quota, its devices or too few registered workers says why in its
+    ``wait_reason``. A gathering gang reserves the workers that joined it: a later job gets this worker
+    only if the gang cannot use it (complete, or more devices per node than the worker has).
     """
     with transaction.atomic():
         claims_serialize()
         for candidate, problem in queue_ordered():
-            if candidate.hyperparameters.get("nodes", 1) > 1:
-                continue
+            if not problem and job_nodes(candidate) > 1:
+                problem = gang_shortfall(candidate)
             if problem:
                 _job_wait(candidate, problem)
                 continue
             job = FineTuneJob.objects.select_for_update().filter(pk=candidate.pk, status=Status.QUEUED).first()
-            if job is None or not _job_fits(job, worker):
-                continue  # cancelled or paused meanwhile, or it needs more devices than this worker has
+            if job is None:
+                continue  # cancelled or paused meanwhile
+            if job_nodes(job) > 1:
+                seat = gang_seat(job=job, worker=worker)
+                if seat is not None:
+                    return seat
+                continue
+            if not _job_fits(job, worker):
+                continue  # it needs more devices than this worker has
             if job.id != job_id:
                 log.info("the message of %s took %s, first in the queue's order", job_id, job.id)
             return _job_start(job, worker)

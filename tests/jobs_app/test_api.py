@@ -47,6 +47,7 @@ def test_create_resolves_auto_hyperparameters_and_returns_openai_job(base_model)
                      importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")),
     ("tiny-llama", {"sharding": "ddp", "devices": 2}, "method.supervised.hyperparameters.sharding", '"fsdp"'),
     ("tiny-llama", {"nodes": 0}, "method.supervised.hyperparameters.nodes", "from 1 to 16"),
+    ("tiny-llama", {"nodes": 17}, "method.supervised.hyperparameters.nodes", "from 1 to 16"),
     ("tiny-llama", {"nodes": 2, "devices": 2, "sharding": "fsdp"}, "method.supervised.hyperparameters.sharding",
      'set sharding to "none"'),
     ("tiny-llama", {"max_length": 4096}, "method.supervised.hyperparameters.max_length", "context of 2048"),

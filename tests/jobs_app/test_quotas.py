@@ -16,7 +16,7 @@ from jobs_app.services import job_claim, job_claim_next, job_create
 from jobs_app.services.leases import job_timeout_enforce
 from jobs_app.services.quotas import accounts_usage
 from tests.api import api_client
-from tests.factories import make_dataset, make_job, make_user
+from tests.factories import make_dataset, make_job, make_usage, make_user
 
 pytestmark = pytest.mark.django_db
 Status = FineTuneJob.Status
@@ -26,19 +26,9 @@ def _queued(owner, **hyperparameters) -> FineTuneJob:
     return make_job(owner, status=Status.QUEUED, hyperparameters={"n_epochs": 1, **hyperparameters})
 
 
-def _ran(owner, *, minutes: float, devices: int = 1) -> FineTuneJob:
-    """A finished job of ``owner`` that held its devices for ``minutes`` just now."""
-    job = make_job(owner, hyperparameters={"n_epochs": 1})
-    now = timezone.now()
-    FineTuneJob.objects.filter(pk=job.pk).update(
-        status=Status.SUCCEEDED, started_at=now - timedelta(minutes=minutes), finished_at=now, trained_tokens=500,
-        hyperparameters={**job.hyperparameters, "devices": devices})
-    return job
-
-
 def test_claim_takes_the_account_with_less_recent_usage_before_an_older_job(base_model):
     busy, idle = make_user(), make_user()
-    _ran(busy, minutes=10)
+    make_usage(busy, minutes=10)
     older = _queued(busy)
     younger = _queued(idle)
     claimed = job_claim_next(job_id=older.id, worker="w1")
@@ -57,7 +47,7 @@ def test_claim_takes_the_oldest_job_between_equal_accounts(base_model):
 def test_claim_takes_a_higher_priority_account_first(base_model):
     plain, urgent = make_user(), make_user()
     Quota.objects.create(project=project_personal(urgent), priority=5)
-    _ran(urgent, minutes=60)  # more usage does not matter against priority
+    make_usage(urgent, minutes=60)  # more usage does not matter against priority
     older = _queued(plain)
     younger = _queued(urgent)
     assert job_claim_next(job_id=older.id, worker="w1").id == younger.id
@@ -101,7 +91,7 @@ def test_claim_of_a_named_job_as_a_gangs_first_node_does_honours_its_quota(base_
 
 def test_job_over_this_months_token_budget_waits(base_model):
     owner = make_user()
-    _ran(owner, minutes=1)  # 500 tokens this month
+    make_usage(owner, minutes=1)  # 500 tokens this month
     job = _queued(owner)
     FineTuneJob.objects.filter(pk=job.pk).update(estimate={"tokens": 400, "seconds": None})
     Quota.objects.create(project=project_personal(owner), tokens_per_month=800)
@@ -113,7 +103,7 @@ def test_job_over_this_months_token_budget_waits(base_model):
 
 def test_usage_counts_devices_times_hours_this_month(base_model):
     owner = make_user()
-    _ran(owner, minutes=30, devices=2)
+    make_usage(owner, minutes=30, devices=2)
     project_id = project_personal(owner).id
     usage = accounts_usage([project_id])[project_id]
     assert usage.gpu_hours == pytest.approx(1.0, rel=0.01) and usage.tokens == 500
