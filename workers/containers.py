@@ -130,8 +130,10 @@ def container_resolve(name: str, head: bytes, given: str = "") -> str:
         raise _fail("unsupported_extension", f"{PurePosixPath(name).suffix or 'no extension'} is not a "
                     "training file type we read", "name the file .jsonl, .json, .csv, .tsv, .parquet, .txt, "
                     ".zip or .gz after what it holds")
-    if not head.strip() and len(head) < SNIFF_BYTES:
-        raise _fail("empty_file", "the file is empty", "upload a file with at least one row")
+    if not head.removeprefix(codecs.BOM_UTF8).strip():
+        if len(head) < SNIFF_BYTES:
+            raise _fail("empty_file", "the file is empty", "upload a file with at least one row")
+        return expected  # blank lines say nothing of the content: the reader finds rows or reports none
     found = sniff(head)
     if found not in _FITS[expected]:
         if found == "text":
@@ -328,7 +330,9 @@ def _jsonl_records(stream, limits: Limits) -> Iterator[Record]:
             _skip_line(stream)
             yield row, line, None, _too_long(limits, line, row)
             continue
-        if raw.isspace():
+        if line == 1:  # a UTF-8 BOM (Notepad, Excel) is no part of the first row; json.loads(bytes) skips it too
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        if raw.isspace() or not raw:
             continue
         row += 1
         try:
