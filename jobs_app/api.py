@@ -115,15 +115,20 @@ METHOD_SCHEMA = {
 }
 
 
+MAX_NAME_CHARS = 512  # a model's name or a file's id; the longest real one is a fine-tuned model's, ~100
+
+
 @extend_schema_field(METHOD_SCHEMA)
 class MethodField(serializers.DictField):
     pass
 
 
 class JobCreateSerializer(KnownFieldsSerializer):
-    model = serializers.CharField()
-    training_file = serializers.CharField()
-    validation_file = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    # Bounded: a refusal quotes the name it could not find, and should not quote megabytes back.
+    model = serializers.CharField(max_length=MAX_NAME_CHARS)
+    training_file = serializers.CharField(max_length=MAX_NAME_CHARS)
+    validation_file = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                            max_length=MAX_NAME_CHARS)
     hyperparameters = serializers.DictField(required=False, help_text="Deprecated: use method.")
     method = MethodField(required=False)
     suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)

@@ -420,3 +420,12 @@ def test_a_null_section_of_another_objective_is_accepted(base_model):
     response = _create_with(api_client(user), make_dataset(user).id, method={
         "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}, "dpo": None})
     assert response.status_code == 200 and response.json()["hyperparameters"]["n_epochs"] == 1
+
+
+@pytest.mark.parametrize("field", ["model", "training_file", "validation_file"])
+def test_a_megabyte_name_is_refused_without_being_quoted_back(base_model, field):
+    user = make_user()
+    body = {"model": "tiny-llama", "training_file": make_dataset(user).id, field: "x" * 2**20}
+    response = api_client(user).post("/v1/fine_tuning/jobs", body, format="json")
+    assert response.status_code == 400 and response.json()["error"]["param"] == field
+    assert len(response.content) < 1000
