@@ -118,6 +118,9 @@ _FITS = {
 }
 
 
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # UTF-32's LE mark begins like UTF-16's
+
+
 def container_resolve(name: str, head: bytes, given: str = "") -> str:
     """The container to read: ``given`` when set, else the name's, which the content must match."""
     if given:
@@ -130,6 +133,9 @@ def container_resolve(name: str, head: bytes, given: str = "") -> str:
         raise _fail("unsupported_extension", f"{PurePosixPath(name).suffix or 'no extension'} is not a "
                     "training file type we read", "name the file .jsonl, .json, .csv, .tsv, .parquet, .txt, "
                     ".zip or .gz after what it holds")
+    if head.startswith(_UTF16_BOMS):  # Windows PowerShell's `>` writes UTF-16: say so, not "binary data"
+        raise _fail("utf16_text", "the file is UTF-16 text, not UTF-8 (it starts with a UTF-16 byte order mark)",
+                    "save it as UTF-8 (PowerShell: Out-File -Encoding utf8; an editor: Save as UTF-8)")
     if not head.removeprefix(codecs.BOM_UTF8).strip():
         if len(head) < SNIFF_BYTES:
             raise _fail("empty_file", "the file is empty", "upload a file with at least one row")

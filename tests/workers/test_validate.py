@@ -438,3 +438,10 @@ def test_jsonl_saved_with_a_utf8_bom_is_read_like_csv_and_json_are(tmp_path):
 
 def test_rows_after_more_blank_lines_than_the_sniffed_head_are_read(tmp_path):
     assert _check(tmp_path, "t.jsonl", "\n" * 10_000 + _lines(CHAT)).rows == 1
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_file_is_refused_as_utf16_with_how_to_save_it(tmp_path, encoding):
+    content = ("\ufeff" if encoding == "utf-16-be" else "") + _lines(CHAT)
+    result = _check(tmp_path, "t.jsonl", content.encode(encoding))
+    assert "utf16_text" in _errors(result) and "save it as UTF-8" in result.summary
