@@ -13,6 +13,7 @@ from datasets_app.models import Dataset, DatasetUpload, TokenStats
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.pagination import cursor_page
 from finetune_site.parsers import JSONParser
+from finetune_site.serializers import KnownFieldsSerializer
 from models_app.base_models.selectors import base_model_named
 
 OPENAI_STATUS = {
@@ -173,7 +174,7 @@ class FileContentApi(APIView):
 
 # --- /v1/datasets extras --------------------------------------------------------------------------
 
-class CatalogSerializer(serializers.Serializer):
+class CatalogSerializer(KnownFieldsSerializer):
     name = serializers.JSONField(required=False, help_text="Your name for it (at most 200 characters)")
     description = serializers.JSONField(required=False)
     tags = serializers.JSONField(required=False, help_text='e.g. ["pets", "v2"]: lower-case, at most 20')

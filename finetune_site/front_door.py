@@ -62,6 +62,17 @@ class SpoolingASGIHandler(ASGIHandler):
         body_file.seek(0)
         return body_file
 
+    def create_request(self, scope, body_file):
+        request, response = super().create_request(scope, body_file)
+        if request is not None and not request.META.get("CONTENT_LENGTH"):
+            # A chunked body has no Content-Length, and is whole in body_file by now. Without a length DRF took
+            # it for empty ("model: This field is required.") and Django's multipart parser found no file.
+            size = body_file.seek(0, 2)
+            body_file.seek(0)
+            if size:
+                request.META["CONTENT_LENGTH"] = str(size)
+        return request, response
+
 
 def _header(scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):

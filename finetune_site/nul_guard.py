@@ -45,3 +45,16 @@ class NulCharacterRefusal:
         if part is not None:
             raise BadRequest(f"The request's {part} contains a NUL character (%00), which no input may hold.")
         return self.get_response(request)
+
+
+def nul_replaced(value):
+    """``value`` (JSON: dicts, lists, strings, numbers) with each NUL in its strings replaced by U+FFFD, so
+    PostgreSQL can store it. For what a model wrote, not what a caller sent (that is refused): a byte-level
+    tokenizer has a token for the byte 0, and an untrained model picks it."""
+    if isinstance(value, str):
+        return value.replace(NUL, "\ufffd") if NUL in value else value
+    if isinstance(value, dict):
+        return {nul_replaced(key): nul_replaced(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [nul_replaced(item) for item in value]
+    return value

@@ -1,6 +1,7 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import BadRequest
+from django.core.exceptions import BadRequest, RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -114,6 +115,12 @@ def not_found(request, exception):
 
 
 def bad_request(request, exception):
+    if is_api_path(request.path) and isinstance(exception, RequestDataTooBig):
+        # Django refuses a JSON or form body over this before it is read whole (memory stays bounded).
+        return api_error_response(
+            f"The request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes, the most a JSON or form "
+            "body may hold (DATA_UPLOAD_MAX_MEMORY_SIZE); send training data as a file (POST /v1/files or "
+            "/v1/datasets/uploads).", status=413, code="request_too_large")
     if is_api_path(request.path):
         # BadRequest carries our own words; other 400s (SuspiciousOperation) keep theirs to the log.
         message = str(exception) if type(exception) is BadRequest else "The request is malformed."

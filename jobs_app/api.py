@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from finetune_site.errors import InvalidRequest, NotFound
 from finetune_site.pagination import cursor_page
+from finetune_site.serializers import KnownFieldsSerializer, unknown_keys_problem
 from jobs_app import selectors, services
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider
 from jobs_app.services.tracking import job_tracking
@@ -114,15 +115,20 @@ METHOD_SCHEMA = {
 }
 
 
+MAX_NAME_CHARS = 512  # a model's name or a file's id; the longest real one is a fine-tuned model's, ~100
+
+
 @extend_schema_field(METHOD_SCHEMA)
 class MethodField(serializers.DictField):
     pass
 
 
-class JobCreateSerializer(serializers.Serializer):
-    model = serializers.CharField()
-    training_file = serializers.CharField()
-    validation_file = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+class JobCreateSerializer(KnownFieldsSerializer):
+    # Bounded: a refusal quotes the name it could not find, and should not quote megabytes back.
+    model = serializers.CharField(max_length=MAX_NAME_CHARS)
+    training_file = serializers.CharField(max_length=MAX_NAME_CHARS)
+    validation_file = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                            max_length=MAX_NAME_CHARS)
     hyperparameters = serializers.DictField(required=False, help_text="Deprecated: use method.")
     method = MethodField(required=False)
     suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
@@ -150,6 +156,9 @@ class JobCreateSerializer(serializers.Serializer):
                                                "with extra_body.")
 
 
+METHOD_SECTION_KEYS = ("hyperparameters", "grader")
+
+
 def _method_from(data: dict) -> tuple[str, dict, dict | None]:
     """The objective, its hyperparameters (``method.<type>``, or the deprecated top-level key) and its
     grader (reinforcement)."""
@@ -162,6 +171,11 @@ def _method_from(data: dict) -> tuple[str, dict, dict | None]:
     if not isinstance(section, dict) or not isinstance(section.get("hyperparameters", {}), dict):
         raise InvalidRequest(f"method.{objective}.hyperparameters must be an object",
                              param=f"method.{objective}.hyperparameters")
+    # Another objective's section, or a key misspelt, would be dropped silently: its options never applied.
+    problem = (unknown_keys_problem({k: v for k, v in method.items() if v is not None}, {"type", objective}, "method")
+               or unknown_keys_problem(section, METHOD_SECTION_KEYS, f"method.{objective}"))
+    if problem:
+        raise InvalidRequest(problem[1], param=problem[0], code="unknown_parameter")
     grader = section.get("grader")
     if grader is not None and not isinstance(grader, dict):
         raise InvalidRequest(f"method.{objective}.grader must be an object", param=f"method.{objective}.grader",

@@ -163,3 +163,12 @@ def provider_get(user, provider_id: str) -> Provider:
     if provider is None:
         raise Http404(f"No such provider: {provider_id}")
     return provider
+
+
+def jobs_ahead_of(job: FineTuneJob) -> tuple[int, int]:
+    """(running, waiting): the jobs on this platform's own workers that hold one now, and the others queued
+    before ``job``; what a queued job waits for (fair share may still reorder the waiting ones)."""
+    local = FineTuneJob.objects.filter(provider__isnull=True).exclude(pk=job.pk)
+    running = local.filter(status=FineTuneJob.Status.RUNNING).count()
+    waiting = local.filter(status=FineTuneJob.Status.QUEUED, created_at__lt=job.created_at).count()
+    return running, waiting

@@ -210,6 +210,11 @@ def test_bodies_over_the_limits_are_refused_before_they_are_read(small_limits_se
     assert cut.status_code == 413 and cut.json()["error"]["code"] == "request_too_large"
     # Within the limits all is as before: a 6 MiB file with a key is stored.
     assert upload(server, key, 6 * MiB).status_code == 200
+    # ... and so is one sent chunked (no Content-Length): it used to arrive as an empty form, "no file".
+    body, content_type = upload_body(2 * MiB, filename="chunked.jsonl")
+    chunked = requests.post(server.url + "/v1/files", data=iter(body), timeout=120,
+                            headers={"Authorization": f"Bearer {key}", "Content-Type": content_type})
+    assert chunked.status_code == 200 and chunked.json()["filename"] == "chunked.jsonl", chunked.text
     assert requests.get(server.url + "/healthz", timeout=5).json() == {"ok": True}
 
 

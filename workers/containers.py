@@ -118,6 +118,9 @@ _FITS = {
 }
 
 
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # UTF-32's LE mark begins like UTF-16's
+
+
 def container_resolve(name: str, head: bytes, given: str = "") -> str:
     """The container to read: ``given`` when set, else the name's, which the content must match."""
     if given:
@@ -130,8 +133,13 @@ def container_resolve(name: str, head: bytes, given: str = "") -> str:
         raise _fail("unsupported_extension", f"{PurePosixPath(name).suffix or 'no extension'} is not a "
                     "training file type we read", "name the file .jsonl, .json, .csv, .tsv, .parquet, .txt, "
                     ".zip or .gz after what it holds")
-    if not head.strip() and len(head) < SNIFF_BYTES:
-        raise _fail("empty_file", "the file is empty", "upload a file with at least one row")
+    if head.startswith(_UTF16_BOMS):  # Windows PowerShell's `>` writes UTF-16: say so, not "binary data"
+        raise _fail("utf16_text", "the file is UTF-16 text, not UTF-8 (it starts with a UTF-16 byte order mark)",
+                    "save it as UTF-8 (PowerShell: Out-File -Encoding utf8; an editor: Save as UTF-8)")
+    if not head.removeprefix(codecs.BOM_UTF8).strip():
+        if len(head) < SNIFF_BYTES:
+            raise _fail("empty_file", "the file is empty", "upload a file with at least one row")
+        return expected  # blank lines say nothing of the content: the reader finds rows or reports none
     found = sniff(head)
     if found not in _FITS[expected]:
         if found == "text":
@@ -328,7 +336,9 @@ def _jsonl_records(stream, limits: Limits) -> Iterator[Record]:
             _skip_line(stream)
             yield row, line, None, _too_long(limits, line, row)
             continue
-        if raw.isspace():
+        if line == 1:  # a UTF-8 BOM (Notepad, Excel) is no part of the first row; json.loads(bytes) skips it too
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        if raw.isspace() or not raw:
             continue
         row += 1
         try:

@@ -18,6 +18,7 @@ from datasets_app.models import Dataset
 from datasets_app.services import dataset_rows_create
 from finetune_site.errors import InvalidRequest, NotFound
 from finetune_site.ids import new_id
+from finetune_site.nul_guard import nul_replaced
 from finetune_site.parsers import json_problem
 from jobs_app.models import Checkpoint
 from models_app.base_models.models import BaseModel
@@ -92,8 +93,8 @@ def completion_store(*, owner, model: BaseModel | FineTunedModel | Checkpoint, r
     """Keep a served completion (``store: true``): the request's messages, the answer ``response`` (OpenAI's
     chat.completion object) and the model version that gave it."""
     created = datetime.fromtimestamp(response["created"], tz=UTC)
-    choices = [{"index": c["index"], "message": c["message"], "finish_reason": c["finish_reason"]}
-               for c in response["choices"]]
+    choices = nul_replaced([{"index": c["index"], "message": c["message"], "finish_reason": c["finish_reason"]}
+                            for c in response["choices"]])
     return StoredCompletion.objects.create(
         id=response["id"], owner=owner, model=model_public_id(model), model_version=model_version_of(model),
         messages=messages, choices=choices, usage=response.get("usage") or {}, request=request,

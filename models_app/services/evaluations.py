@@ -14,6 +14,7 @@ from datasets_app.models import Dataset
 from finetune_site.errors import Conflict, InvalidRequest
 from finetune_site.files import storage_fetch
 from finetune_site.ids import new_id
+from finetune_site.nul_guard import nul_replaced
 from finetune_site.status import status_transition
 from jobs_app.services import checkpoint_fetch, job_event_add, job_metrics_add
 from models_app import tasks
@@ -86,7 +87,8 @@ def evaluation_run(*, evaluation_id: str) -> Evaluation | None:
         return evaluation
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    _evaluation_finish(evaluation, status=Evaluation.Status.SUCCEEDED, metrics=result.metrics, rows=result.rows,
+    _evaluation_finish(evaluation, status=Evaluation.Status.SUCCEEDED, metrics=result.metrics,
+                       rows=nul_replaced(result.rows),
                        rows_evaluated=result.rows_evaluated, classification=result.classification)
     return evaluation
 

@@ -49,6 +49,7 @@ def test_another_users_dataset_is_404_and_unchanged():
         ({"tags": [3]}, "tags"),
         ({"name": "n" * 201}, "name"),
         ({"description": ["not text"]}, "description"),
+        ({"nmae": "a typo"}, "nmae"),
     ],
 )
 def test_bad_catalog_field_is_400_naming_it_and_stores_nothing(body, param):

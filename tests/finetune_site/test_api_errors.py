@@ -92,3 +92,14 @@ def test_schema_documents_errors_and_has_unique_operation_ids(client):
                 assert {"400", "413"} <= set(responses), (method, path)
             assert responses["401"]["content"]["application/json"]["schema"] == {
                 "$ref": "#/components/schemas/Error"}
+
+
+def test_a_json_body_over_the_memory_limit_is_a_413_naming_the_limit_and_stores_nothing(settings):
+    from jobs_app.models import FineTuneJob
+
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = json.dumps({"model": "tiny-llama", "training_file": "file-abc", "metadata": {"a": "x" * 2000}})
+    for path in ("/v1/fine_tuning/jobs", "/v1/chat/completions"):
+        error = openai_error(api_client(make_user()).post(path, body, content_type="application/json"), 413)
+        assert error["code"] == "request_too_large" and "DATA_UPLOAD_MAX_MEMORY_SIZE" in error["message"]
+    assert not FineTuneJob.objects.exists()

@@ -1,5 +1,6 @@
 """Settings from the environment: the production env passes `check --deploy`, headers, bad values."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,11 @@ def test_templates_have_no_inline_script_style_or_handler():
                         r"\son[a-z]+=", r"hx-on", r"javascript:", r'hx-trigger="[^"]*\['):
             offending += [f"{template.relative_to(ROOT)}: {m.group(0)}" for m in re.finditer(pattern, text)]
     assert offending == []
+
+
+def test_every_variable_the_settings_read_is_listed_in_env_example():
+    read = set()
+    for path in (ROOT / "finetune_site").glob("*.py"):
+        read |= set(re.findall(r'env_(?:str|int|bool|float|list|rate)\(\s*"([A-Z][A-Z0-9_]+)"', path.read_text()))
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
+    assert read and read - documented == set()

@@ -395,3 +395,38 @@ def test_graders_run_asks_the_users_tuned_judge_and_reads_its_number(base_model,
     unseen = api_client(make_user()).post("/v1/fine_tuning/alpha/graders/run", {
         "grader": {**JUDGE, "model": judge.id}, "model_sample": "x", "item": {"messages": []}}, format="json")
     assert unseen.status_code == 400 and unseen.json()["error"]["param"] == "grader.model"
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"validaton_file": "file-abc"}, "validaton_file"),
+    ({"hyperparameters": {"n_epochs": 1}, "sufix": "x"}, "sufix"),
+    ({"method": {"type": "dpo", "supervised": {"hyperparameters": {"n_epochs": 1}}}}, "method.supervised"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameter": {"n_epochs": 1}}}},
+     "method.supervised.hyperparameter"),
+])
+def test_an_unknown_or_misplaced_field_is_a_400_naming_it_not_dropped(base_model, fields, param):
+    user = make_user()
+    client = api_client(user)
+    for path in ("/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/estimate"):
+        response = client.post(path, {"model": "tiny-llama", "training_file": make_dataset(user).id, **fields},
+                               format="json")
+        error = response.json()["error"]
+        assert response.status_code == 400 and error["param"] == param, response.json()
+        assert "Unrecognized request argument supplied" in error["message"]
+    assert not FineTuneJob.objects.exists()
+
+
+def test_a_null_section_of_another_objective_is_accepted(base_model):
+    user = make_user()
+    response = _create_with(api_client(user), make_dataset(user).id, method={
+        "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}, "dpo": None})
+    assert response.status_code == 200 and response.json()["hyperparameters"]["n_epochs"] == 1
+
+
+@pytest.mark.parametrize("field", ["model", "training_file", "validation_file"])
+def test_a_megabyte_name_is_refused_without_being_quoted_back(base_model, field):
+    user = make_user()
+    body = {"model": "tiny-llama", "training_file": make_dataset(user).id, field: "x" * 2**20}
+    response = api_client(user).post("/v1/fine_tuning/jobs", body, format="json")
+    assert response.status_code == 400 and response.json()["error"]["param"] == field
+    assert len(response.content) < 1000

@@ -6,7 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from jobs_app.models import FineTuneJob
-from models_app.management.commands.finetune import Command
+from models_app.management.commands.finetune import Command, queued_hint
 from tests.factories import make_job
 from workers.sample_data import classification_write
 
@@ -97,3 +97,11 @@ def test_cli_runs_repeat_with_seed_42_unless_another_is_given(live_base_model, t
     call_command("finetune", train, stdout=io.StringIO())
     call_command("finetune", train, "--seed", "7", stdout=io.StringIO())
     assert list(FineTuneJob.objects.order_by("created_at").values_list("seed", flat=True)) == [42, 7]
+
+
+def test_a_queued_job_behind_others_says_so_instead_of_asking_for_a_worker(base_model):
+    running = make_job(status="running")
+    mine = make_job(running.owner, status="queued")
+    assert queued_hint(mine).startswith("Still queued behind 1 running and 0 waiting job(s)")
+    FineTuneJob.objects.filter(pk=running.pk).update(status="succeeded")
+    assert "is a worker running?" in queued_hint(mine)

@@ -219,3 +219,10 @@ def test_retention_setting_hides_then_purges_old_completions():
     recent.refresh_from_db()
     assert recent.expires_at is None
     assert client.post(f"{URL}/settings", {"retention_days": -1}, format="json").status_code == 400
+
+
+def test_an_answer_holding_a_nul_is_stored_with_a_replacement_character(base_model):
+    # tiny-llama's byte-level tokenizer has a token for byte 0; PostgreSQL's jsonb cannot hold "\u0000"
+    completion = make_stored_completion(answer="a\x00b")
+    stored = api_client(completion.owner).get(f"{URL}/{completion.id}").json()
+    assert stored["choices"][0]["message"]["content"] == "a\ufffdb"

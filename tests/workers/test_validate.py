@@ -402,7 +402,7 @@ def test_container_can_be_overridden(tmp_path):
     assert result.ok and result.container == "jsonl"
 
 
-@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n", b"\n" * 10_000, b"\xef\xbb\xbf\n"])
 def test_empty_file_is_refused(tmp_path, content):
     result = _check(tmp_path, "t.jsonl", content)
     assert not result.ok and ("empty" in result.summary or "no rows" in result.summary)
@@ -429,3 +429,19 @@ def test_csv_with_a_100_mb_field_is_refused_with_default_limits_in_bounded_memor
     kind = "bad_csv" if quoted else "line_too_long"
     assert _errors(result)[kind]["examples"][0]["line"] >= 3
     assert ("16 MiB" if quoted else "32 MiB") in result.summary
+
+
+def test_jsonl_saved_with_a_utf8_bom_is_read_like_csv_and_json_are(tmp_path):
+    result = _check(tmp_path, "t.jsonl", b"\xef\xbb\xbf" + _lines(CHAT, CHAT).encode())
+    assert result.ok and result.rows == 2, result.summary
+
+
+def test_rows_after_more_blank_lines_than_the_sniffed_head_are_read(tmp_path):
+    assert _check(tmp_path, "t.jsonl", "\n" * 10_000 + _lines(CHAT)).rows == 1
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_file_is_refused_as_utf16_with_how_to_save_it(tmp_path, encoding):
+    content = ("\ufeff" if encoding == "utf-16-be" else "") + _lines(CHAT)
+    result = _check(tmp_path, "t.jsonl", content.encode(encoding))
+    assert "utf16_text" in _errors(result) and "save it as UTF-8" in result.summary

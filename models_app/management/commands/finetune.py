@@ -17,6 +17,7 @@ from finetune_site.files import storage_is_s3
 from finetune_site.humane import duration_text
 from jobs_app import services
 from jobs_app.models import FineTuneJob
+from jobs_app.selectors import jobs_ahead_of
 from models_app.selectors import evaluation_tables
 from workers.hyperparameters import OBJECTIVES, arguments_add, arguments_read
 
@@ -194,9 +195,18 @@ def _follow(job: FineTuneJob, out) -> FineTuneJob:
                 bar.close()
             return job
         if job.status == FineTuneJob.Status.QUEUED and time.monotonic() - waited > QUEUE_HINT_SECONDS:
-            out.write("Still queued: is a worker running? (`make worker`, or `make run` for everything)")
+            out.write(queued_hint(job))
             waited = time.monotonic() + 10 * QUEUE_HINT_SECONDS
         time.sleep(POLL_SECONDS)
+
+
+def queued_hint(job: FineTuneJob) -> str:
+    """Why a job may still be queued: jobs ahead of it, or no worker at all."""
+    running, waiting = jobs_ahead_of(job)
+    if running or waiting:
+        return (f"Still queued behind {running} running and {waiting} waiting job(s); it starts when a training "
+                "worker is free.")
+    return "Still queued: is a worker running? (`make worker`, or `make run` for everything)"
 
 
 def _show(event, bar, out):
