@@ -34,9 +34,10 @@ RUN_FIELDS = (
                       '{"type": "wandb", "project": ..., "dir": ..., "mode": "offline"}]; default "" (none)', ""),
     ("run_name", str, 'the run\'s name in the trackers; default "" (the output directory)', ""),
     ("seed", int, "seed for initialisation and data order; default 42", 42),
-    ("stream_rows", int, "the rows of train_file, as validation counted them; given (> 0), supervised, DPO and KTO "
-                         "training streams them from the file (read, shuffled within a buffer and tokenized as the "
-                         "steps need them) instead of loading them all into memory; default 0 (load them)", 0),
+    ("stream_rows", int, "the rows of train_file, as validation counted them; given (> 0), training streams them "
+                         "from the file (read, shuffled within a buffer and tokenized as the steps need them) instead "
+                         "of loading them all into memory, for every text objective (rlaif: its prompts are read one "
+                         "at a time and its DPO streams the pairs); default 0 (load them)", 0),
     ("resume_from", str | None, "checkpoint directory to continue from; default none", None),
 )
 

@@ -79,6 +79,11 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
     if config.objective == "orpo":
         from trl.experimental.orpo import ORPOConfig
 
+        if streams(config):
+            common["train_dataset"] = _orpo_streamable(train)
+            # its batches keep the prompt text: accelerate's dispatching (its default for an IterableDataset)
+            # finds the batch size in the first column and fails on strings; each rank reads its share instead
+            args["accelerator_config"] = {"dispatch_batches": False}
         return sharded(_orpo_trainer_class())(args=ORPOConfig(**args, beta=config.odds_ratio_weight), **common)
     if config.objective == "kto":
         from trl import KTOConfig, KTOTrainer
@@ -148,6 +153,22 @@ def _orpo_trainer_class():
     return CountingORPOTrainer
 
 
+def _orpo_streamable(dataset):
+    """A streamed dataset ORPOTrainer can map. TRL 1.16's ORPOTrainer (``trl.experimental.orpo``) maps its
+    rows with ``num_proc``, which ``IterableDataset.map`` does not take (a TypeError): that argument is
+    dropped, the maps run lazily as the rows are read, and what they return can be mapped again."""
+    from datasets import IterableDataset
+
+    class Streamed(IterableDataset):
+        def map(self, *args, num_proc=None, **kwargs):  # noqa: ARG002  (nothing to spread over processes)
+            mapped = super().map(*args, **kwargs)
+            mapped.__class__ = Streamed
+            return mapped
+
+    dataset.__class__ = Streamed
+    return dataset
+
+
 def _grpo_trainer(config: TrainConfig, args: dict, common: dict, sharded=lambda cls: cls):
     """GRPO: each step samples ``num_generations`` answers to each of ``batch_size`` prompts and rewards
     them with the grader (``workers.graders``); no KL term, so no reference model is kept."""
@@ -158,8 +179,10 @@ def _grpo_trainer(config: TrainConfig, args: dict, common: dict, sharded=lambda 
     args.pop("max_length")  # the prompt is kept whole; the answer is cut at max_completion_length
     answers = config.batch_size * config.num_generations
     args.update(per_device_train_batch_size=answers, per_device_eval_batch_size=answers)
+    # a streamed run's rows come shuffled (``_dataset_stream``); TRL would shuffle the stream again
+    # within a buffer running across passes, and a row could be read twice in one pass and not in another
     grpo = GRPOConfig(**args, num_generations=config.num_generations, beta=0.0, temperature=config.temperature,
-                      max_completion_length=config.max_completion_length)
+                      max_completion_length=config.max_completion_length, shuffle_dataset=not streams(config))
     return sharded(GRPOTrainer)(reward_funcs=grader_reward(json.loads(config.grader), judge=_judge(config)), args=grpo,
                        **common)
 
@@ -237,13 +260,14 @@ def _dataset_load(path: str, tokenizer, template: str = ""):
     return Dataset.from_list([_row_clean(row, tokenizer, template) for row in jsonl_rows(path)])
 
 
-STREAMED_OBJECTIVES = ("supervised", "dpo", "kto")  # TRL's trainers that take an IterableDataset
+# TRL's trainers that take an IterableDataset (ORPO's once ``_orpo_streamable`` adapts it); rlaif streams
+# through its DPO run, on the pairs its sampling wrote (``workers.rlaif``)
+STREAMED_OBJECTIVES = ("supervised", "dpo", "orpo", "kto", "reinforcement")
 
 
 def streams(config: TrainConfig) -> bool:
-    """Whether the run streams its training rows from the file (``config.stream_rows``): supervised,
-    DPO and KTO runs do; the other objectives' trainers (ORPO, reinforcement) map their rows up front
-    and load them into memory."""
+    """Whether the run streams its training rows from the file (``config.stream_rows``): the trainer of
+    every text objective does (TRL 1.16); rlaif reads its prompts one at a time and streams its pairs."""
     return config.stream_rows > 0 and config.objective in STREAMED_OBJECTIVES
 
 
