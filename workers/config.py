@@ -95,7 +95,8 @@ class TrainResult:
     wall_seconds / tokens_per_second: time spent in the training loop and throughput.
     stopped: True when ``should_stop`` ended the run early.
     stop: the kind of stop asked for (Stop.NO when the run finished).
-    peak_memory_bytes: peak accelerator memory on a GPU, peak resident memory on CPU.
+    peak_memory_bytes: this run's peak accelerator memory on a GPU; on CPU (Linux) the peak resident memory
+    the run added to its process (above its RSS when the run began, the libraries imported).
     Where the time went (seconds), for estimates of the next run: setup_seconds before the first
     step (loading, tokenizing); eval_seconds over ``evals`` passes on the validation file and
     save_seconds over ``saves`` checkpoints, both inside wall_seconds; final_save_seconds writing

@@ -40,6 +40,7 @@ def _run(config: TrainConfig, emit: Emit, should_stop: Callable[[], Stop | bool]
 
         return run_rlaif(config, emit, should_stop)
     begun = time.perf_counter()
+    memory_base = _memory_watch()
     device = device_detect()
     emit(LogLine(f"Training on {device.describe()} with {config.adapter}"
                  + (", Liger's fused kernels" if fused_kernels(device) else "")
@@ -51,7 +52,8 @@ def _run(config: TrainConfig, emit: Emit, should_stop: Callable[[], Stop | bool]
     callback.mark = callback.started = started
     output = trainer.train(resume_from_checkpoint=config.resume_from)
     wall = time.perf_counter() - started
-    return _result_finish(trainer, config, emit, callback, output, wall, setup=started - begun)
+    return _result_finish(trainer, config, emit, callback, output, wall, setup=started - begun,
+                          memory_base=memory_base)
 
 
 def trainer_build(config: TrainConfig, device: DeviceInfo, callback):
@@ -196,7 +198,7 @@ def _judge(config: TrainConfig):
     return judge_make({name: tuple(files) for name, files in json.loads(config.judges).items()})
 
 
-def _result_finish(trainer, config, emit, callback, output, wall, *, setup: float) -> TrainResult:
+def _result_finish(trainer, config, emit, callback, output, wall, *, setup: float, memory_base: int) -> TrainResult:
     state = trainer.state
     tokens = int(state.num_input_tokens_seen or 0)
     adapter_dir = ""
@@ -219,7 +221,7 @@ def _result_finish(trainer, config, emit, callback, output, wall, *, setup: floa
         tokens_per_second=tokens / wall if wall else 0.0,
         stopped=callback.stopped,
         stop=callback.stop,
-        peak_memory_bytes=_peak_memory(),
+        peak_memory_bytes=_peak_memory(memory_base),
         # loading, tokenizing and the first step's warm-up: what comes before the steady pace
         setup_seconds=round(setup + max(0.0, callback.first_step_end - callback.started), 3),
         eval_seconds=round(callback.eval_seconds, 3),
@@ -235,13 +237,55 @@ def _result_finish(trainer, config, emit, callback, output, wall, *, setup: floa
     )
 
 
-def _peak_memory() -> int:
+def _memory_watch() -> int:
+    """Start measuring this run's peak, not the process's: a worker runs job after job, and a peak kept
+    from an earlier, larger job would be reported for this one. On a GPU the allocator's peak is reset; on
+    CPU (Linux) the process's peak RSS is reset to its RSS now, which is returned: the run's figure is the
+    growth above it (what ``workers.estimate.cpu_memory_need`` estimates). 0 where it cannot be reset."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return 0
+    _memory_release()
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets VmHWM to VmRSS (Documentation/filesystems/proc.rst)
+        return _proc_status_bytes("VmRSS")
+    except OSError:
+        return 0
+
+
+def _memory_release() -> None:
+    """Give the memory an earlier run freed back to the system (glibc keeps it for reuse): a run that reused
+    it would not grow the process, and would report a peak of nothing."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator keeps what it keeps
+        pass
+
+
+def _proc_status_bytes(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024  # in kB
+
+
+def _peak_memory(base: int) -> int:
+    """The peak since ``_memory_watch``: on CPU the peak RSS above ``base`` (the process's whole peak RSS
+    where it could not be reset)."""
     import resource
 
     import torch
 
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
+    if base:
+        return max(0, _proc_status_bytes("VmHWM") - base)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
