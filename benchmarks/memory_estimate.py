@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/memory_estimate.py             # every configuration (~30 minutes on 2 busy cores)
     .venv/bin/python benchmarks/memory_estimate.py --only llama-65m
+    .venv/bin/python benchmarks/memory_estimate.py --platform --only tiny-lora-b4   # the job estimate's bases
 
 What is measured: each configuration trains in a fresh process (``workers.training.run_training`` on
 CPU, fp32, a few steps of one epoch with its checkpoint and final save, as a job does). Before the run
@@ -16,6 +17,13 @@ The models are built here: the tiny model (3M parameters), two of the tiny famil
 2 layers, saved in bf16 and trained in fp32), and random Llama configurations of 20M, 52M and 65M parameters
 (one with a 32,000-token vocabulary, where the logits weigh), so the model's share dominates the fixed
 cost of a run.
+
+``--platform`` compares what a job is shown instead of the raw formula: the options resolved as a job's
+are (``workers.hyperparameters``), and ``jobs_app.services.estimates.job_memory_estimate`` on a platform
+with no GPU worker (a temporary SQLite database unless DATABASE_URL is set) — the "formula" basis — against
+the measured peak, next to the two other bases a job estimate can have: "calibration" (``calibrate``, four
+steps of the same options in a fresh process) and "past_runs" (the ``peak_memory_bytes`` the run itself
+recorded, what the next job with the same options reads). Each is printed as a ratio to the measured peak.
 """
 
 import argparse
@@ -85,19 +93,46 @@ def rows_write(path: Path, count: int) -> Path:
 
 
 def measure(model: Path, train: Path, output: Path, *, adapter: str, batch_size: int, max_length: int,
-            checkpointing: bool) -> int:
-    """Peak RSS growth (bytes) of one run in a fresh process (see the module docstring)."""
+            checkpointing: bool, calibrate: bool = False) -> dict:
+    """One run in a fresh process (see the module docstring): its peak RSS growth ("growth", bytes) and the
+    peak it recorded itself ("recorded"); with ``calibrate`` the calibration's figure ("growth") instead."""
     order = {"model": str(model), "train": str(train), "output": str(output), "adapter": adapter,
-             "batch_size": batch_size, "max_length": max_length, "checkpointing": checkpointing}
+             "batch_size": batch_size, "max_length": max_length, "checkpointing": checkpointing,
+             "calibrate": calibrate}
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(order)],
                           cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if done.returncode:
         raise RuntimeError(f"the measured run failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["growth"]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _child(order: dict) -> None:
     # the libraries are imported before the baseline: the growth is the run's memory, not theirs
+    _libraries_import(order["model"])
+    from stream_memory import rss_peak_during
+
+    from workers.estimate import calibrate
+    from workers.training import run_training
+
+    config = _config(order)
+    if order.get("calibrate"):  # the figure a job's short calibration gives
+        print(json.dumps({"growth": calibrate(config).peak_memory_bytes}))
+        return
+    measured = rss_peak_during(lambda: run_training(config, lambda event: None))
+    print(json.dumps({"baseline": measured["baseline"], "peak": measured["peak"], "growth": measured["growth"],
+                      "recorded": measured["result"].peak_memory_bytes}))
+
+
+def _config(order: dict):
+    from workers.config import TrainConfig
+
+    return TrainConfig(model_path=order["model"], train_file=order["train"], output_dir=order["output"],
+                       adapter=order["adapter"], n_epochs=1, batch_size=order["batch_size"],
+                       max_length=order["max_length"], gradient_checkpointing=order["checkpointing"],
+                       learning_rate=1e-4, logging_steps=1000)
+
+
+def _libraries_import(model: str) -> None:
     import importlib
     import importlib.util
 
@@ -106,22 +141,12 @@ def _child(order: dict) -> None:
     import peft  # noqa: F401
     import torch  # noqa: F401
     import transformers
-    from stream_memory import rss_peak_during
     from trl import SFTTrainer  # noqa: F401
-
-    from workers.config import TrainConfig
-    from workers.training import run_training
 
     if importlib.util.find_spec("deepspeed"):  # the Trainer imports it where it is installed
         import deepspeed  # noqa: F401
-    family = transformers.AutoConfig.from_pretrained(order["model"]).model_type
+    family = transformers.AutoConfig.from_pretrained(model).model_type
     importlib.import_module(f"transformers.models.{family}.modeling_{family}")
-    config = TrainConfig(model_path=order["model"], train_file=order["train"], output_dir=order["output"],
-                         adapter=order["adapter"], n_epochs=1, batch_size=order["batch_size"],
-                         max_length=order["max_length"], gradient_checkpointing=order["checkpointing"],
-                         learning_rate=1e-4, logging_steps=1000)
-    measured = rss_peak_during(lambda: run_training(config, lambda event: None))
-    print(json.dumps({"baseline": measured["baseline"], "peak": measured["peak"], "growth": measured["growth"]}))
 
 
 def estimate(model: Path, *, adapter: str, batch_size: int, max_length: int, checkpointing: bool) -> int:
@@ -135,9 +160,62 @@ def estimate(model: Path, *, adapter: str, batch_size: int, max_length: int, che
                        half_precision=False, device="cpu")
 
 
+def platform_estimate(model: Path, *, adapter: str, batch_size: int, max_length: int, checkpointing: bool) -> int:
+    """What a supervised job with these options is shown on a platform without GPU workers: its options
+    resolved as a job's are, then ``job_memory_estimate`` for the model as it would be registered."""
+    from jobs_app.services.estimates import job_memory_estimate
+    from models_app.base_models.models import BaseModel
+    from workers.hyperparameters import Context, hyperparameters_resolve
+    from workers.model_files import model_describe
+
+    info = model_describe(str(model))
+    base = BaseModel(name=model.name, source=str(model), parameters=info.parameters, shape=info.shape,
+                     context_length=info.context_length)
+    hp = hyperparameters_resolve({"adapter": adapter, "batch_size": batch_size, "max_length": max_length,
+                                  "gradient_checkpointing": checkpointing, "n_epochs": 1},
+                                 Context(parameters=info.parameters, context_length=info.context_length,
+                                         rows=batch_size * STEPS))
+    memory, basis = job_memory_estimate(base_model=base, hp=hp, objective="supervised")
+    if basis != "formula":
+        raise RuntimeError(f"the job estimate's memory basis is {basis!r}, not the formula")
+    return memory
+
+
+def _django_setup(workdir: Path) -> None:
+    """The platform on a fresh SQLite database (unless DATABASE_URL names one), migrated."""
+    import os
+
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'platform.sqlite3'}")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finetune_site.settings")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def platform_compare(configs: list, workdir: Path, tiny: Path) -> None:
+    """The job estimate's three memory bases against the measured peak, configuration by configuration."""
+    _django_setup(workdir)
+    print(f"{'configuration':<30} {'measured MiB':>12} {'formula':>8} {'calib.':>8} {'past run':>8}   (ratios)",
+          flush=True)
+    for name, model_name, adapter, batch_size, max_length, checkpointing in configs:
+        model = model_build(model_name, workdir, tiny)
+        train = rows_write(workdir / f"train-{batch_size}.jsonl", batch_size * STEPS)
+        options = {"adapter": adapter, "batch_size": batch_size, "max_length": max_length,
+                   "checkpointing": checkpointing}
+        run = measure(model, train, workdir / f"out-{name}", **options)
+        calibrated = measure(model, train, workdir / f"calibrate-{name}", calibrate=True, **options)["growth"]
+        ratios = [platform_estimate(model, **options) / run["growth"], calibrated / run["growth"],
+                  run["recorded"] / run["growth"]]
+        print(f"{name:<30} {run['growth'] / 2**20:>12.0f} " + " ".join(f"{r:>8.2f}" for r in ratios), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="run the configurations whose name contains this")
+    parser.add_argument("--platform", action="store_true",
+                        help="compare the job estimate's bases (formula, calibration, past run) instead")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -148,6 +226,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         tiny = tiny_model_build(workdir / "tiny")
+        if args.platform:
+            return platform_compare([c for c in CONFIGS if not args.only or args.only in c[0]], workdir, tiny)
         print(f"{'configuration':<30} {'estimate MiB':>12} {'measured MiB':>12} {'ratio':>6}", flush=True)
         ratios = []
         for name, model_name, adapter, batch_size, max_length, checkpointing in CONFIGS:
@@ -157,7 +237,7 @@ def main() -> None:
             train = rows_write(workdir / f"train-{batch_size}.jsonl", batch_size * STEPS)
             options = {"adapter": adapter, "batch_size": batch_size, "max_length": max_length,
                        "checkpointing": checkpointing}
-            measured = measure(model, train, workdir / f"out-{name}", **options)
+            measured = measure(model, train, workdir / f"out-{name}", **options)["growth"]
             estimated = estimate(model, **options)
             ratios.append(estimated / measured)
             print(f"{name:<30} {estimated / 2**20:>12.0f} {measured / 2**20:>12.0f} {ratios[-1]:>6.2f}", flush=True)

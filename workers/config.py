@@ -34,9 +34,10 @@ RUN_FIELDS = (
                       '{"type": "wandb", "project": ..., "dir": ..., "mode": "offline"}]; default "" (none)', ""),
     ("run_name", str, 'the run\'s name in the trackers; default "" (the output directory)', ""),
     ("seed", int, "seed for initialisation and data order; default 42", 42),
-    ("stream_rows", int, "the rows of train_file, as validation counted them; given (> 0), supervised, DPO and KTO "
-                         "training streams them from the file (read, shuffled within a buffer and tokenized as the "
-                         "steps need them) instead of loading them all into memory; default 0 (load them)", 0),
+    ("stream_rows", int, "the rows of train_file, as validation counted them; given (> 0), training streams them "
+                         "from the file (read, shuffled within a buffer and tokenized as the steps need them) instead "
+                         "of loading them all into memory, for every text objective (rlaif: its prompts are read one "
+                         "at a time and its DPO streams the pairs); default 0 (load them)", 0),
     ("resume_from", str | None, "checkpoint directory to continue from; default none", None),
 )
 
@@ -94,7 +95,8 @@ class TrainResult:
     wall_seconds / tokens_per_second: time spent in the training loop and throughput.
     stopped: True when ``should_stop`` ended the run early.
     stop: the kind of stop asked for (Stop.NO when the run finished).
-    peak_memory_bytes: peak accelerator memory on a GPU, peak resident memory on CPU.
+    peak_memory_bytes: this run's peak accelerator memory on a GPU; on CPU (Linux) the peak resident memory
+    the run added to its process (above its RSS when the run began, the libraries imported).
     Where the time went (seconds), for estimates of the next run: setup_seconds before the first
     step (loading, tokenizing); eval_seconds over ``evals`` passes on the validation file and
     save_seconds over ``saves`` checkpoints, both inside wall_seconds; final_save_seconds writing

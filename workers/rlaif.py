@@ -49,7 +49,15 @@ def preferences_sample(config: TrainConfig, target: Path, should_stop: Callable[
     grader = json.loads(config.grader)
     judge = judge or _judge(config)
     policy = inference_model_load(config.model_path)
-    pairs, ties, chosen, rejected, prompts = [], 0, [], [], 0
+    with open(target, "w", encoding="utf-8") as pairs:  # written as they come: a file of any size fits
+        ranking = _pairs_write(config, pairs, grader, policy, judge, should_stop)
+    if ranking is None:
+        target.unlink()
+    return ranking
+
+
+def _pairs_write(config: TrainConfig, pairs, grader: dict, policy, judge, should_stop) -> Ranking | None:
+    ties, chosen, rejected, prompts = 0, [], [], 0
     for index, row in enumerate(jsonl_rows(config.train_file)):
         if should_stop():
             return None
@@ -65,12 +73,12 @@ def preferences_sample(config: TrainConfig, target: Path, should_stop: Callable[
         if high == low:
             ties += 1
             continue
-        pairs.append({"prompt": messages, "chosen": [{"role": "assistant", "content": best}],
-                      "rejected": [{"role": "assistant", "content": worst}]})
+        pair = {"prompt": messages, "chosen": [{"role": "assistant", "content": best}],
+                "rejected": [{"role": "assistant", "content": worst}]}
+        pairs.write(json.dumps(pair, ensure_ascii=False) + "\n")
         chosen.append(high)
         rejected.append(low)
-    target.write_text("".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs))
-    return Ranking(prompts=prompts, pairs=len(pairs), ties=ties, chosen=statistics.fmean(chosen or [0.0]),
+    return Ranking(prompts=prompts, pairs=len(chosen), ties=ties, chosen=statistics.fmean(chosen or [0.0]),
                    rejected=statistics.fmean(rejected or [0.0]))
 
 
@@ -96,5 +104,7 @@ def run_rlaif(config: TrainConfig, emit: Emit, should_stop: Callable[[], Stop | 
                          "from; sample more answers (num_generations), raise the temperature or change the rubric")
     emit(ArtifactSaved(kind="preferences", path=str(target), metrics=ranking.as_dict()))
     # a validation file holds prompts, which DPO cannot score: the pairs alone train
+    # streamed as the prompts were: the pairs are fewer than the prompts (ties are left out)
     return run_training(replace(config, objective="dpo", grader="", judges="", train_file=str(target),
-                                validation_file=None), emit, should_stop)
+                                validation_file=None, stream_rows=ranking.pairs if config.stream_rows else 0),
+                        emit, should_stop)

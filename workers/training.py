@@ -40,6 +40,7 @@ def _run(config: TrainConfig, emit: Emit, should_stop: Callable[[], Stop | bool]
 
         return run_rlaif(config, emit, should_stop)
     begun = time.perf_counter()
+    memory_base = _memory_watch()
     device = device_detect()
     emit(LogLine(f"Training on {device.describe()} with {config.adapter}"
                  + (", Liger's fused kernels" if fused_kernels(device) else "")
@@ -51,7 +52,8 @@ def _run(config: TrainConfig, emit: Emit, should_stop: Callable[[], Stop | bool]
     callback.mark = callback.started = started
     output = trainer.train(resume_from_checkpoint=config.resume_from)
     wall = time.perf_counter() - started
-    return _result_finish(trainer, config, emit, callback, output, wall, setup=started - begun)
+    return _result_finish(trainer, config, emit, callback, output, wall, setup=started - begun,
+                          memory_base=memory_base)
 
 
 def trainer_build(config: TrainConfig, device: DeviceInfo, callback):
@@ -79,6 +81,11 @@ def _trainer_make(config: TrainConfig, device: DeviceInfo, tokenizer, train, eva
     if config.objective == "orpo":
         from trl.experimental.orpo import ORPOConfig
 
+        if streams(config):
+            common["train_dataset"] = _orpo_streamable(train)
+            # its batches keep the prompt text: accelerate's dispatching (its default for an IterableDataset)
+            # finds the batch size in the first column and fails on strings; each rank reads its share instead
+            args["accelerator_config"] = {"dispatch_batches": False}
         return sharded(_orpo_trainer_class())(args=ORPOConfig(**args, beta=config.odds_ratio_weight), **common)
     if config.objective == "kto":
         from trl import KTOConfig, KTOTrainer
@@ -148,6 +155,22 @@ def _orpo_trainer_class():
     return CountingORPOTrainer
 
 
+def _orpo_streamable(dataset):
+    """A streamed dataset ORPOTrainer can map. TRL 1.16's ORPOTrainer (``trl.experimental.orpo``) maps its
+    rows with ``num_proc``, which ``IterableDataset.map`` does not take (a TypeError): that argument is
+    dropped, the maps run lazily as the rows are read, and what they return can be mapped again."""
+    from datasets import IterableDataset
+
+    class Streamed(IterableDataset):
+        def map(self, *args, num_proc=None, **kwargs):  # noqa: ARG002  (nothing to spread over processes)
+            mapped = super().map(*args, **kwargs)
+            mapped.__class__ = Streamed
+            return mapped
+
+    dataset.__class__ = Streamed
+    return dataset
+
+
 def _grpo_trainer(config: TrainConfig, args: dict, common: dict, sharded=lambda cls: cls):
     """GRPO: each step samples ``num_generations`` answers to each of ``batch_size`` prompts and rewards
     them with the grader (``workers.graders``); no KL term, so no reference model is kept."""
@@ -158,8 +181,10 @@ def _grpo_trainer(config: TrainConfig, args: dict, common: dict, sharded=lambda 
     args.pop("max_length")  # the prompt is kept whole; the answer is cut at max_completion_length
     answers = config.batch_size * config.num_generations
     args.update(per_device_train_batch_size=answers, per_device_eval_batch_size=answers)
+    # a streamed run's rows come shuffled (``_dataset_stream``); TRL would shuffle the stream again
+    # within a buffer running across passes, and a row could be read twice in one pass and not in another
     grpo = GRPOConfig(**args, num_generations=config.num_generations, beta=0.0, temperature=config.temperature,
-                      max_completion_length=config.max_completion_length)
+                      max_completion_length=config.max_completion_length, shuffle_dataset=not streams(config))
     return sharded(GRPOTrainer)(reward_funcs=grader_reward(json.loads(config.grader), judge=_judge(config)), args=grpo,
                        **common)
 
@@ -173,7 +198,7 @@ def _judge(config: TrainConfig):
     return judge_make({name: tuple(files) for name, files in json.loads(config.judges).items()})
 
 
-def _result_finish(trainer, config, emit, callback, output, wall, *, setup: float) -> TrainResult:
+def _result_finish(trainer, config, emit, callback, output, wall, *, setup: float, memory_base: int) -> TrainResult:
     state = trainer.state
     tokens = int(state.num_input_tokens_seen or 0)
     adapter_dir = ""
@@ -196,7 +221,7 @@ def _result_finish(trainer, config, emit, callback, output, wall, *, setup: floa
         tokens_per_second=tokens / wall if wall else 0.0,
         stopped=callback.stopped,
         stop=callback.stop,
-        peak_memory_bytes=_peak_memory(),
+        peak_memory_bytes=_peak_memory(memory_base),
         # loading, tokenizing and the first step's warm-up: what comes before the steady pace
         setup_seconds=round(setup + max(0.0, callback.first_step_end - callback.started), 3),
         eval_seconds=round(callback.eval_seconds, 3),
@@ -212,13 +237,55 @@ def _result_finish(trainer, config, emit, callback, output, wall, *, setup: floa
     )
 
 
-def _peak_memory() -> int:
+def _memory_watch() -> int:
+    """Start measuring this run's peak, not the process's: a worker runs job after job, and a peak kept
+    from an earlier, larger job would be reported for this one. On a GPU the allocator's peak is reset; on
+    CPU (Linux) the process's peak RSS is reset to its RSS now, which is returned: the run's figure is the
+    growth above it (what ``workers.estimate.cpu_memory_need`` estimates). 0 where it cannot be reset."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return 0
+    _memory_release()
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets VmHWM to VmRSS (Documentation/filesystems/proc.rst)
+        return _proc_status_bytes("VmRSS")
+    except OSError:
+        return 0
+
+
+def _memory_release() -> None:
+    """Give the memory an earlier run freed back to the system (glibc keeps it for reuse): a run that reused
+    it would not grow the process, and would report a peak of nothing."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator keeps what it keeps
+        pass
+
+
+def _proc_status_bytes(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024  # in kB
+
+
+def _peak_memory(base: int) -> int:
+    """The peak since ``_memory_watch``: on CPU the peak RSS above ``base`` (the process's whole peak RSS
+    where it could not be reset)."""
     import resource
 
     import torch
 
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
+    if base:
+        return max(0, _proc_status_bytes("VmHWM") - base)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -237,13 +304,14 @@ def _dataset_load(path: str, tokenizer, template: str = ""):
     return Dataset.from_list([_row_clean(row, tokenizer, template) for row in jsonl_rows(path)])
 
 
-STREAMED_OBJECTIVES = ("supervised", "dpo", "kto")  # TRL's trainers that take an IterableDataset
+# TRL's trainers that take an IterableDataset (ORPO's once ``_orpo_streamable`` adapts it); rlaif streams
+# through its DPO run, on the pairs its sampling wrote (``workers.rlaif``)
+STREAMED_OBJECTIVES = ("supervised", "dpo", "orpo", "kto", "reinforcement")
 
 
 def streams(config: TrainConfig) -> bool:
-    """Whether the run streams its training rows from the file (``config.stream_rows``): supervised,
-    DPO and KTO runs do; the other objectives' trainers (ORPO, reinforcement) map their rows up front
-    and load them into memory."""
+    """Whether the run streams its training rows from the file (``config.stream_rows``): the trainer of
+    every text objective does (TRL 1.16); rlaif reads its prompts one at a time and streams its pairs."""
     return config.stream_rows > 0 and config.objective in STREAMED_OBJECTIVES
 
 

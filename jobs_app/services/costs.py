@@ -50,6 +50,8 @@ def job_price_estimate(*, owner, provider: str = LOCAL, **request) -> dict:
         "hyperparameters": hp,
         "tokens_basis": basis,
         "seconds": draft["seconds"] if kind == LOCAL else None,  # a remote's pace is its own
+        "peak_memory_bytes": draft["peak_memory_bytes"] if kind == LOCAL else None,  # and its memory
+        "memory_basis": draft["memory_basis"] if kind == LOCAL else "none",
         "cost": job_cost(kind=kind, prices=prices, model=checked.base_model.name, tokens=draft["tokens"],
                          seconds=draft["seconds"], devices=hp.get("devices", 1) * hp.get("nodes", 1)),
     }

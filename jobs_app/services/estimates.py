@@ -6,6 +6,10 @@ steps), ``validation`` (passes over the validation file during training), ``chec
 (base and tuned scored on the validation file after the job). Each comes from past runs of the
 same base model and adapter, or, for a small model with no history, from a short measurement on
 the worker (``workers.estimate.calibrate`` and ``generation_pace``).
+
+The peak memory has its own basis (``memory_basis``, see ``job_memory_estimate``): on CPU workers the
+formula fitted to measured CPU runs (``workers.estimate.cpu_memory_need``) unless a past run had the
+same memory-shaping options.
 """
 
 import logging
@@ -19,6 +23,7 @@ from datasets_app.models import Dataset, TokenStats
 from datasets_app.services import token_stats_current
 from finetune_site.humane import duration_text
 from jobs_app.models import FineTuneJob
+from jobs_app.services.fit import gpu_memory_largest, job_memory_need
 from jobs_app.services.running import train_config
 from models_app.base_models.models import BaseModel
 from workers.loading import ModelLoadError
@@ -26,6 +31,10 @@ from workers.loading import ModelLoadError
 log = logging.getLogger(__name__)
 CALIBRATE_BELOW_PARAMETERS = 100_000_000  # smaller models are measured on the worker when there is no history
 PAST_RUNS = 5
+# The options a run's peak memory depends on (with the base model, adapter and objective): a past run
+# with the same ones measured this job's memory. lora_r and quantization matter only to their adapters.
+MEMORY_OPTIONS = ("batch_size", "max_length", "gradient_checkpointing", "lora_r", "quantization", "devices",
+                  "sharding", "padding_free", "num_generations", "max_completion_length")
 
 
 def job_estimate(*, job: FineTuneJob) -> dict:
@@ -51,23 +60,47 @@ def job_estimate(*, job: FineTuneJob) -> dict:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     schedule = _schedule(hp, job.objective, validation.tokens if validation else 0)
+    memory, memory_basis = job_memory_estimate(base_model=job.base_model, hp=hp, objective=job.objective,
+                                               measured=throughput.peak_memory_bytes if throughput else None,
+                                               measured_basis=basis)
     result = {"tokens_per_epoch": counts.tokens, "trainable_tokens_per_epoch": counts.trainable,
               "truncated_rows": counts.truncated_rows, "validation_tokens": schedule.validation_tokens,
-              "basis": basis if throughput else "none"}
+              "basis": basis if throughput else "none", "peak_memory_bytes": memory, "memory_basis": memory_basis}
     if not throughput:
         steps = schedule.steps(counts.rows)
         return {**result, "tokens": counts.tokens * hp["n_epochs"], "steps": steps, "seconds": None,
-                "peak_memory_bytes": None, "parts": None, "evals": schedule.evals(steps),
-                "saves": schedule.saves(steps)}
+                "parts": None, "evals": schedule.evals(steps), "saves": schedule.saves(steps)}
     e = estimate(counts, throughput, schedule)
     parts = {**e.parts, "finishing": _finishing_seconds(job.base_model, hp)}
     if evaluation is not None:
         parts["evaluation"] = evaluation
-    return {**result, "tokens": e.tokens, "steps": e.steps, "peak_memory_bytes": e.peak_memory_bytes,
+    return {**result, "tokens": e.tokens, "steps": e.steps,
             "tokens_per_second": round(throughput.tokens_per_second, 1),
             "step_seconds": round(throughput.step_seconds, 3), "parts": parts,
             "seconds": round(sum(parts.values()), 1), "evals": schedule.evals(e.steps),
             "saves": schedule.saves(e.steps)}
+
+
+def job_memory_estimate(*, base_model: BaseModel, hp: dict, objective: str, measured: int | None = None,
+                        measured_basis: str = "past_runs") -> tuple[int | None, str]:
+    """(peak bytes, basis) of a job's memory: what ``peak_memory_bytes`` of its run will report.
+
+    Where no GPU worker is registered (the job trains on CPU): the largest peak of past runs of this base
+    model, adapter and objective with the same ``MEMORY_OPTIONS`` ("past_runs": they measured this very
+    job), else for a supervised job the formula fitted to measured CPU runs ("formula", within 20% of
+    benchmarks/memory_estimate.py's runs; it is fitted to supervised runs only), else ``measured``. On GPU
+    workers, and for what the formula does not cover, ``measured``: the largest peak of past runs or the
+    short calibration, as ``measured_basis`` says ("none" without either)."""
+    if gpu_memory_largest() is None:
+        same = [m.get("peak_memory_bytes") or 0 for m, past in _past_runs(base_model, hp["adapter"], objective)
+                if all(past.get(name) == hp.get(name) for name in MEMORY_OPTIONS)]
+        if any(same):
+            return max(same), "past_runs"
+        formula = (job_memory_need(hp, base_model=base_model, half_precision=False, device="cpu")
+                   if objective == FineTuneJob.Objective.SUPERVISED else None)
+        if formula:
+            return formula, "formula"
+    return (measured, measured_basis) if measured else (None, "none")
 
 
 def _quietly(measure, *args, **kwargs):
@@ -203,9 +236,11 @@ def job_estimate_draft(*, owner, dataset: Dataset, base_model: BaseModel, hyperp
               "trainable_tokens": counted["trainable"] * hp["n_epochs"] if counted["trainable"] is not None else None,
               "avg_tokens_per_row": round(counted["tokens"] / dataset.row_count) if dataset.row_count else 0}
     throughput = past_throughput(base_model, hp, objective=objective)
+    memory, memory_basis = job_memory_estimate(base_model=base_model, hp=hp, objective=objective,
+                                               measured=throughput.peak_memory_bytes if throughput else None)
+    result = {**result, "peak_memory_bytes": memory, "memory_basis": memory_basis}
     if throughput is None:
-        return {**result, "seconds": None, "parts": None, "peak_memory_bytes": None, "tokens_per_second": None,
-                "basis": "none"}
+        return {**result, "seconds": None, "parts": None, "tokens_per_second": None, "basis": "none"}
     counts = TokenCounts(rows=dataset.row_count, tokens=counted["tokens"], trainable=0, truncated_rows=0)
     parts = {**estimate(counts, throughput, schedule).parts, "finishing": _finishing_seconds(base_model, hp)}
     if validation:
@@ -215,7 +250,6 @@ def job_estimate_draft(*, owner, dataset: Dataset, base_model: BaseModel, hyperp
         parts["evaluation"] = round(targets * rows * per_row, 1) if per_row is not None else None
     known = [seconds for seconds in parts.values() if seconds is not None]
     return {**result, "parts": parts, "seconds": round(sum(known), 1), "basis": "past_runs",
-            "peak_memory_bytes": throughput.peak_memory_bytes or None,
             "tokens_per_second": round(throughput.tokens_per_second, 1),
             "step_seconds": round(throughput.step_seconds, 3)}
 
@@ -251,8 +285,12 @@ def estimate_describe(estimate: dict) -> str:
     if estimate.get("seconds") is not None:
         parts = ", ".join(f"{name} {duration_text(seconds)}" for name, seconds in estimate["parts"].items()
                           if seconds is not None)
-        memory = (f", peak memory {estimate['peak_memory_bytes'] / 2**20:,.0f} MiB"
-                  if estimate.get("peak_memory_bytes") else "")
-        text += (f"; about {duration_text(estimate['seconds'])} in all ({parts}){memory} "
+        text += (f"; about {duration_text(estimate['seconds'])} in all ({parts}) "
                  f"(from {estimate['basis'].replace('_', ' ')})")
+    if estimate.get("peak_memory_bytes"):
+        text += (f"; peak memory about {estimate['peak_memory_bytes'] / 2**20:,.0f} MiB "
+                 f"(from {MEMORY_BASES.get(estimate.get('memory_basis'), 'past runs')})")
     return text
+
+
+MEMORY_BASES = {"formula": "the CPU memory formula", "past_runs": "past runs", "calibration": "calibration"}

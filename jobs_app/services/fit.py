@@ -19,16 +19,18 @@ def gpu_memory_largest() -> tuple[int, bool, int] | None:
     return largest.get("memory_bytes") or 0, bool(largest.get("bf16", True)), largest.get("count") or 1
 
 
-def job_memory_need(hp: dict, *, base_model: BaseModel, half_precision: bool = True) -> int | None:
-    """Bytes one GPU needs to train with the options ``hp`` (``workers.estimate.memory_need``); None when the
-    base model's size or shape is unknown."""
+def job_memory_need(hp: dict, *, base_model: BaseModel, half_precision: bool = True,
+                    device: str = "cuda") -> int | None:
+    """Bytes one GPU needs to train with the options ``hp`` (``workers.estimate.memory_need``), or with
+    ``device="cpu"`` what the run adds to a CPU worker's process; None when the base model's size or shape
+    is unknown."""
     if not base_model.parameters or not base_model.shape:
         return None
     return memory_need(parameters=base_model.parameters, shape=Shape(**base_model.shape), adapter=hp["adapter"],
                        quantization=hp.get("quantization") or "nf4", batch_size=hp["batch_size"],
                        max_length=hp.get("max_length") or base_model.context_length,  # reinforcement has none
                        checkpointing=bool(hp.get("gradient_checkpointing")), half_precision=half_precision,
-                       lora_r=hp.get("lora_r") or 16, shards=_shards(hp))
+                       lora_r=hp.get("lora_r") or 16, shards=_shards(hp), device=device)
 
 
 def _shards(hp: dict) -> int:

@@ -4,7 +4,7 @@ import pytest
 
 from finetune_site.errors import Conflict
 from jobs_app import services
-from jobs_app.models import ALLOWED_TRANSITIONS, FineTuneJob, JobEvent
+from jobs_app.models import ALLOWED_TRANSITIONS, FineTuneJob, JobEvent, Worker
 from jobs_app.services import (
     JobControl,
     job_cancel,
@@ -106,7 +106,11 @@ def test_validation_estimates_tokens_steps_time_and_memory(base_model, tiny_mode
     assert {"setup", "training", "checkpoints", "finishing"} <= set(parts) and "evaluation" not in parts
     assert parts["setup"] > 0 and parts["training"] > 0 and estimate["saves"] == 3
     assert estimate["seconds"] == pytest.approx(sum(parts.values()), abs=0.15)
-    assert "Estimate: " in job.events.get(data__status="queued").message
+    # on CPU workers the memory is the formula's for the job's options (max_length as resolved from the data)
+    assert estimate["memory_basis"] == "formula"
+    assert estimate["peak_memory_bytes"] == _formula(base_model, job.hyperparameters)
+    logged = job.events.get(data__status="queued").message
+    assert "Estimate: " in logged and "(from the CPU memory formula)" in logged
 
 
 def test_estimate_uses_past_runs_of_the_same_model_and_method(base_model, tiny_model_path):
@@ -118,7 +122,9 @@ def test_estimate_uses_past_runs_of_the_same_model_and_method(base_model, tiny_m
     job_validate(job_id=job.id)
     job.refresh_from_db()
     estimate = job.estimate
-    assert estimate["basis"] == "past_runs" and estimate["peak_memory_bytes"] == 5
+    assert estimate["basis"] == "past_runs"
+    # its memory is not this job's: the past run's max_length was 1024, this one's resolved to 64
+    assert estimate["memory_basis"] == "formula" and estimate["peak_memory_bytes"] != 5
     assert estimate["parts"] == {"setup": 2.0, "training": round(estimate["tokens"] / 1000.0, 1), "validation": 0.0,
                                  "checkpoints": 0.6, "finishing": 1.5}  # a checkpoint per epoch, 0.2 s each
     assert estimate["seconds"] == pytest.approx(sum(estimate["parts"].values()))
@@ -154,8 +160,6 @@ def test_given_max_length_is_kept(base_model, tiny_model_path):
 
 
 def test_auto_gradient_checkpointing_turns_on_only_when_past_peaks_exceed_the_gpu(base_model):
-    from jobs_app.models import Worker
-
     first = make_job()
     assert first.hyperparameters["gradient_checkpointing"] is False  # CPU workers only, no history
     assert first.hyperparameters["padding_free"] is True and first.hyperparameters["gradient_accumulation_steps"] == 1
@@ -182,7 +186,8 @@ def test_draft_estimate_without_history_says_time_unknown_and_reads_the_counts_b
     dataset = make_dataset()  # turning ready asked for its token counts
     estimate = job_estimate_draft(owner=dataset.owner, dataset=dataset, base_model=base_model, hyperparameters=HP)
     assert estimate["steps"] == 12 and estimate["steps_per_epoch"] == 4  # 16 rows / 4 × 3
-    assert estimate["seconds"] is None and estimate["peak_memory_bytes"] is None and estimate["basis"] == "none"
+    assert estimate["seconds"] is None and estimate["basis"] == "none"
+    assert estimate["memory_basis"] == "formula" and estimate["peak_memory_bytes"] == _formula(base_model, HP)
     assert estimate["tokens_basis"] == "bytes" and estimate["stats_status"] == "computing"
     assert estimate["tokens"] == estimate["tokens_per_epoch"] * 3 > 0
     assert TokenStats.objects.filter(sha256=dataset.sha256, status="computing").exists()
@@ -210,8 +215,12 @@ def test_draft_estimate_uses_token_stats_and_past_runs_of_the_model_and_adapter(
     # the 100-token rows keep 64: 50 prompt tokens leave 14 of the 50 target tokens
     assert estimate["trainable_tokens"] == ((2 + 30 + 14) * 5 + 5) * 3
     assert estimate["basis"] == "past_runs" and estimate["tokens_per_second"] == 200.0  # the median
-    assert estimate["parts"]["training"] == round(kept * 3 / 200.0, 1) and estimate["peak_memory_bytes"] == 3 * 2**20
+    assert estimate["parts"]["training"] == round(kept * 3 / 200.0, 1)
     assert estimate["seconds"] == pytest.approx(sum(estimate["parts"].values()))
+    # with a GPU worker the memory is the largest peak of those runs (on CPU: the formula, their options differ)
+    Worker.objects.create(name="gpu-1", devices={"kind": "cuda", "count": 1, "memory_bytes": 80 * 2**30})
+    estimate = job_estimate_draft(owner=dataset.owner, dataset=dataset, base_model=base_model, hyperparameters=HP)
+    assert estimate["memory_basis"] == "past_runs" and estimate["peak_memory_bytes"] == 3 * 2**20
 
 
 def test_draft_estimate_of_reinforcement_paces_by_the_steps_of_past_reinforcement_runs(base_model):
@@ -232,6 +241,51 @@ def test_draft_estimate_of_reinforcement_paces_by_the_steps_of_past_reinforcemen
                                   objective="reinforcement")
     assert estimate["steps"] == 4 and estimate["step_seconds"] == 4.0  # 8 answers a step at 0.5 s
     assert estimate["parts"]["training"] == 16.0 and estimate["peak_memory_bytes"] == 7
+
+
+# --- the memory estimate on CPU workers ---
+
+def _formula(base_model, hp: dict) -> int:
+    """What ``workers.estimate.cpu_memory_need`` gives for the tiny model with the options ``hp``."""
+    from workers.estimate import Shape, cpu_memory_need
+
+    return cpu_memory_need(parameters=base_model.parameters, shape=Shape(**base_model.shape), adapter=hp["adapter"],
+                           batch_size=hp["batch_size"], max_length=hp["max_length"],
+                           checkpointing=bool(hp.get("gradient_checkpointing")), lora_r=hp.get("lora_r") or 16)
+
+
+def test_cpu_memory_estimate_is_the_formula_and_follows_the_options_that_size_it(base_model):
+    from jobs_app.services import job_estimate_draft
+
+    dataset = make_dataset()
+
+    def memory(**changes) -> int:
+        hp = {**HP, "gradient_checkpointing": False, **changes}
+        estimate = job_estimate_draft(owner=dataset.owner, dataset=dataset, base_model=base_model, hyperparameters=hp)
+        assert estimate["memory_basis"] == "formula" and estimate["peak_memory_bytes"] == _formula(base_model, hp)
+        return estimate["peak_memory_bytes"]
+
+    lora = memory()
+    assert memory(batch_size=8) > lora and memory(max_length=128) > lora
+    assert memory(adapter="full") != lora and memory(gradient_checkpointing=True) != lora
+
+
+def test_cpu_memory_estimate_reads_a_past_run_only_with_the_same_memory_options(base_model):
+    from jobs_app.services import job_estimate_draft
+
+    dataset = make_dataset()
+    past = make_job(status="succeeded")
+    FineTuneJob.objects.filter(pk=past.pk).update(metrics={"tokens_per_second": 50.0, "peak_memory_bytes": 7 * 2**20})
+    same, larger = past.hyperparameters, {**past.hyperparameters, "batch_size": past.hyperparameters["batch_size"] * 2}
+
+    def estimate(hp: dict) -> dict:
+        return job_estimate_draft(owner=dataset.owner, dataset=dataset, base_model=base_model, hyperparameters=hp)
+
+    assert (estimate(same)["memory_basis"], estimate(same)["peak_memory_bytes"]) == ("past_runs", 7 * 2**20)
+    assert (estimate(larger)["memory_basis"], estimate(larger)["peak_memory_bytes"]) == \
+        ("formula", _formula(base_model, larger))
+    Worker.objects.create(name="gpu-1", devices={"kind": "cuda", "count": 1, "memory_bytes": 80 * 2**30})
+    assert (estimate(larger)["memory_basis"], estimate(larger)["peak_memory_bytes"]) == ("past_runs", 7 * 2**20)
 
 
 # --- the template: checked before any compute ---

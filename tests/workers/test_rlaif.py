@@ -56,3 +56,21 @@ def test_a_judge_that_ties_every_answer_leaves_nothing_to_learn_and_says_so(tiny
                          objective="rlaif", grader=json.dumps(always), num_generations=2, max_completion_length=2)
     with pytest.raises(ValueError, match="no preference pair"):
         run_training(config, lambda event: None)
+
+
+def test_a_streamed_rlaif_job_streams_its_pairs_for_its_epochs(tiny_model_path, tmp_path):
+    """The prompts' row count says nothing of the pairs (ties are left out): DPO streams the pairs it has."""
+    from workers.training import run_training
+
+    prompts = [{"messages": row["messages"][:1]} for row in classification_rows(12, seed=3)]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in prompts))
+    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(path), output_dir=str(tmp_path / "out"),
+                         objective="rlaif", grader=json.dumps(JUDGE), num_generations=4, max_completion_length=4,
+                         temperature=1.0, n_epochs=2, batch_size=2, learning_rate=3e-3, stream_rows=12)
+    events = []
+    result = run_training(config, events.append)
+    pairs = next(e for e in events if isinstance(e, ArtifactSaved) and e.kind == "preferences").metrics["pairs"]
+    assert 0 < pairs < 12  # some prompts tied
+    assert any(f"streaming its {pairs:,} rows" in e.message for e in events if isinstance(e, LogLine))
+    assert result.steps == -(-2 * pairs // 2)  # two passes over the pairs, two a step

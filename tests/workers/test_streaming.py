@@ -119,12 +119,13 @@ def test_streamed_run_memory_stays_flat_where_loading_grows_with_the_file(tiny_m
 
 PREFERENCE_ROWS = {
     "dpo": lambda i: {"prompt": f"Classify row {i}:", "chosen": " sports", "rejected": " food"},
+    "orpo": lambda i: {"prompt": f"Classify row {i}:", "chosen": " sports", "rejected": " food"},
     "kto": lambda i: {"prompt": f"Classify row {i}:", "completion": " sports" if i % 2 else " food",
                       "label": bool(i % 2)},
 }
 
 
-@pytest.mark.parametrize("objective", ["dpo", "kto"])
+@pytest.mark.parametrize("objective", ["dpo", "orpo", "kto"])
 def test_preference_runs_stream_their_rows_each_once_a_pass(tiny_model_path, tmp_path, monkeypatch, objective):
     import re
 
@@ -136,7 +137,9 @@ def test_preference_runs_stream_their_rows_each_once_a_pass(tiny_model_path, tmp
 
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(PREFERENCE_ROWS[objective](i)) + "\n" for i in range(8)))
-    trainer_class = {"dpo": trl.DPOTrainer, "kto": trl.KTOTrainer}[objective]
+    from trl.experimental.orpo import ORPOTrainer
+
+    trainer_class = {"dpo": trl.DPOTrainer, "orpo": ORPOTrainer, "kto": trl.KTOTrainer}[objective]
     seen, streamed = [], []
     train_step = trainer_class.training_step
 
@@ -153,3 +156,74 @@ def test_preference_runs_stream_their_rows_each_once_a_pass(tiny_model_path, tmp
     result = run_training(config, lambda event: None)
     assert result.steps == 8 and all(streamed) and len(streamed) == 8
     assert Counter(seen) == {row: 2 for row in range(8)}  # two passes, every row once in each
+
+
+PROMPT_ROWS = lambda i: {"messages": [{"role": "user", "content": f"Classify row {i}:"}], "answer": "sports"}  # noqa: E731
+EXACT = {"type": "string_check", "input": "{{sample.output_text}}", "reference": "{{item.answer}}", "operation": "eq"}
+
+
+@pytest.mark.parametrize("objective", ["orpo", "reinforcement"])
+def test_streamed_run_resumed_from_a_checkpoint_goes_on_at_the_exact_row(tiny_model_path, tmp_path, monkeypatch,
+                                                                          objective):
+    import re
+
+    import trl
+    from trl.experimental.orpo import ORPOTrainer
+
+    from workers.config import TrainConfig
+    from workers.training import run_training
+
+    train = tmp_path / "train.jsonl"
+    make = PROMPT_ROWS if objective == "reinforcement" else PREFERENCE_ROWS["orpo"]
+    train.write_text("".join(json.dumps(make(i)) + "\n" for i in range(8)))
+    trainer_class = trl.GRPOTrainer if objective == "reinforcement" else ORPOTrainer
+    steps: dict[int, list[int]] = {}
+    train_step = trainer_class.training_step
+
+    def recorded(self, model, inputs, num_items_in_batch=None):
+        text = json.dumps(inputs) if objective == "reinforcement" else \
+            " ".join(self.processing_class.batch_decode(inputs["prompt_input_ids"]))
+        steps[self.state.global_step + 1] = sorted({int(number) for number in re.findall(r"row (\d+)", text)})
+        return train_step(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(trainer_class, "training_step", recorded)
+    extra = {"grader": json.dumps(EXACT), "num_generations": 2, "max_completion_length": 4} \
+        if objective == "reinforcement" else {}
+    config = dict(model_path=str(tiny_model_path), train_file=str(train), objective=objective, n_epochs=2,
+                  batch_size=2, learning_rate=3e-3, save_steps=4, stream_rows=8, **extra)
+    run_training(TrainConfig(**config, output_dir=str(tmp_path / "first")), lambda event: None)
+    first, steps = steps, {}
+    resumed = run_training(TrainConfig(**config, output_dir=str(tmp_path / "second"),
+                                       resume_from=str(tmp_path / "first" / "checkpoints" / "checkpoint-4")),
+                           lambda event: None)
+    assert resumed.steps == 8 and sorted(steps) == [5, 6, 7, 8]
+    assert steps == {step: first[step] for step in range(5, 9)}  # the rows the first run read after step 4
+
+
+def test_reinforcement_runs_stream_their_prompts_each_once_a_pass(tiny_model_path, tmp_path, monkeypatch):
+    import re
+
+    import trl
+    from datasets import IterableDataset
+
+    from workers.config import TrainConfig
+    from workers.training import run_training
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(PROMPT_ROWS(i)) + "\n" for i in range(8)))
+    seen, streamed = [], []
+    train_step = trl.GRPOTrainer.training_step
+
+    def recorded(self, model, inputs, num_items_in_batch=None):
+        streamed.append(isinstance(self.train_dataset, IterableDataset))
+        # the step's prompts as read, each sampled num_generations times
+        seen.extend({int(number) for number in re.findall(r"row (\d+)", json.dumps(inputs))})
+        return train_step(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(trl.GRPOTrainer, "training_step", recorded)
+    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp_path / "out"),
+                         objective="reinforcement", grader=json.dumps(EXACT), n_epochs=2, batch_size=2,
+                         num_generations=2, max_completion_length=4, learning_rate=3e-3, stream_rows=8)
+    result = run_training(config, lambda event: None)
+    assert result.steps == 8 and all(streamed) and len(streamed) == 8
+    assert Counter(seen) == {row: 2 for row in range(8)}  # two passes, every prompt once in each

@@ -432,3 +432,19 @@ def test_finishing_prior_grows_with_the_bytes_a_run_saves():
     assert 0.1 < lora < full < 0.5
     big = finishing_seconds(parameters=6_738_415_616, shape=Shape(4096, 32, 11008, 32000), adapter="full")
     assert 200 < big < 400
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the per-run peak RSS needs Linux's /proc")
+def test_cpu_run_reports_its_own_peak_memory_not_an_earlier_larger_runs(tiny_model_path, tmp_path):
+    """A worker process runs job after job: each reports the memory it added, as the CPU estimate predicts."""
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": "row " + "the model learns " * 200}) + "\n" for _ in range(32)))
+
+    def peak(name: str, **options) -> int:
+        config = TrainConfig(model_path=str(tiny_model_path), train_file=str(train), output_dir=str(tmp_path / name),
+                             n_epochs=1, learning_rate=1e-4, **options)
+        return _run(config, []).peak_memory_bytes
+
+    large = peak("large", adapter="full", batch_size=16, max_length=512)
+    small = peak("small", batch_size=2, max_length=32)
+    assert large > 200 * 2**20 and 0 < small < large / 4  # the process's own peak would be the larger one
