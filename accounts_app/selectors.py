@@ -8,6 +8,7 @@ navigation (the personal project by default). Authentication sets it on the user
 from django.db.models import F, QuerySet
 
 from accounts_app.models import Membership, Project
+from finetune_site.errors import Forbidden
 
 Role = Membership.Role
 WRITERS = (Role.OWNER, Role.MEMBER)
@@ -55,10 +56,16 @@ def user_acting(user, project_id: str | None = None):
 
 
 def user_in_project(user, project: Project):
-    """``user`` acting in ``project`` whatever they belong to: for background work done on behalf of an
-    object's creator (a sweep's trials, a pipeline's steps) in the object's project."""
-    if getattr(user, "acting_project", None) != project:
-        user.acting_project, user.acting_role = project, Role.MEMBER
+    """``user`` acting in ``project`` with their role there: for background work done on behalf of an
+    object's creator (a sweep's trials, a pipeline's steps) in the object's project. ``Forbidden``
+    (``project_membership``) once they no longer belong to it or only view it: their work stops acting
+    there."""
+    role = Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+    if role not in WRITERS:
+        standing = "is only a viewer of" if role else "no longer belongs to"
+        raise Forbidden(f"{user.get_username()} {standing} project {project.name} ({project.id}): work they "
+                        "started there does not act in it any more", code="project_membership")
+    user.acting_project, user.acting_role = project, role
     return user
 
 

@@ -243,3 +243,85 @@ def test_a_sweep_in_a_project_runs_its_later_trials_there_and_members_see_it(tea
     assert second.state == SweepTrial.State.RUNNING and second.job.project_id == team["project"].id
     assert _client(team["alice"], team["project"]).get(f"/v1/sweeps/{sweep.id}").status_code == 200
     assert api_client(make_user()).get(f"/v1/sweeps/{sweep.id}").status_code == 404
+
+
+def _bob_sweep(team, **overrides) -> "object":
+    """Bob's sweep in the team's project, its first trial running (two trials, one at a time)."""
+    from sweeps_app.models import Sweep
+
+    space = {"n_epochs": {"type": "int", "low": 1, "high": 2}}
+    body = {"model": "tiny-llama", "training_file": team["objects"]["file"], "search_space": space,
+            "objective": {"metric": "train_loss", "direction": "minimize"}, "max_trials": 2, "parallelism": 1,
+            **overrides}
+    made = _client(team["bob"], team["project"]).post("/v1/sweeps", body, format="json")
+    assert made.status_code == 200, made.content
+    return Sweep.objects.get(pk=made.json()["id"])
+
+
+def test_a_removed_members_sweep_is_cancelled_saying_why_and_starts_no_trial(team):
+    from django.utils import timezone
+
+    from accounts_app.services import member_remove
+    from jobs_app.services import job_transition
+    from sweeps_app.services import sweep_trial_finish
+
+    sweep = _bob_sweep(team)
+    first = sweep.trials.get(number=0).job
+    member_remove(project=team["project"], by=team["alice"], user_id=team["bob"].pk)
+    FineTuneJob.objects.filter(pk=first.pk).update(status=FineTuneJob.Status.RUNNING)
+    job_transition(job_id=first.id, to=FineTuneJob.Status.FAILED, finished_at=timezone.now())
+    sweep_trial_finish(job_id=first.id)
+
+    assert sweep.trials.count() == 1  # no trial started on behalf of someone gone
+    body = _client(team["alice"], team["project"]).get(f"/v1/sweeps/{sweep.id}").json()
+    assert body["status"] == "cancelled"
+    assert body["reason"].startswith(f"bob no longer belongs to project team ({team['project'].id})")
+
+
+def test_a_sweep_of_a_member_made_viewer_cancels_its_running_trials_with_the_reason(team):
+    from django.utils import timezone
+
+    from jobs_app.services import job_transition
+    from sweeps_app.services import sweep_trial_finish
+
+    sweep = _bob_sweep(team, max_trials=3, parallelism=2)
+    first, second = (t.job for t in sweep.trials.order_by("number"))
+    member_add(project=team["project"], by=team["alice"], user="bob", role=Role.VIEWER)
+    FineTuneJob.objects.filter(pk=first.pk).update(status=FineTuneJob.Status.RUNNING)
+    job_transition(job_id=first.id, to=FineTuneJob.Status.FAILED, finished_at=timezone.now())
+    sweep_trial_finish(job_id=first.id)
+
+    sweep.refresh_from_db()
+    assert sweep.status == "cancelled" and sweep.trials.count() == 2
+    assert sweep.reason.startswith(f"bob is only a viewer of project team ({team['project'].id})")
+    second.refresh_from_db()
+    assert second.status == FineTuneJob.Status.CANCELLED
+    assert "bob is only a viewer" in second.events.order_by("-seq").first().message
+    assert "bob is only a viewer" in sweep.trials.get(number=1).note
+
+
+def test_a_removed_members_pipeline_step_fails_saying_why(team):
+    from accounts_app.services import member_remove
+    from pipelines_app.models import PipelineStep
+    from pipelines_app.services import pipeline_advance, pipeline_create
+
+    bob = user_acting(team["bob"], team["project"].id)
+    recipe = {"inputs": {"dataset": team["objects"]["file"]}, "steps": [
+        {"id": "train", "type": "train", "model": "tiny-llama", "training_file": "${inputs.dataset}"}]}
+    run = pipeline_create(owner=bob, recipe=recipe).runs.get()
+    member_remove(project=team["project"], by=team["alice"], user_id=team["bob"].pk)
+    pipeline_advance(run_id=run.id)
+
+    step = PipelineStep.objects.get(run=run)
+    assert step.status == "failed" and "bob no longer belongs to project team" in step.error
+    assert FineTuneJob.objects.filter(project=team["project"]).count() == 1  # Alice's only
+
+
+def test_a_removed_members_finished_job_keeps_its_result_file_in_the_project(team):
+    from accounts_app.services import member_remove
+    from jobs_app.services import job_result_file_create
+
+    dataset = Dataset.objects.get(pk=team["objects"]["file"])
+    job = make_job(user_acting(team["bob"], team["project"].id), dataset=dataset)
+    member_remove(project=team["project"], by=team["alice"], user_id=team["bob"].pk)
+    assert job_result_file_create(job).project_id == team["project"].id
