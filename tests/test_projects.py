@@ -325,3 +325,76 @@ def test_a_removed_members_finished_job_keeps_its_result_file_in_the_project(tea
     job = make_job(user_acting(team["bob"], team["project"].id), dataset=dataset)
     member_remove(project=team["project"], by=team["alice"], user_id=team["bob"].pk)
     assert job_result_file_create(job).project_id == team["project"].id
+
+
+def test_the_members_forms_act_on_the_project_the_page_showed_not_the_sessions_latest(team, client):
+    """Alice's page shows the team; in another tab she acts in her lab since; the team page's form adds to
+    the team."""
+    alice = team["alice"]
+    lab = project_create(user=alice, name="lab")
+    client.force_login(alice)
+    client.post(reverse("accounts:project_switch"), {"project": team["project"].id})
+    page = client.get(reverse("accounts:projects")).content.decode()
+    add_url = reverse("accounts:member_add", args=[team["project"].id])
+    assert f'action="{add_url}"' in page
+    client.post(reverse("accounts:project_switch"), {"project": lab.id})  # the other tab
+    make_user("carol")
+    assert client.post(add_url, {"user": "carol", "role": "member"}).status_code == 302
+    assert Membership.objects.filter(project=team["project"], user__username="carol").exists()
+    assert not Membership.objects.filter(project=lab, user__username="carol").exists()
+    remove = client.post(reverse("accounts:member_remove", args=[team["project"].id, team["vera"].pk]))
+    assert remove.status_code == 302 and not Membership.objects.filter(project=team["project"], user=team["vera"])
+
+
+def test_the_members_forms_check_the_posters_role_in_the_named_project(team, client):
+    client.force_login(team["bob"])  # a member of the team, acting in his personal project
+    response = client.post(reverse("accounts:member_add", args=[team["project"].id]), {"user": "bob", "role": "owner"})
+    assert response.status_code == 403 and "Only an owner" in response.content.decode()
+    outsider = project_create(user=make_user("zed"), name="secret")
+    response = client.post(reverse("accounts:member_remove", args=[outsider.id, team["bob"].pk]))
+    assert response.status_code == 404
+    assert Membership.objects.get(project=team["project"], user=team["bob"]).role == Role.MEMBER
+
+
+def test_a_member_removed_from_the_chosen_project_is_told_on_the_next_page(team, client):
+    from accounts_app.services import member_remove
+
+    client.force_login(team["bob"])
+    client.post(reverse("accounts:project_switch"), {"project": team["project"].id})
+    member_remove(project=team["project"], by=team["alice"], user_id=team["bob"].pk)
+    page = client.get(reverse("datasets:list")).content.decode()
+    assert "You no longer belong to project team: you act in your personal project bob now." in page
+    assert team["objects"]["file"] not in page
+    assert "no longer belong" not in client.get(reverse("datasets:list")).content.decode()  # said once
+
+
+def test_listing_projects_takes_the_same_queries_however_many():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user = make_user()
+    api = api_client(user)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert api.get("/v1/projects").status_code == 200
+        return len(captured)
+
+    queries()  # the key's first use records it
+    one = queries()
+    for number in range(4):
+        project_create(user=user, name=f"p{number}")
+    assert queries() == one
+    roles = {p["name"]: p["role"] for p in api.get("/v1/projects").json()["data"]}
+    assert roles == {user.username: "owner", "p0": "owner", "p1": "owner", "p2": "owner", "p3": "owner"}
+
+
+def test_reading_the_personal_project_never_makes_one_logging_in_does(client):
+    user = make_user("lee")
+    Project.objects.filter(personal_user=user).delete()  # a user loaded without signals (a fixture)
+    with pytest.raises(Project.DoesNotExist):
+        project_personal(user)
+    assert not Project.objects.filter(personal_user=user).exists()
+    client.post(reverse("accounts:login"), {"username": "lee", "password": "pw-lee"})
+    assert project_personal(user).personal_user == user
+    assert Membership.objects.get(project__personal_user=user, user=user).role == Role.OWNER
