@@ -202,3 +202,17 @@ def test_sample_images_for_an_export_check_fetch_the_archive_only(owner, tmp_pat
     assert name == "images.zip" and open(archive, "rb").read() == dataset.file.open("rb").read()
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == ["images/images.zip"]
     assert len(images) == 3 and len({image.split("/")[0] for image in images}) == 3  # one of each class
+
+
+def test_the_worker_records_whether_a_backbone_classifies_on_its_own(tmp_path):
+    from tests.factories import classifier_write
+    from workers.model_files import model_describe
+    from workers.vision.backbones import backbone_save
+    from workers.vision.modules import features_build
+    from workers.vision.nets import resnet_design
+
+    design = resnet_design((8, 16))
+    path = backbone_save(features_build(design), design=design, image_size=24, path=str(tmp_path / "net"))
+    assert model_describe(str(path)).architecture == "VisionBackbone"
+    classifier_write(path, ["cats", "dogs"])  # a head over its features beside it
+    assert model_describe(str(path)).architecture == "VisionClassifier"
