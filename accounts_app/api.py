@@ -1,6 +1,5 @@
 """The projects API: your projects, their members (owners manage them) and keys acting in a project."""
 
-from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -14,23 +13,16 @@ def _ts(value) -> int | None:
     return int(value.timestamp()) if value else None
 
 
-def project_object(project: Project, user) -> dict:
-    role = Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+def project_object(project: Project) -> dict:
+    """A project of ``selectors.projects_of``/``project_get`` (with the caller's ``role``)."""
     return {"object": "organization.project", "id": project.id, "name": project.name, "personal": project.personal,
-            "role": role, "created_at": _ts(project.created_at)}
+            "role": project.role, "created_at": _ts(project.created_at)}
 
 
 def member_object(membership: Membership) -> dict:
     return {"object": "organization.project.user", "id": membership.user_id,
             "username": membership.user.get_username(), "email": membership.user.email or None,
             "role": membership.role, "added_at": _ts(membership.created_at)}
-
-
-def _project(user, project_id: str) -> Project:
-    project = selectors.project_get(user, project_id)
-    if project is None:  # another project does not exist for a non-member
-        raise Http404(f"No such project: {project_id}")
-    return project
 
 
 class ProjectCreateSerializer(serializers.Serializer):
@@ -43,7 +35,7 @@ class ProjectsApi(APIView):
     @extend_schema(responses={200: dict}, summary="List the projects you belong to (your personal one first)")
     def get(self, request):
         projects = selectors.projects_of(request.user)
-        return Response({"object": "list", "data": [project_object(p, request.user) for p in projects]})
+        return Response({"object": "list", "data": [project_object(p) for p in projects]})
 
     @extend_schema(request=ProjectCreateSerializer, responses={200: dict},
                    summary="Create a project; you are its owner")
@@ -51,13 +43,13 @@ class ProjectsApi(APIView):
         form = ProjectCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         project = services.project_create(user=request.user, name=form.validated_data["name"])
-        return Response(project_object(project, request.user))
+        return Response(project_object(selectors.project_get(request.user, project.id)))
 
 
 class ProjectApi(APIView):
     @extend_schema(responses={200: dict}, summary="A project you belong to")
     def get(self, request, project_id: str):
-        return Response(project_object(_project(request.user, project_id), request.user))
+        return Response(project_object(selectors.project_get(request.user, project_id)))
 
 
 class MemberAddSerializer(serializers.Serializer):
@@ -70,13 +62,13 @@ class ProjectMembersApi(APIView):
 
     @extend_schema(responses={200: dict}, summary="The project's members and their roles")
     def get(self, request, project_id: str):
-        project = _project(request.user, project_id)
+        project = selectors.project_get(request.user, project_id)
         return Response({"object": "list", "data": [member_object(m) for m in selectors.members_of(project)]})
 
     @extend_schema(request=MemberAddSerializer, responses={200: dict},
                    summary="Add a member or change a member's role (owners)")
     def post(self, request, project_id: str):
-        project = _project(request.user, project_id)
+        project = selectors.project_get(request.user, project_id)
         form = MemberAddSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         membership = services.member_add(project=project, by=request.user, **form.validated_data)
@@ -88,7 +80,7 @@ class ProjectMemberApi(APIView):
 
     @extend_schema(responses={200: dict}, summary="Remove a member (owners), or leave the project yourself")
     def delete(self, request, project_id: str, user_id: int):
-        project = _project(request.user, project_id)
+        project = selectors.project_get(request.user, project_id)
         services.member_remove(project=project, by=request.user, user_id=user_id)
         return Response({"object": "organization.project.user.deleted", "id": user_id, "deleted": True})
 
@@ -103,7 +95,7 @@ class ProjectApiKeysApi(APIView):
     @extend_schema(request=ProjectKeyCreateSerializer, responses={200: dict},
                    summary="A new API key of yours acting in this project (shown once)")
     def post(self, request, project_id: str):
-        project = _project(request.user, project_id)
+        project = selectors.project_get(request.user, project_id)
         form = ProjectKeyCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         api_key, raw_key = services.api_key_create(user=request.user, name=form.validated_data["name"],

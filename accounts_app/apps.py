@@ -13,7 +13,8 @@ class AccountsAppConfig(AppConfig):
 
 
 def _personal_project(sender, instance, created: bool, raw: bool = False, **kwargs) -> None:
-    """Every user gets a personal project when created, so their first upload has somewhere to go."""
+    """Every user gets a personal project when created, so their first upload has somewhere to go (the one
+    writer is ``project_personal_ensure``; ``selectors.project_personal`` only reads)."""
     if created and not raw:
         from accounts_app.services import project_personal_ensure
 

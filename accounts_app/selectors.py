@@ -5,22 +5,20 @@ navigation (the personal project by default). Authentication sets it on the user
 (``user_acting``); every other read asks ``project_acting(user)`` and ``project_role(user)``.
 """
 
-from django.db.models import F, QuerySet
+from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.http import Http404
 
 from accounts_app.models import Membership, Project
+from finetune_site.errors import Forbidden
 
 Role = Membership.Role
 WRITERS = (Role.OWNER, Role.MEMBER)
 
 
 def project_personal(user) -> Project:
-    """``user``'s personal project (made with the user; made here for a user from before projects)."""
-    found = Project.objects.filter(personal_user=user).first()
-    if found is not None:
-        return found
-    from accounts_app.services import project_personal_ensure
-
-    return project_personal_ensure(user)
+    """``user``'s personal project: made with the user (``services.project_personal_ensure``; accounts_app
+    0004 made one for each user from before projects), never here."""
+    return Project.objects.get(personal_user=user)
 
 
 def project_acting(user) -> Project:
@@ -55,23 +53,33 @@ def user_acting(user, project_id: str | None = None):
 
 
 def user_in_project(user, project: Project):
-    """``user`` acting in ``project`` whatever they belong to: for background work done on behalf of an
-    object's creator (a sweep's trials, a pipeline's steps) in the object's project."""
-    if getattr(user, "acting_project", None) != project:
-        user.acting_project, user.acting_role = project, Role.MEMBER
+    """``user`` acting in ``project`` with their role there: for background work done on behalf of an
+    object's creator (a sweep's trials, a pipeline's steps) in the object's project. ``Forbidden``
+    (``project_membership``) once they no longer belong to it or only view it: their work stops acting
+    there."""
+    role = Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+    if role not in WRITERS:
+        standing = "is only a viewer of" if role else "no longer belongs to"
+        raise Forbidden(f"{user.get_username()} {standing} project {project.name} ({project.id}): work they "
+                        "started there does not act in it any more", code="project_membership")
+    user.acting_project, user.acting_role = project, role
     return user
 
 
 def projects_of(user) -> QuerySet[Project]:
-    """The projects ``user`` is a member of, their personal one first."""
-    return (Project.objects.filter(memberships__user=user)
+    """The projects ``user`` is a member of, their personal one first, each with ``user``'s ``role`` in it."""
+    role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")[:1]
+    return (Project.objects.filter(memberships__user=user).annotate(role=Subquery(role))
             .order_by(F("personal_user_id").asc(nulls_last=True), "name", "id"))
 
 
-def project_get(user, project_id: str) -> Project | None:
-    """The project ``project_id`` if ``user`` is a member of it, else None (another project does not exist
-    for them)."""
-    return projects_of(user).filter(pk=project_id).first()
+def project_get(user, project_id: str) -> Project:
+    """The project ``project_id`` with ``user``'s ``role`` in it; a 404 unless ``user`` is a member (another
+    project does not exist for them)."""
+    project = projects_of(user).filter(pk=project_id).first()
+    if project is None:
+        raise Http404(f"No such project: {project_id}")
+    return project
 
 
 def members_of(project: Project) -> QuerySet[Membership]:

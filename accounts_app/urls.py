@@ -13,6 +13,6 @@ urlpatterns = [
     path("projects/", views.projects, name="projects"),
     path("projects/switch/", views.project_switch, name="project_switch"),
     path("projects/create/", views.project_create, name="project_create"),
-    path("projects/members/add/", views.member_add, name="member_add"),
-    path("projects/members/<int:user_id>/remove/", views.member_remove, name="member_remove"),
+    path("projects/<str:project_id>/members/add/", views.member_add, name="member_add"),
+    path("projects/<str:project_id>/members/<int:user_id>/remove/", views.member_remove, name="member_remove"),
 ]

@@ -16,6 +16,12 @@ class LoginView(auth_views.LoginView):
     form_class = LoginForm
     template_name = "accounts_app/login.html"
 
+    def form_valid(self, form):
+        # a user made without signals (a fixture, bulk_create) gets the personal project here, on a
+        # POST: reading it (every page) never makes it
+        services.project_personal_ensure(form.get_user())
+        return super().form_valid(form)
+
     def form_invalid(self, form):
         response = super().form_invalid(form)
         if form.locked_seconds:
@@ -81,8 +87,6 @@ def projects(request):
 def project_switch(request):
     """Act in another of one's projects from now on (this browser session)."""
     project = selectors.project_get(request.user, request.POST.get("project", ""))
-    if project is None:
-        raise Http404("No such project")
     request.session[SESSION_KEY] = project.id
     return redirect("accounts:projects")
 
@@ -100,10 +104,11 @@ def project_create(request):
 
 @require_POST
 @login_required
-def member_add(request):
+def member_add(request, project_id: str):
+    """Add a member to the project the form names (the page's, whichever the session acts in now)."""
     try:
-        services.member_add(project=request.user.acting_project, by=request.user, user=request.POST.get("user", ""),
-                            role=request.POST.get("role", Membership.Role.MEMBER))
+        services.member_add(project=selectors.project_get(request.user, project_id), by=request.user,
+                            user=request.POST.get("user", ""), role=request.POST.get("role", Membership.Role.MEMBER))
     except InvalidRequest as error:
         return _projects_page(request, error=error.message, status=error.status)
     return redirect("accounts:projects")
@@ -111,11 +116,12 @@ def member_add(request):
 
 @require_POST
 @login_required
-def member_remove(request, user_id: int):
+def member_remove(request, project_id: str, user_id: int):
     try:
-        services.member_remove(project=request.user.acting_project, by=request.user, user_id=user_id)
+        services.member_remove(project=selectors.project_get(request.user, project_id), by=request.user,
+                               user_id=user_id)
     except InvalidRequest as error:
         return _projects_page(request, error=error.message, status=error.status)
-    if user_id == request.user.pk:  # left the project: back to the personal one
-        request.session.pop(SESSION_KEY, None)
+    if user_id == request.user.pk and request.session.get(SESSION_KEY) == project_id:
+        request.session.pop(SESSION_KEY)  # left the project acted in: back to the personal one
     return redirect("accounts:projects")

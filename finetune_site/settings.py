@@ -96,8 +96,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "accounts_app.middleware.ActingProjectMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts_app.middleware.ActingProjectMiddleware",  # after messages: it may leave one
     "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

@@ -27,7 +27,8 @@ def sweep_object(sweep: Sweep) -> dict:
     best = services.sweep_best_trial(sweep)
     request = sweep.job_request
     return {
-        "object": "sweep", "id": sweep.id, "status": sweep.status, "created_at": _ts(sweep.created_at),
+        "object": "sweep", "id": sweep.id, "status": sweep.status, "reason": sweep.reason or None,
+        "created_at": _ts(sweep.created_at),
         "finished_at": _ts(sweep.finished_at), "model": request["model"], "training_file": request["training_file"],
         "validation_file": request["validation_file"],
         "method": {"type": request["objective"], request["objective"]: {"hyperparameters": request["hyperparameters"]}},

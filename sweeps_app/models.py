@@ -38,6 +38,8 @@ class Sweep(models.Model):
     initial_points = models.JSONField(default=list, blank=True, help_text="Points tried first, in order, "
                                       "before TPE proposes (Optuna's enqueue_trial); a point may leave names out.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    reason = models.CharField(max_length=300, blank=True, help_text="Why it was cancelled, when not by its "
+                              "owner (e.g. its owner left the project).")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

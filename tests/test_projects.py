@@ -243,3 +243,158 @@ def test_a_sweep_in_a_project_runs_its_later_trials_there_and_members_see_it(tea
     assert second.state == SweepTrial.State.RUNNING and second.job.project_id == team["project"].id
     assert _client(team["alice"], team["project"]).get(f"/v1/sweeps/{sweep.id}").status_code == 200
     assert api_client(make_user()).get(f"/v1/sweeps/{sweep.id}").status_code == 404
+
+
+def _bob_sweep(team, **overrides) -> "object":
+    """Bob's sweep in the team's project, its first trial running (two trials, one at a time)."""
+    from sweeps_app.models import Sweep
+
+    space = {"n_epochs": {"type": "int", "low": 1, "high": 2}}
+    body = {"model": "tiny-llama", "training_file": team["objects"]["file"], "search_space": space,
+            "objective": {"metric": "train_loss", "direction": "minimize"}, "max_trials": 2, "parallelism": 1,
+            **overrides}
+    made = _client(team["bob"], team["project"]).post("/v1/sweeps", body, format="json")
+    assert made.status_code == 200, made.content
+    return Sweep.objects.get(pk=made.json()["id"])
+
+
+def test_a_removed_members_sweep_is_cancelled_saying_why_and_starts_no_trial(team):
+    from django.utils import timezone
+
+    from accounts_app.services import member_remove
+    from jobs_app.services import job_transition
+    from sweeps_app.services import sweep_trial_finish
+
+    sweep = _bob_sweep(team)
+    first = sweep.trials.get(number=0).job
+    member_remove(project=team["project"], by=team["alice"], user_id=team["bob"].pk)
+    FineTuneJob.objects.filter(pk=first.pk).update(status=FineTuneJob.Status.RUNNING)
+    job_transition(job_id=first.id, to=FineTuneJob.Status.FAILED, finished_at=timezone.now())
+    sweep_trial_finish(job_id=first.id)
+
+    assert sweep.trials.count() == 1  # no trial started on behalf of someone gone
+    body = _client(team["alice"], team["project"]).get(f"/v1/sweeps/{sweep.id}").json()
+    assert body["status"] == "cancelled"
+    assert body["reason"].startswith(f"bob no longer belongs to project team ({team['project'].id})")
+
+
+def test_a_sweep_of_a_member_made_viewer_cancels_its_running_trials_with_the_reason(team):
+    from django.utils import timezone
+
+    from jobs_app.services import job_transition
+    from sweeps_app.services import sweep_trial_finish
+
+    sweep = _bob_sweep(team, max_trials=3, parallelism=2)
+    first, second = (t.job for t in sweep.trials.order_by("number"))
+    member_add(project=team["project"], by=team["alice"], user="bob", role=Role.VIEWER)
+    FineTuneJob.objects.filter(pk=first.pk).update(status=FineTuneJob.Status.RUNNING)
+    job_transition(job_id=first.id, to=FineTuneJob.Status.FAILED, finished_at=timezone.now())
+    sweep_trial_finish(job_id=first.id)
+
+    sweep.refresh_from_db()
+    assert sweep.status == "cancelled" and sweep.trials.count() == 2
+    assert sweep.reason.startswith(f"bob is only a viewer of project team ({team['project'].id})")
+    second.refresh_from_db()
+    assert second.status == FineTuneJob.Status.CANCELLED
+    assert "bob is only a viewer" in second.events.order_by("-seq").first().message
+    assert "bob is only a viewer" in sweep.trials.get(number=1).note
+
+
+def test_a_removed_members_pipeline_step_fails_saying_why(team):
+    from accounts_app.services import member_remove
+    from pipelines_app.models import PipelineStep
+    from pipelines_app.services import pipeline_advance, pipeline_create
+
+    bob = user_acting(team["bob"], team["project"].id)
+    recipe = {"inputs": {"dataset": team["objects"]["file"]}, "steps": [
+        {"id": "train", "type": "train", "model": "tiny-llama", "training_file": "${inputs.dataset}"}]}
+    run = pipeline_create(owner=bob, recipe=recipe).runs.get()
+    member_remove(project=team["project"], by=team["alice"], user_id=team["bob"].pk)
+    pipeline_advance(run_id=run.id)
+
+    step = PipelineStep.objects.get(run=run)
+    assert step.status == "failed" and "bob no longer belongs to project team" in step.error
+    assert FineTuneJob.objects.filter(project=team["project"]).count() == 1  # Alice's only
+
+
+def test_a_removed_members_finished_job_keeps_its_result_file_in_the_project(team):
+    from accounts_app.services import member_remove
+    from jobs_app.services import job_result_file_create
+
+    dataset = Dataset.objects.get(pk=team["objects"]["file"])
+    job = make_job(user_acting(team["bob"], team["project"].id), dataset=dataset)
+    member_remove(project=team["project"], by=team["alice"], user_id=team["bob"].pk)
+    assert job_result_file_create(job).project_id == team["project"].id
+
+
+def test_the_members_forms_act_on_the_project_the_page_showed_not_the_sessions_latest(team, client):
+    """Alice's page shows the team; in another tab she acts in her lab since; the team page's form adds to
+    the team."""
+    alice = team["alice"]
+    lab = project_create(user=alice, name="lab")
+    client.force_login(alice)
+    client.post(reverse("accounts:project_switch"), {"project": team["project"].id})
+    page = client.get(reverse("accounts:projects")).content.decode()
+    add_url = reverse("accounts:member_add", args=[team["project"].id])
+    assert f'action="{add_url}"' in page
+    client.post(reverse("accounts:project_switch"), {"project": lab.id})  # the other tab
+    make_user("carol")
+    assert client.post(add_url, {"user": "carol", "role": "member"}).status_code == 302
+    assert Membership.objects.filter(project=team["project"], user__username="carol").exists()
+    assert not Membership.objects.filter(project=lab, user__username="carol").exists()
+    remove = client.post(reverse("accounts:member_remove", args=[team["project"].id, team["vera"].pk]))
+    assert remove.status_code == 302 and not Membership.objects.filter(project=team["project"], user=team["vera"])
+
+
+def test_the_members_forms_check_the_posters_role_in_the_named_project(team, client):
+    client.force_login(team["bob"])  # a member of the team, acting in his personal project
+    response = client.post(reverse("accounts:member_add", args=[team["project"].id]), {"user": "bob", "role": "owner"})
+    assert response.status_code == 403 and "Only an owner" in response.content.decode()
+    outsider = project_create(user=make_user("zed"), name="secret")
+    response = client.post(reverse("accounts:member_remove", args=[outsider.id, team["bob"].pk]))
+    assert response.status_code == 404
+    assert Membership.objects.get(project=team["project"], user=team["bob"]).role == Role.MEMBER
+
+
+def test_a_member_removed_from_the_chosen_project_is_told_on_the_next_page(team, client):
+    from accounts_app.services import member_remove
+
+    client.force_login(team["bob"])
+    client.post(reverse("accounts:project_switch"), {"project": team["project"].id})
+    member_remove(project=team["project"], by=team["alice"], user_id=team["bob"].pk)
+    page = client.get(reverse("datasets:list")).content.decode()
+    assert "You no longer belong to project team: you act in your personal project bob now." in page
+    assert team["objects"]["file"] not in page
+    assert "no longer belong" not in client.get(reverse("datasets:list")).content.decode()  # said once
+
+
+def test_listing_projects_takes_the_same_queries_however_many():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user = make_user()
+    api = api_client(user)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert api.get("/v1/projects").status_code == 200
+        return len(captured)
+
+    queries()  # the key's first use records it
+    one = queries()
+    for number in range(4):
+        project_create(user=user, name=f"p{number}")
+    assert queries() == one
+    roles = {p["name"]: p["role"] for p in api.get("/v1/projects").json()["data"]}
+    assert roles == {user.username: "owner", "p0": "owner", "p1": "owner", "p2": "owner", "p3": "owner"}
+
+
+def test_reading_the_personal_project_never_makes_one_logging_in_does(client):
+    user = make_user("lee")
+    Project.objects.filter(personal_user=user).delete()  # a user loaded without signals (a fixture)
+    with pytest.raises(Project.DoesNotExist):
+        project_personal(user)
+    assert not Project.objects.filter(personal_user=user).exists()
+    client.post(reverse("accounts:login"), {"username": "lee", "password": "pw-lee"})
+    assert project_personal(user).personal_user == user
+    assert Membership.objects.get(project__personal_user=user, user=user).role == Role.OWNER

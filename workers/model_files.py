@@ -79,13 +79,16 @@ def model_describe(path: str) -> ModelInfo:
 def _backbone_describe(root: Path) -> ModelInfo:
     """A vision backbone (``workers.vision.backbones``): no tokenizer, no context; its image size as shape."""
     from workers.vision.backbones import BACKBONE_TYPE, BackboneError, backbone_config, backbone_parameters
+    from workers.vision.classifier import CLASSIFIER_ARCHITECTURE, is_classifier
 
     try:
         config = backbone_config(str(root))
         parameters = backbone_parameters(str(root))
     except BackboneError as exc:
         raise ModelLoadError(str(exc)) from exc
-    return ModelInfo(architecture="VisionBackbone", family=BACKBONE_TYPE, parameters=parameters, context_length=0,
+    # recorded here, on the worker: the web process says whether the base classifies from the row alone
+    architecture = CLASSIFIER_ARCHITECTURE if is_classifier(str(root)) else "VisionBackbone"
+    return ModelInfo(architecture=architecture, family=BACKBONE_TYPE, parameters=parameters, context_length=0,
                      chat_template="", dtype="float32",
                      size_bytes=sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
                      license=_license(root), shape={"image_size": int(config["image_size"])})

@@ -12,10 +12,11 @@ from datasets_app.models import RESULTS_PURPOSE, Dataset
 from datasets_app.services.files import files_delete
 
 
-def result_file_create(*, owner, filename: str, content: bytes, rows: int) -> Dataset:
-    """Store ``content`` as a ready file of ``owner`` (purpose ``fine-tune-results``), downloadable through
-    ``/v1/files/{id}/content``. ``rows``: its data rows, as the file object reports them."""
-    dataset = Dataset(owner=owner, project=project_acting(owner), filename=filename, purpose=RESULTS_PURPOSE,
+def result_file_create(*, owner, filename: str, content: bytes, rows: int, project=None) -> Dataset:
+    """Store ``content`` as a ready file of ``owner`` (purpose ``fine-tune-results``) in ``project``
+    (default: the one ``owner`` acts in), downloadable through ``/v1/files/{id}/content``. ``rows``: its
+    data rows, as the file object reports them."""
+    dataset = Dataset(owner=owner, project=project or project_acting(owner), filename=filename, purpose=RESULTS_PURPOSE,
                       container="csv",
                       status=Dataset.Status.READY, progress=1.0, row_count=rows, byte_size=len(content),
                       sha256=hashlib.sha256(content).hexdigest(), validated_at=timezone.now())

@@ -10,6 +10,7 @@ An account is a job's project (the API's ``organization_id``, ``proj_…``): its
 and one share of the queue. Only ``account_of`` and ``quota_for`` know that.
 """
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -111,7 +112,12 @@ def account_of(project_id: str) -> str:
 
 
 def account_project(organization_id: str) -> Project | None:
-    """The project whose account ``organization_id`` (``proj_…``) is; None when there is none."""
+    """The project whose account ``organization_id`` (``proj_…``) is; None when there is none. The ids of
+    accounts from before projects, ``user-<id>``, name that user's personal project (the answer carries
+    its ``proj_…`` id)."""
+    old = re.fullmatch(r"user-(\d+)", organization_id)
+    if old is not None:
+        return Project.objects.filter(personal_user_id=int(old.group(1))).first()
     return Project.objects.filter(pk=organization_id).first()
 
 

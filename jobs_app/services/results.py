@@ -3,7 +3,6 @@
 import csv
 import io
 
-from accounts_app.selectors import user_in_project
 from datasets_app.models import Dataset
 from datasets_app.services import result_file_create
 from jobs_app.models import FineTuneJob, JobEvent
@@ -24,5 +23,6 @@ def job_result_file_create(job: FineTuneJob) -> Dataset:
     writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows[step] for step in sorted(rows))
-    return result_file_create(owner=user_in_project(job.owner, job.project), filename=f"step_metrics_{job.id}.csv",
+    # the job's own record: in its project whoever belongs to it now
+    return result_file_create(owner=job.owner, project=job.project, filename=f"step_metrics_{job.id}.csv",
                               content=text.getvalue().encode(), rows=len(rows))

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts_app.selectors import user_in_project
 from finetune_site.errors import Conflict
-from finetune_site.files import storage_fetch
+from finetune_site.files import storage_delete_all, storage_fetch
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Worker
 from jobs_app.services.engine import MANIFEST, JobControl, JobReporter
 from jobs_app.services.gangs import (
@@ -39,7 +39,7 @@ from jobs_app.services.lifecycle import (
 from jobs_app.services.quotas import claims_serialize, queue_ordered
 from jobs_app.services.results import job_result_file_create
 from jobs_app.services.tracking import job_trackers, job_tracking_store
-from jobs_app.services.vision import vision_config, vision_designer, vision_summary
+from jobs_app.services.vision import vision_config, vision_designer, vision_summary, vision_thumbnails
 from jobs_app.signals import job_succeeded
 from models_app.base_models.services import base_model_local_path
 from workers.graders import judge_names
@@ -356,15 +356,19 @@ def _vision_succeed(job: FineTuneJob, result) -> None:
                "parameters": result.parameters}
     accuracy = (result.evaluation or {}).get("accuracy")
     held_out = f", held-out accuracy {accuracy:.1%}" if accuracy is not None else ""
-    with transaction.atomic():
-        job_transition(job_id=job.id, to=Status.SUCCEEDED, expect_attempt=job.attempt, trained_tokens=0,
-                       finished_at=timezone.now(), metrics=metrics, vision=vision_summary(result, job=job),
-                       lease_owner="", data=metrics,
-                       message=f"Job succeeded: {result.strategy}, {result.epochs} epochs (kept epoch "
-                               f"{result.best_epoch}), {result.parameters:,} parameters{held_out}")
-        FineTuneJob.objects.filter(pk=job.pk).update(result_file=job_result_file_create(job))
-        job.refresh_from_db()
-        job_succeeded.send(sender=FineTuneJob, job=job, output_dir=Path(result.model_dir))
+    vision = vision_summary(result, job=job)  # its thumbnails stored first, outside the row locks
+    try:
+        with transaction.atomic():
+            job_transition(job_id=job.id, to=Status.SUCCEEDED, expect_attempt=job.attempt, trained_tokens=0,
+                           finished_at=timezone.now(), metrics=metrics, vision=vision, lease_owner="", data=metrics,
+                           message=f"Job succeeded: {result.strategy}, {result.epochs} epochs (kept epoch "
+                                   f"{result.best_epoch}), {result.parameters:,} parameters{held_out}")
+            FineTuneJob.objects.filter(pk=job.pk).update(result_file=job_result_file_create(job))
+            job.refresh_from_db()
+            job_succeeded.send(sender=FineTuneJob, job=job, output_dir=Path(result.model_dir))
+    except BaseException:  # not succeeded (cancelled meanwhile, the registry failed): no thumbnails left behind
+        storage_delete_all(vision_thumbnails(vision))
+        raise
 
 
 def _paces(job: FineTuneJob, result) -> dict:

@@ -134,6 +134,11 @@ def vision_summary(result, *, job=None) -> dict:
     )
 
 
+def vision_thumbnails(vision: dict) -> list[str]:
+    """The storage names of the thumbnails a ``vision_summary`` names."""
+    return [e["thumbnail"] for e in vision["evaluation"].get("misclassified", []) if e.get("thumbnail")]
+
+
 def _misclassified_store(job, result) -> list[dict]:
     kept = []
     for entry in result.evaluation["misclassified"]:
@@ -148,17 +153,25 @@ def _misclassified_store(job, result) -> list[dict]:
 
 def vision_sample_images(job, workdir: Path, count: int = 8) -> tuple[str, str, tuple[str, ...]]:
     """(local archive, its uploaded name, image names): ``count`` of the job's held-out images, the classes
-    taking turns (e.g. to check an export of its classifier), fetched into ``workdir``."""
-    from workers.vision.data import manifest_read, split_rows
-
-    config = vision_config(job, workdir)
-    rows = manifest_read(config.manifest_path)
-    train, valid = split_rows(rows, share=config.validation_share, seed=config.seed)
+    taking turns (e.g. to check an export of its classifier); only the archive is fetched into ``workdir``."""
+    rows, train, valid = _vision_split(job)
     by_class: dict[str, list[str]] = {}
     for index in valid or train:
         by_class.setdefault(rows[index]["label"], []).append(rows[index]["image"])
     turns = [name for group in itertools.zip_longest(*by_class.values()) for name in group if name]
-    return config.archive_path, config.archive_name, tuple(turns[:count])
+    dataset = job.dataset
+    archive = storage_fetch(dataset.file.name, workdir / "images" / Path(dataset.filename).name)
+    return str(archive), dataset.filename, tuple(turns[:count])
+
+
+def _vision_split(job) -> tuple[list[dict], list[int], list[int]]:
+    """(the manifest's rows, the training rows' indices, the held-out ones'), split as training splits."""
+    from workers.vision.data import manifest_rows, split_rows
+
+    with default_storage.open(job.dataset.training_file_name, "rb") as handle:
+        rows = manifest_rows(handle)
+    train, valid = split_rows(rows, share=job.hyperparameters["validation_share"], seed=job.seed)
+    return rows, train, valid
 
 
 PAST_VISION_RUNS = 5
@@ -168,12 +181,8 @@ def vision_estimate(job) -> dict:
     """Steps from the job's training images (the hold-out split as training makes it) and options; the
     time from the last finished runs of the same model and strategy, per image and pixel (a step's work
     grows with the batch and the image's area); no time before the first such run."""
-    from workers.vision.data import manifest_rows, split_rows
-
     options = job.hyperparameters
-    with default_storage.open(job.dataset.training_file_name, "rb") as handle:
-        rows = manifest_rows(handle)
-    train, valid = split_rows(rows, share=options["validation_share"], seed=job.seed)
+    _, train, valid = _vision_split(job)
     per_epoch = math.ceil(len(train) / options["batch_size"])
     steps = per_epoch * options["n_epochs"]
     pace = _vision_pace(job)

@@ -51,14 +51,15 @@ def image_compare(*, user, model: str, image: bytes, top: int = 3) -> dict:
 
 
 def base_classifier_note(model: FineTunedModel) -> str:
-    """Why ``model``'s base cannot classify an image (empty when it can)."""
-    from workers.vision import is_classifier
+    """Why ``model``'s base cannot classify an image (empty when it can), from what the worker that
+    described the base recorded (its files are a worker's: the web process never fetches or unpacks them)."""
+    from workers.vision import CLASSIFIER_ARCHITECTURE
 
     base = model.base_model
     if base.family == "vision_cnn":
         return (f"{model.name} was trained from scratch ({model.job.vision.get('strategy', 'native')} strategy on "
                 f"{base.name}): there is no base model to compare with, so only its own predictions show.")
-    if not is_classifier(base_model_local_path(base)):
+    if base.architecture != CLASSIFIER_ARCHITECTURE:
         return (f"{base.name} is a backbone without a classification head: it turns images into features, "
                 "not classes, so it has no predictions of its own.")
     return ""

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts_app.selectors import user_in_project
-from finetune_site.errors import Conflict, InvalidRequest
+from finetune_site.errors import Conflict, Forbidden, InvalidRequest
 from finetune_site.status import status_allows, status_transition
 from jobs_app.models import FINISHED, FineTuneJob, JobEvent
 from jobs_app.services import job_actions, job_cancel, job_create
@@ -26,24 +26,39 @@ VALIDATION_LOSSES = ("valid_loss", "full_valid_loss")  # what a pass reports: th
 
 
 def trials_start(sweep: Sweep) -> None:
-    """Ask for trials until ``parallelism`` run or ``max_trials`` were asked (caller holds the sweep)."""
-    trials = list(sweep.trials.all())
-    while sum(t.state == State.RUNNING for t in trials) < sweep.parallelism and len(trials) < sweep.max_trials:
-        params = _ask(sweep, trials)
-        number = len(trials)
-        request = sweep.job_request
-        try:
-            job = job_create(owner=user_in_project(sweep.owner, sweep.project), model=request["model"],
-                             training_file=request["training_file"],
-                             validation_file=request["validation_file"], objective=request["objective"],
-                             hyperparameters={**request["hyperparameters"], **params}, suffix=request["suffix"],
-                             metadata={"sweep": sweep.id, "trial": str(number)})
-        except InvalidRequest as refused:  # e.g. the file was deleted since: the trial fails, the sweep goes on
-            trials.append(SweepTrial.objects.create(sweep=sweep, number=number, params=params, job=None,
-                                                    state=State.FAILED, note=refused.message[:300]))
-            continue
-        trials.append(SweepTrial.objects.create(sweep=sweep, number=number, params=params, job=job))
-    _sweep_finish_if_done(sweep, trials)
+    """Ask for trials until ``parallelism`` run or ``max_trials`` were asked. Counted from the stored
+    trials under the sweep's row lock, so a second call (a prune, then its cancelled job's end) starts
+    nothing more. A sweep whose owner no longer writes in its project is cancelled, saying why."""
+    with transaction.atomic():
+        Sweep.objects.select_for_update().filter(pk=sweep.pk).first()  # one advance at a time
+        trials = list(sweep.trials.all())
+        if _trials_wanted(sweep, trials):
+            try:
+                owner = user_in_project(sweep.owner, sweep.project)
+            except Forbidden as refused:
+                _sweep_stop(sweep, reason=refused.message)
+                return
+            while _trials_wanted(sweep, trials):
+                trials.append(_trial_start(sweep, owner, number=len(trials), params=_ask(sweep, trials)))
+        _sweep_finish_if_done(sweep, trials)
+
+
+def _trials_wanted(sweep: Sweep, trials: list[SweepTrial]) -> bool:
+    running = sum(t.state == State.RUNNING for t in trials)
+    return sweep.status == Status.RUNNING and running < sweep.parallelism and len(trials) < sweep.max_trials
+
+
+def _trial_start(sweep: Sweep, owner, *, number: int, params: dict) -> SweepTrial:
+    request = sweep.job_request
+    try:
+        job = job_create(owner=owner, model=request["model"], training_file=request["training_file"],
+                         validation_file=request["validation_file"], objective=request["objective"],
+                         hyperparameters={**request["hyperparameters"], **params}, suffix=request["suffix"],
+                         metadata={"sweep": sweep.id, "trial": str(number)})
+    except InvalidRequest as refused:  # e.g. the file was deleted since: the trial fails, the sweep goes on
+        return SweepTrial.objects.create(sweep=sweep, number=number, params=params, job=None, state=State.FAILED,
+                                         note=refused.message[:300])
+    return SweepTrial.objects.create(sweep=sweep, number=number, params=params, job=job)
 
 
 def _ask(sweep: Sweep, trials: list[SweepTrial]) -> dict:
@@ -182,10 +197,11 @@ def _sweep_finish_if_done(sweep: Sweep, trials: list[SweepTrial]) -> None:
     _sweep_end(sweep, Status.SUCCEEDED if any(t.state == State.COMPLETE for t in trials) else Status.FAILED)
 
 
-def _sweep_end(sweep: Sweep, status: str) -> None:
+def _sweep_end(sweep: Sweep, status: str, *, reason: str = "") -> None:
     """The one writer of ``Sweep.status``, by ``SWEEP_TRANSITIONS``: running → succeeded, failed or cancelled."""
-    ended = status_transition(Sweep, sweep.pk, status, rules=SWEEP_TRANSITIONS, finished_at=timezone.now())
-    sweep.status, sweep.finished_at = ended.status, ended.finished_at
+    ended = status_transition(Sweep, sweep.pk, status, rules=SWEEP_TRANSITIONS, finished_at=timezone.now(),
+                              reason=reason)
+    sweep.status, sweep.finished_at, sweep.reason = ended.status, ended.finished_at, ended.reason
 
 
 def sweep_actions(sweep: Sweep) -> dict[str, bool]:
@@ -202,13 +218,20 @@ def sweep_cancel(*, sweep: Sweep) -> Sweep:
         if not sweep_actions(sweep)["cancel"]:
             raise Conflict(f"{sweep.id} has already {sweep.status}; only a running sweep can be cancelled",
                            param="sweep_id", code="sweep_finished")
-        for trial in sweep.trials.filter(state=State.RUNNING).select_related("job"):
-            if trial.job is not None and job_actions(trial.job)["cancel"]:
-                job_cancel(job=trial.job, reason=f"its sweep {sweep.id} was cancelled")
-                trial.state, trial.note = State.CANCELLED, "the sweep was cancelled"
-                trial.save(update_fields=["state", "note"])
-        _sweep_end(sweep, Status.CANCELLED)
+        _sweep_stop(sweep)
     return sweep
+
+
+def _sweep_stop(sweep: Sweep, *, reason: str = "") -> None:
+    """Cancel the running sweep (held by the caller) and its trials' unfinished jobs; ``reason``: why,
+    when its owner did not ask."""
+    said = f": {reason}" if reason else ""
+    for trial in sweep.trials.filter(state=State.RUNNING).select_related("job"):
+        if trial.job is not None and job_actions(trial.job)["cancel"]:
+            job_cancel(job=trial.job, reason=f"its sweep {sweep.id} was cancelled{said}"[:300])
+            trial.state, trial.note = State.CANCELLED, f"the sweep was cancelled{said}"[:300]
+            trial.save(update_fields=["state", "note"])
+    _sweep_end(sweep, Status.CANCELLED, reason=reason[:300])
 
 
 def sweep_best_trial(sweep: Sweep) -> SweepTrial | None:

@@ -211,3 +211,12 @@ def test_quota_api_is_for_staff_only_and_names_unknown_accounts():
     assert not Quota.objects.exists()
     missing = api_client(make_user(is_staff=True)).get("/v1/quotas/proj_missing")
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "organization_id"
+
+
+def test_an_accounts_id_from_before_projects_names_the_users_personal_project():
+    owner = make_user()
+    staff = api_client(make_user(is_staff=True))
+    response = staff.post(f"/v1/quotas/user-{owner.pk}", {"max_concurrent_jobs": 1}, format="json")
+    assert response.status_code == 200 and response.json()["organization_id"] == project_personal(owner).id
+    assert staff.get(f"/v1/quotas/{project_personal(owner).id}").json()["max_concurrent_jobs"] == 1
+    assert staff.get("/v1/quotas/user-999999").status_code == 404

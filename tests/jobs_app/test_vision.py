@@ -156,3 +156,63 @@ def test_a_vision_job_is_estimated_from_its_images_and_past_runs_of_its_strategy
     assert second.estimate["seconds"] == round(pace * second.estimate["steps"] * 8 * 16 * 16, 1)
     queued = second.events.filter(message__startswith="Files validated").get().message
     assert f"{second.estimate['images']} training images in {second.estimate['steps']} steps; about" in queued
+
+
+def test_a_vision_success_refused_at_the_last_moment_leaves_no_thumbnails(owner, tmp_path):
+    """The job was cancelled while its run finished: it is not succeeded, and the thumbnails its summary
+    stored are gone again (nothing names them)."""
+    from django.core.files.storage import default_storage
+
+    from finetune_site.errors import Conflict
+    from jobs_app.services import job_create
+    from jobs_app.services.running import _job_finish
+    from workers.vision.config import VisionResult
+
+    job = job_create(owner=owner, training_file=make_vision_dataset(owner).id, model="cnn", objective="vision",
+                     hyperparameters={"strategy": "native", "n_epochs": 1})
+    FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.CANCELLED, attempt=1)
+    job.refresh_from_db()
+    (tmp_path / "000.jpg").write_bytes(b"a thumbnail")
+    evaluation = {"images": 1, "accuracy": 0.0, "misclassified": [
+        {"file": "000.jpg", "image": "cats/1.png", "true": "cats", "predicted": "dogs", "score": 0.9}]}
+    result = VisionResult(model_dir=str(tmp_path), strategy="native", epochs=1, best_epoch=1, train_loss=1.0,
+                          valid_loss=1.0, valid_accuracy=0.0, evaluation=evaluation, design={}, steps=1,
+                          total_steps=1, wall_seconds=1.0, misclassified_dir=str(tmp_path))
+    with pytest.raises(Conflict):
+        _job_finish(job, result, trained_at=0.0)
+    assert not default_storage.exists(f"jobs/{job.id}/misclassified/000.jpg")
+    job.refresh_from_db()
+    assert job.status == FineTuneJob.Status.CANCELLED and not job.vision
+
+
+def test_sample_images_for_an_export_check_fetch_the_archive_only(owner, tmp_path):
+    """The held-out images, classes taking turns, from the job's stored options: neither the manifest is
+    copied nor the base model's files looked for (an uploaded backbone gone from storage is no matter)."""
+    from jobs_app.services import job_create, vision_sample_images
+    from models_app.base_models.models import BaseModel
+
+    dataset = make_vision_dataset(owner)
+    job = job_create(owner=owner, training_file=dataset.id, model="cnn", objective="vision",
+                     hyperparameters={"strategy": "native", "n_epochs": 1})
+    gone = BaseModel.objects.create(name="gone-net", source="archive:base_models/gone.zip", family="vision_backbone")
+    FineTuneJob.objects.filter(pk=job.pk).update(base_model=gone)
+    job.refresh_from_db()
+
+    archive, name, images = vision_sample_images(job, tmp_path, count=3)
+    assert name == "images.zip" and open(archive, "rb").read() == dataset.file.open("rb").read()
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == ["images/images.zip"]
+    assert len(images) == 3 and len({image.split("/")[0] for image in images}) == 3  # one of each class
+
+
+def test_the_worker_records_whether_a_backbone_classifies_on_its_own(tmp_path):
+    from tests.factories import classifier_write
+    from workers.model_files import model_describe
+    from workers.vision.backbones import backbone_save
+    from workers.vision.modules import features_build
+    from workers.vision.nets import resnet_design
+
+    design = resnet_design((8, 16))
+    path = backbone_save(features_build(design), design=design, image_size=24, path=str(tmp_path / "net"))
+    assert model_describe(str(path)).architecture == "VisionBackbone"
+    classifier_write(path, ["cats", "dogs"])  # a head over its features beside it
+    assert model_describe(str(path)).architecture == "VisionClassifier"

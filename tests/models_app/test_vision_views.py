@@ -112,3 +112,48 @@ def test_misclassified_images_show_with_their_thumbnails_to_the_owner_only(clien
     assert client.get(url).status_code == 404
     client.force_login(make_user())
     assert client.get(url).status_code == 404
+
+
+def _on_base(model, architecture: str):
+    """``model`` as if fine-tuned from an uploaded backbone (its archive on the workers' side only), which the
+    worker that described it recorded as ``architecture``."""
+    from models_app.base_models.models import BaseModel
+    from models_app.models import FineTunedModel
+
+    base = BaseModel.objects.create(name="uploaded-net", source="archive:base_models/uploaded-net.zip",
+                                    family="vision_backbone", architecture=architecture, context_length=0)
+    FineTunedModel.objects.filter(pk=model.pk).update(base_model=base)
+    model.refresh_from_db()
+    return model
+
+
+def _compare(client, monkeypatch, model) -> tuple[str, list]:
+    from models_app.services import classifications
+
+    answers = []
+
+    def worker(model_id, image, top):
+        answers.append(model_id)
+        return {"predictions": [{"label": "dogs", "score": 0.7}], "cache": "hit"}
+
+    monkeypatch.setattr(classifications, "_classify_on_worker", worker)
+    client.force_login(model.owner)
+    response = client.post(reverse("models:classify", args=[model.id]), {"image": _upload(image_bytes("dogs"))},
+                           HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    return response.content.decode(), answers
+
+
+def test_the_playground_tells_a_headless_backbone_from_what_the_worker_recorded(client, monkeypatch):
+    """The uploaded archive is not unpacked in the web process (it is not even here)."""
+    model = _on_base(make_vision_model(strategy="transfer"), "VisionBackbone")
+    html, answers = _compare(client, monkeypatch, model)
+    assert 'id="no-base"' in html and "uploaded-net is a backbone without a classification head" in html
+    assert answers == [model.id]
+
+
+def test_the_playground_asks_a_base_the_worker_recorded_as_a_classifier(client, monkeypatch):
+    model = _on_base(make_vision_model(strategy="transfer"), "VisionClassifier")
+    html, answers = _compare(client, monkeypatch, model)
+    assert 'id="base-predictions"' in html and 'id="no-base"' not in html
+    assert answers == [model.id, "uploaded-net"]

@@ -152,3 +152,16 @@ def test_a_pass_a_resumed_attempt_ran_again_counts_once(base_model):
     for step, loss in ((2, 3.0), (4, 2.5), (4, 0.9), (6, 0.7)):
         make_metric(job, step, total_steps=8, valid_loss=loss)
     assert validation_losses([second])[job.id] == {1: 3.0, 2: 0.9, 3: 0.7}
+
+
+@pytest.mark.django_db
+def test_a_pruned_trials_cancel_then_its_end_start_one_trial_in_its_place(base_model):
+    """The prune starts the next trial; the cancelled job's own end (its task) must not start another."""
+    user = make_user()
+    sweep, second, job = _second_running(user, max_trials=6)
+    make_metric(job, 2, total_steps=6, valid_loss=3.0)
+    assert sweep_trial_report(job_id=job.id, step=2, total_steps=6) is True
+    assert sweep.trials.count() == 4  # trials 1 and 2 ran; 3 took the pruned one's place
+    sweep_trial_finish(job_id=job.id)
+    sweep_trial_finish(job_id=job.id)  # a redelivered task
+    assert list(sweep.trials.values_list("state", flat=True)) == ["complete", "pruned", "running", "running"]

@@ -7,7 +7,14 @@ evaluation on the held-out images, the design); ``classify(model_dir, image_byte
 an image. Django-free, like the rest of ``workers``.
 """
 
-from workers.vision.classifier import ClassifierError, classifier_get, classify, image_check, is_classifier
+from workers.vision.classifier import (
+    CLASSIFIER_ARCHITECTURE,
+    ClassifierError,
+    classifier_get,
+    classify,
+    image_check,
+    is_classifier,
+)
 from workers.vision.config import VisionConfig, VisionResult
 from workers.vision.data import DatasetSummary, summary_from_manifest, summary_from_stats
 from workers.vision.design import Designer
@@ -30,6 +37,7 @@ __all__ = [
     "Strategy",
     "VisionConfig",
     "VisionResult",
+    "CLASSIFIER_ARCHITECTURE",
     "classifier_get",
     "classify",
     "image_check",

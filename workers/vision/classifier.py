@@ -11,6 +11,9 @@ from pathlib import Path
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "vision.json"
+# The architecture a worker records for a registered backbone that is also a classifier (a head over its
+# features, so it answers with classes of its own); a plain backbone's is "VisionBackbone".
+CLASSIFIER_ARCHITECTURE = "VisionClassifier"
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 
 
