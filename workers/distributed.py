@@ -3,7 +3,9 @@ one machine or on several (``nodes``) meeting through torchrun's c10d rendezvous
 
 ``run_distributed`` is called like ``run_training`` on every node; it starts ``torchrun`` and relays
 the events that global rank 0 writes (JSON lines) to ``emit``, and ``should_stop`` answers to all
-ranks through a stop file. Run as ``python -m workers.distributed CONFIG.json`` under torchrun.
+ranks through a stop file. On the other nodes it relays only the checkpoints (``ArtifactSaved``) that
+node's ranks wrote: with sharding each node holds its ranks' parts, which its caller stores. Run as
+``python -m workers.distributed CONFIG.json`` under torchrun.
 """
 
 import dataclasses
@@ -114,6 +116,8 @@ def main(config_path: str) -> None:
     out = Path(config.output_dir)
     rank = int(os.environ.get("RANK", "0"))
     emit = _file_emit(out / "events.jsonl") if rank == 0 else (lambda event: None)
+    if rank != 0 and os.environ.get("LOCAL_RANK") == "0":
+        emit = _checkpoints_only(_file_emit(out / "events.jsonl"))
     result = run_training(config, emit, should_stop=lambda: _stop_agreed(out / "STOP", rank))
     if rank == 0:
         (out / "result.json").write_text(json.dumps({**dataclasses.asdict(result), "stop": str(result.stop)}))
@@ -124,6 +128,15 @@ def _file_emit(path: Path) -> Emit:
         with open(path, "a") as handle:
             handle.write(json.dumps({"event": type(event).__name__, **dataclasses.asdict(event)}) + "\n")
     return emit
+
+
+def _checkpoints_only(emit: Emit) -> Emit:
+    """The first rank of a node without global rank 0 reports the checkpoints its node wrote (after
+    every rank's part is written): each node stores its own ranks' parts of a sharded checkpoint."""
+    def checkpoints(event) -> None:
+        if isinstance(event, ArtifactSaved) and event.kind == "checkpoint":
+            emit(event)
+    return checkpoints
 
 
 _STOP_CODES = [Stop.NO, Stop.DISCARD, Stop.CHECKPOINT]

@@ -327,10 +327,15 @@ SHARDINGS = {"none": "none (each device holds the whole model)", "fsdp": "FSDP (
 DEEPSPEED_SHARDINGS = ("zero2", "zero3")
 
 
+def ranks(resolved: Mapping) -> int:
+    """The training processes of a job: ``devices`` on each of its ``nodes`` (torchrun's world size)."""
+    return resolved.get("devices", 1) * resolved.get("nodes", 1)
+
+
 def _sharding_auto(context: Context, resolved: dict, given: Mapping) -> str:
     # sharding costs collectives every step: only when the model would not fit one device otherwise
     known = context.peak_memory_bytes and context.device_memory_bytes
-    return "fsdp" if resolved["devices"] > 1 and known and context.peak_memory_bytes > context.device_memory_bytes \
+    return "fsdp" if ranks(resolved) > 1 and known and context.peak_memory_bytes > context.device_memory_bytes \
         else "none"
 
 
@@ -344,11 +349,9 @@ def _sharding_fits(context: Context, value) -> str | None:
 
 
 def _sharding_agrees(resolved: dict, value) -> str | None:
-    if value != "none" and resolved["devices"] == 1:
-        return f'"{value}" splits the model across devices: set devices above 1, or sharding to "none"'
-    if value != "none" and resolved.get("nodes", 1) > 1:
-        return (f'"{value}" writes each rank\'s part of a checkpoint on its own machine, and a job over several '
-                'nodes resumes from one stored checkpoint: set sharding to "none" (each node holds the whole model)')
+    if value != "none" and ranks(resolved) == 1:
+        return (f'"{value}" splits the model across devices: set devices (or nodes) above 1, or sharding to '
+                '"none"')
     return None
 
 
@@ -441,11 +444,12 @@ OPTIONS: tuple[Option, ...] = (
            "rendezvous. Above 1 the job waits, in the queue's order, until that many training workers are free at "
            "once."),
     Option("sharding", Choice(SHARDINGS), _sharding_auto,
-           '"fsdp" when devices is above 1 and the memory estimate (the largest peak of past runs) exceeds one '
-           'device\'s memory, else "none"', "Sharding",
-           "How devices above 1 split the weights, gradients and optimizer state: none (each holds all), FSDP "
-           "(torch's fully_shard; CPU over gloo too), DeepSpeed ZeRO-2 or ZeRO-3 (with the deepspeed package; CPU "
-           "over gloo too; refused where it is not installed). QLoRA's quantized base is not sharded.",
+           '"fsdp" when devices × nodes is above 1 and the memory estimate (the largest peak of past runs) exceeds '
+           'one device\'s memory, else "none"', "Sharding",
+           "How the job's devices (on all its nodes) split the weights, gradients and optimizer state: none (each "
+           "holds all), FSDP (torch's fully_shard; CPU over gloo too), DeepSpeed ZeRO-2 or ZeRO-3 (with the "
+           "deepspeed package; CPU over gloo too; refused where it is not installed). Over several nodes each "
+           "node stores its ranks' part of every checkpoint. QLoRA's quantized base is not sharded.",
            adapters=("lora", "full"), fits=_sharding_fits, agrees=_sharding_agrees),
     # --- vision (workers.vision): not TrainConfig fields (engine=False); VisionConfig is made of them ---
     Option("strategy", Choice(STRATEGIES), lambda c, r, g: c.strategy or "native",

@@ -15,9 +15,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from finetune_site.errors import Conflict
-from finetune_site.files import storage_put_dir
+from finetune_site.files import storage_put_dir, storage_put_file
 from jobs_app.broadcast import job_listen
 from jobs_app.models import Checkpoint, FineTuneJob, JobEvent
+from jobs_app.services.gangs import gang_part_add, job_nodes
 from jobs_app.services.judged import job_preferences_store
 from jobs_app.services.lifecycle import job_event_add, job_events_add
 from jobs_app.signals import job_validated
@@ -89,11 +90,13 @@ class JobReporter:
     """The ``emit`` the engine calls: events become JobEvent and Checkpoint rows.
 
     Rows are written by a background thread, in order, so the training loop never waits on the
-    database or the channel layer; ``close`` waits until everything reported is stored.
+    database or the channel layer; ``close`` waits until everything reported is stored. On node
+    ``node`` of a job over several, a checkpoint is that node's part of it (``gangs.gang_part_add``).
     """
 
-    def __init__(self, job: FineTuneJob) -> None:
+    def __init__(self, job: FineTuneJob, *, node: int = 0) -> None:
         self.job = job
+        self.node = node
         self.clock = EtaClock(job.estimate or {})
         self.stale = False
         self.batched_at = 0.0
@@ -204,14 +207,30 @@ class JobReporter:
 
     def _checkpoint(self, event: ArtifactSaved) -> None:
         directory = Path(event.path)
-        (directory / MANIFEST).write_text(_manifest(directory, event))
+        directory.mkdir(parents=True, exist_ok=True)  # a node whose ranks wrote nothing of it: an empty part
         prefix = f"jobs/{self.job.id}/checkpoints/step-{event.step}"
-        storage_put_dir(directory, prefix, last=MANIFEST)
-        with transaction.atomic():  # the fenced event first: a superseded attempt records nothing
-            job_event_add(job_id=self.job.id, message=f"Saved checkpoint at step {event.step}",
-                          data={"checkpoint_step": event.step}, expect_attempt=self.job.attempt)
-            Checkpoint.objects.update_or_create(job=self.job, step=event.step,
-                                                defaults={"storage_path": prefix, "metrics": event.metrics})
+        if job_nodes(self.job) == 1:
+            (directory / MANIFEST).write_text(_manifest(directory, event))
+            storage_put_dir(directory, prefix, last=MANIFEST)
+            with transaction.atomic():
+                self._checkpoint_record(event.step, prefix, event.metrics)
+            return
+        storage_put_dir(directory, prefix)
+        with transaction.atomic():  # the job's row stays locked until the part that completes it is recorded
+            manifest = gang_part_add(job=self.job, node=self.node, step=event.step,
+                                     part=json.loads(_manifest(directory, event)))
+            if manifest is None:
+                return  # another node's part is still to come: that node completes the checkpoint
+            (directory / MANIFEST).write_text(json.dumps(manifest))
+            storage_put_file(directory / MANIFEST, f"{prefix}/{MANIFEST}")
+            self._checkpoint_record(event.step, prefix, manifest["metrics"])
+
+    def _checkpoint_record(self, step: int, prefix: str, metrics: dict) -> None:
+        # the fenced event first: a superseded attempt records nothing
+        job_event_add(job_id=self.job.id, message=f"Saved checkpoint at step {step}",
+                      data={"checkpoint_step": step}, expect_attempt=self.job.attempt)
+        Checkpoint.objects.update_or_create(job=self.job, step=step,
+                                            defaults={"storage_path": prefix, "metrics": metrics})
 
 
 _METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}

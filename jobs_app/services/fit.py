@@ -4,6 +4,7 @@ from finetune_site.errors import InvalidRequest
 from jobs_app.models import Worker
 from models_app.base_models.models import BaseModel
 from workers.estimate import GIB, Shape, memory_need
+from workers.hyperparameters import ranks
 
 FIT_SHARE = 0.95  # of a GPU's memory a job may plan to use
 LIGHTER_ADAPTERS = {"full": ("lora", "qlora"), "lora": ("qlora",)}  # what a job could switch to, lighter first
@@ -34,8 +35,9 @@ def job_memory_need(hp: dict, *, base_model: BaseModel, half_precision: bool = T
 
 
 def _shards(hp: dict) -> int:
-    """Ranks the weights, gradients and optimizer are split over: FSDP and ZeRO-3 split all three."""
-    return hp.get("devices", 1) if hp.get("sharding") in ("fsdp", "zero3") else 1
+    """Ranks the weights, gradients and optimizer are split over (on all the job's nodes): FSDP and ZeRO-3
+    split all three."""
+    return ranks(hp) if hp.get("sharding") in ("fsdp", "zero3") else 1
 
 
 def job_fit_check(hp: dict, *, base_model: BaseModel, param: str) -> dict:
@@ -69,13 +71,13 @@ def job_fit_check(hp: dict, *, base_model: BaseModel, param: str) -> dict:
 
 def _auto_savers(hp: dict):
     """``hp`` with the memory savers left to "auto" turned on, one more at a time: gradient checkpointing,
-    then FSDP over the job's devices."""
+    then FSDP over the job's devices (on all its nodes)."""
     auto = set(hp.get("auto_resolved", ()))
     saved = dict(hp)
     if "gradient_checkpointing" in auto and "gradient_checkpointing" in hp:
         saved["gradient_checkpointing"] = True
         yield saved
-    if "sharding" in auto and hp.get("devices", 1) > 1 and hp.get("sharding") == "none":
+    if "sharding" in auto and ranks(hp) > 1 and hp.get("sharding") == "none":
         yield {**saved, "sharding": "fsdp"}
 
 

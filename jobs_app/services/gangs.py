@@ -15,8 +15,14 @@ share through torchrun. If they have not all joined within ``GANG_WAIT_SECONDS``
 the job says why it waits, and it gathers again from its place in the order (the workers it released go
 back to it first). While it trains, a member that stops sending heartbeats is lost: the others stop
 their ranks and the job is retried from its last checkpoint, as when a worker dies.
+
+Each node stores its own part of every checkpoint (with sharding, its ranks' parts of the weights and
+optimizer state, written on its own disk) under the same checkpoint; the part that completes it (every
+node's stored) writes its manifest and its Checkpoint row (``gang_part_add``), so a checkpoint counts
+only once whole, and each node of a later attempt downloads all of it to resume.
 """
 
+import logging
 import random
 import socket
 import time
@@ -29,12 +35,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from finetune_site.errors import Conflict
 from jobs_app import tasks
 from jobs_app.models import FineTuneJob, JobEvent, Worker
 from jobs_app.services.leases import worker_capacity
 from jobs_app.services.lifecycle import job_event_add
 from workers.distributed import Rendezvous
 
+log = logging.getLogger(__name__)
 Status = FineTuneJob.Status
 Claim = Callable[..., FineTuneJob | None]
 
@@ -129,6 +137,39 @@ def gang_rendezvous(job: FineTuneJob, node: int) -> Rendezvous:
     """Where this attempt's nodes meet (the first node's address, whose store it hosts), and the run id
     they share."""
     return Rendezvous(endpoint=job.gang["endpoint"], run_id=f"{job.id}-{job.attempt}", host=node == 0)
+
+
+def gang_part_add(*, job: FineTuneJob, node: int, step: int, part: dict) -> dict | None:
+    """Record that node ``node`` stored its part (``part``: its manifest, {step, metrics, files}) of the
+    checkpoint at ``step``, in the caller's transaction (the job's row stays locked). Returns the whole
+    checkpoint's manifest when every node's part is stored (the metrics the ranks logged, every node's
+    files), else None. Raises Conflict when another attempt owns the job."""
+    row = FineTuneJob.objects.select_for_update().get(pk=job.pk)
+    if row.attempt != job.attempt:
+        raise Conflict(f"job {job.id} attempt {job.attempt} is stale", code="stale_attempt")
+    parts = dict(row.gang.get("parts", {}))
+    stored = {**parts.pop(str(step), {}), str(node): part}
+    whole = len(stored) >= job_nodes(row)
+    if not whole:
+        parts[str(step)] = stored
+    FineTuneJob.objects.filter(pk=job.pk).update(gang={**row.gang, "parts": parts})
+    if not whole:
+        return None
+    files = sorted({name for each in stored.values() for name in each["files"]})
+    metrics = {key: value for each in stored.values() for key, value in each["metrics"].items()}
+    return {"step": step, "metrics": metrics, "files": files}
+
+
+def gang_parts_wait(job: FineTuneJob) -> None:
+    """As the first node, before the attempt ends (finished or paused): wait until the other nodes'
+    parts of the checkpoints it stored are stored too, so its last checkpoint is whole (at most
+    ``JOB_LEASE_SECONDS``: a node that stopped is lost)."""
+    deadline = time.monotonic() + settings.JOB_LEASE_SECONDS
+    while FineTuneJob.objects.values_list("gang__parts", flat=True).get(pk=job.pk):
+        if time.monotonic() > deadline:
+            log.warning("job %s: checkpoint parts of another node never arrived", job.id)
+            return
+        time.sleep(0.2)
 
 
 class NodeWatch:

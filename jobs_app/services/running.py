@@ -21,6 +21,7 @@ from jobs_app.services.gangs import (
     NodeWatch,
     gang_follow,
     gang_gather,
+    gang_parts_wait,
     gang_rendezvous,
     gang_seat,
     gang_shortfall,
@@ -84,7 +85,7 @@ def _job_attempt(job: FineTuneJob, *, worker: str, node: int = 0) -> None:
             vision = job.objective == Objective.VISION
             config = (vision_config(job, workdir, resume_from=_resume_point(job, workdir / "resume") or "") if vision
                       else train_config(job, workdir, announce=node == 0))
-            reporter = JobReporter(job)
+            reporter = JobReporter(job, node=node)
             try:
                 with JobControl(job) as control:
                     result = (_vision_train(config, reporter, control) if vision
@@ -93,6 +94,8 @@ def _job_attempt(job: FineTuneJob, *, worker: str, node: int = 0) -> None:
                 reporter.close()  # every reported event and checkpoint is stored before the job moves on
             job_tracking_store(job, workdir)  # a node without rank 0 has nothing there
         if result is not None:
+            if job_nodes(job) > 1:
+                gang_parts_wait(job)  # the last checkpoint is whole before the job finishes or pauses
             _job_finish(job, result, trained_at=time.monotonic())
     except Conflict:
         pass  # cancelled, or taken over by a newer attempt: that one owns the job now

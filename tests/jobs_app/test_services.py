@@ -446,3 +446,41 @@ def test_result_file_holds_one_csv_row_per_step_owned_by_the_jobs_owner(base_mod
     assert header == ("step,train_loss,valid_loss,train_mean_token_accuracy,valid_mean_token_accuracy,"
                       "full_valid_loss,full_valid_mean_token_accuracy,learning_rate,tokens,reward")
     assert first == "1,2.0,,0.5,,,,0.001,100," and second == "2,1.0,0.7,0.5,,0.7,,0.001,200,"
+
+
+@pytest.mark.django_db(transaction=True)  # the reporter writes from its own thread (its own connection)
+def test_a_checkpoint_over_two_nodes_counts_only_once_each_node_stored_its_part(live_base_model, tmp_path):
+    from jobs_app.models import Checkpoint
+    from jobs_app.services import JobReporter, checkpoint_fetch
+    from workers.events import ArtifactSaved
+
+    job = make_job(hyperparameters={"nodes": 2, "devices": 1, "adapter": "full", "sharding": "fsdp"})
+    FineTuneJob.objects.filter(pk=job.pk).update(status=Status.RUNNING, attempt=1, gang={"attempt": 1})
+    job.refresh_from_db()
+    parts = {0: ("pytorch_model_fsdp_0/__0_0.distcp", "pytorch_model_fsdp_0/.metadata", "trainer_state.json"),
+             1: ("pytorch_model_fsdp_0/__1_0.distcp", "rng_state_1.pth")}
+
+    def node_saves(node: int, step: int, **metrics) -> None:
+        directory = tmp_path / f"node{node}" / f"checkpoint-{step}"
+        for name in parts[node]:
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            (directory / name).write_text(f"node {node}")
+        reporter = JobReporter(job, node=node)
+        reporter(ArtifactSaved(kind="checkpoint", path=str(directory), step=step, metrics=metrics))
+        reporter.close()
+
+    node_saves(1, 3)
+    assert not Checkpoint.objects.filter(job=job).exists()  # half of it: nothing to resume from
+    node_saves(0, 3, train_loss=1.5)
+    checkpoint = Checkpoint.objects.get(job=job)
+    assert (checkpoint.step, checkpoint.metrics) == (3, {"train_loss": 1.5})
+    fetched = checkpoint_fetch(checkpoint=checkpoint, target=tmp_path / "resume")  # what each node resumes from
+    assert sorted(p.relative_to(fetched).as_posix() for p in fetched.rglob("*") if p.is_file()) == sorted(
+        [*parts[0], *parts[1], "manifest.json"])
+    assert job.events.filter(message="Saved checkpoint at step 3").count() == 1
+    assert not FineTuneJob.objects.get(pk=job.pk).gang["parts"]
+
+    FineTuneJob.objects.filter(pk=job.pk).update(attempt=2)  # another attempt owns the job now
+    node_saves(0, 6)
+    node_saves(1, 6)
+    assert list(Checkpoint.objects.filter(job=job).values_list("step", flat=True)) == [3]

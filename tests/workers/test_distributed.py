@@ -186,3 +186,59 @@ def test_a_run_over_nodes_without_a_rendezvous_is_refused(tiny_model_path, tmp_p
                          output_dir=str(tmp_path / "out"), nodes=2)
     with pytest.raises(ValueError, match="needs their rendezvous"):
         run_distributed(config, lambda event: None)
+
+
+def _two_nodes(tmp_path: Path, run: str, **options) -> list[tuple]:
+    """Both nodes of one run of world size 2 (one process each, as two workers' hosts run them): the
+    (result, events) of the node that held global rank 0, then the other's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.e2e import free_port
+    from workers.distributed import Rendezvous
+
+    endpoint = f"127.0.0.1:{free_port()}"
+
+    def node(index: int):
+        config = TrainConfig(output_dir=str(tmp_path / run / f"node{index}"), nodes=2, **options)
+        events = []
+        result = run_distributed(config, events.append, rendezvous=Rendezvous(endpoint, run, index == 0))
+        return result, events
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(node, [0, 1]))
+    return sorted(outcomes, key=lambda outcome: outcome[0] is None)  # the rendezvous decides who is rank 0
+
+
+@pytest.mark.parametrize("sharding", ["fsdp", "zero3"])
+def test_sharding_over_two_nodes_stores_each_nodes_part_and_resumes_from_both(tiny_model_path, tmp_path, sharding):
+    """Sharding over two nodes of one process: each rank holds half of the weights, each node reports
+    the checkpoints its own rank wrote (its part), and a run given the parts of both (as each node
+    downloads the whole stored checkpoint) resumes on two nodes."""
+    import shutil
+
+    if sharding != "fsdp":
+        pytest.importorskip("deepspeed")
+    train = classification_write(tmp_path / "train.jsonl", 16)
+    options = dict(model_path=str(tiny_model_path), train_file=str(train), adapter="full", n_epochs=1, batch_size=2,
+                   learning_rate=3e-3, sharding=sharding, save_steps=2)
+    (result, events), (nothing, other_events) = _two_nodes(tmp_path, "first", **options)
+    assert nothing is None and (result.steps, result.total_steps) == (4, 4)
+    assert len(result.rank_parameters) == 2 and sum(result.rank_parameters) == PARAMETERS
+    assert all(0.4 < part / PARAMETERS < 0.6 for part in result.rank_parameters), result.rank_parameters
+    tuned = _learned_whole(tiny_model_path, result.adapter_dir, events)  # gathered whole, as on one node
+    assert all(isinstance(e, ArtifactSaved) and e.kind == "checkpoint" for e in other_events)  # nothing else
+    mine = {e.step: Path(e.path) for e in events if isinstance(e, ArtifactSaved) and e.kind == "checkpoint"}
+    theirs = {e.step: Path(e.path) for e in other_events}
+    assert list(mine) == list(theirs) == [2, 4]
+    parts = [[p.name for p in node[2].glob(RANK_PARTS[sharding])] for node in (mine, theirs)]
+    assert [len(part) for part in parts] == [1, 1] and parts[0] != parts[1]  # its own rank's part, on its disk
+    shared = {p.relative_to(mine[2]) for p in mine[2].rglob("*") if p.is_file()}
+    assert not shared & {p.relative_to(theirs[2]) for p in theirs[2].rglob("*") if p.is_file()}  # no file twice
+
+    whole = tmp_path / "stored"  # both parts under one checkpoint, as the platform stores and fetches it
+    for part in (mine[2], theirs[2]):
+        shutil.copytree(part, whole, dirs_exist_ok=True)
+    (again, resumed), _ = _two_nodes(tmp_path, "second", resume_from=str(whole), **options)
+    assert (again.steps, [e.step for e in resumed if isinstance(e, Progress)][0]) == (4, 3)  # on from step 2
+    assert _losses(resumed)[3] == pytest.approx(_losses(events)[3], abs=1e-4)  # the same weights came back
+    assert tuned.keys() == model_load(str(tiny_model_path), adapter_path=again.adapter_dir).state_dict().keys()

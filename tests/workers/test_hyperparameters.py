@@ -181,12 +181,21 @@ def test_sharding_auto_shards_only_a_model_that_does_not_fit_one_device():
 
 
 def test_sharding_on_one_device_is_refused_by_the_api_and_the_engine():
-    with pytest.raises(OptionError, match="set devices above 1") as caught:
+    with pytest.raises(OptionError, match=r"set devices \(or nodes\) above 1") as caught:
         hyperparameters_resolve({"sharding": "fsdp"}, SMALL)
     assert caught.value.name == "sharding"
-    with pytest.raises(ValueError, match="set devices above 1"):
+    with pytest.raises(ValueError, match=r"set devices \(or nodes\) above 1"):
         TrainConfig(model_path="m", train_file="t", output_dir="o", sharding="fsdp")
     assert TrainConfig(model_path="m", train_file="t", output_dir="o", sharding="fsdp", devices=2).sharding == "fsdp"
+
+
+def test_sharding_over_nodes_of_one_device_each_is_allowed():
+    """Two nodes of one device are a world of two ranks: the weights split across the machines."""
+    assert hyperparameters_resolve({"nodes": 2, "sharding": "fsdp"}, SMALL)["sharding"] == "fsdp"
+    assert hyperparameters_resolve({"nodes": 2, "devices": 2, "sharding": "fsdp"}, SMALL)["sharding"] == "fsdp"
+    over = Context(peak_memory_bytes=90 << 30, device_memory_bytes=80 << 30)
+    assert hyperparameters_resolve({"nodes": 2}, over)["sharding"] == "fsdp"
+    assert TrainConfig(model_path="m", train_file="t", output_dir="o", sharding="fsdp", nodes=2).nodes == 2
 
 
 def test_sharding_leaves_qlora_alone():
