@@ -85,6 +85,9 @@ def name_check(filename: str, options: dict, purpose: str = "fine-tune") -> None
                                  param="file", code="invalid_file_format")
         return
     if not options.get("container") and not container_from_name(filename):
+        if container_from_name(f"name{filename}"):  # ".jsonl": a dot file, all extension and no name
+            raise InvalidRequest(f"{filename}: the name is only an extension; put a name before it, e.g. "
+                                 f"train{filename}", param="file", code="invalid_file_format")
         raise InvalidRequest(f"{filename}: not a training file type we read; upload {SUPPORTED} "
                              "(or give container=...)", param="file", code="invalid_file_format")
 

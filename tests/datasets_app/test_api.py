@@ -46,6 +46,8 @@ NO_ASSISTANT = json.dumps({"messages": [{"role": "user", "content": "a"}]})
      "train.jsonl, line 2, messages: has no assistant turn"),
     ((GOOD + "\n").encode(), "train.csv", "train.csv: named .csv but the content looks like JSONL"),
     ((GOOD + "\n").encode(), "train.pdf", "train.pdf: not a training file type we read"),
+    ((GOOD + "\n").encode(), ".jsonl", ".jsonl: the name is only an extension; put a name before it, e.g. "
+     "train.jsonl"),
 ])
 def test_bad_upload_is_400_naming_file_and_line_and_stores_nothing(content, name, expected):
     client = api_client(make_user())
