@@ -151,9 +151,10 @@ def image_config(path: Path, filename: str, work_dir: Path, *, split: dict | Non
                        validation_share=(split or {}).get("validation_share", 0.0), seed=(split or {}).get("seed", 42))
 
 
-def validate_config(path: Path, filename: str, options: dict, work_dir: Path) -> ValidateConfig:
+def validate_config(path: Path, filename: str, options: dict, work_dir: Path,
+                    max_errors: int = 0) -> ValidateConfig:
     return ValidateConfig(
         path=str(path), filename=filename, output_path=str(work_dir / "train.jsonl"), work_dir=str(work_dir),
         container=options.get("container", ""), format=options.get("format", ""),
-        column_map=tuple(options.get("column_map", {}).items()), limits=read_limits(),
+        column_map=tuple(options.get("column_map", {}).items()), limits=read_limits(), max_errors=max_errors,
     )
