@@ -131,6 +131,16 @@ def metric_rows(metrics: dict | None) -> list[tuple[str, str]]:
     return rows
 
 
+def count_text(count, unit: str) -> str:
+    """"1 second", "3 seconds", "1,200 steps": a count with its unit, plural unless it is one."""
+    return f"{count:,} {unit}{'' if count == 1 else 's'}"
+
+
+def ended_text(status: str) -> str:
+    """How an ended job or sweep is said in a refusal: "has already been cancelled", "has already failed"."""
+    return "has already been cancelled" if status == "cancelled" else f"has already {status}"
+
+
 def ago_text(value: datetime, now: datetime | None = None) -> str:
     """"just now", "45 seconds ago", "3 minutes ago", "2 hours ago", "5 days ago" (or "in …" ahead)."""
     now = now or timezone.now()
@@ -142,7 +152,7 @@ def ago_text(value: datetime, now: datetime | None = None) -> str:
                        ("minute", 60), ("second", 1)):
         if seconds >= size:
             count = int(seconds // size)
-            words = f"{count} {unit}{'' if count == 1 else 's'}"
+            words = count_text(count, unit)
             return f"in {words}" if ahead else f"{words} ago"
     return "just now"
 

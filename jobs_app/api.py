@@ -29,14 +29,16 @@ def _ts(value) -> int | None:
 
 def job_object(job: FineTuneJob) -> dict:
     hp = job.hyperparameters
-    model = getattr(job, "result_model", None) if job.status == FineTuneJob.Status.SUCCEEDED else None
+    # a local job's model id is known from the start and stays on the job after the model is deleted (as OpenAI)
+    succeeded = job.status == FineTuneJob.Status.SUCCEEDED
+    local_model = job.fine_tuned_model_name if succeeded and not job.provider_id else None
     return {
         "object": "fine_tuning.job",
         "id": job.id,
         "model": job.base_model.name,
         "created_at": _ts(job.created_at),
         "finished_at": _ts(job.finished_at),
-        "fine_tuned_model": model.id if model else (job.remote_model or None),
+        "fine_tuned_model": job.remote_model or local_model,
         "organization_id": services.account_of(job.project_id),
         "result_files": [job.result_file_id] if job.result_file_id else [],
         "status": job.status,

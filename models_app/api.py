@@ -297,10 +297,20 @@ class EvaluationsApi(APIView):
         data = EvaluationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
-        model = selectors.model_get(request.user, values.pop("model"))
-        dataset = dataset_get(request.user, values.pop("file"))
+        model = _named(selectors.model_get, request.user, values.pop("model"), "model")
+        dataset = _named(dataset_get, request.user, values.pop("file"), "file")
         evaluation = services.evaluation_create(owner=request.user, model=model, dataset=dataset, **values)
         return Response(evaluation_object(evaluation), status=201)
+
+
+def _named(get, user, object_id: str, param: str):
+    """An object named inside a request body: one that does not exist for the user is a 400 naming
+    ``param`` (as job creation's training_file), not a 404 of the URL."""
+    try:
+        return get(user, object_id)
+    except Http404:
+        what = "file" if param == "file" else "model"
+        raise InvalidRequest(f"No such {what}: {object_id}", param=param, code=f"{what}_not_found") from None
 
 
 class EvaluationApi(APIView):

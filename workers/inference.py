@@ -542,6 +542,36 @@ def _penalised(logits, counts: dict[int, int], config: GenerateConfig):
     return logits
 
 
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet read backwards: the character a byte-level BPE vocabulary writes for each
+    byte (printable Latin-1 as itself, the other bytes as chr(256 + n) in order) -> that byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(shifted)}}
+
+
+BYTE_DECODER = _byte_decoder()
+BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte tokens
+
+
+def token_bytes(tokenizer, token_id: int) -> bytes:
+    """A token's own bytes, as OpenAI's logprobs ``bytes``: a token holding part of a multi-byte character
+    decodes to U+FFFD, so its raw bytes come from its vocabulary entry (byte-level BPE's alphabet or
+    SentencePiece's ``<0xNN>``), kept only when they decode to the same text."""
+    text = tokenizer.decode([token_id])
+    if "\ufffd" not in text:
+        return text.encode()
+    piece = tokenizer.convert_ids_to_tokens(token_id) or ""
+    byte = BYTE_FALLBACK.fullmatch(piece)
+    if byte:
+        raw = bytes([int(byte.group(1), 16)])
+    elif piece and all(c in BYTE_DECODER for c in piece):
+        raw = bytes(BYTE_DECODER[c] for c in piece)
+    else:
+        return text.encode()
+    return raw if raw.decode("utf-8", "replace") == text else text.encode()
+
+
 def _logprob_entry(tokenizer, logits, token: int, top: int) -> dict:
     """One generated token in OpenAI's logprobs shape, with the ``top`` most likely tokens at its place."""
     import torch
@@ -550,7 +580,7 @@ def _logprob_entry(tokenizer, logits, token: int, top: int) -> dict:
 
     def entry(token_id: int) -> dict:
         text = tokenizer.decode([token_id])
-        return {"token": text, "logprob": float(logprobs[token_id]), "bytes": list(text.encode())}
+        return {"token": text, "logprob": float(logprobs[token_id]), "bytes": list(token_bytes(tokenizer, token_id))}
 
     best = torch.topk(logprobs, top).indices.tolist() if top else []
     return {**entry(token), "top_logprobs": [entry(t) for t in best]}

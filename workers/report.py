@@ -67,6 +67,7 @@ class Report:
         self.first: list[Issue] = []
         self.error_count = 0
         self.warning_count = 0
+        self.stopped = ""  # where the check stopped early ("line 101"), "" when it read the whole file
 
     @property
     def ok(self) -> bool:
@@ -88,7 +89,10 @@ class Report:
         """The first errors, one a line, each naming the file, line and field."""
         lines = [issue.describe(self.filename) for issue in self.first]
         more = self.error_count - len(self.first)
-        if more:
+        if self.stopped:
+            lines.append(f"... and at least {more} more problems: the check stopped before {self.stopped} after "
+                         f"{self.error_count} errors; fix these and upload again to check the rest")
+        elif more:
             lines.append(f"... and {more} more problems")
         return "\n".join(lines)
 
@@ -103,6 +107,7 @@ class Report:
             "ok": self.ok,
             "error_count": self.error_count,
             "warning_count": self.warning_count,
+            "complete": not self.stopped,  # False: the counts are "at least", the file was not read to its end
             "errors": self.grouped(ERROR),
             "warnings": self.grouped(WARNING),
             "summary": self.summary(),

@@ -46,6 +46,9 @@ class ValidateConfig:
         e.g. (("question", "prompt"),); default none.
     limits: sizes beyond which a file is refused (see ``Limits``); default ``Limits()``.
     examples_per_kind: problems kept as examples for each kind; the rest are counted; default 5.
+    max_errors: stop reading once this many errors were found (the report says where it stopped and
+        its counts are then "at least"), which bounds a check made while a user waits; default 0
+        (read the whole file).
     """
 
     path: str
@@ -57,6 +60,7 @@ class ValidateConfig:
     column_map: tuple[tuple[str, str], ...] = ()
     limits: Limits = field(default_factory=Limits)
     examples_per_kind: int = 5
+    max_errors: int = 0
 
     def __post_init__(self) -> None:
         if self.format and self.format not in FORMATS:
@@ -141,6 +145,9 @@ def _check_all(config, records, position, total, report: Report, state: _State, 
     write = None
     next_progress, last_time = PROGRESS_ROWS, time.monotonic()
     for row, line, value, issue in records:
+        if config.max_errors and report.error_count >= config.max_errors:
+            report.stopped = f"line {line}" if line is not None else f"row {row}"
+            return
         state.rows = row
         if row >= next_progress:
             next_progress += PROGRESS_ROWS

@@ -85,6 +85,9 @@ def name_check(filename: str, options: dict, purpose: str = "fine-tune") -> None
                                  param="file", code="invalid_file_format")
         return
     if not options.get("container") and not container_from_name(filename):
+        if container_from_name(f"name{filename}"):  # ".jsonl": a dot file, all extension and no name
+            raise InvalidRequest(f"{filename}: the name is only an extension; put a name before it, e.g. "
+                                 f"train{filename}", param="file", code="invalid_file_format")
         raise InvalidRequest(f"{filename}: not a training file type we read; upload {SUPPORTED} "
                              "(or give container=...)", param="file", code="invalid_file_format")
 
@@ -148,9 +151,10 @@ def image_config(path: Path, filename: str, work_dir: Path, *, split: dict | Non
                        validation_share=(split or {}).get("validation_share", 0.0), seed=(split or {}).get("seed", 42))
 
 
-def validate_config(path: Path, filename: str, options: dict, work_dir: Path) -> ValidateConfig:
+def validate_config(path: Path, filename: str, options: dict, work_dir: Path,
+                    max_errors: int = 0) -> ValidateConfig:
     return ValidateConfig(
         path=str(path), filename=filename, output_path=str(work_dir / "train.jsonl"), work_dir=str(work_dir),
         container=options.get("container", ""), format=options.get("format", ""),
-        column_map=tuple(options.get("column_map", {}).items()), limits=read_limits(),
+        column_map=tuple(options.get("column_map", {}).items()), limits=read_limits(), max_errors=max_errors,
     )

@@ -36,6 +36,9 @@ from workers.validate import ValidationResult, run_validation
 
 Status = Dataset.Status
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# A check made while the request waits stops at this many errors: a file of millions of bad rows would
+# otherwise hold the web process for a minute, and the first hundred say what to fix.
+INLINE_MAX_ERRORS = 100
 
 
 def dataset_upload(*, owner, upload: UploadedFile, purpose: str = "fine-tune", options: dict | None = None,
@@ -43,8 +46,8 @@ def dataset_upload(*, owner, upload: UploadedFile, purpose: str = "fine-tune", o
     """Store an uploaded training file as a Dataset, hashing it on the way in.
 
     Files up to ``DATASET_INLINE_BYTES`` are validated here: a bad one raises ``InvalidRequest``
-    naming file, line and field, and nothing is stored. Larger files are stored as ``uploaded``
-    and the ``dataset_validate`` task checks them.
+    naming file, line and field (the check stops at ``INLINE_MAX_ERRORS``), and nothing is stored.
+    Larger files are stored as ``uploaded`` and the ``dataset_validate`` task checks them.
     """
     purpose_check(purpose)
     options = dataset_options_clean(**(options or {}))
@@ -61,8 +64,8 @@ def dataset_upload(*, owner, upload: UploadedFile, purpose: str = "fine-tune", o
         result = None
         # An image archive is always checked by the task: decoding every image, and storing thumbnails
         if size <= settings.DATASET_INLINE_BYTES and purpose != VISION_PURPOSE:
-            result = text_intent_result(run_validation(validate_config(local, filename, options, work_dir)),
-                                        filename, options)
+            config = validate_config(local, filename, options, work_dir, max_errors=INLINE_MAX_ERRORS)
+            result = text_intent_result(run_validation(config), filename, options)
             if not result.ok:
                 raise InvalidRequest(result.summary, param="file", code="invalid_file")
         return dataset_store(owner=owner, local=local, filename=filename, purpose=purpose, sha256=digest,

@@ -10,6 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from finetune_site.errors import Conflict
+from finetune_site.humane import count_text
 from jobs_app import tasks
 from jobs_app.models import FineTuneJob, JobEvent, Worker
 from jobs_app.services.lifecycle import job_fail, job_requeue, job_send
@@ -123,8 +124,9 @@ def job_timeout_enforce(*, job: FineTuneJob) -> bool:
     timeout = job.hyperparameters["timeout"]
     try:
         job_fail(job_id=job.id, code="timeout", attempt=job.attempt,
-                 message=f"ran past its timeout of {timeout:,} seconds (started {job.started_at:%Y-%m-%d %H:%M:%S} "
-                         "UTC); raise method.<type>.hyperparameters.timeout to give it longer")
+                 message=f"ran past its timeout of {count_text(timeout, 'second')} "
+                         f"(started {job.started_at:%Y-%m-%d %H:%M:%S} UTC); "
+                         "raise method.<type>.hyperparameters.timeout to give it longer")
     except Conflict:
         pass  # it ended, or moved on to another attempt, meanwhile
     return True

@@ -9,6 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from finetune_site.errors import Conflict
+from finetune_site.humane import ended_text
 from finetune_site.request_id import request_id_get
 from finetune_site.status import status_allows, status_transition
 from jobs_app import tasks
@@ -121,7 +122,7 @@ def job_cancel(*, job: FineTuneJob, reason: str = "") -> FineTuneJob:
     """Cancel a job that has not finished; a running one stops within one training step. ``reason``
     (e.g. "pruned by sweep ...") is said in the event that records it."""
     if not job_actions(job)["cancel"]:
-        raise Conflict(f"job {job.id} has already {job.status}; only unfinished jobs can be cancelled",
+        raise Conflict(f"job {job.id} {ended_text(job.status)}; only unfinished jobs can be cancelled",
                        code="job_finished")
     with transaction.atomic():
         job = job_transition(job_id=job.id, to=Status.CANCELLED, finished_at=timezone.now(),

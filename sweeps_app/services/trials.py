@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts_app.selectors import user_in_project
 from finetune_site.errors import Conflict, Forbidden, InvalidRequest
+from finetune_site.humane import ended_text
 from finetune_site.status import status_allows, status_transition
 from jobs_app.models import FINISHED, FineTuneJob, JobEvent
 from jobs_app.services import job_actions, job_cancel, job_create
@@ -216,7 +217,7 @@ def sweep_cancel(*, sweep: Sweep) -> Sweep:
     with transaction.atomic():
         sweep = Sweep.objects.select_for_update().get(pk=sweep.pk)
         if not sweep_actions(sweep)["cancel"]:
-            raise Conflict(f"{sweep.id} has already {sweep.status}; only a running sweep can be cancelled",
+            raise Conflict(f"{sweep.id} {ended_text(sweep.status)}; only a running sweep can be cancelled",
                            param="sweep_id", code="sweep_finished")
         _sweep_stop(sweep)
     return sweep

@@ -46,6 +46,8 @@ NO_ASSISTANT = json.dumps({"messages": [{"role": "user", "content": "a"}]})
      "train.jsonl, line 2, messages: has no assistant turn"),
     ((GOOD + "\n").encode(), "train.csv", "train.csv: named .csv but the content looks like JSONL"),
     ((GOOD + "\n").encode(), "train.pdf", "train.pdf: not a training file type we read"),
+    ((GOOD + "\n").encode(), ".jsonl", ".jsonl: the name is only an extension; put a name before it, e.g. "
+     "train.jsonl"),
 ])
 def test_bad_upload_is_400_naming_file_and_line_and_stores_nothing(content, name, expected):
     client = api_client(make_user())
@@ -56,6 +58,17 @@ def test_bad_upload_is_400_naming_file_and_line_and_stores_nothing(content, name
     error = response.json()["error"]
     assert expected in error["message"] and error["param"] == "file"
     assert list(Dataset.objects.all()) == [kept] and _stored_files() == before
+
+
+def test_upload_of_millions_of_bad_rows_stops_checking_at_the_first_hundred():
+    """The inline check holds the web request: a file of only bad rows is not read to its end."""
+    client = api_client(make_user())
+    response = _upload(client, (GOOD + "\n").encode() + b"{}\n" * 200_000)
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith("train.jsonl, line 2:")
+    assert "at least 80 more problems: the check stopped before line 102 after 100 errors" in message
+    assert not Dataset.objects.exists()
 
 
 def test_unknown_purpose_is_400():

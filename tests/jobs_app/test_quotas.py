@@ -175,6 +175,16 @@ def test_timeout_fails_a_running_job_past_its_deadline(base_model):
     assert "timeout of 60 seconds" in claimed.error["message"]
 
 
+def test_timeout_of_one_second_is_said_in_the_singular(base_model):
+    job = _queued(make_user(), timeout=1)
+    claimed = job_claim_next(job_id=job.id, worker="w1")
+    FineTuneJob.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(seconds=2))
+    claimed.refresh_from_db()
+    assert job_timeout_enforce(job=claimed) is True
+    claimed.refresh_from_db()
+    assert "timeout of 1 second (started" in claimed.error["message"]
+
+
 def test_staff_sets_and_reads_an_accounts_quota_through_the_api():
     owner = make_user()
     staff = api_client(make_user(is_staff=True))

@@ -54,6 +54,11 @@ def test_cancel_finished_job_is_refused(base_model):
         job_cancel(job=make_job(status=Status.SUCCEEDED))
 
 
+def test_cancel_of_cancelled_job_says_it_has_been_cancelled(base_model):
+    with pytest.raises(Conflict, match="has already been cancelled; only unfinished"):
+        job_cancel(job=make_job(status=Status.CANCELLED))
+
+
 def test_events_are_numbered_per_job(base_model):
     first, second = make_job(), make_job()
     job_event_add(job_id=first.id, message="a")

@@ -132,15 +132,17 @@ def test_api_creates_lists_and_shows_evaluations(base_model, alice, validation, 
     assert api_client(make_user("bob")).get(f"/v1/registry/evaluations/{body['id']}").status_code == 404
 
 
-def test_another_users_model_or_file_cannot_be_evaluated(base_model, alice, validation, trained_adapter):
+def test_another_users_model_or_file_is_a_400_naming_it(base_model, alice, validation, trained_adapter):
     bob = make_user("bob")
     model = _model(alice, trained_adapter)
     client = api_client(bob)
     own = make_dataset(bob)
-    assert client.post("/v1/registry/evaluations", {"model": model.id, "file": own.id},
-                       format="json").status_code == 404
-    assert client.post("/v1/registry/evaluations", {"model": "tiny-llama", "file": validation.id},
-                       format="json").status_code == 404
+    for body, param in (({"model": model.id, "file": own.id}, "model"),
+                        ({"model": "tiny-llama", "file": validation.id}, "file")):
+        response = client.post("/v1/registry/evaluations", body, format="json")
+        assert response.status_code == 400 and response.json()["error"]["param"] == param
+        assert response.json()["error"]["message"] == f"No such {param}: {body[param]}"
+    assert not Evaluation.objects.exists()
 
 
 def test_job_gate_needs_a_validation_file_and_a_known_metric(base_model, alice):

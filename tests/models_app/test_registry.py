@@ -2,6 +2,7 @@
 
 import pytest
 
+from jobs_app.models import FineTuneJob
 from models_app.models import FineTunedModel
 from models_app.selectors import model_get
 from models_app.services import (
@@ -115,6 +116,16 @@ def test_delete_refuses_a_version_with_an_alias_then_deletes(versions, alice):
     assert refused.status_code == 409 and "production" in refused.json()["error"]["message"]
     assert client.delete(f"/v1/models/{versions[1].id}").status_code == 200
     assert not FineTunedModel.objects.filter(pk=versions[1].id).exists()
+
+
+def test_a_deleted_model_keeps_its_id_on_its_job(versions, alice):
+    client = api_client(alice)
+    model = versions[1]
+    FineTuneJob.objects.filter(pk=model.job_id).update(status=FineTuneJob.Status.SUCCEEDED)
+    assert client.get(f"/v1/fine_tuning/jobs/{model.job_id}").json()["fine_tuned_model"] == model.id
+    assert client.delete(f"/v1/models/{model.id}").status_code == 200
+    assert client.get(f"/v1/models/{model.id}").status_code == 404
+    assert client.get(f"/v1/fine_tuning/jobs/{model.job_id}").json()["fine_tuned_model"] == model.id
 
 
 def test_lineage_links_dataset_job_checkpoint_version_and_exports(versions, alice):

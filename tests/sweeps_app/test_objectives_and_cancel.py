@@ -110,6 +110,7 @@ def test_cancel_stops_new_trials_and_cancels_the_unfinished_jobs(base_model):
     assert sweep.trials.count() == 2
     again = api_client(user).post(f"/v1/sweeps/{sweep.id}/cancel")
     assert again.status_code == 409 and again.json()["error"]["code"] == "sweep_finished"
+    assert "has already been cancelled" in again.json()["error"]["message"]
 
 
 def test_the_page_offers_cancel_while_the_sweep_runs(base_model):

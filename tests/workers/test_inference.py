@@ -12,6 +12,7 @@ from workers.inference import (
     generate,
     inference_model_load,
     prompt_ids,
+    token_bytes,
     tool_calls_parse,
 )
 from workers.sample_data import tool_call_row
@@ -139,6 +140,13 @@ def test_a_strong_frequency_penalty_changes_a_repetitive_greedy_reply(base):
     penalised = generate(base, GenerateConfig(messages=HELLO, temperature=0, max_tokens=24, frequency_penalty=2,
                                               presence_penalty=2))
     assert penalised.text != plain.text
+
+
+def test_logprob_bytes_of_a_split_character_are_the_tokens_own_bytes(base):
+    text = "naïve 😀"
+    ids = base.tokenizer.encode(text, add_special_tokens=False)
+    assert any("\ufffd" in base.tokenizer.decode([i]) for i in ids)  # some token holds part of a character
+    assert b"".join(token_bytes(base.tokenizer, i) for i in ids) == text.encode()
 
 
 def test_logprobs_come_for_every_token_with_the_most_likely_ones(base):

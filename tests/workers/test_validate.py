@@ -209,6 +209,16 @@ def test_report_keeps_examples_per_kind_and_counts_the_rest(tmp_path):
     assert "... and 30 more problems" in result.summary
 
 
+def test_max_errors_stops_reading_and_says_the_counts_are_at_least(tmp_path):
+    result = _check(tmp_path, "t.jsonl", _lines(CHAT) + "{}\n" * 5000, max_errors=100)
+    assert not result.ok and result.rows == 101  # the good row and the first hundred bad ones, no more
+    assert result.report["error_count"] == 100 and result.report["complete"] is False
+    assert ("... and at least 80 more problems: the check stopped before line 102 after 100 errors; fix these "
+            "and upload again to check the rest") in result.summary
+    assert "t.jsonl, line 2:" in result.summary
+    assert _check(tmp_path, "t.jsonl", "{}\n" * 500).report["complete"] is True  # no limit: the whole file
+
+
 # --- containers --------------------------------------------------------------------------------
 
 def test_json_array_is_streamed_with_line_numbers(tmp_path):
