@@ -378,6 +378,9 @@ WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 # --- Job lifecycle: the database decides, Celery only delivers ---
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 120)  # no heartbeat for this long: the worker is gone
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", 10)
+# A training worker refreshes its row's last_seen this often for its whole life, idle or not; one not
+# seen for 3 periods counts as gone (jobs_app.selectors.workers_alive).
+WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 15)
 JOB_REQUEUE_SECONDS = env_int("JOB_REQUEUE_SECONDS", 60)  # queued but unclaimed this long: send again
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
 # --- Jobs over several nodes (hyperparameter "nodes"): gathered together or not at all ---

@@ -5,7 +5,8 @@ from django.utils.html import format_html, format_html_join
 
 from finetune_site.errors import Conflict
 from jobs_app import services
-from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider, Quota
+from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider, Quota, Worker
+from jobs_app.selectors import worker_is_alive
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -106,3 +107,25 @@ class QuotaAdmin(admin.ModelAdmin):
                     "updated_at")
     search_fields = ("project__id", "project__name")
     autocomplete_fields = ("project",)
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    """Training workers as they registered; one not seen for 3 × ``WORKER_HEARTBEAT_SECONDS`` shows as not
+    alive (killed without stopping, or its host lost) and is not counted for jobs. Deleting the row of a
+    live one is harmless: it registers again at its next beat."""
+
+    list_display = ("name", "kind", "capacity", "started_at", "last_seen", "alive")
+    search_fields = ("name",)
+    readonly_fields = ("name", "devices", "started_at", "last_seen")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="kind")
+    def kind(self, worker: Worker) -> str:
+        return worker.devices.get("kind", "cpu")
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, worker: Worker) -> bool:
+        return worker_is_alive(worker)

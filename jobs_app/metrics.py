@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from jobs_app.models import FINISHED, FineTuneJob, Worker
+from jobs_app.selectors import worker_alive_seconds, workers_alive
 
 Status = FineTuneJob.Status
 # Upper bounds in seconds of a job's run, from its first claim to its end.
@@ -97,9 +98,13 @@ class JobsCollector(Collector):
     def _workers(self):
         busy = set(FineTuneJob.objects.filter(status=Status.RUNNING).exclude(lease_owner="")
                    .values_list("lease_owner", flat=True))
-        workers = list(Worker.objects.all())
-        registered = GaugeMetricFamily("finetune_workers", "Celery workers registered (started and not stopped).")
+        workers = list(workers_alive())  # the others are gone: they only show in finetune_workers_stale
+        registered = GaugeMetricFamily("finetune_workers", "Celery workers registered (started and not stopped) "
+                                       "and alive (seen lately).")
         registered.add_metric([], len(workers))
+        stale = GaugeMetricFamily("finetune_workers_stale", "Workers registered but not seen for over "
+                                  f"{worker_alive_seconds()}s: killed without stopping, or their host is lost.")
+        stale.add_metric([], Worker.objects.count() - len(workers))
         busy_total = GaugeMetricFamily("finetune_workers_busy", "Registered workers running a job now.")
         busy_total.add_metric([], sum(1 for worker in workers if worker.name in busy))
         each = GaugeMetricFamily("finetune_worker_busy", "1 while the worker runs a job.", labels=["worker", "kind"])
@@ -109,4 +114,4 @@ class JobsCollector(Collector):
             kind = str(worker.devices.get("kind", "cpu"))
             each.add_metric([worker.name, kind], 1 if worker.name in busy else 0)
             devices.add_metric([worker.name, kind], worker.capacity)
-        yield from (registered, busy_total, each, devices)
+        yield from (registered, stale, busy_total, each, devices)

@@ -1,15 +1,16 @@
 """Reads of jobs shared by views, the API and the CLI."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
 from django.utils import timezone
 
 from accounts_app.selectors import project_acting
-from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider
+from jobs_app.models import Checkpoint, FineTuneJob, JobEvent, Provider, Worker
 
 
 def jobs_visible_to(user) -> QuerySet[FineTuneJob]:
@@ -172,3 +173,22 @@ def jobs_ahead_of(job: FineTuneJob) -> tuple[int, int]:
     running = local.filter(status=FineTuneJob.Status.RUNNING).count()
     waiting = local.filter(status=FineTuneJob.Status.QUEUED, created_at__lt=job.created_at).count()
     return running, waiting
+
+
+WORKER_ALIVE_PERIODS = 3  # beats a worker may miss (a slow database, a busy host) before it counts as gone
+
+
+def worker_alive_seconds() -> int:
+    """How long a registered worker may go unseen and still count as alive."""
+    return WORKER_ALIVE_PERIODS * settings.WORKER_HEARTBEAT_SECONDS
+
+
+def worker_is_alive(worker: Worker) -> bool:
+    return worker.last_seen >= timezone.now() - timedelta(seconds=worker_alive_seconds())
+
+
+def workers_alive() -> QuerySet[Worker]:
+    """The registered training workers seen lately (each refreshes its ``last_seen`` every
+    ``WORKER_HEARTBEAT_SECONDS``, idle or not): what the scheduler and the fit check may count on. A worker
+    killed without unregistering (``kill -9``, a lost host) keeps its row but drops out of this."""
+    return Worker.objects.filter(last_seen__gte=timezone.now() - timedelta(seconds=worker_alive_seconds()))

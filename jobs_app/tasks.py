@@ -7,6 +7,8 @@ from finetune_site.errors import Conflict
 from jobs_app import services
 from jobs_app.models import FineTuneJob
 
+_liveness: dict[str, "services.WorkerLiveness"] = {}  # this process's registered workers, by name
+
 
 @shared_task(name="jobs_app.tasks.job_validate")
 def job_validate(job_id: str) -> None:
@@ -69,10 +71,14 @@ def _advertise_devices(sender, **kwargs) -> None:
         return
     devices = {**asdict(device_detect()), "cpus": os.cpu_count() or 1}
     services.worker_register(name=sender.hostname, devices=devices)
+    _liveness[sender.hostname] = services.WorkerLiveness(name=sender.hostname, devices=devices).start()
 
 
 @worker_shutting_down.connect
 def _release_jobs_on_shutdown(sender: str, **kwargs) -> None:
     """On SIGTERM the running job checkpoints and goes back to the queue instead of running on."""
     services.jobs_release_for_shutdown(worker=sender)
+    liveness = _liveness.pop(sender, None)
+    if liveness is not None:
+        liveness.stop()  # before unregistering: a last beat must not register it again
     services.worker_unregister(name=sender)

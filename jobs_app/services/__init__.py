@@ -14,7 +14,7 @@
 - ``quotas``: account quotas and the queue's order (priority, fair share, age)
 - ``running``: claiming a job, building the engine's config, finishing or retrying the attempt
 - ``results``: a succeeded job's step metrics as a CSV file (its ``result_files``)
-- ``leases``: heartbeats, the reaper, workers' devices
+- ``leases``: heartbeats, the reaper, workers' devices and liveness
 - ``providers``: remote OpenAI-compatible fine-tuning APIs, their keys sealed
 - ``remote``: a job on a remote provider: upload, create once, mirror status, events and checkpoints
 - ``tracking``: experiment trackers (``integrations``): checked, the engine's settings, where a run is
@@ -43,10 +43,12 @@ from jobs_app.services.graders import grader_run, grader_try, grader_validate
 from jobs_app.services.judged import job_preferences_store
 from jobs_app.services.judges import JudgeModel, judge_find, judge_resolver_register, judges_local
 from jobs_app.services.leases import (
+    WorkerLiveness,
     job_heartbeat,
     jobs_reap,
     jobs_release_for_shutdown,
     worker_register,
+    worker_seen,
     worker_unregister,
 )
 from jobs_app.services.lifecycle import (
@@ -88,5 +90,5 @@ __all__ = [
     "job_tracking",
     "jobs_reap", "jobs_release_for_shutdown", "judge_find", "judge_resolver_register", "judges_local",
     "promotion_gate_check", "quota_for", "quota_set", "train_config",
-    "vision_sample_images", "worker_register", "worker_unregister",
+    "vision_sample_images", "WorkerLiveness", "worker_register", "worker_seen", "worker_unregister",
 ]

@@ -13,8 +13,8 @@ from django.conf import settings
 
 from datasets_app.models import Dataset, TokenStats
 from datasets_app.services import token_stats_compute, token_stats_current
-from jobs_app.models import Provider, Worker
-from jobs_app.selectors import providers_visible_to
+from jobs_app.models import Provider
+from jobs_app.selectors import providers_visible_to, workers_alive
 from jobs_app.services.creation import JobRequest, job_provider_check, job_request_check
 from jobs_app.services.estimates import job_estimate_draft
 from jobs_app.services.providers import LOCAL
@@ -72,11 +72,11 @@ def remote_prices(provider: Provider) -> dict:
 
 
 def job_cost(*, kind: str, prices: dict, model: str, tokens: int, seconds: float | None, devices: int) -> dict:
-    """The cost of a run: per device-hour for local workers (a GPU's price where a GPU worker is
+    """The cost of a run: per device-hour for local workers (a GPU's price where a live GPU worker is
     registered, else a CPU's), per million training tokens for remote ones; ``amount`` None with a
     ``reason`` where the table or the estimate cannot say."""
     if kind == LOCAL:
-        gpu = any(d.get("kind") == "cuda" for d in Worker.objects.values_list("devices", flat=True))
+        gpu = any(d.get("kind") == "cuda" for d in workers_alive().values_list("devices", flat=True))
         basis, per_hour = ("gpu_hour", prices["gpu_hour_usd"]) if gpu else ("cpu_hour", prices["cpu_hour_usd"])
         price = {"usd_per_hour": per_hour, "devices": devices}
         if seconds is None:

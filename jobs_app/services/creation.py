@@ -13,8 +13,8 @@ from datasets_app.selectors import dataset_rows
 from finetune_site.errors import InvalidRequest
 from finetune_site.semver import Semver, semver_parse
 from jobs_app import tasks
-from jobs_app.models import FineTuneJob, Provider, Worker
-from jobs_app.selectors import provider_named
+from jobs_app.models import FineTuneJob, Provider
+from jobs_app.selectors import provider_named, workers_alive
 from jobs_app.services.estimates import job_estimate_draft
 from jobs_app.services.fit import job_fit_check
 from jobs_app.services.gate import promotion_gate_check
@@ -61,7 +61,7 @@ def job_memory_known(*, base_model: BaseModel, adapter: str, objective: str) -> 
 
     The estimate is the largest peak of the last finished runs of this model, adapter and objective
     trained without gradient checkpointing (a run with it measured the saver, not the need); the GPU is
-    the largest a registered worker advertised (CPU workers advertise none: RAM is not a hard limit).
+    the largest a live registered worker advertised (CPU workers advertise none: RAM is not a hard limit).
     A remote provider's model has neither here.
     """
     if base_model.is_remote:
@@ -71,7 +71,7 @@ def job_memory_known(*, base_model: BaseModel, adapter: str, objective: str) -> 
             .order_by("-finished_at").values_list("metrics", "hyperparameters"))
     runs = [metrics for metrics, hp in runs if not hp.get("gradient_checkpointing")][:PAST_RUNS]
     peak = max((m.get("peak_memory_bytes") or 0 for m in runs), default=0)
-    gpus = [d.get("memory_bytes") or 0 for d in Worker.objects.values_list("devices", flat=True)
+    gpus = [d.get("memory_bytes") or 0 for d in workers_alive().values_list("devices", flat=True)
             if d.get("kind") == "cuda"]
     return peak or None, max(gpus, default=0) or None
 

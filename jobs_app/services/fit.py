@@ -1,7 +1,7 @@
 """Whether a job fits the GPUs it would run on, decided before anything is queued."""
 
 from finetune_site.errors import InvalidRequest
-from jobs_app.models import Worker
+from jobs_app.selectors import workers_alive
 from models_app.base_models.models import BaseModel
 from workers.estimate import GIB, Shape, memory_need
 from workers.hyperparameters import ranks
@@ -11,9 +11,9 @@ LIGHTER_ADAPTERS = {"full": ("lora", "qlora"), "lora": ("qlora",)}  # what a job
 
 
 def gpu_memory_largest() -> tuple[int, bool, int] | None:
-    """(the largest GPU of the registered workers in bytes, whether it has bf16, how many GPUs that worker
-    has), or None without GPU workers."""
-    gpus = [d for d in Worker.objects.values_list("devices", flat=True) if d.get("kind") == "cuda"]
+    """(the largest GPU of the live registered workers in bytes, whether it has bf16, how many GPUs that
+    worker has), or None without GPU workers (one unseen lately, ``workers_alive``, is not planned for)."""
+    gpus = [d for d in workers_alive().values_list("devices", flat=True) if d.get("kind") == "cuda"]
     if not gpus:
         return None
     largest = max(gpus, key=lambda d: d.get("memory_bytes") or 0)

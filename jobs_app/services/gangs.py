@@ -7,8 +7,9 @@ later job: with no gang gathering, it opens one (a fresh token, the rendezvous e
 node) and sends one message per other node, so that free workers come and walk the order too; else it
 joins the gathering gang. The rule: **a gathering gang reserves the workers that joined it**, and a
 later job may take a free worker only if the gang cannot use it (the gang is complete, or the worker
-has fewer devices than one node needs). A job that needs more workers than are registered waits with
-that reason and reserves nobody.
+has fewer devices than one node needs). A job that needs more workers than are registered and alive
+(``workers_alive``: a worker killed without unregistering drops out) waits with that reason and reserves
+nobody.
 
 Once every node has joined, the first node claims the job (``job_claim``) and each member trains its
 share through torchrun. If they have not all joined within ``GANG_WAIT_SECONDS``, the gang is dissolved,
@@ -38,6 +39,7 @@ from django.utils import timezone
 from finetune_site.errors import Conflict
 from jobs_app import tasks
 from jobs_app.models import FineTuneJob, JobEvent, Worker
+from jobs_app.selectors import worker_alive_seconds, workers_alive
 from jobs_app.services.leases import worker_capacity
 from jobs_app.services.lifecycle import job_event_add
 from workers.distributed import Rendezvous
@@ -62,15 +64,22 @@ def job_nodes(job: FineTuneJob) -> int:
 
 
 def gang_shortfall(job: FineTuneJob) -> str:
-    """Why a job over several nodes cannot gather now: fewer registered workers have the devices one node
-    needs than it has nodes ("" when enough do)."""
+    """Why a job over several nodes cannot gather now: fewer live registered workers have the devices one
+    node needs than it has nodes ("" when enough do). Workers registered but unseen lately are not counted,
+    and the reason says how many there are."""
     nodes, devices = job_nodes(job), job.hyperparameters.get("devices", 1)
-    able = sum(node.capacity >= devices for node in Worker.objects.all())
+    alive = list(workers_alive())
+    able = sum(node.capacity >= devices for node in alive)
     if able >= nodes:
         return ""
     each = f" with {devices} devices each" if devices > 1 else ""
-    return (f"waiting for {nodes} training workers{each} (a {nodes}-node job); {able} "
-            f"{'is' if able == 1 else 'are'} registered")
+    reason = (f"waiting for {nodes} training workers{each} (a {nodes}-node job); {able} "
+              f"{'is' if able == 1 else 'are'} registered")
+    silent = Worker.objects.count() - len(alive)
+    if silent:
+        reason += (f"; {silent} more {'is' if silent == 1 else 'are'} registered but not seen for over "
+                   f"{worker_alive_seconds()}s (stopped?) and not counted")
+    return reason
 
 
 def gang_seat(*, job: FineTuneJob, worker: str) -> GangSeat | None:
@@ -206,9 +215,9 @@ def _gang_full(job_id: str, token: str) -> bool:
 def _gang_dissolve(job: FineTuneJob) -> None:
     """Not every node joined in time: the job stays queued, saying why, and tries again later."""
     nodes, joined = job_nodes(job), len(job.gang["members"])
-    workers = Worker.objects.count()
+    workers = workers_alive().count()
     reason = (f"waiting for {nodes} training workers free at once (a {nodes}-node job): {joined} answered in "
-              f"{settings.GANG_WAIT_SECONDS}s; {workers} registered")
+              f"{settings.GANG_WAIT_SECONDS}s; {workers} registered and alive")
     FineTuneJob.objects.filter(pk=job.pk).update(gang={}, wait_reason=reason)
     if job.wait_reason != reason:
         job_event_add(job_id=job.id, level=JobEvent.Level.WARN, message=reason[0].upper() + reason[1:])

@@ -1,5 +1,6 @@
 """Leases: a running attempt renews its heartbeat; the reaper recovers jobs whose worker died,
-and queued or validating jobs whose message was lost. Workers register their devices."""
+and queued or validating jobs whose message was lost. Workers register their devices and say they are
+alive for as long as they run (``WorkerLiveness``)."""
 
 import logging
 import threading
@@ -17,6 +18,7 @@ from jobs_app.services.lifecycle import job_fail, job_requeue, job_send
 
 log = logging.getLogger(__name__)
 Status = FineTuneJob.Status
+WORKER_FORGET_SECONDS = 24 * 3600  # the reaper deletes the row of a worker unseen this long
 
 
 def jobs_reap() -> dict:
@@ -36,6 +38,8 @@ def jobs_reap() -> dict:
     for job_id in FineTuneJob.objects.filter(status=Status.VALIDATING_FILES, created_at__lt=stale).values_list(
             "pk", flat=True):
         tasks.job_validate.delay(job_id)
+    forgotten = Worker.objects.filter(last_seen__lt=now - timedelta(seconds=WORKER_FORGET_SECONDS))
+    forgotten.delete()  # killed without unregistering, long ago; a live one re-registers when it comes back
     return {"reaped": reaped, "resent": resent}
 
 
@@ -92,7 +96,7 @@ class Heartbeat:
                 if job_timeout_enforce(job=self.job):
                     return
                 job_heartbeat(job=self.job)
-                Worker.objects.filter(name=self.worker).update(last_seen=timezone.now())
+                worker_seen(name=self.worker)
                 if self.done.wait(self._pause()):
                     return
         finally:
@@ -146,3 +150,40 @@ def worker_capacity(name: str) -> int:
 
 def worker_unregister(*, name: str) -> None:
     Worker.objects.filter(name=name).delete()
+
+
+def worker_seen(*, name: str) -> bool:
+    """Note that worker ``name`` is alive now; False when it has no row (it unregistered, or was forgotten)."""
+    return Worker.objects.filter(name=name).update(last_seen=timezone.now()) == 1
+
+
+class WorkerLiveness:
+    """Refreshes a registered worker's ``last_seen`` every ``WORKER_HEARTBEAT_SECONDS`` from a daemon thread,
+    from registration to shutdown, idle or not: a worker killed without unregistering then drops out of
+    ``workers_alive`` within a few periods. Started and stopped in the worker's main process."""
+
+    def __init__(self, *, name: str, devices: dict, period: float | None = None) -> None:
+        self.name, self.devices = name, devices
+        self.period = period if period is not None else settings.WORKER_HEARTBEAT_SECONDS
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name=f"liveness-{name}")
+
+    def start(self) -> "WorkerLiveness":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self.done.wait(self.period):
+            try:
+                if not worker_seen(name=self.name):  # forgotten by the reaper while the database was away
+                    worker_register(name=self.name, devices=self.devices)
+            except Exception:  # the database may be down for a while: keep trying, the next beat may pass
+                log.warning("worker %s: could not record that it is alive", self.name, exc_info=True)
+            finally:
+                # hold no connection between beats: a pool child forked meanwhile would inherit its socket,
+                # and closing the copy in the child would close the parent's connection too
+                connection.close()

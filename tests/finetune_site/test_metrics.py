@@ -58,6 +58,8 @@ def test_metrics_count_jobs_by_status_waits_per_queue_run_times_and_workers(clie
     _finish(make_job(owner), Status.FAILED, minutes=2)
     Worker.objects.create(name="celery@gpu-1", devices={"kind": "cuda", "count": 2})
     Worker.objects.create(name="celery@cpu-1", devices={"kind": "cpu", "count": 0, "cpus": 8})
+    Worker.objects.create(name="celery@dead-1", devices={"kind": "cuda", "count": 4})  # killed, never unregistered
+    Worker.objects.filter(name="celery@dead-1").update(last_seen=timezone.now() - timedelta(minutes=10))
 
     families = scrape(client)
 
@@ -82,6 +84,8 @@ def test_metrics_count_jobs_by_status_waits_per_queue_run_times_and_workers(clie
     assert value(families, "finetune_job_tokens_per_second_sum") == 3800
 
     assert value(families, "finetune_workers") == 2 and value(families, "finetune_workers_busy") == 1
+    assert value(families, "finetune_workers_stale") == 1
+    assert not [v for _, labels, v in families["finetune_worker_devices"] if labels["worker"] == "celery@dead-1"]
     assert value(families, "finetune_worker_busy", worker="celery@gpu-1", kind="cuda") == 1
     assert value(families, "finetune_worker_busy", worker="celery@cpu-1", kind="cpu") == 0
     assert value(families, "finetune_worker_devices", worker="celery@gpu-1") == 2

@@ -1,8 +1,11 @@
 """The admin is the operator's tool: every model is listed, the job page shows its history."""
 
-import pytest
+from datetime import timedelta
 
-from jobs_app.models import FineTuneJob
+import pytest
+from django.utils import timezone
+
+from jobs_app.models import FineTuneJob, Worker
 from jobs_app.services import job_event_add
 from tests.factories import make_job, make_user
 
@@ -16,9 +19,9 @@ def staff_client(client):
 
 
 @pytest.mark.parametrize("path", ["datasets_app/dataset", "jobs_app/finetunejob", "jobs_app/jobevent",
-                                  "jobs_app/checkpoint", "base_models/basemodel", "models_app/finetunedmodel",
-                                  "models_app/evaluation", "models_app/modelalias", "models_app/aliaschange",
-                                  "models_app/export"])
+                                  "jobs_app/checkpoint", "jobs_app/worker", "base_models/basemodel",
+                                  "models_app/finetunedmodel", "models_app/evaluation", "models_app/modelalias",
+                                  "models_app/aliaschange", "models_app/export"])
 def test_every_model_has_a_searchable_list(staff_client, base_model, path):
     make_job()
     response = staff_client.get(f"/admin/{path}/?q=x")
@@ -69,3 +72,12 @@ def test_labels_read_as_plurals_and_a_job_page_summarises_its_events(staff_clien
     page = staff_client.get(f"/admin/jobs_app/finetunejob/{job.id}/change/").content.decode()
     assert "300 metric points" in page and f"job__id__exact={job.id}" in page
     assert page.count("Step ") < 30  # not every metric event inline
+
+
+def test_worker_list_shows_a_worker_unseen_lately_as_not_alive(staff_client):
+    Worker.objects.create(name="live@a", devices={"kind": "cuda", "count": 2})
+    Worker.objects.create(name="dead@b", devices={"kind": "cpu", "cpus": 4})
+    Worker.objects.filter(name="dead@b").update(last_seen=timezone.now() - timedelta(minutes=10))
+    page = staff_client.get("/admin/jobs_app/worker/").content.decode()
+    rows = {name: page.split(name, 1)[1].split("</tr>", 1)[0] for name in ("live@a", "dead@b")}
+    assert 'alt="True"' in rows["live@a"] and 'alt="False"' in rows["dead@b"]

@@ -1,7 +1,10 @@
 """A job that would not fit the workers' GPUs is refused before anything is queued, with the changes
 that would make it fit; gradient checkpointing left to "auto" turns on when it is what makes it fit."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from finetune_site.errors import InvalidRequest
 from jobs_app.models import FineTuneJob, Worker
@@ -29,6 +32,19 @@ def _gpu(gib: int) -> None:
 
 def _create(user, **hp):
     return job_create(owner=user, training_file=make_dataset(user).id, model="llama-7b", hyperparameters=hp)
+
+
+def test_the_fit_check_plans_only_for_gpus_of_workers_seen_lately(seven_b):
+    """An 80 GiB worker killed without unregistering is not there to run the job: the 24 GiB one decides."""
+    _gpu(80)
+    _gpu(24)
+    user = make_user()
+    lora = {"adapter": "lora", "gradient_checkpointing": False, **LONG}  # ~64 GiB
+    assert _create(user, **lora)  # fits the 80 GiB GPU while its worker is alive
+    Worker.objects.filter(name="gpu-80").update(last_seen=timezone.now() - timedelta(minutes=10))
+    with pytest.raises(InvalidRequest) as refused:
+        _create(user, **lora)
+    assert refused.value.code == "does_not_fit" and "the largest GPU of the workers has 24.0 GiB" in str(refused.value)
 
 
 def test_a_full_fine_tune_too_big_for_the_gpu_is_refused_with_what_would_fit(seven_b):

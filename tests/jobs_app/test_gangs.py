@@ -1,17 +1,19 @@
 """Jobs over several nodes in the queue's one order, against the database (no worker process: each claim is
 called as a worker's message calls it, with the worker's name)."""
 
+from datetime import timedelta
 from html import escape
 from types import SimpleNamespace
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts_app.selectors import project_personal
 from jobs_app.models import FineTuneJob, Quota, Worker
 from jobs_app.services import job_claim, job_claim_next
 from jobs_app.services.gangs import GangSeat, gang_gather
-from jobs_app.tasks import _advertise_devices
+from jobs_app.tasks import _advertise_devices, _release_jobs_on_shutdown
 from tests.api import api_client
 from tests.factories import make_job, make_usage, make_user
 
@@ -121,6 +123,18 @@ def test_gang_larger_than_the_registered_workers_waits_with_the_reason_and_reser
     assert gang.events.filter(level="warn", message__startswith="Waiting for 3 training workers").count() == 1
 
 
+def test_gang_does_not_count_a_registered_worker_unseen_lately(base_model):
+    """A worker killed with kill -9 keeps its row; the gang must not gather on it forever."""
+    gang = _queued(make_user(), nodes=2)
+    _workers("w1", "dead")
+    Worker.objects.filter(name="dead").update(last_seen=timezone.now() - timedelta(minutes=10))
+    assert job_claim_next(job_id=gang.id, worker="w1") is None
+    gang.refresh_from_db()
+    assert gang.gang == {}  # nobody seated: it does not start gathering
+    assert gang.wait_reason == ("waiting for 2 training workers (a 2-node job); 1 is registered; 1 more is "
+                                "registered but not seen for over 45s (stopped?) and not counted")
+
+
 def test_gang_waits_for_workers_with_the_devices_one_node_needs(base_model):
     gang = _queued(make_user(), nodes=2, devices=4)
     _workers("big", cpus=4)
@@ -153,6 +167,9 @@ def _consumer(hostname: str, *queues: str):
 
 def test_only_workers_that_take_training_jobs_register_as_nodes():
     _advertise_devices(sender=_consumer("trains@a", "default", "training"))
-    _advertise_devices(sender=_consumer("infers@b", "inference"))
-    _advertise_devices(sender=_consumer("checks@c", "default"))
-    assert list(Worker.objects.values_list("name", flat=True)) == ["trains@a"]
+    try:
+        _advertise_devices(sender=_consumer("infers@b", "inference"))
+        _advertise_devices(sender=_consumer("checks@c", "default"))
+        assert list(Worker.objects.values_list("name", flat=True)) == ["trains@a"]
+    finally:
+        _release_jobs_on_shutdown(sender="trains@a")  # stops its liveness thread with the test
