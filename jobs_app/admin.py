@@ -112,8 +112,8 @@ class QuotaAdmin(admin.ModelAdmin):
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
     """Training workers as they registered; one not seen for 3 × ``WORKER_HEARTBEAT_SECONDS`` shows as not
-    alive (killed without stopping, or its host lost) and is not counted for jobs. Deleting the row of a
-    live one is harmless: it registers again at its next beat."""
+    alive (killed without stopping, or its host lost) and is not counted for jobs. Deleting a row forgets
+    the worker until it starts again (its beats only update its row)."""
 
     list_display = ("name", "kind", "capacity", "started_at", "last_seen", "alive")
     search_fields = ("name",)

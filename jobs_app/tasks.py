@@ -71,7 +71,7 @@ def _advertise_devices(sender, **kwargs) -> None:
         return
     devices = {**asdict(device_detect()), "cpus": os.cpu_count() or 1}
     services.worker_register(name=sender.hostname, devices=devices)
-    _liveness[sender.hostname] = services.WorkerLiveness(name=sender.hostname, devices=devices).start()
+    _liveness[sender.hostname] = services.WorkerLiveness(name=sender.hostname).start()
 
 
 @worker_shutting_down.connect

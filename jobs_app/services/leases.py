@@ -162,8 +162,8 @@ class WorkerLiveness:
     from registration to shutdown, idle or not: a worker killed without unregistering then drops out of
     ``workers_alive`` within a few periods. Started and stopped in the worker's main process."""
 
-    def __init__(self, *, name: str, devices: dict, period: float | None = None) -> None:
-        self.name, self.devices = name, devices
+    def __init__(self, *, name: str, period: float | None = None) -> None:
+        self.name = name
         self.period = period if period is not None else settings.WORKER_HEARTBEAT_SECONDS
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True, name=f"liveness-{name}")
@@ -179,8 +179,9 @@ class WorkerLiveness:
     def _beat(self) -> None:
         while not self.done.wait(self.period):
             try:
-                if not worker_seen(name=self.name):  # forgotten by the reaper while the database was away
-                    worker_register(name=self.name, devices=self.devices)
+                # only ever an update: a row deleted meanwhile (forgotten by the reaper, an operator, a test's
+                # flush) stays gone until the worker starts again, so nothing re-registers behind their back
+                worker_seen(name=self.name)
             except Exception:  # the database may be down for a while: keep trying, the next beat may pass
                 log.warning("worker %s: could not record that it is alive", self.name, exc_info=True)
             finally:

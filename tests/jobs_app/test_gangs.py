@@ -21,6 +21,12 @@ pytestmark = pytest.mark.django_db
 Status = FineTuneJob.Status
 
 
+@pytest.fixture(autouse=True)
+def _no_other_workers():
+    """Only the workers a test registers: a worker process an earlier test started may have left its row."""
+    Worker.objects.all().delete()
+
+
 def _queued(owner, **hyperparameters) -> FineTuneJob:
     return make_job(owner, status=Status.QUEUED, hyperparameters={"n_epochs": 1, **hyperparameters})
 
