@@ -4,6 +4,7 @@ export answers like its source. Only this module writes ``Export.status``."""
 
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -91,7 +92,10 @@ def export_run(*, export_id: str) -> Export | None:
     export = _export_claim(export_id)
     if export is None:
         return None
-    workdir = Path(settings.WORK_DIR) / "exports" / export.id
+    # a directory of this run's own: a redelivered export may run twice at once (a running one is taken
+    # again), and one run's cleanup must not empty the other's files before it zips them
+    (Path(settings.WORK_DIR) / "exports").mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"{export.id}-", dir=Path(settings.WORK_DIR) / "exports"))
     try:
         result = _export_engine_run(export, workdir)
         if not result.verified:

@@ -27,8 +27,9 @@ CLASSES = ["birds", "cats", "dogs"]
 
 
 @pytest.fixture
-def classifier(live_base_model):
-    """The model a native vision job trained (two epochs on 30 images)."""
+def classifier(live_base_model, no_live_workers):
+    """The model a native vision job trained (two epochs on 30 images). No worker runs meanwhile: the tasks
+    creating the job and its exports queue would be run there too, in the same work directory as here."""
     user = make_user()
     job = job_create(owner=user, training_file=make_vision_dataset(user).id, model="cnn", objective="vision",
                      hyperparameters={"strategy": "native", "n_epochs": 2, "width": 8, "batch_size": 8})
