@@ -19,16 +19,21 @@ def _share_with_the_property(base_path, adapter, prompts) -> float:
     return sum(WORD in answer.lower() for answer in answers) / len(answers)
 
 
+def _rlaif_config(model_path, tmp_path, prompts: list[dict], **options) -> TrainConfig:
+    """An rlaif run of ``prompts`` judged by ``JUDGE``: short sampled answers, a high learning rate."""
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in prompts))
+    return TrainConfig(model_path=str(model_path), train_file=str(path), output_dir=str(tmp_path / "out"),
+                       objective="rlaif", grader=json.dumps(JUDGE), max_completion_length=4, temperature=1.0,
+                       learning_rate=3e-3, **options)
+
+
 def test_the_tuned_policy_shows_the_judges_preference_more_often_than_the_base(tiny_model_path, tmp_path):
     from workers.training import run_training
 
     prompts = [{"messages": row["messages"][:1]} for row in classification_rows(40, seed=3)]
     train, held_out = prompts[:24], prompts[24:]
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in train))
-    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(path), output_dir=str(tmp_path / "out"),
-                         objective="rlaif", grader=json.dumps(JUDGE), num_generations=12, max_completion_length=4,
-                         temperature=1.0, n_epochs=4, batch_size=4, learning_rate=3e-3, beta=0.1)
+    config = _rlaif_config(tiny_model_path, tmp_path, train, num_generations=12, n_epochs=4, batch_size=4, beta=0.1)
     events = []
     result = run_training(config, events.append)
     stored = [e for e in events if isinstance(e, ArtifactSaved) and e.kind == "preferences"]
@@ -63,11 +68,8 @@ def test_a_streamed_rlaif_job_streams_its_pairs_for_its_epochs(tiny_model_path, 
     from workers.training import run_training
 
     prompts = [{"messages": row["messages"][:1]} for row in classification_rows(12, seed=3)]
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in prompts))
-    config = TrainConfig(model_path=str(tiny_model_path), train_file=str(path), output_dir=str(tmp_path / "out"),
-                         objective="rlaif", grader=json.dumps(JUDGE), num_generations=4, max_completion_length=4,
-                         temperature=1.0, n_epochs=2, batch_size=2, learning_rate=3e-3, stream_rows=12)
+    config = _rlaif_config(tiny_model_path, tmp_path, prompts, num_generations=4, n_epochs=2, batch_size=2,
+                           stream_rows=12)
     events = []
     result = run_training(config, events.append)
     pairs = next(e for e in events if isinstance(e, ArtifactSaved) and e.kind == "preferences").metrics["pairs"]
